@@ -1,0 +1,1 @@
+"""The asyncio adapters: the only modules of mss that do socket I/O besides the relay."""

@@ -1,0 +1,440 @@
+"""config.ini: read once at start into typed, frozen objects.
+
+:func:`check` reads the whole file and collects every problem (``mss check-config`` prints them all);
+:func:`load` returns the :class:`Config` or raises the first :class:`~mss.errors.ConfigError`.
+Unknown sections and keys are warnings, not errors, so a newer file still runs on an older mss.
+An empty value means "unset"; the defaults below are those of SPEC.md.
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from mss.errors import ConfigError
+
+__all__ = [
+    "CODECS",
+    "CallbackConfig",
+    "Config",
+    "ConfigCheck",
+    "ExternalLineConfig",
+    "JournalConfig",
+    "PeerServer",
+    "RtpConfig",
+    "SipConfig",
+    "check",
+    "check_text",
+    "load",
+]
+
+#: Codecs mss passes through (never transcodes), by their SDP encoding names.
+CODECS = ("PCMU", "PCMA", "G729")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallbackConfig:
+    """[callback]: the IIF side and the rules of a callback."""
+
+    listen_host: str = "127.0.0.1"
+    """Address the IIF server listens on (TCP and UDP)."""
+    listen_port: int = 5080
+    """Port of the IIF server (TCP and UDP)."""
+    audio_codecs: tuple[str, ...] = CODECS
+    """Codecs offered to user1, in order of preference."""
+    external_line_mode: bool = True
+    """True: register to the PSS as the external line; False: server-to-server."""
+    default_caller: str | None = None
+    """Caller number in server-to-server mode."""
+    ring_timeout: int = 45
+    """Seconds a leg may ring (from its INVITE) before it is cancelled."""
+    max_duration: int = 86400
+    """Largest ``duration`` a REQUEST may ask for, in seconds."""
+    max_calls: int = 1000
+    """Concurrent callbacks; beyond it a REQUEST gets ``code=fail``."""
+    extended_response: bool = False
+    """True: a RESPONSE also carries ``result=`` and ``code=``."""
+    drain_grace: int = 30
+    """Seconds SIGTERM lets calls in progress run before releasing them."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SipConfig:
+    """[sip]: where mss speaks SIP and to whom."""
+
+    local_host: str = "127.0.0.1"
+    """Address mss binds for SIP (UDP and TCP)."""
+    local_port: int = 5070
+    """Port mss binds for SIP (UDP and TCP)."""
+    transport: str = "udp"
+    """``udp`` or ``tcp`` towards the PSS."""
+    pss_host: str = "127.0.0.1"
+    """The peer SIP server (the VoIP provider)."""
+    pss_port: int = 5060
+    """Port of the peer SIP server."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExternalLineConfig:
+    """[external_line]: the line mss registers as, when ``external_line_mode = yes``."""
+
+    username: str
+    """Registered user; also the caller number unless ``number`` is set."""
+    password: str
+    """Digest password."""
+    auth_username: str | None = None
+    """Digest user when it differs from ``username``."""
+    number: str | None = None
+    """Caller number presented in From."""
+    domain: str | None = None
+    """SIP domain (defaults to the PSS host)."""
+    expires: int = 300
+    """Registration lifetime asked for, in seconds."""
+
+    @property
+    def digest_user(self) -> str:
+        """The user name of digest authentication."""
+        return self.auth_username or self.username
+
+    @property
+    def caller(self) -> str:
+        """The caller number presented in From."""
+        return self.number or self.username
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RtpConfig:
+    """[rtp]: the media relay."""
+
+    host: str = "127.0.0.1"
+    """Address the relay binds and writes into SDP."""
+    port_min: int = 30000
+    """Lowest RTP port (even; RTCP is RTP + 1)."""
+    port_max: int = 40000
+    """Highest port the relay may use."""
+    inactivity_timeout: int = 60
+    """Seconds without RTP on a bridged leg before the call is released (0: never)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerServer:
+    """One entry of [peer_servers]: an AS allowed to order callbacks."""
+
+    name: str
+    """The key in config.ini."""
+    host: str
+    """IP address the AS connects from."""
+    port: int | None = None
+    """Source port required on TCP, and where RESPONSEs go over UDP; None: any."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JournalConfig:
+    """[journal]: the durable record of requests and responses."""
+
+    path: str = "mss-journal.sqlite3"
+    """sqlite3 file (relative paths are relative to config.ini's directory)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """The whole config.ini."""
+
+    callback: CallbackConfig
+    """[callback]"""
+    sip: SipConfig
+    """[sip]"""
+    external_line: ExternalLineConfig | None
+    """[external_line]; None in server-to-server mode."""
+    rtp: RtpConfig
+    """[rtp]"""
+    peer_servers: tuple[PeerServer, ...]
+    """[peer_servers]"""
+    journal: JournalConfig
+    """[journal]"""
+    log_level: str = "info"
+    """[log] level: debug, info, warning or error."""
+
+    @property
+    def caller(self) -> str:
+        """The number both legs present in From (SPEC.md, "Caller identity")."""
+        if self.external_line is not None:
+            return self.external_line.caller
+        assert self.callback.default_caller is not None  # enforced by check()
+        return self.callback.default_caller
+
+
+@dataclass(slots=True)
+class ConfigCheck:
+    """What :func:`check` found: the config when valid, every error, every warning."""
+
+    config: Config | None
+    errors: list[ConfigError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+# --- value parsers: each returns the value or raises ValueError with the reason -------------------
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise ValueError(f"{value} is outside {low}..{high}")
+        return value
+
+    return parse
+
+
+_port = _int_in(1, 65535)
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("yes", "true", "on", "1"):
+        return True
+    if lowered in ("no", "false", "off", "0"):
+        return False
+    raise ValueError(f"{text!r} is not yes or no")
+
+
+def _ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address") from None
+
+
+def _host(text: str) -> str:
+    # A host name or an IP address; no spaces, no port.
+    if not text or any(c.isspace() for c in text) or ":" in text and not _is_ipv6(text):
+        raise ValueError(f"{text!r} is not a host name or IP address")
+    return text
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 6
+    except ValueError:
+        return False
+
+
+def _sip_token(text: str) -> str:
+    # A user part for From/To: digits, letters and the few marks a number may carry.
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+*#._-")
+    if not text or len(text) > 64 or not set(text) <= allowed:
+        raise ValueError(f"{text!r} is not a valid user or number (letters, digits, + * # . _ -)")
+    return text
+
+
+def _codecs(text: str) -> tuple[str, ...]:
+    names = [part.strip().upper() for part in text.split(",") if part.strip()]
+    if not names:
+        raise ValueError("no codec listed")
+    for name in names:
+        if name not in CODECS:
+            raise ValueError(f"unknown codec {name!r} (known: {', '.join(CODECS)})")
+    if len(set(names)) != len(names):
+        raise ValueError("a codec is listed twice")
+    return tuple(names)
+
+
+def _transport(text: str) -> str:
+    lowered = text.lower()
+    if lowered not in ("udp", "tcp"):
+        raise ValueError(f"{text!r} is not udp or tcp")
+    return lowered
+
+
+def _log_level(text: str) -> str:
+    lowered = text.lower()
+    if lowered not in ("debug", "info", "warning", "error"):
+        raise ValueError(f"{text!r} is not debug, info, warning or error")
+    return lowered
+
+
+def _peer(name: str, text: str) -> PeerServer:
+    host, sep, port_text = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
+    if not sep:
+        host = text
+    host = host.strip("[]")
+    return PeerServer(name=name, host=_ip(host), port=_port(port_text) if sep else None)
+
+
+# --- the reader ---------------------------------------------------------------------------------
+
+_KNOWN: dict[str, set[str]] = {
+    "callback": set(CallbackConfig.__dataclass_fields__),
+    "sip": set(SipConfig.__dataclass_fields__),
+    "external_line": set(ExternalLineConfig.__dataclass_fields__),
+    "rtp": set(RtpConfig.__dataclass_fields__),
+    "journal": set(JournalConfig.__dataclass_fields__),
+    "log": {"level"},
+}
+
+
+class _Reader:
+    """Reads one section's keys, collecting errors instead of stopping at the first."""
+
+    def __init__(self, parser: configparser.ConfigParser, errors: list[ConfigError]) -> None:
+        self._parser = parser
+        self.errors = errors
+
+    def get(
+        self, section: str, key: str, parse: Callable[[str], T], default: T, *, required: bool = False
+    ) -> T:
+        raw = self._parser.get(section, key, fallback="") if self._parser.has_section(section) else ""
+        raw = raw.strip()
+        if not raw:
+            if required:
+                self.errors.append(ConfigError(section, key, "is required"))
+            return default
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            self.errors.append(ConfigError(section, key, str(exc)))
+            return default
+
+
+def check_text(text: str, *, base_dir: Path | None = None) -> ConfigCheck:
+    """Validate config.ini contents; relative journal paths resolve against ``base_dir``."""
+    parser = configparser.ConfigParser(
+        inline_comment_prefixes=(";", "#"), interpolation=None, strict=True, empty_lines_in_values=False
+    )
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive names
+    result = ConfigCheck(config=None)
+    try:
+        parser.read_string(text)
+    except configparser.Error as exc:
+        result.errors.append(ConfigError("file", None, str(exc).splitlines()[0]))
+        return result
+
+    for section in parser.sections():
+        if section == "peer_servers":
+            continue
+        if section not in _KNOWN:
+            result.warnings.append(f"[{section}]: unknown section, ignored")
+            continue
+        for key in parser.options(section):
+            if key not in _KNOWN[section]:
+                result.warnings.append(f"[{section}] {key}: unknown key, ignored")
+
+    r = _Reader(parser, result.errors)
+    d_cb, d_sip, d_rtp = CallbackConfig(), SipConfig(), RtpConfig()
+    callback = CallbackConfig(
+        listen_host=r.get("callback", "listen_host", _ip, d_cb.listen_host),
+        listen_port=r.get("callback", "listen_port", _port, d_cb.listen_port, required=True),
+        audio_codecs=r.get("callback", "audio_codecs", _codecs, d_cb.audio_codecs),
+        external_line_mode=r.get("callback", "external_line_mode", _bool, d_cb.external_line_mode),
+        default_caller=r.get("callback", "default_caller", _sip_token, None),
+        ring_timeout=r.get("callback", "ring_timeout", _int_in(1, 3600), d_cb.ring_timeout),
+        max_duration=r.get("callback", "max_duration", _int_in(1, 31 * 86400), d_cb.max_duration),
+        max_calls=r.get("callback", "max_calls", _int_in(1, 100_000), d_cb.max_calls),
+        extended_response=r.get("callback", "extended_response", _bool, d_cb.extended_response),
+        drain_grace=r.get("callback", "drain_grace", _int_in(0, 86400), d_cb.drain_grace),
+    )
+    if not callback.external_line_mode and callback.default_caller is None:
+        if not any(e.key == "default_caller" for e in result.errors):
+            result.errors.append(
+                ConfigError("callback", "default_caller", "is required when external_line_mode = no")
+            )
+
+    sip = SipConfig(
+        local_host=r.get("sip", "local_host", _ip, d_sip.local_host),
+        local_port=r.get("sip", "local_port", _port, d_sip.local_port),
+        transport=r.get("sip", "transport", _transport, d_sip.transport),
+        pss_host=r.get("sip", "pss_host", _host, d_sip.pss_host, required=True),
+        pss_port=r.get("sip", "pss_port", _port, d_sip.pss_port),
+    )
+
+    external_line: ExternalLineConfig | None = None
+    if callback.external_line_mode:
+        if not parser.has_section("external_line"):
+            result.errors.append(
+                ConfigError("external_line", None, "is required when external_line_mode = yes")
+            )
+        else:
+            external_line = ExternalLineConfig(
+                username=r.get("external_line", "username", _sip_token, "", required=True),
+                password=r.get("external_line", "password", str, "", required=True),
+                auth_username=r.get("external_line", "auth_username", _sip_token, None),
+                number=r.get("external_line", "number", _sip_token, None),
+                domain=r.get("external_line", "domain", _host, None),
+                expires=r.get("external_line", "expires", _int_in(60, 86400), 300),
+            )
+
+    rtp = RtpConfig(
+        host=r.get("rtp", "host", _ip, d_rtp.host),
+        port_min=r.get("rtp", "port_min", _int_in(1024, 65534), d_rtp.port_min),
+        port_max=r.get("rtp", "port_max", _int_in(1025, 65535), d_rtp.port_max),
+        inactivity_timeout=r.get("rtp", "inactivity_timeout", _int_in(0, 86400), 60),
+    )
+    if rtp.port_min % 2:
+        result.errors.append(ConfigError("rtp", "port_min", f"{rtp.port_min} is odd (RTP ports are even)"))
+    if rtp.port_max - rtp.port_min < 3:
+        result.errors.append(
+            ConfigError(
+                "rtp",
+                "port_max",
+                f"port_min..port_max ({rtp.port_min}..{rtp.port_max}) must hold at least one session "
+                "(4 ports)",
+            )
+        )
+
+    peers: list[PeerServer] = []
+    if parser.has_section("peer_servers"):
+        for name in parser.options("peer_servers"):
+            value = parser.get("peer_servers", name).strip()
+            try:
+                peers.append(_peer(name, value))
+            except ValueError as exc:
+                result.errors.append(ConfigError("peer_servers", name, str(exc)))
+    if not peers and not any(e.section == "peer_servers" for e in result.errors):
+        result.errors.append(
+            ConfigError("peer_servers", None, "no peer server listed: nobody could order a callback")
+        )
+
+    journal_path = r.get("journal", "path", str, JournalConfig().path)
+    if base_dir is not None and not Path(journal_path).is_absolute():
+        journal_path = str(base_dir / journal_path)
+    log_level = r.get("log", "level", _log_level, "info")
+
+    if not result.errors:
+        result.config = Config(
+            callback=callback,
+            sip=sip,
+            external_line=external_line,
+            rtp=rtp,
+            peer_servers=tuple(peers),
+            journal=JournalConfig(path=journal_path),
+            log_level=log_level,
+        )
+    return result
+
+
+def check(path: str | Path) -> ConfigCheck:
+    """Validate the config file at ``path``."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        return ConfigCheck(config=None, errors=[ConfigError("file", None, f"cannot read {p}: {exc.strerror}")])
+    except UnicodeDecodeError:
+        return ConfigCheck(config=None, errors=[ConfigError("file", None, f"{p} is not UTF-8 text")])
+    return check_text(text, base_dir=p.resolve().parent)
+
+
+def load(path: str | Path) -> Config:
+    """Load and validate config.ini; raise the first :class:`ConfigError` when it is invalid."""
+    result = check(path)
+    if result.config is None:
+        raise result.errors[0]
+    return result.config
