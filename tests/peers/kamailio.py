@@ -1,0 +1,333 @@
+"""Kamailio as the provider's SIP server (PSS) of the end-to-end tests.
+
+``Kamailio`` writes a kamailio.cfg from the commented template ``kamailio.cfg.in`` beside this
+module, runs ``kamailio -DD -E`` in the foreground in its own process group, waits until it
+answers an OPTIONS ping (UDP, and TCP when enabled), and kills the whole group on exit::
+
+    with Kamailio(mode="auth", users={"100": "pw100", "101": "pw101"}) as pss:
+        ...  # phones register to pss.host:pss.port
+        pss.wait_registered("100", timeout=5)
+
+Modes (both listen on UDP and TCP at ``host:port`` and forward between the two transports):
+
+``auth``  (mss in external-line mode)
+    Registrar + record-routing proxy. REGISTER is answered 401 (digest, qop=auth) and every
+    initial request (INVITE ...) 407, checked against ``users`` plus the mss line
+    (``mss_line``, by default user ``mss`` / ``secret``), which registers like any phone.
+
+``trunk``  (mss server-to-server)
+    Initial requests from mss's address (``mss`` host and port; over TCP the host alone, since
+    a TCP client connects from an ephemeral port) are trusted without auth. Everyone else is a
+    phone user: phones register with digest auth (401) and their INVITEs are challenged (407),
+    exactly as in auth mode. The mss line is not a user in this mode.
+
+In both modes: an initial request for a user not in the table gets 404, for a known user with
+no registration 480; responses of the callee (180/183/200/486/603 ...) pass through; a CANCEL
+ends in 487. In-dialog requests (ACK, BYE, re-INVITE, UPDATE, PRACK, INFO) follow the
+Record-Route set. The request domain counts as "this server" when it is ``host`` or ``realm``
+with this server's port or with no port at all. ``challenge_requests=False`` turns the 407
+challenge of initial requests off (registrations are still challenged).
+
+API: ``start()``/``stop()`` (or the context manager), ``registered(user)``,
+``wait_registered(user, timeout)``, ``wait_unregistered(user, timeout)``, ``contacts(user)``,
+``kamcmd(*args)``, ``log_text()``, ``log_tail(lines)``, and ``host``, ``port``, ``uri``,
+``user_uri(user)``, ``realm``, ``users``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+from tests.peers.net import check_loopback, free_port, wait_until
+from tests.peers.rawsip import RawSipClient
+
+__all__ = ["KAMAILIO_SEARCH_PATH", "Kamailio", "KamailioError", "find_binary"]
+
+TEMPLATE = Path(__file__).with_name("kamailio.cfg.in")
+# Where Debian installs the binaries (sbin may be missing from a non-root PATH).
+KAMAILIO_SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/sbin"])
+# Users and passwords go into the config as string literals: keep them to safe characters.
+_SAFE = re.compile(r"[A-Za-z0-9_.+*#-]{1,64}")
+# Bounds: how long Kamailio may take to answer its first ping, and to exit on SIGTERM.
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0
+# Memory for one instance (MB): shared, private; plenty for a handful of calls.
+SHM_MB = 32
+PKG_MB = 8
+
+Mode = Literal["auth", "trunk"]
+
+
+class KamailioError(RuntimeError):
+    """Kamailio could not be started or queried; the message carries its log tail."""
+
+
+def find_binary(name: str) -> str:
+    """The path of a Kamailio binary (``kamailio``, ``kamcmd``); ``KamailioError`` if missing."""
+    path = shutil.which(name, path=KAMAILIO_SEARCH_PATH)
+    if path is None:
+        raise KamailioError(
+            f"{name} not found: install the Debian package 'kamailio' "
+            "(bash tests/run.sh does it when it is missing)"
+        )
+    return path
+
+
+class Kamailio:
+    """A Kamailio PSS on loopback; see the module docstring."""
+
+    def __init__(
+        self,
+        mode: Mode = "auth",
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        users: Mapping[str, str] | None = None,
+        mss: tuple[str, int] = ("127.0.0.1", 5070),
+        mss_line: tuple[str, str] = ("mss", "secret"),
+        realm: str | None = None,
+        tcp: bool = True,
+        challenge_requests: bool = True,
+        log_path: Path | str | None = None,
+        workdir: Path | str | None = None,
+    ) -> None:
+        if mode not in ("auth", "trunk"):
+            raise ValueError(f"mode must be 'auth' or 'trunk', not {mode!r}")
+        self.mode: Mode = mode
+        self.host = check_loopback(host)
+        self._fixed_port = port is not None
+        self.port = port if port is not None else free_port(host)
+        self.mss = (check_loopback(mss[0]), int(mss[1]))
+        self.mss_line = mss_line
+        self.realm = realm or host
+        self.tcp = tcp
+        self.challenge_requests = challenge_requests
+        self.users: dict[str, str] = dict(users or {})
+        if mode == "auth":
+            self.users.setdefault(mss_line[0], mss_line[1])
+        for text in [*self.users, *self.users.values(), self.realm]:
+            if not _SAFE.fullmatch(text):
+                raise ValueError(f"{text!r}: users, passwords and realm must match {_SAFE.pattern}")
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="pss-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.cfg_path = self.workdir / "kamailio.cfg"
+        self.ctl_socket = self.workdir / "kamailio_ctl"
+        self.log_path = Path(log_path) if log_path else self.workdir / "kamailio.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    # ---- addresses ----
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) of the SIP listeners."""
+        return self.host, self.port
+
+    @property
+    def uri(self) -> str:
+        """The server's own SIP URI, e.g. ``sip:127.0.0.1:5060``."""
+        return f"sip:{self.host}:{self.port}"
+
+    def user_uri(self, user: str, transport: str | None = None) -> str:
+        """The URI that reaches ``user`` through this server."""
+        uri = f"sip:{user}@{self.host}:{self.port}"
+        return f"{uri};transport={transport}" if transport else uri
+
+    @property
+    def pid(self) -> int | None:
+        """The PID of the main Kamailio process while it runs."""
+        return self.process.pid if self.process else None
+
+    # ---- configuration ----
+
+    def render_config(self) -> str:
+        """The kamailio.cfg text for this instance."""
+        defines = [f"#!define MODE_{self.mode.upper()}"]
+        if self.tcp:
+            defines.append("#!define WITH_TCP")
+        if self.challenge_requests:
+            defines.append("#!define CHALLENGE_REQUESTS")
+        users = "\n".join(
+            f'\t$sht(users=>{user}) = "{password}";' for user, password in sorted(self.users.items())
+        )
+        values = {
+            "DEFINES": "\n".join(defines),
+            "HOST": self.host,
+            "PORT": str(self.port),
+            "REALM": self.realm,
+            "CTL_SOCKET": str(self.ctl_socket),
+            "MSS_HOST": self.mss[0],
+            "MSS_PORT": str(self.mss[1]),
+            "USERS": users or "\t# no users",
+        }
+        text = TEMPLATE.read_text()
+        for name, value in values.items():
+            text = text.replace(f"@{name}@", value)
+        left = re.findall(r"@[A-Z_]+@", text)
+        if left:
+            raise KamailioError(f"unfilled placeholders in {TEMPLATE.name}: {sorted(set(left))}")
+        return text
+
+    # ---- life cycle ----
+
+    def __enter__(self) -> Kamailio:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Write the config, start Kamailio, and return once it answers on every listener.
+
+        When the port was picked automatically and turns out to be taken meanwhile, it retries
+        on another port (3 tries).
+        """
+        if self.process is not None:
+            raise KamailioError("already started")
+        binary = find_binary("kamailio")
+        for attempt in range(3):
+            self.cfg_path.write_text(self.render_config())
+            with self.log_path.open("ab") as log:
+                self.process = subprocess.Popen(
+                    [
+                        binary,
+                        "-DD",
+                        "-E",
+                        "-f",
+                        str(self.cfg_path),
+                        "-m",
+                        str(SHM_MB),
+                        "-M",
+                        str(PKG_MB),
+                        "-Y",
+                        str(self.workdir),
+                        "-P",
+                        str(self.workdir / "kamailio.pid"),
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            if wait_until(self._answers, timeout, interval=0.05):
+                return
+            exited = self.process.poll() is not None
+            self._kill()
+            if exited and not self._fixed_port and "Address already in use" in self.log_text():
+                self.port = free_port(self.host)
+                continue
+            raise KamailioError(
+                f"Kamailio ({self.mode} mode, {self.host}:{self.port}) did not answer within "
+                f"{timeout} s (attempt {attempt + 1}); log tail:\n{self.log_tail()}"
+            )
+        raise KamailioError(f"no free port for Kamailio; log tail:\n{self.log_tail()}")
+
+    def _answers(self) -> bool:
+        """True when an OPTIONS ping gets 200 on UDP (and TCP); False while starting."""
+        if self.process is None or self.process.poll() is not None:
+            return True  # stop waiting: start() looks at the exit
+        transports = ["udp", "tcp"] if self.tcp else ["udp"]
+        try:
+            for transport in transports:
+                with RawSipClient(self.host, self.port, transport=transport, timeout=0.3) as sip:
+                    if sip.request("OPTIONS", self.uri, from_user="ping").status != 200:
+                        return False
+        except (OSError, TimeoutError, ValueError):
+            return False
+        return True
+
+    def stop(self) -> None:
+        """Stop Kamailio: SIGTERM to its process group, SIGKILL after a bound; no strays."""
+        self._kill()
+        if self._own_workdir and self.ctl_socket.exists():
+            self.ctl_socket.unlink(missing_ok=True)
+
+    def _kill(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=STOP_TIMEOUT)
+        # children that outlived the main process, or a main process that hung
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=STOP_TIMEOUT)
+
+    # ---- registrations ----
+
+    def kamcmd(self, *args: str, timeout: float = 3.0) -> str:
+        """Run ``kamcmd`` against this instance's ctl socket; its output (``KamailioError`` on
+        failure)."""
+        result = subprocess.run(
+            [find_binary("kamcmd"), "-s", f"unix:{self.ctl_socket}", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0 or result.stdout.startswith("error:"):
+            raise KamailioError(
+                f"kamcmd {' '.join(args)} failed ({result.returncode}): {result.stdout}{result.stderr}"
+            )
+        return result.stdout
+
+    def contacts(self, user: str) -> list[str]:
+        """The contact URIs registered for ``user`` (empty when none)."""
+        try:
+            out = self.kamcmd("ul.lookup", "location", f"s:{user}")  # s: keeps "100" a string
+        except KamailioError as exc:
+            if "aor not found" in str(exc).lower():
+                return []
+            raise
+        return re.findall(r"Address:\s*(\S+)", out)
+
+    def registered(self, user: str) -> bool:
+        """True when ``user`` has at least one registered contact."""
+        return bool(self.contacts(user))
+
+    def wait_registered(self, user: str, timeout: float = 5.0) -> list[str]:
+        """Wait until ``user`` is registered; return its contacts (``AssertionError`` with the
+        log tail on timeout)."""
+        contacts = wait_until(lambda: self.contacts(user), timeout)
+        if not contacts:
+            raise AssertionError(
+                f"{user} not registered at {self.host}:{self.port} within {timeout} s; "
+                f"Kamailio log tail:\n{self.log_tail()}"
+            )
+        return contacts
+
+    def wait_unregistered(self, user: str, timeout: float = 5.0) -> None:
+        """Wait until ``user`` has no contact left (``AssertionError`` on timeout)."""
+        if not wait_until(lambda: not self.contacts(user), timeout):
+            raise AssertionError(f"{user} still registered after {timeout} s; log tail:\n{self.log_tail()}")
+
+    # ---- logs ----
+
+    def log_text(self) -> str:
+        """Everything Kamailio logged so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        """The last ``lines`` lines of the log."""
+        return "\n".join(self.log_text().splitlines()[-lines:])

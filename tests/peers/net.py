@@ -1,0 +1,77 @@
+"""Loopback helpers of the end-to-end harness: free ports and a bounded wait.
+
+``free_port(host)`` finds a port that is free for both UDP and TCP on ``host`` (a 127.0.0.0/8
+address) and never hands out the same port twice in one process, so parallel fixtures do not
+collide with each other. ``wait_until(predicate, timeout)`` polls with a bounded number of
+rounds and returns the last value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+__all__ = ["check_loopback", "free_port", "wait_until"]
+
+T = TypeVar("T")
+
+# Ports handed out by this process, so two fixtures never get the same one.
+_given: set[tuple[str, int]] = set()
+_given_lock = threading.Lock()
+# How many candidate ports free_port tries before it gives up.
+MAX_PORT_TRIES = 200
+
+
+def check_loopback(host: str) -> str:
+    """Return ``host`` if it is an IPv4 loopback address; raise ``ValueError`` otherwise."""
+    if not ipaddress.IPv4Address(host).is_loopback:
+        raise ValueError(f"{host} is not a loopback address: tests only talk to 127.0.0.0/8")
+    return host
+
+
+def _try_port(host: str, port: int) -> int:
+    """Bind UDP and TCP on (host, port); return the port bound (the kernel's choice when 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind((host, port))
+        port = udp.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            tcp.bind((host, port))
+    return port
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP on ``host`` that this process has not handed out yet."""
+    check_loopback(host)
+    for _ in range(MAX_PORT_TRIES):
+        try:
+            port = _try_port(host, 0)
+        except OSError:
+            continue
+        with _given_lock:
+            if (host, port) in _given:
+                continue
+            _given.add((host, port))
+        return port
+    raise RuntimeError(f"no port free for both UDP and TCP on {host} after {MAX_PORT_TRIES} tries")
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.05) -> T:
+    """Call ``predicate`` until it returns a true value or ``timeout`` seconds pass.
+
+    Returns the last value (false on timeout); the number of rounds is bounded by
+    ``timeout / interval + 1``.
+    """
+    deadline = time.monotonic() + timeout
+    rounds = int(timeout / interval) + 1
+    value = predicate()
+    for _ in range(rounds):
+        if value or time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+        value = predicate()
+    return value
