@@ -1,0 +1,273 @@
+"""Ringback that mss plays to user1 while user2 rings: ready-to-send RTP payload, computed once.
+
+The relay never transcodes, so the tone is made in the codec user1 negotiated: one full cadence
+period (tone on, then silence) of G.711 payload, cut into frames of ``ptime_ms`` by the caller
+(:func:`frame_bytes` per frame). It is computed on first use and cached.
+
+**G.711.** :func:`encode_ulaw`, :func:`encode_alaw` and their inverses implement ITU-T G.711 on
+16-bit linear samples, vectorised with numpy. μ-law uses the 14 most significant bits and A-law the
+13 most significant bits, and a negative sample is quantised by its one's complement, as in the
+ITU-T G.191 reference implementation: the characteristic is symmetric about −½ LSB, so −1 codes like
+0. Decoding returns the middle of each quantisation interval; decode then encode gives back every
+code except μ-law's negative zero 0x7F, which decodes to 0 and encodes as positive zero 0xFF.
+
+**G.729.** There is no G.729 encoder here, and G.729 frames cannot be written by hand, so mss sends
+*no* ringback on a G.729 leg: :func:`ringback_frames` returns ``b""`` for it. Sending nothing is
+legitimate RTP (a receiver plays silence or comfort noise across the gap; with Annex B it is the
+"untransmitted" frame type of discontinuous transmission), whereas a made-up SID or speech frame
+would be noise at best. user1 hears silence until user2 answers, or user2's early media when it
+sends some (the relay forwards that untouched).
+
+**The tone.** :class:`RingTone` describes a cadence; :data:`DEFAULT_RINGBACK` is the European one,
+425 Hz, 1 s on, 4 s off (ITU-T E.180 Supplement 2, ETSI ES 201 970), and
+:data:`NORTH_AMERICAN_RINGBACK` is 440 + 480 Hz, 2 s on, 4 s off. Each burst fades in and out over a
+few milliseconds so that it starts and stops without a click.
+
+Only numpy and arithmetic: no I/O.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from mss.errors import LocalProtocolError
+
+__all__ = [
+    "DEFAULT_RINGBACK",
+    "EUROPEAN_RINGBACK",
+    "NORTH_AMERICAN_RINGBACK",
+    "SAMPLE_RATE",
+    "RingTone",
+    "decode_alaw",
+    "decode_ulaw",
+    "dominant_frequency",
+    "encode_alaw",
+    "encode_ulaw",
+    "frame_bytes",
+    "ringback_frames",
+    "tone_pcm",
+]
+
+#: The sampling rate of G.711 and G.729, in Hz (RTP clock rate 8000, RFC 3551 §4.5).
+SAMPLE_RATE = 8000
+
+#: Peak of a 0 dBm0 sine on the 16-bit scale. G.711 puts the overload point (the μ-law full scale,
+#: 8159 on the 14-bit scale, 32636 here) at +3.17 dBm0, so 0 dBm0 is 3.17 dB below it; A-law's
+#: +3.14 dBm0 differs by 0.03 dB, which is negligible for a tone.
+DBM0_PEAK = 32636 * 10 ** (-3.17 / 20)
+
+#: Length of the fade at each end of a burst: long enough to avoid a click, short enough not to
+#: change the cadence.
+RAMP_MS = 5
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RingTone:
+    """A ringback cadence: one burst of ``frequencies`` for ``on_ms``, then ``off_ms`` of silence."""
+
+    frequencies: tuple[float, ...]
+    """The tone's components in Hz, summed (a single one, or a pair like 440 + 480 Hz)."""
+    on_ms: int
+    """Length of the burst in milliseconds."""
+    off_ms: int
+    """Length of the silence after it in milliseconds."""
+    level_dbm0: float = -19.0
+    """Level of each component in dBm0. Tone levels are a national choice; −19 dBm0 is the ringback
+    level of the North American Precise Tone Plan and a comfortable one for 425 Hz too."""
+
+    def __post_init__(self) -> None:
+        if not self.frequencies:
+            raise LocalProtocolError("a ring tone needs at least one frequency")
+        for freq in self.frequencies:
+            if not 0 < freq < SAMPLE_RATE / 2:
+                raise LocalProtocolError(f"tone frequency {freq} Hz is not below {SAMPLE_RATE // 2} Hz")
+        if self.on_ms <= 0 or self.off_ms < 0:
+            raise LocalProtocolError(f"cadence {self.on_ms} ms on / {self.off_ms} ms off is not valid")
+        if self.level_dbm0 > 0 or len(self.frequencies) * 10 ** (self.level_dbm0 / 20) > 1.4:
+            raise LocalProtocolError(f"tone level {self.level_dbm0} dBm0 would overload G.711")
+
+    @property
+    def period_ms(self) -> int:
+        """One whole cadence: burst plus silence, in milliseconds."""
+        return self.on_ms + self.off_ms
+
+
+#: 425 Hz, 1 s on, 4 s off: the ringing tone of most of Europe (ITU-T E.180 Supplement 2).
+EUROPEAN_RINGBACK = RingTone(frequencies=(425.0,), on_ms=1000, off_ms=4000)
+
+#: 440 + 480 Hz, 2 s on, 4 s off: the North American ringback.
+NORTH_AMERICAN_RINGBACK = RingTone(frequencies=(440.0, 480.0), on_ms=2000, off_ms=4000)
+
+#: The ringback mss plays unless told otherwise.
+DEFAULT_RINGBACK = EUROPEAN_RINGBACK
+
+# bit_length of every value an exponent is computed from (μ-law: 0..127, A-law: 0..2047).
+_BIT_LENGTH = np.array([i.bit_length() for i in range(2048)], dtype=np.int32)
+
+
+def _samples(pcm: npt.ArrayLike) -> npt.NDArray[np.int32]:
+    """Linear samples as int32, clipped to the 16-bit range; integers only."""
+    array = np.asarray(pcm)
+    if array.dtype.kind not in "iu" and array.size:
+        raise LocalProtocolError(f"linear PCM must be integers, not {array.dtype}")
+    return np.clip(array.astype(np.int64).ravel(), -32768, 32767).astype(np.int32)
+
+
+def _magnitude(x: npt.NDArray[np.int32], shift: int) -> npt.NDArray[np.int32]:
+    # G.191: negative samples by their one's complement, so -1 -> 0, -32768 -> 32767.
+    return np.where(x < 0, ~x, x) >> shift
+
+
+def encode_ulaw(pcm: npt.ArrayLike) -> bytes:
+    """G.711 μ-law codes (one byte per sample) of 16-bit linear samples; 0 → 0xFF."""
+    x = _samples(pcm)
+    # 14-bit magnitude plus the bias of 33 that makes the segments start at powers of two,
+    # clipped at 8191 (the top of segment 7).
+    biased = np.minimum(_magnitude(x, 2) + 33, 0x1FFF)
+    exponent = _BIT_LENGTH[biased >> 6]
+    mantissa = (biased >> (exponent + 1)) & 0x0F
+    # μ-law transmits every bit inverted; the sign bit is 1 for positive samples.
+    code = ((7 - exponent) << 4) | (15 - mantissa) | np.where(x >= 0, 0x80, 0)
+    return bytes(code.astype(np.uint8).tobytes())
+
+
+def encode_alaw(pcm: npt.ArrayLike) -> bytes:
+    """G.711 A-law codes (one byte per sample) of 16-bit linear samples; 0 → 0xD5."""
+    x = _samples(pcm)
+    magnitude = _magnitude(x, 4)  # 0..2047: the 12-bit magnitude in steps of two 13-bit LSBs
+    segment = np.maximum(_BIT_LENGTH[magnitude] - 4, 0)
+    quant = (magnitude >> np.maximum(segment - 1, 0)) & 0x0F
+    # A-law sets the sign bit for positive samples and inverts the even bits (XOR 0x55).
+    code = ((segment << 4) | quant | np.where(x >= 0, 0x80, 0)) ^ 0x55
+    return bytes(code.astype(np.uint8).tobytes())
+
+
+def _ulaw_table() -> npt.NDArray[np.int16]:
+    code = np.arange(256, dtype=np.int32)
+    inverted = ~code & 0xFF
+    exponent = (inverted >> 4) & 0x07
+    mantissa = inverted & 0x0F
+    # Middle of the interval: ((2·mantissa + 33) · 2^exponent − 33) on the 14-bit scale, ×4.
+    value = ((mantissa * 8 + 132) << exponent) - 132
+    return np.where(code < 0x80, -value, value).astype(np.int16)
+
+
+def _alaw_table() -> npt.NDArray[np.int16]:
+    code = np.arange(256, dtype=np.int32)
+    plain = code ^ 0x55
+    segment = (plain >> 4) & 0x07
+    quant = plain & 0x0F
+    # Middle of the interval on the 16-bit scale: segment 0 has no leading one, the others do.
+    mantissa = np.where(segment > 0, quant + 16, quant)
+    value = ((mantissa << 4) + 8) << np.maximum(segment - 1, 0)
+    table: npt.NDArray[np.int16] = np.where(code & 0x80, value, -value).astype(np.int16)
+    return table
+
+
+_ULAW_DECODE = _ulaw_table()
+_ALAW_DECODE = _alaw_table()
+
+
+def decode_ulaw(data: bytes) -> npt.NDArray[np.int16]:
+    """16-bit linear samples of G.711 μ-law codes."""
+    samples: npt.NDArray[np.int16] = _ULAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
+    return samples
+
+
+def decode_alaw(data: bytes) -> npt.NDArray[np.int16]:
+    """16-bit linear samples of G.711 A-law codes."""
+    samples: npt.NDArray[np.int16] = _ALAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
+    return samples
+
+
+def tone_pcm(tone: RingTone = DEFAULT_RINGBACK, *, rate: int = SAMPLE_RATE) -> npt.NDArray[np.int16]:
+    """One cadence period of ``tone`` as 16-bit linear samples at ``rate`` Hz."""
+    on = tone.on_ms * rate // 1000
+    total = tone.period_ms * rate // 1000
+    t = np.arange(on) / rate
+    amplitude = DBM0_PEAK * 10 ** (tone.level_dbm0 / 20)
+    burst = sum(
+        (amplitude * np.sin(2 * math.pi * freq * t) for freq in tone.frequencies),
+        start=np.zeros(on),
+    )
+    ramp = min(RAMP_MS * rate // 1000, on // 2)
+    if ramp:
+        # Raised-cosine fade in and out.
+        fade = 0.5 - 0.5 * np.cos(np.pi * np.arange(ramp) / ramp)
+        burst[:ramp] *= fade
+        burst[on - ramp :] *= fade[::-1]
+    pcm = np.zeros(total, dtype=np.int16)
+    pcm[:on] = np.round(burst).astype(np.int16)
+    return pcm
+
+
+def _codec(codec: str) -> str:
+    name = codec.upper()
+    if name not in ("PCMU", "PCMA", "G729"):
+        raise LocalProtocolError(f"no ringback for codec {codec!r} (PCMU, PCMA or G729)")
+    return name
+
+
+def frame_bytes(codec: str, ptime_ms: int = 20) -> int:
+    """Payload bytes of one ``ptime_ms`` frame: 8 per ms for G.711, 1 per ms for G.729 (RFC 3551)."""
+    name = _codec(codec)
+    if name == "G729":
+        if ptime_ms <= 0 or ptime_ms % 10:
+            raise LocalProtocolError(f"ptime {ptime_ms} ms is not a multiple of G.729's 10 ms frame")
+        return ptime_ms
+    if ptime_ms <= 0:
+        raise LocalProtocolError(f"ptime {ptime_ms} ms is not positive")
+    return ptime_ms * SAMPLE_RATE // 1000
+
+
+def ringback_frames(codec: str, *, ptime_ms: int = 20, tone: RingTone = DEFAULT_RINGBACK) -> bytes:
+    """One full cadence of ringback in ``codec`` as concatenated payload frames of ``ptime_ms``.
+
+    For PCMU and PCMA that is ``tone.period_ms / ptime_ms`` frames of :func:`frame_bytes` bytes
+    (250 frames of 160 bytes for the default tone at 20 ms); play them in order and loop. For G729
+    it is ``b""``: mss has no G.729 encoder and sends nothing (see the module notes). Cached: the
+    same bytes object comes back for the same arguments.
+    """
+    name = _codec(codec)
+    size = frame_bytes(name, ptime_ms)
+    if tone.period_ms % ptime_ms:
+        raise LocalProtocolError(
+            f"the cadence period of {tone.period_ms} ms is not a whole number of {ptime_ms} ms frames"
+        )
+    frames = _ringback(name, tone)
+    assert name == "G729" or len(frames) % size == 0
+    return frames
+
+
+@functools.lru_cache(maxsize=16)
+def _ringback(name: str, tone: RingTone) -> bytes:
+    if name == "G729":
+        return b""
+    pcm = tone_pcm(tone)
+    return encode_ulaw(pcm) if name == "PCMU" else encode_alaw(pcm)
+
+
+def dominant_frequency(pcm: npt.ArrayLike, rate: int = SAMPLE_RATE) -> float:
+    """The frequency in Hz of the strongest component of ``pcm``.
+
+    A Hann-windowed FFT, refined between bins by fitting a parabola through the log magnitudes of
+    the peak and its neighbours; accurate to a fraction of a bin (``rate / len(pcm)`` Hz).
+    """
+    samples = np.asarray(pcm, dtype=np.float64).ravel()
+    if samples.size < 4:
+        raise LocalProtocolError(f"{samples.size} samples are too few to find a frequency")
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(samples.size)))
+    spectrum[0] = 0.0  # DC is not a tone
+    peak = int(np.argmax(spectrum))
+    offset = 0.0
+    if 0 < peak < spectrum.size - 1:
+        left, centre, right = np.log(spectrum[peak - 1 : peak + 2] + 1e-12)
+        denominator = left - 2 * centre + right
+        if denominator != 0:
+            offset = float(0.5 * (left - right) / denominator)
+    return (peak + offset) * rate / samples.size
