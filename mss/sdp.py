@@ -686,14 +686,15 @@ def _parse_lines(numbered: list[tuple[int, str]]) -> SessionDescription:
 
 
 def _parse_origin(n: int, value: str) -> Origin:
+    line = f"o={value}"
     parts = value.split()
     if len(parts) != 6:
         raise SdpError(
-            f"line {n}: bad o= line {value!r}: expected <username> <sess-id> <sess-version> "
+            f"line {n}: bad o= line {line!r}: expected <username> <sess-id> <sess-version> "
             "<nettype> <addrtype> <address>"
         )
     if not parts[2].isdigit():
-        raise SdpError(f"line {n}: bad o= line {value!r}: session version {parts[2]!r} is not a number")
+        raise SdpError(f"line {n}: bad o= line {line!r}: session version {parts[2]!r} is not a number")
     return Origin(
         username=parts[0],
         session_id=parts[1],
@@ -705,13 +706,14 @@ def _parse_origin(n: int, value: str) -> Origin:
 
 
 def _parse_connection(n: int, value: str) -> Connection:
+    line = f"c={value}"
     parts = value.split()
     if len(parts) != 3:
-        raise SdpError(f"line {n}: bad c= line {value!r}: expected IN <IP4|IP6> <address>")
+        raise SdpError(f"line {n}: bad c= line {line!r}: expected IN <IP4|IP6> <address>")
     if parts[0] != "IN":
-        raise SdpError(f"line {n}: bad c= line {value!r}: network type {parts[0]!r} is not IN")
+        raise SdpError(f"line {n}: bad c= line {line!r}: network type {parts[0]!r} is not IN")
     if parts[1] not in ("IP4", "IP6"):
-        raise SdpError(f"line {n}: bad c= line {value!r}: address type {parts[1]!r} is not IP4 or IP6")
+        raise SdpError(f"line {n}: bad c= line {line!r}: address type {parts[1]!r} is not IP4 or IP6")
     return Connection(addrtype=parts[1], address=parts[2])
 
 
@@ -741,23 +743,24 @@ def _parse_attribute(n: int, value: str, earlier: Sequence[Attribute]) -> Attrib
 
 def _build_media(builder: _MediaBuilder, session_connection: Connection | None) -> MediaDescription:
     n, value = builder.lineno, builder.m_value
+    line = f"m={value}"
     parts = value.split()
     if len(parts) < 4:
-        raise SdpError(f"line {n}: bad m= line {value!r}: expected <media> <port> <proto> <format> ...")
+        raise SdpError(f"line {n}: bad m= line {line!r}: expected <media> <port> <proto> <format> ...")
     media_type, port_text, proto, formats = parts[0], parts[1], parts[2], tuple(parts[3:])
     port_match = _PORT.fullmatch(port_text)
     if port_match is None:
-        raise SdpError(f"line {n}: bad m= line {value!r}: port {port_text!r} is not a number")
+        raise SdpError(f"line {n}: bad m= line {line!r}: port {port_text!r} is not a number")
     port = int(port_match[1])
     if port > 65535:
-        raise SdpError(f"line {n}: bad m= line {value!r}: port {port} is out of range")
+        raise SdpError(f"line {n}: bad m= line {line!r}: port {port} is out of range")
     count = None if port_match[2] is None else int(port_match[2])
     if count == 0:
-        raise SdpError(f"line {n}: bad m= line {value!r}: number of ports is 0")
+        raise SdpError(f"line {n}: bad m= line {line!r}: number of ports is 0")
     if proto.upper().startswith("RTP/"):
         for fmt in formats:
             if _PT.fullmatch(fmt) is None or int(fmt) > 127:
-                raise SdpError(f"line {n}: bad m= line {value!r}: payload type {fmt!r} is not a number 0-127")
+                raise SdpError(f"line {n}: bad m= line {line!r}: payload type {fmt!r} is not a number 0-127")
     # RFC 8866 §5.7: a c= line is required in every media section or at session level. A rejected
     # stream (port 0) carries no media, so its missing address harms nobody.
     if port != 0 and builder.connection is None and session_connection is None:
