@@ -1,0 +1,93 @@
+"""RFC 3261 §25 grammar pieces, as character sets and regexes.
+
+Each rule is quoted from RFC 3261 §25.1 above the Python that implements it. Header values are
+unfolded before they reach these rules (folding, ``CRLF 1*WSP``, is replaced by one SP), so ``LWS``
+and ``SWS`` below are plain runs of SP and HTAB.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "ABSOLUTE_URI_RE",
+    "CALL_ID_RE",
+    "HOST_RE",
+    "METHOD_RE",
+    "PARAM_VALUE_CHARS",
+    "PASSWORD_RE",
+    "SCHEME_RE",
+    "TOKEN_CHARS",
+    "TOKEN_RE",
+    "URI_HEADER_RE",
+    "URI_PARAM_RE",
+    "USER_RE",
+    "WS",
+    "is_token",
+]
+
+#: ``WSP = SP / HTAB``; after unfolding this is all of LWS.
+WS = " \t"
+
+# alphanum = ALPHA / DIGIT
+_ALNUM = "A-Za-z0-9"
+
+# token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" )
+TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.!%*_+`'~")
+_TOKEN_CLASS = r"A-Za-z0-9\-.!%*_+`'~"
+TOKEN_RE = re.compile(rf"[{_TOKEN_CLASS}]+")
+
+# Method = INVITEm / ACKm / OPTIONSm / BYEm / CANCELm / REGISTERm / extension-method
+# extension-method = token
+METHOD_RE = TOKEN_RE
+
+#: gen-value = token / host / quoted-string: the unquoted characters a parameter value may use.
+PARAM_VALUE_CHARS = TOKEN_CHARS | frozenset("[]:")
+
+# escaped = "%" HEXDIG HEXDIG
+_ESCAPED = r"%[0-9A-Fa-f]{2}"
+# unreserved = alphanum / mark ; mark = "-" / "_" / "." / "!" / "~" / "*" / "'" / "(" / ")"
+_UNRESERVED = rf"{_ALNUM}\-_.!~*'()"
+
+# user = 1*( unreserved / escaped / user-unreserved )
+# user-unreserved = "&" / "=" / "+" / "$" / "," / ";" / "?" / "/"
+USER_RE = re.compile(rf"(?:[{_UNRESERVED}&=+$,;?/]|{_ESCAPED})+")
+
+# password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," )
+PASSWORD_RE = re.compile(rf"(?:[{_UNRESERVED}&=+$,]|{_ESCAPED})*")
+
+# host = hostname / IPv4address / IPv6reference
+# hostname = *( domainlabel "." ) toplabel [ "." ]  (labels: alphanum and "-"; "_" accepted, seen in
+# the wild); IPv6reference = "[" IPv6address "]"
+HOST_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_\-.]*[A-Za-z0-9_.])?")
+
+# uri-parameter = transport-param / ... / other-param ; other-param = pname [ "=" pvalue ]
+# pname = 1*paramchar ; pvalue = 1*paramchar
+# paramchar = param-unreserved / unreserved / escaped
+# param-unreserved = "[" / "]" / "/" / ":" / "&" / "+" / "$"
+_PARAMCHAR = rf"(?:[{_UNRESERVED}\[\]/:&+$]|{_ESCAPED})"
+URI_PARAM_RE = re.compile(rf"({_PARAMCHAR}+)(?:=({_PARAMCHAR}+))?")
+
+# header = hname "=" hvalue ; hname = 1*( hnv-unreserved / unreserved / escaped )
+# hvalue = *( hnv-unreserved / unreserved / escaped )
+# hnv-unreserved = "[" / "]" / "/" / "?" / ":" / "+" / "$"
+_HCHAR = rf"(?:[{_UNRESERVED}\[\]/?:+$]|{_ESCAPED})"
+URI_HEADER_RE = re.compile(rf"({_HCHAR}+)=({_HCHAR}*)")
+
+# scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
+
+# absoluteURI = scheme ":" ( hier-part / opaque-part ): no white space, no delimiters of the
+# header around it (RFC 2396 excludes "<" ">" DQUOTE and controls from a URI).
+ABSOLUTE_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>\"\x00-\x1f\x7f]+")
+
+# callid = word [ "@" word ]
+# word = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" / "(" / ")" /
+#        "<" / ">" / ":" / "\" / DQUOTE / "/" / "[" / "]" / "?" / "{" / "}" )
+_WORD = rf"[{_TOKEN_CLASS}()<>:\\\"/\[\]?{{}}]+"
+CALL_ID_RE = re.compile(rf"{_WORD}(?:@{_WORD})?")
+
+
+def is_token(text: str) -> bool:
+    """True when ``text`` is a non-empty RFC 3261 token."""
+    return bool(text) and all(c in TOKEN_CHARS for c in text)

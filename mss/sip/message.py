@@ -1,0 +1,664 @@
+"""SIP messages: :class:`Request`, :class:`Response`, :class:`Headers`; :func:`parse_message`; ``bytes(msg)``.
+
+Parsing (RFC 3261 §7, §20, §25) is strict where mss relies on a field and lenient where the RFC asks
+for robustness:
+
+- the start line must be exactly ``Method SP Request-URI SP SIP/2.0`` (or ``SIP/2.0 SP code SP
+  reason``), single spaces, no ``<>`` around the Request-URI and no URI headers in it;
+- compact header names (``v``, ``f``, ``i``, ...) are read as their full names; folded lines are
+  unfolded; names are matched case-insensitively and written back in their canonical spelling;
+- Via, From, To, Call-ID and CSeq must be present; those and Contact, Route, Record-Route,
+  Max-Forwards, Content-Length, Expires and Date are parsed at once, so a message that is accepted
+  can be used without a second error path; CSeq's method must match a request's method;
+- ``Content-Length`` frames the body: extra bytes of a datagram are ignored (RFC 3261 §18.3), too
+  few are an error; a message is at most :data:`MAX_MESSAGE_SIZE` bytes.
+
+A message that breaks these rules raises :class:`~mss.errors.SipError` whose ``reason`` says what is
+wrong and whose ``status`` is the answer (400, or 505 for another SIP version, 513 for size).
+Messages are values: build a new one instead of changing the headers of one that was parsed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from mss.errors import LocalProtocolError, SipError
+from mss.sip._grammar import CALL_ID_RE, TOKEN_RE, WS, is_token
+from mss.sip.uri import (
+    NameAddr,
+    SipUri,
+    Uri,
+    Via,
+    parse_name_addr,
+    parse_uri,
+    parse_via,
+    split_commas,
+)
+
+__all__ = [
+    "LIST_HEADERS",
+    "MAX_HEADERS",
+    "MAX_MESSAGE_SIZE",
+    "REASONS",
+    "CSeq",
+    "Headers",
+    "Message",
+    "Request",
+    "Response",
+    "canonical_name",
+    "make_response",
+    "parse_message",
+    "split_message",
+]
+
+#: Largest SIP message mss reads or writes: the largest UDP payload. An INVITE with SDP is 1-3 kB;
+#: anything near this bound is an attack or a bug, and TCP framing must not buffer more.
+MAX_MESSAGE_SIZE = 65_535
+
+#: Most header fields in one message; real messages carry 10-30.
+MAX_HEADERS = 256
+
+# Compact forms (RFC 3261 §7.3.3, RFC 3262/3515/3841/4028/4474) and canonical spellings.
+_CANONICAL: dict[str, str] = {}
+for _name in (
+    "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
+    "Allow-Events", "Authentication-Info", "Authorization", "Call-ID", "Call-Info", "Contact",
+    "Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length", "Content-Type",
+    "CSeq", "Date", "Error-Info", "Event", "Expires", "From", "Identity", "Identity-Info",
+    "In-Reply-To", "Max-Forwards", "Min-Expires", "Min-SE", "MIME-Version", "Organization", "Path",
+    "P-Asserted-Identity", "P-Preferred-Identity", "Priority", "Privacy", "Proxy-Authenticate",
+    "Proxy-Authorization", "Proxy-Require", "RAck", "Reason", "Record-Route", "Refer-To",
+    "Referred-By", "Reject-Contact", "Reply-To", "Request-Disposition", "Require", "Retry-After",
+    "Route", "RSeq", "Server", "Service-Route", "Session-Expires", "Subject", "Supported",
+    "Timestamp", "To", "Unsupported", "User-Agent", "Via", "Warning", "WWW-Authenticate",
+):  # fmt: skip
+    _CANONICAL[_name.lower()] = _name
+_COMPACT = {
+    "a": "Accept-Contact", "b": "Referred-By", "c": "Content-Type", "d": "Request-Disposition",
+    "e": "Content-Encoding", "f": "From", "i": "Call-ID", "j": "Reject-Contact", "k": "Supported",
+    "l": "Content-Length", "m": "Contact", "n": "Identity-Info", "o": "Event", "r": "Refer-To",
+    "s": "Subject", "t": "To", "u": "Allow-Events", "v": "Via", "x": "Session-Expires",
+    "y": "Identity",
+}  # fmt: skip
+for _short, _full in _COMPACT.items():
+    _CANONICAL[_short] = _full
+
+#: Headers whose values are comma-separated lists (RFC 3261 §7.3.1); others are read whole
+#: (WWW-Authenticate and Date contain commas that separate nothing).
+LIST_HEADERS = frozenset(
+    name.lower()
+    for name in (
+        "Accept", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow", "Allow-Events",
+        "Call-Info", "Contact", "Content-Encoding", "Content-Language", "Error-Info", "In-Reply-To",
+        "P-Asserted-Identity", "Path", "Proxy-Require", "Reason", "Record-Route", "Require", "Route",
+        "Service-Route", "Supported", "Unsupported", "Via", "Warning",
+    )
+)  # fmt: skip
+
+#: Headers that may appear at most once.
+_SINGLE = ("call-id", "cseq", "from", "to", "max-forwards", "content-length", "content-type")
+
+#: Reason phrases mss writes.
+REASONS: dict[int, str] = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized",
+    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme", 420: "Bad Extension", 422: "Session Interval Too Small",
+    423: "Interval Too Brief", 480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 483: "Too Many Hops",
+    486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here", 491: "Request Pending",
+    500: "Server Internal Error", 501: "Not Implemented", 503: "Service Unavailable",
+    504: "Server Time-out", 505: "Version Not Supported", 513: "Message Too Large",
+    600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+}  # fmt: skip
+
+_name_cache: dict[str, tuple[str, str]] = {}
+
+
+def canonical_name(name: str) -> tuple[str, str]:
+    """``(key, spelling)`` of a header name: the key is the lowercase full name, used to compare."""
+    found = _name_cache.get(name)
+    if found is not None:
+        return found
+    lower = name.lower()
+    full = _CANONICAL.get(lower)
+    result = (full.lower(), full) if full is not None else (lower, name)
+    if len(_name_cache) < 1024:  # bounded: names come off the wire
+        _name_cache[name] = result
+    return result
+
+
+class Headers:
+    """Header fields in order; names compared case-insensitively, compact forms as full names.
+
+    One entry per header line as written (a line may hold a comma-separated list; see
+    :meth:`get_list`).
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str, str]] = []
+        for name, value in fields:
+            key, spelling = canonical_name(name)
+            self._items.append((key, spelling, value))
+
+    @classmethod
+    def _raw(cls, items: list[tuple[str, str, str]]) -> Headers:
+        h = cls.__new__(cls)
+        h._items = items
+        return h
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for _key, name, value in self._items:
+            yield name, value
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return [(k, v) for k, _n, v in self._items] == [(k, v) for k, _n, v in other._items]
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self)!r})"
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = canonical_name(name)[0]
+        return any(k == key for k, _n, _v in self._items)
+
+    def get(self, name: str) -> str | None:
+        """The value of the first ``name`` line, None when absent."""
+        key = canonical_name(name)[0]
+        for k, _n, v in self._items:
+            if k == key:
+                return v
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        """The values of every ``name`` line, as written."""
+        key = canonical_name(name)[0]
+        return [v for k, _n, v in self._items if k == key]
+
+    def get_list(self, name: str) -> list[str]:
+        """Every element of a list header, across lines, split at commas; empty elements dropped."""
+        out: list[str] = []
+        for value in self.get_all(name):
+            out.extend(v for v in split_commas(value) if v)
+        return out
+
+    def tokens(self, name: str) -> list[str]:
+        """Elements of a token-list header (Supported, Require, Allow, ...), lowercased."""
+        return [v.lower() for v in self.get_list(name)]
+
+    def copy(self) -> Headers:
+        """An independent copy."""
+        return Headers._raw(list(self._items))
+
+    def add(self, name: str, value: str) -> None:
+        """Append a ``name: value`` line."""
+        key, spelling = canonical_name(name)
+        self._items.append((key, spelling, value))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every ``name`` line by one (where the first was, else at the end)."""
+        key, spelling = canonical_name(name)
+        items = self._items
+        for i, (k, _n, _v) in enumerate(items):
+            if k == key:
+                items[i] = (key, spelling, value)
+                self._items = items[: i + 1] + [it for it in items[i + 1 :] if it[0] != key]
+                return
+        items.append((key, spelling, value))
+
+    def remove(self, name: str) -> None:
+        """Remove every ``name`` line."""
+        key = canonical_name(name)[0]
+        self._items = [it for it in self._items if it[0] != key]
+
+
+@dataclass(frozen=True, slots=True)
+class CSeq:
+    """A CSeq value: sequence number and method (RFC 3261 §20.16)."""
+
+    seq: int
+    """0 .. 2**31-1."""
+    method: str
+    """The method of the request (uppercase for the standard methods)."""
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"
+
+
+_DATE_RE = re.compile(
+    r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+    r"\d{4} \d{2}:\d{2}:\d{2} GMT"
+)
+
+
+def _parse_cseq(value: str) -> CSeq:
+    num, _, method = value.strip(WS).partition(" ")
+    num = num.strip(WS)
+    method = method.strip(WS)
+    if not num.isdigit() or not num.isascii():
+        raise SipError(f"CSeq {value!r}: the sequence number is not a number")
+    seq = int(num)
+    if seq >= 2**31:
+        raise SipError(f"CSeq {value!r}: the sequence number is larger than 2**31-1")
+    if not is_token(method):
+        raise SipError(f"CSeq {value!r}: bad method")
+    return CSeq(seq=seq, method=method)
+
+
+def _parse_small_int(value: str, name: str, limit: int) -> int:
+    v = value.strip(WS)
+    if not v.isdigit() or not v.isascii():
+        raise SipError(f"{name} {value!r} is not a number")
+    n = int(v)
+    if n > limit:
+        raise SipError(f"{name} {n} is larger than {limit}")
+    return n
+
+
+class Message:
+    """What requests and responses share: headers, body and the parsed common fields."""
+
+    __slots__ = ("_cache", "body", "headers")
+
+    headers: Headers
+    body: bytes
+    _cache: dict[str, object]
+
+    def _start_line(self) -> str:
+        raise NotImplementedError
+
+    def __bytes__(self) -> bytes:
+        return self.encode()
+
+    def encode(self) -> bytes:
+        """The message on the wire; ``Content-Length`` is written from the body (added if missing)."""
+        lines = [self._start_line()]
+        cl = str(len(self.body))
+        seen_cl = False
+        for key, name, value in self.headers._items:
+            if key == "content-length":
+                if seen_cl:
+                    continue
+                seen_cl = True
+                value = cl
+            lines.append(f"{name}: {value}")
+        if not seen_cl:
+            lines.append(f"Content-Length: {cl}")
+        lines.append("\r\n")
+        head = "\r\n".join(lines).encode("utf-8", "surrogateescape")
+        if len(head) + len(self.body) > MAX_MESSAGE_SIZE:
+            raise LocalProtocolError(
+                f"SIP message of {len(head) + len(self.body)} bytes exceeds {MAX_MESSAGE_SIZE}"
+            )
+        return head + self.body
+
+    # -- parsed fields, computed once ----------------------------------------------------------
+
+    def _get(self, key: str) -> object:
+        cache = self._cache
+        if key in cache:
+            return cache[key]
+        value: object
+        h = self.headers
+        if key == "via":
+            value = [parse_via(v) for v in h.get_list("Via")]
+        elif key == "from":
+            value = _required_addr(h, "From")
+        elif key == "to":
+            value = _required_addr(h, "To")
+        elif key == "call_id":
+            value = _required(h, "Call-ID").strip(WS)
+            if not CALL_ID_RE.fullmatch(str(value)):
+                raise SipError(f"bad Call-ID {value!r}")
+        elif key == "cseq":
+            value = _parse_cseq(_required(h, "CSeq"))
+        elif key in ("contact", "route", "record_route"):
+            name = {"contact": "Contact", "route": "Route", "record_route": "Record-Route"}[key]
+            elems = h.get_list(name)
+            star = key == "contact" and elems == ["*"]
+            value = [] if star else [parse_name_addr(v, name) for v in elems]
+        else:  # pragma: no cover - programming error
+            raise KeyError(key)
+        cache[key] = value
+        return value
+
+    @property
+    def via(self) -> list[Via]:
+        """Every Via value, top first."""
+        return self._get("via")  # type: ignore[return-value]
+
+    @property
+    def top_via(self) -> Via:
+        """The first Via value."""
+        vias = self.via
+        if not vias:
+            raise SipError("no Via")
+        return vias[0]
+
+    @property
+    def from_(self) -> NameAddr:
+        """The From value."""
+        return self._get("from")  # type: ignore[return-value]
+
+    @property
+    def to(self) -> NameAddr:
+        """The To value."""
+        return self._get("to")  # type: ignore[return-value]
+
+    @property
+    def call_id(self) -> str:
+        """The Call-ID."""
+        return self._get("call_id")  # type: ignore[return-value]
+
+    @property
+    def cseq(self) -> CSeq:
+        """The CSeq."""
+        return self._get("cseq")  # type: ignore[return-value]
+
+    @property
+    def contacts(self) -> list[NameAddr]:
+        """The Contact values ([] for ``*`` or none)."""
+        return self._get("contact")  # type: ignore[return-value]
+
+    @property
+    def route(self) -> list[NameAddr]:
+        """The Route values, first hop first."""
+        return self._get("route")  # type: ignore[return-value]
+
+    @property
+    def record_route(self) -> list[NameAddr]:
+        """The Record-Route values, as written (nearest proxy to the UAS last)."""
+        return self._get("record_route")  # type: ignore[return-value]
+
+    @property
+    def content_type(self) -> str | None:
+        """Media type of the body (``application/sdp``), lowercased, parameters dropped."""
+        value = self.headers.get("Content-Type")
+        if value is None:
+            return None
+        return value.partition(";")[0].strip(WS).lower()
+
+    def expires(self) -> int | None:
+        """The Expires header (seconds), None when absent."""
+        value = self.headers.get("Expires")
+        return None if value is None else _parse_small_int(value, "Expires", 2**32 - 1)
+
+
+def _required(h: Headers, name: str) -> str:
+    value = h.get(name)
+    if value is None:
+        raise SipError(f"no {name} header")
+    return value
+
+
+def _required_addr(h: Headers, name: str) -> NameAddr:
+    return parse_name_addr(_required(h, name), name)
+
+
+class Request(Message):
+    """A SIP request."""
+
+    __slots__ = ("method", "uri")
+
+    def __init__(self, method: str, uri: Uri, headers: Headers, body: bytes = b"") -> None:
+        self.method = method
+        """The method (``INVITE``, ...)."""
+        self.uri = uri
+        """The Request-URI."""
+        self.headers = headers
+        self.body = body
+        self._cache = {}
+
+    def _start_line(self) -> str:
+        return f"{self.method} {self.uri} SIP/2.0"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Request):
+            return NotImplemented
+        return (self.method, self.uri, self.headers, self.body) == (
+            other.method,
+            other.uri,
+            other.headers,
+            other.body,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"
+
+
+class Response(Message):
+    """A SIP response."""
+
+    __slots__ = ("reason", "status")
+
+    def __init__(self, status: int, reason: str, headers: Headers, body: bytes = b"") -> None:
+        self.status = status
+        """The status code, 100..699."""
+        self.reason = reason
+        """The reason phrase (may be empty)."""
+        self.headers = headers
+        self.body = body
+        self._cache = {}
+
+    def _start_line(self) -> str:
+        return f"SIP/2.0 {self.status} {self.reason}"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Response):
+            return NotImplemented
+        return (self.status, self.reason, self.headers, self.body) == (
+            other.status,
+            other.reason,
+            other.headers,
+            other.body,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+# --- parsing ------------------------------------------------------------------------------------
+
+
+def split_message(data: bytes) -> tuple[str, list[str], bytes]:
+    """Split raw bytes into the start line, the unfolded header lines and the rest (body and beyond).
+
+    Leading CRLFs are skipped (RFC 3261 §7.5). Lines end in CRLF; a bare LF is accepted too.
+    """
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise SipError(f"message of {len(data)} bytes is larger than {MAX_MESSAGE_SIZE}", status=513)
+    start = 0
+    while data.startswith(b"\r\n", start):
+        start += 2
+    end = data.find(b"\r\n\r\n", start)
+    if end >= 0:
+        head_bytes, rest = data[start:end], data[end + 4 :]
+    else:
+        end = data.find(b"\n\n", start)
+        if end < 0:
+            raise SipError("the header section does not end (no empty line)")
+        head_bytes, rest = data[start:end], data[end + 2 :]
+    head = head_bytes.decode("utf-8", "surrogateescape")
+    raw_lines = head.split("\n")
+    if "\r" in head:
+        raw_lines = [line[:-1] if line.endswith("\r") else line for line in raw_lines]
+    if len(raw_lines) > MAX_HEADERS * 4:
+        raise SipError(f"more than {MAX_HEADERS} header lines")
+    lines: list[str] = []
+    for line in raw_lines[1:]:
+        if line[:1] in (" ", "\t"):
+            if not lines:
+                raise SipError("the first header line is a continuation line")
+            lines[-1] = lines[-1].rstrip(WS) + " " + line.strip(WS)
+        else:
+            lines.append(line)
+    return raw_lines[0], lines, rest
+
+
+def _parse_headers(lines: list[str]) -> list[tuple[str, str, str]]:
+    if len(lines) > MAX_HEADERS:
+        raise SipError(f"more than {MAX_HEADERS} header fields")
+    items: list[tuple[str, str, str]] = []
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise SipError(f"header line without a colon: {line[:40]!r}")
+        name = name.rstrip(WS)
+        if not is_token(name):
+            raise SipError(f"bad header name {name[:40]!r}")
+        key, spelling = canonical_name(name)
+        items.append((key, spelling, value.strip(WS)))
+    return items
+
+
+def _parse_request_line(line: str) -> tuple[str, Uri]:
+    parts = line.split(" ")
+    if len(parts) != 3 or not all(parts):
+        if line != line.rstrip(WS):
+            raise SipError("white space at the end of the request line")
+        if "  " in line or line[:1] in WS:
+            raise SipError("request-line elements must be separated by single spaces")
+        if len(parts) > 3:
+            raise SipError("white space inside the Request-URI")
+        raise SipError(f"malformed request line {line[:60]!r}")
+    method, uri_text, version = parts
+    if not TOKEN_RE.fullmatch(method):
+        raise SipError(f"bad method {method[:30]!r}")
+    _check_version(version)
+    if uri_text.startswith("<"):
+        raise SipError("the Request-URI must not be enclosed in <>")
+    uri = parse_uri(uri_text)
+    if isinstance(uri, SipUri) and uri.headers:
+        raise SipError("the Request-URI must not carry headers ('?...')")
+    return method, uri
+
+
+def _check_version(version: str) -> None:
+    if version.upper() == "SIP/2.0":
+        return
+    if re.fullmatch(r"SIP/\d+\.\d+", version, re.IGNORECASE):
+        raise SipError(f"SIP version {version!r} is not supported", status=505)
+    raise SipError(f"bad SIP version {version[:20]!r}")
+
+
+def _parse_status_line(line: str) -> tuple[int, str]:
+    version, _, rest = line.partition(" ")
+    _check_version(version)
+    code, _, reason = rest.partition(" ")
+    if len(code) != 3 or not code.isdigit() or not code.isascii():
+        raise SipError(f"status code {code[:20]!r} is not three digits")
+    status = int(code)
+    if not 100 <= status <= 699:
+        raise SipError(f"status code {status} is outside 100..699")
+    return status, reason
+
+
+def _validate(msg: Message, items: list[tuple[str, str, str]]) -> None:
+    """Check the fields mss relies on (raises SipError); fills the message's cache."""
+    counts: dict[str, int] = {}
+    for key, _n, _v in items:
+        if key in _SINGLE:
+            counts[key] = counts.get(key, 0) + 1
+    for key in _SINGLE:
+        if counts.get(key, 0) > 1:
+            raise SipError(f"{canonical_name(key)[1]} appears {counts[key]} times")
+    if not msg.via:
+        raise SipError("no Via header")
+    msg.from_  # noqa: B018 - parse now, so errors surface here
+    msg.to  # noqa: B018
+    msg.call_id  # noqa: B018
+    cseq = msg.cseq
+    if isinstance(msg, Request) and cseq.method != msg.method:
+        raise SipError(f"CSeq method {cseq.method} does not match the request method {msg.method}")
+    msg.contacts  # noqa: B018
+    msg.route  # noqa: B018
+    msg.record_route  # noqa: B018
+    h = msg.headers
+    mf = h.get("Max-Forwards")
+    if mf is not None:
+        _parse_small_int(mf, "Max-Forwards", 255)
+    msg.expires()
+    date = h.get("Date")
+    if date is not None and not _DATE_RE.fullmatch(date):
+        raise SipError(f"bad Date {date!r} (RFC 1123 date in GMT expected)")
+
+
+def parse_message(data: bytes, *, exact: bool = False) -> Request | Response:
+    """Parse one message from a datagram (or a frame cut by :class:`~mss.sip.framing.StreamFramer`).
+
+    Bytes beyond ``Content-Length`` are ignored (a datagram's trailing octets) unless ``exact``;
+    without ``Content-Length`` the body is the rest of the data (UDP only, RFC 3261 §18.3).
+    """
+    start, lines, rest = split_message(data)
+    if not start:
+        raise SipError("empty start line")
+    items = _parse_headers(lines)
+    msg: Request | Response
+    if start.startswith("SIP/") or start[:4].upper() == "SIP/":
+        status, reason = _parse_status_line(start)
+        msg = Response(status, reason, Headers._raw(items))
+    else:
+        method, uri = _parse_request_line(start)
+        msg = Request(method, uri, Headers._raw(items))
+    cl_text = msg.headers.get("Content-Length")
+    if cl_text is not None:
+        cl_value = cl_text.strip(WS)
+        if not cl_value.isdigit() or not cl_value.isascii():
+            raise SipError(f"Content-Length {cl_text!r} is not a number")
+        length = int(cl_value)
+        if length > len(rest):
+            raise SipError(f"Content-Length {length} is larger than the {len(rest)} bytes of body")
+        if exact and length != len(rest):
+            raise SipError(f"{len(rest) - length} bytes after the body")
+        msg.body = rest[:length]
+    else:
+        msg.body = rest
+    _validate(msg, items)
+    return msg
+
+
+def make_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+) -> Response:
+    """A response to ``request`` (RFC 3261 §8.2.6.2): Via, From, To, Call-ID and CSeq copied.
+
+    ``to_tag`` is added to To unless it already has one (never for 100 Trying, §8.2.6.1).
+    """
+    h = request.headers
+    out = Headers()
+    for value in h.get_all("Via"):
+        out.add("Via", value)
+    out.add("From", _required(h, "From"))
+    to_value = _required(h, "To")
+    if to_tag is not None and status != 100 and request.to.tag is None:
+        to_value = f"{to_value};tag={to_tag}"
+    out.add("To", to_value)
+    out.add("Call-ID", request.call_id)
+    out.add("CSeq", str(request.cseq))
+    if status == 100 and "Timestamp" in h:  # RFC 3261 §8.2.6.1
+        out.add("Timestamp", h.get("Timestamp") or "")
+    for name, value in headers:
+        out.add(name, value)
+    return Response(status, reason if reason is not None else REASONS.get(status, ""), out, body)

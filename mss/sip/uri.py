@@ -1,0 +1,563 @@
+"""URIs, name-addr values and Via values (RFC 3261 §19.1, §20, §25).
+
+``parse_*`` and ``str()`` are inverses: ``parse_uri(str(u)) == u`` for every value built here, and
+``str(parse_uri(text))`` is ``text`` for every valid ``text`` (the scheme is lowercased). Escapes
+(``%41``) are kept as written; :func:`unescape` decodes them where a comparison needs it.
+
+Every parse error is a :class:`~mss.errors.SipError` (status 400) whose reason names the part that is
+wrong, so a refused message says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from urllib.parse import unquote_to_bytes
+
+from mss.errors import SipError
+from mss.sip._grammar import (
+    ABSOLUTE_URI_RE,
+    HOST_RE,
+    PARAM_VALUE_CHARS,
+    PASSWORD_RE,
+    SCHEME_RE,
+    TOKEN_CHARS,
+    URI_HEADER_RE,
+    URI_PARAM_RE,
+    USER_RE,
+    WS,
+    is_token,
+)
+
+__all__ = [
+    "AbsoluteUri",
+    "NameAddr",
+    "Params",
+    "SipUri",
+    "Uri",
+    "Via",
+    "get_param",
+    "has_param",
+    "parse_name_addr",
+    "parse_params",
+    "parse_uri",
+    "parse_via",
+    "quote",
+    "split_commas",
+    "unescape",
+]
+
+#: Parameters in the order written: ``(name, value)``; ``value`` is None for ``;lr``. A quoted value
+#: keeps its quotes, so it is written back exactly.
+Params = tuple[tuple[str, str | None], ...]
+
+
+def get_param(params: Params, name: str) -> str | None:
+    """The value of parameter ``name`` (case-insensitive): ``""`` when it has none, None when absent."""
+    lname = name.lower()
+    for key, value in params:
+        if key.lower() == lname:
+            return "" if value is None else value
+    return None
+
+
+def has_param(params: Params, name: str) -> bool:
+    """True when parameter ``name`` (case-insensitive) is present."""
+    return get_param(params, name) is not None
+
+
+def _set_param(params: Params, name: str, value: str | None) -> Params:
+    lname = name.lower()
+    out = [(k, v) for k, v in params if k.lower() != lname]
+    out.append((name, value))
+    return tuple(out)
+
+
+def _params_str(params: Params) -> str:
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
+
+
+def unescape(text: str) -> str:
+    """Decode ``%HH`` escapes (RFC 3261 §19.1.4 compares URIs unescaped)."""
+    if "%" not in text:
+        return text
+    return unquote_to_bytes(text).decode("utf-8", "surrogateescape")
+
+
+def quote(text: str) -> str:
+    """``text`` as a quoted-string: ``"`` and ``\\`` escaped (RFC 3261 §25.1 quoted-pair)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# --- URIs ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SipUri:
+    """A ``sip:`` or ``sips:`` URI (RFC 3261 §19.1.1)."""
+
+    host: str
+    """Host name, IPv4 address or bracketed IPv6 reference, as written."""
+    user: str | None = None
+    """User part, escapes kept; None when there is no ``user@``."""
+    password: str | None = None
+    """Password part (``user:password@``), rarely used."""
+    port: int | None = None
+    """Port, None when absent (5060 for sip, 5061 for sips)."""
+    params: Params = ()
+    """URI parameters (``;transport=tcp;lr``)."""
+    headers: tuple[tuple[str, str], ...] = ()
+    """URI headers (``?Route=...&Subject=...``); not allowed in a Request-URI."""
+    scheme: str = "sip"
+    """``sip`` or ``sips`` (lowercase)."""
+
+    def __str__(self) -> str:
+        out = [self.scheme, ":"]
+        if self.user is not None:
+            out.append(self.user)
+            if self.password is not None:
+                out += [":", self.password]
+            out.append("@")
+        out.append(self.host)
+        if self.port is not None:
+            out += [":", str(self.port)]
+        if self.params:
+            out.append(_params_str(self.params))
+        if self.headers:
+            out += ["?", "&".join(f"{k}={v}" for k, v in self.headers)]
+        return "".join(out)
+
+    def param(self, name: str) -> str | None:
+        """URI parameter ``name``: its value, ``""`` when valueless, None when absent."""
+        return get_param(self.params, name)
+
+    def with_param(self, name: str, value: str | None = None) -> SipUri:
+        """A copy with parameter ``name`` set (replacing an existing one)."""
+        return replace(self, params=_set_param(self.params, name, value))
+
+    @property
+    def hostport(self) -> tuple[str, int]:
+        """Host and port, the port defaulted by scheme (RFC 3263 without DNS)."""
+        return self.host, self.port if self.port is not None else (5061 if self.scheme == "sips" else 5060)
+
+
+@dataclass(frozen=True, slots=True)
+class AbsoluteUri:
+    """A URI of another scheme (``tel:``, ``http:``, ...), kept opaque."""
+
+    scheme: str
+    """The scheme, lowercased."""
+    opaque: str
+    """Everything after ``scheme:``."""
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.opaque}"
+
+
+#: Any URI mss can carry.
+Uri = SipUri | AbsoluteUri
+
+
+def _parse_host_port(text: str, whole: str) -> tuple[str, int | None]:
+    if text.startswith("["):
+        close = text.find("]")
+        host, rest = (text[: close + 1], text[close + 1 :]) if close > 0 else (text, "")
+    else:
+        host, colon, port_text = text.partition(":")
+        rest = colon + port_text
+    if not HOST_RE.fullmatch(host):
+        raise SipError(f"bad host {host!r} in URI {whole!r}")
+    if not rest:
+        return host, None
+    port_text = rest[1:]
+    if rest[0] != ":" or not port_text.isdigit() or not port_text.isascii() or len(port_text) > 5:
+        raise SipError(f"bad port {rest!r} in URI {whole!r}")
+    port = int(port_text)
+    if port > 65535:
+        raise SipError(f"port {port} out of range in URI {whole!r}")
+    return host, port
+
+
+def parse_uri(text: str) -> Uri:
+    """Parse a URI (no white space, no ``<>``): a :class:`SipUri` for sip/sips, else :class:`AbsoluteUri`."""
+    colon = text.find(":")
+    scheme = text[:colon].lower() if colon > 0 else ""
+    if not scheme or not SCHEME_RE.fullmatch(scheme):
+        raise SipError(f"{text!r} is not a URI (no scheme)")
+    if scheme not in ("sip", "sips"):
+        if not ABSOLUTE_URI_RE.fullmatch(text):
+            raise SipError(f"{text!r} is not a URI")
+        return AbsoluteUri(scheme=scheme, opaque=text[colon + 1 :])
+    rest = text[colon + 1 :]
+    user: str | None = None
+    password: str | None = None
+    at = rest.find("@")
+    if at >= 0:
+        userinfo, rest = rest[:at], rest[at + 1 :]
+        user, sep, pw = userinfo.partition(":")
+        if not USER_RE.fullmatch(user):
+            raise SipError(f"bad user part {user!r} in URI {text!r}")
+        if sep:
+            if not PASSWORD_RE.fullmatch(pw):
+                raise SipError(f"bad password part in URI {text!r}")
+            password = pw
+    rest, qmark, header_text = rest.partition("?")
+    hostport, semi, param_text = rest.partition(";")
+    host, port = _parse_host_port(hostport, text)
+    params: Params = ()
+    if semi:
+        plist: list[tuple[str, str | None]] = []
+        for piece in param_text.split(";"):
+            m = URI_PARAM_RE.fullmatch(piece)
+            if m is None:
+                raise SipError(f"bad URI parameter {piece!r} in {text!r}")
+            plist.append((m.group(1), m.group(2)))
+        params = tuple(plist)
+    headers: tuple[tuple[str, str], ...] = ()
+    if qmark:
+        hlist: list[tuple[str, str]] = []
+        for piece in header_text.split("&"):
+            m = URI_HEADER_RE.fullmatch(piece)
+            if m is None:
+                raise SipError(f"bad URI header {piece!r} in {text!r}")
+            hlist.append((m.group(1), m.group(2)))
+        headers = tuple(hlist)
+    return SipUri(
+        host=host,
+        user=user,
+        password=password,
+        port=port,
+        params=params,
+        headers=headers,
+        scheme=scheme,
+    )
+
+
+# --- header parameters, quoted strings, lists -----------------------------------------------------
+
+
+def _read_quoted(text: str, start: int, what: str) -> int:
+    """Index just past the quoted-string that opens at ``text[start]`` (a DQUOTE)."""
+    i = start + 1
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == '"':
+            return i + 1
+        i += 1
+    raise SipError(f"unterminated quoted string in {what}")
+
+
+def _unquote(raw: str) -> str:
+    """The text of a quoted-string (quotes removed, quoted-pairs decoded)."""
+    inner = raw[1:-1]
+    if "\\" not in inner:
+        return inner
+    out: list[str] = []
+    i = 0
+    while i < len(inner):
+        c = inner[i]
+        if c == "\\" and i + 1 < len(inner):
+            out.append(inner[i + 1])
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def parse_params(text: str, what: str) -> Params:
+    """Parse ``*( SEMI generic-param )`` with optional white space around ``;`` and ``=``.
+
+    ``text`` is what follows the main part of a header value; it must be empty or start (after
+    white space) with ``;``. An empty parameter (``;;``) is refused.
+    """
+    rest = text.strip(WS)
+    if not rest:
+        return ()
+    if rest[0] != ";":
+        raise SipError(f"unexpected {rest[:20]!r} in {what}")
+    params: list[tuple[str, str | None]] = []
+    if '"' not in rest:
+        for piece in rest[1:].split(";"):
+            name, eq, raw = piece.partition("=")
+            name = name.strip(WS)
+            if not name:
+                raise SipError(f"empty parameter in {what}")
+            if not is_token(name):
+                raise SipError(f"bad parameter name {name!r} in {what}")
+            if eq:
+                raw = raw.strip(WS)
+                if not raw or not PARAM_VALUE_CHARS.issuperset(raw):
+                    raise SipError(f"bad value {raw!r} of parameter {name!r} in {what}")
+                params.append((name, raw))
+            else:
+                params.append((name, None))
+        return tuple(params)
+    # Slow path: a quoted value may contain ";" or "=".
+    i, n = 0, len(rest)
+    while i < n:
+        # at a ";"
+        i += 1
+        while i < n and rest[i] in WS:
+            i += 1
+        j = i
+        while j < n and rest[j] in TOKEN_CHARS:
+            j += 1
+        name = rest[i:j]
+        if not name:
+            raise SipError(f"empty parameter in {what}")
+        i = j
+        while i < n and rest[i] in WS:
+            i += 1
+        value: str | None = None
+        if i < n and rest[i] == "=":
+            i += 1
+            while i < n and rest[i] in WS:
+                i += 1
+            if i < n and rest[i] == '"':
+                j = _read_quoted(rest, i, what)
+            else:
+                j = i
+                while j < n and rest[j] in PARAM_VALUE_CHARS:
+                    j += 1
+                if j == i:
+                    raise SipError(f"bad value of parameter {name!r} in {what}")
+            value = rest[i:j]
+            i = j
+            while i < n and rest[i] in WS:
+                i += 1
+        if i < n and rest[i] != ";":
+            raise SipError(f"unexpected {rest[i : i + 20]!r} in {what}")
+        params.append((name, value))
+    return tuple(params)
+
+
+def split_commas(value: str) -> list[str]:
+    """Split a header value at the commas that separate list elements (not inside quotes or ``<>``)."""
+    if '"' not in value and "<" not in value:
+        return [v.strip(WS) for v in value.split(",")]
+    out: list[str] = []
+    start = 0
+    i, n = 0, len(value)
+    angle = False
+    while i < n:
+        c = value[i]
+        if c == '"' and not angle:
+            i = _read_quoted(value, i, "header value")
+            continue
+        if c == "<":
+            angle = True
+        elif c == ">":
+            angle = False
+        elif c == "," and not angle:
+            out.append(value[start:i].strip(WS))
+            start = i + 1
+        i += 1
+    out.append(value[start:].strip(WS))
+    return out
+
+
+# --- name-addr ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NameAddr:
+    """A From, To, Contact, Route or Record-Route value: ``"display" <uri>;params``."""
+
+    uri: Uri
+    """The address."""
+    display: str | None = None
+    """Display name (unquoted text), None when absent."""
+    params: Params = ()
+    """Header parameters (``tag``, ``expires``, ``q``, ``lr`` of a Route is a URI parameter)."""
+
+    def __str__(self) -> str:
+        head = f"{quote(self.display)} <{self.uri}>" if self.display is not None else f"<{self.uri}>"
+        return head + _params_str(self.params) if self.params else head
+
+    @property
+    def tag(self) -> str | None:
+        """The ``tag`` parameter (From/To), None when absent."""
+        return get_param(self.params, "tag") or None
+
+    def param(self, name: str) -> str | None:
+        """Header parameter ``name``: its value, ``""`` when valueless, None when absent."""
+        return get_param(self.params, name)
+
+    def with_param(self, name: str, value: str | None = None) -> NameAddr:
+        """A copy with header parameter ``name`` set."""
+        return replace(self, params=_set_param(self.params, name, value))
+
+    def with_tag(self, tag: str) -> NameAddr:
+        """A copy with ``;tag=`` set."""
+        return self.with_param("tag", tag)
+
+
+def parse_name_addr(value: str, what: str = "address") -> NameAddr:
+    """Parse ``name-addr`` or ``addr-spec`` followed by header parameters (RFC 3261 §20.10, §25.1).
+
+    In the ``addr-spec`` form (no ``<>``) the URI ends at the first ``;`` (what follows are header
+    parameters) and must not contain ``?`` or ``,`` (RFC 3261 §20).
+    """
+    s = value.strip(WS)
+    if not s:
+        raise SipError(f"empty {what}")
+    display: str | None = None
+    if s[0] == '"':
+        end = _read_quoted(s, 0, what)
+        display = _unquote(s[:end])
+        rest = s[end:].lstrip(WS)
+        if not rest.startswith("<"):
+            raise SipError(f"{what}: a display name must be followed by <URI>")
+        lt = 0
+        s = rest
+    else:
+        lt = s.find("<")
+    if lt >= 0:
+        if lt > 0:
+            words = s[:lt].strip(WS)
+            for word in words.replace("\t", " ").split(" "):
+                if word and not is_token(word):
+                    raise SipError(f"{what}: display name {words!r} must be quoted")
+            display = " ".join(w for w in words.replace("\t", " ").split(" ") if w)
+        gt = s.find(">", lt)
+        if gt < 0:
+            raise SipError(f"{what}: '<' without '>'")
+        uri_text = s[lt + 1 : gt]
+        if any(c in WS for c in uri_text):
+            raise SipError(f"{what}: white space inside <{uri_text}>")
+        uri = parse_uri(uri_text)
+        params = parse_params(s[gt + 1 :], what)
+        return NameAddr(uri=uri, display=display, params=params)
+    # addr-spec form
+    end = len(s)
+    for i, c in enumerate(s):
+        if c == ";" or c in WS:
+            end = i
+            break
+    uri_text = s[:end]
+    if "?" in uri_text or "," in uri_text:
+        raise SipError(f"{what}: a URI with '?' or ',' must be enclosed in <>")
+    uri = parse_uri(uri_text)
+    return NameAddr(uri=uri, display=None, params=parse_params(s[end:], what))
+
+
+# --- Via ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """One Via value (RFC 3261 §20.42, RFC 3581 ``rport``)."""
+
+    transport: str
+    """``UDP``, ``TCP``, ``TLS``, ... (uppercase)."""
+    host: str
+    """sent-by host."""
+    port: int | None = None
+    """sent-by port, None when absent."""
+    params: Params = ()
+    """``branch``, ``received``, ``rport``, ... in order."""
+    protocol: str = "SIP/2.0"
+    """Protocol name and version."""
+
+    def __str__(self) -> str:
+        hp = self.host if self.port is None else f"{self.host}:{self.port}"
+        return f"{self.protocol}/{self.transport} {hp}{_params_str(self.params)}"
+
+    @property
+    def branch(self) -> str | None:
+        """The ``branch`` parameter, None when absent."""
+        return get_param(self.params, "branch") or None
+
+    @property
+    def received(self) -> str | None:
+        """The ``received`` parameter, None when absent."""
+        return get_param(self.params, "received") or None
+
+    @property
+    def rport(self) -> int | None:
+        """The ``rport`` value when filled in by the server, else None."""
+        value = get_param(self.params, "rport")
+        return int(value) if value and value.isdigit() else None
+
+    def param(self, name: str) -> str | None:
+        """Via parameter ``name``: its value, ``""`` when valueless, None when absent."""
+        return get_param(self.params, name)
+
+    def with_param(self, name: str, value: str | None = None) -> Via:
+        """A copy with parameter ``name`` set."""
+        return replace(self, params=_set_param(self.params, name, value))
+
+
+def _take_token(s: str, i: int) -> tuple[str, int]:
+    j = i
+    n = len(s)
+    while j < n and s[j] in TOKEN_CHARS:
+        j += 1
+    return s[i:j], j
+
+
+def _skip_ws(s: str, i: int) -> int:
+    n = len(s)
+    while i < n and s[i] in WS:
+        i += 1
+    return i
+
+
+def parse_via(value: str) -> Via:
+    """Parse one Via value: ``sent-protocol LWS sent-by *( SEMI via-params )``."""
+    s = value.strip(WS)
+    parts: list[str] = []
+    i = 0
+    for k in range(3):
+        i = _skip_ws(s, i)
+        tok, i = _take_token(s, i)
+        if not tok:
+            raise SipError(f"Via {value!r}: bad sent-protocol")
+        parts.append(tok)
+        j = _skip_ws(s, i)
+        if k == 2 and j == i:
+            raise SipError(f"Via {value!r}: no white space before sent-by")
+        i = j
+        if k < 2:
+            if i >= len(s) or s[i] != "/":
+                raise SipError(f"Via {value!r}: bad sent-protocol")
+            i += 1
+    name, version, transport = parts
+    if name.upper() != "SIP":
+        raise SipError(f"Via {value!r}: protocol is not SIP")
+    # sent-by = host [ COLON port ]
+    if s.startswith("[", i):
+        close = s.find("]", i)
+        if close < 0:
+            raise SipError(f"Via {value!r}: bad IPv6 host")
+        host, i = s[i : close + 1], close + 1
+    else:
+        j = i
+        while j < len(s) and s[j] not in WS and s[j] not in ";:":
+            j += 1
+        host, i = s[i:j], j
+    if not host or not HOST_RE.fullmatch(host):
+        raise SipError(f"Via {value!r}: bad sent-by host {host!r}")
+    port: int | None = None
+    j = _skip_ws(s, i)
+    if j < len(s) and s[j] == ":":
+        j = _skip_ws(s, j + 1)
+        k = j
+        while k < len(s) and s[k].isdigit():
+            k += 1
+        if k == j or k - j > 5 or int(s[j:k]) > 65535:
+            raise SipError(f"Via {value!r}: bad sent-by port")
+        port = int(s[j:k])
+        i = k
+    params = parse_params(s[i:], f"Via {value!r}")
+    return Via(
+        transport=transport.upper(),
+        host=host,
+        port=port,
+        params=params,
+        protocol=f"{name.upper()}/{version}",
+    )
