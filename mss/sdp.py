@@ -719,8 +719,8 @@ def _parse_connection(n: int, value: str) -> Connection:
 
 def _parse_attribute(n: int, value: str, earlier: Sequence[Attribute]) -> Attribute:
     name, colon, rest = value.partition(":")
-    if not name or " " in name:
-        raise SdpError(f"line {n}: bad a= line {value!r}: no attribute name")
+    if not name or any(ch in name for ch in " \t"):
+        raise SdpError(f"line {n}: bad a= line {'a=' + value!r}: expected <name>[:<value>]")
     attr = Attribute(name=name, value=rest if colon else None)
     try:
         if name == "rtpmap":

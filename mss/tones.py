@@ -19,7 +19,8 @@ would be noise at best. user1 hears silence until user2 answers, or user2's earl
 sends some (the relay forwards that untouched).
 
 **The tone.** :class:`RingTone` describes a cadence; :data:`DEFAULT_RINGBACK` is the European one,
-425 Hz, 1 s on, 4 s off (ITU-T E.180 Supplement 2, ETSI ES 201 970), and
+425 Hz, 1 s on, 4 s off (the CEPT/ETSI harmonised ringing tone; ITU-T E.180 Supplement 2 lists the
+tones in use country by country), and
 :data:`NORTH_AMERICAN_RINGBACK` is 440 + 480 Hz, 2 s on, 4 s off. Each burst fades in and out over a
 few milliseconds so that it starts and stops without a click.
 
@@ -38,9 +39,11 @@ import numpy.typing as npt
 from mss.errors import LocalProtocolError
 
 __all__ = [
+    "DBM0_PEAK",
     "DEFAULT_RINGBACK",
     "EUROPEAN_RINGBACK",
     "NORTH_AMERICAN_RINGBACK",
+    "RAMP_MS",
     "SAMPLE_RATE",
     "RingTone",
     "decode_alaw",
@@ -97,7 +100,7 @@ class RingTone:
         return self.on_ms + self.off_ms
 
 
-#: 425 Hz, 1 s on, 4 s off: the ringing tone of most of Europe (ITU-T E.180 Supplement 2).
+#: 425 Hz, 1 s on, 4 s off: the ringing tone of most of Europe.
 EUROPEAN_RINGBACK = RingTone(frequencies=(425.0,), on_ms=1000, off_ms=4000)
 
 #: 440 + 480 Hz, 2 s on, 4 s off: the North American ringback.

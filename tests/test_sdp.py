@@ -297,7 +297,14 @@ def test_invalid_bodies(name: str, message: str) -> None:
             "<username> <sess-id> <sess-version> <nettype> <addrtype> <address>",
         ),
         (b"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\na=sendrecv:yes\r\n", "line 3: a=sendrecv takes no value"),
-        (b"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\na=:x\r\n", "line 3: bad a= line ':x': no attribute name"),
+        (
+            b"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\na=foo bar\r\n",
+            "line 3: bad a= line 'a=foo bar': expected <name>[:<value>]",
+        ),
+        (
+            b"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\na=:x\r\n",
+            "line 3: bad a= line 'a=:x': expected <name>[:<value>]",
+        ),
         (
             b"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nc=IN IP4 1.2.3.4\r\nm=audio 4000/0 RTP/AVP 0\r\n",
             "line 4: bad m= line 'm=audio 4000/0 RTP/AVP 0': number of ports is 0",
