@@ -48,10 +48,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from tests.peers.net import check_loopback, free_port, wait_until
+from tests.peers.net import check_loopback, die_with_parent, free_port, wait_until
 from tests.peers.rawsip import RawSipClient
 
-__all__ = ["KAMAILIO_SEARCH_PATH", "Kamailio", "KamailioError", "find_binary"]
+__all__ = [
+    "KAMAILIO_SEARCH_PATH",
+    "Kamailio",
+    "KamailioError",
+    "find_binary",
+]
 
 TEMPLATE = Path(__file__).with_name("kamailio.cfg.in")
 # Where Debian installs the binaries (sbin may be missing from a non-root PATH).
@@ -122,7 +127,9 @@ class Kamailio:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="pss-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cfg_path = self.workdir / "kamailio.cfg"
-        self.ctl_socket = self.workdir / "kamailio_ctl"
+        # A unix socket path must stay under 108 bytes: keep it in a short temp dir of its own.
+        self._ctl_dir = Path(tempfile.mkdtemp(prefix="pss-ctl-"))
+        self.ctl_socket = self._ctl_dir / "ctl"
         self.log_path = Path(log_path) if log_path else self.workdir / "kamailio.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -224,6 +231,7 @@ class Kamailio:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=die_with_parent,
                 )
             if wait_until(self._answers, timeout, interval=0.05):
                 return
@@ -255,8 +263,9 @@ class Kamailio:
     def stop(self) -> None:
         """Stop Kamailio: SIGTERM to its process group, SIGKILL after a bound; no strays."""
         self._kill()
-        if self._own_workdir and self.ctl_socket.exists():
-            self.ctl_socket.unlink(missing_ok=True)
+        shutil.rmtree(self._ctl_dir, ignore_errors=True)
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _kill(self) -> None:
         process, self.process = self.process, None

@@ -1,5 +1,8 @@
 """Loopback helpers of the end-to-end harness: free ports and a bounded wait.
 
+``die_with_parent`` is a ``preexec_fn`` for peer processes: they get SIGTERM when the test
+process dies, even when it is killed before its fixtures can stop them.
+
 ``free_port(host)`` finds a port that is free for both UDP and TCP on ``host`` (a 127.0.0.0/8
 address) and never hands out the same port twice in one process, so parallel fixtures do not
 collide with each other. ``wait_until(predicate, timeout)`` polls with a bounded number of
@@ -8,20 +11,25 @@ rounds and returns the last value.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import ipaddress
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["check_loopback", "free_port", "wait_until"]
+__all__ = ["check_loopback", "die_with_parent", "free_port", "wait_until"]
 
 T = TypeVar("T")
 
 # Ports handed out by this process, so two fixtures never get the same one.
 _given: set[tuple[str, int]] = set()
 _given_lock = threading.Lock()
+# prctl option: the signal a child gets when its parent dies.
+PR_SET_PDEATHSIG = 1
 # How many candidate ports free_port tries before it gives up.
 MAX_PORT_TRIES = 200
 
@@ -75,3 +83,11 @@ def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.0
         time.sleep(interval)
         value = predicate()
     return value
+
+
+def die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the test process dies (Linux prctl), so a
+    killed test run leaves no peer process behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

@@ -49,7 +49,8 @@ Constructor (keyword arguments after ``password``):
     where recordings and the log go (a temp dir by default); a label for messages.
 
 Methods: ``start(timeout)``, ``stop(timeout)`` (always reaps the process), ``wait_registered``,
-``wait_unregistered``, ``wait_event(kind, timeout, **match)``, ``events(kind)``, ``call(target,
+``wait_unregistered``, ``wait_event(kind, timeout, **match)``, ``wait_sip(method or status,
+timeout)``, ``events(kind)``, ``call(target,
 headers)``, ``answer(code)``, ``reject(code)``, ``hangup(code)``, ``hold()``, ``unhold()``,
 ``reinvite()``, ``update()``, ``send_dtmf(digits)``, ``dtmf_received()``, ``wait_dtmf(digits,
 timeout)``, ``info()``, ``recording_path()``, ``set_registration(on)``, ``log_text()``,
@@ -97,7 +98,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.peers.net import check_loopback
+from tests.peers.net import check_loopback, die_with_parent
 
 __all__ = ["Phone", "PhoneError", "PhoneTimeout"]
 
@@ -219,6 +220,7 @@ class Phone:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,  # the child sends fd 2 to its log file at once
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         self._reader = threading.Thread(target=self._read, name=f"{self.name} reader", daemon=True)
         self._reader.start()
@@ -232,18 +234,24 @@ class Phone:
         self.info_ready = event
         return self
 
+    def begin_stop(self) -> None:
+        """Ask the child to quit without waiting (``stop()`` then waits); lets a test stop many
+        phones at once."""
+        process = self.process
+        if process is None or process.stdin is None or process.stdin.closed:
+            return
+        with contextlib.suppress(OSError):
+            if process.poll() is None:
+                process.stdin.write(b'{"id": 0, "cmd": "quit"}\n')
+                process.stdin.flush()
+            process.stdin.close()
+
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Hang up, unregister and end the child; kill it when it does not end in time."""
+        self.begin_stop()
         process, self.process = self.process, None
         if process is None:
             return
-        try:
-            if process.poll() is None and process.stdin is not None:
-                process.stdin.write(b'{"id": 0, "cmd": "quit"}\n')
-                process.stdin.flush()
-                process.stdin.close()
-        except OSError:
-            pass
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -353,6 +361,16 @@ class Phone:
 
         label = "/".join(sorted(kinds)) + (f" {match}" if match else "")
         return self._wait(wanted, timeout, label)
+
+    def wait_sip(self, what: str | int, timeout: float = 5.0) -> dict[str, Any]:
+        """The next not yet awaited ``sip`` event for a received request of method ``what``
+        (e.g. ``"PRACK"``) or a response with status ``what`` (e.g. ``183``)."""
+        prefix = f"SIP/2.0 {what} " if isinstance(what, int) else f"{what.upper()} "
+        return self._wait(
+            lambda e: e["event"] == "sip" and e["first_line"].startswith(prefix),
+            timeout,
+            f"sip {what}",
+        )
 
     def wait_registered(self, timeout: float = 5.0) -> dict[str, Any]:
         """Wait for a successful registration (``PhoneTimeout`` if it fails or is late)."""

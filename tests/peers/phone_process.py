@@ -63,6 +63,12 @@ QUIT_GRACE = 2.0
 TONE_LEVEL = 0.3
 TONE_SECONDS = 1
 CLOCK_RATE = 16000
+# Commands that start a dialog transaction, the errors meaning "another one is still open", and
+# how long / how often such a command is retried (s).
+RETRIED_COMMANDS = {"hold", "unhold", "reinvite", "update", "dtmf"}
+BUSY_ERRORS = re.compile(r"EINVALIDOP|EBUSY|EPENDING")
+RETRY_WINDOW = 3.0
+RETRY_INTERVAL = 0.02
 
 STATE_NAMES = {
     pj.PJSIP_INV_STATE_NULL: "null",
@@ -475,12 +481,30 @@ class PhoneApp:
             for cmd in self.read_commands():
                 self.dispatch(cmd)
 
-    def dispatch(self, cmd: dict[str, Any]) -> None:
+    def dispatch(self, cmd: dict[str, Any], deadline: float | None = None) -> None:
+        """Run one command and reply. A dialog-changing command (hold, re-INVITE, UPDATE ...)
+        that finds an INVITE transaction still open (e.g. its ACK not yet in) is retried from
+        the loop until RETRY_WINDOW has passed, and replied to then."""
         ident = cmd.get("id")
         try:
             handler = getattr(self, "cmd_" + str(cmd["cmd"]))
             result = handler(**cmd.get("args", {}))
             emit({"id": ident, "ok": True, "result": result})
+        except pj.Error as exc:
+            now = time.monotonic()
+            deadline = deadline if deadline is not None else now + RETRY_WINDOW
+            if cmd["cmd"] in RETRIED_COMMANDS and BUSY_ERRORS.search(exc.reason) and now < deadline:
+                self.later(RETRY_INTERVAL, lambda: self.dispatch(cmd, deadline))
+                return
+            emit(
+                {
+                    "id": ident,
+                    "ok": False,
+                    "error": f"pj.Error {exc.status}: {exc.title}: {exc.reason}",
+                    "status": int(exc.status),
+                    "traceback": traceback.format_exc(),
+                }
+            )
         except Exception as exc:
             emit(
                 {

@@ -10,7 +10,9 @@ It is deliberately independent of mss's own SIP stack, so a test can check Kamai
                                     f"sip:127.0.0.1:{pss_port}", "mss", "secret")
         r2 = sip.request("REGISTER", ..., headers={"Authorization": auth}, cseq=2, call_id=r1.call_id)
 
-``request()`` skips provisional responses and waits for the final one, bounded by ``timeout``.
+``request()`` skips provisional responses and waits for the final one, bounded by ``timeout``;
+``build()`` + ``send()`` + ``receive()`` give finer control, and ``ack()`` acknowledges a
+non-2xx final response to an INVITE.
 """
 
 from __future__ import annotations
@@ -143,7 +145,8 @@ def digest_authorization(
 
 
 class RawSipClient:
-    """One UDP socket or TCP connection from a loopback address to a SIP server.
+    """One UDP socket or TCP connection from a loopback address (``local_port`` 0: any) to a
+    SIP server.
 
     ``request()`` sends a request and returns its final response. Use as a context manager (or
     call ``close()``).
@@ -156,6 +159,7 @@ class RawSipClient:
         *,
         transport: str = "udp",
         local_host: str = "127.0.0.1",
+        local_port: int = 0,
         timeout: float = 2.0,
     ) -> None:
         check_loopback(host)
@@ -168,7 +172,9 @@ class RawSipClient:
         kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
         self.sock = socket.socket(socket.AF_INET, kind)
         self.sock.settimeout(timeout)
-        self.sock.bind((local_host, 0))
+        if local_port:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((local_host, local_port))
         if transport == "tcp":
             self.sock.connect(self.server)
         self.local = self.sock.getsockname()
@@ -262,6 +268,23 @@ class RawSipClient:
             if not chunk:
                 raise ConnectionError("the server closed the connection")
             self._buffer += chunk
+
+    def ack(self, invite: str, response: SipResponse) -> None:
+        """Send the ACK for a non-2xx final ``response`` to ``invite`` (the text sent): same
+        branch, the To tag of the response (RFC 3261 §17.1.1.3)."""
+        head = invite.split("\r\n\r\n", 1)[0].split("\r\n")
+        uri = head[0].split(" ")[1]
+        keep = {"via", "from", "call-id", "max-forwards", "route"}
+        lines = [f"ACK {uri} SIP/2.0"]
+        for line in head[1:]:
+            name = line.split(":", 1)[0].strip().lower()
+            if name in keep:
+                lines.append(line)
+            elif name == "cseq":
+                lines.append(f"CSeq: {line.split(':', 1)[1].split()[0]} ACK")
+        lines.append(f"To: {response.header('To')}")
+        lines.append("Content-Length: 0")
+        self.send("\r\n".join(lines) + "\r\n\r\n")
 
     def final_response(self) -> SipResponse:
         """Skip provisional (1xx) responses; return the first final one."""

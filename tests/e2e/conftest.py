@@ -1,0 +1,164 @@
+"""Fixtures of the end-to-end tests: loopback ports, Kamailio as the PSS, pjsua2 phones.
+
+``free_port(host="127.0.0.1") -> int``
+    A port free for UDP and TCP on a 127.0.0.x address, never handed out twice in a run.
+``kamailio(mode="auth", users=None, **kwargs) -> Kamailio``
+    Starts a PSS (see ``tests.peers.kamailio``) with its files in the test's tmp_path; every
+    one started is stopped at teardown. Fails (never skips) when Kamailio is not installed.
+``phone(user, pss, *, password=<the PSS's>, wait_registered=True, **kwargs) -> Phone``
+    Starts a pjsua2 phone registered to ``pss`` (a ``Kamailio`` or a (host, port) pair); the
+    password defaults to the one ``pss`` has for ``user``; ``kwargs`` go to ``Phone``. Waits for
+    the registration unless ``register=False`` or ``wait_registered=False``. Every phone is
+    stopped at teardown (all at once).
+``peer_logs() -> str``
+    The events and log tails of every peer of the test, for assertion messages.
+
+When a test fails, the report carries each peer's log tail, and the full logs (Kamailio's
+config and log, each phone's log and recordings) are copied to ``.test-logs/<test>/`` at the
+root of the repository.
+
+Mark end-to-end tests with ``@pytest.mark.e2e`` (or ``pytestmark = pytest.mark.e2e``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.peers.kamailio import Kamailio, KamailioError, Mode, find_binary
+from tests.peers.net import free_port as _free_port
+from tests.peers.phone import Phone
+
+# Lines of each peer's log that a failure report quotes.
+REPORT_TAIL_LINES = 150
+
+
+_PEERS = pytest.StashKey[list[Any]]()
+
+
+def _peers_of(request: pytest.FixtureRequest) -> list[Any]:
+    node = request.node
+    if _PEERS not in node.stash:
+        node.stash[_PEERS] = []
+    return node.stash[_PEERS]
+
+
+def _describe(peer: Any) -> str:
+    if isinstance(peer, Phone):
+        return peer.describe()
+    if isinstance(peer, Kamailio):
+        return (
+            f"--- Kamailio {peer.mode} {peer.host}:{peer.port} log tail ---\n"
+            f"{peer.log_tail(REPORT_TAIL_LINES)}"
+        )
+    return repr(peer)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """On failure: quote every peer's log tail in the report and keep the full logs."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    peers = item.stash.get(_PEERS, [])
+    if not report.failed or not peers:
+        return
+    for peer in peers:
+        report.sections.append((f"{peer!r} ({report.when})", _describe(peer)))
+    keep = Path(item.config.rootpath) / ".test-logs" / re.sub(r"[^\w.-]+", "_", item.nodeid)
+    try:
+        keep.mkdir(parents=True, exist_ok=True)
+        for peer in peers:
+            target = keep / peer.workdir.name
+            shutil.copytree(peer.workdir, target, dirs_exist_ok=True)
+        report.sections.append(("peer logs kept in", str(keep)))
+    except OSError as exc:
+        report.sections.append(("peer logs not kept", str(exc)))
+
+
+@pytest.fixture(scope="session")
+def free_port() -> Callable[..., int]:
+    """``free_port(host="127.0.0.1")``: a port free for UDP and TCP on that loopback address."""
+    return _free_port
+
+
+@pytest.fixture
+def kamailio(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Kamailio]]:
+    """Factory: ``kamailio(mode, users, **kwargs)`` starts a PSS, stopped at teardown."""
+    started: list[Kamailio] = []
+
+    def make(mode: Mode = "auth", users: dict[str, str] | None = None, **kwargs: Any) -> Kamailio:
+        try:
+            find_binary("kamailio")
+            find_binary("kamcmd")
+        except KamailioError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        pss = Kamailio(mode, users=users, workdir=tmp_path / f"pss-{len(started)}", **kwargs)
+        _peers_of(request).append(pss)
+        started.append(pss)
+        pss.start()
+        return pss
+
+    try:
+        yield make
+    finally:
+        for pss in reversed(started):
+            pss.stop()
+
+
+@pytest.fixture
+def phone(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Phone]]:
+    """Factory: ``phone(user, pss, **kwargs)`` starts a registered phone, stopped at teardown."""
+    if importlib.util.find_spec("pjsua2") is None:
+        pytest.fail(
+            "pjsua2 is not installed: pip install 'pjsua2-python==2.15.1.post1' "
+            "(bash tests/run.sh installs the test extras)",
+            pytrace=False,
+        )
+    phones: list[Phone] = []
+
+    def make(
+        user: str,
+        pss: Kamailio | tuple[str, int],
+        *,
+        password: str | None = None,
+        wait_registered: bool = True,
+        **kwargs: Any,
+    ) -> Phone:
+        if isinstance(pss, Kamailio):
+            registrar = pss.address
+            if password is None:
+                password = pss.users.get(user)
+        else:
+            registrar = pss
+        workdir = tmp_path / f"phone-{user}-{len(phones)}"
+        device = Phone(user, password, registrar, workdir=workdir, **kwargs)
+        _peers_of(request).append(device)
+        phones.append(device)
+        device.start()
+        if wait_registered and kwargs.get("register", True):
+            device.wait_registered()
+        return device
+
+    try:
+        yield make
+    finally:
+        for device in phones:
+            device.begin_stop()
+        for device in phones:
+            device.stop()
+
+
+@pytest.fixture
+def peer_logs(request: pytest.FixtureRequest) -> Callable[[], str]:
+    """``peer_logs()``: events and log tails of all peers of this test, for assertion messages."""
+
+    def text() -> str:
+        return "\n".join(_describe(peer) for peer in _peers_of(request))
+
+    return text
