@@ -215,7 +215,7 @@ def _ip(text: str) -> str:
 
 def _host(text: str) -> str:
     # A host name or an IP address; no spaces, no port.
-    if not text or any(c.isspace() for c in text) or ":" in text and not _is_ipv6(text):
+    if not text or any(c.isspace() for c in text) or (":" in text and not _is_ipv6(text)):
         raise ValueError(f"{text!r} is not a host name or IP address")
     return text
 
@@ -341,11 +341,11 @@ def check_text(text: str, *, base_dir: Path | None = None) -> ConfigCheck:
         extended_response=r.get("callback", "extended_response", _bool, d_cb.extended_response),
         drain_grace=r.get("callback", "drain_grace", _int_in(0, 86400), d_cb.drain_grace),
     )
-    if not callback.external_line_mode and callback.default_caller is None:
-        if not any(e.key == "default_caller" for e in result.errors):
-            result.errors.append(
-                ConfigError("callback", "default_caller", "is required when external_line_mode = no")
-            )
+    caller_missing = not callback.external_line_mode and callback.default_caller is None
+    if caller_missing and not any(e.key == "default_caller" for e in result.errors):
+        result.errors.append(
+            ConfigError("callback", "default_caller", "is required when external_line_mode = no")
+        )
 
     sip = SipConfig(
         local_host=r.get("sip", "local_host", _ip, d_sip.local_host),
@@ -426,7 +426,8 @@ def check(path: str | Path) -> ConfigCheck:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        return ConfigCheck(config=None, errors=[ConfigError("file", None, f"cannot read {p}: {exc.strerror}")])
+        reason = f"cannot read {p}: {exc.strerror}"
+        return ConfigCheck(config=None, errors=[ConfigError("file", None, reason)])
     except UnicodeDecodeError:
         return ConfigCheck(config=None, errors=[ConfigError("file", None, f"{p} is not UTF-8 text")])
     return check_text(text, base_dir=p.resolve().parent)

@@ -1,0 +1,246 @@
+"""The IIF server: TCP and UDP adapters between sockets, :mod:`mss.iif` and the callback desk.
+
+Strangers never get a byte: a TCP connection from an address not in ``[peer_servers]`` is closed in
+``connection_made`` before anything is read, a UDP datagram from one is dropped; each refusal is
+logged (rate-limited per address so a scan cannot flood the log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import cast
+
+from mss.config import PeerServer
+from mss.desk import CallbackDesk, Origin
+from mss.errors import IIFError, TransportError
+from mss.iif import Cancel, IIFConnection, Request, Role, parse_datagram
+
+__all__ = ["MAX_CONNECTIONS", "IIFServer", "PeerTable"]
+
+log = logging.getLogger("mss.iif")
+
+#: Open IIF TCP connections at most (all peers together): an AS needs a handful; this bounds sockets.
+MAX_CONNECTIONS = 256
+
+#: Bytes queued for a slow AS before mss stops reading its requests (resumes when it drains).
+WRITE_HIGH_WATER = 1 << 20
+
+#: Seconds between two log lines about the same refused address.
+_REFUSAL_LOG_INTERVAL = 10.0
+
+
+class PeerTable:
+    """Which configured peer an address is (SPEC.md, [peer_servers])."""
+
+    def __init__(self, peers: Sequence[PeerServer]) -> None:
+        # Entries with a port first: they are the more specific match.
+        self._peers = sorted(peers, key=lambda p: p.port is None)
+        self._last_refusal_log: dict[str, float] = {}
+
+    def match(self, host: str, port: int, transport: str) -> PeerServer | None:
+        """The peer at ``host:port``; on UDP the source port is not checked (replies use the config)."""
+        for peer in self._peers:
+            if peer.host == host and (peer.port is None or transport == "udp" or peer.port == port):
+                return peer
+        return None
+
+    def log_refusal(self, host: str, port: int, transport: str) -> None:
+        """Log a stranger, at most once per interval per address."""
+        now = time.monotonic()
+        last = self._last_refusal_log.get(host)
+        if last is None or now - last >= _REFUSAL_LOG_INTERVAL:
+            self._last_refusal_log[host] = now
+            if len(self._last_refusal_log) > 10_000:  # bound the memory a scan can take
+                self._last_refusal_log.clear()
+            log.warning("refused IIF %s from %s:%d: not a configured peer server", transport, host, port)
+
+
+class _StreamProtocol(asyncio.Protocol):
+    """One IIF TCP connection: feed, drain events, answer, re-arm the idle timer."""
+
+    def __init__(self, server: IIFServer) -> None:
+        self._server = server
+        self._conn = IIFConnection(Role.SERVER, max_duration=server.max_duration)
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.peer = ""
+        self._origin: Origin | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's classes do not subclass asyncio's
+        host, port = transport.get_extra_info("peername")[:2]
+        peer = self._server.peers.match(host, port, "tcp")
+        if peer is None:
+            self._server.peers.log_refusal(host, port, "tcp")
+            transport.abort()
+            return
+        if len(self._server.connections) >= MAX_CONNECTIONS:
+            log.warning("refused IIF tcp from %s:%d: %d connections open", host, port, MAX_CONNECTIONS)
+            transport.abort()
+            return
+        self._transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self.peer = peer.name
+        self._origin = Origin(peer=peer.name, transport="tcp", outlet=self)
+        self._server.connections.add(self)
+        log.info("IIF connection from %s (%s:%d)", peer.name, host, port)
+        self._server.desk.open_outlet(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._conn.receive_data(data, time.monotonic())
+        self._drain()
+
+    def eof_received(self) -> bool:
+        self._conn.receive_data(b"", time.monotonic())
+        self._drain()
+        return True  # keep the write side open: RESPONSEs may still be owed on it
+
+    def _drain(self) -> None:
+        messages: list[Request | Cancel | IIFError] = []
+        while True:
+            try:
+                event = self._conn.next_event()
+            except IIFError as exc:
+                messages.append(exc)
+                continue
+            if event is None:
+                break
+            assert isinstance(event, Request | Cancel)
+            messages.append(event)
+        if messages and self._origin is not None:
+            self._server.desk.handle(messages, self._origin)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self._conn.get_timer()
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._conn.handle_timer(time.monotonic())
+        self._drain()
+
+    def write(self, data: bytes) -> bool:
+        """Outlet: write to the AS; False when the connection is closed."""
+        if self._transport is None or self._transport.is_closing():
+            return False
+        self._transport.write(data)
+        return True
+
+    def pending_bytes(self) -> int:
+        """Bytes written but not yet handed to the kernel."""
+        if self._transport is None or self._transport.is_closing():
+            return 0
+        return self._transport.get_write_buffer_size()
+
+    def pause_writing(self) -> None:
+        # The AS does not read its answers: stop reading its orders until it catches up.
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._transport is None:
+            return
+        self._server.connections.discard(self)
+        self._server.desk.close_outlet(self)
+        log.info("IIF connection from %s closed%s", self.peer, f": {exc}" if exc else "")
+        self._transport = None
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+class _DatagramProtocol(asyncio.DatagramProtocol):
+    """IIF over UDP: one message per datagram."""
+
+    def __init__(self, server: IIFServer) -> None:
+        self._server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        host, port = addr[:2]
+        peer = self._server.peers.match(host, port, "udp")
+        if peer is None:
+            self._server.peers.log_refusal(host, port, "udp")
+            return
+        message: Request | Cancel | IIFError
+        try:
+            event = parse_datagram(data, max_duration=self._server.max_duration)
+            assert isinstance(event, Request | Cancel)
+            message = event
+        except IIFError as exc:
+            message = exc
+        reply = (peer.host, peer.port) if peer.port is not None else (host, port)
+        self._server.desk.handle([message], Origin(peer=peer.name, transport="udp", reply_addr=reply))
+
+    def error_received(self, exc: Exception) -> None:
+        log.warning("IIF udp: %s", exc)
+
+
+class IIFServer:
+    """Listens for IIF on TCP and UDP at one address."""
+
+    def __init__(self, desk: CallbackDesk, peers: Sequence[PeerServer], *, max_duration: int) -> None:
+        self.desk = desk
+        self.peers = PeerTable(peers)
+        self.max_duration = max_duration
+        self.connections: set[_StreamProtocol] = set()
+        self._tcp: asyncio.Server | None = None
+        self._udp: _DatagramProtocol | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        """Bind TCP and UDP on ``host:port``; raises :class:`TransportError` when it cannot."""
+        loop = asyncio.get_running_loop()
+        try:
+            self._tcp = await loop.create_server(
+                lambda: _StreamProtocol(self), host, port, reuse_address=True
+            )
+            _, protocol = await loop.create_datagram_endpoint(
+                lambda: _DatagramProtocol(self), local_addr=(host, port)
+            )
+        except OSError as exc:
+            if self._tcp is not None:
+                self._tcp.close()
+            raise TransportError(f"cannot listen for IIF on {host}:{port}: {exc.strerror or exc}") from exc
+        self._udp = protocol
+        log.info("IIF listening on %s:%d (tcp and udp)", host, port)
+
+    def send_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Send an IIF datagram (ACK or RESPONSE over UDP)."""
+        if self._udp is not None and self._udp.transport is not None:
+            self._udp.transport.sendto(data, addr)
+        else:
+            log.error("IIF udp is closed; %r to %s:%d dropped", data, *addr)
+
+    def stop_listening(self) -> None:
+        """Stop taking new connections and datagrams; open connections stay for their RESPONSEs."""
+        if self._tcp is not None:
+            self._tcp.close()
+
+    async def close(self) -> None:
+        """Close everything, letting queued writes go out first."""
+        self.stop_listening()
+        for conn in list(self.connections):
+            conn.close()
+        if self._udp is not None and self._udp.transport is not None:
+            self._udp.transport.close()
+        if self._tcp is not None:
+            await self._tcp.wait_closed()

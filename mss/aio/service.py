@@ -1,0 +1,176 @@
+"""The composition root: config → journal, desk, engine, IIF server; run until SIGTERM, then drain.
+
+Shutdown (SPEC.md, ``mss run``): on SIGTERM or SIGINT mss stops taking requests (the IIF listener
+closes; REQUESTs on open connections get ``code=fail``), lets calls in progress run for up to
+``drain_grace`` seconds, then releases the rest, sends every RESPONSE and exits 0. A second signal
+releases at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from mss.aio.iif_server import IIFServer
+from mss.config import Config
+from mss.desk import Callback, CallbackDesk, Engine, Outcome
+from mss.journal import Journal
+
+__all__ = ["Service"]
+
+log = logging.getLogger("mss")
+
+#: Seconds between journal heartbeats: the talk time a crash may cost a RESPONSE, at most.
+HEARTBEAT_INTERVAL = 1.0
+
+#: Seconds released calls get to send their BYEs and RESPONSEs before mss exits anyway.
+RELEASE_WAIT = 10.0
+
+#: Seconds the last RESPONSEs get to leave the socket buffers before the connections close.
+FLUSH_WAIT = 2.0
+
+
+class UnplacedEngine:
+    """An engine with no SIP side: every callback ends at once, honestly, with real_duration=0."""
+
+    def __init__(self, finish: Callable[[int, Outcome], None]) -> None:
+        self._finish = finish
+
+    def refusal(self) -> str | None:
+        return None
+
+    def start(self, callback: Callback) -> None:
+        asyncio.get_running_loop().call_soon(
+            self._finish, callback.seq, Outcome(real_duration=0, result="user1_failed", code=0)
+        )
+
+    def cancel(self, seq: int) -> None:
+        pass
+
+    def release_all(self) -> None:
+        pass
+
+    async def open(self) -> None:
+        log.warning("no SIP engine: every callback ends at once with real_duration=0")
+
+    async def close(self) -> None:
+        pass
+
+
+class ServiceEngine(Engine, Protocol):
+    """An engine with a lifetime: opened before the IIF server starts, closed after it stops."""
+
+    async def open(self) -> None:
+        """Bind sockets, start registering, start the relay."""
+        ...
+
+    async def close(self) -> None:
+        """Release what is left and free every resource."""
+        ...
+
+
+EngineFactory = Callable[[Config, CallbackDesk], ServiceEngine]
+
+
+class Service:
+    """One mss process: ``await Service(config).run()`` returns the exit status."""
+
+    def __init__(self, config: Config, *, engine_factory: EngineFactory | None = None) -> None:
+        self.config = config
+        self._engine_factory = engine_factory
+        self._stop = asyncio.Event()
+        self._signals = 0
+        self.iif: IIFServer | None = None
+        self.desk: CallbackDesk | None = None
+        self.engine: ServiceEngine | None = None
+        self.ready = asyncio.Event()
+        self._heartbeat_timer: asyncio.TimerHandle | None = None
+
+    def request_stop(self) -> None:
+        """Begin the drain (what SIGTERM does); a second call releases calls at once."""
+        self._signals += 1
+        if self._signals == 1:
+            log.info("stopping: no new requests; calls in progress get %ds", self.config.callback.drain_grace)
+        elif self.engine is not None:
+            log.info("second stop signal: releasing every call now")
+            self.engine.release_all()
+        self._stop.set()
+
+    async def run(self) -> int:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        journal = Journal(cfg.journal.path)
+        desk = CallbackDesk(
+            journal,
+            max_calls=cfg.callback.max_calls,
+            extended_response=cfg.callback.extended_response,
+            udp_send=lambda data, addr: self.iif.send_datagram(data, addr) if self.iif else None,
+            wall_clock=time.time,
+        )
+        self.desk = desk
+        idle = asyncio.Event()
+        desk.on_idle = idle.set
+        engine = self._engine_factory(cfg, desk) if self._engine_factory else UnplacedEngine(desk.finish)
+        self.engine = engine
+        desk.engine = engine
+        await engine.open()
+
+        self.iif = IIFServer(desk, cfg.peer_servers, max_duration=cfg.callback.max_duration)
+        await self.iif.start(cfg.callback.listen_host, cfg.callback.listen_port)
+        desk.recover()
+        self._heartbeat(journal)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        self.ready.set()
+        log.info("mss ready")
+        try:
+            await self._stop.wait()
+            desk.accepting = False
+            self.iif.stop_listening()
+            await self._drain(desk, engine, idle)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            if self._heartbeat_timer is not None:
+                self._heartbeat_timer.cancel()
+            await self._flush()
+            await self.iif.close()
+            await engine.close()
+            journal.heartbeat(time.time())
+            journal.close()
+        log.info("mss stopped")
+        return 0
+
+    async def _drain(self, desk: CallbackDesk, engine: Engine, idle: asyncio.Event) -> None:
+        if desk.active:
+            idle.clear()
+            log.info("%d call(s) in progress", len(desk.active))
+            try:
+                await asyncio.wait_for(idle.wait(), self.config.callback.drain_grace)
+            except TimeoutError:
+                log.info("drain grace over: releasing %d call(s)", len(desk.active))
+                engine.release_all()
+                try:
+                    await asyncio.wait_for(idle.wait(), RELEASE_WAIT)
+                except TimeoutError:
+                    log.error("%d call(s) did not end in %.0fs", len(desk.active), RELEASE_WAIT)
+
+    async def _flush(self) -> None:
+        """Give queued RESPONSEs a moment to reach the AS."""
+        assert self.iif is not None
+        deadline = time.monotonic() + FLUSH_WAIT
+        while time.monotonic() < deadline and any(c.pending_bytes() for c in self.iif.connections):
+            await asyncio.sleep(0.02)
+
+    def _heartbeat(self, journal: Journal) -> None:
+        try:
+            journal.heartbeat(time.time())
+        except Exception as exc:  # the journal logs; the heartbeat must keep going
+            log.error("%s", exc)
+        self._heartbeat_timer = asyncio.get_running_loop().call_later(
+            HEARTBEAT_INTERVAL, self._heartbeat, journal
+        )

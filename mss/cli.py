@@ -1,0 +1,120 @@
+"""The ``mss`` command: ``run``, ``check-config``, ``callback``.
+
+Exit status: 0 success; 1 a callback refused or failed (``callback``), or a runtime failure (``run``);
+2 bad usage or an invalid config.ini.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from mss import __version__
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mss", description="SIP callback server and media relay")
+    parser.add_argument("--version", action="version", version=f"mss {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the server in the foreground, logging to stderr")
+    run.add_argument("--config", default="config.ini", help="config file (default: config.ini)")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                     help="override [log] level")
+
+    check = sub.add_parser("check-config", help="validate config.ini: exit 0 if valid, else 2")
+    check.add_argument("--config", default="config.ini", help="config file (default: config.ini)")
+
+    cb = sub.add_parser("callback", help="order one callback as an AS would; print ACK and RESPONSE")
+    cb.add_argument("--server", required=True, metavar="HOST:PORT", help="the mss IIF address")
+    cb.add_argument("--id", help="callback id (default: a fresh one)")
+    cb.add_argument("--udp", action="store_true", help="use UDP instead of TCP")
+    cb.add_argument("--timeout", type=float, metavar="SECONDS",
+                    help="give up waiting for the RESPONSE (default: duration + 300)")
+    cb.add_argument("user1", help="called first")
+    cb.add_argument("user2", help="called when user1 answers")
+    cb.add_argument("duration", type=int, help="longest talk, in seconds")
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
+
+
+def _check_config(path: str) -> int:
+    from mss.config import check
+
+    result = check(path)
+    for warning in result.warnings:
+        print(f"{path}: warning: {warning}", file=sys.stderr)
+    for error in result.errors:
+        print(f"{path}: error: {error}", file=sys.stderr)
+    if result.config is None:
+        return EXIT_USAGE
+    print(f"{path}: ok")
+    return EXIT_OK
+
+
+def _run(path: str, log_level: str | None) -> int:
+    import uvloop
+
+    from mss.aio.service import Service
+    from mss.config import check
+    from mss.errors import MssError
+
+    result = check(path)
+    _setup_logging(log_level or (result.config.log_level if result.config else "info"))
+    log = logging.getLogger("mss")
+    for warning in result.warnings:
+        log.warning("%s: %s", path, warning)
+    if result.config is None:
+        for error in result.errors:
+            log.error("%s: %s", path, error)
+        return EXIT_USAGE
+    try:
+        return uvloop.run(Service(result.config).run())
+    except MssError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILED
+
+
+def _callback(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from mss.aio.iif_client import order_callback
+
+    host, sep, port_text = args.server.rpartition(":")
+    if not sep or not port_text.isdigit():
+        print(f"mss callback: --server {args.server!r} is not HOST:PORT", file=sys.stderr)
+        return EXIT_USAGE
+    timeout = args.timeout if args.timeout is not None else args.duration + 300.0
+    return uvloop.run(
+        order_callback(
+            host.strip("[]"), int(port_text), args.user1, args.user2, args.duration,
+            callback_id=args.id, udp=args.udp, timeout=timeout,
+        )
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mss`` command; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return _check_config(args.config)
+    if args.command == "run":
+        return _run(args.config, args.log_level)
+    return _callback(args)

@@ -1,0 +1,410 @@
+"""IIF, the text protocol between an application server (AS) and mss; sans-IO.
+
+Wire format (SPEC.md, "IIF wire format")::
+
+    REQUEST: id=1234;user1=100;user2=101;duration=3600;     AS -> mss
+    CANCEL: id=1234;                                        AS -> mss
+    ACK: id=1234;code=ok;                                   mss -> AS
+    RESPONSE: id=1234;real_duration=180;                    mss -> AS
+
+Rules kept here:
+
+* A message is ``METHOD:`` (uppercase), optional spaces, then ``name=value`` parameters separated by
+  ``;``; the final ``;`` may be missing. Unknown parameters are ignored; a missing, repeated, empty or
+  malformed one refuses the message.
+* TCP framing: a message ends at LF; a CR before it is dropped. A buffered message that ends with ``;``
+  is also complete after :data:`IDLE_COMPLETION` seconds without more bytes (for ASes that send no line
+  ends). UDP: one message per datagram.
+* No message is longer than :data:`MAX_IIF_MESSAGE` bytes: a longer one is refused and discarded up to
+  its line end; a connection never buffers more than that.
+
+A refused message is reported by raising :class:`~mss.errors.IIFError` from
+:meth:`IIFConnection.next_event`; the error carries the id to put in ``ACK: id=...;code=fail;`` and
+the connection stays usable (the bad message is consumed).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import deque
+from dataclasses import dataclass
+
+from mss.errors import IIFError, LocalProtocolError
+
+__all__ = [
+    "IDLE_COMPLETION",
+    "MAX_IIF_MESSAGE",
+    "RESULTS",
+    "Ack",
+    "Cancel",
+    "Event",
+    "IIFConnection",
+    "Request",
+    "Response",
+    "Role",
+    "parse_message",
+    "serialize",
+]
+
+#: Longest message accepted, line end excluded: far above a valid REQUEST (about 120 bytes), and what
+#: bounds the bytes a connection may hold unparsed.
+MAX_IIF_MESSAGE = 1024
+
+#: Seconds of silence after which a buffered message ending with ``;`` counts as complete.
+IDLE_COMPLETION = 0.2
+
+#: Longest id and user name: "less than 32 characters" (the service guide).
+MAX_FIELD = 31
+
+#: Largest duration written by a well-formed number; bounds int() on hostile input.
+_MAX_DIGITS = 10
+
+#: Values of ``result=`` in an extended RESPONSE (SPEC.md, "Failure causes").
+RESULTS = frozenset(
+    {
+        "answered",
+        "user1_busy",
+        "user1_no_answer",
+        "user1_rejected",
+        "user1_failed",
+        "user2_busy",
+        "user2_no_answer",
+        "user2_rejected",
+        "user2_failed",
+        "cancelled",
+        "media_timeout",
+        "shutdown",
+    }
+)
+
+_ID_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_FIELD}}}")
+_USER_RE = re.compile(rf"[A-Za-z0-9+*#._-]{{1,{MAX_FIELD}}}")
+_METHOD_RE = re.compile(rb"([A-Z]+):[ \t]*")
+_NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
+
+
+# --- events ------------------------------------------------------------------------------------
+
+def _check_id(value: str) -> None:
+    if not _ID_RE.fullmatch(value):
+        raise LocalProtocolError(f"invalid IIF id {value!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    """``REQUEST``: the AS orders a callback."""
+
+    id: str
+    """Callback identity chosen by the AS (1-31 of letters, digits, ``.`` ``_`` ``-``)."""
+    user1: str
+    """Called first; hears ringback while user2 is called."""
+    user2: str
+    """Called once user1 answers."""
+    duration: int
+    """Longest the callback may last, in seconds from user1's answer."""
+
+    def __post_init__(self) -> None:
+        _check_id(self.id)
+        for user in (self.user1, self.user2):
+            if not _USER_RE.fullmatch(user):
+                raise LocalProtocolError(f"invalid IIF user {user!r}")
+        if self.duration < 1:
+            raise LocalProtocolError(f"invalid IIF duration {self.duration}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cancel:
+    """``CANCEL``: the AS aborts a callback in any state."""
+
+    id: str
+    """The callback to abort."""
+
+    def __post_init__(self) -> None:
+        _check_id(self.id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ack:
+    """``ACK``: mss took (``ok``) or refused a REQUEST or CANCEL."""
+
+    id: str
+    """The id of the message answered; empty when none could be read."""
+    ok: bool
+    """``code=ok`` when True, ``code=fail`` when False."""
+
+    def __post_init__(self) -> None:
+        if self.id:
+            _check_id(self.id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Response:
+    """``RESPONSE``: a callback ended; sent exactly once per REQUEST acknowledged ``ok``."""
+
+    id: str
+    """The callback's id."""
+    real_duration: int
+    """Bridged talk time in whole seconds (0 when never bridged)."""
+    result: str | None = None
+    """Extended responses only: the outcome (one of :data:`RESULTS`)."""
+    code: int | None = None
+    """Extended responses only: the deciding SIP status, 0 when none."""
+
+    def __post_init__(self) -> None:
+        _check_id(self.id)
+        if self.real_duration < 0:
+            raise LocalProtocolError(f"negative real_duration {self.real_duration}")
+        if (self.result is None) != (self.code is None):
+            raise LocalProtocolError("result and code go together")
+        if self.result is not None and self.result not in RESULTS:
+            raise LocalProtocolError(f"unknown result {self.result!r}")
+        if self.code is not None and not 0 <= self.code <= 699:
+            raise LocalProtocolError(f"invalid SIP code {self.code}")
+
+
+Event = Request | Cancel | Ack | Response
+
+
+# --- parse and serialize ------------------------------------------------------------------------
+
+class Role(enum.Enum):
+    """Which side of IIF a connection is: what it accepts."""
+
+    SERVER = "server"  # mss: accepts REQUEST and CANCEL
+    CLIENT = "client"  # an AS: accepts ACK and RESPONSE
+
+
+_ACCEPTS = {Role.SERVER: ("REQUEST", "CANCEL"), Role.CLIENT: ("ACK", "RESPONSE")}
+
+
+def _readable_id(params: dict[str, str]) -> str:
+    """The id to echo in a refusal: only when it is itself valid."""
+    value = params.get("id", "")
+    return value if _ID_RE.fullmatch(value) else ""
+
+
+def _split_params(text: str) -> tuple[dict[str, str], str | None]:
+    """Parameters by name, and the reason they are malformed (None when well-formed).
+
+    The first occurrence of each name is kept so a refusal can still echo a valid id.
+    """
+    params: dict[str, str] = {}
+    problem: str | None = None
+    parts = text.split(";")
+    if parts and parts[-1].strip() == "":
+        parts.pop()  # the optional final ';'
+    for part in parts:
+        name, eq, value = part.strip().partition("=")
+        if not eq or not _NAME_RE.fullmatch(name):
+            problem = problem or f"malformed parameter {part.strip()!r}"
+            continue
+        if name in params:
+            problem = problem or f"repeated parameter {name!r}"
+            continue
+        params[name] = value.strip()
+    return params, problem
+
+
+def _required(params: dict[str, str], name: str, iif_id: str) -> str:
+    value = params.get(name)
+    if value is None:
+        raise IIFError(f"missing parameter {name!r}", iif_id=iif_id)
+    if value == "":
+        raise IIFError(f"empty parameter {name!r}", iif_id=iif_id)
+    return value
+
+
+def _int_param(params: dict[str, str], name: str, iif_id: str) -> int:
+    value = _required(params, name, iif_id)
+    if not value.isdigit() or not value.isascii() or len(value) > _MAX_DIGITS:
+        raise IIFError(f"{name} {value!r} is not a whole number", iif_id=iif_id)
+    return int(value)
+
+
+def _user_param(params: dict[str, str], name: str, iif_id: str) -> str:
+    value = _required(params, name, iif_id)
+    if not _USER_RE.fullmatch(value):
+        raise IIFError(
+            f"{name} {value!r} is not 1 to {MAX_FIELD} of digits, letters, + * # . _ -", iif_id=iif_id
+        )
+    return value
+
+
+def parse_message(line: bytes, *, role: Role = Role.SERVER, max_duration: int = 86400) -> Event:
+    """Parse one message (line end already removed).
+
+    Raises :class:`IIFError` with the readable id when the message is refused.
+    """
+    if len(line) > MAX_IIF_MESSAGE:
+        raise IIFError(f"message longer than {MAX_IIF_MESSAGE} bytes")
+    match = _METHOD_RE.match(line)
+    if match is None:
+        raise IIFError("no METHOD: at the start of the message")
+    # latin-1 never fails; every rule below admits ASCII only, so other bytes are refused there.
+    text = line[match.end() :].decode("latin-1")
+    params, problem = _split_params(text.rstrip(" \t"))
+    iif_id = _readable_id(params)
+    method = match.group(1).decode("ascii")
+    if method not in _ACCEPTS[role]:
+        raise IIFError(f"unknown method {method!r}", iif_id=iif_id)
+    if problem is not None:
+        raise IIFError(problem, iif_id=iif_id)
+    raw_id = _required(params, "id", iif_id)
+    if not iif_id:
+        raise IIFError(f"id {raw_id!r} is not 1 to {MAX_FIELD} of letters, digits, . _ -")
+
+    if method == "REQUEST":
+        user1 = _user_param(params, "user1", iif_id)
+        user2 = _user_param(params, "user2", iif_id)
+        duration = _int_param(params, "duration", iif_id)
+        if not 1 <= duration <= max_duration:
+            raise IIFError(f"duration {duration} is outside 1..{max_duration}", iif_id=iif_id)
+        return Request(id=iif_id, user1=user1, user2=user2, duration=duration)
+    if method == "CANCEL":
+        return Cancel(id=iif_id)
+    if method == "ACK":
+        code = _required(params, "code", iif_id)
+        if code not in ("ok", "fail"):
+            raise IIFError(f"code {code!r} is not ok or fail", iif_id=iif_id)
+        return Ack(id=iif_id, ok=code == "ok")
+    real_duration = _int_param(params, "real_duration", iif_id)
+    result = params.get("result")
+    sip_code = _int_param(params, "code", iif_id) if "code" in params else None
+    if (result is None) != (sip_code is None) or (result is not None and result not in RESULTS):
+        # An extended response with a cause we do not know is still a RESPONSE: keep the duration.
+        result, sip_code = None, None
+    if sip_code is not None and sip_code > 699:
+        result, sip_code = None, None
+    return Response(id=iif_id, real_duration=real_duration, result=result, code=sip_code)
+
+
+def serialize(event: Event) -> bytes:
+    """The wire form of ``event``, CRLF-terminated, exactly as the service guide writes it."""
+    if isinstance(event, Request):
+        text = (
+            f"REQUEST: id={event.id};user1={event.user1};user2={event.user2};"
+            f"duration={event.duration};"
+        )
+    elif isinstance(event, Cancel):
+        text = f"CANCEL: id={event.id};"
+    elif isinstance(event, Ack):
+        text = f"ACK: id={event.id};code={'ok' if event.ok else 'fail'};"
+    else:
+        text = f"RESPONSE: id={event.id};real_duration={event.real_duration};"
+        if event.result is not None:
+            text += f"result={event.result};code={event.code};"
+    return text.encode("ascii") + b"\r\n"
+
+
+# --- the stream connection ----------------------------------------------------------------------
+
+class IIFConnection:
+    """One IIF stream (TCP connection): bytes and ``now`` in, events out.
+
+    Feed bytes with :meth:`receive_data` (``b""`` for end of stream), then call :meth:`next_event`
+    until it returns None; it raises :class:`IIFError` for each refused message. Arm a timer for
+    :meth:`get_timer` and call :meth:`handle_timer` when it fires (idle completion).
+    """
+
+    def __init__(self, role: Role = Role.SERVER, *, max_duration: int = 86400) -> None:
+        self.role = role
+        self.max_duration = max_duration
+        self._buffer = bytearray()
+        self._discarding = False  # inside an oversized message: drop bytes up to its line end
+        self._last_data = 0.0
+        self._lines: deque[bytes | IIFError] = deque()
+        self.closed = False
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Feed bytes as they arrived; ``b""`` means the peer ended the stream."""
+        if not data:
+            self.closed = True
+            self._complete_if_idle_form()
+            self._buffer.clear()
+            return
+        self._last_data = now
+        start = 0
+        while start <= len(data):
+            end = data.find(b"\n", start)
+            chunk = data[start:] if end < 0 else data[start:end]
+            if self._discarding:
+                self._discarding = end < 0
+            elif end >= 0:
+                line = bytes(self._buffer) + chunk
+                self._buffer.clear()
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if len(line) > MAX_IIF_MESSAGE:
+                    self._refuse_oversized(line)
+                elif line.strip(b" \t\r"):
+                    self._lines.append(line)
+            elif len(self._buffer) + len(chunk) > MAX_IIF_MESSAGE + 1:
+                # Room for a full message and the CR of its line end, not one byte more.
+                self._refuse_oversized(bytes(self._buffer) + chunk[:MAX_IIF_MESSAGE])
+                self._buffer.clear()
+                self._discarding = True
+            else:
+                self._buffer += chunk
+            if end < 0:
+                return
+            start = end + 1
+
+    def _refuse_oversized(self, head: bytes) -> None:
+        params, _ = _split_params(head[:MAX_IIF_MESSAGE].decode("ascii", "replace").partition(":")[2])
+        self._lines.append(
+            IIFError(f"message longer than {MAX_IIF_MESSAGE} bytes", iif_id=_readable_id(params))
+        )
+
+    def _complete_if_idle_form(self) -> None:
+        if not self._discarding and self._buffer.rstrip(b" \t\r").endswith(b";"):
+            self._lines.append(bytes(self._buffer).rstrip(b"\r"))
+            self._buffer.clear()
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` must be called next, or None."""
+        if self._buffer and not self._discarding and self._buffer.rstrip(b" \t\r").endswith(b";"):
+            return self._last_data + IDLE_COMPLETION
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Complete a buffered ``;``-terminated message after :data:`IDLE_COMPLETION` of silence."""
+        deadline = self.get_timer()
+        if deadline is not None and now >= deadline:
+            self._complete_if_idle_form()
+
+    def next_event(self) -> Event | None:
+        """The next complete message, None when none is complete; raises :class:`IIFError`."""
+        if not self._lines:
+            return None
+        item = self._lines.popleft()
+        if isinstance(item, IIFError):
+            raise item
+        return parse_message(item, role=self.role, max_duration=self.max_duration)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an incomplete message (never above :data:`MAX_IIF_MESSAGE` + 1)."""
+        return len(self._buffer)
+
+    def send(self, event: Event) -> bytes:
+        """Bytes to write for ``event``."""
+        allowed = (Ack, Response) if self.role is Role.SERVER else (Request, Cancel)
+        if not isinstance(event, allowed):
+            raise LocalProtocolError(f"a {self.role.value} does not send {type(event).__name__}")
+        return serialize(event)
+
+
+def parse_datagram(data: bytes, *, role: Role = Role.SERVER, max_duration: int = 86400) -> Event:
+    """Parse one UDP datagram: one message, optionally followed by CRLF or LF."""
+    if data.endswith(b"\n"):
+        data = data[:-1]
+    if data.endswith(b"\r"):
+        data = data[:-1]
+    if b"\n" in data:
+        params, _ = _split_params(data.partition(b":")[2][:MAX_IIF_MESSAGE].decode("ascii", "replace"))
+        raise IIFError("more than one line in a datagram", iif_id=_readable_id(params))
+    return parse_message(data, role=role, max_duration=max_duration)
+
+
+__all__ += ["parse_datagram"]

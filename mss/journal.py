@@ -1,0 +1,324 @@
+"""The journal: the durable record that keeps mss's promise to the AS.
+
+Every REQUEST acknowledged ``ok`` gets exactly one RESPONSE, even across a crash:
+
+1. :meth:`Journal.record_requests` stores the REQUEST (state ``active``) *before* ``ACK code=ok`` is written;
+2. :meth:`Journal.mark_bridged` stores when the legs were bridged, and :meth:`Journal.heartbeat` says once a
+   second that the process is alive, so the talk time known up to a crash can be computed afterwards;
+3. :meth:`Journal.record_response` stores the RESPONSE line (and ends the callback) *before* it is sent;
+   :meth:`Journal.mark_delivered` records that it was written to the AS;
+4. at start, :meth:`Journal.interrupted` lists callbacks that were in progress when the process died
+   (they get a RESPONSE with the talk time known up to the last heartbeat), and
+   :meth:`Journal.undelivered` the RESPONSEs still owed to each peer.
+
+sqlite3 in WAL mode with ``synchronous=NORMAL``: a commit survives the process being killed (the
+promise is to the AS about mss crashes, not power loss of the host). Calls are synchronous and short
+(tens of microseconds); the service batches the REQUESTs of one read into one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from mss.errors import JournalError
+from mss.iif import Response, serialize
+
+__all__ = ["Cdr", "InterruptedCallback", "Journal", "NewCallback", "PendingResponse"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS callbacks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,             -- the AS's id
+    peer TEXT NOT NULL,           -- [peer_servers] name of the AS
+    transport TEXT NOT NULL,      -- tcp or udp
+    reply_host TEXT,              -- where a UDP RESPONSE goes
+    reply_port INTEGER,
+    user1 TEXT NOT NULL,
+    user2 TEXT NOT NULL,
+    duration INTEGER NOT NULL,
+    received_at REAL NOT NULL,    -- wall clock (epoch seconds)
+    bridged_at REAL,              -- wall clock of user2's 200 OK, NULL when never bridged
+    state TEXT NOT NULL           -- active | done
+);
+CREATE INDEX IF NOT EXISTS callbacks_active ON callbacks(state) WHERE state = 'active';
+CREATE TABLE IF NOT EXISTS responses (
+    seq INTEGER PRIMARY KEY REFERENCES callbacks(seq),
+    id TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    transport TEXT NOT NULL,
+    reply_host TEXT,
+    reply_port INTEGER,
+    line TEXT NOT NULL,           -- the RESPONSE exactly as it is written, CRLF excluded
+    created_at REAL NOT NULL,
+    delivered_at REAL
+);
+CREATE INDEX IF NOT EXISTS responses_owed ON responses(peer) WHERE delivered_at IS NULL;
+CREATE TABLE IF NOT EXISTS cdrs (
+    seq INTEGER PRIMARY KEY REFERENCES callbacks(seq),
+    id TEXT NOT NULL,
+    user1 TEXT NOT NULL,
+    user2 TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    leg1_call_id TEXT,
+    leg2_call_id TEXT,
+    leg1_code INTEGER,
+    leg2_code INTEGER,
+    codec TEXT,
+    requested_at REAL NOT NULL,
+    leg1_answered_at REAL,
+    leg2_answered_at REAL,
+    released_at REAL NOT NULL,
+    released_by TEXT NOT NULL,    -- user1 | user2 | mss | as
+    result TEXT NOT NULL,         -- the RESPONSE's result (answered, user1_busy, ...)
+    reason TEXT NOT NULL,         -- a sentence for the operator
+    real_duration INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewCallback:
+    """A REQUEST to record before it is acknowledged."""
+
+    id: str
+    """The AS's id."""
+    peer: str
+    """[peer_servers] name of the AS."""
+    transport: str
+    """``tcp`` or ``udp``: how the RESPONSE goes back."""
+    reply_addr: tuple[str, int] | None
+    """UDP only: where the RESPONSE goes."""
+    user1: str
+    """Called first."""
+    user2: str
+    """Called second."""
+    duration: int
+    """Seconds allowed from user1's answer."""
+    received_at: float
+    """Wall clock when the REQUEST arrived."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InterruptedCallback:
+    """A callback that was in progress when the process died."""
+
+    seq: int
+    """Journal key."""
+    id: str
+    """The AS's id."""
+    real_duration: int
+    """Talk time known up to the last heartbeat before the crash."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PendingResponse:
+    """A RESPONSE recorded but not yet delivered."""
+
+    seq: int
+    """Journal key."""
+    id: str
+    """The AS's id."""
+    peer: str
+    """[peer_servers] name it is owed to."""
+    transport: str
+    """``tcp`` or ``udp``."""
+    reply_addr: tuple[str, int] | None
+    """UDP only: where it goes."""
+    line: str
+    """The message, CRLF excluded."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cdr:
+    """Call detail record of one callback (written with its RESPONSE)."""
+
+    caller: str
+    """Number presented in From on both legs."""
+    leg1_call_id: str | None = None
+    """SIP Call-ID of user1's leg."""
+    leg2_call_id: str | None = None
+    """SIP Call-ID of user2's leg."""
+    leg1_code: int | None = None
+    """Final SIP status of user1's INVITE."""
+    leg2_code: int | None = None
+    """Final SIP status of user2's INVITE."""
+    codec: str | None = None
+    """Codec negotiated with user1 and passed to user2."""
+    leg1_answered_at: float | None = None
+    """Wall clock of user1's answer."""
+    leg2_answered_at: float | None = None
+    """Wall clock of user2's answer (the bridge)."""
+    released_at: float
+    """Wall clock of the release."""
+    released_by: str
+    """``user1``, ``user2``, ``mss`` (timer, failure, shutdown) or ``as`` (CANCEL)."""
+    result: str
+    """Outcome (answered, user1_busy, ...)."""
+    reason: str
+    """What happened, for the operator."""
+
+
+class Journal:
+    """The sqlite3 journal; one per process, used from the event loop thread."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal: cannot {what}: {exc}") from exc
+
+    def record_requests(self, callbacks: Iterable[NewCallback]) -> list[int]:
+        """Record REQUESTs in one transaction; returns their keys, in order."""
+        seqs: list[int] = []
+        with self._transaction("record a request") as db:
+            for cb in callbacks:
+                host, port = cb.reply_addr if cb.reply_addr else (None, None)
+                cur = db.execute(
+                    "INSERT INTO callbacks (id, peer, transport, reply_host, reply_port, user1, user2,"
+                    " duration, received_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'active')",
+                    (cb.id, cb.peer, cb.transport, host, port, cb.user1, cb.user2, cb.duration,
+                     cb.received_at),
+                )
+                assert cur.lastrowid is not None
+                seqs.append(cur.lastrowid)
+        return seqs
+
+    def mark_bridged(self, seq: int, at: float) -> None:
+        """The legs of callback ``seq`` were bridged at wall time ``at``."""
+        with self._transaction("record a bridge") as db:
+            db.execute("UPDATE callbacks SET bridged_at = ? WHERE seq = ?", (at, seq))
+
+    def heartbeat(self, at: float) -> None:
+        """The process is alive at wall time ``at`` (bounds the talk time of calls cut by a crash)."""
+        with self._transaction("write the heartbeat") as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('heartbeat', ?)", (at,))
+
+    def record_response(self, seq: int, response: Response, at: float, cdr: Cdr | None = None) -> str:
+        """Record the RESPONSE owed for callback ``seq`` (and its CDR) and end the callback.
+
+        Returns the line to write (CRLF excluded), exactly as it is kept for redelivery.
+        """
+        line = serialize(response).decode("ascii").rstrip("\r\n")
+        with self._transaction("record a response") as db:
+            row = db.execute(
+                "SELECT id, peer, transport, reply_host, reply_port, user1, user2, received_at, bridged_at,"
+                " state FROM callbacks WHERE seq = ?",
+                (seq,),
+            ).fetchone()
+            if row is None:
+                raise JournalError(f"journal: no callback {seq}")
+            cb_id, peer, transport, host, port, user1, user2, received_at, _bridged, state = row
+            if state != "active":
+                raise JournalError(f"journal: callback {cb_id} (#{seq}) already has its RESPONSE")
+            db.execute(
+                "INSERT INTO responses (seq, id, peer, transport, reply_host, reply_port, line, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (seq, cb_id, peer, transport, host, port, line, at),
+            )
+            db.execute("UPDATE callbacks SET state = 'done' WHERE seq = ?", (seq,))
+            if cdr is not None:
+                db.execute(
+                    "INSERT INTO cdrs (seq, id, user1, user2, caller, leg1_call_id, leg2_call_id, leg1_code,"
+                    " leg2_code, codec, requested_at, leg1_answered_at, leg2_answered_at, released_at,"
+                    " released_by, result, reason, real_duration)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        seq, cb_id, user1, user2, cdr.caller, cdr.leg1_call_id, cdr.leg2_call_id,
+                        cdr.leg1_code, cdr.leg2_code, cdr.codec, received_at, cdr.leg1_answered_at,
+                        cdr.leg2_answered_at, cdr.released_at, cdr.released_by, cdr.result, cdr.reason,
+                        response.real_duration,
+                    ),
+                )
+        return line
+
+    def mark_delivered(self, seq: int, at: float) -> None:
+        """The RESPONSE of callback ``seq`` was written to the AS at wall time ``at``."""
+        with self._transaction("mark a response delivered") as db:
+            db.execute("UPDATE responses SET delivered_at = ? WHERE seq = ?", (at, seq))
+
+    def interrupted(self) -> list[InterruptedCallback]:
+        """Callbacks left active by a previous process, with the talk time known up to its last heartbeat.
+
+        Call once at start, before taking new REQUESTs.
+        """
+        try:
+            beat_row = self._db.execute("SELECT value FROM meta WHERE key = 'heartbeat'").fetchone()
+            rows = self._db.execute(
+                "SELECT seq, id, bridged_at, duration FROM callbacks WHERE state = 'active' ORDER BY seq"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal: cannot read interrupted callbacks: {exc}") from exc
+        beat = beat_row[0] if beat_row else None
+        result = []
+        for seq, cb_id, bridged_at, duration in rows:
+            talk = 0
+            if bridged_at is not None and beat is not None:
+                talk = round(max(0.0, min(beat, bridged_at + duration) - bridged_at))
+            result.append(InterruptedCallback(seq=seq, id=cb_id, real_duration=talk))
+        return result
+
+    def undelivered(self) -> list[PendingResponse]:
+        """RESPONSEs recorded but not yet written to their AS, oldest first."""
+        try:
+            rows = self._db.execute(
+                "SELECT seq, id, peer, transport, reply_host, reply_port, line FROM responses"
+                " WHERE delivered_at IS NULL ORDER BY created_at, seq"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal: cannot read undelivered responses: {exc}") from exc
+        return [
+            PendingResponse(
+                seq=seq,
+                id=cb_id,
+                peer=peer,
+                transport=transport,
+                reply_addr=(host, port) if host is not None else None,
+                line=line,
+            )
+            for seq, cb_id, peer, transport, host, port, line in rows
+        ]
+
+    def cdr(self, cb_id: str) -> dict[str, object] | None:
+        """The latest CDR of callback ``cb_id`` as a column → value mapping (for operators and tests)."""
+        try:
+            cur = self._db.execute("SELECT * FROM cdrs WHERE id = ? ORDER BY seq DESC LIMIT 1", (cb_id,))
+            row = cur.fetchone()
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal: cannot read a CDR: {exc}") from exc
+        if row is None:
+            return None
+        return {d[0]: value for d, value in zip(cur.description, row, strict=True)}
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        try:
+            self._db.close()
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal: cannot close: {exc}") from exc
+
