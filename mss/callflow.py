@@ -1,0 +1,622 @@
+"""One callback as a sans-IO state machine: leg events and timers in, commands out.
+
+::
+
+    CALLING_USER1 ──user1 answers──▶ CALLING_USER2 ──user2 answers──▶ BRIDGED
+          │                               │                             │
+          └────────── failure, timer, hangup, CANCEL, shutdown ─────────┴──▶ RELEASING ──▶ DONE
+
+Rules (SPEC.md "The job" and the decisions below it):
+
+* user1 is offered ``audio_codecs`` (in order) plus telephone-event; user2 only the codec user1 chose
+  (plus telephone-event), so media passes through the relay untouched.
+* The duration timer starts at user1's answer. ``ring_timeout`` holds per leg from its INVITE, 18x or
+  not. While user2 rings, user1 hears ringback: user2's early media once a 183 with SDP arrives,
+  else a tone played by the relay.
+* Release: a hangup on one side hangs up the other; the duration timer hangs up both (cancelling a
+  ringing user2, ``real_duration=0``); no RTP on a bridged leg for ``inactivity_timeout`` releases
+  both; an AS CANCEL or shutdown releases whatever is up.
+* ``real_duration`` is the bridged time from user2's answer to the release (the first BYE sent or
+  received), rounded to the nearest second; 0 when never bridged. The :class:`SendResponse`
+  command goes out at the release itself: the AS does not wait for the BYE transactions.
+* A far-end re-INVITE/UPDATE is answered (RFC 3264 §6.1 directions); a new media address makes the
+  relay learn the source again; hold and resume are reflected to the other leg with a re-INVITE.
+
+Inputs are the ``Leg*`` events and :meth:`CallbackCall.handle_timer`; every method returns the
+commands to carry out, in order. ``now`` is monotonic seconds.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mss import sdp
+from mss.errors import LocalProtocolError, SdpError
+
+__all__ = [
+    "AnswerOffer",
+    "CallSettings",
+    "CallState",
+    "CallbackCall",
+    "Command",
+    "Finished",
+    "Hangup",
+    "Invite",
+    "LegAnswered",
+    "LegEnded",
+    "LegEvent",
+    "LegFailed",
+    "LegOffer",
+    "LegProgress",
+    "MarkBridged",
+    "Reinvite",
+    "RelayBridge",
+    "RelayForward",
+    "RelayPlay",
+    "RelayRemote",
+    "RelayStopPlay",
+    "SendResponse",
+]
+
+#: Seconds a release may wait for the legs' final SIP exchanges before the call is dropped anyway
+#: (a BYE transaction times out after 64*T1 = 32 s).
+RELEASE_GUARD = 40.0
+
+Leg = str  # "user1" or "user2"
+_RELAY_LEG = {"user1": "a", "user2": "b"}
+_OTHER = {"user1": "user2", "user2": "user1"}
+
+
+# --- input events ---------------------------------------------------------------------------------
+
+def _check_leg(leg: str) -> None:
+    if leg not in _RELAY_LEG:
+        raise LocalProtocolError(f"unknown leg {leg!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LegProgress:
+    """A provisional response (180, 183) on a leg's INVITE."""
+
+    leg: Leg
+    """``user1`` or ``user2``."""
+    status: int
+    """101-199."""
+    sdp: bytes | None = None
+    """The early-media answer, when the response carried one."""
+
+    def __post_init__(self) -> None:
+        _check_leg(self.leg)
+        if not 101 <= self.status <= 199:
+            raise LocalProtocolError(f"{self.status} is not a provisional status")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LegAnswered:
+    """A 2xx to a leg's INVITE."""
+
+    leg: Leg
+    """``user1`` or ``user2``."""
+    sdp: bytes | None
+    """The SDP answer (None when the 2xx had no body: the leg then fails with 488)."""
+    call_id: str = ""
+    """The leg's SIP Call-ID (for the CDR)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LegFailed:
+    """A leg's INVITE ended without a 2xx (final response, timeout, transport failure)."""
+
+    leg: Leg
+    """``user1`` or ``user2``."""
+    status: int
+    """The final status (408 for a timeout, 503 for a transport failure)."""
+    reason: str = ""
+    """Reason phrase or what went wrong."""
+    call_id: str = ""
+    """The leg's SIP Call-ID (for the CDR)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LegEnded:
+    """An established (or cancelled) leg is over: BYE received, or our BYE/CANCEL completed."""
+
+    leg: Leg
+    """``user1`` or ``user2``."""
+    by_remote: bool
+    """True when the far end sent BYE."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LegOffer:
+    """The far end of an established leg made an SDP offer (re-INVITE or UPDATE)."""
+
+    leg: Leg
+    """``user1`` or ``user2``."""
+    sdp: bytes
+    """The offer."""
+
+
+LegEvent = LegProgress | LegAnswered | LegFailed | LegEnded | LegOffer
+
+
+# --- output commands ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Invite:
+    """Send an INVITE to ``user`` through the PSS on ``leg``."""
+
+    leg: Leg
+    user: str
+    sdp: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hangup:
+    """End ``leg``: CANCEL when it is not answered, BYE when it is."""
+
+    leg: Leg
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnswerOffer:
+    """Answer the far end's offer on ``leg`` with ``sdp`` (488 when ``sdp`` is None)."""
+
+    leg: Leg
+    sdp: bytes | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reinvite:
+    """Send our own re-INVITE on ``leg`` (hold or resume reflected from the other leg)."""
+
+    leg: Leg
+    sdp: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayRemote:
+    """Tell the relay where a leg's media is (and to learn the source again)."""
+
+    leg: str
+    """Relay leg, ``a`` (user1) or ``b`` (user2)."""
+    host: str
+    port: int
+    rtcp_port: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayPlay:
+    """Play ringback into relay leg ``leg`` in ``codec`` with ``payload_type`` every ``ptime`` ms."""
+
+    leg: str
+    codec: str
+    payload_type: int
+    ptime: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayStopPlay:
+    """Stop playing into relay leg ``leg``."""
+
+    leg: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayForward:
+    """Set the relay's forwarding per direction."""
+
+    a_to_b: bool
+    b_to_a: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayBridge:
+    """Bridge the legs with these payload-type rewrites (only numbers that change)."""
+
+    a_to_b: dict[int, int]
+    b_to_a: dict[int, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MarkBridged:
+    """The talk time starts now (journal it: a crash must not lose it)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendResponse:
+    """The callback's result is known: send the RESPONSE now."""
+
+    real_duration: int
+    """Bridged seconds, rounded to the nearest."""
+    result: str
+    """One of :data:`mss.iif.RESULTS`."""
+    code: int
+    """Deciding SIP status, 0 when none."""
+    released_by: str
+    """``user1``, ``user2``, ``mss`` or ``as``."""
+    reason: str
+    """What happened, for the log and the CDR."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finished:
+    """Both legs are over: close the relay session and forget the call."""
+
+
+Command = (
+    Invite | Hangup | AnswerOffer | Reinvite | RelayRemote | RelayPlay | RelayStopPlay | RelayForward
+    | RelayBridge | MarkBridged | SendResponse | Finished
+)
+
+
+# --- the state machine ----------------------------------------------------------------------------
+
+class CallState(enum.Enum):
+    CALLING_USER1 = "calling user1"
+    CALLING_USER2 = "calling user2"
+    BRIDGED = "bridged"
+    RELEASING = "releasing"
+    DONE = "done"
+
+
+_TRANSITIONS: dict[CallState, frozenset[CallState]] = {
+    CallState.CALLING_USER1: frozenset({CallState.CALLING_USER2, CallState.RELEASING, CallState.DONE}),
+    CallState.CALLING_USER2: frozenset({CallState.BRIDGED, CallState.RELEASING, CallState.DONE}),
+    CallState.BRIDGED: frozenset({CallState.RELEASING, CallState.DONE}),
+    CallState.RELEASING: frozenset({CallState.DONE}),
+    CallState.DONE: frozenset(),
+}
+
+_BUSY = frozenset({486, 600})
+_REJECTED = frozenset({403, 603, 606})
+_NO_ANSWER_AFTER_RINGING = frozenset({408, 480, 487})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallSettings:
+    """What a call needs from config.ini and the relay."""
+
+    codecs: Sequence[str]
+    """``[callback] audio_codecs``."""
+    ring_timeout: float
+    """Seconds a leg may ring."""
+    inactivity_timeout: float
+    """Seconds without RTP on a bridged leg before release; 0: never."""
+    media_host: str
+    """The relay's address written into SDP."""
+    a_port: int
+    """Relay RTP port facing user1."""
+    b_port: int
+    """Relay RTP port facing user2."""
+    session_id: int
+    """o= session id of our SDPs."""
+
+
+@dataclass(slots=True)
+class _LegState:
+    """What the call knows of one leg."""
+
+    invited_at: float | None = None
+    ringing: bool = False
+    answered_at: float | None = None
+    ended: bool = True  # no SIP dialog or transaction to wait for
+    hung_up: bool = False  # we sent CANCEL/BYE
+    offer: sdp.SessionDescription | None = None
+    negotiated: sdp.Negotiated | None = None
+    early_media: bool = False
+    code: int | None = None
+    call_id: str = ""
+    local: sdp.LocalSdp | None = None
+
+
+class CallbackCall:
+    """One callback: user1, then user2, bridged, released."""
+
+    def __init__(self, *, user1: str, user2: str, duration: int, settings: CallSettings) -> None:
+        self.user1 = user1
+        self.user2 = user2
+        self.duration = duration
+        self.settings = settings
+        self.state = CallState.CALLING_USER1
+        self.legs = {"user1": _LegState(), "user2": _LegState()}
+        self.bridged_at: float | None = None
+        self.released_at: float | None = None
+        self.result: SendResponse | None = None
+        self._duration_deadline: float | None = None
+        self._release_deadline: float | None = None
+        self._last_media = {"user1": 0.0, "user2": 0.0}
+
+    # --- state -----------------------------------------------------------------------------------
+
+    def _set_state(self, new: CallState) -> None:
+        if new not in _TRANSITIONS[self.state]:
+            raise LocalProtocolError(f"callback call cannot go from {self.state.value} to {new.value}")
+        self.state = new
+
+    @property
+    def codec(self) -> str | None:
+        """The codec user1 chose, once known."""
+        n = self.legs["user1"].negotiated
+        return n.codec.name if n else None
+
+    # --- start -----------------------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Command]:
+        """Call user1."""
+        s = self.settings
+        offer = sdp.make_offer(
+            host=s.media_host, port=s.a_port, codecs=s.codecs, session_id=s.session_id, version=1
+        )
+        return self._invite("user1", self.user1, offer, now)
+
+    def _invite(self, leg: Leg, user: str, offer: sdp.SessionDescription, now: float) -> list[Command]:
+        state = self.legs[leg]
+        state.local = sdp.LocalSdp(session_id=self.settings.session_id)
+        state.offer = state.local.stamp(offer)
+        state.invited_at = now
+        state.ended = False
+        return [Invite(leg=leg, user=user, sdp=bytes(state.offer))]
+
+    # --- events ----------------------------------------------------------------------------------
+
+    def handle(self, event: LegEvent, now: float) -> list[Command]:
+        """Feed one leg event; returns the commands it calls for."""
+        if isinstance(event, LegProgress):
+            return self._progress(event)
+        if isinstance(event, LegAnswered):
+            return self._answered(event, now)
+        if isinstance(event, LegFailed):
+            return self._failed(event, now)
+        if isinstance(event, LegEnded):
+            return self._ended(event, now)
+        return self._offer(event)
+
+    def _progress(self, event: LegProgress) -> list[Command]:
+        leg = self.legs[event.leg]
+        if self.state in (CallState.RELEASING, CallState.DONE) or leg.answered_at is not None:
+            return []
+        leg.ringing = True
+        if event.leg != "user2" or event.sdp is None or self.state is not CallState.CALLING_USER2:
+            return []
+        assert leg.offer is not None
+        try:
+            early = sdp.read_answer(leg.offer, sdp.parse_sdp(event.sdp))
+        except SdpError:
+            return []  # unusable early media: keep the local ringback
+        commands: list[Command] = [self._remote("user2", early)]
+        if not leg.early_media:
+            leg.early_media = True
+            # user2's early media replaces our ringback (SPEC.md "The job", 3).
+            commands += [RelayStopPlay(leg="a"), RelayForward(a_to_b=False, b_to_a=True)]
+        return commands
+
+    def _answered(self, event: LegAnswered, now: float) -> list[Command]:
+        leg = self.legs[event.leg]
+        leg.call_id = event.call_id or leg.call_id
+        leg.code = 200
+        leg.answered_at = now
+        leg.ended = False
+        if self.state in (CallState.RELEASING, CallState.DONE) or leg.hung_up:
+            # Answered after we gave up on it (the 2xx crossed our CANCEL): hang it up.
+            leg.hung_up = True
+            return [Hangup(leg=event.leg)]
+        assert leg.offer is not None
+        try:
+            if event.sdp is None:
+                raise SdpError("the 2xx carries no SDP answer")
+            negotiated = sdp.read_answer(leg.offer, sdp.parse_sdp(event.sdp))
+        except SdpError as exc:
+            leg.code = 488
+            return self._release(
+                now, result=f"{event.leg}_failed", code=488, by="mss",
+                reason=f"{event.leg} answered with unusable SDP: {exc.reason}",
+            )
+        leg.negotiated = negotiated
+        if event.leg == "user1":
+            return self._user1_answered(negotiated, now)
+        return self._user2_answered(negotiated, now)
+
+    def _user1_answered(self, n1: sdp.Negotiated, now: float) -> list[Command]:
+        self._set_state(CallState.CALLING_USER2)
+        self._duration_deadline = now + self.duration
+        s = self.settings
+        commands: list[Command] = [self._remote("user1", n1)]
+        ptime = n1.ptime if n1.ptime in (10, 20, 30, 40) else 20
+        if n1.codec.name.upper() in ("PCMU", "PCMA"):
+            commands.append(RelayPlay(leg="a", codec=n1.codec.name.upper(), payload_type=n1.remote_pt,
+                                      ptime=ptime))
+        offer = sdp.make_bridge_offer(n1, host=s.media_host, port=s.b_port, session_id=s.session_id,
+                                      version=1)
+        return commands + self._invite("user2", self.user2, offer, now)
+
+    def _user2_answered(self, n2: sdp.Negotiated, now: float) -> list[Command]:
+        n1 = self.legs["user1"].negotiated
+        assert n1 is not None
+        try:
+            a_to_b, b_to_a = sdp.pt_mapping(n1, n2)
+        except SdpError as exc:
+            self.legs["user2"].code = 488
+            return self._release(now, result="user2_failed", code=488, by="mss",
+                                 reason=f"user2 answered another codec: {exc.reason}")
+        self._set_state(CallState.BRIDGED)
+        self.bridged_at = now
+        self._last_media = {"user1": now, "user2": now}
+        return [
+            self._remote("user2", n2),
+            RelayStopPlay(leg="a"),
+            RelayBridge(a_to_b=a_to_b, b_to_a=b_to_a),
+            MarkBridged(),
+        ]
+
+    def _failed(self, event: LegFailed, now: float) -> list[Command]:
+        leg = self.legs[event.leg]
+        leg.call_id = event.call_id or leg.call_id
+        leg.ended = True
+        if leg.code is None:
+            leg.code = event.status
+        if self.state in (CallState.RELEASING, CallState.DONE):
+            return self._maybe_done()
+        status = event.status
+        if status in _BUSY:
+            kind = "busy"
+        elif status in _REJECTED:
+            kind = "rejected"
+        elif leg.ringing and status in _NO_ANSWER_AFTER_RINGING:
+            kind = "no_answer"
+        else:
+            kind = "failed"
+        what = f"{event.leg} {status} {event.reason}".rstrip()
+        return self._release(now, result=f"{event.leg}_{kind}", code=status, by=event.leg,
+                             reason=f"{what}")
+
+    def _ended(self, event: LegEnded, now: float) -> list[Command]:
+        leg = self.legs[event.leg]
+        was_ended = leg.ended
+        leg.ended = True
+        if self.state in (CallState.RELEASING, CallState.DONE):
+            return self._maybe_done()
+        if was_ended:
+            return []
+        result = "answered" if self.state is CallState.BRIDGED else f"{event.leg}_failed"
+        if self.state is CallState.CALLING_USER2 and event.leg == "user1":
+            result = "cancelled"  # user1 gave up while user2 rang
+        return self._release(now, result=result, code=0, by=event.leg,
+                             reason=f"{event.leg} hung up" if event.by_remote else f"{event.leg} ended")
+
+    def _offer(self, event: LegOffer) -> list[Command]:
+        leg = self.legs[event.leg]
+        if leg.answered_at is None or leg.negotiated is None or self.state is not CallState.BRIDGED:
+            if leg.local is not None and leg.local.last is not None and self.state is not CallState.DONE:
+                return [AnswerOffer(leg=event.leg, sdp=bytes(leg.local.last))]
+            return [AnswerOffer(leg=event.leg, sdp=None)]
+        s = self.settings
+        port = s.a_port if event.leg == "user1" else s.b_port
+        try:
+            answer, negotiated = sdp.make_answer(
+                sdp.parse_sdp(event.sdp), host=s.media_host, port=port, codecs=[leg.negotiated.codec.name],
+                session_id=s.session_id, version=1,
+            )
+        except SdpError:
+            return [AnswerOffer(leg=event.leg, sdp=None)]
+        assert leg.local is not None
+        commands: list[Command] = [AnswerOffer(leg=event.leg, sdp=bytes(leg.local.stamp(answer)))]
+        before = leg.negotiated
+        leg.negotiated = negotiated
+        if (negotiated.remote_address, negotiated.remote_port) != (before.remote_address, before.remote_port):
+            commands.append(self._remote(event.leg, negotiated))
+        if negotiated.hold != before.hold or negotiated.remote_direction != before.remote_direction:
+            # Reflect hold/resume to the other leg so its media follows (RFC 3264 §8.4).
+            other = self.legs[_OTHER[event.leg]]
+            if other.local is not None and other.local.last is not None:
+                reoffer = sdp.with_direction(other.local.last, negotiated.remote_direction)
+                commands.append(Reinvite(leg=_OTHER[event.leg], sdp=bytes(other.local.stamp(reoffer))))
+        return commands
+
+    def _remote(self, leg: Leg, n: sdp.Negotiated) -> RelayRemote:
+        return RelayRemote(leg=_RELAY_LEG[leg], host=n.remote_address, port=n.remote_port,
+                           rtcp_port=n.remote_rtcp_port)
+
+    # --- the AS, shutdown and media ------------------------------------------------------------
+
+    def cancel(self, now: float) -> list[Command]:
+        """The AS sent CANCEL."""
+        if self.state in (CallState.RELEASING, CallState.DONE):
+            return []
+        return self._release(now, result="cancelled", code=0, by="as", reason="cancelled by the AS")
+
+    def shutdown(self, now: float) -> list[Command]:
+        """mss is stopping and the drain grace is over."""
+        if self.state in (CallState.RELEASING, CallState.DONE):
+            return []
+        return self._release(now, result="shutdown", code=0, by="mss", reason="mss shut down")
+
+    def media_seen(self, last_rx: dict[str, float | None]) -> None:
+        """The relay's last receive time (monotonic) per leg, polled while bridged."""
+        for leg, at in last_rx.items():
+            if at is not None and at > self._last_media[leg]:
+                self._last_media[leg] = at
+
+    # --- timers ----------------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """The next time :meth:`handle_timer` must run, or None."""
+        deadlines = [d for d in self._deadlines().values() if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def _deadlines(self) -> dict[str, float | None]:
+        if self.state is CallState.DONE:
+            return {}
+        if self.state is CallState.RELEASING:
+            return {"release": self._release_deadline}
+        d: dict[str, float | None] = {"duration": self._duration_deadline}
+        for name, leg in self.legs.items():
+            if leg.invited_at is not None and leg.answered_at is None and not leg.ended:
+                d[f"ring_{name}"] = leg.invited_at + self.settings.ring_timeout
+        if self.state is CallState.BRIDGED and self.settings.inactivity_timeout > 0 and not self._held():
+            d["media"] = min(self._last_media.values()) + self.settings.inactivity_timeout
+        return d
+
+    def _held(self) -> bool:
+        # A held leg may legitimately send nothing; so may the leg facing it.
+        return any(
+            state.negotiated is not None and state.negotiated.hold for state in self.legs.values()
+        )
+
+    def handle_timer(self, now: float) -> list[Command]:
+        """Run whatever timer is due."""
+        due = sorted((d, name) for name, d in self._deadlines().items() if d is not None and d <= now)
+        if not due:
+            return []
+        name = due[0][1]
+        if name == "release":
+            for leg in self.legs.values():
+                leg.ended = True
+            return self._maybe_done()
+        if name == "duration":
+            if self.state is CallState.BRIDGED:
+                return self._release(now, result="answered", code=0, by="mss",
+                                     reason=f"duration of {self.duration}s reached")
+            result = "user2_no_answer" if self.state is CallState.CALLING_USER2 else "user1_no_answer"
+            return self._release(now, result=result, code=0, by="mss",
+                                 reason=f"duration of {self.duration}s reached before user2 answered")
+        if name.startswith("ring_"):
+            who = name[5:]
+            return self._release(now, result=f"{who}_no_answer", code=0, by="mss",
+                                 reason=f"{who} did not answer in {self.settings.ring_timeout:g}s")
+        silent = min(self._last_media, key=lambda leg: self._last_media[leg])
+        return self._release(now, result="media_timeout", code=0, by="mss",
+                             reason=f"no RTP from {silent} for {self.settings.inactivity_timeout:g}s")
+
+    # --- release ---------------------------------------------------------------------------------
+
+    def _release(self, now: float, *, result: str, code: int, by: str, reason: str) -> list[Command]:
+        """Hang up every leg still up, send the RESPONSE, wait for the legs to end."""
+        self.released_at = now
+        talk = 0
+        if self.bridged_at is not None:
+            talk = int(now - self.bridged_at + 0.5)
+        self.result = SendResponse(real_duration=talk, result=result, code=code, released_by=by,
+                                   reason=reason)
+        commands: list[Command] = []
+        for name in ("user2", "user1"):
+            leg = self.legs[name]
+            if not leg.ended and not leg.hung_up:
+                leg.hung_up = True
+                commands.append(Hangup(leg=name))
+        commands += [RelayForward(a_to_b=False, b_to_a=False), RelayStopPlay(leg="a"), self.result]
+        if all(leg.ended for leg in self.legs.values()):
+            self._set_state(CallState.DONE)
+            commands.append(Finished())
+        else:
+            self._set_state(CallState.RELEASING)
+            self._release_deadline = now + RELEASE_GUARD
+        return commands
+
+    def _maybe_done(self) -> list[Command]:
+        if self.state is CallState.RELEASING and all(leg.ended for leg in self.legs.values()):
+            self._set_state(CallState.DONE)
+            return [Finished()]
+        return []
