@@ -297,6 +297,7 @@ def test_cancel_finds_its_invite() -> None:
     req = request("INVITE", branch="z9hG4bKin5")
     layer.receive(req, PSS, reliable=False, now=clock.now)
     [invite_event] = layer.next_events()
+    assert isinstance(invite_event, RequestReceived)
     cancel = request("CANCEL", branch="z9hG4bKin5")
     layer.receive(cancel, PSS, reliable=False, now=clock.now)
     [cancel_event] = layer.next_events()
