@@ -7,7 +7,10 @@ extensions = [
     Extension(
         "mss._rtp",
         ["mss/_rtp.pyx"],
-        extra_compile_args=["-O2"],
+        # _rtp_uring.h: raw io_uring system calls over the kernel's own <linux/io_uring.h>
+        include_dirs=["mss"],
+        depends=["mss/_rtp_uring.h"],
+        extra_compile_args=["-O2", "-fno-strict-aliasing"],
     )
 ]
 

@@ -1,5 +1,1654 @@
-# cython: language_level=3
-"""Placeholder data plane; replaced by the relay implementation."""
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The relay's data plane: one native thread forwards RTP and RTCP between the two legs of each session.
 
-def version() -> str:
-    return "0"
+Python (``mss/relay.py``) decides; this module carries out a handful of verbs on C structures:
+bind a port pair, attach a session, set a leg's remote, re-latch, set forwarding and payload-type
+maps, play frames into a leg, read counters, detach.
+
+GIL rule: the packet loop never touches Python. It holds ``Core.mu`` while it processes a batch and
+releases it while it waits; every verb takes ``Core.mu`` (with the GIL released) to write control
+state, so the loop sees each change whole. Counters live in a numpy array owned by Python, written by
+the loop only.
+
+Packet path, per datagram (``handle_packet``): parse -> check_source (latch) -> count -> route ->
+rewrite -> forward. A send that would block is dropped and counted, never queued.
+
+Back ends: io_uring (multishot receive into provided buffers, sends batched into the wait system
+call, completions gathered for up to ``gather_us``), else epoll + recvmmsg/sendmmsg.
+"""
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
+from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.string cimport memcpy, memset, strerror
+from libc.errno cimport errno
+
+# ---------------------------------------------------------------------------------------------
+# C declarations
+# ---------------------------------------------------------------------------------------------
+
+cdef extern from "<errno.h>" nogil:
+    enum:
+        EAGAIN
+        EWOULDBLOCK
+        EINTR
+        ENOBUFS
+        ECANCELED
+        ETIME
+        EBUSY
+        EINVAL
+        ENOSYS
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    enum:
+        CLOCK_MONOTONIC
+    int clock_gettime(int clk, timespec* ts)
+    int nanosleep(const timespec* req, timespec* rem)
+
+cdef extern from "<unistd.h>" nogil:
+    int close(int fd)
+    long read(int fd, void* buf, size_t n)
+    long write(int fd, const void* buf, size_t n)
+
+cdef extern from "<signal.h>" nogil:
+    ctypedef struct sigset_t:
+        pass
+    int sigfillset(sigset_t* s)
+    enum:
+        SIG_BLOCK
+
+cdef extern from "<sys/prctl.h>" nogil:
+    enum:
+        PR_SET_NAME
+        PR_SET_TIMERSLACK
+    int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5)
+
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    enum:
+        POLLIN
+    int ppoll(pollfd* fds, unsigned long nfds, const timespec* timeout, const sigset_t* sigmask)
+
+cdef extern from "<sys/uio.h>" nogil:
+    struct iovec:
+        void* iov_base
+        size_t iov_len
+
+cdef extern from "<netinet/in.h>" nogil:
+    struct in_addr:
+        uint32_t s_addr
+    struct sockaddr_in:
+        unsigned short sin_family
+        uint16_t sin_port
+        in_addr sin_addr
+    enum:
+        AF_INET
+    uint16_t htons(uint16_t)
+    uint16_t ntohs(uint16_t)
+    uint32_t htonl(uint32_t)
+    uint32_t ntohl(uint32_t)
+
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef uint32_t socklen_t
+    struct sockaddr:
+        unsigned short sa_family
+    struct msghdr:
+        void* msg_name
+        socklen_t msg_namelen
+        iovec* msg_iov
+        size_t msg_iovlen
+        void* msg_control
+        size_t msg_controllen
+        int msg_flags
+    struct mmsghdr:
+        msghdr msg_hdr
+        unsigned int msg_len
+    enum:
+        SOCK_DGRAM
+        SOCK_NONBLOCK
+        SOCK_CLOEXEC
+        MSG_DONTWAIT
+        MSG_TRUNC
+    int socket(int domain, int type, int protocol)
+    int bind(int fd, const sockaddr* addr, socklen_t len)
+    int sendmmsg(int fd, mmsghdr* msgs, unsigned int vlen, int flags)
+    int recvmmsg(int fd, mmsghdr* msgs, unsigned int vlen, int flags, timespec* timeout)
+
+cdef extern from "<sys/epoll.h>" nogil:
+    ctypedef union epoll_data_t:
+        void* ptr
+        int fd
+        uint32_t u32
+        uint64_t u64
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+    enum:
+        EPOLLIN
+        EPOLL_CTL_ADD
+        EPOLL_CLOEXEC
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event* ev)
+    int epoll_wait(int epfd, epoll_event* events, int maxevents, int timeout)
+
+cdef extern from "<sys/eventfd.h>" nogil:
+    enum:
+        EFD_NONBLOCK
+        EFD_CLOEXEC
+    int eventfd(unsigned int initval, int flags)
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef unsigned long pthread_t
+    ctypedef struct pthread_mutex_t:
+        pass
+    ctypedef struct pthread_cond_t:
+        pass
+    ctypedef void* (*thread_main_t)(void*) noexcept nogil
+    int pthread_create(pthread_t* t, const void* attr, thread_main_t fn, void* arg)
+    int pthread_join(pthread_t t, void** ret)
+    int pthread_mutex_init(pthread_mutex_t* m, const void* attr)
+    int pthread_mutex_destroy(pthread_mutex_t* m)
+    int pthread_mutex_lock(pthread_mutex_t* m)
+    int pthread_mutex_unlock(pthread_mutex_t* m)
+    int pthread_cond_init(pthread_cond_t* c, const void* attr)
+    int pthread_cond_destroy(pthread_cond_t* c)
+    int pthread_cond_wait(pthread_cond_t* c, pthread_mutex_t* m)
+    int pthread_cond_broadcast(pthread_cond_t* c)
+    int pthread_sigmask(int how, const sigset_t* s, sigset_t* old)
+
+cdef extern from "<linux/io_uring.h>" nogil:
+    struct io_uring_sqe:
+        pass
+    struct io_uring_cqe:
+        uint64_t user_data
+        int32_t res
+        uint32_t flags
+    struct io_uring_recvmsg_out:
+        uint32_t namelen
+        uint32_t controllen
+        uint32_t payloadlen
+        uint32_t flags
+    enum:
+        IORING_CQE_F_BUFFER
+        IORING_CQE_F_MORE
+        IORING_CQE_BUFFER_SHIFT
+
+cdef extern from "_rtp_uring.h" nogil:
+    ctypedef struct mss_uring:
+        int fd
+        unsigned features
+        unsigned setup_flags
+    int mss_uring_init(mss_uring* r, unsigned entries, unsigned cq_entries)
+    void mss_uring_exit(mss_uring* r)
+    int mss_uring_setup_buffers(mss_uring* r, unsigned count, unsigned size)
+    unsigned char* mss_uring_buf(mss_uring* r, unsigned bid)
+    void mss_uring_buf_give(mss_uring* r, unsigned bid)
+    void mss_uring_buf_publish(mss_uring* r)
+    io_uring_sqe* mss_uring_get_sqe(mss_uring* r)
+    unsigned mss_uring_unsubmitted(mss_uring* r)
+    int mss_uring_enter(mss_uring* r, unsigned wait_nr, long long timeout_ns, unsigned min_wait_us)
+    unsigned mss_uring_cq_ready(mss_uring* r)
+    io_uring_cqe* mss_uring_cqe_at(mss_uring* r, unsigned i)
+    void mss_uring_cq_advance(mss_uring* r, unsigned n)
+    void mss_uring_prep_recvmsg_multi(io_uring_sqe* sqe, int fd, msghdr* tmpl, uint64_t user_data)
+    void mss_uring_prep_sendmsg(io_uring_sqe* sqe, int fd, msghdr* msg, uint64_t user_data)
+    void mss_uring_prep_poll_multi(io_uring_sqe* sqe, int fd, unsigned events, uint64_t user_data)
+    void mss_uring_prep_poll_wake(io_uring_sqe* sqe, int fd, uint64_t user_data)
+    void mss_uring_prep_cancel(io_uring_sqe* sqe, uint64_t target, uint64_t user_data)
+
+# ---------------------------------------------------------------------------------------------
+# Bounds and constants
+# ---------------------------------------------------------------------------------------------
+
+cdef enum:
+    RX_BUF = 2048            # bytes per receive buffer; a larger datagram is dropped as malformed
+    URING_BUFS = 4096        # provided receive buffers (power of two): datagrams held between waits
+    URING_SQ = 2048          # submission slots: sends, re-arms and cancels queued per wait
+    URING_CQ = 16384         # completion slots; the kernel keeps overflow, so this only sizes a batch
+    OUT_CAP = 1024           # sends queued before they are flushed to the kernel
+    PLAY_SCRATCH = 256       # played packets built per flush
+    MAX_FRAME = 1400         # largest injected payload frame (fits one Ethernet MTU with headers)
+    RX_BATCH = 32            # epoll: datagrams read from one socket per wake-up (fairness bound)
+    EPOLL_EVENTS = 1024      # epoll: ready sockets handled per wake-up
+    MAX_SLOTS = 1 << 20      # sessions addressable by the 20-bit slot in user_data
+    CLOCK_RATE = 8000        # RTP clock of the 8 kHz audio payload types the jitter is kept for
+    GEN_MASK = 0x1FFFFF      # 21-bit session generation in user_data
+    SHUTDOWN_MS = 200        # how long close() waits for the kernel to end the receives
+
+# Counter fields: the last axis of the counters array, named in FIELDS below.
+cdef enum:
+    RTP_PACKETS_IN = 0
+    RTP_BYTES_IN = 1
+    RTP_PACKETS_OUT = 2
+    RTP_BYTES_OUT = 3
+    RTCP_PACKETS_IN = 4
+    RTCP_BYTES_IN = 5
+    RTCP_PACKETS_OUT = 6
+    RTCP_BYTES_OUT = 7
+    PLAYED_PACKETS = 8
+    DROP_SHORT = 9
+    DROP_MALFORMED = 10
+    DROP_SOURCE = 11
+    DROP_NO_REMOTE = 12
+    DROP_DISABLED = 13
+    DROP_SEND = 14
+    LAST_RX_NS = 15
+    LAST_RTCP_RX_NS = 16
+    SSRC = 17
+    SEQ_GAPS = 18
+    JITTER_Q4 = 19
+    N_FIELDS = 20
+
+FIELDS = (
+    "rtp_packets_in", "rtp_bytes_in", "rtp_packets_out", "rtp_bytes_out",
+    "rtcp_packets_in", "rtcp_bytes_in", "rtcp_packets_out", "rtcp_bytes_out",
+    "played_packets", "drop_short", "drop_malformed", "drop_source", "drop_no_remote",
+    "drop_disabled", "drop_send", "last_rx_ns", "last_rtcp_rx_ns", "ssrc", "seq_gaps",
+    "jitter_q4",
+)
+assert len(FIELDS) == N_FIELDS
+
+cdef enum:
+    KIND_RTP = 0
+    KIND_RTCP = 1
+
+    EP_NONE = 0        # no destination known
+    EP_EXPECTED = 1    # destination from signalling (or derived), source not learned yet
+    EP_LATCHED = 2     # destination learned from the source of a packet; only that source is accepted
+
+    S_FREE = 0
+    S_OPENING = 1      # attached, receive not armed yet (io_uring)
+    S_ACTIVE = 2
+    S_CLOSING = 3      # detach asked, waiting for the receives to end (io_uring)
+
+    OP_RECV = 1
+    OP_SEND = 2
+    OP_WAKE = 3
+    OP_CANCEL = 4
+
+    BACKEND_URING = 1
+    BACKEND_EPOLL = 2
+
+# ---------------------------------------------------------------------------------------------
+# Structures
+# ---------------------------------------------------------------------------------------------
+
+ctypedef struct Endpoint:
+    int fd
+    uint8_t state
+    uint8_t armed              # io_uring: a multishot receive is live; epoll: registered
+    sockaddr_in dest
+
+ctypedef struct Play:
+    unsigned char* frames
+    uint32_t frame_bytes
+    uint32_t nframes
+    uint32_t index
+    uint32_t ssrc
+    uint32_t timestamp
+    uint32_t samples
+    uint16_t seq
+    uint8_t pt
+    uint8_t marker
+    uint64_t period_ns
+    uint32_t serial
+
+ctypedef struct Leg:
+    Endpoint ep[2]
+    uint8_t forward            # forward what this leg receives to the other leg
+    uint8_t rtcp_pinned        # the RTCP destination came from signalling
+    uint8_t seq_valid
+    uint8_t transit_valid
+    uint16_t max_seq
+    uint32_t ssrc
+    int32_t transit
+    uint32_t play_serial
+    Play* play
+    uint64_t* ctr
+    uint8_t pt_map[128]
+
+ctypedef struct Session:
+    Leg leg[2]
+    uint32_t gen
+    uint8_t state
+    uint8_t queued_arm
+    uint8_t queued_disarm
+
+ctypedef struct Timer:
+    uint64_t due
+    uint32_t slot
+    uint32_t gen
+    uint32_t serial
+    uint8_t leg
+
+ctypedef struct Core:
+    pthread_mutex_t mu
+    pthread_cond_t cv
+    pthread_t thread
+    int thread_running
+    int ready
+    int start_err
+    int stop
+    int backend
+    int want_backend
+    uint32_t host
+    uint32_t capacity
+    Session* sessions
+    uint64_t* counters
+    int efd
+    uint64_t gather_ns
+    uint64_t now
+    uint64_t wakeups
+    uint64_t loop_errors
+    uint32_t n_closing         # sessions in S_CLOSING
+    # io_uring
+    mss_uring ring
+    msghdr recv_tmpl
+    # epoll
+    int epfd
+    epoll_event* events
+    mmsghdr* rx_msgs
+    iovec* rx_iov
+    sockaddr_in* rx_names
+    unsigned char* rx_bufs
+    # control commands for the loop (io_uring)
+    uint32_t* arm_q
+    uint32_t n_arm
+    uint32_t* disarm_q
+    uint32_t n_disarm
+    # play timers: a binary min-heap on due
+    Timer* heap
+    uint32_t n_heap
+    uint32_t heap_cap
+    # queued sends
+    mmsghdr* out_mm
+    iovec* out_iov
+    sockaddr_in* out_dst
+    int* out_fd
+    int32_t* out_bid
+    uint64_t* out_ud
+    uint32_t n_out
+    unsigned char* scratch
+    uint32_t n_scratch
+
+ctypedef struct Pkt:
+    Core* core
+    Session* s
+    Leg* leg
+    Leg* peer
+    uint32_t slot
+    int li
+    int kind                   # socket it came on: KIND_RTP or KIND_RTCP
+    int rtcp                   # it is RTCP (on the RTCP socket, or multiplexed on the RTP one)
+    unsigned char* data
+    uint32_t length
+    const sockaddr_in* src
+    int32_t bid                # io_uring buffer holding it, or -1
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------------------------
+
+cdef inline uint64_t mono_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <uint64_t>ts.tv_sec * 1000000000ULL + <uint64_t>ts.tv_nsec
+
+cdef inline uint64_t make_ud(uint32_t op, uint32_t slot, uint32_t gen, int leg, int kind,
+                             int rtcp, uint32_t length) noexcept nogil:
+    """Pack what a completion must name: op | leg | kind | rtcp | length | slot | generation."""
+    return (<uint64_t>op | (<uint64_t>(leg & 1) << 4) | (<uint64_t>(kind & 1) << 5)
+            | (<uint64_t>(rtcp & 1) << 6) | (<uint64_t>(length & 0xFFFF) << 7)
+            | (<uint64_t>(slot & 0xFFFFF) << 23) | (<uint64_t>(gen & GEN_MASK) << 43))
+
+cdef inline uint32_t ud_op(uint64_t ud) noexcept nogil:
+    return <uint32_t>(ud & 0xF)
+
+cdef inline int ud_leg(uint64_t ud) noexcept nogil:
+    return <int>((ud >> 4) & 1)
+
+cdef inline int ud_kind(uint64_t ud) noexcept nogil:
+    return <int>((ud >> 5) & 1)
+
+cdef inline int ud_rtcp(uint64_t ud) noexcept nogil:
+    return <int>((ud >> 6) & 1)
+
+cdef inline uint32_t ud_len(uint64_t ud) noexcept nogil:
+    return <uint32_t>((ud >> 7) & 0xFFFF)
+
+cdef inline uint32_t ud_slot(uint64_t ud) noexcept nogil:
+    return <uint32_t>((ud >> 23) & 0xFFFFF)
+
+cdef inline uint32_t ud_gen(uint64_t ud) noexcept nogil:
+    return <uint32_t>((ud >> 43) & GEN_MASK)
+
+cdef inline Session* session_of(Core* c, uint64_t ud) noexcept nogil:
+    """The live session a user_data names, or NULL when it has been detached since."""
+    cdef uint32_t slot = ud_slot(ud)
+    cdef Session* s
+    if slot >= c.capacity:
+        return NULL
+    s = &c.sessions[slot]
+    if (s.gen & GEN_MASK) != ud_gen(ud) or s.state == S_FREE:
+        return NULL
+    return s
+
+cdef inline void wake_loop(Core* c) noexcept nogil:
+    cdef uint64_t one = 1
+    write(c.efd, &one, 8)
+
+# 8 kHz static audio payload types (RFC 3551 table 4): jitter is computed for these only, since
+# telephone-event and other dynamic types hold one timestamp over several packets.
+cdef const char* THREAD_NAME = "mss-relay"
+
+cdef uint8_t JITTER_PT[128]
+memset(JITTER_PT, 0, 128)
+for _pt in (0, 3, 4, 5, 7, 8, 9, 12, 13, 15, 18):
+    JITTER_PT[_pt] = 1
+
+# ---------------------------------------------------------------------------------------------
+# The packet path
+# ---------------------------------------------------------------------------------------------
+
+cdef inline int parse(Pkt* p) noexcept nogil:
+    """Check the datagram is RTP (or RTCP); 0 or the drop counter to bump."""
+    cdef unsigned char* d = p.data
+    cdef uint32_t n = p.length
+    cdef uint32_t hdr
+    cdef uint8_t pt
+    if n < 8:
+        return DROP_SHORT
+    if (d[0] >> 6) != 2:
+        return DROP_MALFORMED
+    pt = d[1] & 0x7F
+    # RFC 5761 §4: RTCP packet types 192-223 read as RTP payload types 64-95 (marker set or not)
+    if p.kind == KIND_RTCP or (pt >= 64 and pt <= 95):
+        if d[1] < 192 or d[1] > 223:
+            return DROP_MALFORMED
+        p.rtcp = 1
+        return 0
+    if n < 12:
+        return DROP_SHORT
+    hdr = 12 + 4 * (d[0] & 0x0F)                    # CSRC list
+    if d[0] & 0x10:                                 # header extension: 4 bytes + length words
+        if hdr + 4 > n:
+            return DROP_MALFORMED
+        hdr += 4 + 4 * ((<uint32_t>d[hdr + 2] << 8) | d[hdr + 3])
+    if hdr > n:
+        return DROP_MALFORMED
+    if d[0] & 0x20:                                 # padding: count in the last byte
+        if d[n - 1] == 0 or d[n - 1] > n - hdr:
+            return DROP_MALFORMED
+    p.rtcp = 0
+    return 0
+
+
+cdef inline int same_addr(const sockaddr_in* a, const sockaddr_in* b) noexcept nogil:
+    return a.sin_port == b.sin_port and a.sin_addr.s_addr == b.sin_addr.s_addr
+
+
+cdef inline int check_source(Pkt* p) noexcept nogil:
+    """Symmetric RTP: latch onto the first source, then accept only that one."""
+    cdef Endpoint* ep = &p.leg.ep[p.kind]
+    cdef Endpoint* rtcp
+    if ep.state == EP_LATCHED:
+        if same_addr(&ep.dest, p.src):
+            return 0
+        return DROP_SOURCE
+    ep.dest.sin_family = AF_INET
+    ep.dest.sin_port = p.src.sin_port
+    ep.dest.sin_addr.s_addr = p.src.sin_addr.s_addr
+    ep.state = EP_LATCHED
+    if p.kind == KIND_RTP and not p.leg.rtcp_pinned:
+        rtcp = &p.leg.ep[KIND_RTCP]
+        if rtcp.state != EP_LATCHED:            # RTCP goes to RTP + 1 until it speaks for itself
+            rtcp.dest.sin_family = AF_INET
+            rtcp.dest.sin_addr.s_addr = p.src.sin_addr.s_addr
+            rtcp.dest.sin_port = htons(<uint16_t>(ntohs(p.src.sin_port) + 1))
+            rtcp.state = EP_EXPECTED
+    return 0
+
+
+cdef inline void count(Pkt* p, uint64_t now) noexcept nogil:
+    """Receive counters and RFC 3550 A.1/A.8 statistics: sequence gaps and interarrival jitter."""
+    cdef uint64_t* ctr = p.leg.ctr
+    cdef Leg* leg = p.leg
+    cdef unsigned char* d = p.data
+    cdef uint16_t seq, delta
+    cdef uint32_t ssrc, ts, arrival
+    cdef int32_t transit, dt
+    cdef uint8_t pt
+    if p.rtcp:
+        ctr[RTCP_PACKETS_IN] += 1
+        ctr[RTCP_BYTES_IN] += p.length
+        ctr[LAST_RTCP_RX_NS] = now
+        return
+    ctr[RTP_PACKETS_IN] += 1
+    ctr[RTP_BYTES_IN] += p.length
+    ctr[LAST_RX_NS] = now
+    seq = <uint16_t>((d[2] << 8) | d[3])
+    ts = (<uint32_t>d[4] << 24) | (<uint32_t>d[5] << 16) | (<uint32_t>d[6] << 8) | d[7]
+    ssrc = (<uint32_t>d[8] << 24) | (<uint32_t>d[9] << 16) | (<uint32_t>d[10] << 8) | d[11]
+    pt = d[1] & 0x7F
+    if not leg.seq_valid or ssrc != leg.ssrc:
+        leg.ssrc = ssrc
+        leg.seq_valid = 1
+        leg.max_seq = seq
+        leg.transit_valid = 0
+        ctr[SSRC] = ssrc
+    else:
+        delta = <uint16_t>(seq - leg.max_seq)
+        if delta != 0 and delta < 3000:             # RFC 3550 A.1 MAX_DROPOUT
+            ctr[SEQ_GAPS] += delta - 1
+            leg.max_seq = seq
+        elif delta >= 3000 and delta < 0x8000:      # a jump: start over from here
+            leg.max_seq = seq
+    if JITTER_PT[pt]:
+        arrival = <uint32_t>(now // (1000000000ULL // CLOCK_RATE))
+        transit = <int32_t>(arrival - ts)
+        if leg.transit_valid:
+            dt = transit - leg.transit
+            if dt < 0:
+                dt = -dt
+            ctr[JITTER_Q4] += <uint64_t>dt
+            ctr[JITTER_Q4] -= (ctr[JITTER_Q4] + 8) >> 4
+        leg.transit = transit
+        leg.transit_valid = 1
+
+
+cdef inline int route(Pkt* p) noexcept nogil:
+    """0 when the packet goes to the other leg, else the drop counter to bump."""
+    if not p.leg.forward or p.peer.play != NULL:
+        return DROP_DISABLED
+    if p.peer.ep[p.kind].state == EP_NONE:
+        return DROP_NO_REMOTE
+    return 0
+
+
+cdef inline void rewrite(Pkt* p) noexcept nogil:
+    """Per-direction payload-type map; the marker bit and everything else stay as they came."""
+    if not p.rtcp:
+        p.data[1] = (p.data[1] & 0x80) | p.leg.pt_map[p.data[1] & 0x7F]
+
+
+cdef inline int forward(Pkt* p) noexcept nogil:
+    """Queue the datagram out of the other leg's socket of the same kind; 1 if the buffer is kept."""
+    cdef Endpoint* out = &p.peer.ep[p.kind]
+    cdef uint64_t* ctr = p.peer.ctr
+    if p.rtcp:
+        ctr[RTCP_PACKETS_OUT] += 1
+        ctr[RTCP_BYTES_OUT] += p.length
+    else:
+        ctr[RTP_PACKETS_OUT] += 1
+        ctr[RTP_BYTES_OUT] += p.length
+    queue_send(p.core, out.fd, &out.dest, p.data, p.length, p.bid,
+               make_ud(OP_SEND, p.slot, p.s.gen, 1 - p.li, p.kind, p.rtcp, p.length))
+    return p.bid >= 0
+
+
+cdef inline int handle_packet(Pkt* p, uint64_t now) noexcept nogil:
+    """One datagram through the path; returns 1 when a queued send now owns its buffer."""
+    cdef int drop = parse(p)
+    if drop == 0:
+        drop = check_source(p)
+    if drop:
+        p.leg.ctr[drop] += 1
+        return 0
+    count(p, now)
+    drop = route(p)
+    if drop:
+        p.leg.ctr[drop] += 1
+        return 0
+    rewrite(p)
+    return forward(p)
+
+# ---------------------------------------------------------------------------------------------
+# Sends: queued during a batch, flushed by the back end
+# ---------------------------------------------------------------------------------------------
+
+cdef void send_failed(Core* c, uint64_t ud) noexcept nogil:
+    """A send that did not leave (full socket buffer, unreachable): count it as a send drop."""
+    cdef Session* s = session_of(c, ud)
+    cdef uint64_t* ctr
+    if s == NULL:
+        return
+    ctr = s.leg[ud_leg(ud)].ctr
+    if ud_rtcp(ud):
+        ctr[RTCP_PACKETS_OUT] -= 1
+        ctr[RTCP_BYTES_OUT] -= ud_len(ud)
+    else:
+        ctr[RTP_PACKETS_OUT] -= 1
+        ctr[RTP_BYTES_OUT] -= ud_len(ud)
+    ctr[DROP_SEND] += 1
+
+
+cdef inline void queue_send(Core* c, int fd, const sockaddr_in* dst, unsigned char* data,
+                            uint32_t length, int32_t bid, uint64_t ud) noexcept nogil:
+    cdef uint32_t i
+    if c.n_out >= OUT_CAP:
+        flush_sends(c)
+    i = c.n_out
+    c.n_out += 1
+    c.out_dst[i] = dst[0]
+    c.out_iov[i].iov_base = data
+    c.out_iov[i].iov_len = length
+    c.out_mm[i].msg_hdr.msg_name = &c.out_dst[i]
+    c.out_mm[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+    c.out_mm[i].msg_hdr.msg_iov = &c.out_iov[i]
+    c.out_mm[i].msg_hdr.msg_iovlen = 1
+    c.out_mm[i].msg_hdr.msg_control = NULL
+    c.out_mm[i].msg_hdr.msg_controllen = 0
+    c.out_mm[i].msg_hdr.msg_flags = 0
+    c.out_fd[i] = fd
+    c.out_bid[i] = bid
+    c.out_ud[i] = ud
+    if c.backend == BACKEND_URING:
+        uring_queue_send(c, i)
+
+# ---------------------------------------------------------------------------------------------
+# Played frames (ringback): a timer per playing leg
+# ---------------------------------------------------------------------------------------------
+
+cdef int heap_push(Core* c, uint64_t due, uint32_t slot, uint32_t gen, int leg,
+                   uint32_t serial) noexcept nogil:
+    cdef uint32_t i, parent
+    cdef Timer t
+    cdef Timer* grown
+    if c.n_heap == c.heap_cap:
+        grown = <Timer*>realloc(c.heap, sizeof(Timer) * c.heap_cap * 2)
+        if grown == NULL:
+            return -1
+        c.heap = grown
+        c.heap_cap *= 2
+    t.due = due
+    t.slot = slot
+    t.gen = gen
+    t.leg = <uint8_t>leg
+    t.serial = serial
+    i = c.n_heap
+    c.n_heap += 1
+    while i > 0:
+        parent = (i - 1) >> 1
+        if c.heap[parent].due <= due:
+            break
+        c.heap[i] = c.heap[parent]
+        i = parent
+    c.heap[i] = t
+    return 0
+
+
+cdef void heap_pop(Core* c) noexcept nogil:
+    cdef uint32_t i = 0, child
+    cdef Timer last
+    c.n_heap -= 1
+    if c.n_heap == 0:
+        return
+    last = c.heap[c.n_heap]
+    while True:
+        child = 2 * i + 1
+        if child >= c.n_heap:
+            break
+        if child + 1 < c.n_heap and c.heap[child + 1].due < c.heap[child].due:
+            child += 1
+        if c.heap[child].due >= last.due:
+            break
+        c.heap[i] = c.heap[child]
+        i = child
+    c.heap[i] = last
+
+
+cdef void send_played(Core* c, uint32_t slot, int li) noexcept nogil:
+    """Build one RTP packet from the leg's next frame and queue it to the leg's remote."""
+    cdef Session* s = &c.sessions[slot]
+    cdef Leg* leg = &s.leg[li]
+    cdef Play* pl = leg.play
+    cdef Endpoint* ep = &leg.ep[KIND_RTP]
+    cdef unsigned char* b
+    cdef uint32_t length = 12 + pl.frame_bytes
+    if ep.state == EP_NONE:
+        leg.ctr[DROP_NO_REMOTE] += 1
+    else:
+        if c.n_scratch >= PLAY_SCRATCH:
+            flush_sends(c)
+        b = c.scratch + <size_t>c.n_scratch * (12 + MAX_FRAME)
+        c.n_scratch += 1
+        b[0] = 0x80
+        b[1] = (pl.marker << 7) | pl.pt
+        b[2] = pl.seq >> 8
+        b[3] = pl.seq & 0xFF
+        b[4] = pl.timestamp >> 24
+        b[5] = (pl.timestamp >> 16) & 0xFF
+        b[6] = (pl.timestamp >> 8) & 0xFF
+        b[7] = pl.timestamp & 0xFF
+        b[8] = pl.ssrc >> 24
+        b[9] = (pl.ssrc >> 16) & 0xFF
+        b[10] = (pl.ssrc >> 8) & 0xFF
+        b[11] = pl.ssrc & 0xFF
+        memcpy(b + 12, pl.frames + <size_t>pl.index * pl.frame_bytes, pl.frame_bytes)
+        leg.ctr[PLAYED_PACKETS] += 1
+        leg.ctr[RTP_PACKETS_OUT] += 1
+        leg.ctr[RTP_BYTES_OUT] += length
+        queue_send(c, ep.fd, &ep.dest, b, length, -1,
+                   make_ud(OP_SEND, slot, s.gen, li, KIND_RTP, 0, length))
+    pl.marker = 0
+    pl.seq = <uint16_t>(pl.seq + 1)
+    pl.timestamp += pl.samples
+    pl.index += 1
+    if pl.index == pl.nframes:
+        pl.index = 0
+
+
+cdef void run_timers(Core* c, uint64_t now) noexcept nogil:
+    cdef Timer t
+    cdef Session* s
+    cdef Leg* leg
+    cdef uint64_t due
+    while c.n_heap and c.heap[0].due <= now:
+        t = c.heap[0]
+        heap_pop(c)
+        s = &c.sessions[t.slot]
+        if s.state != S_ACTIVE or s.gen != t.gen:
+            continue
+        leg = &s.leg[t.leg]
+        if leg.play == NULL or leg.play.serial != t.serial:
+            continue                            # stopped or restarted since: a stale timer
+        send_played(c, t.slot, t.leg)
+        due = t.due + leg.play.period_ns
+        if due + 5 * leg.play.period_ns < now:  # the loop stalled: resume from now, don't burst
+            due = now + leg.play.period_ns
+        heap_push(c, due, t.slot, t.gen, t.leg, t.serial)
+
+
+cdef inline long long next_timeout_ns(Core* c, uint64_t now) noexcept nogil:
+    if c.n_heap == 0:
+        return -1
+    if c.heap[0].due <= now:
+        return 0
+    return <long long>(c.heap[0].due - now)
+
+
+cdef void free_play(Leg* leg) noexcept nogil:
+    if leg.play != NULL:
+        free(leg.play.frames)
+        free(leg.play)
+        leg.play = NULL
+
+# ---------------------------------------------------------------------------------------------
+# Session teardown (shared)
+# ---------------------------------------------------------------------------------------------
+
+cdef void finish_close(Core* c, uint32_t slot) noexcept nogil:
+    """Close the four sockets and free the slot; wakes a detach() waiting for it."""
+    cdef Session* s = &c.sessions[slot]
+    cdef int li, k
+    if s.state == S_CLOSING:
+        c.n_closing -= 1
+    for li in range(2):
+        free_play(&s.leg[li])
+        for k in range(2):
+            if s.leg[li].ep[k].fd >= 0:
+                close(s.leg[li].ep[k].fd)
+                s.leg[li].ep[k].fd = -1
+            s.leg[li].ep[k].armed = 0
+    s.state = S_FREE
+    s.gen += 1
+    pthread_cond_broadcast(&c.cv)
+
+cdef void gather(Core* c, uint64_t started) noexcept nogil:
+    """Let work gather: sleep until ``started + gather_ns`` (or the next timer) unless a verb wakes
+    the loop. Called and returns with the lock held; the lock is free while it sleeps."""
+    cdef uint64_t now = mono_ns()
+    cdef uint64_t until = started + c.gather_ns
+    cdef timespec ts
+    cdef pollfd pfd
+    if c.gather_ns == 0 or c.n_closing or c.n_arm or c.n_disarm or c.stop:
+        return
+    if c.n_heap and c.heap[0].due < until:
+        until = c.heap[0].due
+    if until <= now + 1000:
+        return
+    ts.tv_sec = <time_t>((until - now) // 1000000000ULL)
+    ts.tv_nsec = <long>((until - now) % 1000000000ULL)
+    pfd.fd = c.efd
+    pfd.events = POLLIN
+    pfd.revents = 0
+    pthread_mutex_unlock(&c.mu)
+    ppoll(&pfd, 1, &ts, NULL)                   # the wake-up fd is read by the next wait, not here
+    pthread_mutex_lock(&c.mu)
+
+
+# ---------------------------------------------------------------------------------------------
+# io_uring back end
+# ---------------------------------------------------------------------------------------------
+
+cdef io_uring_sqe* uring_sqe(Core* c) noexcept nogil:
+    """A submission slot, flushing the queue to the kernel first when it is full."""
+    cdef io_uring_sqe* sqe = mss_uring_get_sqe(&c.ring)
+    if sqe == NULL:
+        flush_sends(c)
+        sqe = mss_uring_get_sqe(&c.ring)
+    return sqe
+
+
+cdef inline void uring_queue_send(Core* c, uint32_t i) noexcept nogil:
+    cdef io_uring_sqe* sqe = uring_sqe(c)
+    if sqe == NULL:
+        c.loop_errors += 1
+        return
+    mss_uring_prep_sendmsg(sqe, c.out_fd[i], &c.out_mm[i].msg_hdr, c.out_ud[i])
+
+
+cdef void uring_recycle(Core* c) noexcept nogil:
+    """Everything queued has reached the kernel: give the sent datagrams' buffers back."""
+    cdef uint32_t i
+    if mss_uring_unsubmitted(&c.ring):
+        return
+    for i in range(c.n_out):
+        if c.out_bid[i] >= 0:
+            mss_uring_buf_give(&c.ring, <unsigned>c.out_bid[i])
+    c.n_out = 0
+    c.n_scratch = 0
+
+
+cdef void uring_flush(Core* c) noexcept nogil:
+    cdef int tries = 0
+    while mss_uring_unsubmitted(&c.ring) and tries < 8:
+        if mss_uring_enter(&c.ring, 0, -1, 0) < 0:
+            tries += 1
+    uring_recycle(c)
+    if c.n_out:
+        # the kernel refused the submission: lose these sends rather than grow without bound
+        c.loop_errors += 1
+
+
+cdef void uring_arm(Core* c, uint32_t slot, int li, int kind) noexcept nogil:
+    cdef Session* s = &c.sessions[slot]
+    cdef Endpoint* ep = &s.leg[li].ep[kind]
+    cdef io_uring_sqe* sqe = uring_sqe(c)
+    if sqe == NULL:
+        c.loop_errors += 1
+        return
+    mss_uring_prep_recvmsg_multi(sqe, ep.fd, &c.recv_tmpl,
+                                 make_ud(OP_RECV, slot, s.gen, li, kind, 0, 0))
+    ep.armed = 1
+
+
+cdef void uring_commands(Core* c) noexcept nogil:
+    cdef uint32_t i, slot
+    cdef int li, k, live
+    cdef Session* s
+    cdef io_uring_sqe* sqe
+    for i in range(c.n_arm):
+        slot = c.arm_q[i]
+        s = &c.sessions[slot]
+        s.queued_arm = 0
+        if s.state == S_OPENING:
+            for li in range(2):
+                for k in range(2):
+                    uring_arm(c, slot, li, k)
+            s.state = S_ACTIVE
+    c.n_arm = 0
+    for i in range(c.n_disarm):
+        slot = c.disarm_q[i]
+        s = &c.sessions[slot]
+        s.queued_disarm = 0
+        if s.state != S_CLOSING:
+            continue
+        live = 0
+        for li in range(2):
+            for k in range(2):
+                if s.leg[li].ep[k].armed:
+                    live += 1
+                    sqe = uring_sqe(c)
+                    if sqe != NULL:
+                        mss_uring_prep_cancel(sqe, make_ud(OP_RECV, slot, s.gen, li, k, 0, 0),
+                                              make_ud(OP_CANCEL, slot, s.gen, li, k, 0, 0))
+        if live == 0:
+            finish_close(c, slot)
+    c.n_disarm = 0
+
+
+cdef void uring_on_recv(Core* c, io_uring_cqe* cqe, uint64_t now) noexcept nogil:
+    cdef uint64_t ud = cqe.user_data
+    cdef uint32_t slot = ud_slot(ud)
+    cdef Session* s = session_of(c, ud)
+    cdef int li = ud_leg(ud), kind = ud_kind(ud), k, live
+    cdef int has_buf = (cqe.flags & IORING_CQE_F_BUFFER) != 0
+    cdef unsigned bid = cqe.flags >> IORING_CQE_BUFFER_SHIFT
+    cdef unsigned char* buf
+    cdef io_uring_recvmsg_out* out
+    cdef Pkt p
+    cdef int kept = 0
+    if not (cqe.flags & IORING_CQE_F_MORE) and s != NULL:
+        # this receive has ended (cancelled, out of buffers, error): re-arm or finish closing
+        s.leg[li].ep[kind].armed = 0
+        if s.state == S_ACTIVE:
+            uring_arm(c, slot, li, kind)
+        elif s.state == S_CLOSING:
+            live = 0
+            for k in range(4):
+                live += s.leg[k >> 1].ep[k & 1].armed
+            if live == 0:
+                finish_close(c, slot)
+                s = NULL
+    if cqe.res < 0 or not has_buf:
+        if has_buf:
+            mss_uring_buf_give(&c.ring, bid)
+        return
+    if s == NULL or s.state != S_ACTIVE:
+        mss_uring_buf_give(&c.ring, bid)
+        return
+    buf = mss_uring_buf(&c.ring, bid)
+    out = <io_uring_recvmsg_out*>buf
+    p.leg = &s.leg[li]
+    if (out.flags & MSG_TRUNC) or out.namelen < sizeof(sockaddr_in) or out.payloadlen > RX_BUF:
+        p.leg.ctr[DROP_MALFORMED] += 1
+        mss_uring_buf_give(&c.ring, bid)
+        return
+    p.core = c
+    p.s = s
+    p.peer = &s.leg[1 - li]
+    p.slot = slot
+    p.li = li
+    p.kind = kind
+    p.rtcp = 0
+    p.src = <const sockaddr_in*>(buf + sizeof(io_uring_recvmsg_out))
+    p.data = buf + sizeof(io_uring_recvmsg_out) + c.recv_tmpl.msg_namelen
+    p.length = out.payloadlen
+    p.bid = <int32_t>bid
+    kept = handle_packet(&p, now)
+    if not kept:
+        mss_uring_buf_give(&c.ring, bid)
+
+
+cdef void uring_drain(Core* c, uint64_t now) noexcept nogil:
+    cdef unsigned n, i
+    cdef io_uring_cqe* cqe
+    cdef uint32_t op
+    cdef uint64_t junk
+    n = mss_uring_cq_ready(&c.ring)
+    while n:
+        for i in range(n):
+            cqe = mss_uring_cqe_at(&c.ring, i)
+            op = ud_op(cqe.user_data)
+            if op == OP_RECV:
+                uring_on_recv(c, cqe, now)
+            elif op == OP_SEND:
+                if cqe.res < 0:
+                    send_failed(c, cqe.user_data)
+            elif op == OP_WAKE:
+                read(c.efd, &junk, 8)
+                if not (cqe.flags & IORING_CQE_F_MORE):
+                    uring_arm_wake(c)
+        mss_uring_cq_advance(&c.ring, n)
+        n = mss_uring_cq_ready(&c.ring)
+
+
+cdef void uring_arm_wake(Core* c) noexcept nogil:
+    cdef io_uring_sqe* sqe = uring_sqe(c)
+    if sqe != NULL:
+        mss_uring_prep_poll_wake(sqe, c.efd, make_ud(OP_WAKE, 0, 0, 0, 0, 0, 0))
+
+
+cdef int uring_setup(Core* c) noexcept nogil:
+    cdef int err = mss_uring_init(&c.ring, URING_SQ, URING_CQ)
+    if err < 0:
+        return err
+    err = mss_uring_setup_buffers(&c.ring, URING_BUFS, RX_BUF)
+    if err < 0:
+        mss_uring_exit(&c.ring)
+        return err
+    memset(&c.recv_tmpl, 0, sizeof(msghdr))
+    c.recv_tmpl.msg_namelen = sizeof(sockaddr_in)
+    return 0
+
+
+cdef void uring_wait(Core* c, long long timeout) noexcept nogil:
+    """Submit what is queued and sleep until a completion arrives (or the timer is due)."""
+    cdef int ret = mss_uring_enter(&c.ring, 1 if timeout != 0 else 0, timeout, 0)
+    if ret < 0 and ret != -ETIME and ret != -EINTR and ret != -EBUSY and ret != -EAGAIN:
+        c.loop_errors += 1
+    c.wakeups += 1
+    uring_flush(c)
+
+cdef void uring_shutdown(Core* c) noexcept nogil:
+    """Cancel every receive and wait (bounded) for the kernel to end them, so the ports are free
+    when close() returns. Called with the lock held; the lock is kept."""
+    cdef uint32_t slot
+    cdef uint64_t deadline = mono_ns() + <uint64_t>SHUTDOWN_MS * 1000000
+    cdef int live = 0, li, k
+    cdef Session* s
+    for slot in range(c.capacity):
+        s = &c.sessions[slot]
+        if s.state == S_OPENING or s.state == S_ACTIVE:
+            s.state = S_CLOSING
+            c.n_closing += 1
+            if not s.queued_disarm:
+                s.queued_disarm = 1
+                c.disarm_q[c.n_disarm] = slot
+                c.n_disarm += 1
+    c.n_arm = 0
+    uring_commands(c)
+    while mono_ns() < deadline:
+        live = 0
+        for slot in range(c.capacity):
+            s = &c.sessions[slot]
+            if s.state == S_CLOSING:
+                for li in range(2):
+                    for k in range(2):
+                        live += s.leg[li].ep[k].armed
+        if live == 0:
+            break
+        mss_uring_enter(&c.ring, 1, 10000000, 0)
+        uring_recycle(c)
+        uring_drain(c, mono_ns())
+        mss_uring_buf_publish(&c.ring)
+
+
+cdef void uring_loop(Core* c) noexcept nogil:
+    cdef long long timeout
+    cdef uint64_t now
+    pthread_mutex_lock(&c.mu)
+    uring_arm_wake(c)
+    while True:
+        timeout = next_timeout_ns(c, mono_ns())
+        pthread_mutex_unlock(&c.mu)
+        uring_wait(c, timeout)
+        now = mono_ns()
+        pthread_mutex_lock(&c.mu)
+        c.now = now
+        if c.stop:
+            break
+        uring_commands(c)
+        uring_drain(c, now)
+        run_timers(c, now)
+        mss_uring_buf_publish(&c.ring)
+        uring_flush(c)                          # the batch's sends leave now, not after the gather
+        gather(c, now)
+    uring_shutdown(c)
+    pthread_mutex_unlock(&c.mu)
+
+# ---------------------------------------------------------------------------------------------
+# epoll back end
+# ---------------------------------------------------------------------------------------------
+
+cdef void epoll_flush(Core* c) noexcept nogil:
+    """sendmmsg each run of sends that leave by the same socket; failures become send drops."""
+    cdef uint32_t i = 0, j, k
+    cdef int sent
+    while i < c.n_out:
+        j = i + 1
+        while j < c.n_out and c.out_fd[j] == c.out_fd[i]:
+            j += 1
+        while i < j:
+            sent = sendmmsg(c.out_fd[i], &c.out_mm[i], j - i, MSG_DONTWAIT)
+            if sent < 0:
+                if errno == EINTR:
+                    continue
+                send_failed(c, c.out_ud[i])     # this one failed; try the rest
+                i += 1
+            else:
+                i += <uint32_t>sent
+                if i < j and sent == 0:
+                    send_failed(c, c.out_ud[i])
+                    i += 1
+        i = j
+    c.n_out = 0
+    c.n_scratch = 0
+
+
+cdef void epoll_read(Core* c, uint64_t ud, uint64_t now) noexcept nogil:
+    cdef Session* s = session_of(c, ud)
+    cdef int li = ud_leg(ud), kind = ud_kind(ud), n, i
+    cdef Pkt p
+    if s == NULL or s.state != S_ACTIVE:
+        return
+    n = recvmmsg(s.leg[li].ep[kind].fd, c.rx_msgs, RX_BATCH, MSG_DONTWAIT, NULL)
+    if n <= 0:
+        return
+    p.core = c
+    p.s = s
+    p.leg = &s.leg[li]
+    p.peer = &s.leg[1 - li]
+    p.slot = ud_slot(ud)
+    p.li = li
+    p.kind = kind
+    p.bid = -1
+    for i in range(n):
+        if c.rx_msgs[i].msg_hdr.msg_flags & MSG_TRUNC:
+            p.leg.ctr[DROP_MALFORMED] += 1
+            continue
+        p.rtcp = 0
+        p.data = c.rx_bufs + <size_t>i * RX_BUF
+        p.length = c.rx_msgs[i].msg_len
+        p.src = &c.rx_names[i]
+        handle_packet(&p, now)
+    epoll_flush(c)
+    for i in range(n):                              # recvmmsg writes these back
+        c.rx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+        c.rx_msgs[i].msg_hdr.msg_flags = 0
+
+
+cdef int epoll_setup(Core* c) noexcept nogil:
+    cdef epoll_event ev
+    cdef int i
+    c.epfd = epoll_create1(EPOLL_CLOEXEC)
+    if c.epfd < 0:
+        return -errno
+    c.events = <epoll_event*>calloc(EPOLL_EVENTS, sizeof(epoll_event))
+    c.rx_msgs = <mmsghdr*>calloc(RX_BATCH, sizeof(mmsghdr))
+    c.rx_iov = <iovec*>calloc(RX_BATCH, sizeof(iovec))
+    c.rx_names = <sockaddr_in*>calloc(RX_BATCH, sizeof(sockaddr_in))
+    c.rx_bufs = <unsigned char*>malloc(<size_t>RX_BATCH * RX_BUF)
+    if c.events == NULL or c.rx_msgs == NULL or c.rx_iov == NULL or c.rx_names == NULL \
+            or c.rx_bufs == NULL:
+        return -12
+    for i in range(RX_BATCH):
+        c.rx_iov[i].iov_base = c.rx_bufs + <size_t>i * RX_BUF
+        c.rx_iov[i].iov_len = RX_BUF
+        c.rx_msgs[i].msg_hdr.msg_name = &c.rx_names[i]
+        c.rx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+        c.rx_msgs[i].msg_hdr.msg_iov = &c.rx_iov[i]
+        c.rx_msgs[i].msg_hdr.msg_iovlen = 1
+    ev.events = EPOLLIN
+    ev.data.u64 = make_ud(OP_WAKE, 0, 0, 0, 0, 0, 0)
+    if epoll_ctl(c.epfd, EPOLL_CTL_ADD, c.efd, &ev) < 0:
+        return -errno
+    return 0
+
+
+cdef void epoll_loop(Core* c) noexcept nogil:
+    cdef long long timeout
+    cdef int n, i, ms
+    cdef uint64_t now, ud, junk
+    pthread_mutex_lock(&c.mu)
+    while True:
+        timeout = next_timeout_ns(c, mono_ns())
+        pthread_mutex_unlock(&c.mu)
+        ms = -1 if timeout < 0 else <int>((timeout + 999999) // 1000000)
+        n = epoll_wait(c.epfd, c.events, EPOLL_EVENTS, ms)
+        now = mono_ns()
+        c.wakeups += 1
+        pthread_mutex_lock(&c.mu)
+        c.now = now
+        if c.stop:
+            break
+        for i in range(n if n > 0 else 0):
+            ud = c.events[i].data.u64
+            if ud_op(ud) == OP_WAKE:
+                read(c.efd, &junk, 8)
+            else:
+                epoll_read(c, ud, now)
+        run_timers(c, now)
+        epoll_flush(c)
+        gather(c, now)
+    pthread_mutex_unlock(&c.mu)
+
+
+cdef void flush_sends(Core* c) noexcept nogil:
+    if c.backend == BACKEND_URING:
+        uring_flush(c)
+    else:
+        epoll_flush(c)
+
+# ---------------------------------------------------------------------------------------------
+# The thread
+# ---------------------------------------------------------------------------------------------
+
+cdef void* loop_main(void* arg) noexcept nogil:
+    cdef Core* c = <Core*>arg
+    cdef sigset_t all_signals
+    cdef int err = -ENOSYS
+    sigfillset(&all_signals)
+    pthread_sigmask(SIG_BLOCK, &all_signals, NULL)   # signals belong to the Python main thread
+    prctl(PR_SET_NAME, <unsigned long><uintptr_t>THREAD_NAME, 0, 0, 0)
+    prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)           # wake-ups within 1 µs of the gather time
+    if c.want_backend != BACKEND_EPOLL:
+        err = uring_setup(c)
+        if err == 0:
+            c.backend = BACKEND_URING
+    if c.backend == 0 and c.want_backend != BACKEND_URING:
+        err = epoll_setup(c)
+        if err == 0:
+            c.backend = BACKEND_EPOLL
+    pthread_mutex_lock(&c.mu)
+    c.ready = 1
+    c.start_err = err if c.backend == 0 else 0
+    pthread_cond_broadcast(&c.cv)
+    pthread_mutex_unlock(&c.mu)
+    if c.backend == BACKEND_URING:
+        uring_loop(c)
+    elif c.backend == BACKEND_EPOLL:
+        epoll_loop(c)
+    return NULL
+
+
+cdef void core_free(Core* c) noexcept nogil:
+    cdef uint32_t slot
+    if c.thread_running:
+        pthread_mutex_lock(&c.mu)
+        c.stop = 1
+        pthread_mutex_unlock(&c.mu)
+        wake_loop(c)
+        pthread_join(c.thread, NULL)
+        c.thread_running = 0
+    if c.sessions != NULL:
+        for slot in range(c.capacity):
+            if c.sessions[slot].state != S_FREE:
+                finish_close(c, slot)
+    if c.backend == BACKEND_URING:
+        mss_uring_exit(&c.ring)             # ends every request still in flight
+    if c.epfd >= 0:
+        close(c.epfd)
+    if c.efd >= 0:
+        close(c.efd)
+    free(c.sessions)
+    free(c.arm_q)
+    free(c.disarm_q)
+    free(c.heap)
+    free(c.out_mm)
+    free(c.out_iov)
+    free(c.out_dst)
+    free(c.out_fd)
+    free(c.out_bid)
+    free(c.out_ud)
+    free(c.scratch)
+    free(c.events)
+    free(c.rx_msgs)
+    free(c.rx_iov)
+    free(c.rx_names)
+    free(c.rx_bufs)
+    pthread_cond_destroy(&c.cv)
+    pthread_mutex_destroy(&c.mu)
+    free(c)
+
+# ---------------------------------------------------------------------------------------------
+# The Python surface
+# ---------------------------------------------------------------------------------------------
+
+def _os_error(int err, str what):
+    return OSError(err, f"{what}: {strerror(err).decode()}")
+
+
+cdef class Engine:
+    """The packet loop and its sessions; see ``_rtp.pyi`` for the documented surface."""
+
+    cdef Core* c
+    cdef object _counters
+    cdef uint64_t[:, :, ::1] _view
+
+    def __cinit__(self, str host, int capacity, str backend, int gather_us, object counters):
+        cdef Core* c
+        cdef int err = 0
+        cdef bytes packed
+        cdef uint32_t slot
+        cdef int k
+        if capacity < 1 or capacity > MAX_SLOTS:
+            raise ValueError(f"capacity must be 1..{MAX_SLOTS}")
+        if backend not in ("auto", "io_uring", "epoll"):
+            raise ValueError("backend must be 'auto', 'io_uring' or 'epoll'")
+        if gather_us < 0 or gather_us > 100000:
+            raise ValueError("gather_us must be 0..100000")
+        import socket as _socket
+        try:
+            packed = _socket.inet_pton(_socket.AF_INET, host)
+        except OSError:
+            raise ValueError(f"not an IPv4 address: {host!r}") from None
+        self._counters = counters
+        self._view = counters
+        if self._view.shape[0] < capacity or self._view.shape[1] != 2 \
+                or self._view.shape[2] != N_FIELDS:
+            raise ValueError("counters must be uint64 of shape (capacity, 2, N_FIELDS)")
+        c = <Core*>calloc(1, sizeof(Core))
+        if c == NULL:
+            raise MemoryError()
+        self.c = c
+        c.efd = -1
+        c.epfd = -1
+        c.ring.fd = -1
+        pthread_mutex_init(&c.mu, NULL)
+        pthread_cond_init(&c.cv, NULL)
+        memcpy(&c.host, <const char*>packed, 4)
+        c.capacity = <uint32_t>capacity
+        c.counters = &self._view[0, 0, 0]
+        c.gather_ns = <uint64_t>gather_us * 1000
+        c.want_backend = BACKEND_URING if backend == "io_uring" else (
+            BACKEND_EPOLL if backend == "epoll" else 0)
+        c.sessions = <Session*>calloc(capacity, sizeof(Session))
+        c.arm_q = <uint32_t*>calloc(capacity, sizeof(uint32_t))
+        c.disarm_q = <uint32_t*>calloc(capacity, sizeof(uint32_t))
+        c.heap_cap = 64
+        c.heap = <Timer*>calloc(c.heap_cap, sizeof(Timer))
+        c.out_mm = <mmsghdr*>calloc(OUT_CAP, sizeof(mmsghdr))
+        c.out_iov = <iovec*>calloc(OUT_CAP, sizeof(iovec))
+        c.out_dst = <sockaddr_in*>calloc(OUT_CAP, sizeof(sockaddr_in))
+        c.out_fd = <int*>calloc(OUT_CAP, sizeof(int))
+        c.out_bid = <int32_t*>calloc(OUT_CAP, sizeof(int32_t))
+        c.out_ud = <uint64_t*>calloc(OUT_CAP, sizeof(uint64_t))
+        c.scratch = <unsigned char*>malloc(<size_t>PLAY_SCRATCH * (12 + MAX_FRAME))
+        if (c.sessions == NULL or c.arm_q == NULL or c.disarm_q == NULL or c.heap == NULL
+                or c.out_mm == NULL or c.out_iov == NULL or c.out_dst == NULL or c.out_fd == NULL
+                or c.out_bid == NULL or c.out_ud == NULL or c.scratch == NULL):
+            raise MemoryError()
+        for slot in range(c.capacity):
+            for k in range(4):
+                c.sessions[slot].leg[k >> 1].ep[k & 1].fd = -1
+        c.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        if c.efd < 0:
+            raise _os_error(errno, "eventfd")
+        with nogil:
+            err = pthread_create(&c.thread, NULL, loop_main, c)
+            if err == 0:
+                c.thread_running = 1
+                pthread_mutex_lock(&c.mu)
+                while not c.ready:
+                    pthread_cond_wait(&c.cv, &c.mu)
+                err = c.start_err
+                pthread_mutex_unlock(&c.mu)
+        if err:
+            if err < 0:
+                err = -err
+            raise _os_error(err, f"relay back end {backend}")
+
+    def __dealloc__(self):
+        if self.c != NULL:
+            with nogil:
+                core_free(self.c)
+            self.c = NULL
+
+    cdef Core* _core(self) except NULL:
+        if self.c == NULL:
+            raise RuntimeError("the relay is closed")
+        return self.c
+
+    cdef Session* _session(self, int slot) except NULL:
+        cdef Core* c = self._core()
+        if slot < 0 or <uint32_t>slot >= c.capacity:
+            raise ValueError(f"no such slot: {slot}")
+        if c.sessions[slot].state == S_FREE:
+            raise ValueError(f"slot {slot} is not attached")
+        return &c.sessions[slot]
+
+    @property
+    def backend(self):
+        cdef Core* c = self._core()
+        return "io_uring" if c.backend == BACKEND_URING else "epoll"
+
+    @property
+    def wakeups(self):
+        return self._core().wakeups
+
+    @property
+    def loop_errors(self):
+        return self._core().loop_errors
+
+    def bind_pair(self, int port):
+        cdef Core* c = self._core()
+        cdef int fds[2]
+        cdef int k, err = 0
+        cdef sockaddr_in addr
+        if port < 1 or port > 65534 or port % 2:
+            raise ValueError(f"RTP port must be even and below 65535: {port}")
+        fds[0] = -1
+        fds[1] = -1
+        with nogil:
+            for k in range(2):
+                fds[k] = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
+                if fds[k] < 0:
+                    err = errno
+                    break
+                memset(&addr, 0, sizeof(addr))
+                addr.sin_family = AF_INET
+                addr.sin_port = htons(<uint16_t>(port + k))
+                addr.sin_addr.s_addr = c.host
+                if bind(fds[k], <sockaddr*>&addr, sizeof(addr)) < 0:
+                    err = errno
+                    break
+            if err:
+                for k in range(2):
+                    if fds[k] >= 0:
+                        close(fds[k])
+        if err:
+            raise _os_error(err, f"bind port {port + k}")
+        return fds[0], fds[1]
+
+    def close_fd(self, int fd):
+        if fd >= 0:
+            with nogil:
+                close(fd)
+
+    def attach(self, int slot, int a_rtp, int a_rtcp, int b_rtp, int b_rtcp,
+               bint a_to_b, bint b_to_a):
+        cdef Core* c = self._core()
+        cdef Session* s
+        cdef int fds[4]
+        cdef int li, k, i, err = 0
+        cdef epoll_event ev
+        if slot < 0 or <uint32_t>slot >= c.capacity:
+            raise ValueError(f"no such slot: {slot}")
+        fds[0] = a_rtp
+        fds[1] = a_rtcp
+        fds[2] = b_rtp
+        fds[3] = b_rtcp
+        with nogil:
+            pthread_mutex_lock(&c.mu)
+            s = &c.sessions[slot]
+            if s.state != S_FREE:
+                err = -1
+                for i in range(4):
+                    close(fds[i])
+            else:
+                memset(&c.counters[<size_t>slot * 2 * N_FIELDS], 0,
+                       sizeof(uint64_t) * 2 * N_FIELDS)
+                for li in range(2):
+                    memset(&s.leg[li], 0, sizeof(Leg))
+                    s.leg[li].ctr = &c.counters[(<size_t>slot * 2 + li) * N_FIELDS]
+                    for i in range(128):
+                        s.leg[li].pt_map[i] = <uint8_t>i
+                    for k in range(2):
+                        s.leg[li].ep[k].fd = fds[li * 2 + k]
+                s.leg[0].forward = a_to_b
+                s.leg[1].forward = b_to_a
+                if c.backend == BACKEND_URING:
+                    s.state = S_OPENING
+                    s.queued_arm = 1
+                    c.arm_q[c.n_arm] = <uint32_t>slot
+                    c.n_arm += 1
+                else:
+                    s.state = S_ACTIVE
+                    for i in range(4):
+                        ev.events = EPOLLIN
+                        ev.data.u64 = make_ud(OP_RECV, <uint32_t>slot, s.gen, i >> 1, i & 1, 0, 0)
+                        if epoll_ctl(c.epfd, EPOLL_CTL_ADD, fds[i], &ev) < 0:
+                            err = errno
+                        s.leg[i >> 1].ep[i & 1].armed = 1
+            pthread_mutex_unlock(&c.mu)
+            if err == 0 and c.backend == BACKEND_URING:
+                wake_loop(c)
+        if err == -1:
+            raise ValueError(f"slot {slot} is in use")
+        if err:
+            self.detach(slot)
+            raise _os_error(err, "epoll_ctl")
+
+    def detach(self, int slot):
+        cdef Core* c = self._core()
+        cdef Session* s
+        if slot < 0 or <uint32_t>slot >= c.capacity:
+            raise ValueError(f"no such slot: {slot}")
+        with nogil:
+            pthread_mutex_lock(&c.mu)
+            s = &c.sessions[slot]
+            if s.state != S_FREE:
+                if c.backend == BACKEND_URING and c.thread_running and not c.stop:
+                    if s.state != S_CLOSING:
+                        c.n_closing += 1
+                    s.state = S_CLOSING
+                    if not s.queued_disarm:
+                        s.queued_disarm = 1
+                        c.disarm_q[c.n_disarm] = <uint32_t>slot
+                        c.n_disarm += 1
+                    wake_loop(c)
+                    while s.state != S_FREE:
+                        pthread_cond_wait(&c.cv, &c.mu)
+                else:
+                    finish_close(c, slot)
+            pthread_mutex_unlock(&c.mu)
+
+    def set_remote(self, int slot, int leg, int kind, uint32_t ip, int port, bint pinned):
+        cdef Core* c = self._core()
+        cdef Session* s = self._session(slot)
+        cdef Endpoint* ep
+        if leg not in (0, 1) or kind not in (0, 1) or port < 1 or port > 65535:
+            raise ValueError("bad leg, kind or port")
+        with nogil:
+            pthread_mutex_lock(&c.mu)
+            ep = &s.leg[leg].ep[kind]
+            if kind == KIND_RTCP:
+                s.leg[leg].rtcp_pinned = pinned
+            if not (ep.state == EP_LATCHED and ep.dest.sin_addr.s_addr == htonl(ip)
+                    and ep.dest.sin_port == htons(<uint16_t>port)):
+                ep.dest.sin_family = AF_INET
+                ep.dest.sin_addr.s_addr = htonl(ip)
+                ep.dest.sin_port = htons(<uint16_t>port)
+                ep.state = EP_EXPECTED
+            pthread_mutex_unlock(&c.mu)
+
+    def relatch(self, int slot, int leg):
+        cdef Core* c = self._core()
+        cdef Session* s = self._session(slot)
+        cdef int k
+        if leg not in (0, 1):
+            raise ValueError("bad leg")
+        with nogil:
+            pthread_mutex_lock(&c.mu)
+            for k in range(2):
+                if s.leg[leg].ep[k].state == EP_LATCHED:
+                    s.leg[leg].ep[k].state = EP_EXPECTED
+            pthread_mutex_unlock(&c.mu)
+
+    def set_forwarding(self, int slot, bint a_to_b, bint b_to_a):
+        cdef Core* c = self._core()
+        cdef Session* s = self._session(slot)
+        with nogil:
+            pthread_mutex_lock(&c.mu)
+            s.leg[0].forward = a_to_b
+            s.leg[1].forward = b_to_a
+            pthread_mutex_unlock(&c.mu)
+
+    def set_pt_map(self, int slot, int leg, bytes table):
+        cdef Core* c = self._core()
+        cdef Session* s = self._session(slot)
+        cdef const unsigned char* t = table
+        cdef int i
+        if leg not in (0, 1) or len(table) != 128 or max(table) > 127:
+            raise ValueError("a payload-type map is 128 bytes of values 0..127")
+        with nogil:
+            pthread_mutex_lock(&c.mu)
+            for i in range(128):
+                s.leg[leg].pt_map[i] = t[i]
+            pthread_mutex_unlock(&c.mu)
+
+    def play(self, int slot, int leg, bytes frames, int frame_bytes, int payload_type,
+             int ptime_ms, int samples, uint32_t ssrc, int seq, uint32_t timestamp):
+        cdef Core* c = self._core()
+        cdef Session* s = self._session(slot)
+        cdef Play* pl
+        cdef Py_ssize_t n = len(frames)
+        cdef int err = 0
+        if leg not in (0, 1):
+            raise ValueError("bad leg")
+        if frame_bytes < 1 or frame_bytes > MAX_FRAME:
+            raise ValueError(f"frame_bytes must be 1..{MAX_FRAME}")
+        if n == 0 or n % frame_bytes:
+            raise ValueError("frames must be a whole, non-zero number of frame_bytes frames")
+        if payload_type < 0 or payload_type > 127:
+            raise ValueError("payload_type must be 0..127")
+        if ptime_ms < 1 or ptime_ms > 1000:
+            raise ValueError("ptime_ms must be 1..1000")
+        if samples < 0 or samples > 65535 or seq < 0 or seq > 65535:
+            raise ValueError("samples and seq must be 0..65535")
+        pl = <Play*>calloc(1, sizeof(Play))
+        if pl == NULL:
+            raise MemoryError()
+        pl.frames = <unsigned char*>malloc(n)
+        if pl.frames == NULL:
+            free(pl)
+            raise MemoryError()
+        memcpy(pl.frames, <const char*>frames, n)
+        pl.frame_bytes = <uint32_t>frame_bytes
+        pl.nframes = <uint32_t>(n // frame_bytes)
+        pl.pt = <uint8_t>payload_type
+        pl.marker = 1
+        pl.ssrc = ssrc
+        pl.seq = <uint16_t>seq
+        pl.timestamp = timestamp
+        pl.samples = <uint32_t>samples
+        pl.period_ns = <uint64_t>ptime_ms * 1000000
+        with nogil:
+            pthread_mutex_lock(&c.mu)
+            free_play(&s.leg[leg])
+            s.leg[leg].play_serial += 1
+            pl.serial = s.leg[leg].play_serial
+            if heap_push(c, mono_ns(), <uint32_t>slot, s.gen, leg, pl.serial) < 0:
+                err = 1
+                free(pl.frames)
+                free(pl)
+            else:
+                s.leg[leg].play = pl
+            pthread_mutex_unlock(&c.mu)
+            wake_loop(c)
+        if err:
+            raise MemoryError()
+
+    def stop_play(self, int slot, int leg):
+        cdef Core* c = self._core()
+        cdef Session* s = self._session(slot)
+        if leg not in (0, 1):
+            raise ValueError("bad leg")
+        with nogil:
+            pthread_mutex_lock(&c.mu)
+            free_play(&s.leg[leg])
+            pthread_mutex_unlock(&c.mu)
+
+    def playing(self, int slot, int leg):
+        cdef Session* s = self._session(slot)
+        return s.leg[leg & 1].play != NULL
+
+    def snapshot(self, int slot, object out):
+        """Copy the slot's counters (2 x N_FIELDS uint64) into ``out`` under the lock."""
+        cdef Core* c = self._core()
+        cdef uint64_t[:, ::1] dst = out
+        cdef uint64_t* d = &dst[0, 0]
+        if slot < 0 or <uint32_t>slot >= c.capacity or dst.shape[0] != 2 \
+                or dst.shape[1] != N_FIELDS:
+            raise ValueError("bad slot or output shape")
+        with nogil:
+            pthread_mutex_lock(&c.mu)
+            memcpy(d, &c.counters[<size_t>slot * 2 * N_FIELDS], sizeof(uint64_t) * 2 * N_FIELDS)
+            pthread_mutex_unlock(&c.mu)
+
+    def remote(self, int slot, int leg, int kind):
+        """``(ip, port, latched)`` of where the leg's socket of ``kind`` sends, or None."""
+        cdef Core* c = self._core()
+        cdef Session* s = self._session(slot)
+        cdef Endpoint ep
+        with nogil:
+            pthread_mutex_lock(&c.mu)
+            ep = s.leg[leg & 1].ep[kind & 1]
+            pthread_mutex_unlock(&c.mu)
+        if ep.state == EP_NONE:
+            return None
+        return ntohl(ep.dest.sin_addr.s_addr), ntohs(ep.dest.sin_port), ep.state == EP_LATCHED
+
+    def close(self):
+        if self.c != NULL:
+            with nogil:
+                core_free(self.c)
+            self.c = NULL

@@ -1,0 +1,97 @@
+"""Typed surface of the relay's data plane (``mss/_rtp.pyx``); ``mss.relay`` is its only user.
+
+Legs are 0 (a) and 1 (b); kinds are 0 (RTP) and 1 (RTCP). IPv4 addresses are host-order ints.
+Every method takes the packet loop's mutex with the GIL released.
+"""
+
+
+import numpy as np
+import numpy.typing as npt
+
+#: Counter names, in the order of the counters array's last axis.
+FIELDS: tuple[str, ...]
+
+class Engine:
+    """One native packet-loop thread and a fixed table of ``capacity`` session slots.
+
+    ``counters`` is a C-contiguous ``uint64`` array of shape ``(capacity, 2, len(FIELDS))`` that
+    the loop writes into; the caller keeps it and may read it at any time. ``backend`` is
+    ``"auto"``, ``"io_uring"`` or ``"epoll"``; ``gather_us`` (0..100000) is how long a busy loop
+    lets work gather before it wakes. The constructor starts the thread and raises ``OSError``
+    when the requested back end cannot start, ``ValueError`` for bad arguments.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        capacity: int,
+        backend: str,
+        gather_us: int,
+        counters: npt.NDArray[np.uint64],
+    ) -> None: ...
+    @property
+    def backend(self) -> str:
+        """``"io_uring"`` or ``"epoll"``: the I/O the loop runs on."""
+    @property
+    def wakeups(self) -> int:
+        """Times the loop has woken up."""
+    @property
+    def loop_errors(self) -> int:
+        """Unexpected system-call failures in the loop (0 in a healthy relay)."""
+    def bind_pair(self, port: int) -> tuple[int, int]:
+        """Bind UDP sockets on ``host:port`` and ``host:port+1``; returns their fds.
+
+        Raises ``OSError`` (with the errno of the failing bind) and leaves nothing open.
+        """
+    def close_fd(self, fd: int) -> None:
+        """Close an fd from :meth:`bind_pair` that was not attached."""
+    def attach(
+        self,
+        slot: int,
+        a_rtp: int,
+        a_rtcp: int,
+        b_rtp: int,
+        b_rtcp: int,
+        a_to_b: bool,
+        b_to_a: bool,
+    ) -> None:
+        """Make ``slot`` a session over these four fds (the engine owns them from now on)."""
+    def detach(self, slot: int) -> None:
+        """End ``slot``'s session; returns once its sockets are closed."""
+    def set_remote(
+        self, slot: int, leg: int, kind: int, ip: int, port: int, pinned: bool
+    ) -> None:
+        """Set where ``leg`` sends ``kind`` until a packet latches it (no-op if latched there).
+
+        ``pinned`` (RTCP only) keeps the RTCP remote from being derived from the RTP source.
+        """
+    def relatch(self, slot: int, leg: int) -> None:
+        """Accept and latch the next source of ``leg``'s RTP and RTCP."""
+    def set_forwarding(self, slot: int, a_to_b: bool, b_to_a: bool) -> None:
+        """Forward leg a's packets to leg b, and leg b's to leg a."""
+    def set_pt_map(self, slot: int, leg: int, table: bytes) -> None:
+        """Payload-type map (128 bytes) for RTP received on ``leg`` and forwarded."""
+    def play(
+        self,
+        slot: int,
+        leg: int,
+        frames: bytes,
+        frame_bytes: int,
+        payload_type: int,
+        ptime_ms: int,
+        samples: int,
+        ssrc: int,
+        seq: int,
+        timestamp: int,
+    ) -> None:
+        """Loop ``frames`` into ``leg`` as RTP every ``ptime_ms`` until :meth:`stop_play`."""
+    def stop_play(self, slot: int, leg: int) -> None:
+        """Stop playing into ``leg``."""
+    def playing(self, slot: int, leg: int) -> bool:
+        """True while frames are played into ``leg``."""
+    def snapshot(self, slot: int, out: npt.NDArray[np.uint64]) -> None:
+        """Copy ``slot``'s counters into ``out`` (shape ``(2, len(FIELDS))``) under the mutex."""
+    def remote(self, slot: int, leg: int, kind: int) -> tuple[int, int, bool] | None:
+        """``(ip, port, latched)`` where ``leg`` sends ``kind`` now, or None."""
+    def close(self) -> None:
+        """Stop and join the thread, close every socket, free the memory. Idempotent."""

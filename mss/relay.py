@@ -1,0 +1,567 @@
+"""The media relay's control surface: Python decides, ``mss._rtp`` forwards.
+
+A :class:`Relay` owns one native packet loop (started by the constructor) and a range of UDP ports.
+Each :class:`RelaySession` holds two legs, ``a`` and ``b``; a leg is an even RTP port and the RTCP
+port above it. What a leg receives is forwarded out of the other leg's socket of the same kind:
+
+- **latching** (symmetric RTP): a leg sends to the remote that signalling gave (:meth:`set_remote`)
+  until its first packet arrives, then to that packet's source, and from then on accepts only that
+  source. :meth:`relatch` learns the source again (signalling says the media moved);
+- **forwarding** per direction (:meth:`set_forwarding`, :meth:`bridge`, :meth:`unbridge`);
+- **payload-type rewrite** per direction (:meth:`set_pt_rewrite`): only the header's PT changes,
+  payload bytes leave exactly as they arrived;
+- **playing** frames into a leg (:meth:`play`, ringback): while a leg plays, nothing is forwarded
+  into it;
+- **statistics** (:meth:`stats`, :attr:`Relay.counters`): per leg packets and bytes in and out,
+  drops by reason, last receive time, SSRC, sequence gaps, jitter.
+
+Drop reasons (each a counter on the leg the packet arrived on, except ``send`` which is counted on
+the leg it was sent to):
+
+========== =========================================================================================
+short      too short to be RTP (12 bytes) or RTCP (8 bytes)
+malformed  not version 2, a header longer than the datagram, bad padding, an RTCP type outside
+           192-223, or larger than a receive buffer
+source     from another source than the latched one
+no_remote  nowhere to send it yet: the other leg has no remote (signalled or latched)
+disabled   forwarding is off in that direction, or the other leg is playing
+send       the kernel refused the send (socket buffer full, ...): dropped, never queued
+========== =========================================================================================
+
+Threading: every verb holds one lock (:attr:`Relay.lock` on the Python side, and the packet loop's
+own mutex on the C side); the packet loop never takes the GIL.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import secrets
+import threading
+from collections import deque
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from mss import _rtp
+from mss.errors import PortsExhausted, RelayError
+
+__all__ = [
+    "FIELDS",
+    "Drops",
+    "LegStats",
+    "PortAllocator",
+    "Relay",
+    "RelaySession",
+    "SessionStats",
+]
+
+LegName = Literal["a", "b"]
+
+#: Names of the counters on the last axis of :attr:`Relay.counters`.
+FIELDS: tuple[str, ...] = _rtp.FIELDS
+_F = {name: i for i, name in enumerate(FIELDS)}
+
+_LEGS: dict[str, int] = {"a": 0, "b": 1}
+
+#: Bind errors that mean "this port is taken": skip to the next pair.
+_PORT_TAKEN = frozenset({errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL})
+
+#: RTP clock of the payload types the jitter is computed for (PCMU, PCMA, G.729, ...).
+_CLOCK_RATE = 8000
+
+
+def _leg_index(leg: str) -> int:
+    try:
+        return _LEGS[leg]
+    except KeyError:
+        raise RelayError(f"leg must be 'a' or 'b', not {leg!r}") from None
+
+
+def _ipv4(host: str) -> int:
+    try:
+        return int(ipaddress.IPv4Address(host))
+    except ValueError:
+        raise RelayError(f"not an IPv4 address: {host!r}") from None
+
+
+class PortAllocator:
+    """Even RTP ports in ``[port_min, port_max]`` (RTCP = RTP + 1), least recently used first.
+
+    A freed pair goes to the back of the queue, so a port is reused as late as possible (stray
+    packets of an old call do not reach a new one). A pair that cannot be bound (another process
+    holds it) is put back at the end and the next one is tried.
+    """
+
+    def __init__(self, port_min: int, port_max: int) -> None:
+        if not 1 <= port_min <= port_max <= 65535:
+            raise RelayError(f"bad RTP port range {port_min}..{port_max}")
+        first = port_min + (port_min % 2)
+        self._free: deque[int] = deque(range(first, port_max, 2))
+        self._taken: set[int] = set()
+        if len(self._free) < 2:
+            raise RelayError(f"RTP port range {port_min}..{port_max} holds no two port pairs")
+        self.pairs = len(self._free)
+        """How many RTP/RTCP pairs the range holds."""
+
+    def take(self) -> int:
+        """The next free even port; raises :class:`PortsExhausted` when none is left."""
+        if not self._free:
+            raise PortsExhausted(f"all {self.pairs} RTP port pairs are in use")
+        port = self._free.popleft()
+        self._taken.add(port)
+        return port
+
+    def give(self, port: int) -> None:
+        """Return a pair taken with :meth:`take` (to the back of the queue)."""
+        self._taken.remove(port)
+        self._free.append(port)
+
+    @property
+    def free(self) -> int:
+        """Pairs not taken."""
+        return len(self._free)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Drops:
+    """Datagrams dropped, by reason (see the module docstring)."""
+
+    short: int
+    """Too short to be RTP or RTCP."""
+    malformed: int
+    """Not RTP/RTCP version 2, inconsistent header, or too large."""
+    source: int
+    """From a source other than the latched one."""
+    no_remote: int
+    """The other leg had no destination yet."""
+    disabled: int
+    """Forwarding off in that direction, or the other leg was playing."""
+    send: int
+    """The kernel refused the send (counted on the leg it was for)."""
+
+    @property
+    def total(self) -> int:
+        """All drops together."""
+        return (
+            self.short + self.malformed + self.source + self.no_remote + self.disabled + self.send
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LegStats:
+    """One leg's counters at the time of :meth:`RelaySession.stats`."""
+
+    rtp_packets_in: int
+    """RTP packets accepted from the leg's remote."""
+    rtp_bytes_in: int
+    """Their UDP payload bytes (RTP header included)."""
+    rtp_packets_out: int
+    """RTP packets sent to the leg's remote: forwarded from the other leg, and played."""
+    rtp_bytes_out: int
+    """Their UDP payload bytes."""
+    rtcp_packets_in: int
+    """RTCP packets accepted."""
+    rtcp_bytes_in: int
+    """Their bytes."""
+    rtcp_packets_out: int
+    """RTCP packets sent to the leg's remote."""
+    rtcp_bytes_out: int
+    """Their bytes."""
+    played_packets: int
+    """RTP packets played into the leg (part of ``rtp_packets_out``)."""
+    drops: Drops
+    """Drops by reason."""
+    last_rx: float | None
+    """``time.monotonic()`` of the last RTP packet accepted (to within the gather time), or None."""
+    last_rtcp_rx: float | None
+    """``time.monotonic()`` of the last RTCP packet accepted, or None."""
+    ssrc: int | None
+    """SSRC of the last RTP packet accepted, or None before the first."""
+    seq_gaps: int
+    """Sequence numbers skipped (lost or still to come) since the SSRC was first seen."""
+    jitter_ms: float
+    """RFC 3550 interarrival jitter, in milliseconds (8 kHz audio payload types only)."""
+    remote: tuple[str, int] | None
+    """Where the leg's RTP goes: the latched source, else the signalled remote, else None."""
+    latched: bool
+    """The RTP remote was learned from a packet (only that source is accepted)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionStats:
+    """Both legs' counters, read together."""
+
+    a: LegStats
+    """Leg a."""
+    b: LegStats
+    """Leg b."""
+
+    def leg(self, name: str) -> LegStats:
+        """The counters of leg ``"a"`` or ``"b"``."""
+        return self.a if _leg_index(name) == 0 else self.b
+
+
+def _seconds(ns: int) -> float | None:
+    return ns / 1e9 if ns else None
+
+
+def _leg_stats(row: npt.NDArray[np.uint64], remote: tuple[int, int, bool] | None) -> LegStats:
+    v = [int(x) for x in row]
+    return LegStats(
+        rtp_packets_in=v[_F["rtp_packets_in"]],
+        rtp_bytes_in=v[_F["rtp_bytes_in"]],
+        rtp_packets_out=v[_F["rtp_packets_out"]],
+        rtp_bytes_out=v[_F["rtp_bytes_out"]],
+        rtcp_packets_in=v[_F["rtcp_packets_in"]],
+        rtcp_bytes_in=v[_F["rtcp_bytes_in"]],
+        rtcp_packets_out=v[_F["rtcp_packets_out"]],
+        rtcp_bytes_out=v[_F["rtcp_bytes_out"]],
+        played_packets=v[_F["played_packets"]],
+        drops=Drops(
+            short=v[_F["drop_short"]],
+            malformed=v[_F["drop_malformed"]],
+            source=v[_F["drop_source"]],
+            no_remote=v[_F["drop_no_remote"]],
+            disabled=v[_F["drop_disabled"]],
+            send=v[_F["drop_send"]],
+        ),
+        last_rx=_seconds(v[_F["last_rx_ns"]]),
+        last_rtcp_rx=_seconds(v[_F["last_rtcp_rx_ns"]]),
+        ssrc=v[_F["ssrc"]] if v[_F["rtp_packets_in"]] else None,
+        seq_gaps=v[_F["seq_gaps"]],
+        jitter_ms=v[_F["jitter_q4"]] / 16 / _CLOCK_RATE * 1000,
+        remote=None if remote is None else (str(ipaddress.IPv4Address(remote[0])), remote[1]),
+        latched=remote is not None and remote[2],
+    )
+
+
+class RelaySession:
+    """Two legs bridged through the relay; made by :meth:`Relay.open_session`."""
+
+    __slots__ = ("_engine", "_relay", "_slot", "a_port", "b_port", "closed")
+
+    def __init__(self, relay: Relay, engine: _rtp.Engine, slot: int, a_port: int, b_port: int):
+        self._relay = relay
+        self._engine = engine
+        self._slot = slot
+        self.a_port = a_port
+        """Leg a's RTP port (even); its RTCP port is ``a_port + 1``."""
+        self.b_port = b_port
+        """Leg b's RTP port (even); its RTCP port is ``b_port + 1``."""
+        self.closed = False
+        """True once :meth:`close` has run."""
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<RelaySession a={self.a_port} b={self.b_port} {state}>"
+
+    @property
+    def slot(self) -> int:
+        """Row of this session in :attr:`Relay.counters`."""
+        return self._slot
+
+    def _check(self) -> None:
+        if self.closed:
+            raise RelayError(f"relay session {self.a_port}/{self.b_port} is closed")
+
+    def port(self, leg: LegName) -> int:
+        """The RTP port of ``leg``."""
+        return self.a_port if _leg_index(leg) == 0 else self.b_port
+
+    def set_remote(self, leg: LegName, host: str, port: int, rtcp_port: int | None = None) -> None:
+        """Send ``leg``'s media to ``host:port`` (RTCP to ``rtcp_port``, else ``port + 1``).
+
+        This is the remote from SDP: used until the leg's first packet arrives and latching learns
+        the real source. A different address on a latched leg means the media moved: the leg
+        latches again on its next packet. The same address leaves the leg as it is.
+        """
+        li = _leg_index(leg)
+        ip = _ipv4(host)
+        if not 1 <= port <= 65535 or not (rtcp_port is None or 1 <= rtcp_port <= 65535):
+            raise RelayError(f"bad remote port {port}/{rtcp_port}")
+        with self._relay.lock:
+            self._check()
+            self._engine.set_remote(self._slot, li, 0, ip, port, False)
+            rtcp = rtcp_port if rtcp_port is not None else min(port + 1, 65535)
+            self._engine.set_remote(self._slot, li, 1, ip, rtcp, rtcp_port is not None)
+
+    def relatch(self, leg: LegName) -> None:
+        """Learn ``leg``'s source again from its next RTP (and RTCP) packet."""
+        li = _leg_index(leg)
+        with self._relay.lock:
+            self._check()
+            self._engine.relatch(self._slot, li)
+
+    def set_forwarding(self, *, a_to_b: bool, b_to_a: bool) -> None:
+        """Forward (or not) what leg a receives to leg b, and what leg b receives to leg a."""
+        with self._relay.lock:
+            self._check()
+            self._engine.set_forwarding(self._slot, a_to_b, b_to_a)
+
+    def bridge(self) -> None:
+        """Forward both ways."""
+        self.set_forwarding(a_to_b=True, b_to_a=True)
+
+    def unbridge(self) -> None:
+        """Forward neither way (packets are still received, counted and dropped as ``disabled``)."""
+        self.set_forwarding(a_to_b=False, b_to_a=False)
+
+    def set_pt_rewrite(self, from_leg: LegName, mapping: dict[int, int]) -> None:
+        """Rewrite RTP payload types on packets received on ``from_leg`` and forwarded.
+
+        ``mapping`` replaces the previous one; types not in it pass unchanged; ``{}`` clears it.
+        """
+        li = _leg_index(from_leg)
+        table = bytearray(range(128))
+        for src, dst in mapping.items():
+            if not (0 <= src <= 127 and 0 <= dst <= 127):
+                raise RelayError(f"payload types are 0..127: {src} -> {dst}")
+            table[src] = dst
+        with self._relay.lock:
+            self._check()
+            self._engine.set_pt_map(self._slot, li, bytes(table))
+
+    def play(
+        self,
+        leg: LegName,
+        frames: bytes,
+        *,
+        frame_bytes: int,
+        payload_type: int,
+        ptime_ms: int = 20,
+        samples_per_frame: int = 160,
+    ) -> None:
+        """Send ``frames`` (``frame_bytes`` each) into ``leg`` as RTP, one every ``ptime_ms``, looping.
+
+        The stream has its own random SSRC, sequence number and timestamp (the timestamp grows by
+        ``samples_per_frame`` a frame); the first packet has the marker bit. It goes to the leg's
+        remote (signalled or latched) and lasts until :meth:`stop_play` or another :meth:`play`.
+        While it plays, nothing is forwarded into the leg.
+        """
+        li = _leg_index(leg)
+        try:
+            with self._relay.lock:
+                self._check()
+                self._engine.play(
+                    self._slot,
+                    li,
+                    bytes(frames),
+                    frame_bytes,
+                    payload_type,
+                    ptime_ms,
+                    samples_per_frame,
+                    secrets.randbits(32),
+                    secrets.randbits(16),
+                    secrets.randbits(32),
+                )
+        except ValueError as exc:
+            raise RelayError(str(exc)) from exc
+
+    def stop_play(self, leg: LegName) -> None:
+        """Stop playing into ``leg`` (forwarding into it resumes as set)."""
+        li = _leg_index(leg)
+        with self._relay.lock:
+            self._check()
+            self._engine.stop_play(self._slot, li)
+
+    def playing(self, leg: LegName) -> bool:
+        """True while frames are played into ``leg``."""
+        li = _leg_index(leg)
+        with self._relay.lock:
+            self._check()
+            return bool(self._engine.playing(self._slot, li))
+
+    def stats(self) -> SessionStats:
+        """A consistent snapshot of both legs' counters (a copy under the loop's lock)."""
+        out = np.empty((2, len(FIELDS)), dtype=np.uint64)
+        with self._relay.lock:
+            self._check()
+            self._engine.snapshot(self._slot, out)
+            ra = self._engine.remote(self._slot, 0, 0)
+            rb = self._engine.remote(self._slot, 1, 0)
+        return SessionStats(a=_leg_stats(out[0], ra), b=_leg_stats(out[1], rb))
+
+    def last_rx(self) -> float | None:
+        """``time.monotonic()`` of the last RTP packet received on either leg, or None."""
+        with self._relay.lock:
+            self._check()
+            row = self._relay.counters[self._slot, :, _F["last_rx_ns"]]
+            ns = int(row.max())
+        return _seconds(ns)
+
+    def close(self) -> None:
+        """Stop forwarding and playing, close the four sockets and free the ports. Idempotent."""
+        self._relay._close_session(self)
+
+    def __enter__(self) -> RelaySession:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Relay:
+    """The media relay: a native packet loop and the sessions it forwards for.
+
+    ``host`` is the IPv4 address every port is bound on; ``port_min..port_max`` the RTP/RTCP port
+    range (a session takes two even ports and the odd ones above them). ``backend`` picks the
+    packet loop's I/O: ``"io_uring"``, ``"epoll"``, or ``"auto"`` (io_uring when the kernel allows
+    it). ``gather_us`` is how long a busy loop lets work gather before it wakes (latency traded for
+    CPU; 0 wakes for every datagram).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port_min: int = 30000,
+        port_max: int = 40000,
+        *,
+        backend: str = "auto",
+        gather_us: int = 200,
+    ) -> None:
+        _ipv4(host)
+        self.host = host
+        """Address the ports are bound on."""
+        self.lock = threading.Lock()
+        """Held by every verb; the packet loop never takes it."""
+        self._ports = PortAllocator(port_min, port_max)
+        capacity = self._ports.pairs // 2
+        self._free_slots: list[int] = list(range(capacity - 1, -1, -1))
+        self._sessions: dict[int, RelaySession] = {}
+        self._counters: npt.NDArray[np.uint64] = np.zeros(
+            (capacity, 2, len(FIELDS)), dtype=np.uint64
+        )
+        view = self._counters.view()
+        view.flags.writeable = False
+        self.counters: npt.NDArray[np.uint64] = view
+        """Live counters, shape ``(capacity, 2, len(FIELDS))``: row ``session.slot``, leg 0 = a.
+
+        Read-only and written by the packet loop as packets pass: cheap to poll in bulk (for
+        example the ``last_rx_ns`` column for inactivity), each value whole but rows not a
+        snapshot. :meth:`RelaySession.stats` gives a consistent copy.
+        """
+        try:
+            self._engine: _rtp.Engine | None = _rtp.Engine(
+                host, capacity, backend, gather_us, self._counters
+            )
+        except (OSError, ValueError) as exc:
+            raise RelayError(f"cannot start the relay: {exc}") from exc
+
+    @property
+    def backend(self) -> str:
+        """The packet loop's I/O: ``"io_uring"`` or ``"epoll"``."""
+        return self._live().backend
+
+    @property
+    def session_count(self) -> int:
+        """Sessions open now."""
+        return len(self._sessions)
+
+    @property
+    def capacity(self) -> int:
+        """Sessions the port range can hold at most."""
+        return self._ports.pairs // 2
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run."""
+        return self._engine is None
+
+    def _live(self) -> _rtp.Engine:
+        if self._engine is None:
+            raise RelayError("the relay is closed")
+        return self._engine
+
+    def _bind_free_pair(self, engine: _rtp.Engine) -> tuple[int, int, int]:
+        """Take a pair and bind it; pairs held by someone else go back to the end of the queue."""
+        for _ in range(self._ports.free):
+            port = self._ports.take()
+            try:
+                rtp, rtcp = engine.bind_pair(port)
+            except OSError as exc:
+                self._ports.give(port)
+                if exc.errno in _PORT_TAKEN:
+                    continue
+                raise RelayError(f"cannot bind {self.host}:{port}: {exc.strerror}") from exc
+            return port, rtp, rtcp
+        raise PortsExhausted(
+            f"no free RTP port pair on {self.host} ({self._ports.pairs} pairs in the range)"
+        )
+
+    def open_session(self, *, bridged: bool = True) -> RelaySession:
+        """Open a session: two legs with their ports bound, receiving at once.
+
+        ``bridged`` forwards both ways from the start; otherwise nothing is forwarded until
+        :meth:`RelaySession.set_forwarding`. Raises :class:`PortsExhausted` when the range has no
+        two free pairs left.
+        """
+        with self.lock:
+            engine = self._live()
+            if not self._free_slots:
+                raise PortsExhausted(f"all {self.capacity} relay sessions are in use")
+            a_port, a_rtp, a_rtcp = self._bind_free_pair(engine)
+            try:
+                b_port, b_rtp, b_rtcp = self._bind_free_pair(engine)
+            except BaseException:
+                engine.close_fd(a_rtp)
+                engine.close_fd(a_rtcp)
+                self._ports.give(a_port)
+                raise
+            slot = self._free_slots.pop()
+            try:
+                engine.attach(slot, a_rtp, a_rtcp, b_rtp, b_rtcp, bridged, bridged)
+            except (OSError, ValueError) as exc:
+                self._free_slots.append(slot)
+                self._ports.give(a_port)
+                self._ports.give(b_port)
+                raise RelayError(f"cannot attach a session: {exc}") from exc
+            session = RelaySession(self, engine, slot, a_port, b_port)
+            self._sessions[slot] = session
+            return session
+
+    def _close_session(self, session: RelaySession) -> None:
+        with self.lock:
+            if session.closed:
+                return
+            session.closed = True
+            if self._engine is not None:
+                self._engine.detach(session.slot)
+                self._free_slots.append(session.slot)
+                self._ports.give(session.a_port)
+                self._ports.give(session.b_port)
+            del self._sessions[session.slot]
+
+    def close(self) -> None:
+        """Stop the packet loop and close every session's sockets. Idempotent."""
+        with self.lock:
+            engine, self._engine = self._engine, None
+            for session in self._sessions.values():
+                session.closed = True
+            self._sessions.clear()
+        if engine is not None:
+            engine.close()
+
+    def __enter__(self) -> Relay:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        engine = getattr(self, "_engine", None)
+        if engine is not None:
+            engine.close()
