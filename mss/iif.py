@@ -14,9 +14,11 @@ Rules kept here:
   malformed one refuses the message.
 * TCP framing: a message ends at LF; a CR before it is dropped. A buffered message that ends with ``;``
   is also complete after :data:`IDLE_COMPLETION` seconds without more bytes (for ASes that send no line
-  ends). UDP: one message per datagram.
+  ends), and any buffered message is complete when the peer ends the stream. UDP: one message per
+  datagram.
 * No message is longer than :data:`MAX_IIF_MESSAGE` bytes: a longer one is refused and discarded up to
-  its line end; a connection never buffers more than that.
+  its end (its line end, or a ``;`` followed by :data:`IDLE_COMPLETION` of silence); a connection never
+  buffers more than that.
 
 A refused message is reported by raising :class:`~mss.errors.IIFError` from
 :meth:`IIFConnection.next_event`; the error carries the id to put in ``ACK: id=...;code=fail;`` and
@@ -87,8 +89,14 @@ _NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
 # --- events ------------------------------------------------------------------------------------
 
 def _check_id(value: str) -> None:
-    if not _ID_RE.fullmatch(value):
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
         raise LocalProtocolError(f"invalid IIF id {value!r}")
+
+
+def _check_count(name: str, value: int, low: int) -> None:
+    """A whole number the wire can carry: ``low`` to :data:`_MAX_DIGITS` digits."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value < 10**_MAX_DIGITS:
+        raise LocalProtocolError(f"invalid IIF {name} {value!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,10 +115,9 @@ class Request:
     def __post_init__(self) -> None:
         _check_id(self.id)
         for user in (self.user1, self.user2):
-            if not _USER_RE.fullmatch(user):
+            if not isinstance(user, str) or not _USER_RE.fullmatch(user):
                 raise LocalProtocolError(f"invalid IIF user {user!r}")
-        if self.duration < 1:
-            raise LocalProtocolError(f"invalid IIF duration {self.duration}")
+        _check_count("duration", self.duration, 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,12 +136,14 @@ class Ack:
     """``ACK``: mss took (``ok``) or refused a REQUEST or CANCEL."""
 
     id: str
-    """The id of the message answered; empty when none could be read."""
+    """The id of the message answered; empty (with ``ok=False`` only) when none could be read."""
     ok: bool
     """``code=ok`` when True, ``code=fail`` when False."""
 
     def __post_init__(self) -> None:
-        if self.id:
+        if not isinstance(self.ok, bool):
+            raise LocalProtocolError(f"ACK ok must be True or False, not {self.ok!r}")
+        if self.id or self.ok:
             _check_id(self.id)
 
 
@@ -153,14 +162,15 @@ class Response:
 
     def __post_init__(self) -> None:
         _check_id(self.id)
-        if self.real_duration < 0:
-            raise LocalProtocolError(f"negative real_duration {self.real_duration}")
+        _check_count("real_duration", self.real_duration, 0)
         if (self.result is None) != (self.code is None):
             raise LocalProtocolError("result and code go together")
         if self.result is not None and self.result not in RESULTS:
             raise LocalProtocolError(f"unknown result {self.result!r}")
-        if self.code is not None and not 0 <= self.code <= 699:
-            raise LocalProtocolError(f"invalid SIP code {self.code}")
+        if self.code is not None and (
+            isinstance(self.code, bool) or not isinstance(self.code, int) or not 0 <= self.code <= 699
+        ):
+            raise LocalProtocolError(f"invalid SIP code {self.code!r}")
 
 
 Event = Request | Cancel | Ack | Response
@@ -250,6 +260,11 @@ def parse_message(line: bytes, *, role: Role = Role.SERVER, max_duration: int = 
         raise IIFError(f"unknown method {method!r}", iif_id=iif_id)
     if problem is not None:
         raise IIFError(problem, iif_id=iif_id)
+    if method == "ACK" and params.get("id") == "":
+        # mss's own answer to a message whose id could not be read: ``ACK: id=;code=fail;``.
+        if params.get("code") != "fail":
+            raise IIFError("empty parameter 'id'")
+        return Ack(id="", ok=False)
     raw_id = _required(params, "id", iif_id)
     if not iif_id:
         raise IIFError(f"id {raw_id!r} is not 1 to {MAX_FIELD} of letters, digits, . _ -")
@@ -269,12 +284,13 @@ def parse_message(line: bytes, *, role: Role = Role.SERVER, max_duration: int = 
             raise IIFError(f"code {code!r} is not ok or fail", iif_id=iif_id)
         return Ack(id=iif_id, ok=code == "ok")
     real_duration = _int_param(params, "real_duration", iif_id)
+    # An extended response whose cause we cannot read is still a RESPONSE: keep the duration.
     result = params.get("result")
-    sip_code = _int_param(params, "code", iif_id) if "code" in params else None
-    if (result is None) != (sip_code is None) or (result is not None and result not in RESULTS):
-        # An extended response with a cause we do not know is still a RESPONSE: keep the duration.
-        result, sip_code = None, None
-    if sip_code is not None and sip_code > 699:
+    code_text = params.get("code")
+    sip_code: int | None = None
+    if code_text is not None and code_text.isascii() and code_text.isdigit() and len(code_text) <= 3:
+        sip_code = int(code_text)
+    if result not in RESULTS or sip_code is None or sip_code > 699:
         result, sip_code = None, None
     return Response(id=iif_id, real_duration=real_duration, result=result, code=sip_code)
 
@@ -310,68 +326,102 @@ class IIFConnection:
     def __init__(self, role: Role = Role.SERVER, *, max_duration: int = 86400) -> None:
         self.role = role
         self.max_duration = max_duration
-        self._buffer = bytearray()
-        self._discarding = False  # inside an oversized message: drop bytes up to its line end
+        self._buffer = bytearray()  # an incomplete message, never more than MAX_IIF_MESSAGE bytes
+        self._cr = False  # a CR arrived after the buffered bytes: a line end if LF follows
+        self._discarding = False  # inside an oversized message: drop bytes up to its end
+        self._discard_idle_form = False  # the bytes dropped so far end with ';' (idle may end them)
         self._last_data = 0.0
         self._lines: deque[bytes | IIFError] = deque()
         self.closed = False
 
     def receive_data(self, data: bytes, now: float) -> None:
-        """Feed bytes as they arrived; ``b""`` means the peer ended the stream."""
+        """Feed bytes as they arrived; ``b""`` means the peer ended the stream.
+
+        At the end of the stream a buffered message is complete whatever its last byte.
+        """
+        if self.closed:
+            return
         if not data:
             self.closed = True
-            self._complete_if_idle_form()
+            if not self._discarding and self._buffer.strip(b" \t\r"):
+                self._lines.append(bytes(self._buffer))
             self._buffer.clear()
+            self._cr = False
             return
         self._last_data = now
         start = 0
-        while start <= len(data):
+        while start < len(data):
             end = data.find(b"\n", start)
-            chunk = data[start:] if end < 0 else data[start:end]
+            piece = data[start:] if end < 0 else data[start:end]
             if self._discarding:
-                self._discarding = end < 0
+                if end >= 0:
+                    self._discarding = False
+                elif piece.strip(b" \t\r"):
+                    self._discard_idle_form = piece.rstrip(b" \t\r").endswith(b";")
             elif end >= 0:
-                line = bytes(self._buffer) + chunk
-                self._buffer.clear()
-                if line.endswith(b"\r"):
-                    line = line[:-1]
-                if len(line) > MAX_IIF_MESSAGE:
-                    self._refuse_oversized(line)
-                elif line.strip(b" \t\r"):
-                    self._lines.append(line)
-            elif len(self._buffer) + len(chunk) > MAX_IIF_MESSAGE + 1:
-                # Room for a full message and the CR of its line end, not one byte more.
-                self._refuse_oversized(bytes(self._buffer) + chunk[:MAX_IIF_MESSAGE])
-                self._buffer.clear()
-                self._discarding = True
+                self._end_line(piece)
             else:
-                self._buffer += chunk
+                self._hold(piece)
             if end < 0:
                 return
             start = end + 1
 
+    def _end_line(self, piece: bytes) -> None:
+        """An LF arrived after ``piece``: the buffered message is complete."""
+        line = bytes(self._buffer) + (b"\r" if self._cr else b"") + piece
+        self._buffer.clear()
+        self._cr = False
+        if line.endswith(b"\r"):
+            line = line[:-1]  # CRLF
+        if len(line) > MAX_IIF_MESSAGE:
+            self._refuse_oversized(line)
+        elif line.strip(b" \t\r"):
+            self._lines.append(line)
+
+    def _hold(self, piece: bytes) -> None:
+        """Buffer ``piece`` (no line end in it) or, past the bound, refuse the message."""
+        if self._cr:
+            piece = b"\r" + piece  # the CR held back was inside the message
+        self._cr = piece.endswith(b"\r")
+        if self._cr:
+            piece = piece[:-1]  # maybe the first half of CRLF: held as a flag, not a byte
+        if len(self._buffer) + len(piece) <= MAX_IIF_MESSAGE:
+            self._buffer += piece
+            return
+        self._refuse_oversized(bytes(self._buffer) + piece)
+        self._buffer.clear()
+        self._cr = False
+        self._discarding = True
+        self._discard_idle_form = piece.rstrip(b" \t\r").endswith(b";")
+
     def _refuse_oversized(self, head: bytes) -> None:
-        params, _ = _split_params(head[:MAX_IIF_MESSAGE].decode("ascii", "replace").partition(":")[2])
+        # Echo the id only when it is whole: the parameters up to the last ';' within the bound.
+        text = head[:MAX_IIF_MESSAGE].decode("ascii", "replace").partition(":")[2]
+        params, _ = _split_params(text[: text.rfind(";") + 1])
         self._lines.append(
             IIFError(f"message longer than {MAX_IIF_MESSAGE} bytes", iif_id=_readable_id(params))
         )
 
-    def _complete_if_idle_form(self) -> None:
-        if not self._discarding and self._buffer.rstrip(b" \t\r").endswith(b";"):
-            self._lines.append(bytes(self._buffer).rstrip(b"\r"))
-            self._buffer.clear()
-
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` must be called next, or None."""
-        if self._buffer and not self._discarding and self._buffer.rstrip(b" \t\r").endswith(b";"):
+        if self._discarding:
+            return self._last_data + IDLE_COMPLETION if self._discard_idle_form else None
+        if self._buffer.rstrip(b" \t\r").endswith(b";"):
             return self._last_data + IDLE_COMPLETION
         return None
 
     def handle_timer(self, now: float) -> None:
-        """Complete a buffered ``;``-terminated message after :data:`IDLE_COMPLETION` of silence."""
+        """After :data:`IDLE_COMPLETION` of silence, a buffered message ending with ``;`` is complete
+        (and an oversized one being discarded has ended)."""
         deadline = self.get_timer()
-        if deadline is not None and now >= deadline:
-            self._complete_if_idle_form()
+        if deadline is None or now < deadline:
+            return
+        if self._discarding:
+            self._discarding = False
+        else:
+            self._lines.append(bytes(self._buffer))
+        self._buffer.clear()
+        self._cr = False
 
     def next_event(self) -> Event | None:
         """The next complete message, None when none is complete; raises :class:`IIFError`."""
@@ -384,7 +434,7 @@ class IIFConnection:
 
     @property
     def buffered(self) -> int:
-        """Bytes held for an incomplete message (never above :data:`MAX_IIF_MESSAGE` + 1)."""
+        """Bytes held for an incomplete message (never above :data:`MAX_IIF_MESSAGE`)."""
         return len(self._buffer)
 
     def send(self, event: Event) -> bytes:
