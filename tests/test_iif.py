@@ -107,7 +107,7 @@ def _unescape(raw: bytes) -> bytes:
 def load_golden(name: str) -> list[Golden]:
     blocks: list[Golden] = []
     current: dict[str, object] = {}
-    for raw in (DATA / name).read_bytes().split(b"\n") + [b""]:
+    for raw in [*(DATA / name).read_bytes().split(b"\n"), b""]:
         if raw.startswith(b"#"):
             continue
         if not raw.strip():
@@ -189,7 +189,8 @@ def test_golden_server_accepted_is_an_event(g: Golden) -> None:
     # Each accepted REQUEST is what its canonical line says, field by field.
     event = parse_message(g.message)
     if isinstance(event, Request):
-        fields = dict(p.split("=", 1) for p in (g.canonical or b"").decode()[len("REQUEST: ") :].split(";") if p)
+        params = (g.canonical or b"").decode()[len("REQUEST: ") :].split(";")
+        fields = dict(p.split("=", 1) for p in params if p)
         assert event == Request(
             id=fields["id"], user1=fields["user1"], user2=fields["user2"], duration=int(fields["duration"])
         )
@@ -548,13 +549,13 @@ def test_send_by_role() -> None:
     assert server.send(Response(id="1", real_duration=3)) == b"RESPONSE: id=1;real_duration=3;\r\n"
     assert client.send(VALID_EVENT) == VALID + b"\r\n"
     assert client.send(Cancel(id="1")) == b"CANCEL: id=1;\r\n"
-    with pytest.raises(LocalProtocolError, match="^a server does not send Request$"):
+    with pytest.raises(LocalProtocolError, match=r"^a server does not send Request$"):
         server.send(VALID_EVENT)
-    with pytest.raises(LocalProtocolError, match="^a server does not send Cancel$"):
+    with pytest.raises(LocalProtocolError, match=r"^a server does not send Cancel$"):
         server.send(Cancel(id="1"))
-    with pytest.raises(LocalProtocolError, match="^a client does not send Ack$"):
+    with pytest.raises(LocalProtocolError, match=r"^a client does not send Ack$"):
         client.send(Ack(id="1", ok=True))
-    with pytest.raises(LocalProtocolError, match="^a client does not send Response$"):
+    with pytest.raises(LocalProtocolError, match=r"^a client does not send Response$"):
         client.send(Response(id="1", real_duration=3))
 
 
