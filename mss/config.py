@@ -262,11 +262,18 @@ def _log_level(text: str) -> str:
 
 
 def _peer(name: str, text: str) -> PeerServer:
-    host, sep, port_text = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
-    if not sep:
+    # ip, ip:port, or [ipv6]:port (an IPv6 address alone needs no brackets)
+    port_text: str | None = None
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r} is not ip[:port]")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
         host = text
-    host = host.strip("[]")
-    return PeerServer(name=name, host=_ip(host), port=_port(port_text) if sep else None)
+    return PeerServer(name=name, host=_ip(host), port=_port(port_text) if port_text is not None else None)
 
 
 # --- the reader ---------------------------------------------------------------------------------
@@ -304,6 +311,23 @@ class _Reader:
             return default
 
 
+def _syntax_error(exc: configparser.Error, text: str) -> ConfigError:
+    """A ConfigError naming where the file cannot be read as sections of ``key = value``."""
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return ConfigError(exc.section, exc.option, f"given twice (line {exc.lineno})")
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return ConfigError(exc.section, None, f"given twice (line {exc.lineno})")
+    lines = text.splitlines()
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        line = lines[exc.lineno - 1].strip() if 0 < exc.lineno <= len(lines) else ""
+        return ConfigError("file", None, f"line {exc.lineno}: {line!r} comes before any [section]")
+    if isinstance(exc, configparser.ParsingError) and exc.errors:
+        lineno = exc.errors[0][0]
+        line = lines[lineno - 1].strip() if 0 < lineno <= len(lines) else ""
+        return ConfigError("file", None, f"line {lineno}: {line!r} is not 'key = value' or '[section]'")
+    return ConfigError("file", None, str(exc).splitlines()[0])
+
+
 def check_text(text: str, *, base_dir: Path | None = None) -> ConfigCheck:
     """Validate config.ini contents; relative journal paths resolve against ``base_dir``."""
     parser = configparser.ConfigParser(
@@ -314,7 +338,7 @@ def check_text(text: str, *, base_dir: Path | None = None) -> ConfigCheck:
     try:
         parser.read_string(text)
     except configparser.Error as exc:
-        result.errors.append(ConfigError("file", None, str(exc).splitlines()[0]))
+        result.errors.append(_syntax_error(exc, text))
         return result
 
     for section in parser.sections():
