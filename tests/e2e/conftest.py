@@ -43,10 +43,8 @@ _PEERS = pytest.StashKey[list[Any]]()
 
 
 def _peers_of(request: pytest.FixtureRequest) -> list[Any]:
-    node = request.node
-    if _PEERS not in node.stash:
-        node.stash[_PEERS] = []
-    return node.stash[_PEERS]
+    stash: pytest.Stash = request.node.stash
+    return stash.setdefault(_PEERS, [])
 
 
 def _describe(peer: Any) -> str:

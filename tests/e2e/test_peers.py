@@ -147,7 +147,8 @@ def test_trunk_trusts_only_the_mss_address(
     pss = kamailio("trunk", USERS, mss=("127.0.0.1", mss_port))
     b = phone("101", pss, behaviour="busy")
     with RawSipClient(pss.host, pss.port, local_port=mss_port) as trusted:
-        text = trusted.build("INVITE", pss.user_uri("101"), from_user="5550100", to_user="101")
+        # mss may address the domain without a port (SPEC: domain defaults to pss_host).
+        text = trusted.build("INVITE", f"sip:101@{pss.host}", from_user="5550100", to_user="101")
         trusted.send(text)
         answer = trusted.final_response()
         trusted.ack(text, answer)
@@ -231,9 +232,10 @@ def test_hold_and_resume_both_directions(
         holder.hold()
         holder.wait_event("media", status="local_hold")
         held.wait_event("media", status="remote_hold")
+        marks = holder.mark(), held.mark()
         holder.unhold()
-        holder.wait_event("media", status="active")
-        held.wait_event("media", status="active")
+        holder.wait_event("media", status="active", since=marks[0])
+        held.wait_event("media", status="active", since=marks[1])
     reinvites = [e for e in b.events("sip") if e["first_line"].startswith("INVITE ")]
     assert len(reinvites) == 2, peer_logs()  # A's hold and resume
     hang_up(a, b)
@@ -262,9 +264,10 @@ def test_early_media_prack_and_update(
     b.wait_sip("PRACK", timeout=3)
     a.wait_event("confirmed", timeout=3)
     b.wait_event("confirmed")
+    mark = a.mark()
     a.update()
     b.wait_sip("UPDATE")
-    a.wait_sip(200)  # the answer to the UPDATE
+    a.wait_sip(200, since=mark)  # the answer to the UPDATE
     hang_up(b, a)
     # The first second of A's recording is B's early media.
     path = a.recording_path()

@@ -48,7 +48,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from tests.peers.net import check_loopback, die_with_parent, free_port, wait_until
+from tests.peers.net import WaitTimeout, check_loopback, die_with_parent, free_port, wait_until
 from tests.peers.rawsip import RawSipClient
 
 __all__ = [
@@ -233,8 +233,9 @@ class Kamailio:
                     start_new_session=True,
                     preexec_fn=die_with_parent,
                 )
-            if wait_until(self._answers, timeout, interval=0.05):
-                return
+            with contextlib.suppress(WaitTimeout):
+                if wait_until(self._answers, timeout) and self.process.poll() is None:
+                    return
             exited = self.process.poll() is not None
             self._kill()
             if exited and not self._fixed_port and "Address already in use" in self.log_text():
@@ -315,18 +316,22 @@ class Kamailio:
     def wait_registered(self, user: str, timeout: float = 5.0) -> list[str]:
         """Wait until ``user`` is registered; return its contacts (``AssertionError`` with the
         log tail on timeout)."""
-        contacts = wait_until(lambda: self.contacts(user), timeout)
-        if not contacts:
+        try:
+            return wait_until(lambda: self.contacts(user), timeout)
+        except WaitTimeout:
             raise AssertionError(
                 f"{user} not registered at {self.host}:{self.port} within {timeout} s; "
                 f"Kamailio log tail:\n{self.log_tail()}"
-            )
-        return contacts
+            ) from None
 
     def wait_unregistered(self, user: str, timeout: float = 5.0) -> None:
         """Wait until ``user`` has no contact left (``AssertionError`` on timeout)."""
-        if not wait_until(lambda: not self.contacts(user), timeout):
-            raise AssertionError(f"{user} still registered after {timeout} s; log tail:\n{self.log_tail()}")
+        try:
+            wait_until(lambda: not self.contacts(user), timeout)
+        except WaitTimeout:
+            raise AssertionError(
+                f"{user} still registered after {timeout} s; log tail:\n{self.log_tail()}"
+            ) from None
 
     # ---- logs ----
 

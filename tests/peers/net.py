@@ -6,7 +6,7 @@ process dies, even when it is killed before its fixtures can stop them.
 ``free_port(host)`` finds a port that is free for both UDP and TCP on ``host`` (a 127.0.0.0/8
 address) and never hands out the same port twice in one process, so parallel fixtures do not
 collide with each other. ``wait_until(predicate, timeout)`` polls with a bounded number of
-rounds and returns the last value.
+rounds and returns the first true value, or raises ``WaitTimeout`` (an ``AssertionError``).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Literal, TypeVar
 
-__all__ = ["check_loopback", "die_with_parent", "free_port", "wait_until"]
+__all__ = ["WaitTimeout", "check_loopback", "die_with_parent", "free_port", "wait_until"]
 
 T = TypeVar("T")
 
@@ -68,21 +68,30 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError(f"no port free for both UDP and TCP on {host} after {MAX_PORT_TRIES} tries")
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.05) -> T:
-    """Call ``predicate`` until it returns a true value or ``timeout`` seconds pass.
+class WaitTimeout(AssertionError):
+    """``wait_until`` ran out of time."""
 
-    Returns the last value (false on timeout); the number of rounds is bounded by
-    ``timeout / interval + 1``.
+
+def wait_until(
+    predicate: Callable[[], T | Literal[False] | None],
+    timeout: float,
+    interval: float = 0.05,
+    what: str = "",
+) -> T:
+    """Call ``predicate`` until it returns a true value, and return that value.
+
+    Raises ``WaitTimeout`` (an ``AssertionError``) when ``timeout`` seconds pass first; the
+    number of rounds is bounded by ``timeout / interval + 1``.
     """
     deadline = time.monotonic() + timeout
-    rounds = int(timeout / interval) + 1
-    value = predicate()
-    for _ in range(rounds):
-        if value or time.monotonic() >= deadline:
+    for _ in range(int(timeout / interval) + 2):
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
             break
         time.sleep(interval)
-        value = predicate()
-    return value
+    raise WaitTimeout(f"{what or 'condition'} not met within {timeout} s")
 
 
 def die_with_parent() -> None:

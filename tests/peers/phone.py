@@ -49,8 +49,8 @@ Constructor (keyword arguments after ``password``):
     where recordings and the log go (a temp dir by default); a label for messages.
 
 Methods: ``start(timeout)``, ``stop(timeout)`` (always reaps the process), ``wait_registered``,
-``wait_unregistered``, ``wait_event(kind, timeout, **match)``, ``wait_sip(method or status,
-timeout)``, ``events(kind)``, ``call(target,
+``wait_unregistered``, ``mark()``, ``wait_event(kind, timeout, since=mark, **match)``,
+``wait_sip(method or status, timeout, since=mark)``, ``events(kind)``, ``call(target,
 headers)``, ``answer(code)``, ``reject(code)``, ``hangup(code)``, ``hold()``, ``unhold()``,
 ``reinvite()``, ``update()``, ``send_dtmf(digits)``, ``dtmf_received()``, ``wait_dtmf(digits,
 timeout)``, ``info()``, ``recording_path()``, ``set_registration(on)``, ``log_text()``,
@@ -93,7 +93,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -107,6 +107,8 @@ PROCESS = Path(__file__).with_name("phone_process.py")
 START_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 5.0
 STOP_TIMEOUT = 5.0
+# Events that a call which has ended will never send again.
+CALL_PROGRESS = {"calling", "early", "connecting", "confirmed", "media", "recording"}
 # Lines of the phone's log quoted in failure messages.
 LOG_TAIL_LINES = 80
 
@@ -330,46 +332,88 @@ class Phone:
         with self._cond:
             return [dict(e) for e in self._events if kind is None or e["event"] == kind]
 
-    def _wait(self, predicate: Any, timeout: float, what: str, consume: bool = True) -> dict[str, Any]:
+    def _wait(
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float,
+        what: str,
+        gone: Callable[[], str | None] | None = None,
+        since: int = 0,
+    ) -> dict[str, Any]:
+        """The first unconsumed event from index ``since`` on matching ``predicate`` (consumed
+        now). Gives up at the timeout, when the process exits, or when ``gone()`` says why it
+        cannot come any more."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
                 for index, event in enumerate(self._events):
-                    if index not in self._consumed and predicate(event):
-                        if consume:
-                            self._consumed.add(index)
+                    if index >= since and index not in self._consumed and predicate(event):
+                        self._consumed.add(index)
                         return dict(event)
+                reason = gone() if gone else None
+                if any(e["event"] == "exited" for e in self._events):
+                    reason = "the phone process exited"
                 left = deadline - time.monotonic()
-                exited = any(e["event"] == "exited" for e in self._events)
-                if left <= 0 or exited:
+                if left <= 0 or reason:
                     break
                 self._cond.wait(left)
-        reason = "the phone process exited" if exited else f"not within {timeout} s"
+        reason = reason or f"not within {timeout} s"
         raise PhoneTimeout(f"{self.name}: no {what} event ({reason})\n{self.describe()}")
 
-    def wait_event(self, kind: str | Iterable[str], timeout: float = 5.0, **match: Any) -> dict[str, Any]:
+    def _call_ended(self, call: int | None) -> str | None:
+        """Why call ``call`` (default: the latest) cannot progress any more, or None: its
+        ``disconnected`` event is in and was not awaited yet."""
+        indices = [e["call"] for e in self._events if "call" in e]
+        if call is None:
+            if not indices:
+                return None
+            call = max(indices)
+        for index, e in enumerate(self._events):
+            if e["event"] == "disconnected" and e["call"] == call and index not in self._consumed:
+                return f"call {call} ended: {e['code']} {e['reason']}"
+        return None
+
+    def mark(self) -> int:
+        """A position in the event stream: ``wait_event(..., since=phone.mark())`` taken before
+        an action only sees the events that came after it."""
+        with self._cond:
+            return len(self._events)
+
+    def wait_event(
+        self, kind: str | Iterable[str], timeout: float = 5.0, *, since: int = 0, **match: Any
+    ) -> dict[str, Any]:
         """The next not yet awaited event of ``kind`` (a name or several) whose fields equal
         ``match`` (e.g. ``wait_event("media", status="active")``); raises ``PhoneTimeout``.
 
-        Events are kept from the start, so an event that came before the call still counts;
-        each event is returned by ``wait_event`` at most once.
+        Events are kept from the start, so an event that came before the call still counts
+        (the ``media`` event of the call setup matches a later wait for ``status="active"``:
+        pass ``since=phone.mark()`` taken before the action to see only newer events); each
+        event is returned by ``wait_event`` at most once. Waiting for ``calling``,
+        ``early``, ``connecting``, ``confirmed``, ``media`` or ``recording`` fails at once when
+        the call (``call=``, else the latest one the phone knows) has a ``disconnected`` event
+        not yet awaited: await each call's ``disconnected`` before waiting on the next call.
         """
         kinds = {kind} if isinstance(kind, str) else set(kind)
 
         def wanted(event: dict[str, Any]) -> bool:
             return event["event"] in kinds and all(event.get(k) == v for k, v in match.items())
 
-        label = "/".join(sorted(kinds)) + (f" {match}" if match else "")
-        return self._wait(wanted, timeout, label)
+        def gone() -> str | None:
+            return self._call_ended(match.get("call"))
 
-    def wait_sip(self, what: str | int, timeout: float = 5.0) -> dict[str, Any]:
-        """The next not yet awaited ``sip`` event for a received request of method ``what``
-        (e.g. ``"PRACK"``) or a response with status ``what`` (e.g. ``183``)."""
+        label = "/".join(sorted(kinds)) + (f" {match}" if match else "")
+        # Waiting for progress of a call that has ended would only run into the timeout.
+        return self._wait(wanted, timeout, label, gone if kinds <= CALL_PROGRESS else None, since)
+
+    def wait_sip(self, what: str | int, timeout: float = 5.0, *, since: int = 0) -> dict[str, Any]:
+        """The next not yet awaited ``sip`` event (from ``since`` on) for a received request of
+        method ``what`` (e.g. ``"PRACK"``) or a response with status ``what`` (e.g. ``183``)."""
         prefix = f"SIP/2.0 {what} " if isinstance(what, int) else f"{what.upper()} "
         return self._wait(
             lambda e: e["event"] == "sip" and e["first_line"].startswith(prefix),
             timeout,
             f"sip {what}",
+            since=since,
         )
 
     def wait_registered(self, timeout: float = 5.0) -> dict[str, Any]:
