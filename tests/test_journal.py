@@ -1,0 +1,294 @@
+"""The journal: requests, responses and deliveries survive the process; crashes leave a RESPONSE owed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mss.errors import JournalError
+from mss.iif import Response
+from mss.journal import Cdr, InterruptedCallback, Journal, NewCallback, PendingResponse
+
+
+def new(
+    cb_id: str, *, peer: str = "as1", udp: tuple[str, int] | None = None, duration: int = 60
+) -> NewCallback:
+    return NewCallback(
+        id=cb_id,
+        peer=peer,
+        transport="udp" if udp else "tcp",
+        reply_addr=udp,
+        user1="100",
+        user2="101",
+        duration=duration,
+        received_at=1000.0,
+    )
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "journal.sqlite3"
+
+
+@pytest.fixture
+def journal(path: Path) -> Iterator[Journal]:
+    j = Journal(path)
+    yield j
+    j.close()
+
+
+def test_record_response_delivered(journal: Journal) -> None:
+    seqs = journal.record_requests([new("a"), new("b"), new("c", udp=("127.0.0.1", 9000))])
+    assert len(seqs) == 3 and seqs == sorted(seqs) and len(set(seqs)) == 3
+    assert journal.undelivered() == []
+
+    line = journal.record_response(seqs[1], Response(id="b", real_duration=42), at=1100.0)
+    assert line == "RESPONSE: id=b;real_duration=42;"
+    line = journal.record_response(
+        seqs[2], Response(id="c", real_duration=0, result="user1_busy", code=486), at=1101.0
+    )
+    assert line == "RESPONSE: id=c;real_duration=0;result=user1_busy;code=486;"
+    assert journal.undelivered() == [
+        PendingResponse(seq=seqs[1], id="b", peer="as1", transport="tcp", reply_addr=None,
+                        line="RESPONSE: id=b;real_duration=42;"),
+        PendingResponse(seq=seqs[2], id="c", peer="as1", transport="udp", reply_addr=("127.0.0.1", 9000),
+                        line="RESPONSE: id=c;real_duration=0;result=user1_busy;code=486;"),
+    ]
+    journal.mark_delivered(seqs[1], at=1100.5)
+    assert [p.id for p in journal.undelivered()] == ["c"]
+    journal.mark_delivered(seqs[2], at=1101.5)
+    assert journal.undelivered() == []
+    # "a" is still in progress.
+    assert [c.id for c in journal.interrupted()] == ["a"]
+
+
+def test_one_response_per_callback(journal: Journal) -> None:
+    (seq,) = journal.record_requests([new("a")])
+    journal.record_response(seq, Response(id="a", real_duration=1), at=1.0)
+    with pytest.raises(JournalError, match=rf"^journal: callback a \(#{seq}\) already has its RESPONSE$"):
+        journal.record_response(seq, Response(id="a", real_duration=2), at=2.0)
+    with pytest.raises(JournalError, match=r"^journal: no callback 999$"):
+        journal.record_response(999, Response(id="a", real_duration=2), at=2.0)
+    assert [p.line for p in journal.undelivered()] == ["RESPONSE: id=a;real_duration=1;"]
+
+
+def test_an_id_may_come_back_after_its_response(journal: Journal) -> None:
+    first, = journal.record_requests([new("a")])
+    journal.record_response(first, Response(id="a", real_duration=1), at=1.0)
+    second, = journal.record_requests([new("a")])
+    assert second != first
+    journal.record_response(second, Response(id="a", real_duration=2), at=2.0)
+    assert [(p.seq, p.line) for p in journal.undelivered()] == [
+        (first, "RESPONSE: id=a;real_duration=1;"),
+        (second, "RESPONSE: id=a;real_duration=2;"),
+    ]
+
+
+def test_undelivered_oldest_first(journal: Journal) -> None:
+    seqs = journal.record_requests([new(f"r{i}") for i in range(4)])
+    for seq, at in zip(seqs, [50.0, 10.0, 30.0, 10.0], strict=True):
+        journal.record_response(seq, Response(id="x", real_duration=0), at=at)
+    assert [p.seq for p in journal.undelivered()] == [seqs[1], seqs[3], seqs[2], seqs[0]]
+
+
+def test_a_batch_is_all_or_nothing(journal: Journal) -> None:
+    def batch() -> Iterator[NewCallback]:
+        yield new("a")
+        yield new("b")
+        raise RuntimeError("the batch broke")
+
+    with pytest.raises(RuntimeError):
+        journal.record_requests(batch())
+    assert journal.interrupted() == []
+    assert journal.record_requests([new("c")])  # the journal is still usable
+
+
+# --- crashes and restarts -------------------------------------------------------------------------
+
+def test_undelivered_survive_reopening(path: Path) -> None:
+    j = Journal(path)
+    a, b, c = j.record_requests([new("a"), new("b", udp=("127.0.0.1", 7)), new("c", peer="as2")])
+    j.record_response(a, Response(id="a", real_duration=5), at=10.0)
+    j.record_response(b, Response(id="b", real_duration=6), at=11.0)
+    j.record_response(c, Response(id="c", real_duration=7), at=12.0)
+    j.mark_delivered(a, at=10.5)
+    before = j.undelivered()
+    j.close()
+
+    j = Journal(path)
+    try:
+        assert j.undelivered() == before
+        assert [(p.id, p.peer, p.transport, p.reply_addr) for p in before] == [
+            ("b", "as1", "udp", ("127.0.0.1", 7)),
+            ("c", "as2", "tcp", None),
+        ]
+        assert j.interrupted() == []
+    finally:
+        j.close()
+
+
+def test_interrupted_callbacks_after_a_crash(path: Path) -> None:
+    j = Journal(path)
+    never, talking, capped, late, done = j.record_requests(
+        [new("never"), new("talking"), new("capped", duration=10), new("late"), new("done")]
+    )
+    j.mark_bridged(talking, at=1000.0)
+    j.mark_bridged(capped, at=1000.0)
+    j.mark_bridged(late, at=1031.0)  # bridged after the last heartbeat
+    j.record_response(done, Response(id="done", real_duration=3), at=1010.0)
+    j.heartbeat(1020.0)
+    j.heartbeat(1029.6)  # the last one counts
+    j.close()  # the process dies without finishing its callbacks
+
+    j = Journal(path)
+    try:
+        assert j.interrupted() == [
+            InterruptedCallback(seq=never, id="never", real_duration=0),
+            InterruptedCallback(seq=talking, id="talking", real_duration=30),  # 29.6 rounded
+            InterruptedCallback(seq=capped, id="capped", real_duration=10),  # capped at its duration
+            InterruptedCallback(seq=late, id="late", real_duration=0),
+        ]
+    finally:
+        j.close()
+
+
+def test_interrupted_without_any_heartbeat(journal: Journal) -> None:
+    (seq,) = journal.record_requests([new("a")])
+    journal.mark_bridged(seq, at=1000.0)
+    assert journal.interrupted() == [InterruptedCallback(seq=seq, id="a", real_duration=0)]
+
+
+def test_commits_survive_a_killed_process(path: Path) -> None:
+    # The writer exits without closing anything (as a kill would leave it): committed rows stay.
+    script = f"""
+import os
+from mss.iif import Response
+from mss.journal import Journal, NewCallback
+j = Journal({str(path)!r})
+seqs = j.record_requests([NewCallback(id=i, peer="as1", transport="tcp", reply_addr=None, user1="1",
+                                      user2="2", duration=60, received_at=1000.0) for i in ("a", "b")])
+j.mark_bridged(seqs[0], 1000.0)
+j.heartbeat(1012.0)
+j.record_response(seqs[1], Response(id="b", real_duration=0), 1001.0)
+os._exit(0)
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
+    j = Journal(path)
+    try:
+        assert [(c.id, c.real_duration) for c in j.interrupted()] == [("a", 12)]
+        assert [p.line for p in j.undelivered()] == ["RESPONSE: id=b;real_duration=0;"]
+    finally:
+        j.close()
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+def test_broken_paths(tmp_path: Path) -> None:
+    missing_dir = tmp_path / "no" / "such" / "dir" / "j.sqlite3"
+    with pytest.raises(JournalError, match=r"^cannot open journal .*/no/such/dir/j\.sqlite3: unable to open"):
+        Journal(missing_dir)
+    with pytest.raises(JournalError, match=r"^cannot open journal .*: unable to open database file$"):
+        Journal(tmp_path)  # a directory
+    garbage = tmp_path / "garbage.sqlite3"
+    garbage.write_bytes(b"this is not a database, " * 100)
+    with pytest.raises(JournalError, match=r"^cannot open journal .*garbage\.sqlite3: file is not a data"):
+        Journal(garbage)
+
+
+def test_errors_after_close_are_journal_errors(path: Path) -> None:
+    j = Journal(path)
+    (seq,) = j.record_requests([new("a")])
+    j.close()
+    j.close()  # idempotent
+    for call in (
+        lambda: j.record_requests([new("b")]),
+        lambda: j.mark_bridged(seq, 1.0),
+        lambda: j.heartbeat(1.0),
+        lambda: j.record_response(seq, Response(id="a", real_duration=0), 1.0),
+        lambda: j.mark_delivered(seq, 1.0),
+        j.interrupted,
+        j.undelivered,
+        lambda: j.cdr("a"),
+    ):
+        with pytest.raises(JournalError, match="closed database"):
+            call()
+
+
+def test_journal_error_chains_the_sqlite_error(tmp_path: Path) -> None:
+    import sqlite3
+
+    with pytest.raises(JournalError) as info:
+        Journal(tmp_path)
+    assert isinstance(info.value.__cause__, sqlite3.Error)
+
+
+# --- call detail records --------------------------------------------------------------------------
+
+def test_cdr_rows(journal: Journal) -> None:
+    (seq,) = journal.record_requests([new("a")])
+    cdr = Cdr(
+        caller="mss",
+        leg1_call_id="c1@mss",
+        leg2_call_id="c2@mss",
+        leg1_code=200,
+        leg2_code=200,
+        codec="PCMA",
+        leg1_answered_at=1003.0,
+        leg2_answered_at=1010.0,
+        released_at=1190.0,
+        released_by="user2",
+        result="answered",
+        reason="user2 hung up",
+    )
+    journal.record_response(seq, Response(id="a", real_duration=180), at=1190.0, cdr=cdr)
+    assert journal.cdr("a") == {
+        "seq": seq,
+        "id": "a",
+        "user1": "100",
+        "user2": "101",
+        "caller": "mss",
+        "leg1_call_id": "c1@mss",
+        "leg2_call_id": "c2@mss",
+        "leg1_code": 200,
+        "leg2_code": 200,
+        "codec": "PCMA",
+        "requested_at": 1000.0,
+        "leg1_answered_at": 1003.0,
+        "leg2_answered_at": 1010.0,
+        "released_at": 1190.0,
+        "released_by": "user2",
+        "result": "answered",
+        "reason": "user2 hung up",
+        "real_duration": 180,
+    }
+    assert journal.cdr("nobody") is None
+
+
+def test_cdr_minimal_and_latest(journal: Journal) -> None:
+    first, = journal.record_requests([new("a")])
+    journal.record_response(
+        first, Response(id="a", real_duration=0), at=1.0,
+        cdr=Cdr(
+            caller="mss", released_at=1.0, released_by="user1", result="user1_busy", reason="486 Busy Here"
+        ),
+    )
+    second, = journal.record_requests([new("a")])
+    journal.record_response(
+        second, Response(id="a", real_duration=0), at=2.0,
+        cdr=Cdr(
+            caller="mss", released_at=2.0, released_by="as", result="cancelled", reason="CANCEL from the AS"
+        ),
+    )
+    row = journal.cdr("a")
+    assert row is not None
+    assert (row["seq"], row["result"], row["leg1_call_id"], row["codec"]) == (second, "cancelled", None, None)
+
+
+def test_no_cdr_without_one(journal: Journal) -> None:
+    (seq,) = journal.record_requests([new("a")])
+    journal.record_response(seq, Response(id="a", real_duration=0), at=1.0)
+    assert journal.cdr("a") is None
