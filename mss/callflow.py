@@ -328,6 +328,7 @@ class CallbackCall:
         self._duration_deadline: float | None = None
         self._release_deadline: float | None = None
         self._last_media = {"user1": 0.0, "user2": 0.0}
+        self._pt_maps: tuple[dict[int, int], dict[int, int]] = ({}, {})
 
     # --- state -----------------------------------------------------------------------------------
 
@@ -363,7 +364,13 @@ class CallbackCall:
     # --- events ----------------------------------------------------------------------------------
 
     def handle(self, event: LegEvent, now: float) -> list[Command]:
-        """Feed one leg event; returns the commands it calls for."""
+        """Feed one leg event; returns the commands it calls for.
+
+        An event for a leg that was never invited cannot come from the SIP side: it raises
+        :class:`~mss.errors.LocalProtocolError` and changes nothing.
+        """
+        if self.legs[event.leg].invited_at is None:
+            raise LocalProtocolError(f"{event.leg} was never invited")
         if isinstance(event, LegProgress):
             return self._progress(event)
         if isinstance(event, LegAnswered):
@@ -372,7 +379,7 @@ class CallbackCall:
             return self._failed(event, now)
         if isinstance(event, LegEnded):
             return self._ended(event, now)
-        return self._offer(event)
+        return self._offer(event, now)
 
     def _progress(self, event: LegProgress) -> list[Command]:
         leg = self.legs[event.leg]
@@ -395,6 +402,10 @@ class CallbackCall:
 
     def _answered(self, event: LegAnswered, now: float) -> list[Command]:
         leg = self.legs[event.leg]
+        if leg.answered_at is not None:
+            # A 2xx retransmission (RFC 6026 passes them up) or another fork's 2xx: the SIP side
+            # ACKs (and ends) it; the call already has its answer.
+            return []
         leg.call_id = event.call_id or leg.call_id
         leg.code = 200
         leg.answered_at = now
@@ -444,6 +455,7 @@ class CallbackCall:
         self._set_state(CallState.BRIDGED)
         self.bridged_at = now
         self._last_media = {"user1": now, "user2": now}
+        self._pt_maps = a_to_b, b_to_a
         return [
             self._remote("user2", n2),
             RelayStopPlay(leg="a"),
@@ -486,7 +498,7 @@ class CallbackCall:
         return self._release(now, result=result, code=0, by=event.leg,
                              reason=f"{event.leg} hung up" if event.by_remote else f"{event.leg} ended")
 
-    def _offer(self, event: LegOffer) -> list[Command]:
+    def _offer(self, event: LegOffer, now: float) -> list[Command]:
         leg = self.legs[event.leg]
         if leg.answered_at is None or leg.negotiated is None or self.state is not CallState.BRIDGED:
             if leg.local is not None and leg.local.last is not None and self.state is not CallState.DONE:
@@ -494,19 +506,32 @@ class CallbackCall:
             return [AnswerOffer(leg=event.leg, sdp=None)]
         s = self.settings
         port = s.a_port if event.leg == "user1" else s.b_port
+        before = leg.negotiated
         try:
             answer, negotiated = sdp.make_answer(
-                sdp.parse_sdp(event.sdp), host=s.media_host, port=port, codecs=[leg.negotiated.codec.name],
+                sdp.parse_sdp(event.sdp), host=s.media_host, port=port, codecs=[before.codec.name],
                 session_id=s.session_id, version=1,
             )
+            legs = {event.leg: negotiated, _OTHER[event.leg]: self.legs[_OTHER[event.leg]].negotiated}
+            n1, n2 = legs["user1"], legs["user2"]
+            assert n1 is not None and n2 is not None
+            pt_maps = sdp.pt_mapping(n1, n2)
         except SdpError:
             return [AnswerOffer(leg=event.leg, sdp=None)]
         assert leg.local is not None
         commands: list[Command] = [AnswerOffer(leg=event.leg, sdp=bytes(leg.local.stamp(answer)))]
-        before = leg.negotiated
+        was_held = self._held()
         leg.negotiated = negotiated
         if (negotiated.remote_address, negotiated.remote_port) != (before.remote_address, before.remote_port):
             commands.append(self._remote(event.leg, negotiated))
+        if pt_maps != self._pt_maps:
+            # The phone's new offer numbered its payload types (telephone-event, typically) anew:
+            # RTP it sends now carries the numbers of our answer (RFC 3264 §5.1), so rewrite them.
+            self._pt_maps = pt_maps
+            commands.append(RelayBridge(a_to_b=pt_maps[0], b_to_a=pt_maps[1]))
+        if self._held() != was_held:
+            # No RTP was due while on hold: count the inactivity afresh from the change.
+            self._last_media = {"user1": now, "user2": now}
         if negotiated.hold != before.hold or negotiated.remote_direction != before.remote_direction:
             # Reflect hold/resume to the other leg so its media follows (RFC 3264 §8.4).
             other = self.legs[_OTHER[event.leg]]
