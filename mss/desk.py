@@ -187,15 +187,21 @@ class CallbackDesk:
     # --- orders --------------------------------------------------------------------------------
 
     def handle(self, messages: list[Request | Cancel | IIFError], origin: Origin) -> None:
-        """Answer a batch of messages from one origin, in order; start the callbacks taken."""
+        """Answer a batch of messages from one origin, in order; start the callbacks taken.
+
+        The REQUESTs of a batch are recorded in one journal transaction; a CANCEL first commits the
+        REQUESTs before it (so it can cancel one of them), and the ACKs go out in message order.
+        """
         answers: list[Ack | None] = []  # None: a REQUEST whose ACK waits for the journal
         taken: list[tuple[int, Request]] = []
-        refused_ids: set[str] = set()
         for message in messages:
             if isinstance(message, IIFError):
                 log.warning("%s: refused a message: %s", origin.peer, message.reason)
                 answers.append(Ack(id=message.iif_id, ok=False))
             elif isinstance(message, Cancel):
+                if taken:
+                    self._commit(answers, taken, origin)
+                    answers, taken = [], []
                 answers.append(self._cancel(message, origin))
             else:
                 reason = self._refusal(message, len(taken), {r.id for _, r in taken})
@@ -204,9 +210,11 @@ class CallbackDesk:
                     answers.append(None)
                 else:
                     log.warning("%s: REQUEST id=%s refused: %s", origin.peer, message.id, reason)
-                    refused_ids.add(message.id)
                     answers.append(Ack(id=message.id, ok=False))
+        self._commit(answers, taken, origin)
 
+    def _commit(self, answers: list[Ack | None], taken: list[tuple[int, Request]], origin: Origin) -> None:
+        """Record the REQUESTs taken, write ``answers`` in order, then start the callbacks."""
         callbacks: list[Callback] = []
         if taken:
             now = self._wall()

@@ -1,0 +1,468 @@
+"""The callback desk: admission, ACK order, RESPONSE routing, CANCEL, recovery; no sockets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mss.desk import Callback, CallbackDesk, Origin, Outcome
+from mss.errors import IIFError
+from mss.iif import Cancel, Request
+from mss.journal import Cdr, Journal, NewCallback
+from tests.helpers import FakeClock
+
+
+class Outlet:
+    """A TCP connection to an AS that records what is written to it."""
+
+    def __init__(self, peer: str, on_write: Callable[[bytes], None] | None = None) -> None:
+        self.peer = peer
+        self.open = True
+        self.written: list[bytes] = []
+        self._on_write = on_write
+
+    def write(self, data: bytes) -> bool:
+        if not self.open:
+            return False
+        if self._on_write is not None:
+            self._on_write(data)
+        self.written.append(data)
+        return True
+
+    @property
+    def wire(self) -> bytes:
+        return b"".join(self.written)
+
+    def __repr__(self) -> str:
+        return f"Outlet({self.peer!r}, {self.wire!r})"
+
+
+class Engine:
+    """Places nothing: remembers what it was asked, finishes callbacks when the test says."""
+
+    def __init__(self) -> None:
+        self.desk: CallbackDesk | None = None
+        self.reason: str | None = None
+        self.started: list[Callback] = []
+        self.cancelled: list[int] = []
+        self.released_all = 0
+
+    def refusal(self) -> str | None:
+        return self.reason
+
+    def start(self, callback: Callback) -> None:
+        self.started.append(callback)
+
+    def cancel(self, seq: int) -> None:
+        self.cancelled.append(seq)
+
+    def release_all(self) -> None:
+        self.released_all += 1
+
+    def finish(
+        self, cb_id: str, real_duration: int = 0, result: str = "answered", code: int = 0,
+        cdr: Cdr | None = None,
+    ) -> None:
+        assert self.desk is not None
+        (callback,) = [c for c in self.desk.active.values() if c.id == cb_id]
+        outcome = Outcome(real_duration=real_duration, result=result, code=code, cdr=cdr)
+        self.desk.finish(callback.seq, outcome)
+
+
+class Harness:
+    def __init__(self, path: Path, *, max_calls: int = 1000, extended: bool = False) -> None:
+        self.clock = FakeClock()
+        self.journal = Journal(path)
+        self.datagrams: list[tuple[bytes, tuple[str, int]]] = []
+        self.desk = CallbackDesk(
+            self.journal,
+            max_calls=max_calls,
+            extended_response=extended,
+            udp_send=lambda data, addr: self.datagrams.append((data, addr)),
+            wall_clock=self.clock,
+        )
+        self.engine = Engine()
+        self.engine.desk = self.desk
+        self.desk.engine = self.engine
+
+    def connect(self, peer: str = "as1") -> Outlet:
+        outlet = Outlet(peer)
+        self.desk.open_outlet(outlet)
+        return outlet
+
+    def send(self, outlet: Outlet, *messages: Request | Cancel | IIFError) -> None:
+        self.desk.handle(list(messages), Origin(peer=outlet.peer, transport="tcp", outlet=outlet))
+
+    def send_udp(
+        self, addr: tuple[str, int], *messages: Request | Cancel | IIFError, peer: str = "as1"
+    ) -> None:
+        self.desk.handle(list(messages), Origin(peer=peer, transport="udp", reply_addr=addr))
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Iterator[Harness]:
+    harness = Harness(tmp_path / "journal.sqlite3")
+    yield harness
+    harness.journal.close()
+
+
+def req(cb_id: str, duration: int = 60) -> Request:
+    return Request(id=cb_id, user1="100", user2="101", duration=duration)
+
+
+def ack(cb_id: str, ok: bool = True) -> bytes:
+    return f"ACK: id={cb_id};code={'ok' if ok else 'fail'};\r\n".encode()
+
+
+def resp(cb_id: str, real_duration: int = 0) -> bytes:
+    return f"RESPONSE: id={cb_id};real_duration={real_duration};\r\n".encode()
+
+
+# --- admission ------------------------------------------------------------------------------------
+
+def test_request_taken(h: Harness) -> None:
+    out = h.connect()
+    h.send(out, req("a", 90))
+    assert out.wire == ack("a")
+    (cb,) = h.engine.started
+    assert (cb.id, cb.user1, cb.user2, cb.duration, cb.received_at) == ("a", "100", "101", 90, 1000.0)
+    assert cb.origin.outlet is out
+    assert h.desk.active == {cb.seq: cb}
+    assert [c.id for c in h.journal.interrupted()] == ["a"]  # recorded
+
+
+def test_ack_ok_only_after_the_journal_has_the_request(tmp_path: Path) -> None:
+    h = Harness(tmp_path / "j.sqlite3")
+    seen: list[list[str]] = []
+    out = Outlet("as1", on_write=lambda _data: seen.append([c.id for c in h.journal.interrupted()]))
+    h.desk.open_outlet(out)
+    h.send(out, req("a"), req("b"))
+    assert out.wire == ack("a") + ack("b")
+    assert seen == [["a", "b"]]
+    assert [c.id for c in h.engine.started] == ["a", "b"]
+    h.journal.close()
+
+
+def test_engine_started_after_the_acks_are_written(h: Harness) -> None:
+    out = h.connect()
+    written_at_start: list[bytes] = []
+    h.engine.start = lambda cb: written_at_start.append(out.wire)  # type: ignore[method-assign]
+    h.send(out, req("a"), req("b"))
+    assert written_at_start == [ack("a") + ack("b")] * 2
+
+
+def test_duplicate_id_in_progress(h: Harness) -> None:
+    out = h.connect()
+    h.send(out, req("a"))
+    h.send(out, req("a"))
+    other = h.connect("as2")
+    h.send(other, req("a"))  # ids are global
+    assert out.wire == ack("a") + ack("a", ok=False)
+    assert other.wire == ack("a", ok=False)
+    assert len(h.engine.started) == 1
+    h.engine.finish("a")
+    h.send(out, req("a"))  # finished: the id is free again
+    assert out.wire.endswith(resp("a") + ack("a"))
+    assert len(h.engine.started) == 2
+
+
+def test_duplicate_id_within_one_batch(h: Harness) -> None:
+    out = h.connect()
+    h.send(out, req("a"), req("b"), req("a"))
+    assert out.wire == ack("a") + ack("b") + ack("a", ok=False)
+    assert [c.id for c in h.engine.started] == ["a", "b"]
+    assert [c.id for c in h.journal.interrupted()] == ["a", "b"]
+
+
+def test_max_calls(tmp_path: Path) -> None:
+    h = Harness(tmp_path / "j.sqlite3", max_calls=2)
+    out = h.connect()
+    h.send(out, req("a"), req("b"), req("c"))
+    assert out.wire == ack("a") + ack("b") + ack("c", ok=False)
+    h.send(out, req("d"))
+    assert out.wire.endswith(ack("d", ok=False))
+    h.engine.finish("a")
+    h.send(out, req("d"), req("e"))
+    assert out.wire.endswith(resp("a") + ack("d") + ack("e", ok=False))
+    assert len(h.desk.active) == 2
+    h.journal.close()
+
+
+def test_draining_refuses_requests_but_takes_cancels(h: Harness) -> None:
+    out = h.connect()
+    h.send(out, req("a"))
+    h.desk.accepting = False
+    h.send(out, req("b"), Cancel(id="a"))
+    assert out.wire == ack("a") + ack("b", ok=False) + ack("a")
+    assert [c.id for c in h.engine.started] == ["a"]
+    assert h.engine.cancelled == [h.engine.started[0].seq]
+
+
+def test_engine_refusal(h: Harness) -> None:
+    out = h.connect()
+    h.engine.reason = "the external line is not registered"
+    h.send(out, req("a"))
+    h.engine.reason = None
+    h.send(out, req("b"))
+    assert out.wire == ack("a", ok=False) + ack("b")
+    assert [c.id for c in h.journal.interrupted()] == ["b"]
+
+
+def test_no_engine_refuses(tmp_path: Path) -> None:
+    h = Harness(tmp_path / "j.sqlite3")
+    h.desk.engine = None
+    out = h.connect()
+    h.send(out, req("a"))
+    assert out.wire == ack("a", ok=False)
+    h.journal.close()
+
+
+def test_journal_failure_refuses_the_batch(h: Harness) -> None:
+    out = h.connect()
+    h.send(out, req("a"))
+    h.journal.close()  # from now on every journal call fails
+    h.send(out, req("b"), IIFError("missing parameter 'user1'", iif_id="x"), req("c"))
+    assert out.wire == ack("a") + ack("b", ok=False) + ack("x", ok=False) + ack("c", ok=False)
+    assert [c.id for c in h.engine.started] == ["a"]
+    assert [c.id for c in h.desk.active.values()] == ["a"]
+    # The callback taken before still gets its RESPONSE, even unrecorded.
+    h.engine.finish("a", real_duration=7)
+    assert out.wire.endswith(resp("a", 7))
+    assert h.desk.active == {}
+
+
+def test_refused_messages_answered_in_order(h: Harness) -> None:
+    out = h.connect()
+    h.send(
+        out,
+        IIFError("no METHOD: at the start of the message"),
+        req("a"),
+        IIFError("missing parameter 'user2'", iif_id="q"),
+        req("a"),
+        req("b"),
+    )
+    assert out.wire == ack("", ok=False) + ack("a") + ack("q", ok=False) + ack("a", ok=False) + ack("b")
+
+
+def test_pipelined_batches_keep_their_order(h: Harness) -> None:
+    out = h.connect()
+    expected = b""
+    for batch in range(5):
+        messages: list[Request | Cancel | IIFError] = [req(f"b{batch}-{i}") for i in range(20)]
+        h.send(out, *messages)
+        expected += b"".join(ack(f"b{batch}-{i}") for i in range(20))
+    assert out.wire == expected
+    assert [c.id for c in h.engine.started] == [f"b{b}-{i}" for b in range(5) for i in range(20)]
+
+
+# --- RESPONSE routing -----------------------------------------------------------------------------
+
+def test_response_on_the_same_connection(h: Harness) -> None:
+    first, second = h.connect(), h.connect()
+    h.send(first, req("a"))
+    h.send(second, req("b"))
+    h.engine.finish("b", real_duration=12)
+    h.engine.finish("a", real_duration=3)
+    assert first.wire == ack("a") + resp("a", 3)
+    assert second.wire == ack("b") + resp("b", 12)
+    assert h.journal.undelivered() == []  # both marked delivered
+
+
+def test_response_on_the_peers_newest_connection(h: Harness) -> None:
+    old = h.connect()
+    h.send(old, req("a"))
+    older, newer = h.connect(), h.connect()
+    other_peer = h.connect("as2")
+    old.open = False
+    h.desk.close_outlet(old)
+    h.engine.finish("a", real_duration=5)
+    assert newer.wire == resp("a", 5)
+    assert older.wire == b"" and other_peer.wire == b""
+
+
+def test_response_kept_until_the_peers_next_connection(h: Harness) -> None:
+    out = h.connect()
+    h.send(out, req("a"), req("b"))
+    out.open = False
+    h.desk.close_outlet(out)
+    h.engine.finish("b", real_duration=2)
+    h.clock.advance(1)
+    h.engine.finish("a", real_duration=1)
+    assert h.desk.owed == 2
+    assert [p.id for p in h.journal.undelivered()] == ["b", "a"]
+    stranger = h.connect("as2")
+    assert stranger.wire == b"" and h.desk.owed == 2
+    back = h.connect()
+    assert back.wire == resp("b", 2) + resp("a", 1)
+    assert h.desk.owed == 0
+    assert h.journal.undelivered() == []
+    again = h.connect()
+    assert again.wire == b""  # delivered once
+
+
+def test_response_kept_when_the_write_fails(h: Harness) -> None:
+    # The connection died but its close was not reported yet: write() says False.
+    out = h.connect()
+    h.send(out, req("a"))
+    out.open = False
+    h.engine.finish("a", real_duration=4)
+    assert h.desk.owed == 1
+    h.desk.close_outlet(out)
+    assert h.connect().wire == resp("a", 4)
+
+
+def test_udp_answers_go_to_the_reply_address(h: Harness) -> None:
+    h.send_udp(("127.0.0.1", 7000), req("a"))
+    h.send_udp(("127.0.0.1", 7001), req("a"))  # duplicate
+    assert h.datagrams == [(ack("a"), ("127.0.0.1", 7000)), (ack("a", ok=False), ("127.0.0.1", 7001))]
+    tcp = h.connect()  # a TCP connection of the same peer does not take a UDP RESPONSE
+    h.engine.finish("a", real_duration=9)
+    assert h.datagrams[-1] == (resp("a", 9), ("127.0.0.1", 7000))
+    assert tcp.wire == b""
+    assert h.journal.undelivered() == []
+
+
+def test_exactly_one_response_per_acked_request(h: Harness) -> None:
+    out = h.connect()
+    h.send(out, req("a"), req("b"), req("a"))
+    seq_a = h.engine.started[0].seq
+    h.engine.finish("a")
+    h.desk.finish(seq_a, Outcome(real_duration=99, result="answered"))  # a second end is ignored
+    h.desk.finish(12345, Outcome(real_duration=0, result="answered"))  # never started
+    h.engine.finish("b")
+    assert out.wire == ack("a") + ack("b") + ack("a", ok=False) + resp("a") + resp("b")
+    assert out.wire.count(b"RESPONSE: id=a;") == 1
+
+
+def test_extended_response(tmp_path: Path) -> None:
+    h = Harness(tmp_path / "j.sqlite3", extended=True)
+    out = h.connect()
+    h.send(out, req("a"), req("b"))
+    h.engine.finish("a", real_duration=0, result="user2_busy", code=486)
+    h.engine.finish("b", real_duration=61, result="answered", code=0)
+    assert out.wire == (
+        ack("a") + ack("b")
+        + b"RESPONSE: id=a;real_duration=0;result=user2_busy;code=486;\r\n"
+        + b"RESPONSE: id=b;real_duration=61;result=answered;code=0;\r\n"
+    )
+    h.journal.close()
+
+
+def test_plain_response_hides_the_cause(h: Harness) -> None:
+    out = h.connect()
+    h.send(out, req("a"))
+    h.engine.finish("a", real_duration=0, result="user1_busy", code=486)
+    assert out.wire == ack("a") + resp("a", 0)
+
+
+def test_cdr_recorded_with_the_response(h: Harness) -> None:
+    out = h.connect()
+    h.send(out, req("a"))
+    h.clock.advance(30)
+    cdr = Cdr(
+        caller="mss", released_at=h.clock(), released_by="user1", result="answered", reason="user1 hung up"
+    )
+    h.engine.finish("a", real_duration=20, cdr=cdr)
+    row = h.journal.cdr("a")
+    assert row is not None
+    assert (row["requested_at"], row["released_at"], row["real_duration"]) == (1000.0, 1030.0, 20)
+
+
+def test_on_idle_when_the_last_callback_ends(h: Harness) -> None:
+    calls: list[int] = []
+    h.desk.on_idle = lambda: calls.append(len(h.desk.active))
+    out = h.connect()
+    h.send(out, req("a"), req("b"))
+    h.engine.finish("a")
+    assert calls == []
+    h.engine.finish("b")
+    assert calls == [0]
+
+
+# --- CANCEL ---------------------------------------------------------------------------------------
+
+def test_cancel_ok(h: Harness) -> None:
+    out = h.connect()
+    h.send(out, req("a"))
+    h.send(out, Cancel(id="a"))
+    assert out.wire == ack("a") + ack("a")
+    assert h.engine.cancelled == [h.engine.started[0].seq]
+    # The RESPONSE follows as usual, when the engine ends the callback.
+    h.engine.finish("a", result="cancelled")
+    assert out.wire == ack("a") + ack("a") + resp("a")
+
+
+def test_cancel_unknown_id_fails(h: Harness) -> None:
+    out = h.connect()
+    h.send(out, Cancel(id="ghost"))
+    h.send(out, req("a"))
+    h.engine.finish("a")
+    h.send(out, Cancel(id="a"))  # already over
+    assert out.wire == ack("ghost", ok=False) + ack("a") + resp("a") + ack("a", ok=False)
+    assert h.engine.cancelled == []
+
+
+def test_cancel_of_another_peers_callback_fails(h: Harness) -> None:
+    mine, theirs = h.connect("as1"), h.connect("as2")
+    h.send(mine, req("a"))
+    h.send(theirs, Cancel(id="a"))
+    h.send_udp(("127.0.0.1", 9), Cancel(id="a"), peer="as2")
+    assert theirs.wire == ack("a", ok=False)
+    assert h.datagrams == [(ack("a", ok=False), ("127.0.0.1", 9))]
+    assert h.engine.cancelled == []
+    other_connection_same_peer = h.connect("as1")
+    h.send(other_connection_same_peer, Cancel(id="a"))
+    assert other_connection_same_peer.wire == ack("a")
+
+
+def test_cancel_pipelined_behind_its_request(h: Harness) -> None:
+    out = h.connect()
+    h.send(out, req("a"), req("b"), Cancel(id="a"), req("c"), Cancel(id="c"), Cancel(id="zz"))
+    assert out.wire == ack("a") + ack("b") + ack("a") + ack("c") + ack("c") + ack("zz", ok=False)
+    started = {c.id: c.seq for c in h.engine.started}
+    assert h.engine.cancelled == [started["a"], started["c"]]
+
+
+# --- recovery after a restart ---------------------------------------------------------------------
+
+def test_recover_answers_interrupted_callbacks_and_queues_undelivered(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    before = Journal(path)
+    talking, _udp, delivered, owed = before.record_requests(
+        [
+            NewCallback(id="talking", peer="as1", transport="tcp", reply_addr=None, user1="1", user2="2",
+                        duration=600, received_at=900.0),
+            NewCallback(id="udp", peer="as2", transport="udp", reply_addr=("127.0.0.1", 7100), user1="1",
+                        user2="2", duration=600, received_at=900.0),
+            NewCallback(id="delivered", peer="as1", transport="tcp", reply_addr=None, user1="1", user2="2",
+                        duration=600, received_at=900.0),
+            NewCallback(id="owed", peer="as1", transport="tcp", reply_addr=None, user1="1", user2="2",
+                        duration=600, received_at=900.0),
+        ]
+    )
+    from mss.iif import Response
+
+    before.mark_bridged(talking, 950.0)
+    before.record_response(delivered, Response(id="delivered", real_duration=1), 960.0)
+    before.mark_delivered(delivered, 960.0)
+    before.record_response(owed, Response(id="owed", real_duration=2), 961.0)
+    before.heartbeat(995.0)
+    before.close()  # the process died with "talking" and "udp" in progress
+
+    h = Harness(path, extended=True)
+    h.desk.recover()
+    # UDP goes at once; TCP waits for the peer.
+    assert h.datagrams == [
+        (b"RESPONSE: id=udp;real_duration=0;result=shutdown;code=0;\r\n", ("127.0.0.1", 7100))
+    ]
+    assert h.desk.owed == 2
+    assert h.journal.interrupted() == []
+    out = h.connect()
+    assert out.wire == (
+        b"RESPONSE: id=owed;real_duration=2;\r\n"
+        + b"RESPONSE: id=talking;real_duration=45;result=shutdown;code=0;\r\n"
+    )
+    assert h.journal.undelivered() == []
+    h.journal.close()
