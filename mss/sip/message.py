@@ -48,6 +48,7 @@ __all__ = [
     "Request",
     "Response",
     "canonical_name",
+    "error_response",
     "make_response",
     "parse_message",
     "split_message",
@@ -662,3 +663,34 @@ def make_response(
     for name, value in headers:
         out.add(name, value)
     return Response(status, reason if reason is not None else REASONS.get(status, ""), out, body)
+
+
+def error_response(data: bytes, status: int, reason: str) -> bytes | None:
+    """A best-effort ``status`` response to a request that failed to parse (RFC 3261 §8.2).
+
+    Copies the raw Via, From, To, Call-ID and CSeq lines and says why in a Warning (399). Returns
+    None when the data is a response, an ACK, or lacks a field the answer needs.
+    """
+    try:
+        start, lines, _rest = split_message(data)
+        items = _parse_headers(lines)
+    except SipError:
+        return None
+    method = start.split(" ", 1)[0]
+    if not method or start.upper().startswith("SIP/") or method == "ACK":
+        return None
+    found: dict[str, list[str]] = {}
+    for key, _name, value in items:
+        if key in ("via", "from", "to", "call-id", "cseq"):
+            found.setdefault(key, []).append(value)
+    if len(found) < 5:
+        return None
+    to = found["to"][0]
+    if ";tag=" not in to.replace(" ", "").lower():
+        to += ";tag=mss-err"
+    text = reason.replace("\\", "\\\\").replace('"', '\\"')
+    out = [f"SIP/2.0 {status} {REASONS.get(status, 'Error')}"]
+    out += [f"Via: {v}" for v in found["via"]]
+    out += [f"From: {found['from'][0]}", f"To: {to}", f"Call-ID: {found['call-id'][0]}"]
+    out += [f"CSeq: {found['cseq'][0]}", f'Warning: 399 mss "{text[:200]}"', "Content-Length: 0", "", ""]
+    return "\r\n".join(out).encode("utf-8", "surrogateescape")

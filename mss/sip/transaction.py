@@ -597,6 +597,10 @@ class TransactionLayer:
         """Send without a transaction (the ACK of a 2xx, a 503 when full, a stray answer)."""
         self._out.append((message.encode(), dest))
 
+    def send_raw(self, data: bytes, dest: Addr) -> None:
+        """Queue bytes that are not a message (a keep-alive pong, a best-effort error answer)."""
+        self._out.append((data, dest))
+
     def respond(self, key: str, response: Response, now: float) -> None:
         """Send ``response`` in server transaction ``key``."""
         tx = self._server.get(key)

@@ -1,0 +1,176 @@
+"""Dialog state (RFC 3261 §12) for the dialogs mss creates as UAC.
+
+A :class:`Dialog` is created from the request that opened it and a response with a To tag
+(§12.1.2): the route set is the response's Record-Route in reverse, the remote target its Contact.
+An early dialog (from a 1xx) is replaced by the confirmed one when the 2xx arrives (its route set
+is recomputed from the 2xx, §13.2.2.4). :meth:`Dialog.create_request` builds in-dialog requests
+(§12.2.1.1, loose and strict routing); :meth:`Dialog.check_remote_cseq` orders incoming requests
+(§12.2.2); :meth:`Dialog.refresh_target` applies a target refresh (re-INVITE, UPDATE, their 2xx).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from mss.errors import SipError
+from mss.sip.message import Headers, Message, Request, Response
+from mss.sip.uri import NameAddr, SipUri, Uri
+
+__all__ = ["Dialog", "DialogKey"]
+
+#: (Call-ID, local tag, remote tag).
+DialogKey = tuple[str, str, str]
+
+# URI parameters that may not appear in a Request-URI taken from a Route (RFC 3261 §19.1.1 table).
+_NOT_IN_RURI = ("method", "ttl")
+
+
+@dataclass(slots=True)
+class Dialog:
+    """A dialog's state as seen by mss (always the UAC of the dialog-creating INVITE)."""
+
+    call_id: str
+    """Call-ID."""
+    local_tag: str
+    """Our tag (From of our requests)."""
+    remote_tag: str
+    """Their tag (To of our requests)."""
+    local_uri: NameAddr
+    """Our From value, without tag."""
+    remote_uri: NameAddr
+    """Their address (To of our INVITE), without tag."""
+    local_seq: int
+    """CSeq of the last request we sent in the dialog."""
+    remote_target: Uri
+    """Their Contact: the Request-URI of our requests."""
+    route_set: tuple[NameAddr, ...] = ()
+    """Route set, first hop first."""
+    remote_seq: int | None = None
+    """CSeq of the last request they sent; None before the first."""
+    confirmed: bool = False
+    """False for an early dialog (1xx), True after a 2xx."""
+    secure: bool = False
+    """True for sips."""
+    remote_allow: frozenset[str] = field(default_factory=frozenset)
+    """Methods the far end said it allows (Allow of its responses/requests)."""
+
+    @property
+    def key(self) -> DialogKey:
+        """(Call-ID, local tag, remote tag)."""
+        return (self.call_id, self.local_tag, self.remote_tag)
+
+    @classmethod
+    def from_response(cls, request: Request, response: Response) -> Dialog:
+        """The UAC's dialog created by ``response`` (1xx/2xx with a To tag) to ``request``."""
+        remote_tag = response.to.tag
+        local_tag = request.from_.tag
+        if remote_tag is None or local_tag is None:
+            raise SipError("a dialog needs a From tag and a To tag")
+        contacts = response.contacts
+        if not contacts:
+            # RFC 3261 §12.1.2 requires a Contact; without one, fall back to the Request-URI.
+            target: Uri = request.uri
+        else:
+            target = contacts[0].uri
+        dialog = cls(
+            call_id=request.call_id,
+            local_tag=local_tag,
+            remote_tag=remote_tag,
+            local_uri=NameAddr(request.from_.uri, request.from_.display),
+            remote_uri=NameAddr(request.to.uri, request.to.display),
+            local_seq=request.cseq.seq,
+            remote_target=target,
+            route_set=tuple(reversed(response.record_route)),
+            confirmed=200 <= response.status < 300,
+            secure=isinstance(request.uri, SipUri) and request.uri.scheme == "sips",
+        )
+        dialog.note_allow(response)
+        return dialog
+
+    def confirm(self, request: Request, response: Response) -> None:
+        """The 2xx of the dialog's INVITE arrived: recompute the route set and the target."""
+        self.route_set = tuple(reversed(response.record_route))
+        self.refresh_target(response)
+        self.confirmed = True
+        self.note_allow(response)
+
+    def refresh_target(self, message: Message) -> None:
+        """Take the remote target from the Contact of a target-refresh request or its response."""
+        contacts = message.contacts
+        if contacts:
+            self.remote_target = contacts[0].uri
+
+    def note_allow(self, message: Message) -> None:
+        """Remember the far end's Allow list (to choose UPDATE for session refreshes)."""
+        allow = message.headers.get_list("Allow")
+        if allow:
+            self.remote_allow = frozenset(a.upper() for a in allow)
+
+    def check_remote_cseq(self, request: Request) -> None:
+        """Order an incoming request (§12.2.2): a lower CSeq than the last one is refused with 500."""
+        seq = request.cseq.seq
+        if request.method in ("ACK", "CANCEL"):
+            return
+        if self.remote_seq is not None and seq < self.remote_seq:
+            raise SipError(f"CSeq {seq} is lower than {self.remote_seq}", status=500)
+        if self.remote_seq is None or seq > self.remote_seq:
+            self.remote_seq = seq
+
+    def matches(self, message: Message, *, incoming_request: bool) -> bool:
+        """True when ``message`` belongs to this dialog."""
+        if message.call_id != self.call_id:
+            return False
+        if incoming_request:
+            return message.to.tag == self.local_tag and message.from_.tag == self.remote_tag
+        return message.from_.tag == self.local_tag and message.to.tag == self.remote_tag
+
+    def next_seq(self) -> int:
+        """Take the next local CSeq number."""
+        self.local_seq += 1
+        return self.local_seq
+
+    def request_target(self) -> tuple[Uri, tuple[NameAddr, ...]]:
+        """Request-URI and Route values of the next request (§12.2.1.1)."""
+        if not self.route_set:
+            return self.remote_target, ()
+        first = self.route_set[0]
+        if isinstance(first.uri, SipUri) and first.uri.param("lr") is not None:
+            return self.remote_target, self.route_set
+        # Strict routing (RFC 2543 proxies): the first route becomes the Request-URI and the remote
+        # target goes last in Route.
+        ruri = first.uri
+        if isinstance(ruri, SipUri):
+            ruri = replace(
+                ruri,
+                params=tuple((k, v) for k, v in ruri.params if k.lower() not in _NOT_IN_RURI),
+                headers=(),
+            )
+        return ruri, (*self.route_set[1:], NameAddr(self.remote_target))
+
+    def create_request(
+        self,
+        method: str,
+        *,
+        via: str,
+        contact: NameAddr | None = None,
+        cseq: int | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> Request:
+        """An in-dialog request (§12.2.1.1); ``cseq`` defaults to the next local number."""
+        ruri, routes = self.request_target()
+        h = Headers()
+        h.add("Via", via)
+        h.add("Max-Forwards", "70")
+        h.add("From", str(self.local_uri.with_tag(self.local_tag)))
+        h.add("To", str(self.remote_uri.with_tag(self.remote_tag)))
+        h.add("Call-ID", self.call_id)
+        h.add("CSeq", f"{cseq if cseq is not None else self.next_seq()} {method}")
+        for route in routes:
+            h.add("Route", str(route))
+        if contact is not None:
+            h.add("Contact", str(contact))
+        for name, value in headers:
+            h.add(name, value)
+        return Request(method, ruri, h, body)

@@ -1,0 +1,113 @@
+"""What the SIP user agent needs to know: :class:`UASettings`, built by the service from mss.config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mss.config import Config
+from mss.errors import ConfigError
+from mss.sip.transaction import TimerValues
+
+__all__ = ["UASettings"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UASettings:
+    """Settings of :class:`~mss.sip.ua.UserAgent` (invalid values raise ConfigError for [sip])."""
+
+    local_host: str
+    """Address mss binds and writes in Via and Contact."""
+    local_port: int
+    """Port mss binds (UDP and TCP)."""
+    transport: str
+    """``udp`` or ``tcp`` towards the PSS."""
+    pss_host: str
+    """The PSS's IP address: every request goes there, and SIP from any other address is dropped."""
+    pss_port: int
+    """The PSS's port."""
+    caller: str
+    """User part of From for both legs (line number, username or default_caller)."""
+    domain: str
+    """Host of From, To and Request-URIs (external_line.domain, else pss_host)."""
+    register: bool
+    """True in external line mode: REGISTER to the PSS."""
+    line_user: str | None = None
+    """User of the registered address of record (external_line.username); None: ``caller``."""
+    auth_user: str | None = None
+    """Digest user name (auth_username, else username); None: no credentials."""
+    password: str | None = None
+    """Digest password; None: challenges are not answered."""
+    expires: int = 300
+    """Registration lifetime asked for, in seconds."""
+    user_agent: str = "mss/0.1"
+    """User-Agent header value."""
+    max_dialogs: int = 2000
+    """Legs at once (two per callback); beyond it ``invite`` fails with 503."""
+    max_transactions: int = 8000
+    """Transactions at once; beyond it new requests are answered 503."""
+    session_expires: int = 1800
+    """Session-Expires asked for in INVITEs (RFC 4028); 0: do not ask for session timers."""
+    min_se: int = 90
+    """Smallest session interval mss accepts (Min-SE, RFC 4028 minimum is 90)."""
+    offer_timeout: float = 1.0
+    """Seconds to wait for ``answer_offer`` before answering a far-end offer with the last local SDP."""
+    timer_values: TimerValues = field(default_factory=TimerValues)
+    """RFC 3261 T1/T2/T4."""
+
+    def __post_init__(self) -> None:
+        if self.transport not in ("udp", "tcp"):
+            raise ConfigError("sip", "transport", f"{self.transport!r} is not udp or tcp")
+        for key in ("local_port", "pss_port"):
+            port = getattr(self, key)
+            if not 0 <= port <= 65535:
+                raise ConfigError("sip", key, f"{port} is not a port")
+        if not self.caller:
+            raise ConfigError("sip", "caller", "is empty")
+        if self.register and (not self.password or not self.auth_user):
+            raise ConfigError("external_line", "password", "registration needs a user and a password")
+        if self.expires < 1:
+            raise ConfigError("external_line", "expires", f"{self.expires} is not positive")
+        if self.session_expires and self.session_expires < self.min_se:
+            raise ConfigError("sip", "session_expires", f"smaller than Min-SE {self.min_se}")
+        if self.max_dialogs < 1 or self.max_transactions < 1:
+            raise ConfigError("sip", "max_dialogs", "limits must be positive")
+
+    @property
+    def reliable(self) -> bool:
+        """True for TCP."""
+        return self.transport == "tcp"
+
+    @property
+    def pss(self) -> tuple[str, int]:
+        """The PSS address."""
+        return (self.pss_host, self.pss_port)
+
+    @property
+    def aor_user(self) -> str:
+        """User part of the registered address of record."""
+        return self.line_user or self.caller
+
+    @classmethod
+    def from_config(
+        cls, config: Config, *, pss_ip: str | None = None, max_calls: int | None = None
+    ) -> UASettings:
+        """Settings for ``config``. ``pss_ip``: the resolved address when pss_host is a name."""
+        sip = config.sip
+        line = config.external_line
+        calls = max_calls if max_calls is not None else config.callback.max_calls
+        return cls(
+            local_host=sip.local_host,
+            local_port=sip.local_port,
+            transport=sip.transport,
+            pss_host=pss_ip or sip.pss_host,
+            pss_port=sip.pss_port,
+            caller=config.caller,
+            domain=(line.domain if line is not None and line.domain else sip.pss_host),
+            register=line is not None,
+            line_user=line.username if line is not None else None,
+            auth_user=line.digest_user if line is not None else None,
+            password=line.password if line is not None else None,
+            expires=line.expires if line is not None else 300,
+            max_dialogs=max(2, 2 * calls),
+            max_transactions=max(16, 8 * calls),
+        )

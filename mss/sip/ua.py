@@ -1,0 +1,499 @@
+"""The SIP user agent of mss, sans-IO: what the call flow and the adapter talk to.
+
+Layers, bottom up: bytes → :mod:`~mss.sip.framing` / :mod:`~mss.sip.message` → transactions
+(:mod:`~mss.sip.transaction`) → legs and their dialogs (:mod:`~mss.sip.leg`,
+:mod:`~mss.sip.dialog`) and the registration (:mod:`~mss.sip.registration`) → UA events
+(:mod:`~mss.sip.events`). The adapter feeds bytes with :meth:`UserAgent.receive_data`, writes
+:meth:`UserAgent.data_to_send`, arms one timer at :meth:`UserAgent.get_timer`; the call flow issues
+commands (:meth:`invite`, :meth:`hangup`, :meth:`answer_offer`, :meth:`reinvite`) and reads
+:meth:`next_event`.
+
+Security (the PSS is mss's only SIP peer):
+
+- SIP from any address but ``pss_host`` is dropped unread and counted (``dropped_strangers``);
+- a new INVITE (no To tag) is always refused with 403: no call can be placed through mss except
+  by IIF; other out-of-dialog requests get 481, OPTIONS gets 200;
+- at most ``max_dialogs`` legs and ``max_transactions`` transactions exist; beyond that an
+  ``invite`` fails with 503 and a new request is answered 503 without state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections import deque
+
+from mss.errors import LocalProtocolError, SipError
+from mss.sip._timers import TimerQueue
+from mss.sip.checks import ACCEPTED_TYPES, ALLOWED_METHODS, SUPPORTED, check_request
+from mss.sip.events import (
+    LegAnswered,
+    LegEnded,
+    LegFailed,
+    LegOffer,
+    LegReinviteResult,
+    LegRemoteAnswer,
+    LegRinging,
+    LegTrying,
+    Registered,
+    RegistrationFailed,
+    UAEvent,
+    Unregistered,
+)
+from mss.sip.framing import KeepAlive, StreamFramer
+from mss.sip.leg import Leg
+from mss.sip.message import Headers, Request, Response, error_response, make_response, parse_message
+from mss.sip.registration import Registration
+from mss.sip.settings import UASettings
+from mss.sip.transaction import (
+    Addr,
+    RequestReceived,
+    ResponseReceived,
+    StrayAck,
+    StrayResponse,
+    TimedOut,
+    TransactionLayer,
+    TransportFailed,
+    TxEvent,
+)
+from mss.sip.uri import NameAddr, SipUri
+
+__all__ = [
+    "MAX_STREAMS",
+    "LegAnswered",
+    "LegEnded",
+    "LegFailed",
+    "LegOffer",
+    "LegReinviteResult",
+    "LegRemoteAnswer",
+    "LegRinging",
+    "LegTrying",
+    "Registered",
+    "RegistrationFailed",
+    "UAEvent",
+    "UASettings",
+    "Unregistered",
+    "UserAgent",
+]
+
+#: TCP connections the UA keeps framing state for: only the PSS connects, with one or two.
+MAX_STREAMS = 64
+
+_COUNTERS = (
+    "dropped_strangers",  # datagrams / stream bytes from an address that is not the PSS
+    "parse_errors",  # messages that failed to parse (a 400 went back when possible)
+    "misrouted",  # responses whose top Via is not ours
+    "refused_invites",  # new INVITEs from outside, answered 403
+    "overload_503",  # requests answered 503 because the transaction table was full
+    "stray_responses",  # responses that matched nothing
+    "broken_streams",  # TCP connections closed for bad framing
+)
+
+
+class UserAgent:
+    """mss's SIP user agent: registration, outgoing legs, in-dialog requests, security limits."""
+
+    def __init__(self, settings: UASettings, *, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self._rng = rng or random.SystemRandom()
+        self._tx = TransactionLayer(
+            max_transactions=settings.max_transactions,
+            timer_values=settings.timer_values,
+            on_terminated=self._tx_terminated,
+        )
+        self._timers = TimerQueue()
+        self._events: deque[UAEvent] = deque()
+        self._owners: dict[str, Leg | Registration] = {}
+        self._ended_tx: list[str] = []
+        self._legs: dict[str, Leg] = {}
+        self._dialogs: dict[tuple[str, str], Leg] = {}
+        self._framers: dict[object, StreamFramer] = {}
+        self._broken: list[object] = []
+        self._counts = dict.fromkeys(_COUNTERS, 0)
+        self._reg = Registration(self)
+
+    # -- state for the service ------------------------------------------------------------------
+
+    @property
+    def registered(self) -> bool:
+        """True when calls may be placed: registered in external line mode, always in trunk mode."""
+        return self._reg.registered if self.settings.register else True
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Counters for logs: drops, errors, and the transactions, dialogs and legs in use."""
+        out = dict(self._counts)
+        out["transactions"] = len(self._tx)
+        out["dialogs"] = len(self._dialogs)
+        out["legs"] = len(self._legs)
+        return out
+
+    def leg_state(self, leg_id: str) -> str | None:
+        """The state of leg ``leg_id`` (for logs and tests), None when it is over."""
+        leg = self._legs.get(leg_id)
+        return leg.state.value if leg is not None else None
+
+    # -- Core services (used by legs and the registration) --------------------------------------
+
+    def new_branch(self) -> str:
+        """A fresh RFC 3261 branch."""
+        return f"z9hG4bK{self._rng.getrandbits(64):016x}"
+
+    def new_tag(self) -> str:
+        """A fresh tag."""
+        return f"{self._rng.getrandbits(48):012x}"
+
+    def new_call_id(self) -> str:
+        """A fresh Call-ID."""
+        return f"{self._rng.getrandbits(96):024x}@{self.settings.local_host}"
+
+    def make_cnonce(self) -> str:
+        """A fresh digest client nonce."""
+        return f"{self._rng.getrandbits(64):016x}"
+
+    def via(self, branch: str) -> str:
+        """Our Via value: ``rport`` asked for over UDP (RFC 3581)."""
+        s = self.settings
+        if s.reliable:
+            return f"SIP/2.0/TCP {s.local_host}:{s.local_port};branch={branch}"
+        return f"SIP/2.0/UDP {s.local_host}:{s.local_port};branch={branch};rport"
+
+    def contact(self, user: str) -> NameAddr:
+        """Our Contact for ``user`` (``transport=tcp`` over TCP)."""
+        s = self.settings
+        uri = SipUri(host=s.local_host, user=user, port=s.local_port)
+        if s.reliable:
+            uri = uri.with_param("transport", "tcp")
+        return NameAddr(uri)
+
+    def send_request(self, owner: Leg | Registration, request: Request, now: float) -> str | None:
+        """Send ``request`` to the PSS in a new client transaction owned by ``owner``."""
+        if self._tx.full:
+            return None
+        key = self._tx.send_request(request, self.settings.pss, reliable=self.settings.reliable, now=now)
+        self._owners[key] = owner
+        return key
+
+    def send_ack(self, ack: Request) -> None:
+        """Send the ACK of a 2xx to the PSS."""
+        self._tx.send_stateless(ack, self.settings.pss)
+
+    def respond(self, key: str, response: Response, now: float) -> None:
+        """Answer in server transaction ``key`` (LocalProtocolError when it is gone)."""
+        self._tx.respond(key, response, now)
+
+    def give_up_invite(self, key: str) -> None:
+        """Stop waiting for the final response of client INVITE ``key``."""
+        tx = self._tx.client(key)
+        if tx is not None:
+            tx.cancel_timeout()
+
+    def set_timer(self, owner: Leg | Registration, name: str, deadline: float) -> None:
+        """Arm a leg or registration timer."""
+        self._timers.set(owner, name, deadline)
+
+    def clear_timer(self, owner: Leg | Registration, name: str) -> None:
+        """Disarm a leg or registration timer."""
+        self._timers.clear(owner, name)
+
+    def emit(self, event: UAEvent) -> None:
+        """Queue an event for :meth:`next_event`."""
+        self._events.append(event)
+
+    def leg_finished(self, leg: Leg) -> None:
+        """``leg`` reported its end: free its leg_id."""
+        if self._legs.get(leg.leg_id) is leg:
+            del self._legs[leg.leg_id]
+
+    def leg_gone(self, leg: Leg) -> None:
+        """``leg`` lingered long enough: forget it."""
+        self._timers.clear_owner(leg)
+        key = (leg.call_id, leg.local_tag)
+        if self._dialogs.get(key) is leg:
+            del self._dialogs[key]
+        self.leg_finished(leg)
+
+    def _tx_terminated(self, key: str) -> None:
+        # Forgotten after the events of this turn are dispatched (a TimedOut still needs the owner).
+        self._ended_tx.append(key)
+
+    # -- input from the adapter -----------------------------------------------------------------
+
+    def receive_data(
+        self, data: bytes, source: tuple[str, int], now: float, *, stream: object | None = None
+    ) -> None:
+        """A UDP datagram (``stream`` None) or bytes read from TCP connection ``stream``."""
+        if source[0] != self.settings.pss_host:
+            self._counts["dropped_strangers"] += 1
+            if stream is not None and stream not in self._broken:
+                self._broken.append(stream)
+            return
+        if stream is None:
+            if data.strip(b"\r\n \t"):
+                self._receive_message(data, source, False, now)
+        else:
+            framer = self._framers.get(stream)
+            if framer is None:
+                if len(self._framers) >= MAX_STREAMS:
+                    self._broken.append(stream)
+                    return
+                framer = self._framers[stream] = StreamFramer()
+            try:
+                frames = framer.feed(data)
+            except SipError:
+                self._counts["parse_errors"] += 1
+                self._counts["broken_streams"] += 1
+                del self._framers[stream]
+                self._broken.append(stream)
+                return
+            for frame in frames:
+                if isinstance(frame, KeepAlive):
+                    self._tx.send_raw(b"\r\n", source)  # RFC 5626 §3.5.1 pong
+                else:
+                    self._receive_message(frame, source, True, now)
+        self._pump(now)
+
+    def stream_closed(self, stream: object, now: float) -> None:
+        """TCP connection ``stream`` is closed: drop its framing state."""
+        self._framers.pop(stream, None)
+        if stream in self._broken:
+            self._broken.remove(stream)
+
+    def transport_failed(self, dest: tuple[str, int], now: float) -> None:
+        """The adapter could not send to ``dest`` (TCP connect failed): fail what was sent there."""
+        self._tx.transport_failed(dest)
+        self._pump(now)
+
+    def _receive_message(self, frame: bytes, source: Addr, reliable: bool, now: float) -> None:
+        try:
+            msg = parse_message(frame, exact=reliable)
+        except SipError as exc:
+            self._counts["parse_errors"] += 1
+            answer = error_response(frame, exc.status, exc.reason)
+            if answer is not None:
+                self._tx.send_raw(answer, source)
+            return
+        if isinstance(msg, Response):
+            via = msg.top_via
+            s = self.settings
+            if via.host != s.local_host or (via.port or 5060) != s.local_port:
+                self._counts["misrouted"] += 1
+                return
+        if not self._tx.receive(msg, source, reliable=reliable, now=now):
+            self._counts["overload_503"] += 1
+            if isinstance(msg, Request) and msg.method != "ACK":
+                busy = make_response(msg, 503, to_tag=self.new_tag(), headers=[("Retry-After", "5")])
+                self._tx.send_raw(busy.encode(), source)
+
+    # -- timers ---------------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` must next run, None when nothing is pending."""
+        a = self._tx.get_timer()
+        b = self._timers.next_deadline()
+        if a is None:
+            return b
+        return a if b is None else min(a, b)
+
+    def handle_timer(self, now: float) -> None:
+        """Run every timer due at ``now``."""
+        self._tx.handle_timer(now)
+        self._pump(now)
+        for owner, name in self._timers.pop_due(now):
+            if isinstance(owner, Leg | Registration):
+                owner.on_timer(name, now)
+            self._pump(now)
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Begin registering (external line mode); nothing in trunk mode."""
+        if self.settings.register:
+            self._reg.start(now)
+        self._pump(now)
+
+    def shutdown(self, now: float) -> None:
+        """Remove the registration (Expires: 0); Unregistered follows (at once in trunk mode)."""
+        if self.settings.register:
+            self._reg.shutdown(now)
+        else:
+            self.emit(Unregistered())
+        self._pump(now)
+
+    def invite(self, leg_id: str, user: str, sdp: bytes, now: float) -> None:
+        """Call ``sip:user@domain`` through the PSS with ``sdp`` as the offer (From: caller)."""
+        if leg_id in self._legs:
+            raise LocalProtocolError(f"leg {leg_id!r} already exists")
+        if not user or any(c in user for c in " \t\r\n<>@;?"):
+            raise LocalProtocolError(f"bad user {user!r}")
+        s = self.settings
+        if len(self._dialogs) >= s.max_dialogs or self._tx.full:
+            self.emit(LegFailed(leg_id=leg_id, status=503, reason="Service Unavailable (dialog limit)"))
+            return
+        call_id = self.new_call_id()
+        tag = self.new_tag()
+        leg = Leg(core=self, leg_id=leg_id, user=user, local_sdp=sdp, call_id=call_id, local_tag=tag,
+                  _rng=random.Random(self._rng.getrandbits(32)))  # fmt: skip
+        self._legs[leg_id] = leg
+        self._dialogs[(call_id, tag)] = leg
+        leg.start(self._build_invite(user, sdp, call_id, tag), now)
+        self._pump(now)
+
+    def _build_invite(self, user: str, sdp: bytes, call_id: str, tag: str) -> Request:
+        s = self.settings
+        target = SipUri(host=s.domain, user=user)
+        h = Headers()
+        h.add("Via", self.via(self.new_branch()))
+        h.add("Max-Forwards", "70")
+        h.add("From", f"{NameAddr(SipUri(host=s.domain, user=s.caller))};tag={tag}")
+        h.add("To", str(NameAddr(target)))
+        h.add("Call-ID", call_id)
+        h.add("CSeq", "1 INVITE")
+        h.add("Contact", str(self.contact(s.caller)))
+        h.add("Allow", ", ".join(ALLOWED_METHODS))
+        h.add("Supported", ", ".join(SUPPORTED))
+        if s.session_expires:
+            h.add("Session-Expires", str(s.session_expires))
+            h.add("Min-SE", str(s.min_se))
+        h.add("User-Agent", s.user_agent)
+        h.add("Content-Type", "application/sdp")
+        return Request("INVITE", target, h, sdp)
+
+    def hangup(self, leg_id: str, now: float) -> None:
+        """CANCEL an unanswered leg, BYE an answered one; nothing when it is over or ending."""
+        leg = self._legs.get(leg_id)
+        if leg is not None:
+            leg.hangup(now)
+        self._pump(now)
+
+    def answer_offer(self, leg_id: str, sdp: bytes, now: float) -> None:
+        """Answer the far end's pending offer (LegOffer) with ``sdp``."""
+        leg = self._legs.get(leg_id)
+        if leg is not None:
+            leg.answer_offer(sdp, now)
+        self._pump(now)
+
+    def reject_offer(self, leg_id: str, now: float, status: int = 488) -> None:
+        """Refuse the far end's pending offer (488 Not Acceptable Here by default)."""
+        leg = self._legs.get(leg_id)
+        if leg is not None:
+            leg.reject_offer(status, now)
+        self._pump(now)
+
+    def reinvite(self, leg_id: str, sdp: bytes, now: float) -> None:
+        """Send our own offer in a re-INVITE; LegReinviteResult follows."""
+        leg = self._legs.get(leg_id)
+        if leg is not None:
+            leg.reinvite(sdp, now)
+        self._pump(now)
+
+    # -- output ---------------------------------------------------------------------------------
+
+    def next_event(self) -> UAEvent | None:
+        """The next event, None when there is none."""
+        return self._events.popleft() if self._events else None
+
+    def data_to_send(self) -> list[tuple[bytes, tuple[str, int]]]:
+        """What to write and to whom: a datagram, or bytes for the TCP connection to that address."""
+        return self._tx.data_to_send()
+
+    def streams_to_close(self) -> list[object]:
+        """TCP connections the adapter must close (broken framing, or not from the PSS)."""
+        out, self._broken = self._broken, []
+        return out
+
+    # -- dispatch of transaction events -----------------------------------------------------------
+
+    def _pump(self, now: float) -> None:
+        while True:
+            events = self._tx.next_events()
+            if not events:
+                break
+            for event in events:
+                self._dispatch(event, now)
+        if self._ended_tx:
+            for key in self._ended_tx:
+                self._owners.pop(key, None)
+            self._ended_tx.clear()
+
+    def _dispatch(self, event: TxEvent, now: float) -> None:
+        if isinstance(event, RequestReceived):
+            self._on_request(event.key, event.request, now)
+        elif isinstance(event, ResponseReceived):
+            owner = self._owners.get(event.key)
+            if isinstance(owner, Leg):
+                if event.key == owner.invite_key:
+                    owner.on_invite_response(event.response, now)
+                else:
+                    owner.on_response(event.key, event.response, now)
+            elif owner is not None:
+                owner.on_response(event.key, event.response, now)
+        elif isinstance(event, TimedOut | TransportFailed):
+            transport = isinstance(event, TransportFailed)
+            if isinstance(event, TimedOut) and not event.client:
+                return  # Timer H: no ACK for a non-2xx answer; nothing to undo
+            owner = self._owners.get(event.key)
+            if isinstance(owner, Leg):
+                if event.key == owner.invite_key:
+                    owner.on_invite_timeout(now, transport=transport)
+                else:
+                    owner.on_request_timeout(event.key, now, transport=transport)
+            elif owner is not None:
+                owner.on_timeout(event.key, now, transport=transport)
+        elif isinstance(event, StrayResponse):
+            resp = event.response
+            leg = self._dialogs.get((resp.call_id, resp.from_.tag or ""))
+            if leg is not None and resp.cseq.method == "INVITE" and 200 <= resp.status < 300:
+                leg.on_stray_2xx(resp, now)
+            else:
+                self._counts["stray_responses"] += 1
+        elif isinstance(event, StrayAck):
+            ack = event.request
+            leg = self._dialogs.get((ack.call_id, ack.to.tag or ""))
+            if leg is not None:
+                leg.on_ack(ack, now)
+
+    def _answer(self, key: str, response: Response, now: float) -> None:
+        with contextlib.suppress(LocalProtocolError):  # a new server transaction takes its first answer
+            self._tx.respond(key, response, now)
+
+    def _options_ok(self, request: Request, to_tag: str) -> Response:
+        return make_response(
+            request,
+            200,
+            to_tag=to_tag,
+            headers=[
+                ("Allow", ", ".join(ALLOWED_METHODS)),
+                ("Accept", ", ".join(ACCEPTED_TYPES)),
+                ("Supported", ", ".join(SUPPORTED)),
+                ("Server", self.settings.user_agent),
+            ],
+        )
+
+    def _on_request(self, key: str, request: Request, now: float) -> None:
+        to_tag = self.new_tag()
+        refusal = check_request(request, to_tag=to_tag)
+        if refusal is not None:
+            self._answer(key, refusal, now)
+            return
+        method = request.method
+        dialog_tag = request.to.tag
+        leg = self._dialogs.get((request.call_id, dialog_tag)) if dialog_tag else None
+        if method == "CANCEL":
+            invite = self._tx.find_invite_for_cancel(request)
+            found = invite is not None and leg is not None and leg.on_cancel(invite.key, now)
+            self._answer(key, make_response(request, 200 if found else 481, to_tag=to_tag), now)
+            return
+        if leg is not None:
+            leg.on_request(key, request, now)
+            return
+        if method == "OPTIONS":
+            self._answer(key, self._options_ok(request, to_tag), now)
+            return
+        if method == "INVITE" and dialog_tag is None:
+            self._counts["refused_invites"] += 1
+            self._answer(
+                key, make_response(request, 403, "Forbidden (no incoming calls)", to_tag=to_tag), now
+            )
+            return
+        self._answer(key, make_response(request, 481, to_tag=to_tag), now)
