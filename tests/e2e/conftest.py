@@ -110,8 +110,11 @@ def kamailio(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callabl
 
 
 @pytest.fixture
-def phone(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Phone]]:
-    """Factory: ``phone(user, pss, **kwargs)`` starts a registered phone, stopped at teardown."""
+def phone(
+    request: pytest.FixtureRequest, tmp_path: Path, kamailio: Callable[..., Kamailio]
+) -> Iterator[Callable[..., Phone]]:
+    """Factory: ``phone(user, pss, **kwargs)`` starts a registered phone, stopped at teardown
+    (before any Kamailio of the test, so the phones can still unregister)."""
     if importlib.util.find_spec("pjsua2") is None:
         pytest.fail(
             "pjsua2 is not installed: pip install 'pjsua2-python==2.15.1.post1' "

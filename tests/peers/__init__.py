@@ -1,0 +1,10 @@
+"""Real peers for the end-to-end tests, all on 127.0.0.0/8.
+
+- ``kamailio``: Kamailio as the provider's SIP server (PSS), in ``auth`` or ``trunk`` mode.
+- ``phone`` (+ ``phone_process``): pjsua2 phones, one process each, driven over JSON lines.
+- ``audio``: tone and silence checks on the phones' WAV recordings.
+- ``rawsip``: a minimal SIP client for probing the PSS (digest, routing answers).
+- ``net``: free loopback ports, bounded waits, children that die with the test process.
+
+See README.md beside this file for an overview and the known quirks.
+"""

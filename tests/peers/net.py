@@ -4,9 +4,11 @@
 process dies, even when it is killed before its fixtures can stop them.
 
 ``free_port(host)`` finds a port that is free for both UDP and TCP on ``host`` (a 127.0.0.0/8
-address) and never hands out the same port twice in one process, so parallel fixtures do not
-collide with each other. ``wait_until(predicate, timeout)`` polls with a bounded number of
-rounds and returns the first true value, or raises ``WaitTimeout`` (an ``AssertionError``).
+address), below the kernel's ephemeral range, and never hands out the same port twice in one
+process, so fixtures do not collide with each other or with port-0 binds.
+
+``wait_until(predicate, timeout)`` polls with a bounded number of rounds and returns the first
+true value, or raises ``WaitTimeout`` (an ``AssertionError``).
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ipaddress
+import random
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal, TypeVar
 
 __all__ = ["WaitTimeout", "check_loopback", "die_with_parent", "free_port", "wait_until"]
@@ -30,8 +34,11 @@ _given: set[tuple[str, int]] = set()
 _given_lock = threading.Lock()
 # prctl option: the signal a child gets when its parent dies.
 PR_SET_PDEATHSIG = 1
-# How many candidate ports free_port tries before it gives up.
+# How many candidate ports free_port tries before it gives up, and the lowest it draws (clear of
+# the well-known SIP/IIF ports that configs use).
 MAX_PORT_TRIES = 200
+FREE_PORT_MIN = 15000
+_random = random.Random()
 
 
 def check_loopback(host: str) -> str:
@@ -52,12 +59,30 @@ def _try_port(host: str, port: int) -> int:
     return port
 
 
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (where port-0 binds land)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP on ``host`` that this process has not handed out yet."""
+    """A port free for both UDP and TCP on ``host`` that this process has not handed out yet.
+
+    It is drawn below the kernel's ephemeral range, so a peer binding port 0 (a phone's SIP or
+    RTP socket, a TCP client) cannot take it between this call and the bind of its user.
+    """
     check_loopback(host)
+    high = _ephemeral_low()
+    low = min(FREE_PORT_MIN, high - 1000)
     for _ in range(MAX_PORT_TRIES):
+        candidate = _random.randrange(low, high)
+        with _given_lock:
+            if (host, candidate) in _given:
+                continue
         try:
-            port = _try_port(host, 0)
+            port = _try_port(host, candidate)
         except OSError:
             continue
         with _given_lock:
