@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mss import sdp
 from mss.errors import LocalProtocolError, SdpError
@@ -534,11 +534,27 @@ class CallbackCall:
             self._last_media = {"user1": now, "user2": now}
         if negotiated.hold != before.hold or negotiated.remote_direction != before.remote_direction:
             # Reflect hold/resume to the other leg so its media follows (RFC 3264 §8.4).
-            other = self.legs[_OTHER[event.leg]]
-            if other.local is not None and other.local.last is not None:
-                reoffer = sdp.with_direction(other.local.last, negotiated.remote_direction)
-                commands.append(Reinvite(leg=_OTHER[event.leg], sdp=bytes(other.local.stamp(reoffer))))
+            other = _OTHER[event.leg]
+            commands.append(Reinvite(leg=other, sdp=self._reoffer(other, negotiated.remote_direction)))
         return commands
+
+    def _reoffer(self, name: Leg, direction: sdp.Direction) -> bytes:
+        """Our new offer on established leg ``name``: only the codec and telephone-event it agreed on,
+        under our numbers, with ``direction``.
+
+        Not our first offer again: that one lists every ``audio_codecs`` entry for user1, and the
+        answer to a re-INVITE is not reported back, so the leg must not be free to pick another codec.
+        """
+        state = self.legs[name]
+        n = state.negotiated
+        assert n is not None and state.local is not None
+        ours = replace(n, remote_pt=n.local_pt, remote_te_pt=n.local_te_pt)
+        s = self.settings
+        offer = sdp.make_bridge_offer(
+            ours, host=s.media_host, port=s.a_port if name == "user1" else s.b_port,
+            session_id=s.session_id, version=1, direction=direction,
+        )
+        return bytes(state.local.stamp(offer))
 
     def _remote(self, leg: Leg, n: sdp.Negotiated) -> RelayRemote:
         return RelayRemote(leg=_RELAY_LEG[leg], host=n.remote_address, port=n.remote_port,
