@@ -191,6 +191,27 @@ def test_busy_callee_gives_486(
     assert a.wait_event("disconnected")["code"] == 486, peer_logs()
 
 
+def test_reject_code_and_codec_preference(
+    kamailio: KamailioFactory, phone: PhoneFactory, peer_logs: Callable[[], str]
+) -> None:
+    """Any final code passes through (603); a PCMA-only callee gets PCMA from a PCMU-first
+    caller; a callee that does not answer by itself is answered by hand, with silence."""
+    pss = kamailio("auth", USERS)
+    a = phone("100", pss)
+    b = phone("101", pss, behaviour="reject:603")
+    c = phone("102", pss, codecs=["PCMA"], behaviour="ignore", tone_hz=None)
+    a.call("101")
+    assert a.wait_event("disconnected")["code"] == 603, peer_logs()
+    assert b.wait_event("disconnected")["code"] == 603, peer_logs()
+    a.call("102")
+    c.wait_event("incoming")
+    c.answer(200)
+    assert a.wait_event("confirmed")["codec"] == "PCMA", peer_logs()
+    assert c.wait_event("confirmed")["codec"] == "PCMA", peer_logs()
+    hang_up(c, a)
+    assert audio.silence_fraction(a.recording_path()) == 1.0, audio.describe(a.recording_path())
+
+
 def test_cancel_while_ringing_gives_487(
     kamailio: KamailioFactory, phone: PhoneFactory, peer_logs: Callable[[], str]
 ) -> None:
