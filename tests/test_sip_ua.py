@@ -98,9 +98,12 @@ class Net:
         self.ua.receive_data(data, source, self.clock.now, stream=stream)
 
     def events(self) -> list[UAEvent]:
-        out = []
+        """Events since the last call (LegFailed with its call_id blanked, kept in ``raw_events``)."""
+        out: list[UAEvent] = []
+        self.raw_events: list[UAEvent] = []
         while (e := self.ua.next_event()) is not None:
-            out.append(e)
+            self.raw_events.append(e)
+            out.append(replace(e, call_id="") if isinstance(e, LegFailed) else e)
         return out
 
     def advance(self, seconds: float) -> None:
@@ -281,6 +284,7 @@ def test_final_failures(status: int, reason: str) -> None:
     ack = net.one("ACK")
     assert ack.top_via.branch == inv.top_via.branch  # the transaction's ACK
     assert net.events() == [LegFailed(leg_id="L1", status=status, reason=reason)]
+    assert net.raw_events == [LegFailed(leg_id="L1", status=status, reason=reason, call_id=inv.call_id)]
     net.ua.hangup("L1", net.now)
     assert net.sent() == [] and net.events() == []
 

@@ -24,6 +24,7 @@ __all__ = [
     "LegEnded",
     "LegFailed",
     "LegOffer",
+    "LegProgress",
     "LegReinviteResult",
     "LegRemoteAnswer",
     "LegRinging",
@@ -82,11 +83,27 @@ class Unregistered:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LegTrying:
-    """The PSS took the INVITE (100 Trying)."""
+class LegProgress:
+    """A provisional response: :class:`LegTrying` (100) or :class:`LegRinging` (101..199)."""
 
     leg_id: str
     """The caller's id of the leg."""
+    status: int
+    """100..199."""
+    reason: str
+    """Reason phrase."""
+    sdp: bytes | None = None
+    """The SDP of the provisional response (early media), None without one."""
+
+    def __post_init__(self) -> None:
+        _check_leg(self.leg_id)
+        _check(100 <= self.status <= 199, f"{type(self).__name__}.status {self.status} is not 1xx")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LegTrying(LegProgress):
+    """The PSS took the INVITE (100 Trying); reported once."""
+
     status: int = 100
     """Always 100."""
     reason: str = "Trying"
@@ -98,17 +115,8 @@ class LegTrying:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LegRinging:
+class LegRinging(LegProgress):
     """A 180/181/182/183 arrived (with the far end's SDP when it sends early media)."""
-
-    leg_id: str
-    """The caller's id of the leg."""
-    status: int
-    """101..199."""
-    reason: str
-    """Reason phrase."""
-    sdp: bytes | None
-    """The SDP of the provisional response (early media), None without one."""
 
     def __post_init__(self) -> None:
         _check_leg(self.leg_id)
@@ -140,6 +148,8 @@ class LegFailed:
     """The final status (300..699): 408 for a timeout, 503 for a transport failure or a limit."""
     reason: str
     """Reason phrase or a description."""
+    call_id: str = ""
+    """The INVITE's Call-ID (for logs); empty when no INVITE was sent."""
 
     def __post_init__(self) -> None:
         _check_leg(self.leg_id)
@@ -218,8 +228,7 @@ UAEvent = (
     Registered
     | RegistrationFailed
     | Unregistered
-    | LegTrying
-    | LegRinging
+    | LegProgress
     | LegAnswered
     | LegFailed
     | LegEnded

@@ -275,7 +275,7 @@ class Leg:
             return
         if not self.finished:
             self.finished = True
-            self.core.emit(LegFailed(leg_id=self.leg_id, status=status, reason=reason))
+            self.core.emit(LegFailed(leg_id=self.leg_id, status=status, reason=reason, call_id=self.call_id))
             self.core.leg_finished(self)
         self._terminate(now)
 

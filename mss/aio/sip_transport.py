@@ -1,0 +1,338 @@
+"""UDP and TCP adapters for the SIP user agent (:class:`~mss.sip.ua.UserAgent`).
+
+:class:`SipTransport` binds UDP and TCP on ``local_host:local_port``, feeds what it reads to the
+user agent, writes what the user agent produces, arms one loop timer for the user agent's next
+deadline, and hands every UA event to ``on_event``. Each callback does four things: feed, drain
+events, transmit, re-arm (:meth:`SipTransport.flush`). The user agent runs on ``time.monotonic()``.
+
+Where bytes go: to an open TCP connection with that peer address when there is one (replies to
+requests that came on a connection, our requests on the reused connection to the PSS); else, with
+``transport = tcp``, over a new connection to that address (reconnecting after a loss; a failed
+connect is reported to the UA as a transport failure); else as a UDP datagram.
+
+Strangers: a TCP connection from an address that is not the PSS is closed before anything is read;
+a datagram from one is dropped by the UA (counted). Every refusal is logged, rate-limited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import cast
+
+from mss.errors import TransportError
+from mss.sip.events import Registered, RegistrationFailed, UAEvent, Unregistered
+from mss.sip.settings import UASettings
+from mss.sip.ua import UserAgent
+
+__all__ = ["MAX_CONNECTIONS", "MAX_PENDING_BYTES", "MAX_WRITE_BUFFER", "SipTransport"]
+
+log = logging.getLogger("mss.sip")
+
+#: Open SIP TCP connections at most (only the PSS connects; it needs one or two).
+MAX_CONNECTIONS = 32
+
+#: Bytes queued for a connection that is still being opened; beyond it they are dropped.
+MAX_PENDING_BYTES = 1 << 20
+
+#: Bytes a slow connection may hold unwritten before it is closed.
+MAX_WRITE_BUFFER = 4 << 20
+
+#: Seconds between two log lines about the same refused address.
+_REFUSAL_LOG_INTERVAL = 10.0
+
+#: Seconds to wait for a TCP connection to the PSS.
+CONNECT_TIMEOUT = 5.0
+
+Addr = tuple[str, int]
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, owner: SipTransport) -> None:
+        self._owner = owner
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        owner = self._owner
+        source = (str(addr[0]), int(addr[1]))
+        owner.ua.receive_data(data, source, time.monotonic())
+        owner.note_stranger(source, "udp")
+        owner.flush()
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("SIP UDP error: %s", exc)
+
+
+class _Tcp(asyncio.Protocol):
+    """One SIP TCP connection (accepted from the PSS, or opened to it); it is the UA's ``stream``."""
+
+    def __init__(self, owner: SipTransport, *, outgoing: Addr | None = None) -> None:
+        self._owner = owner
+        self.transport: asyncio.Transport | None = None
+        self.peer: Addr = outgoing or ("", 0)
+        self.outgoing = outgoing is not None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's classes do not subclass asyncio's
+        owner = self._owner
+        name = transport.get_extra_info("peername")
+        peer = (str(name[0]), int(name[1])) if name else self.peer
+        if not self.outgoing:
+            if peer[0] != owner.ua.settings.pss_host:
+                owner.log_refusal(peer, "tcp")
+                transport.abort()
+                return
+            if len(owner.connections) >= MAX_CONNECTIONS:
+                log.warning("refused SIP tcp from %s:%d: %d connections open", *peer, MAX_CONNECTIONS)
+                transport.abort()
+                return
+        self.transport = transport
+        self.peer = peer
+        owner.connections[peer] = self
+
+    def data_received(self, data: bytes) -> None:
+        owner = self._owner
+        owner.ua.receive_data(data, self.peer, time.monotonic(), stream=self)
+        owner.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        owner = self._owner
+        if owner.connections.get(self.peer) is self:
+            del owner.connections[self.peer]
+        if self.transport is not None:
+            self.transport = None
+            owner.ua.stream_closed(self, time.monotonic())
+            owner.flush()
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        transport.write(data)
+        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            log.warning("SIP tcp to %s:%d is not reading: closed", *self.peer)
+            transport.abort()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class SipTransport:
+    """The asyncio side of mss's SIP: sockets, the UA's timer, and its events to ``on_event``."""
+
+    def __init__(self, settings: UASettings, *, on_event: Callable[[UAEvent], None]) -> None:
+        self.ua = UserAgent(settings)
+        self.on_event = on_event
+        self.connections: dict[Addr, _Tcp] = {}
+        self._udp: asyncio.DatagramTransport | None = None
+        self._server: asyncio.Server | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed: float | None = None
+        self._connecting: dict[Addr, list[bytes]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._flushing = False
+        self._again = False
+        self._closed = False
+        self._unregistered = asyncio.Event()
+        self._refusals: dict[str, float] = {}
+        self._dropped = 0
+
+    # -- lifetime -------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Bind UDP and TCP, then start the UA (REGISTER in external line mode)."""
+        loop = asyncio.get_running_loop()
+        await self._resolve_pss(loop)
+        s = self.ua.settings
+        try:
+            udp, _ = await loop.create_datagram_endpoint(
+                lambda: _Udp(self), local_addr=(s.local_host, s.local_port)
+            )
+            self._udp = udp
+            self._server = await loop.create_server(
+                lambda: _Tcp(self), s.local_host, s.local_port, reuse_address=True
+            )
+        except OSError as exc:
+            await self.close(unregister=False)
+            raise TransportError(f"cannot bind SIP on {s.local_host}:{s.local_port}: {exc.strerror}") from exc
+        log.info("SIP on %s:%d (udp+tcp), PSS %s:%d over %s", s.local_host, s.local_port, s.pss_host,
+                 s.pss_port, s.transport)  # fmt: skip
+        self.ua.start(time.monotonic())
+        self.flush()
+
+    async def _resolve_pss(self, loop: asyncio.AbstractEventLoop) -> None:
+        s = self.ua.settings
+        try:
+            ipaddress.ip_address(s.pss_host)
+            return
+        except ValueError:
+            pass
+        try:
+            infos = await loop.getaddrinfo(s.pss_host, s.pss_port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise TransportError(f"cannot resolve the PSS {s.pss_host!r}: {exc}") from exc
+        ip = str(infos[0][4][0])
+        log.info("PSS %s is %s", s.pss_host, ip)
+        self.ua = UserAgent(replace(s, pss_host=ip, domain=s.domain))
+
+    async def close(self, *, unregister: bool = True, timeout: float = 3.0) -> None:
+        """Un-REGISTER (waiting at most ``timeout`` s), then close every socket."""
+        if self._closed:
+            return
+        if unregister and self._udp is not None:
+            self.ua.shutdown(time.monotonic())
+            self.flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._unregistered.wait(), timeout)
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in list(self._tasks):
+            task.cancel()
+        for conn in list(self.connections.values()):
+            conn.abort()
+        self.connections.clear()
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            self._server = None
+        await asyncio.sleep(0)
+
+    # -- the four steps -------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Drain the UA's events to ``on_event``, transmit its output, re-arm its timer.
+
+        Call it after issuing UA commands. Re-entrant: an ``on_event`` that issues commands and
+        calls flush again only makes the running flush go round once more.
+        """
+        if self._flushing:
+            self._again = True
+            return
+        self._flushing = True
+        try:
+            while True:
+                self._again = False
+                ua = self.ua
+                while (event := ua.next_event()) is not None:
+                    self._note(event)
+                    try:
+                        self.on_event(event)
+                    except Exception:
+                        log.exception("SIP event handler failed on %r", event)
+                self._transmit()
+                for stream in ua.streams_to_close():
+                    if isinstance(stream, _Tcp):
+                        stream.abort()
+                if not self._again:
+                    break
+        finally:
+            self._flushing = False
+        self._arm()
+
+    def _note(self, event: UAEvent) -> None:
+        if isinstance(event, Registered):
+            log.info("registered as %s@%s (expires %ds)", self.ua.settings.aor_user, self.ua.settings.domain,
+                     event.expires)  # fmt: skip
+        elif isinstance(event, RegistrationFailed):
+            log.warning("registration failed: %d %s; retry in %.0fs", event.status, event.reason,
+                        max(0.0, event.retry_at - time.monotonic()))  # fmt: skip
+        elif isinstance(event, Unregistered):
+            self._unregistered.set()
+            log.info("unregistered")
+
+    def _transmit(self) -> None:
+        if self._closed:
+            self.ua.data_to_send()
+            return
+        reliable = self.ua.settings.reliable
+        for data, dest in self.ua.data_to_send():
+            conn = self.connections.get(dest)
+            if conn is not None and conn.transport is not None:
+                conn.write(data)
+            elif dest in self._connecting:
+                self._queue(dest, data)
+            elif reliable:
+                self._connecting[dest] = []
+                self._queue(dest, data)
+                task = asyncio.get_running_loop().create_task(self._connect(dest))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            elif self._udp is not None:
+                self._udp.sendto(data, dest)
+
+    def _queue(self, dest: Addr, data: bytes) -> None:
+        queue = self._connecting[dest]
+        if sum(len(d) for d in queue) + len(data) > MAX_PENDING_BYTES:
+            self._dropped += 1
+            log.warning("SIP tcp to %s:%d: queue full, message dropped", *dest)
+            return
+        queue.append(data)
+
+    async def _connect(self, dest: Addr) -> None:
+        loop = asyncio.get_running_loop()
+        s = self.ua.settings
+        try:
+            _transport, proto = await asyncio.wait_for(
+                loop.create_connection(lambda: _Tcp(self, outgoing=dest), dest[0], dest[1],
+                                       local_addr=(s.local_host, 0)),
+                CONNECT_TIMEOUT,
+            )  # fmt: skip
+        except (OSError, TimeoutError) as exc:
+            self._connecting.pop(dest, None)
+            log.warning("SIP tcp connect to %s:%d failed: %s", *dest, exc)
+            self.ua.transport_failed(dest, time.monotonic())
+            self.flush()
+            return
+        queued = self._connecting.pop(dest, [])
+        for data in queued:
+            proto.write(data)
+        log.debug("SIP tcp connection to %s:%d open", *dest)
+
+    def _arm(self) -> None:
+        if self._closed:
+            return
+        deadline = self.ua.get_timer()
+        if deadline == self._armed:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._armed = deadline
+        if deadline is not None:
+            delay = max(0.0, deadline - time.monotonic())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._armed = None
+        self.ua.handle_timer(time.monotonic())
+        self.flush()
+
+    # -- strangers ------------------------------------------------------------------------------
+
+    def note_stranger(self, source: Addr, transport: str) -> None:
+        """Log a datagram the UA dropped because it did not come from the PSS."""
+        if source[0] != self.ua.settings.pss_host:
+            self.log_refusal(source, transport)
+
+    def log_refusal(self, peer: Addr, transport: str) -> None:
+        """Log a refused stranger, at most once per interval per address."""
+        now = time.monotonic()
+        last = self._refusals.get(peer[0])
+        if last is None or now - last >= _REFUSAL_LOG_INTERVAL:
+            if len(self._refusals) > 10_000:  # bound the memory a scan can take
+                self._refusals.clear()
+            self._refusals[peer[0]] = now
+            log.warning("dropped SIP %s from %s:%d: not the PSS", transport, *peer)
