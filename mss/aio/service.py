@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from mss.aio.calls import CallEngine
 from mss.aio.iif_server import IIFServer
 from mss.config import Config
 from mss.desk import Callback, CallbackDesk, Engine, Outcome
@@ -114,7 +115,7 @@ class Service:
         self.desk = desk
         idle = asyncio.Event()
         desk.on_idle = idle.set
-        engine = self._engine_factory(cfg, desk) if self._engine_factory else UnplacedEngine(desk.finish)
+        engine = (self._engine_factory or CallEngine)(cfg, desk)
         self.engine = engine
         desk.engine = engine
         await engine.open()

@@ -1,0 +1,313 @@
+"""The call engine: runs one :class:`~mss.callflow.CallbackCall` per callback on the event loop.
+
+It owns the SIP user agent (through :class:`~mss.aio.sip_transport.SipTransport`) and the media
+relay, turns the user agent's events into call-flow events, carries out the call flow's commands,
+and arms one loop timer per call. The desk starts and cancels callbacks; every callback ends with
+exactly one :meth:`~mss.desk.CallbackDesk.finish`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mss import callflow as cf
+from mss import tones
+from mss.aio.sip_transport import SipTransport
+from mss.config import Config
+from mss.desk import Callback, CallbackDesk, Outcome
+from mss.errors import MssError, RelayError
+from mss.journal import Cdr
+from mss.relay import FIELDS, Relay, RelaySession
+from mss.sip import events as ua
+from mss.sip.settings import UASettings
+
+__all__ = ["CallEngine"]
+
+log = logging.getLogger("mss.call")
+
+#: Seconds between two reads of the relay's receive times (for ``inactivity_timeout``).
+MEDIA_POLL_INTERVAL = 1.0
+
+_LAST_RX = FIELDS.index("last_rx_ns")
+
+
+@dataclass(slots=True)
+class _Call:
+    """A callback in progress: its state machine, relay session and timer."""
+
+    callback: Callback
+    flow: cf.CallbackCall
+    session: RelaySession
+    timer: asyncio.TimerHandle | None = None
+    response_sent: bool = False
+    answered_wall: dict[str, float] = field(default_factory=dict)
+
+
+def _leg_id(seq: int, leg: str) -> str:
+    return f"{seq}.{leg}"
+
+
+def _split_leg_id(leg_id: str) -> tuple[int, str] | None:
+    seq, _, leg = leg_id.partition(".")
+    if not seq.isdigit() or leg not in ("user1", "user2"):
+        return None
+    return int(seq), leg
+
+
+class CallEngine:
+    """Places callbacks through the PSS and bridges them in the relay."""
+
+    def __init__(self, config: Config, desk: CallbackDesk) -> None:
+        self.config = config
+        self.desk = desk
+        self.relay: Relay | None = None
+        self.sip: SipTransport | None = None
+        self.registered = not config.callback.external_line_mode
+        self.calls: dict[int, _Call] = {}
+        self._media_timer: asyncio.TimerHandle | None = None
+        self._wall_offset = time.time() - time.monotonic()
+
+    # --- lifetime ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        cfg = self.config
+        try:
+            self.relay = Relay(host=cfg.rtp.host, port_min=cfg.rtp.port_min, port_max=cfg.rtp.port_max)
+        except RelayError as exc:
+            raise MssError(f"[rtp]: {exc}") from exc
+        log.info("relay on %s ports %d..%d (%d sessions, %s)", cfg.rtp.host, cfg.rtp.port_min,
+                 cfg.rtp.port_max, self.relay.capacity, self.relay.backend)
+        self.sip = SipTransport(UASettings.from_config(cfg), on_event=self._on_sip_event)
+        await self.sip.open()
+        self._media_timer = asyncio.get_running_loop().call_later(MEDIA_POLL_INTERVAL, self._poll_media)
+
+    async def close(self) -> None:
+        if self._media_timer is not None:
+            self._media_timer.cancel()
+        self.release_all()  # normally nothing is left: the service drained the calls first
+        for call in list(self.calls.values()):
+            self._end(call)
+        if self.sip is not None:
+            await self.sip.close()
+        if self.relay is not None:
+            self.relay.close()
+
+    # --- the desk's verbs ----------------------------------------------------------------------
+
+    def refusal(self) -> str | None:
+        if not self.registered:
+            return "the external line is not registered"
+        if self.relay is None or self.sip is None:
+            return "the call engine is not running"
+        if self.relay.session_count >= self.relay.capacity:
+            return "no RTP ports left"
+        return None
+
+    def start(self, callback: Callback) -> None:
+        assert self.relay is not None
+        try:
+            session = self.relay.open_session(bridged=False)
+        except RelayError as exc:
+            log.error("callback %s: %s", callback.id, exc)
+            self.desk.finish(callback.seq, Outcome(real_duration=0, result="user1_failed", code=0))
+            return
+        cfg = self.config
+        settings = cf.CallSettings(
+            codecs=cfg.callback.audio_codecs,
+            ring_timeout=cfg.callback.ring_timeout,
+            inactivity_timeout=cfg.rtp.inactivity_timeout,
+            media_host=cfg.rtp.host,
+            a_port=session.a_port,
+            b_port=session.b_port,
+            session_id=secrets.randbelow(1 << 31) + 1,
+        )
+        flow = cf.CallbackCall(user1=callback.user1, user2=callback.user2, duration=callback.duration,
+                               settings=settings)
+        call = _Call(callback=callback, flow=flow, session=session)
+        self.calls[callback.seq] = call
+        self._run(call, flow.start(time.monotonic()))
+
+    def cancel(self, seq: int) -> None:
+        call = self.calls.get(seq)
+        if call is not None:
+            self._run(call, call.flow.cancel(time.monotonic()))
+
+    def release_all(self) -> None:
+        now = time.monotonic()
+        for call in list(self.calls.values()):
+            self._run(call, call.flow.shutdown(now))
+
+    # --- SIP events ----------------------------------------------------------------------------
+
+    def _on_sip_event(self, event: ua.UAEvent) -> None:
+        if isinstance(event, ua.Registered):
+            if not self.registered:
+                log.info("external line registered (expires %ds)", event.expires)
+            self.registered = True
+            return
+        if isinstance(event, ua.RegistrationFailed):
+            if self.registered:
+                log.error("external line registration lost: %d %s", event.status, event.reason)
+            self.registered = False
+            return
+        leg_event = self._leg_event(event)
+        if leg_event is None:
+            return
+        seq, flow_event = leg_event
+        call = self.calls.get(seq)
+        if call is None:
+            return
+        if isinstance(flow_event, cf.LegAnswered):
+            call.answered_wall[flow_event.leg] = time.time()
+        log.debug("callback %s: %s", call.callback.id, flow_event)
+        self._run(call, call.flow.handle(flow_event, time.monotonic()))
+
+    def _leg_event(self, event: ua.UAEvent) -> tuple[int, cf.LegEvent] | None:
+        leg_id = getattr(event, "leg_id", None)
+        where = _split_leg_id(leg_id) if isinstance(leg_id, str) else None
+        if where is None:
+            return None
+        seq, leg = where
+        if isinstance(event, ua.LegProgress):
+            if event.status == 100:
+                return None  # the PSS took the INVITE; nothing for the call flow
+            return seq, cf.LegProgress(leg=leg, status=event.status, sdp=event.sdp)
+        if isinstance(event, ua.LegAnswered):
+            return seq, cf.LegAnswered(leg=leg, sdp=event.sdp or None, call_id=event.call_id)
+        if isinstance(event, ua.LegFailed):
+            return seq, cf.LegFailed(leg=leg, status=event.status, reason=event.reason,
+                                     call_id=event.call_id)
+        if isinstance(event, ua.LegEnded):
+            return seq, cf.LegEnded(leg=leg, by_remote=event.by_remote)
+        if isinstance(event, ua.LegOffer):
+            return seq, cf.LegOffer(leg=leg, sdp=event.sdp)
+        return None
+
+    # --- commands ------------------------------------------------------------------------------
+
+    def _run(self, call: _Call, commands: list[cf.Command]) -> None:
+        """Carry out the call flow's commands in order, then re-arm the call's timer."""
+        assert self.sip is not None
+        seq = call.callback.seq
+        now = time.monotonic()
+        for command in commands:
+            if isinstance(command, cf.Invite):
+                log.info("callback %s: calling %s (%s)", call.callback.id, command.user, command.leg)
+                self.sip.ua.invite(_leg_id(seq, command.leg), command.user, command.sdp, now)
+            elif isinstance(command, cf.Hangup):
+                self.sip.ua.hangup(_leg_id(seq, command.leg), now)
+            elif isinstance(command, cf.AnswerOffer):
+                if command.sdp is None:
+                    self.sip.ua.reject_offer(_leg_id(seq, command.leg), now)
+                else:
+                    self.sip.ua.answer_offer(_leg_id(seq, command.leg), command.sdp, now)
+            elif isinstance(command, cf.Reinvite):
+                self.sip.ua.reinvite(_leg_id(seq, command.leg), command.sdp, now)
+            elif isinstance(command, cf.MarkBridged):
+                log.info("callback %s: bridged (%s)", call.callback.id, call.flow.codec)
+                self.desk.bridged(seq)
+            elif isinstance(command, cf.SendResponse):
+                self._respond(call, command)
+            elif isinstance(command, cf.Finished):
+                self._end(call)
+            else:
+                self._relay_command(call, command)
+        self.sip.flush()
+        self._arm(call)
+
+    def _relay_command(self, call: _Call, command: cf.Command) -> None:
+        s = call.session
+        if s.closed:
+            return
+        if isinstance(command, cf.RelayRemote):
+            leg: Literal["a", "b"] = "a" if command.leg == "a" else "b"
+            s.set_remote(leg, command.host, command.port, command.rtcp_port)
+            s.relatch(leg)
+        elif isinstance(command, cf.RelayPlay):
+            frames = tones.ringback_frames(command.codec, ptime_ms=command.ptime)
+            if frames:
+                size = tones.frame_bytes(command.codec, command.ptime)
+                s.play("a", frames, frame_bytes=size, payload_type=command.payload_type,
+                       ptime_ms=command.ptime, samples_per_frame=size)
+        elif isinstance(command, cf.RelayStopPlay):
+            s.stop_play("a" if command.leg == "a" else "b")
+        elif isinstance(command, cf.RelayForward):
+            s.set_forwarding(a_to_b=command.a_to_b, b_to_a=command.b_to_a)
+        elif isinstance(command, cf.RelayBridge):
+            s.set_pt_rewrite("a", command.a_to_b)
+            s.set_pt_rewrite("b", command.b_to_a)
+            s.bridge()
+
+    def _respond(self, call: _Call, command: cf.SendResponse) -> None:
+        if call.response_sent:
+            return
+        call.response_sent = True
+        flow = call.flow
+        legs = flow.legs
+        cdr = Cdr(
+            caller=self.config.caller,
+            leg1_call_id=legs["user1"].call_id or None,
+            leg2_call_id=legs["user2"].call_id or None,
+            leg1_code=legs["user1"].code,
+            leg2_code=legs["user2"].code,
+            codec=flow.codec,
+            leg1_answered_at=call.answered_wall.get("user1"),
+            leg2_answered_at=call.answered_wall.get("user2"),
+            released_at=time.time(),
+            released_by=command.released_by,
+            result=command.result,
+            reason=command.reason,
+        )
+        log.info("callback %s: released by %s: %s", call.callback.id, command.released_by, command.reason)
+        self.desk.finish(
+            call.callback.seq,
+            Outcome(real_duration=command.real_duration, result=command.result, code=command.code, cdr=cdr),
+        )
+
+    def _end(self, call: _Call) -> None:
+        """The call is over (or mss is closing): free its relay session and timer."""
+        if call.timer is not None:
+            call.timer.cancel()
+            call.timer = None
+        call.session.close()
+        self.calls.pop(call.callback.seq, None)
+        if not call.response_sent:
+            # Closing with the call still up (shutdown past every grace): the AS still gets its answer.
+            self._respond(call, cf.SendResponse(real_duration=0, result="shutdown", code=0,
+                                                released_by="mss", reason="mss closed"))
+
+    # --- timers --------------------------------------------------------------------------------
+
+    def _arm(self, call: _Call) -> None:
+        if call.timer is not None:
+            call.timer.cancel()
+            call.timer = None
+        if call.callback.seq not in self.calls:
+            return
+        deadline = call.flow.get_timer()
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            call.timer = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()),
+                                      self._on_timer, call)
+
+    def _on_timer(self, call: _Call) -> None:
+        call.timer = None
+        self._run(call, call.flow.handle_timer(time.monotonic()))
+
+    def _poll_media(self) -> None:
+        """Feed the relay's receive times to bridged calls (inactivity), in one read of the counters."""
+        assert self.relay is not None
+        counters = self.relay.counters
+        for call in list(self.calls.values()):
+            if call.flow.state is cf.CallState.BRIDGED and not call.session.closed:
+                row = counters[call.session.slot, :, _LAST_RX]
+                a_ns, b_ns = int(row[0]), int(row[1])
+                call.flow.media_seen({"user1": a_ns / 1e9 if a_ns else None,
+                                      "user2": b_ns / 1e9 if b_ns else None})
+                self._arm(call)
+        self._media_timer = asyncio.get_running_loop().call_later(MEDIA_POLL_INTERVAL, self._poll_media)
