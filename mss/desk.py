@@ -189,8 +189,9 @@ class CallbackDesk:
     def handle(self, messages: list[Request | Cancel | IIFError], origin: Origin) -> None:
         """Answer a batch of messages from one origin, in order; start the callbacks taken.
 
-        The REQUESTs of a batch are recorded in one journal transaction; a CANCEL first commits the
-        REQUESTs before it (so it can cancel one of them), and the ACKs go out in message order.
+        The REQUESTs of a batch are recorded in one journal transaction. A CANCEL of a REQUEST earlier in
+        the batch commits that REQUEST first, and a CANCEL taken writes its ACK before the engine is told
+        (its RESPONSE may follow at once). ACKs go out in message order.
         """
         answers: list[Ack | None] = []  # None: a REQUEST whose ACK waits for the journal
         taken: list[tuple[int, Request]] = []
@@ -199,10 +200,18 @@ class CallbackDesk:
                 log.warning("%s: refused a message: %s", origin.peer, message.reason)
                 answers.append(Ack(id=message.iif_id, ok=False))
             elif isinstance(message, Cancel):
-                if taken:
+                if any(req.id == message.id for _, req in taken):
+                    # Its REQUEST came earlier in this batch: record and start it first.
                     self._commit(answers, taken, origin)
                     answers, taken = [], []
-                answers.append(self._cancel(message, origin))
+                answer, seq = self._cancel(message, origin)
+                answers.append(answer)
+                if seq is not None:
+                    # The RESPONSE may follow at once: the ACKs so far, this one included, go first.
+                    self._commit(answers, taken, origin)
+                    answers, taken = [], []
+                    assert self.engine is not None
+                    self.engine.cancel(seq)
             else:
                 reason = self._refusal(message, len(taken), {r.id for _, r in taken})
                 if reason is None:
@@ -262,20 +271,19 @@ class CallbackDesk:
             return "no call engine"
         return self.engine.refusal()
 
-    def _cancel(self, message: Cancel, origin: Origin) -> Ack:
+    def _cancel(self, message: Cancel, origin: Origin) -> tuple[Ack, int | None]:
+        """The answer to a CANCEL, and the callback to cancel once it is written (None: refused)."""
         seq = self._by_id.get(message.id)
         if seq is None:
             log.warning("%s: CANCEL id=%s: no such callback in progress", origin.peer, message.id)
-            return Ack(id=message.id, ok=False)
+            return Ack(id=message.id, ok=False), None
         callback = self.active[seq]
         if callback.origin.peer != origin.peer:
             log.warning("%s: CANCEL id=%s refused: ordered by peer %s", origin.peer, message.id,
                         callback.origin.peer)
-            return Ack(id=message.id, ok=False)
+            return Ack(id=message.id, ok=False), None
         log.info("%s: CANCEL id=%s", origin.peer, message.id)
-        assert self.engine is not None
-        self.engine.cancel(seq)
-        return Ack(id=message.id, ok=True)
+        return Ack(id=message.id, ok=True), seq
 
     def _answer(self, origin: Origin, data: bytes) -> None:
         if not data:

@@ -466,3 +466,26 @@ def test_recover_answers_interrupted_callbacks_and_queues_undelivered(tmp_path: 
     )
     assert h.journal.undelivered() == []
     h.journal.close()
+
+
+def test_cancel_ack_before_a_response_the_engine_sends_at_once(h: Harness) -> None:
+    # An engine that ends a cancelled callback inside cancel(): the RESPONSE still follows the ACK.
+    h.engine.cancel = lambda seq: h.engine.finish(  # type: ignore[method-assign]
+        next(c.id for c in h.desk.active.values() if c.seq == seq), result="cancelled"
+    )
+    out = h.connect()
+    h.send(out, req("a"))
+    h.send(out, Cancel(id="a"), req("b"))
+    h.send(out, req("c"), Cancel(id="c"), Cancel(id="c"))
+    assert out.wire == (
+        ack("a") + ack("a") + resp("a") + ack("b") + ack("c") + ack("c") + resp("c") + ack("c", ok=False)
+    )
+
+
+def test_response_follows_its_ack_when_the_engine_ends_a_callback_in_start(h: Harness) -> None:
+    h.engine.start = lambda cb: h.desk.finish(  # type: ignore[method-assign]
+        cb.seq, Outcome(real_duration=0, result="user1_failed")
+    )
+    out = h.connect()
+    h.send(out, req("a"), req("b"))
+    assert out.wire == ack("a") + ack("b") + resp("a") + resp("b")

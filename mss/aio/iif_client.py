@@ -46,7 +46,8 @@ async def order_callback(
     except TimeoutError:
         print(f"mss callback: no RESPONSE within {timeout:.0f}s", file=sys.stderr)
     except OSError as exc:
-        print(f"mss callback: {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
+        print(f"mss callback: {host}:{port}: {reason}", file=sys.stderr)
     return 1
 
 
@@ -90,10 +91,15 @@ async def _over_tcp(host: str, port: int, request: Request) -> int:
 
 class _Datagrams(asyncio.DatagramProtocol):
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self.queue: asyncio.Queue[bytes | OSError] = asyncio.Queue()
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.queue.put_nowait(data)
+
+    def error_received(self, exc: Exception) -> None:
+        # On a connected UDP socket an ICMP port unreachable arrives as ConnectionRefusedError.
+        if isinstance(exc, OSError):
+            self.queue.put_nowait(exc)
 
 
 async def _over_udp(host: str, port: int, request: Request) -> int:
@@ -104,6 +110,8 @@ async def _over_udp(host: str, port: int, request: Request) -> int:
         acked = False
         while True:
             data = await protocol.queue.get()
+            if isinstance(data, OSError):
+                raise data
             try:
                 event = parse_datagram(data, role=Role.CLIENT)
             except IIFError as exc:

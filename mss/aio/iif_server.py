@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Sequence
 from typing import cast
@@ -38,7 +39,8 @@ class PeerTable:
     def __init__(self, peers: Sequence[PeerServer]) -> None:
         # Entries with a port first: they are the more specific match.
         self._peers = sorted(peers, key=lambda p: p.port is None)
-        self._last_refusal_log: dict[str, float] = {}
+        # (host, transport) -> [when last logged, refusals not logged since]
+        self._refusals: dict[tuple[str, str], list[float]] = {}
 
     def match(self, host: str, port: int, transport: str) -> PeerServer | None:
         """The peer at ``host:port``; on UDP the source port is not checked (replies use the config)."""
@@ -48,14 +50,18 @@ class PeerTable:
         return None
 
     def log_refusal(self, host: str, port: int, transport: str) -> None:
-        """Log a stranger, at most once per interval per address."""
+        """Log a stranger: at once the first time, then once per interval per address and transport with
+        the number of refusals not logged in between (a scan cannot flood the log)."""
         now = time.monotonic()
-        last = self._last_refusal_log.get(host)
-        if last is None or now - last >= _REFUSAL_LOG_INTERVAL:
-            self._last_refusal_log[host] = now
-            if len(self._last_refusal_log) > 10_000:  # bound the memory a scan can take
-                self._last_refusal_log.clear()
-            log.warning("refused IIF %s from %s:%d: not a configured peer server", transport, host, port)
+        entry = self._refusals.get((host, transport))
+        if entry is not None and now - entry[0] < _REFUSAL_LOG_INTERVAL:
+            entry[1] += 1
+            return
+        if len(self._refusals) > 10_000:  # bound the memory a scan can take
+            self._refusals.clear()
+        self._refusals[(host, transport)] = [now, 0]
+        more = f" ({int(entry[1])} more since the last report)" if entry is not None and entry[1] else ""
+        log.warning("refused IIF %s from %s:%d: not a configured peer server%s", transport, host, port, more)
 
 
 class _StreamProtocol(asyncio.Protocol):
@@ -68,6 +74,7 @@ class _StreamProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self.peer = ""
         self._origin: Origin | None = None
+        self._closing = False  # the AS ended the stream: nothing more is routed here
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's classes do not subclass asyncio's
@@ -94,9 +101,14 @@ class _StreamProtocol(asyncio.Protocol):
         self._drain()
 
     def eof_received(self) -> bool:
+        # The AS is done with this connection. A FIN cannot be told from a full close, and a RESPONSE
+        # written to a closed socket is lost: answer what arrived, then let RESPONSEs wait for the
+        # peer's next connection. Returning False closes the transport once the ACKs are written.
         self._conn.receive_data(b"", time.monotonic())
         self._drain()
-        return True  # keep the write side open: RESPONSEs may still be owed on it
+        self._server.desk.close_outlet(self)
+        self._closing = True
+        return False
 
     def _drain(self) -> None:
         messages: list[Request | Cancel | IIFError] = []
@@ -129,8 +141,8 @@ class _StreamProtocol(asyncio.Protocol):
         self._drain()
 
     def write(self, data: bytes) -> bool:
-        """Outlet: write to the AS; False when the connection is closed."""
-        if self._transport is None or self._transport.is_closing():
+        """Outlet: write to the AS; False when the connection is closed or the AS ended it."""
+        if self._transport is None or self._closing or self._transport.is_closing():
             return False
         self._transport.write(data)
         return True
@@ -219,7 +231,8 @@ class IIFServer:
         except OSError as exc:
             if self._tcp is not None:
                 self._tcp.close()
-            raise TransportError(f"cannot listen for IIF on {host}:{port}: {exc.strerror or exc}") from exc
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)  # uvloop sets errno, not strerror
+            raise TransportError(f"cannot listen for IIF on {host}:{port}: {reason}") from exc
         self._udp = protocol
         log.info("IIF listening on %s:%d (tcp and udp)", host, port)
 

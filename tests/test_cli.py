@@ -1,0 +1,212 @@
+"""The `mss` command: check-config (exit 0 / 2, naming section, key and reason), run's start-up failures,
+callback's usage errors; `python -m mss` and the installed `mss` script are the same program."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mss import __version__
+from mss.cli import main
+from tests.test_iif_server import LOCAL, config_text, free_port
+
+ROOT = Path(__file__).parent.parent
+SCRIPT = Path(sys.executable).parent / "mss"
+
+
+def mss(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mss", *args], capture_output=True, text=True, timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+# --- check-config ---------------------------------------------------------------------------------
+
+def test_check_config_bundled_example() -> None:
+    done = mss("check-config", "--config", str(ROOT / "config.ini"))
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"{ROOT / 'config.ini'}: ok\n", "")
+
+
+def test_check_config_installed_script() -> None:
+    assert SCRIPT.exists()
+    done = subprocess.run([str(SCRIPT), "check-config", "--config", "config.ini"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout) == (0, "config.ini: ok\n")
+
+
+def test_check_config_default_path_is_config_ini(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["check-config"]) == 2
+    assert capsys.readouterr().err == (
+        "config.ini: error: [file]: cannot read config.ini: No such file or directory\n"
+    )
+    (tmp_path / "config.ini").write_text((ROOT / "config.ini").read_text())
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr().out == "config.ini: ok\n"
+
+
+def test_check_config_error_exit_2(tmp_path: Path) -> None:
+    text = (ROOT / "config.ini").read_text().replace("listen_port = 5080", "listen_port = 99999")
+    path = tmp_path / "bad.ini"
+    path.write_text(text)
+    done = mss("check-config", "--config", str(path))
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == f"{path}: error: [callback] listen_port: 99999 is outside 1..65535\n"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "error"),
+    [
+        ("listen_port = 5080 ", "listen_port = ", "[callback] listen_port: is required"),
+        ("listen_port = 5080", "listen_port = 0", "[callback] listen_port: 0 is outside 1..65535"),
+        ("audio_codecs = PCMU, PCMA, G729", "audio_codecs = PCMU, G722",
+         "[callback] audio_codecs: unknown codec 'G722' (known: PCMU, PCMA, G729)"),
+        ("audio_codecs = PCMU, PCMA, G729", "audio_codecs = G729, PCMU, G729",
+         "[callback] audio_codecs: a codec is listed twice"),
+        ("external_line_mode = yes", "external_line_mode = no",
+         "[callback] default_caller: is required when external_line_mode = no"),
+        ("port_min = 30000", "port_min = 50000",
+         "[rtp] port_max: port_min..port_max (50000..40000) must hold at least one session (4 ports)"),
+        ("port_min = 30000", "port_min = 30001", "[rtp] port_min: 30001 is odd (RTP ports are even)"),
+        ("as1 = 127.0.0.1 ", "; as1 = 127.0.0.1 ",
+         "[peer_servers]: no peer server listed: nobody could order a callback"),
+        ("as1 = 127.0.0.1 ", "as1 = as.example.net ",
+         "[peer_servers] as1: 'as.example.net' is not an IP address"),
+        ("extended_response = no", "extended_response = perhaps",
+         "[callback] extended_response: 'perhaps' is not yes or no"),
+        ("[external_line]", "[line_not_used]",
+         "[external_line]: is required when external_line_mode = yes"),
+    ],
+)
+def test_check_config_documented_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, error: str
+) -> None:
+    text = (ROOT / "config.ini").read_text()
+    assert old in text
+    path = tmp_path / "c.ini"
+    path.write_text(text.replace(old, new, 1))
+    assert main(["check-config", "--config", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"{path}: error: {error}\n" in captured.err
+
+
+def test_check_config_lists_every_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (ROOT / "config.ini").read_text()
+    text = text.replace("transport = udp", "transport = sctp").replace("expires = 300", "expires = 5")
+    path = tmp_path / "c.ini"
+    path.write_text(text)
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"{path}: error: [sip] transport: 'sctp' is not udp or tcp\n"
+        f"{path}: error: [external_line] expires: 5 is outside 60..86400\n"
+    )
+
+
+def test_check_config_unreadable_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "--config", str(tmp_path / "nope.ini")]) == 2
+    assert capsys.readouterr().err == (
+        f"{tmp_path / 'nope.ini'}: error: [file]: cannot read {tmp_path / 'nope.ini'}:"
+        " No such file or directory\n"
+    )
+    assert main(["check-config", "--config", str(tmp_path)]) == 2
+    assert "Is a directory" in capsys.readouterr().err
+
+
+def test_check_config_warnings_exit_0(tmp_path: Path) -> None:
+    text = (ROOT / "config.ini").read_text() + "\n[metrics]\nport = 9100\n"
+    text = text.replace("[sip]", "[sip]\nkeepalive = 30", 1)
+    path = tmp_path / "c.ini"
+    path.write_text(text)
+    done = mss("check-config", "--config", str(path))
+    assert done.returncode == 0
+    assert done.stdout == f"{path}: ok\n"
+    assert done.stderr == (
+        f"{path}: warning: [sip] keepalive: unknown key, ignored\n"
+        f"{path}: warning: [metrics]: unknown section, ignored\n"
+    )
+
+
+# --- run: what stops it from starting -------------------------------------------------------------
+
+def test_run_invalid_config_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "c.ini"
+    path.write_text((ROOT / "config.ini").read_text().replace("pss_host = 127.0.0.1", "pss_host ="))
+    done = mss("run", "--config", str(path))
+    assert done.returncode == 2
+    assert f"ERROR mss: {path}: [sip] pss_host: is required" in done.stderr
+
+
+def test_run_journal_cannot_open_exit_1(tmp_path: Path) -> None:
+    path = tmp_path / "c.ini"
+    path.write_text(config_text(free_port(), tmp_path / "missing-dir" / "j.sqlite3"))
+    done = mss("run", "--config", str(path))
+    assert done.returncode == 1
+    assert "cannot open journal" in done.stderr and "missing-dir" in done.stderr
+
+
+def test_run_port_in_use_exit_1(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind((LOCAL, 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        path = tmp_path / "c.ini"
+        path.write_text(config_text(port, tmp_path / "j.sqlite3"))
+        done = mss("run", "--config", str(path))
+    assert done.returncode == 1
+    assert f"ERROR mss: cannot listen for IIF on {LOCAL}:{port}: Address already in use\n" in done.stderr
+
+
+# --- callback: usage ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--server", "localhost", "100", "101", "30"],
+         "mss callback: --server 'localhost' is not HOST:PORT"),
+        (["--server", "127.0.0.1:http", "100", "101", "30"],
+         "mss callback: --server '127.0.0.1:http' is not HOST:PORT"),
+        (["--server", "127.0.0.1:1", "100", "1 01", "30"], "mss callback: invalid IIF user '1 01'"),
+        (["--server", "127.0.0.1:1", "100", "101", "0"], "mss callback: invalid IIF duration 0"),
+        (["--server", "127.0.0.1:1", "--id", "a;b", "100", "101", "5"], "mss callback: invalid IIF id 'a;b'"),
+    ],
+)
+def test_callback_usage_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["callback", *args]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == message + "\n"
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["callback", "--server", "127.0.0.1:1", "100", "101", "soon"], "invalid int value: 'soon'"),
+        (["callback", "--server", "127.0.0.1:1", "100", "101"],
+         "the following arguments are required: duration"),
+        (["callback", "100", "101", "5"], "the following arguments are required: --server"),
+        ([], "the following arguments are required: COMMAND"),
+        (["serve"], "invalid choice: 'serve'"),
+        (["run", "--log-level", "loud"], "invalid choice: 'loud'"),
+    ],
+)
+def test_argparse_usage_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_python_dash_m_is_the_same_program() -> None:
+    done = mss("--version")
+    assert (done.returncode, done.stdout) == (0, f"mss {__version__}\n")
+    done = mss()
+    assert done.returncode == 2
+    assert "usage: mss" in done.stderr
