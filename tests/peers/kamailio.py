@@ -48,7 +48,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from tests.peers.net import WaitTimeout, check_loopback, die_with_parent, free_port, wait_until
+from tests.peers.net import WaitTimeout, check_loopback, free_port, parent_death_signal, wait_until
 from tests.peers.rawsip import RawSipClient
 
 __all__ = [
@@ -231,7 +231,7 @@ class Kamailio:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    preexec_fn=die_with_parent,
+                    preexec_fn=parent_death_signal(),
                 )
             with contextlib.suppress(WaitTimeout):
                 if wait_until(self._answers, timeout) and self.process.poll() is None:

@@ -1,7 +1,8 @@
 """Loopback helpers of the end-to-end harness: free ports and a bounded wait.
 
 ``die_with_parent`` is a ``preexec_fn`` for peer processes: they get SIGTERM when the test
-process dies, even when it is killed before its fixtures can stop them.
+process dies, even when it is killed before its fixtures can stop them
+(``parent_death_signal()`` picks it only on the main thread, see there).
 
 ``free_port(host)`` finds a port that is free for both UDP and TCP on ``host`` (a 127.0.0.0/8
 address), below the kernel's ephemeral range, and never hands out the same port twice in one
@@ -25,7 +26,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, TypeVar
 
-__all__ = ["WaitTimeout", "check_loopback", "die_with_parent", "free_port", "wait_until"]
+__all__ = [
+    "WaitTimeout",
+    "check_loopback",
+    "die_with_parent",
+    "free_port",
+    "parent_death_signal",
+    "wait_until",
+]
 
 T = TypeVar("T")
 
@@ -125,3 +133,10 @@ def die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def parent_death_signal() -> Callable[[], None] | None:
+    """The ``preexec_fn`` for a peer process: ``die_with_parent`` when called from the main
+    thread, else None. The kernel sends the signal when the *thread* that started the child
+    ends, so a peer started from a short-lived helper thread would die with that thread."""
+    return die_with_parent if threading.current_thread() is threading.main_thread() else None

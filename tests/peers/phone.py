@@ -98,7 +98,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.peers.net import check_loopback, die_with_parent
+from tests.peers.net import check_loopback, parent_death_signal
 
 __all__ = ["Phone", "PhoneError", "PhoneTimeout"]
 
@@ -222,11 +222,15 @@ class Phone:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,  # the child sends fd 2 to its log file at once
             start_new_session=True,
-            preexec_fn=die_with_parent,
+            preexec_fn=parent_death_signal(),
         )
         self._reader = threading.Thread(target=self._read, name=f"{self.name} reader", daemon=True)
         self._reader.start()
-        event = self._wait(lambda e: e["event"] in ("ready", "failed"), timeout, "ready")
+        try:
+            event = self._wait(lambda e: e["event"] in ("ready", "failed"), timeout, "ready")
+        except PhoneTimeout:
+            self.stop()
+            raise
         if event["event"] == "failed":
             self.stop()
             raise PhoneError(
