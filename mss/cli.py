@@ -92,20 +92,16 @@ def _run(path: str, log_level: str | None) -> int:
 
 
 def _callback(args: argparse.Namespace) -> int:
-    import uvloop
-
-    from mss.aio.iif_client import order_callback
+    from mss.aio.iif_client import run_callback
 
     host, sep, port_text = args.server.rpartition(":")
     if not sep or not port_text.isdigit():
         print(f"mss callback: --server {args.server!r} is not HOST:PORT", file=sys.stderr)
         return EXIT_USAGE
     timeout = args.timeout if args.timeout is not None else args.duration + 300.0
-    return uvloop.run(
-        order_callback(
-            host.strip("[]"), int(port_text), args.user1, args.user2, args.duration,
-            callback_id=args.id, udp=args.udp, timeout=timeout,
-        )
+    return run_callback(
+        host.strip("[]"), int(port_text), args.user1, args.user2, args.duration,
+        callback_id=args.id, udp=args.udp, timeout=timeout,
     )
 
 

@@ -7,10 +7,12 @@ import os
 import sys
 import time
 
+import uvloop
+
 from mss.errors import IIFError
 from mss.iif import Ack, Event, IIFConnection, Request, Response, Role, parse_datagram, serialize
 
-__all__ = ["new_callback_id", "order_callback"]
+__all__ = ["new_callback_id", "order_callback", "run_callback"]
 
 
 def new_callback_id() -> str:
@@ -49,6 +51,23 @@ async def order_callback(
         reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
         print(f"mss callback: {host}:{port}: {reason}", file=sys.stderr)
     return 1
+
+
+def run_callback(
+    host: str,
+    port: int,
+    user1: str,
+    user2: str,
+    duration: int,
+    *,
+    callback_id: str | None = None,
+    udp: bool = False,
+    timeout: float,
+) -> int:
+    """:func:`order_callback` on a fresh uvloop event loop (what ``mss callback`` runs)."""
+    return uvloop.run(
+        order_callback(host, port, user1, user2, duration, callback_id=callback_id, udp=udp, timeout=timeout)
+    )
 
 
 def _verdict(event: Event, request: Request, acked: bool) -> int | None:
