@@ -1078,7 +1078,7 @@ class SipSide:
     bridged_at: float | None = None
     finished: bool = False
 
-    def apply(self, commands: list[Command], now: float) -> None:
+    def apply(self, commands: list[Command], now: float, released_at: float | None = None) -> None:
         assert not self.finished, f"commands after Finished: {commands}"
         for command in commands:
             if isinstance(command, Invite):
@@ -1105,19 +1105,28 @@ class SipSide:
                 assert 0 <= command.code <= 699
                 if self.bridged_at is None:
                     assert command.real_duration == 0
+                    assert command.result not in ("answered", "media_timeout")
                 else:
-                    talk = now - self.bridged_at
+                    assert command.result in ("answered", "cancelled", "shutdown", "media_timeout")
+                    # Released at ``now``, or at a timer's deadline on the way to it.
+                    released = released_at if released_at is not None else now
+                    assert self.bridged_at <= released <= now
+                    talk = released - self.bridged_at
                     assert abs(command.real_duration - talk) <= 0.5 + 1e-6
             elif isinstance(command, Finished):
                 assert self.responses, "Finished before the RESPONSE"
                 self.finished = True
 
 
+#: What happens next, weighted: mostly the SIP side, sometimes time passes or media is seen, rarely
+#: the AS cancels or mss shuts down (either ends the story early).
+ACTIONS = ["sip"] * 24 + ["time"] * 6 + ["media"] * 4 + ["cancel", "shutdown"]
+
 GOOD_STATUSES = [403, 404, 408, 480, 486, 487, 500, 503, 600, 603]
 
 
 def _answer(side: SipSide, leg: str, data: st.DataObject) -> bytes | None:
-    kind = data.draw(st.sampled_from(["good", "good", "good", "none", "other codec"]))
+    kind = data.draw(st.sampled_from(["good"] * 6 + ["none", "other codec"]))
     if kind == "none":
         return None
     offered = parse_sdp(side.offers[leg]).media[0].codecs
@@ -1151,37 +1160,39 @@ def _reoffer(side: SipSide, leg: str, data: st.DataObject) -> bytes:
     )
 
 
-def _sip_events(side: SipSide, data: st.DataObject) -> list[LegEvent]:
-    """Every kind of event the SIP side could send now (one drawn body each)."""
-    events: list[LegEvent] = []
-    for leg, state in side.legs.items():
-        if state in ("calling", "early"):
-            codecs = parse_sdp(side.offers[leg]).media[0].codecs.values()
-            first = next(c.name for c in codecs if not c.is_telephone_event)
-            early = phone_answer(side.offers[leg], codec=first, host="127.0.0.7", port=7000)
-            events += [
-                LegProgress(leg=leg, status=180),
-                LegProgress(leg=leg, status=183, sdp=early),
-                LegProgress(leg=leg, status=183, sdp=b"v=0\r\n"),
-                LegAnswered(leg=leg, sdp=_answer(side, leg, data)),
-                LegFailed(leg=leg, status=data.draw(st.sampled_from(GOOD_STATUSES))),
-            ]
-            if state == "early":
-                events.append(LegOffer(leg=leg, sdp=_reoffer(side, leg, data)))  # UPDATE
-        elif state == "cancelling":
-            events += [
-                LegFailed(leg=leg, status=487),
-                LegAnswered(leg=leg, sdp=_answer(side, leg, data)),  # crossed the CANCEL
-                LegProgress(leg=leg, status=180),
-            ]
-        elif state == "up":
-            events += [
-                LegEnded(leg=leg, by_remote=True),
-                LegOffer(leg=leg, sdp=_reoffer(side, leg, data)),
-            ]
-        elif state == "byeing":
-            events += [LegEnded(leg=leg, by_remote=False), LegEnded(leg=leg, by_remote=True)]
-    return events
+#: What the SIP side may report on a leg in each of its states, weighted.
+_LEG_EVENTS = {
+    "calling": ["180", "180", "183 sdp", "183 bad", "answer", "answer", "answer", "answer", "fail"],
+    "early": ["180", "183 sdp", "183 bad", "answer", "answer", "answer", "answer", "fail", "update"],
+    "cancelling": ["487", "answer", "180"],  # the 2xx crossed our CANCEL
+    "up": ["bye", "reoffer", "reoffer", "reoffer"],
+    "byeing": ["bye done", "bye"],  # our BYE completes, or theirs crossed it
+}
+
+
+def _sip_events(side: SipSide) -> list[tuple[str, str]]:
+    """Every (leg, kind) of event the SIP side could send now."""
+    return [(leg, kind) for leg, state in side.legs.items() for kind in _LEG_EVENTS.get(state, [])]
+
+
+def _make_event(side: SipSide, leg: str, kind: str, data: st.DataObject) -> LegEvent:
+    if kind in ("180", "183 bad"):
+        return LegProgress(leg=leg, status=180) if kind == "180" else LegProgress(
+            leg=leg, status=183, sdp=b"v=0\r\n"
+        )
+    if kind == "183 sdp":
+        codecs = parse_sdp(side.offers[leg]).media[0].codecs.values()
+        first = next(c.name for c in codecs if not c.is_telephone_event)
+        early = phone_answer(side.offers[leg], codec=first, host="127.0.0.7", port=7000)
+        return LegProgress(leg=leg, status=183, sdp=early)
+    if kind == "answer":
+        return LegAnswered(leg=leg, sdp=_answer(side, leg, data))
+    if kind in ("fail", "487"):
+        status = 487 if kind == "487" else data.draw(st.sampled_from(GOOD_STATUSES))
+        return LegFailed(leg=leg, status=status)
+    if kind in ("update", "reoffer"):
+        return LegOffer(leg=leg, sdp=_reoffer(side, leg, data))
+    return LegEnded(leg=leg, by_remote=kind == "bye")
 
 
 def _feed(h: Harness, side: SipSide, event: LegEvent) -> None:
@@ -1204,10 +1215,10 @@ def _check_timer(h: Harness) -> None:
         assert deadline > h.now - 1e-9 or deadline == h.now
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     data=st.data(),
-    duration=st.integers(min_value=1, max_value=300),
+    duration=st.sampled_from([1, 5, 30, 300, 3600]),
     ring_timeout=st.sampled_from([5.0, 45.0]),
     inactivity=st.sampled_from([0.0, 10.0, 60.0]),
 )
@@ -1217,21 +1228,31 @@ def test_any_sip_history_gives_one_response_and_finishes(
     h = Harness(duration=duration, ring_timeout=ring_timeout, inactivity_timeout=inactivity)
     side = SipSide()
     side.apply(h.start(), h.now)
-    for _ in range(data.draw(st.integers(min_value=0, max_value=30), label="steps")):
+    if data.draw(st.booleans(), label="bridge first"):
+        # Half the histories start from a bridged call, where hold, media and the duration matter.
+        for leg in ("user1", "user2"):
+            _feed(h, side, LegProgress(leg=leg, status=180))
+            _feed(h, side, LegAnswered(leg=leg, sdp=phone_answer(side.offers[leg], codec="PCMA")))
+        assert side.bridged_at is not None
+    for _ in range(data.draw(st.integers(min_value=0, max_value=40), label="steps")):
         if side.finished:
             break
-        events = _sip_events(side, data)
-        action = data.draw(st.sampled_from(["sip"] * 4 + ["time", "cancel", "shutdown", "media"]))
+        events = _sip_events(side)
+        action = data.draw(st.sampled_from(ACTIONS))
         if action == "sip" and events:
-            _feed(h, side, data.draw(st.sampled_from(events)))
+            leg, kind = data.draw(st.sampled_from(events))
+            _feed(h, side, _make_event(side, leg, kind, data))
         elif action == "time":
-            side.apply(h.after(data.draw(st.floats(min_value=0.0, max_value=80.0))), h.now)
+            commands = h.after(data.draw(st.sampled_from([0.0, 0.5, 1.0, 4.5, 10.0, 30.0, 61.0])))
+            side.apply(commands, h.now, h.call.released_at)
         elif action == "cancel":
             side.apply(h.call.cancel(h.now), h.now)
         elif action == "shutdown":
             side.apply(h.call.shutdown(h.now), h.now)
         elif action == "media":
-            h.call.media_seen({"user1": h.now - data.draw(st.floats(0.0, 5.0)), "user2": None})
+            ago = st.one_of(st.none(), st.floats(0.0, 5.0))
+            seen = {leg: data.draw(ago) for leg in ("user1", "user2")}
+            h.call.media_seen({leg: None if a is None else h.now - a for leg, a in seen.items()})
         _check_timer(h)
     if side.finished:
         assert len(side.responses) == 1
@@ -1248,7 +1269,7 @@ def test_any_sip_history_gives_one_response_and_finishes(
             elif state == "byeing":
                 _feed(h, side, LegEnded(leg=leg, by_remote=False))
     else:
-        side.apply(h.after(RELEASE_GUARD), h.now)
+        side.apply(h.after(RELEASE_GUARD), h.now, h.call.released_at)
     assert side.finished
     assert h.call.state is CallState.DONE
     assert h.call.get_timer() is None
