@@ -20,7 +20,8 @@ Rules (SPEC.md "The job" and the decisions below it):
   received), rounded to the nearest second; 0 when never bridged. The :class:`SendResponse`
   command goes out at the release itself: the AS does not wait for the BYE transactions.
 * A far-end re-INVITE/UPDATE is answered (RFC 3264 §6.1 directions); a new media address makes the
-  relay learn the source again; hold and resume are reflected to the other leg with a re-INVITE.
+  relay learn the source again; new payload-type numbers update the relay's rewrite; hold and resume
+  are reflected to the other leg with a re-INVITE offering only the codec that leg agreed on.
 
 Inputs are the ``Leg*`` events and :meth:`CallbackCall.handle_timer`; every method returns the
 commands to carry out, in order. ``now`` is monotonic seconds.
@@ -67,6 +68,7 @@ RELEASE_GUARD = 40.0
 Leg = str  # "user1" or "user2"
 _RELAY_LEG = {"user1": "a", "user2": "b"}
 _OTHER = {"user1": "user2", "user2": "user1"}
+_NULL_ADDRESSES = frozenset({"0.0.0.0", "::"})
 
 
 # --- input events ---------------------------------------------------------------------------------
@@ -522,7 +524,11 @@ class CallbackCall:
         commands: list[Command] = [AnswerOffer(leg=event.leg, sdp=bytes(leg.local.stamp(answer)))]
         was_held = self._held()
         leg.negotiated = negotiated
-        if (negotiated.remote_address, negotiated.remote_port) != (before.remote_address, before.remote_port):
+        where = negotiated.remote_address, negotiated.remote_port
+        moved = where != (before.remote_address, before.remote_port)
+        if moved and negotiated.remote_address not in _NULL_ADDRESSES:
+            # An RFC 2543 hold (c=0.0.0.0) is a direction, not a place: sending there would reach
+            # this host itself, so the relay keeps the old remote.
             commands.append(self._remote(event.leg, negotiated))
         if pt_maps != self._pt_maps:
             # The phone's new offer numbered its payload types (telephone-event, typically) anew:

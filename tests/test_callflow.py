@@ -954,6 +954,22 @@ def test_hold_reflected_to_a_g729_user1_keeps_its_codec_and_numbers() -> None:
     assert reoffer.direction_of(audio) is Direction.INACTIVE
 
 
+def test_rfc2543_hold_keeps_the_relay_remote() -> None:
+    h = Harness()
+    h.bridge(user1={"host": "127.0.0.4", "port": 49170, "session": 2890844526})
+    commands = h.feed(LegOffer(leg="user1", sdp=sdp_fixture("rfc2543_hold.sdp")))
+    # c=0.0.0.0: no RelayRemote (0.0.0.0 would reach this host), hold reflected as sendonly.
+    assert [type(c) for c in commands] == [AnswerOffer, Reinvite]
+    assert _direction(_sdp_of(commands[0])) is Direction.RECVONLY
+    assert _direction(_sdp_of(commands[1])) is Direction.SENDONLY
+    assert h.call.get_timer() == T0 + 10 + 600  # on hold: no inactivity deadline
+    resume = phone_answer(h.offers["user1"], host="127.0.0.4", port=49170, session=2890844526,
+                          version=2890844528)
+    commands = h.feed(LegOffer(leg="user1", sdp=resume))
+    assert commands[1] == RelayRemote(leg="a", host="127.0.0.4", port=49170, rtcp_port=49171)
+    assert _direction(_sdp_of(commands[-1])) is Direction.SENDRECV
+
+
 def test_a_session_refresh_changes_nothing() -> None:
     h = Harness()
     h.bridge(user1=PJSUA2_USER1)
