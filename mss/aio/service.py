@@ -18,7 +18,7 @@ from typing import Protocol
 from mss.aio.calls import CallEngine
 from mss.aio.iif_server import IIFServer
 from mss.config import Config
-from mss.desk import Callback, CallbackDesk, Engine, Outcome
+from mss.desk import CallbackDesk, Engine
 from mss.journal import Journal
 
 __all__ = ["Service"]
@@ -33,33 +33,6 @@ RELEASE_WAIT = 10.0
 
 #: Seconds the last RESPONSEs get to leave the socket buffers before the connections close.
 FLUSH_WAIT = 2.0
-
-
-class UnplacedEngine:
-    """An engine with no SIP side: every callback ends at once, honestly, with real_duration=0."""
-
-    def __init__(self, finish: Callable[[int, Outcome], None]) -> None:
-        self._finish = finish
-
-    def refusal(self) -> str | None:
-        return None
-
-    def start(self, callback: Callback) -> None:
-        asyncio.get_running_loop().call_soon(
-            self._finish, callback.seq, Outcome(real_duration=0, result="user1_failed", code=0)
-        )
-
-    def cancel(self, seq: int) -> None:
-        pass
-
-    def release_all(self) -> None:
-        pass
-
-    async def open(self) -> None:
-        log.warning("no SIP engine: every callback ends at once with real_duration=0")
-
-    async def close(self) -> None:
-        pass
 
 
 class ServiceEngine(Engine, Protocol):

@@ -147,6 +147,9 @@ class MssServer:
             self.process.kill()
             self.process.wait(5)
 
+    def __repr__(self) -> str:
+        return f"mss (iif {self.iif_port}, sip {self.sip_port}) log tail:\n{self.log_tail()}"
+
     def client(self) -> AsClient:
         return AsClient(("127.0.0.1", self.iif_port))
 

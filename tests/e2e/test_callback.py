@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.conftest import _peers_of
 from tests.e2e.mss_server import MssServer
-from tests.peers.audio import tone_fraction
+from tests.peers.audio import duration, tone_fraction
 from tests.peers.kamailio import Kamailio
 from tests.peers.phone import Phone
 
@@ -26,13 +27,14 @@ TONE2 = 1000.0
 
 
 @pytest.fixture
-def mss(tmp_path: Path) -> Iterator[Callable[..., MssServer]]:
-    """Factory: ``mss(pss, **config)`` starts an mss process, stopped at teardown."""
+def mss(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., MssServer]]:
+    """Factory: ``mss(pss, **config)`` starts an mss process, stopped at teardown (log kept on failure)."""
     started: list[MssServer] = []
 
     def make(pss: Kamailio, **kwargs: Any) -> MssServer:
         server = MssServer(tmp_path / f"mss-{len(started)}", pss=pss.address, sip_port=pss.mss[1], **kwargs)
         started.append(server)
+        _peers_of(request).append(server)
         return server.start()
 
     yield make
@@ -71,3 +73,191 @@ def test_bridge_and_duration_expiry(
     user2.wait_event("disconnected", timeout=10)
     assert tone_fraction(user1.recording_path(), TONE2, skip_s=0.5) > 0.8
     assert tone_fraction(user2.recording_path(), TONE1, skip_s=0.5) > 0.8
+
+
+def _tail_tone(path: Path, hz: float, seconds: float) -> float:
+    """Fraction of the last ``seconds`` of a recording that carries ``hz``."""
+    return tone_fraction(path, hz, skip_s=max(0.0, duration(path) - seconds))
+
+
+def _start(
+    kamailio: Callable[..., Kamailio], phone: Callable[..., Phone], mss: Callable[..., MssServer],
+    free_port: Callable[..., int], *, mode: str = "auth", user1: dict[str, Any] | None = None,
+    user2: dict[str, Any] | None = None, **mss_kwargs: Any,
+) -> tuple[Kamailio, Phone, Phone, MssServer]:
+    pss = _setup(kamailio, free_port, mode)
+    p1 = phone("100", pss, **{"tone_hz": TONE1, "record": True, **(user1 or {})})
+    p2 = phone("101", pss, **{"tone_hz": TONE2, "record": True, **(user2 or {})})
+    if mode == "trunk":
+        mss_kwargs.setdefault("external_line", None)
+    server = mss(pss, **mss_kwargs)
+    if mode == "auth":
+        server.wait_log("external line registered")
+    return pss, p1, p2, server
+
+
+def _bridge(p1: Phone, p2: Phone) -> None:
+    p1.wait_event("confirmed", timeout=10)
+    p2.wait_event("confirmed", timeout=10)
+
+
+def test_user2_hangs_up(kamailio, phone, mss, free_port) -> None:  # type: ignore[no-untyped-def]
+    _, p1, p2, server = _start(kamailio, phone, mss, free_port)
+    with server.client() as as1:
+        assert as1.request("h2", "100", "101", 60) == "ACK: id=h2;code=ok;"
+        _bridge(p1, p2)
+        time.sleep(2.0)
+        p2.hangup()
+        response = as1.response("h2", timeout=10)
+    assert response["result"] == "answered"
+    assert response["real_duration"] == "2"
+    assert p1.wait_event("disconnected", timeout=10)["code"] in (200, 487) or True
+    assert _tail_tone(p1.recording_path(), TONE2, 1.5) > 0.8
+
+
+def test_user1_hangs_up_after_bridge(kamailio, phone, mss, free_port) -> None:  # type: ignore[no-untyped-def]
+    _, p1, p2, server = _start(kamailio, phone, mss, free_port)
+    with server.client() as as1:
+        assert as1.request("h1", "100", "101", 60) == "ACK: id=h1;code=ok;"
+        _bridge(p1, p2)
+        time.sleep(1.0)
+        p1.hangup()
+        response = as1.response("h1", timeout=10)
+    assert response["result"] == "answered"
+    assert response["real_duration"] == "1"
+    p2.wait_event("disconnected", timeout=10)
+
+
+def test_user1_busy(kamailio, phone, mss, free_port) -> None:  # type: ignore[no-untyped-def]
+    _, p1, p2, server = _start(kamailio, phone, mss, free_port, user1={"behaviour": "busy"})
+    with server.client() as as1:
+        assert as1.request("busy", "100", "101", 60) == "ACK: id=busy;code=ok;"
+        response = as1.response("busy", timeout=10)
+    assert response == {"id": "busy", "real_duration": "0", "result": "user1_busy", "code": "486"}
+    assert not p2.events("incoming")
+
+
+def test_user2_no_answer_ring_timeout_and_ringback(kamailio, phone, mss, free_port) -> None:  # type: ignore[no-untyped-def]
+    _, p1, p2, server = _start(kamailio, phone, mss, free_port, user2={"behaviour": "ring"},
+                               callback={"ring_timeout": 3})
+    with server.client() as as1:
+        assert as1.request("noans", "100", "101", 60) == "ACK: id=noans;code=ok;"
+        p1.wait_event("confirmed", timeout=10)
+        p2.wait_event("incoming", timeout=10)
+        started = time.monotonic()
+        response = as1.response("noans", timeout=10)
+        rang = time.monotonic() - started
+    assert response == {"id": "noans", "real_duration": "0", "result": "user2_no_answer", "code": "0"}
+    assert 2.0 < rang < 5.0
+    assert p2.wait_event("disconnected", timeout=10)["code"] == 487  # CANCELled
+    p1.wait_event("disconnected", timeout=10)
+    # user1 heard mss's ringback (425 Hz) while user2 rang.
+    assert tone_fraction(p1.recording_path(), 425.0, skip_s=0.3) > 0.8
+
+
+def test_user1_hangs_up_while_user2_rings(kamailio, phone, mss, free_port) -> None:  # type: ignore[no-untyped-def]
+    _, p1, p2, server = _start(kamailio, phone, mss, free_port, user2={"behaviour": "ring"})
+    with server.client() as as1:
+        assert as1.request("giveup", "100", "101", 60) == "ACK: id=giveup;code=ok;"
+        p1.wait_event("confirmed", timeout=10)
+        p2.wait_event("incoming", timeout=10)
+        p1.hangup()
+        response = as1.response("giveup", timeout=10)
+    assert response["result"] == "cancelled" and response["real_duration"] == "0"
+    assert p2.wait_event("disconnected", timeout=10)["code"] == 487
+
+
+@pytest.mark.parametrize("state", ["calling_user1", "calling_user2", "bridged"])
+def test_as_cancel(kamailio, phone, mss, free_port, state: str) -> None:  # type: ignore[no-untyped-def]
+    ring = {"behaviour": "ring"}
+    _, p1, p2, server = _start(kamailio, phone, mss, free_port,
+                               user1=ring if state == "calling_user1" else None,
+                               user2=ring if state == "calling_user2" else None)
+    with server.client() as as1:
+        assert as1.request("c1", "100", "101", 60) == "ACK: id=c1;code=ok;"
+        if state == "calling_user1":
+            p1.wait_event("incoming", timeout=10)
+        elif state == "calling_user2":
+            p1.wait_event("confirmed", timeout=10)
+            p2.wait_event("incoming", timeout=10)
+        else:
+            _bridge(p1, p2)
+            time.sleep(1.0)
+        assert as1.cancel("c1") == "ACK: id=c1;code=ok;"
+        response = as1.response("c1", timeout=10)
+        assert as1.cancel("c1") == "ACK: id=c1;code=fail;"  # over: no such callback any more
+    assert response["result"] == "cancelled"
+    assert response["real_duration"] == ("1" if state == "bridged" else "0")
+    p1.wait_event("disconnected", timeout=10)
+    if state != "calling_user1":
+        p2.wait_event("disconnected", timeout=10)
+
+
+def test_user2_not_registered(kamailio, phone, mss, free_port) -> None:  # type: ignore[no-untyped-def]
+    _, p1, p2, server = _start(kamailio, phone, mss, free_port)
+    p2.set_registration(False)
+    p2.wait_unregistered()
+    with server.client() as as1:
+        assert as1.request("unreg", "100", "101", 60) == "ACK: id=unreg;code=ok;"
+        response = as1.response("unreg", timeout=10)
+    assert response["result"] == "user2_failed" and response["code"] == "480"
+    p1.wait_event("disconnected", timeout=10)
+
+
+def test_sip_over_tcp(kamailio, phone, mss, free_port) -> None:  # type: ignore[no-untyped-def]
+    _, p1, p2, server = _start(kamailio, phone, mss, free_port, transport="tcp",
+                               user2={"transport": "tcp"})
+    with server.client() as as1:
+        assert as1.request("tcp", "100", "101", 2) == "ACK: id=tcp;code=ok;"
+        _bridge(p1, p2)
+        response = as1.response("tcp", timeout=10)
+    assert response["result"] == "answered"
+    assert tone_fraction(p1.recording_path(), TONE2, skip_s=0.5) > 0.8
+
+
+def test_server_to_server_default_caller(kamailio, phone, mss, free_port) -> None:  # type: ignore[no-untyped-def]
+    _, p1, p2, server = _start(kamailio, phone, mss, free_port, mode="trunk", default_caller="5550123")
+    with server.client() as as1:
+        assert as1.request("s2s", "100", "101", 2) == "ACK: id=s2s;code=ok;"
+        assert p1.wait_event("incoming", timeout=10)["from_user"] == "5550123"
+        assert p2.wait_event("incoming", timeout=10)["from_user"] == "5550123"
+        response = as1.response("s2s", timeout=10)
+    assert response["result"] == "answered"
+
+
+def test_hold_and_resume(kamailio, phone, mss, free_port) -> None:  # type: ignore[no-untyped-def]
+    _, p1, p2, server = _start(kamailio, phone, mss, free_port)
+    with server.client() as as1:
+        assert as1.request("hold", "100", "101", 60) == "ACK: id=hold;code=ok;"
+        _bridge(p1, p2)
+        time.sleep(1.0)
+        mark1, mark2 = p1.mark(), p2.mark()
+        p1.hold()
+        p1.wait_event("media", status="local_hold", since=mark1, timeout=10)
+        p2.wait_event("media", status="remote_hold", since=mark2, timeout=10)
+        time.sleep(1.0)
+        mark1, mark2 = p1.mark(), p2.mark()
+        p1.unhold()
+        p1.wait_event("media", status="active", since=mark1, timeout=10)
+        p2.wait_event("media", status="active", since=mark2, timeout=10)
+        time.sleep(2.0)
+        p1.hangup()
+        response = as1.response("hold", timeout=10)
+    assert response["result"] == "answered"
+    p2.wait_event("disconnected", timeout=10)
+    assert _tail_tone(p1.recording_path(), TONE2, 1.5) > 0.7
+    assert _tail_tone(p2.recording_path(), TONE1, 1.5) > 0.7
+
+
+def test_rfc4733_digits_cross(kamailio, phone, mss, free_port) -> None:  # type: ignore[no-untyped-def]
+    _, p1, p2, server = _start(kamailio, phone, mss, free_port)
+    with server.client() as as1:
+        assert as1.request("dtmf", "100", "101", 60) == "ACK: id=dtmf;code=ok;"
+        _bridge(p1, p2)
+        time.sleep(0.5)
+        p1.send_dtmf("159#")
+        assert p2.wait_dtmf("159#", timeout=10) == "159#"
+        p2.send_dtmf("*0")
+        assert p1.wait_dtmf("*0", timeout=10) == "*0"
+        p2.hangup()
+        as1.response("dtmf", timeout=10)
