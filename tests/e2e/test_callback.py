@@ -111,7 +111,7 @@ def test_user2_hangs_up(kamailio, phone, mss, free_port) -> None:  # type: ignor
         response = as1.response("h2", timeout=10)
     assert response["result"] == "answered"
     assert response["real_duration"] == "2"
-    assert p1.wait_event("disconnected", timeout=10)["code"] in (200, 487) or True
+    p1.wait_event("disconnected", timeout=10)  # mss sent BYE to user1
     assert _tail_tone(p1.recording_path(), TONE2, 1.5) > 0.8
 
 
@@ -129,7 +129,7 @@ def test_user1_hangs_up_after_bridge(kamailio, phone, mss, free_port) -> None:  
 
 
 def test_user1_busy(kamailio, phone, mss, free_port) -> None:  # type: ignore[no-untyped-def]
-    _, p1, p2, server = _start(kamailio, phone, mss, free_port, user1={"behaviour": "busy"})
+    _, _p1, p2, server = _start(kamailio, phone, mss, free_port, user1={"behaviour": "busy"})
     with server.client() as as1:
         assert as1.request("busy", "100", "101", 60) == "ACK: id=busy;code=ok;"
         response = as1.response("busy", timeout=10)
