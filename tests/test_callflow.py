@@ -1108,6 +1108,13 @@ class SipSide:
                 self.legs[command.leg] = "cancelling" if state != "up" else "byeing"
             elif isinstance(command, Reinvite):
                 assert self.legs[command.leg] == "up", f"re-INVITE on {command.leg} while not up"
+                (audio,) = parse_sdp(command.sdp).media
+                assert audio.port == (30000 if command.leg == "user1" else 30002)
+                assert len([c for c in audio.codecs.values() if not c.is_telephone_event]) == 1
+            elif isinstance(command, AnswerOffer):
+                assert self.legs[command.leg] in ("early", "up"), f"answer on {command.leg}"
+                if command.sdp is not None:
+                    parse_sdp(command.sdp)
             elif isinstance(command, MarkBridged):
                 assert self.bridged_at is None and not self.responses
                 assert self.legs == {"user1": "up", "user2": "up"}
