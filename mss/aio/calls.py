@@ -112,8 +112,11 @@ class CallEngine:
         assert self.relay is not None
         try:
             session = self.relay.open_session(bridged=False)
-        except RelayError as exc:
-            log.error("callback %s: %s", callback.id, exc)
+        except Exception as exc:
+            if isinstance(exc, RelayError):
+                log.error("callback %s: %s", callback.id, exc)
+            else:
+                log.exception("callback %s: the relay failed", callback.id)
             self.desk.finish(callback.seq, Outcome(real_duration=0, result="user1_failed", code=0))
             return
         cfg = self.config
@@ -130,7 +133,13 @@ class CallEngine:
                                settings=settings)
         call = _Call(callback=callback, flow=flow, session=session)
         self.calls[callback.seq] = call
-        self._run(call, flow.start(time.monotonic()))
+        try:
+            commands = flow.start(time.monotonic())
+        except Exception:
+            log.exception("callback %s: cannot start", callback.id)
+            self._end(call)
+            return
+        self._run(call, commands)
 
     def cancel(self, seq: int) -> None:
         call = self.calls.get(seq)
@@ -191,7 +200,23 @@ class CallEngine:
     # --- commands ------------------------------------------------------------------------------
 
     def _run(self, call: _Call, commands: list[cf.Command]) -> None:
-        """Carry out the call flow's commands in order, then re-arm the call's timer."""
+        """Carry out the call flow's commands in order, then re-arm the call's timer.
+
+        A failure here is a bug or a resource error, never a reason to lose the callback: it is
+        logged, the call is released, and the AS still gets its RESPONSE.
+        """
+        try:
+            self._carry_out(call, commands)
+        except Exception:
+            log.exception("callback %s: failed in state %s; releasing it", call.callback.id,
+                          call.flow.state.value)
+            try:
+                self._carry_out(call, call.flow.shutdown(time.monotonic()))
+            except Exception:
+                log.exception("callback %s: release failed; dropping it", call.callback.id)
+                self._end(call)
+
+    def _carry_out(self, call: _Call, commands: list[cf.Command]) -> None:
         assert self.sip is not None
         seq = call.callback.seq
         now = time.monotonic()
