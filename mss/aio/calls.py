@@ -137,7 +137,7 @@ class CallEngine:
             commands = flow.start(time.monotonic())
         except Exception:
             log.exception("callback %s: cannot start", callback.id)
-            self._end(call)
+            self._end(call, unanswered="user1_failed")
             return
         self._run(call, commands)
 
@@ -294,8 +294,11 @@ class CallEngine:
             Outcome(real_duration=command.real_duration, result=command.result, code=command.code, cdr=cdr),
         )
 
-    def _end(self, call: _Call) -> None:
-        """The call is over (or mss is closing): free its relay session and timer."""
+    def _end(self, call: _Call, unanswered: str = "shutdown") -> None:
+        """The call is over (or mss is closing): free its relay session and timer.
+
+        ``unanswered`` is the result reported if the AS has not had its RESPONSE yet.
+        """
         if call.timer is not None:
             call.timer.cancel()
             call.timer = None
@@ -303,8 +306,8 @@ class CallEngine:
         self.calls.pop(call.callback.seq, None)
         if not call.response_sent:
             # Closing with the call still up (shutdown past every grace): the AS still gets its answer.
-            self._respond(call, cf.SendResponse(real_duration=0, result="shutdown", code=0,
-                                                released_by="mss", reason="mss closed"))
+            self._respond(call, cf.SendResponse(real_duration=0, result=unanswered, code=0,
+                                                released_by="mss", reason="mss released it"))
 
     # --- timers --------------------------------------------------------------------------------
 
