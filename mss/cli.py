@@ -69,9 +69,6 @@ def _check_config(path: str) -> int:
 
 
 def _run(path: str, log_level: str | None) -> int:
-    import uvloop
-
-    from mss.aio.service import Service
     from mss.config import check
     from mss.errors import MssError
 
@@ -84,6 +81,10 @@ def _run(path: str, log_level: str | None) -> int:
         for error in result.errors:
             log.error("%s: %s", path, error)
         return EXIT_USAGE
+    import uvloop  # the call engine is loaded only for a valid config
+
+    from mss.aio.service import Service
+
     try:
         return uvloop.run(Service(result.config).run())
     except MssError as exc:

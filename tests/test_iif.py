@@ -678,7 +678,7 @@ _hostile = st.one_of(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(_hostile, st.sampled_from([Role.SERVER, Role.CLIENT]), st.data())
 def test_arbitrary_bytes_raise_only_iif_error(data: bytes, role: Role, draw: st.DataObject) -> None:
     max_duration = 3600

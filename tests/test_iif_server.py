@@ -595,7 +595,7 @@ def test_idle_completion_over_a_socket(tmp_path: Path) -> None:
             sent = time.monotonic()
             assert await lines(reader, 1) == [ack("idle")]
             waited = time.monotonic() - sent
-            assert 0.19 <= waited < 1.5
+            assert 0.19 <= waited < 3.0  # 200 ms, not before; the upper bound only guards a hang
             # Without the final ';' a message waits for its line end, however long.
             writer.write(b"REQUEST: id=lf;user1=100;user2=101;duration=30")
             await silent(reader, 0.5)
