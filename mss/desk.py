@@ -154,9 +154,12 @@ class CallbackDesk:
     def recover(self) -> None:
         """Answer callbacks a crash cut short, then queue every undelivered RESPONSE.
 
-        Call once at start, before any connection is accepted.
+        Call once at start, before any connection is accepted. Callbacks this process took already (a
+        REQUEST that slipped in first) are not mistaken for cut ones, and nothing is queued twice.
         """
         for cut in self.journal.interrupted():
+            if cut.seq in self.active:
+                continue
             response = self._response(cut.id, cut.real_duration, "shutdown", 0)
             self.journal.record_response(cut.seq, response, self._wall())
             log.warning(
@@ -164,8 +167,10 @@ class CallbackDesk:
                 cut.id,
                 cut.real_duration,
             )
+        queued = {pending.seq for kept in self._owed.values() for pending in kept}
         for pending in self.journal.undelivered():
-            self._route(pending)
+            if pending.seq not in queued:
+                self._route(pending)
 
     # --- connections ---------------------------------------------------------------------------
 

@@ -489,3 +489,32 @@ def test_response_follows_its_ack_when_the_engine_ends_a_callback_in_start(h: Ha
     out = h.connect()
     h.send(out, req("a"), req("b"))
     assert out.wire == ack("a") + ack("b") + resp("a") + resp("b")
+
+
+def test_recover_leaves_alone_what_this_process_took(tmp_path: Path) -> None:
+    # A REQUEST taken (and a RESPONSE kept) before recover() ran: neither is mistaken for a crash's leftover.
+    path = tmp_path / "j.sqlite3"
+    before = Journal(path)
+    (old,) = before.record_requests(
+        [NewCallback(id="old", peer="as1", transport="tcp", reply_addr=None, user1="1", user2="2",
+                     duration=60, received_at=900.0)]
+    )
+    before.close()
+
+    h = Harness(path)
+    out = h.connect()
+    h.send(out, req("early"), req("kept"))
+    out.open = False
+    h.desk.close_outlet(out)
+    h.engine.finish("kept", real_duration=3)
+    assert h.desk.owed == 1
+    h.desk.recover()
+    assert [c.id for c in h.desk.active.values()] == ["early"]
+    assert h.desk.owed == 2  # "kept" once, and "old" cut by the crash
+    back = h.connect()
+    assert back.wire == resp("kept", 3) + resp("old", 0)
+    h.engine.finish("early", real_duration=9)
+    assert back.wire.endswith(resp("early", 9))
+    assert back.wire.count(b"RESPONSE: id=early;") == 1
+    assert old not in h.desk.active
+    h.journal.close()
