@@ -17,6 +17,8 @@ __all__ = [
     "PARAM_VALUE_CHARS",
     "PASSWORD_RE",
     "SCHEME_RE",
+    "SIP_URI_NOUSER_RE",
+    "SIP_URI_RE",
     "TOKEN_CHARS",
     "TOKEN_RE",
     "URI_HEADER_RE",
@@ -74,6 +76,18 @@ URI_PARAM_RE = re.compile(rf"({_PARAMCHAR}+)(?:=({_PARAMCHAR}+))?")
 _HCHAR = rf"(?:[{_UNRESERVED}\[\]/?:+$]|{_ESCAPED})"
 URI_HEADER_RE = re.compile(rf"({_HCHAR}+)=({_HCHAR}*)")
 
+# SIP-URI = "sip:" [ userinfo ] hostport uri-parameters [ headers ]  (and SIPS-URI), whole:
+# one match validates every part (the parts are split afterwards without further checks).
+_USER = rf"(?:[{_UNRESERVED}&=+$,;?/]|{_ESCAPED})+"
+_PASSWORD = rf"(?:[{_UNRESERVED}&=+$,]|{_ESCAPED})*"
+_HOST = r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_\-.]*[A-Za-z0-9_.])?"
+_PARAM = rf"{_PARAMCHAR}+(?:={_PARAMCHAR}+)?"
+_HEADER = rf"{_HCHAR}+={_HCHAR}*"
+_HOSTPORT_REST = rf"({_HOST})(?::([0-9]{{1,5}}))?((?:;{_PARAM})*)(?:\?({_HEADER}(?:&{_HEADER})*))?"
+SIP_URI_RE = re.compile(rf"([Ss][Ii][Pp][Ss]?):({_USER})(?::({_PASSWORD}))?@{_HOSTPORT_REST}")
+#: The same without userinfo (``sip:host;lr``): cheaper than letting the user part backtrack.
+SIP_URI_NOUSER_RE = re.compile(rf"([Ss][Ii][Pp][Ss]?):{_HOSTPORT_REST}")
+
 # scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
 SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 
@@ -88,6 +102,9 @@ _WORD = rf"[{_TOKEN_CLASS}()<>:\\\"/\[\]?{{}}]+"
 CALL_ID_RE = re.compile(rf"{_WORD}(?:@{_WORD})?")
 
 
+_token_fullmatch = TOKEN_RE.fullmatch
+
+
 def is_token(text: str) -> bool:
     """True when ``text`` is a non-empty RFC 3261 token."""
-    return bool(text) and all(c in TOKEN_CHARS for c in text)
+    return _token_fullmatch(text) is not None

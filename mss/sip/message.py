@@ -516,15 +516,19 @@ def _parse_headers(lines: list[str]) -> list[tuple[str, str, str]]:
     if len(lines) > MAX_HEADERS:
         raise SipError(f"more than {MAX_HEADERS} header fields")
     items: list[tuple[str, str, str]] = []
+    append = items.append
+    cache = _name_cache
     for line in lines:
         name, colon, value = line.partition(":")
         if not colon:
             raise SipError(f"header line without a colon: {line[:40]!r}")
-        name = name.rstrip(WS)
-        if not is_token(name):
-            raise SipError(f"bad header name {name[:40]!r}")
-        key, spelling = canonical_name(name)
-        items.append((key, spelling, value.strip(WS)))
+        known = cache.get(name)
+        if known is None:
+            name = name.rstrip(WS)
+            if not is_token(name):
+                raise SipError(f"bad header name {name[:40]!r}")
+            known = canonical_name(name)
+        append((known[0], known[1], value.strip(WS)))
     return items
 
 
@@ -570,34 +574,59 @@ def _parse_status_line(line: str) -> tuple[int, str]:
     return status, reason
 
 
+def _values(index: dict[str, list[str]], key: str) -> list[str]:
+    """Every element of list header ``key``, across its lines."""
+    out: list[str] = []
+    for value in index.get(key, ()):
+        out.extend(v for v in split_commas(value) if v)
+    return out
+
+
 def _validate(msg: Message, items: list[tuple[str, str, str]]) -> None:
-    """Check the fields mss relies on (raises SipError); fills the message's cache."""
-    counts: dict[str, int] = {}
-    for key, _n, _v in items:
-        if key in _SINGLE:
-            counts[key] = counts.get(key, 0) + 1
+    """Check the fields mss relies on (raises SipError), in one pass; fills the message's cache."""
+    index: dict[str, list[str]] = {}
+    for key, _n, value in items:
+        found = index.get(key)
+        if found is None:
+            index[key] = [value]
+        else:
+            found.append(value)
     for key in _SINGLE:
-        if counts.get(key, 0) > 1:
-            raise SipError(f"{canonical_name(key)[1]} appears {counts[key]} times")
-    if not msg.via:
+        found = index.get(key)
+        if found is not None and len(found) > 1:
+            raise SipError(f"{canonical_name(key)[1]} appears {len(found)} times")
+    cache = msg._cache
+    vias = [parse_via(v) for v in _values(index, "via")]
+    if not vias:
         raise SipError("no Via header")
-    msg.from_  # noqa: B018 - parse now, so errors surface here
-    msg.to  # noqa: B018
-    msg.call_id  # noqa: B018
-    cseq = msg.cseq
+    cache["via"] = vias
+    for key, name in (("from", "From"), ("to", "To")):
+        if key not in index:
+            raise SipError(f"no {name} header")
+        cache[key] = parse_name_addr(index[key][0], name)
+    if "call-id" not in index:
+        raise SipError("no Call-ID header")
+    call_id = index["call-id"][0]
+    if not CALL_ID_RE.fullmatch(call_id):
+        raise SipError(f"bad Call-ID {call_id!r}")
+    cache["call_id"] = call_id
+    if "cseq" not in index:
+        raise SipError("no CSeq header")
+    cseq = cache["cseq"] = _parse_cseq(index["cseq"][0])
     if isinstance(msg, Request) and cseq.method != msg.method:
         raise SipError(f"CSeq method {cseq.method} does not match the request method {msg.method}")
-    msg.contacts  # noqa: B018
-    msg.route  # noqa: B018
-    msg.record_route  # noqa: B018
-    h = msg.headers
-    mf = h.get("Max-Forwards")
-    if mf is not None:
-        _parse_small_int(mf, "Max-Forwards", 255)
-    msg.expires()
-    date = h.get("Date")
-    if date is not None and not _DATE_RE.fullmatch(date):
-        raise SipError(f"bad Date {date!r} (RFC 1123 date in GMT expected)")
+    contacts = _values(index, "contact")
+    cache["contact"] = [] if contacts == ["*"] else [parse_name_addr(v, "Contact") for v in contacts]
+    cache["route"] = [parse_name_addr(v, "Route") for v in _values(index, "route")]
+    cache["record_route"] = [parse_name_addr(v, "Record-Route") for v in _values(index, "record-route")]
+    if "max-forwards" in index:
+        _parse_small_int(index["max-forwards"][0], "Max-Forwards", 255)
+    if "expires" in index:
+        _parse_small_int(index["expires"][0], "Expires", 2**32 - 1)
+    if "date" in index:
+        date = index["date"][0]
+        if not _DATE_RE.fullmatch(date):
+            raise SipError(f"bad Date {date!r} (RFC 1123 date in GMT expected)")
 
 
 def parse_message(data: bytes, *, exact: bool = False) -> Request | Response:

@@ -10,6 +10,7 @@ wrong, so a refused message says why.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from urllib.parse import unquote_to_bytes
 
@@ -20,6 +21,8 @@ from mss.sip._grammar import (
     PARAM_VALUE_CHARS,
     PASSWORD_RE,
     SCHEME_RE,
+    SIP_URI_NOUSER_RE,
+    SIP_URI_RE,
     TOKEN_CHARS,
     URI_HEADER_RE,
     URI_PARAM_RE,
@@ -179,6 +182,43 @@ def _parse_host_port(text: str, whole: str) -> tuple[str, int | None]:
 
 def parse_uri(text: str) -> Uri:
     """Parse a URI (no white space, no ``<>``): a :class:`SipUri` for sip/sips, else :class:`AbsoluteUri`."""
+    if "@" in text:
+        m = _sip_uri_fullmatch(text)
+        groups = m.groups() if m is not None else None
+    else:
+        m = _sip_uri_nouser_fullmatch(text)
+        groups = (m.group(1), None, None, *m.groups()[1:]) if m is not None else None
+    if groups is not None:
+        scheme, user, password, host, port_text, param_text, header_text = groups
+        port = int(port_text) if port_text is not None else None
+        if port is None or port <= 65535:
+            params: Params = ()
+            if param_text:
+                params = tuple(
+                    (name, value if eq else None)
+                    for name, eq, value in (p.partition("=") for p in param_text[1:].split(";"))
+                )
+            headers: tuple[tuple[str, str], ...] = ()
+            if header_text:
+                headers = tuple((h[0], h[2]) for h in (p.partition("=") for p in header_text.split("&")))
+            return SipUri(
+                host=host,
+                user=user,
+                password=password,
+                port=port,
+                params=params,
+                headers=headers,
+                scheme=scheme.lower(),
+            )
+    return _parse_uri_slow(text)
+
+
+_sip_uri_fullmatch = SIP_URI_RE.fullmatch
+_sip_uri_nouser_fullmatch = SIP_URI_NOUSER_RE.fullmatch
+
+
+def _parse_uri_slow(text: str) -> Uri:
+    """The general parser: other schemes, and the exact reason when a sip URI is malformed."""
     colon = text.find(":")
     scheme = text[:colon].lower() if colon > 0 else ""
     if not scheme or not SCHEME_RE.fullmatch(scheme):
@@ -337,6 +377,8 @@ def parse_params(text: str, what: str) -> Params:
 
 def split_commas(value: str) -> list[str]:
     """Split a header value at the commas that separate list elements (not inside quotes or ``<>``)."""
+    if "," not in value:
+        return [value.strip(WS)]
     if '"' not in value and "<" not in value:
         return [v.strip(WS) for v in value.split(",")]
     out: list[str] = []
@@ -359,6 +401,8 @@ def split_commas(value: str) -> list[str]:
     out.append(value[start:].strip(WS))
     return out
 
+
+_ADDR_SPEC_END = re.compile(r"[; \t]")
 
 # --- name-addr ----------------------------------------------------------------------------------
 
@@ -427,17 +471,14 @@ def parse_name_addr(value: str, what: str = "address") -> NameAddr:
         if gt < 0:
             raise SipError(f"{what}: '<' without '>'")
         uri_text = s[lt + 1 : gt]
-        if any(c in WS for c in uri_text):
+        if " " in uri_text or "\t" in uri_text:
             raise SipError(f"{what}: white space inside <{uri_text}>")
         uri = parse_uri(uri_text)
         params = parse_params(s[gt + 1 :], what)
         return NameAddr(uri=uri, display=display, params=params)
     # addr-spec form
-    end = len(s)
-    for i, c in enumerate(s):
-        if c == ";" or c in WS:
-            end = i
-            break
+    m = _ADDR_SPEC_END.search(s)
+    end = m.start() if m is not None else len(s)
     uri_text = s[:end]
     if "?" in uri_text or "," in uri_text:
         raise SipError(f"{what}: a URI with '?' or ',' must be enclosed in <>")
@@ -507,8 +548,22 @@ def _skip_ws(s: str, i: int) -> int:
     return i
 
 
+# The common shape, ``SIP/2.0/UDP host:port;params``, without white space inside.
+_VIA_FAST = re.compile(r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9_.\-]+)(?::([0-9]{1,5}))?(;[^\s\"]*)?")
+
+
 def parse_via(value: str) -> Via:
     """Parse one Via value: ``sent-protocol LWS sent-by *( SEMI via-params )``."""
+    fast = _VIA_FAST.fullmatch(value)
+    if fast is not None and HOST_RE.fullmatch(fast.group(2)):
+        transport, host, port_text, param_text = fast.groups()
+        if port_text is None or int(port_text) <= 65535:
+            return Via(
+                transport=transport.upper(),
+                host=host,
+                port=int(port_text) if port_text is not None else None,
+                params=parse_params(param_text, f"Via {value!r}") if param_text else (),
+            )
     s = value.strip(WS)
     parts: list[str] = []
     i = 0
