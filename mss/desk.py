@@ -133,7 +133,7 @@ class CallbackDesk:
         *,
         max_calls: int,
         extended_response: bool,
-        udp_send: Callable[[bytes, tuple[str, int]], None],
+        udp_send: Callable[[bytes, tuple[str, int]], bool | None],
         wall_clock: Callable[[], float],
     ) -> None:
         self.journal = journal
@@ -358,7 +358,10 @@ class CallbackDesk:
 
     def _deliver_udp(self, pending: PendingResponse) -> None:
         assert pending.reply_addr is not None
-        self._udp_send(pending.line.encode("ascii") + b"\r\n", pending.reply_addr)
+        if self._udp_send(pending.line.encode("ascii") + b"\r\n", pending.reply_addr) is False:
+            # Not sent (the UDP socket is closed): left undelivered in the journal for the next start.
+            log.warning("callback %s: UDP RESPONSE not sent; kept for the next start", pending.id)
+            return
         self._delivered(pending)
 
     def _delivered(self, pending: PendingResponse) -> None:

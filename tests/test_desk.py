@@ -518,3 +518,29 @@ def test_recover_leaves_alone_what_this_process_took(tmp_path: Path) -> None:
     assert back.wire.count(b"RESPONSE: id=early;") == 1
     assert old not in h.desk.active
     h.journal.close()
+
+
+def test_udp_response_not_sent_stays_owed_for_the_next_start(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    h = Harness(path)
+    sent: list[bytes] = []
+    udp_open = True
+
+    def udp_send(data: bytes, addr: tuple[str, int]) -> bool:
+        if udp_open:
+            sent.append(data)
+        return udp_open
+
+    h.desk._udp_send = udp_send
+    h.send_udp(("127.0.0.1", 7000), req("a"))
+    udp_open = False  # the UDP socket closed (late in a shutdown)
+    h.engine.finish("a", real_duration=6)
+    assert sent == [ack("a")]
+    assert [p.id for p in h.journal.undelivered()] == ["a"]
+    h.journal.close()
+
+    after = Harness(path)
+    after.desk.recover()
+    assert after.datagrams == [(resp("a", 6), ("127.0.0.1", 7000))]
+    assert after.journal.undelivered() == []
+    after.journal.close()

@@ -236,12 +236,13 @@ class IIFServer:
         self._udp = protocol
         log.info("IIF listening on %s:%d (tcp and udp)", host, port)
 
-    def send_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
-        """Send an IIF datagram (ACK or RESPONSE over UDP)."""
-        if self._udp is not None and self._udp.transport is not None:
+    def send_datagram(self, data: bytes, addr: tuple[str, int]) -> bool:
+        """Send an IIF datagram (ACK or RESPONSE over UDP); False when the UDP socket is closed."""
+        if self._udp is not None and self._udp.transport is not None and not self._udp.transport.is_closing():
             self._udp.transport.sendto(data, addr)
-        else:
-            log.error("IIF udp is closed; %r to %s:%d dropped", data, *addr)
+            return True
+        log.error("IIF udp is closed; %r to %s:%d not sent", data, *addr)
+        return False
 
     def stop_listening(self) -> None:
         """Stop taking new connections and datagrams; open connections stay for their RESPONSEs."""
