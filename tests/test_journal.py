@@ -292,3 +292,33 @@ def test_no_cdr_without_one(journal: Journal) -> None:
     (seq,) = journal.record_requests([new("a")])
     journal.record_response(seq, Response(id="a", real_duration=0), at=1.0)
     assert journal.cdr("a") is None
+
+
+class _FailingCommit:
+    """Wraps the sqlite3 connection; the next COMMIT fails (as a full disk would make it)."""
+
+    def __init__(self, db: object) -> None:
+        self._db = db
+        self.fail_next_commit = True
+
+    def execute(self, sql: str, *args: object) -> object:
+        if sql == "COMMIT" and self.fail_next_commit:
+            self.fail_next_commit = False
+            import sqlite3
+
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._db.execute(sql, *args)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._db, name)
+
+
+def test_a_failed_commit_does_not_break_the_journal(journal: Journal) -> None:
+    journal._db = _FailingCommit(journal._db)  # type: ignore[assignment]
+    with pytest.raises(JournalError, match=r"^journal: cannot record a request: database or disk is full$"):
+        journal.record_requests([new("lost")])
+    assert journal.interrupted() == []  # rolled back
+    (seq,) = journal.record_requests([new("next")])  # and the journal still works
+    assert [c.id for c in journal.interrupted()] == ["next"]
+    journal.record_response(seq, Response(id="next", real_duration=1), at=1.0)
+    assert [p.id for p in journal.undelivered()] == ["next"]
