@@ -45,7 +45,9 @@ class MssServer:
         workdir.mkdir(parents=True, exist_ok=True)
         self.iif_port = free_port()
         self.sip_port = sip_port or free_port()
-        rtp_base = 20000 + (os.getpid() * 40 + self.iif_port) % 20000 // 100 * 100
+        # RTP ranges of 100 ports in 10000..14999: below the harness's free ports (15000 and up)
+        # and the kernel's ephemeral ones; a taken port is skipped by the relay anyway.
+        rtp_base = 10000 + (self.iif_port % 50) * 100
         cb = {
             "listen_host": "127.0.0.1",
             "listen_port": self.iif_port,
@@ -98,6 +100,7 @@ class MssServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> MssServer:
+        offset = len(self.log_text())  # a restart appends to the same log
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mss", "run", "--config", str(self.config_path)],
@@ -112,7 +115,7 @@ class MssServer:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise AssertionError(f"mss exited with {self.process.returncode}:\n{self.log_tail()}")
-            return "mss ready" in self.log_text()
+            return "mss ready" in self.log_text()[offset:]
 
         wait_until(ready, timeout)
         return self

@@ -7,6 +7,7 @@ answer, ring, refuse, play tones and record; the audio that crossed the relay is
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -261,3 +262,94 @@ def test_rfc4733_digits_cross(kamailio, phone, mss, free_port) -> None:  # type:
         assert p1.wait_dtmf("*0", timeout=10) == "*0"
         p2.hangup()
         as1.response("dtmf", timeout=10)
+
+
+def test_user2_early_media_reaches_user1(kamailio, phone, mss, free_port) -> None:  # type: ignore[no-untyped-def]
+    _, p1, p2, server = _start(kamailio, phone, mss, free_port,
+                               user2={"behaviour": "answer_after:2.5", "early_media": True})
+    with server.client() as as1:
+        assert as1.request("early", "100", "101", 60) == "ACK: id=early;code=ok;"
+        p1.wait_event("confirmed", timeout=10)
+        p2.wait_event("confirmed", timeout=10)
+        p1.hangup()
+        response = as1.response("early", timeout=10)
+    assert response["result"] == "answered"
+    p1.wait_event("disconnected", timeout=10)
+    # Before user2 answered, user1 heard user2's own tone (its early media), not mss's 425 Hz ringback.
+    assert tone_fraction(p1.recording_path(), TONE2, skip_s=0.5) > 0.8
+    assert tone_fraction(p1.recording_path(), 425.0) < 0.1
+
+
+def test_codec_mismatch_is_a_clean_failure(kamailio, phone, mss, free_port) -> None:  # type: ignore[no-untyped-def]
+    _, _p1, p2, server = _start(kamailio, phone, mss, free_port, user1={"codecs": ["G722"]})
+    with server.client() as as1:
+        assert as1.request("g722", "100", "101", 60) == "ACK: id=g722;code=ok;"
+        response = as1.response("g722", timeout=10)
+    assert response["result"] == "user1_failed" and response["code"] == "488"
+    assert not p2.events("incoming")
+
+
+def test_pss_down_in_trunk_mode(tmp_path: Path, free_port: Callable[..., int]) -> None:
+    # Nothing listens at the PSS address: the INVITE times out (Timer B) or the TCP connect fails.
+    dead_pss = ("127.0.0.1", free_port())
+    with MssServer(tmp_path / "mss", pss=dead_pss, external_line=None, transport="tcp") as server, \
+            server.client() as as1:
+        assert as1.request("down", "100", "101", 60) == "ACK: id=down;code=ok;"
+        response = as1.response("down", timeout=40)
+    assert response["result"] == "user1_failed"
+    assert response["code"] in ("408", "503")
+
+
+def test_relay_ports_exhausted_refuses_at_once(kamailio, phone, mss, free_port) -> None:  # type: ignore[no-untyped-def]
+    # A range with room for one session: the second REQUEST gets code=fail, the first is unharmed.
+    base = 2 * (free_port() // 2)
+    _, p1, _p2, server = _start(kamailio, phone, mss, free_port, rtp={"port_min": base, "port_max": base + 3})
+    with server.client() as as1:
+        assert as1.request("one", "100", "101", 3) == "ACK: id=one;code=ok;"
+        p1.wait_event("incoming", timeout=10)
+        assert as1.request("two", "100", "101", 3) == "ACK: id=two;code=fail;"
+        assert as1.response("one", timeout=15)["result"] == "answered"
+    assert "no RTP ports left" in server.log_text()
+
+
+def test_cdr_is_written(kamailio, phone, mss, free_port) -> None:  # type: ignore[no-untyped-def]
+    _, p1, p2, server = _start(kamailio, phone, mss, free_port)
+    with server.client() as as1:
+        assert as1.request("cdr", "100", "101", 60) == "ACK: id=cdr;code=ok;"
+        _bridge(p1, p2)
+        time.sleep(1.0)
+        p2.hangup()
+        as1.response("cdr", timeout=10)
+    server.stop()
+    with sqlite3.connect(server.workdir / "journal.sqlite3") as db:
+        db.row_factory = sqlite3.Row
+        row = db.execute("SELECT * FROM cdrs WHERE id = 'cdr'").fetchone()
+    assert row["user1"] == "100" and row["user2"] == "101" and row["caller"] == "mss"
+    assert row["leg1_code"] == 200 and row["leg2_code"] == 200
+    assert row["codec"] == "PCMU" and row["released_by"] == "user2" and row["result"] == "answered"
+    assert row["leg1_call_id"] and row["leg2_call_id"] and row["leg1_call_id"] != row["leg2_call_id"]
+    assert row["requested_at"] <= row["leg1_answered_at"] <= row["leg2_answered_at"] <= row["released_at"]
+    assert row["real_duration"] == 1
+
+
+def test_twenty_callbacks_in_parallel_on_one_connection(kamailio, phone, mss, free_port) -> None:  # type: ignore[no-untyped-def]
+    pairs = [(f"2{i:02d}", f"3{i:02d}") for i in range(4)]
+    users = {u: f"pw{u}" for pair in pairs for u in pair}
+    pss = kamailio("trunk", users=users, mss=("127.0.0.1", free_port()))
+    phones = {u: phone(u, pss, tone_hz=TONE1 if u.startswith("2") else TONE2) for u in users}
+    server = mss(pss, external_line=None)
+    ids = [f"par{i}" for i in range(20)]
+    with server.client() as as1:
+        as1.send("\r\n".join(
+            f"REQUEST: id={cb};user1={pairs[i % 4][0]};user2={pairs[i % 4][1]};duration=3;"
+            for i, cb in enumerate(ids)
+        ))
+        acks = [as1.wait_line(rf"^ACK: id={cb};", 10) for cb in ids]
+        responses = [as1.response(cb, timeout=40) for cb in ids]
+    assert acks == [f"ACK: id={cb};code=ok;" for cb in ids]
+    assert all(r["result"] == "answered" for r in responses), responses
+    # The duration timer starts at each user1's answer; on a loaded machine a release may come late,
+    # and real_duration then counts the longer talk (it is measured, not assumed).
+    assert all(1 <= int(r["real_duration"]) <= 6 for r in responses), responses
+    for user, device in phones.items():
+        assert len(device.events("incoming")) == 5, user
