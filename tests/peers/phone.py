@@ -69,8 +69,8 @@ the call in this phone, 0, 1, ...):
                  ``early``, 200 in ``confirmed``, the final status in ``disconnected`` - e.g.
                  486, 404, 480, or 487 at a callee whose INVITE was cancelled), ``role``
                  (``caller``/``callee``), ``call_id``, ``remote_uri``, ``codec``; a
-                 ``disconnected`` event comes after the recording is closed and has
-                 ``recording`` and ``dtmf``
+                 ``disconnected`` event comes after the recording file is closed
+                 (complete) and has ``recording``, ``recording_closed`` and ``dtmf``
 ``media``        ``status`` (``active``, ``local_hold``, ``remote_hold``, ``none``), ``codec``
 ``recording``    a recorder was started: ``path``
 ``dtmf``         a received digit: ``digit``, ``method`` (``rfc4733``), ``digits`` so far

@@ -59,6 +59,8 @@ POLL_MS = 10
 MAX_COMMAND = 65536
 # How long quitting may wait for calls to end and for the unregistration (s).
 QUIT_GRACE = 2.0
+# How long a finished call may wait for its recording file to be closed (s).
+RECORDER_CLOSE_WAIT = 2.0
 # The tone played into calls: amplitude (fraction of full scale) and length of the looped file.
 TONE_LEVEL = 0.3
 TONE_SECONDS = 1
@@ -128,6 +130,22 @@ def uri_user(value: str) -> str:
     """The user part of the URI in a From/To/Contact value ('' when none)."""
     match = re.search(r"sips?:([^@;>\s]+)@", value)
     return match.group(1) if match else ""
+
+
+def file_is_open(path: str) -> bool:
+    """True while this process still has ``path`` open (looked up in /proc/self/fd)."""
+    target = os.path.realpath(path)
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return False
+    for name in names:
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == target:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def write_tone(path: Path, hz: float) -> None:
@@ -397,14 +415,33 @@ class PhoneApp:
             aud.startTransmit(call.recorder)
 
     def finish_call(self, call: PhoneCall, fields: dict[str, Any]) -> None:
-        """After DISCONNECTED: close the recorder (writes the WAV sizes), then tell the test."""
+        """After DISCONNECTED: close the recorder, wait until the file is really closed (the
+        conference bridge removes the port, and the writer writes the WAV sizes, only on its
+        next clock tick), then tell the test."""
         if call.finished:
             return
         call.finished = True
-        if call.recorder is not None:
-            call.recorder = None  # destroys the recorder port and closes the file
-            gc.collect()
-        call.ev("disconnected", **fields, recording=call.recording, dtmf=call.dtmf)
+        if call.recorder is None:
+            call.ev("disconnected", **fields, recording=call.recording, dtmf=call.dtmf)
+            return
+        call.recorder = None  # asks pjsua to destroy the recorder port
+        gc.collect()
+        deadline = time.monotonic() + RECORDER_CLOSE_WAIT
+
+        def when_closed() -> None:
+            still_open = call.recording is not None and file_is_open(call.recording)
+            if still_open and time.monotonic() < deadline:
+                self.later(POLL_MS / 1000, when_closed)
+                return
+            call.ev(
+                "disconnected",
+                **fields,
+                recording=call.recording,
+                recording_closed=not still_open,
+                dtmf=call.dtmf,
+            )
+
+        when_closed()
 
     # ---- behaviour of incoming calls ----
 
