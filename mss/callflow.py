@@ -502,22 +502,27 @@ class CallbackCall:
 
     def _offer(self, event: LegOffer, now: float) -> list[Command]:
         leg = self.legs[event.leg]
-        if leg.answered_at is None or leg.negotiated is None or self.state is not CallState.BRIDGED:
+        live = self.state in (CallState.CALLING_USER2, CallState.BRIDGED)
+        if leg.answered_at is None or leg.negotiated is None or not live:
             if leg.local is not None and leg.local.last is not None and self.state is not CallState.DONE:
                 return [AnswerOffer(leg=event.leg, sdp=bytes(leg.local.last))]
             return [AnswerOffer(leg=event.leg, sdp=None)]
         s = self.settings
         port = s.a_port if event.leg == "user1" else s.b_port
         before = leg.negotiated
+        # While user2 still rings only user1 is up: its offer moves its own media, nothing else.
+        bridged = self.state is CallState.BRIDGED
         try:
             answer, negotiated = sdp.make_answer(
                 sdp.parse_sdp(event.sdp), host=s.media_host, port=port, codecs=[before.codec.name],
                 session_id=s.session_id, version=1,
             )
-            legs = {event.leg: negotiated, _OTHER[event.leg]: self.legs[_OTHER[event.leg]].negotiated}
-            n1, n2 = legs["user1"], legs["user2"]
-            assert n1 is not None and n2 is not None
-            pt_maps = sdp.pt_mapping(n1, n2)
+            pt_maps = None
+            if bridged:
+                legs = {event.leg: negotiated, _OTHER[event.leg]: self.legs[_OTHER[event.leg]].negotiated}
+                n1, n2 = legs["user1"], legs["user2"]
+                assert n1 is not None and n2 is not None
+                pt_maps = sdp.pt_mapping(n1, n2)
         except SdpError:
             return [AnswerOffer(leg=event.leg, sdp=None)]
         assert leg.local is not None
@@ -530,6 +535,8 @@ class CallbackCall:
             # An RFC 2543 hold (c=0.0.0.0) is a direction, not a place: sending there would reach
             # this host itself, so the relay keeps the old remote.
             commands.append(self._remote(event.leg, negotiated))
+        if pt_maps is None:
+            return commands
         if pt_maps != self._pt_maps:
             # The phone's new offer numbered its payload types (telephone-event, typically) anew:
             # RTP it sends now carries the numbers of our answer (RFC 3264 §5.1), so rewrite them.

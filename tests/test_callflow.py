@@ -1011,11 +1011,20 @@ def test_an_unusable_reoffer_is_refused_and_changes_nothing(offer: bytes) -> Non
     assert h.call.state is CallState.BRIDGED
 
 
-def test_offers_before_the_bridge_get_the_last_local_sdp() -> None:
+def test_offers_before_the_bridge() -> None:
     h = Harness()
     h.answer_user1()
-    refresh = phone_answer(h.offers["user1"])
-    assert h.feed(LegOffer(leg="user1", sdp=refresh)) == [AnswerOffer(leg="user1", sdp=OFFER_USER1)]
+    # user1 is up while user2 rings: its offer gets a real answer (its codec only, o= version + 1)
+    # and a new address moves the relay's leg a; user2 has nothing to be told yet.
+    moved = phone_answer(h.offers["user1"], host="127.0.0.9")
+    commands = h.feed(LegOffer(leg="user1", sdp=moved))
+    assert [type(c) for c in commands] == [AnswerOffer, RelayRemote]
+    answer = commands[0].sdp
+    assert answer is not None
+    assert b" 3921400001 IN IP4" in answer and b"m=audio 30000 RTP/AVP 0 101\r\n" in answer
+    assert commands[1] == RelayRemote(leg="a", host="127.0.0.9", port=commands[1].port,
+                                      rtcp_port=commands[1].rtcp_port)
+    # user2 has not answered: an early offer is answered with our offer to it.
     update = phone_answer(h.offers["user2"], host="127.0.0.3")
     assert h.feed(LegOffer(leg="user2", sdp=update)) == [
         AnswerOffer(leg="user2", sdp=offer_user2(0, "PCMU/8000"))
