@@ -99,8 +99,9 @@ def test_mss_line_registers_with_digest(
     kamailio: KamailioFactory, peer_logs: Callable[[], str], transport: str
 ) -> None:
     """What the SIP stack relies on in external-line mode: 401 qop=auth, then 200 with a
-    correct RFC 2617 digest; a wrong password is challenged again; an INVITE needs 407 auth."""
-    pss = kamailio("auth", USERS, mss_line=("mss", "secret"))
+    correct RFC 2617 digest; a wrong password is challenged again; a number registered with
+    another digest user (``aors``); an INVITE needs 407 auth."""
+    pss = kamailio("auth", USERS, mss_line=("mss", "secret"), aors={"5551000": "mss"})
     uri = pss.uri
     with RawSipClient(pss.host, pss.port, transport=transport) as sip:
         first = sip.request("REGISTER", uri, from_user="mss", headers={"Expires": "60"})
@@ -129,6 +130,20 @@ def test_mss_line_registers_with_digest(
         assert ok.status == 200, f"{ok.raw}\n{peer_logs()}"
         assert any(f":{sip.local[1]}" in c for c in ok.header_all("Contact")), ok.raw
         assert pss.registered("mss"), peer_logs()
+
+        # A line whose number differs from its auth user registers the number (port-less URI).
+        domain_uri = f"sip:{pss.host}"
+        first = sip.request("REGISTER", domain_uri, from_user="5551000", domain=pss.host)
+        auth = digest_authorization(first.header("WWW-Authenticate"), "REGISTER", domain_uri, "mss", "secret")
+        number = sip.request(
+            "REGISTER",
+            domain_uri,
+            from_user="5551000",
+            domain=pss.host,
+            call_id=first.call_id,
+            headers={"Authorization": auth},
+        )
+        assert number.status == 200 and pss.registered("5551000"), f"{number.raw}\n{peer_logs()}"
 
         invite = sip.request("INVITE", pss.user_uri("101"), from_user="mss", to_user="101")
         assert invite.status == 407, invite.raw

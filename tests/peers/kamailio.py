@@ -28,6 +28,11 @@ Record-Route set. The request domain counts as "this server" when it is ``host``
 with this server's port or with no port at all. ``challenge_requests=False`` turns the 407
 challenge of initial requests off (registrations are still challenged).
 
+A REGISTER must authenticate as the To user, or as the auth user that ``aors`` names for it:
+``aors={"5551000": "mss"}`` lets the mss line register the number 5551000 with the digest user
+``mss`` (an external line whose ``auth_username`` differs from its ``username``); such an AOR
+counts as a known user for routing (480 until registered).
+
 API: ``start()``/``stop()`` (or the context manager), ``registered(user)``,
 ``wait_registered(user, timeout)``, ``wait_unregistered(user, timeout)``, ``contacts(user)``,
 ``kamcmd(*args)``, ``log_text()``, ``log_tail(lines)``, and ``host``, ``port``, ``uri``,
@@ -61,8 +66,10 @@ __all__ = [
 TEMPLATE = Path(__file__).with_name("kamailio.cfg.in")
 # Where Debian installs the binaries (sbin may be missing from a non-root PATH).
 KAMAILIO_SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/sbin"])
-# Users and passwords go into the config as string literals: keep them to safe characters.
-_SAFE = re.compile(r"[A-Za-z0-9_.+*#-]{1,64}")
+# Users (htable keys, unquoted) and passwords (quoted strings) go into the config: keep them to
+# characters the config syntax leaves alone.
+_SAFE_USER = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
+_SAFE_PASSWORD = re.compile(r"[A-Za-z0-9_.+*#%@!~-]{1,64}")
 # Bounds: how long Kamailio may take to answer its first ping, and to exit on SIGTERM.
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -101,6 +108,7 @@ class Kamailio:
         mss: tuple[str, int] = ("127.0.0.1", 5070),
         mss_line: tuple[str, str] = ("mss", "secret"),
         realm: str | None = None,
+        aors: Mapping[str, str] | None = None,
         tcp: bool = True,
         challenge_requests: bool = True,
         log_path: Path | str | None = None,
@@ -120,9 +128,13 @@ class Kamailio:
         self.users: dict[str, str] = dict(users or {})
         if mode == "auth":
             self.users.setdefault(mss_line[0], mss_line[1])
-        for text in [*self.users, *self.users.values(), self.realm]:
-            if not _SAFE.fullmatch(text):
-                raise ValueError(f"{text!r}: users, passwords and realm must match {_SAFE.pattern}")
+        self.aors: dict[str, str] = dict(aors or {})
+        for text in [*self.users, *self.aors, *self.aors.values(), self.realm]:
+            if not _SAFE_USER.fullmatch(text):
+                raise ValueError(f"{text!r}: users and the realm must match {_SAFE_USER.pattern}")
+        for text in self.users.values():
+            if not _SAFE_PASSWORD.fullmatch(text):
+                raise ValueError(f"{text!r}: passwords must match {_SAFE_PASSWORD.pattern}")
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="pss-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -176,6 +188,7 @@ class Kamailio:
             "MSS_HOST": self.mss[0],
             "MSS_PORT": str(self.mss[1]),
             "USERS": users or "\t# no users",
+            "AORS": "\n".join(f'\t$sht(aors=>{aor}) = "{user}";' for aor, user in sorted(self.aors.items())),
         }
         text = TEMPLATE.read_text()
         for name, value in values.items():
