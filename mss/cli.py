@@ -81,12 +81,10 @@ def _run(path: str, log_level: str | None) -> int:
         for error in result.errors:
             log.error("%s: %s", path, error)
         return EXIT_USAGE
-    import uvloop  # the call engine is loaded only for a valid config
-
-    from mss.aio.service import Service
+    from mss.aio.service import run  # the call engine is loaded only for a valid config
 
     try:
-        return uvloop.run(Service(result.config).run())
+        return run(result.config)
     except MssError as exc:
         log.error("%s", exc)
         return EXIT_FAILED

@@ -22,10 +22,7 @@ def may_do_io(path: Path) -> bool:
 
 
 #: Known exceptions, each with its reason; (file, enclosing function, module).
-EXEMPT = {
-    # `mss run` starts the event loop here until mss/aio/service.py offers a runner of its own.
-    ("mss/cli.py", "_run", "uvloop"),
-}
+EXEMPT: set[tuple[str, str, str]] = set()
 
 
 def io_imports(path: Path) -> list[tuple[str, str, int, str]]:

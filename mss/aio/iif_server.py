@@ -29,6 +29,9 @@ MAX_CONNECTIONS = 256
 #: Bytes queued for a slow AS before mss stops reading its requests (resumes when it drains).
 WRITE_HIGH_WATER = 1 << 20
 
+#: Datagrams held while the server is bound but not yet serving (start-up takes milliseconds).
+MAX_EARLY_DATAGRAMS = 256
+
 #: Seconds between two log lines about the same refused address.
 _REFUSAL_LOG_INTERVAL = 10.0
 
@@ -188,6 +191,11 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not self._server.serving:
+            # Bound but not yet serving (start-up recovery runs first): hold a few, drop a flood.
+            if len(self._server.early_datagrams) < MAX_EARLY_DATAGRAMS:
+                self._server.early_datagrams.append((data, addr))
+            return
         host, port = addr[:2]
         peer = self._server.peers.match(host, port, "udp")
         if peer is None:
@@ -217,13 +225,18 @@ class IIFServer:
         self.connections: set[_StreamProtocol] = set()
         self._tcp: asyncio.Server | None = None
         self._udp: _DatagramProtocol | None = None
+        self.serving = False
+        self.early_datagrams: list[tuple[bytes, tuple[str, int]]] = []
 
     async def start(self, host: str, port: int) -> None:
-        """Bind TCP and UDP on ``host:port``; raises :class:`TransportError` when it cannot."""
+        """Bind TCP and UDP on ``host:port`` without serving yet (see :meth:`serve`).
+
+        Raises :class:`TransportError` when it cannot bind.
+        """
         loop = asyncio.get_running_loop()
         try:
             self._tcp = await loop.create_server(
-                lambda: _StreamProtocol(self), host, port, reuse_address=True
+                lambda: _StreamProtocol(self), host, port, reuse_address=True, start_serving=False
             )
             _, protocol = await loop.create_datagram_endpoint(
                 lambda: _DatagramProtocol(self), local_addr=(host, port)
@@ -234,7 +247,17 @@ class IIFServer:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)  # uvloop sets errno, not strerror
             raise TransportError(f"cannot listen for IIF on {host}:{port}: {reason}") from exc
         self._udp = protocol
-        log.info("IIF listening on %s:%d (tcp and udp)", host, port)
+        self._address = (host, port)
+
+    async def serve(self) -> None:
+        """Start taking connections and datagrams (after start-up recovery)."""
+        assert self._tcp is not None and self._udp is not None
+        self.serving = True
+        await self._tcp.start_serving()
+        early, self.early_datagrams = self.early_datagrams, []
+        for data, addr in early:
+            self._udp.datagram_received(data, addr)
+        log.info("IIF listening on %s:%d (tcp and udp)", *self._address)
 
     def send_datagram(self, data: bytes, addr: tuple[str, int]) -> bool:
         """Send an IIF datagram (ACK or RESPONSE over UDP); False when the UDP socket is closed."""

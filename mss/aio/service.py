@@ -15,13 +15,15 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+import uvloop
+
 from mss.aio.calls import CallEngine
 from mss.aio.iif_server import IIFServer
 from mss.config import Config
 from mss.desk import CallbackDesk, Engine
 from mss.journal import Journal
 
-__all__ = ["Service"]
+__all__ = ["Service", "run"]
 
 log = logging.getLogger("mss")
 
@@ -75,14 +77,22 @@ class Service:
         self._stop.set()
 
     async def run(self) -> int:
+        """Run until stopped; returns the exit status (0 after a clean drain)."""
+        cfg = self.config
+        journal = Journal(cfg.journal.path)
+        try:
+            return await self._run(journal)
+        finally:
+            journal.close()
+
+    async def _run(self, journal: Journal) -> int:
         cfg = self.config
         loop = asyncio.get_running_loop()
-        journal = Journal(cfg.journal.path)
         desk = CallbackDesk(
             journal,
             max_calls=cfg.callback.max_calls,
             extended_response=cfg.callback.extended_response,
-            udp_send=lambda data, addr: self.iif.send_datagram(data, addr) if self.iif else None,
+            udp_send=lambda data, addr: self.iif.send_datagram(data, addr) if self.iif else False,
             wall_clock=time.time,
         )
         self.desk = desk
@@ -91,17 +101,18 @@ class Service:
         engine = (self._engine_factory or CallEngine)(cfg, desk)
         self.engine = engine
         desk.engine = engine
-        await engine.open()
-
         self.iif = IIFServer(desk, cfg.peer_servers, max_duration=cfg.callback.max_duration)
-        await self.iif.start(cfg.callback.listen_host, cfg.callback.listen_port)
-        desk.recover()
-        self._heartbeat(journal)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
-        self.ready.set()
-        log.info("mss ready")
         try:
+            await engine.open()
+            # Bind, answer what a previous process left, and only then take new orders.
+            await self.iif.start(cfg.callback.listen_host, cfg.callback.listen_port)
+            desk.recover()
+            await self.iif.serve()
+            self._heartbeat(journal)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+            self.ready.set()
+            log.info("mss ready")
             await self._stop.wait()
             desk.accepting = False
             self.iif.stop_listening()
@@ -114,8 +125,8 @@ class Service:
             await self._flush()
             await self.iif.close()
             await engine.close()
-            journal.heartbeat(time.time())
-            journal.close()
+            if self.ready.is_set():
+                journal.heartbeat(time.time())
         log.info("mss stopped")
         return 0
 
@@ -148,3 +159,8 @@ class Service:
         self._heartbeat_timer = asyncio.get_running_loop().call_later(
             HEARTBEAT_INTERVAL, self._heartbeat, journal
         )
+
+
+def run(config: Config) -> int:
+    """Run mss on a uvloop event loop; returns the exit status."""
+    return uvloop.run(Service(config).run())
