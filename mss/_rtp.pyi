@@ -38,24 +38,23 @@ class Engine:
     @property
     def loop_errors(self) -> int:
         """Unexpected system-call failures in the loop (0 in a healthy relay)."""
-    def bind_pair(self, port: int) -> tuple[int, int]:
-        """Bind UDP sockets on ``host:port`` and ``host:port+1``; returns their fds.
-
-        Raises ``OSError`` (with the errno of the failing bind) and leaves nothing open.
+    def bind_leg(self, port: int) -> tuple[int, int, int]:
+        """Bind one leg's sockets: RTP on ``host:port`` (two, ``SO_REUSEPORT``: the one that is
+        connected once the leg latches, and the one for every other source) and RTCP on
+        ``host:port+1``. Returns ``(rtp, rtcp, rtp_any)``; raises ``OSError`` (with the errno of the
+        failing bind) and leaves nothing open.
         """
     def close_fd(self, fd: int) -> None:
-        """Close an fd from :meth:`bind_pair` that was not attached."""
+        """Close an fd from :meth:`bind_leg` that was not attached."""
     def attach(
         self,
         slot: int,
-        a_rtp: int,
-        a_rtcp: int,
-        b_rtp: int,
-        b_rtcp: int,
+        a_fds: tuple[int, int, int],
+        b_fds: tuple[int, int, int],
         a_to_b: bool,
         b_to_a: bool,
     ) -> None:
-        """Make ``slot`` a session over these four fds (the engine owns them from now on)."""
+        """Make ``slot`` a session over these legs' fds (the engine owns them from now on)."""
     def detach(self, slot: int) -> None:
         """End ``slot``'s session; returns once its sockets are closed."""
     def set_remote(

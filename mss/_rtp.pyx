@@ -89,6 +89,7 @@ cdef extern from "<netinet/in.h>" nogil:
         in_addr sin_addr
     enum:
         AF_INET
+        AF_UNSPEC
     uint16_t htons(uint16_t)
     uint16_t ntohs(uint16_t)
     uint32_t htonl(uint32_t)
@@ -115,8 +116,12 @@ cdef extern from "<sys/socket.h>" nogil:
         SOCK_CLOEXEC
         MSG_DONTWAIT
         MSG_TRUNC
+        SOL_SOCKET
+        SO_REUSEPORT
     int socket(int domain, int type, int protocol)
     int bind(int fd, const sockaddr* addr, socklen_t len)
+    int connect(int fd, const sockaddr* addr, socklen_t len)
+    int setsockopt(int fd, int level, int name, const void* value, socklen_t len)
     int sendmmsg(int fd, mmsghdr* msgs, unsigned int vlen, int flags)
     int recvmmsg(int fd, mmsghdr* msgs, unsigned int vlen, int flags, timespec* timeout)
 
@@ -164,7 +169,8 @@ cdef extern from "<pthread.h>" nogil:
 
 cdef extern from "<linux/io_uring.h>" nogil:
     struct io_uring_sqe:
-        pass
+        int32_t fd
+        uint8_t flags
     struct io_uring_cqe:
         uint64_t user_data
         int32_t res
@@ -175,6 +181,7 @@ cdef extern from "<linux/io_uring.h>" nogil:
         uint32_t payloadlen
         uint32_t flags
     enum:
+        IOSQE_FIXED_FILE
         IORING_CQE_F_BUFFER
         IORING_CQE_F_MORE
         IORING_CQE_BUFFER_SHIFT
@@ -187,6 +194,8 @@ cdef extern from "_rtp_uring.h" nogil:
     int mss_uring_init(mss_uring* r, unsigned entries, unsigned cq_entries)
     void mss_uring_exit(mss_uring* r)
     int mss_uring_setup_buffers(mss_uring* r, unsigned count, unsigned size)
+    int mss_uring_files_sparse(mss_uring* r, unsigned nr)
+    int mss_uring_files_set(mss_uring* r, unsigned offset, const int* fds, unsigned nr)
     unsigned char* mss_uring_buf(mss_uring* r, unsigned bid)
     void mss_uring_buf_give(mss_uring* r, unsigned bid)
     void mss_uring_buf_publish(mss_uring* r)
@@ -198,6 +207,8 @@ cdef extern from "_rtp_uring.h" nogil:
     void mss_uring_cq_advance(mss_uring* r, unsigned n)
     void mss_uring_prep_recvmsg_multi(io_uring_sqe* sqe, int fd, msghdr* tmpl, uint64_t user_data)
     void mss_uring_prep_sendmsg(io_uring_sqe* sqe, int fd, msghdr* msg, uint64_t user_data)
+    void mss_uring_prep_send(io_uring_sqe* sqe, int fd, void* buf, unsigned length,
+                             uint64_t user_data)
     void mss_uring_prep_poll_multi(io_uring_sqe* sqe, int fd, unsigned events, uint64_t user_data)
     void mss_uring_prep_poll_wake(io_uring_sqe* sqe, int fd, uint64_t user_data)
     void mss_uring_prep_cancel(io_uring_sqe* sqe, uint64_t target, uint64_t user_data)
@@ -212,13 +223,14 @@ cdef enum:
     URING_SQ = 2048          # submission slots: sends, re-arms and cancels queued per wait
     URING_CQ = 16384         # completion slots; the kernel keeps overflow, so this only sizes a batch
     OUT_CAP = 1024           # sends queued before they are flushed to the kernel
+    URING_DRAIN = 4096       # receives the kernel runs for one wait (bounded so the CQ never overflows)
     PLAY_SCRATCH = 256       # played packets built per flush
     MAX_FRAME = 1400         # largest injected payload frame (fits one Ethernet MTU with headers)
     RX_BATCH = 32            # epoll: datagrams read from one socket per wake-up (fairness bound)
     EPOLL_EVENTS = 1024      # epoll: ready sockets handled per wake-up
     MAX_SLOTS = 1 << 20      # sessions addressable by the 20-bit slot in user_data
     CLOCK_RATE = 8000        # RTP clock of the 8 kHz audio payload types the jitter is kept for
-    GEN_MASK = 0x1FFFFF      # 21-bit session generation in user_data
+    GEN_MASK = 0xFFFFF       # 20-bit session generation in user_data
     SHUTDOWN_MS = 200        # how long close() waits for the kernel to end the receives
 
 # Counter fields: the last axis of the counters array, named in FIELDS below.
@@ -258,6 +270,14 @@ cdef enum:
     KIND_RTP = 0
     KIND_RTCP = 1
 
+    # a leg's sockets; RTP has two on the same port (SO_REUSEPORT): once the leg has latched,
+    # SK_RTP is connected to the remote (cheaper sends, the kernel filters its input) and SK_ANY
+    # gets datagrams from everyone else, so they are still counted
+    SK_RTP = 0
+    SK_RTCP = 1
+    SK_ANY = 2
+    N_SOCKS = 3
+
     EP_NONE = 0        # no destination known
     EP_EXPECTED = 1    # destination from signalling (or derived), source not learned yet
     EP_LATCHED = 2     # destination learned from the source of a packet; only that source is accepted
@@ -279,10 +299,13 @@ cdef enum:
 # Structures
 # ---------------------------------------------------------------------------------------------
 
-ctypedef struct Endpoint:
+ctypedef struct Sock:
     int fd
-    uint8_t state
     uint8_t armed              # io_uring: a multishot receive is live; epoll: registered
+
+ctypedef struct Endpoint:
+    uint8_t state
+    uint8_t connected          # RTP: SK_RTP is connected to dest
     sockaddr_in dest
 
 ctypedef struct Play:
@@ -300,6 +323,7 @@ ctypedef struct Play:
     uint32_t serial
 
 ctypedef struct Leg:
+    Sock sock[3]
     Endpoint ep[2]
     uint8_t forward            # forward what this leg receives to the other leg
     uint8_t rtcp_pinned        # the RTCP destination came from signalling
@@ -332,6 +356,7 @@ ctypedef struct Core:
     pthread_cond_t cv
     pthread_t thread
     int thread_running
+    int stopped                # the loop thread has returned
     int ready
     int start_err
     int stop
@@ -350,6 +375,7 @@ ctypedef struct Core:
     # io_uring
     mss_uring ring
     msghdr recv_tmpl
+    int fixed                  # sends name sockets by their index in a registered table
     # epoll
     int epfd
     epoll_event* events
@@ -371,6 +397,7 @@ ctypedef struct Core:
     iovec* out_iov
     sockaddr_in* out_dst
     int* out_fd
+    int32_t* out_fix
     int32_t* out_bid
     uint64_t* out_ud
     uint32_t n_out
@@ -384,7 +411,8 @@ ctypedef struct Pkt:
     Leg* peer
     uint32_t slot
     int li
-    int kind                   # socket it came on: KIND_RTP or KIND_RTCP
+    int sock                   # socket it came on: SK_RTP, SK_RTCP or SK_ANY
+    int kind                   # KIND_RTP or KIND_RTCP, after the socket
     int rtcp                   # it is RTCP (on the RTCP socket, or multiplexed on the RTP one)
     unsigned char* data
     uint32_t length
@@ -400,12 +428,12 @@ cdef inline uint64_t mono_ns() noexcept nogil:
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return <uint64_t>ts.tv_sec * 1000000000ULL + <uint64_t>ts.tv_nsec
 
-cdef inline uint64_t make_ud(uint32_t op, uint32_t slot, uint32_t gen, int leg, int kind,
+cdef inline uint64_t make_ud(uint32_t op, uint32_t slot, uint32_t gen, int leg, int sock,
                              int rtcp, uint32_t length) noexcept nogil:
-    """Pack what a completion must name: op | leg | kind | rtcp | length | slot | generation."""
-    return (<uint64_t>op | (<uint64_t>(leg & 1) << 4) | (<uint64_t>(kind & 1) << 5)
-            | (<uint64_t>(rtcp & 1) << 6) | (<uint64_t>(length & 0xFFFF) << 7)
-            | (<uint64_t>(slot & 0xFFFFF) << 23) | (<uint64_t>(gen & GEN_MASK) << 43))
+    """Pack what a completion must name: op | leg | socket | rtcp | length | slot | generation."""
+    return (<uint64_t>op | (<uint64_t>(leg & 1) << 4) | (<uint64_t>(sock & 3) << 5)
+            | (<uint64_t>(rtcp & 1) << 7) | (<uint64_t>(length & 0xFFFF) << 8)
+            | (<uint64_t>(slot & 0xFFFFF) << 24) | (<uint64_t>(gen & GEN_MASK) << 44))
 
 cdef inline uint32_t ud_op(uint64_t ud) noexcept nogil:
     return <uint32_t>(ud & 0xF)
@@ -413,20 +441,26 @@ cdef inline uint32_t ud_op(uint64_t ud) noexcept nogil:
 cdef inline int ud_leg(uint64_t ud) noexcept nogil:
     return <int>((ud >> 4) & 1)
 
-cdef inline int ud_kind(uint64_t ud) noexcept nogil:
-    return <int>((ud >> 5) & 1)
+cdef inline int ud_sock(uint64_t ud) noexcept nogil:
+    return <int>((ud >> 5) & 3)
 
 cdef inline int ud_rtcp(uint64_t ud) noexcept nogil:
-    return <int>((ud >> 6) & 1)
+    return <int>((ud >> 7) & 1)
 
 cdef inline uint32_t ud_len(uint64_t ud) noexcept nogil:
-    return <uint32_t>((ud >> 7) & 0xFFFF)
+    return <uint32_t>((ud >> 8) & 0xFFFF)
 
 cdef inline uint32_t ud_slot(uint64_t ud) noexcept nogil:
-    return <uint32_t>((ud >> 23) & 0xFFFFF)
+    return <uint32_t>((ud >> 24) & 0xFFFFF)
 
 cdef inline uint32_t ud_gen(uint64_t ud) noexcept nogil:
-    return <uint32_t>((ud >> 43) & GEN_MASK)
+    return <uint32_t>((ud >> 44) & GEN_MASK)
+
+cdef inline int kind_of(int sock) noexcept nogil:
+    return KIND_RTCP if sock == SK_RTCP else KIND_RTP
+
+cdef inline int sock_of(int kind) noexcept nogil:
+    return SK_RTCP if kind == KIND_RTCP else SK_RTP
 
 cdef inline Session* session_of(Core* c, uint64_t ud) noexcept nogil:
     """The live session a user_data names, or NULL when it has been detached since."""
@@ -489,6 +523,14 @@ cdef inline int parse(Pkt* p) noexcept nogil:
     return 0
 
 
+cdef inline void disconnect(int fd) noexcept nogil:
+    """Dissolve a UDP socket's connection (connect to AF_UNSPEC)."""
+    cdef sockaddr_in none
+    memset(&none, 0, sizeof(none))
+    none.sin_family = AF_UNSPEC
+    connect(fd, <const sockaddr*>&none, sizeof(none))
+
+
 cdef inline int same_addr(const sockaddr_in* a, const sockaddr_in* b) noexcept nogil:
     return a.sin_port == b.sin_port and a.sin_addr.s_addr == b.sin_addr.s_addr
 
@@ -505,6 +547,10 @@ cdef inline int check_source(Pkt* p) noexcept nogil:
     ep.dest.sin_port = p.src.sin_port
     ep.dest.sin_addr.s_addr = p.src.sin_addr.s_addr
     ep.state = EP_LATCHED
+    if p.kind == KIND_RTP:
+        # from now on the kernel hands SK_RTP only this source, and sends on it need no address
+        ep.connected = connect(p.leg.sock[SK_RTP].fd, <const sockaddr*>&ep.dest,
+                               sizeof(sockaddr_in)) == 0
     if p.kind == KIND_RTP and not p.leg.rtcp_pinned:
         rtcp = &p.leg.ep[KIND_RTCP]
         if rtcp.state != EP_LATCHED:            # RTCP goes to RTP + 1 until it speaks for itself
@@ -580,6 +626,7 @@ cdef inline void rewrite(Pkt* p) noexcept nogil:
 cdef inline int forward(Pkt* p) noexcept nogil:
     """Queue the datagram out of the other leg's socket of the same kind; 1 if the buffer is kept."""
     cdef Endpoint* out = &p.peer.ep[p.kind]
+    cdef int sk = sock_of(p.kind)
     cdef uint64_t* ctr = p.peer.ctr
     if p.rtcp:
         ctr[RTCP_PACKETS_OUT] += 1
@@ -587,8 +634,9 @@ cdef inline int forward(Pkt* p) noexcept nogil:
     else:
         ctr[RTP_PACKETS_OUT] += 1
         ctr[RTP_BYTES_OUT] += p.length
-    queue_send(p.core, out.fd, &out.dest, p.data, p.length, p.bid,
-               make_ud(OP_SEND, p.slot, p.s.gen, 1 - p.li, p.kind, p.rtcp, p.length))
+    queue_send(p.core, p.peer.sock[sk].fd, fixed_index(p.slot, 1 - p.li, sk),
+               NULL if out.connected else &out.dest, p.data, p.length, p.bid,
+               make_ud(OP_SEND, p.slot, p.s.gen, 1 - p.li, sk, p.rtcp, p.length))
     return p.bid >= 0
 
 
@@ -628,24 +676,35 @@ cdef void send_failed(Core* c, uint64_t ud) noexcept nogil:
     ctr[DROP_SEND] += 1
 
 
-cdef inline void queue_send(Core* c, int fd, const sockaddr_in* dst, unsigned char* data,
-                            uint32_t length, int32_t bid, uint64_t ud) noexcept nogil:
+cdef inline int32_t fixed_index(uint32_t slot, int li, int sk) noexcept nogil:
+    """Where a session's socket sits in the registered file table."""
+    return <int32_t>(slot * (2 * N_SOCKS) + li * N_SOCKS + sk)
+
+
+cdef inline void queue_send(Core* c, int fd, int32_t fix, const sockaddr_in* dst,
+                            unsigned char* data, uint32_t length, int32_t bid,
+                            uint64_t ud) noexcept nogil:
     cdef uint32_t i
     if c.n_out >= OUT_CAP:
         flush_sends(c)
     i = c.n_out
     c.n_out += 1
-    c.out_dst[i] = dst[0]
     c.out_iov[i].iov_base = data
     c.out_iov[i].iov_len = length
-    c.out_mm[i].msg_hdr.msg_name = &c.out_dst[i]
-    c.out_mm[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+    if dst != NULL:
+        c.out_dst[i] = dst[0]
+        c.out_mm[i].msg_hdr.msg_name = &c.out_dst[i]
+        c.out_mm[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+    else:                                       # a connected socket
+        c.out_mm[i].msg_hdr.msg_name = NULL
+        c.out_mm[i].msg_hdr.msg_namelen = 0
     c.out_mm[i].msg_hdr.msg_iov = &c.out_iov[i]
     c.out_mm[i].msg_hdr.msg_iovlen = 1
     c.out_mm[i].msg_hdr.msg_control = NULL
     c.out_mm[i].msg_hdr.msg_controllen = 0
     c.out_mm[i].msg_hdr.msg_flags = 0
     c.out_fd[i] = fd
+    c.out_fix[i] = fix
     c.out_bid[i] = bid
     c.out_ud[i] = ud
     if c.backend == BACKEND_URING:
@@ -734,8 +793,9 @@ cdef void send_played(Core* c, uint32_t slot, int li) noexcept nogil:
         leg.ctr[PLAYED_PACKETS] += 1
         leg.ctr[RTP_PACKETS_OUT] += 1
         leg.ctr[RTP_BYTES_OUT] += length
-        queue_send(c, ep.fd, &ep.dest, b, length, -1,
-                   make_ud(OP_SEND, slot, s.gen, li, KIND_RTP, 0, length))
+        queue_send(c, leg.sock[SK_RTP].fd, fixed_index(slot, li, SK_RTP),
+                   NULL if ep.connected else &ep.dest, b, length, -1,
+                   make_ud(OP_SEND, slot, s.gen, li, SK_RTP, 0, length))
     pl.marker = 0
     pl.seq = <uint16_t>(pl.seq + 1)
     pl.timestamp += pl.samples
@@ -784,18 +844,21 @@ cdef void free_play(Leg* leg) noexcept nogil:
 # ---------------------------------------------------------------------------------------------
 
 cdef void finish_close(Core* c, uint32_t slot) noexcept nogil:
-    """Close the four sockets and free the slot; wakes a detach() waiting for it."""
+    """Close the six sockets and free the slot; wakes a detach() waiting for it."""
     cdef Session* s = &c.sessions[slot]
     cdef int li, k
     if s.state == S_CLOSING:
         c.n_closing -= 1
+    if c.backend == BACKEND_URING and c.fixed and c.thread_running and not c.stopped:
+        uring_register_files(c, slot, 1)        # the table holds references: drop them first
     for li in range(2):
         free_play(&s.leg[li])
-        for k in range(2):
-            if s.leg[li].ep[k].fd >= 0:
-                close(s.leg[li].ep[k].fd)
-                s.leg[li].ep[k].fd = -1
-            s.leg[li].ep[k].armed = 0
+        for k in range(N_SOCKS):
+            if s.leg[li].sock[k].fd >= 0:
+                close(s.leg[li].sock[k].fd)
+                s.leg[li].sock[k].fd = -1
+            s.leg[li].sock[k].armed = 0
+        s.leg[li].ep[KIND_RTP].connected = 0
     s.state = S_FREE
     s.gen += 1
     pthread_cond_broadcast(&c.cv)
@@ -841,7 +904,14 @@ cdef inline void uring_queue_send(Core* c, uint32_t i) noexcept nogil:
     if sqe == NULL:
         c.loop_errors += 1
         return
-    mss_uring_prep_sendmsg(sqe, c.out_fd[i], &c.out_mm[i].msg_hdr, c.out_ud[i])
+    if c.out_mm[i].msg_hdr.msg_name == NULL:
+        mss_uring_prep_send(sqe, c.out_fd[i], c.out_iov[i].iov_base, <unsigned>c.out_iov[i].iov_len,
+                            c.out_ud[i])
+    else:
+        mss_uring_prep_sendmsg(sqe, c.out_fd[i], &c.out_mm[i].msg_hdr, c.out_ud[i])
+    if c.fixed:                                 # no per-send file lookup
+        sqe.fd = c.out_fix[i]
+        sqe.flags |= IOSQE_FIXED_FILE
 
 
 cdef void uring_recycle(Core* c) noexcept nogil:
@@ -867,16 +937,26 @@ cdef void uring_flush(Core* c) noexcept nogil:
         c.loop_errors += 1
 
 
-cdef void uring_arm(Core* c, uint32_t slot, int li, int kind) noexcept nogil:
+cdef void uring_arm(Core* c, uint32_t slot, int li, int sk) noexcept nogil:
     cdef Session* s = &c.sessions[slot]
-    cdef Endpoint* ep = &s.leg[li].ep[kind]
+    cdef Sock* so = &s.leg[li].sock[sk]
     cdef io_uring_sqe* sqe = uring_sqe(c)
     if sqe == NULL:
         c.loop_errors += 1
         return
-    mss_uring_prep_recvmsg_multi(sqe, ep.fd, &c.recv_tmpl,
-                                 make_ud(OP_RECV, slot, s.gen, li, kind, 0, 0))
-    ep.armed = 1
+    mss_uring_prep_recvmsg_multi(sqe, so.fd, &c.recv_tmpl,
+                                 make_ud(OP_RECV, slot, s.gen, li, sk, 0, 0))
+    so.armed = 1
+
+
+cdef void uring_register_files(Core* c, uint32_t slot, int clear) noexcept nogil:
+    """Put the session's sockets in the registered table (or take them out, before closing)."""
+    cdef int fds[6]
+    cdef int k
+    for k in range(2 * N_SOCKS):
+        fds[k] = -1 if clear else c.sessions[slot].leg[k // N_SOCKS].sock[k % N_SOCKS].fd
+    if mss_uring_files_set(&c.ring, <unsigned>fixed_index(slot, 0, 0), fds, 2 * N_SOCKS) < 0:
+        c.loop_errors += 1
 
 
 cdef void uring_commands(Core* c) noexcept nogil:
@@ -889,8 +969,10 @@ cdef void uring_commands(Core* c) noexcept nogil:
         s = &c.sessions[slot]
         s.queued_arm = 0
         if s.state == S_OPENING:
+            if c.fixed:
+                uring_register_files(c, slot, 0)
             for li in range(2):
-                for k in range(2):
+                for k in range(N_SOCKS):
                     uring_arm(c, slot, li, k)
             s.state = S_ACTIVE
     c.n_arm = 0
@@ -902,8 +984,8 @@ cdef void uring_commands(Core* c) noexcept nogil:
             continue
         live = 0
         for li in range(2):
-            for k in range(2):
-                if s.leg[li].ep[k].armed:
+            for k in range(N_SOCKS):
+                if s.leg[li].sock[k].armed:
                     live += 1
                     sqe = uring_sqe(c)
                     if sqe != NULL:
@@ -918,7 +1000,7 @@ cdef void uring_on_recv(Core* c, io_uring_cqe* cqe, uint64_t now) noexcept nogil
     cdef uint64_t ud = cqe.user_data
     cdef uint32_t slot = ud_slot(ud)
     cdef Session* s = session_of(c, ud)
-    cdef int li = ud_leg(ud), kind = ud_kind(ud), k, live
+    cdef int li = ud_leg(ud), sk = ud_sock(ud), k, live
     cdef int has_buf = (cqe.flags & IORING_CQE_F_BUFFER) != 0
     cdef unsigned bid = cqe.flags >> IORING_CQE_BUFFER_SHIFT
     cdef unsigned char* buf
@@ -927,13 +1009,13 @@ cdef void uring_on_recv(Core* c, io_uring_cqe* cqe, uint64_t now) noexcept nogil
     cdef int kept = 0
     if not (cqe.flags & IORING_CQE_F_MORE) and s != NULL:
         # this receive has ended (cancelled, out of buffers, error): re-arm or finish closing
-        s.leg[li].ep[kind].armed = 0
+        s.leg[li].sock[sk].armed = 0
         if s.state == S_ACTIVE:
-            uring_arm(c, slot, li, kind)
+            uring_arm(c, slot, li, sk)
         elif s.state == S_CLOSING:
             live = 0
-            for k in range(4):
-                live += s.leg[k >> 1].ep[k & 1].armed
+            for k in range(2 * N_SOCKS):
+                live += s.leg[k // N_SOCKS].sock[k % N_SOCKS].armed
             if live == 0:
                 finish_close(c, slot)
                 s = NULL
@@ -956,7 +1038,8 @@ cdef void uring_on_recv(Core* c, io_uring_cqe* cqe, uint64_t now) noexcept nogil
     p.peer = &s.leg[1 - li]
     p.slot = slot
     p.li = li
-    p.kind = kind
+    p.sock = sk
+    p.kind = kind_of(sk)
     p.rtcp = 0
     p.src = <const sockaddr_in*>(buf + sizeof(io_uring_recvmsg_out))
     p.data = buf + sizeof(io_uring_recvmsg_out) + c.recv_tmpl.msg_namelen
@@ -967,8 +1050,9 @@ cdef void uring_on_recv(Core* c, io_uring_cqe* cqe, uint64_t now) noexcept nogil
         mss_uring_buf_give(&c.ring, bid)
 
 
-cdef void uring_drain(Core* c, uint64_t now) noexcept nogil:
-    cdef unsigned n, i
+cdef unsigned uring_drain(Core* c, uint64_t now) noexcept nogil:
+    """Handle every completion there is; returns how many."""
+    cdef unsigned n, i, total = 0
     cdef io_uring_cqe* cqe
     cdef uint32_t op
     cdef uint64_t junk
@@ -987,7 +1071,9 @@ cdef void uring_drain(Core* c, uint64_t now) noexcept nogil:
                 if not (cqe.flags & IORING_CQE_F_MORE):
                     uring_arm_wake(c)
         mss_uring_cq_advance(&c.ring, n)
+        total += n
         n = mss_uring_cq_ready(&c.ring)
+    return total
 
 
 cdef void uring_arm_wake(Core* c) noexcept nogil:
@@ -1006,12 +1092,22 @@ cdef int uring_setup(Core* c) noexcept nogil:
         return err
     memset(&c.recv_tmpl, 0, sizeof(msghdr))
     c.recv_tmpl.msg_namelen = sizeof(sockaddr_in)
+    # a registered file table saves a file lookup per send; without one (too many files for
+    # RLIMIT_NOFILE, an old kernel) sends name their fd
+    c.fixed = mss_uring_files_sparse(&c.ring, c.capacity * 2 * N_SOCKS) == 0
     return 0
 
 
-cdef void uring_wait(Core* c, long long timeout) noexcept nogil:
-    """Submit what is queued and sleep until a completion arrives (or the timer is due)."""
-    cdef int ret = mss_uring_enter(&c.ring, 1 if timeout != 0 else 0, timeout, 0)
+cdef void uring_wait(Core* c, long long timeout, int busy) noexcept nogil:
+    """Submit what is queued and take the completions that are there. ``busy`` (work has been
+    gathering): take up to URING_DRAIN of them at once, never sleep. Otherwise sleep until the first
+    one (or the timer). A wait for n completions runs at most about n receives, hence the two ways.
+    """
+    cdef int ret
+    if busy or timeout == 0:
+        ret = mss_uring_enter(&c.ring, URING_DRAIN, 0, 0)
+    else:
+        ret = mss_uring_enter(&c.ring, 1, timeout, 0)
     if ret < 0 and ret != -ETIME and ret != -EINTR and ret != -EBUSY and ret != -EAGAIN:
         c.loop_errors += 1
     c.wakeups += 1
@@ -1041,8 +1137,8 @@ cdef void uring_shutdown(Core* c) noexcept nogil:
             s = &c.sessions[slot]
             if s.state == S_CLOSING:
                 for li in range(2):
-                    for k in range(2):
-                        live += s.leg[li].ep[k].armed
+                    for k in range(N_SOCKS):
+                        live += s.leg[li].sock[k].armed
         if live == 0:
             break
         mss_uring_enter(&c.ring, 1, 10000000, 0)
@@ -1054,23 +1150,25 @@ cdef void uring_shutdown(Core* c) noexcept nogil:
 cdef void uring_loop(Core* c) noexcept nogil:
     cdef long long timeout
     cdef uint64_t now
+    cdef unsigned got = 0
     pthread_mutex_lock(&c.mu)
     uring_arm_wake(c)
     while True:
         timeout = next_timeout_ns(c, mono_ns())
         pthread_mutex_unlock(&c.mu)
-        uring_wait(c, timeout)
+        uring_wait(c, timeout, got != 0)
         now = mono_ns()
         pthread_mutex_lock(&c.mu)
         c.now = now
         if c.stop:
             break
         uring_commands(c)
-        uring_drain(c, now)
+        got = uring_drain(c, now)
         run_timers(c, now)
         mss_uring_buf_publish(&c.ring)
         uring_flush(c)                          # the batch's sends leave now, not after the gather
-        gather(c, now)
+        if got:
+            gather(c, now)
     uring_shutdown(c)
     pthread_mutex_unlock(&c.mu)
 
@@ -1105,11 +1203,11 @@ cdef void epoll_flush(Core* c) noexcept nogil:
 
 cdef void epoll_read(Core* c, uint64_t ud, uint64_t now) noexcept nogil:
     cdef Session* s = session_of(c, ud)
-    cdef int li = ud_leg(ud), kind = ud_kind(ud), n, i
+    cdef int li = ud_leg(ud), sk = ud_sock(ud), n, i
     cdef Pkt p
     if s == NULL or s.state != S_ACTIVE:
         return
-    n = recvmmsg(s.leg[li].ep[kind].fd, c.rx_msgs, RX_BATCH, MSG_DONTWAIT, NULL)
+    n = recvmmsg(s.leg[li].sock[sk].fd, c.rx_msgs, RX_BATCH, MSG_DONTWAIT, NULL)
     if n <= 0:
         return
     p.core = c
@@ -1118,7 +1216,8 @@ cdef void epoll_read(Core* c, uint64_t ud, uint64_t now) noexcept nogil:
     p.peer = &s.leg[1 - li]
     p.slot = ud_slot(ud)
     p.li = li
-    p.kind = kind
+    p.sock = sk
+    p.kind = kind_of(sk)
     p.bid = -1
     for i in range(n):
         if c.rx_msgs[i].msg_hdr.msg_flags & MSG_TRUNC:
@@ -1226,6 +1325,9 @@ cdef void* loop_main(void* arg) noexcept nogil:
         uring_loop(c)
     elif c.backend == BACKEND_EPOLL:
         epoll_loop(c)
+    pthread_mutex_lock(&c.mu)
+    c.stopped = 1
+    pthread_mutex_unlock(&c.mu)
     return NULL
 
 
@@ -1256,6 +1358,7 @@ cdef void core_free(Core* c) noexcept nogil:
     free(c.out_iov)
     free(c.out_dst)
     free(c.out_fd)
+    free(c.out_fix)
     free(c.out_bid)
     free(c.out_ud)
     free(c.scratch)
@@ -1329,16 +1432,18 @@ cdef class Engine:
         c.out_iov = <iovec*>calloc(OUT_CAP, sizeof(iovec))
         c.out_dst = <sockaddr_in*>calloc(OUT_CAP, sizeof(sockaddr_in))
         c.out_fd = <int*>calloc(OUT_CAP, sizeof(int))
+        c.out_fix = <int32_t*>calloc(OUT_CAP, sizeof(int32_t))
         c.out_bid = <int32_t*>calloc(OUT_CAP, sizeof(int32_t))
         c.out_ud = <uint64_t*>calloc(OUT_CAP, sizeof(uint64_t))
         c.scratch = <unsigned char*>malloc(<size_t>PLAY_SCRATCH * (12 + MAX_FRAME))
         if (c.sessions == NULL or c.arm_q == NULL or c.disarm_q == NULL or c.heap == NULL
                 or c.out_mm == NULL or c.out_iov == NULL or c.out_dst == NULL or c.out_fd == NULL
+                or c.out_fix == NULL
                 or c.out_bid == NULL or c.out_ud == NULL or c.scratch == NULL):
             raise MemoryError()
         for slot in range(c.capacity):
-            for k in range(4):
-                c.sessions[slot].leg[k >> 1].ep[k & 1].fd = -1
+            for k in range(2 * N_SOCKS):
+                c.sessions[slot].leg[k // N_SOCKS].sock[k % N_SOCKS].fd = -1
         c.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
         if c.efd < 0:
             raise _os_error(errno, "eventfd")
@@ -1388,60 +1493,65 @@ cdef class Engine:
     def loop_errors(self):
         return self._core().loop_errors
 
-    def bind_pair(self, int port):
+    def bind_leg(self, int port):
         cdef Core* c = self._core()
-        cdef int fds[2]
-        cdef int k, err = 0
+        cdef int fds[3]
+        cdef int k, err = 0, one = 1
         cdef sockaddr_in addr
         if port < 1 or port > 65534 or port % 2:
             raise ValueError(f"RTP port must be even and below 65535: {port}")
         fds[0] = -1
         fds[1] = -1
+        fds[2] = -1
         with nogil:
-            for k in range(2):
+            for k in range(N_SOCKS):              # SK_RTP, SK_RTCP, SK_ANY
                 fds[k] = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
                 if fds[k] < 0:
                     err = errno
                     break
+                if k != SK_RTCP and setsockopt(fds[k], SOL_SOCKET, SO_REUSEPORT, &one,
+                                               sizeof(int)) < 0:
+                    err = errno
+                    break
                 memset(&addr, 0, sizeof(addr))
                 addr.sin_family = AF_INET
-                addr.sin_port = htons(<uint16_t>(port + k))
+                addr.sin_port = htons(<uint16_t>(port + (1 if k == SK_RTCP else 0)))
                 addr.sin_addr.s_addr = c.host
                 if bind(fds[k], <sockaddr*>&addr, sizeof(addr)) < 0:
                     err = errno
                     break
             if err:
-                for k in range(2):
+                for k in range(N_SOCKS):
                     if fds[k] >= 0:
                         close(fds[k])
         if err:
-            raise _os_error(err, f"bind port {port + k}")
-        return fds[0], fds[1]
+            raise _os_error(err, f"bind port {port + (1 if k == SK_RTCP else 0)}")
+        return fds[0], fds[1], fds[2]
 
     def close_fd(self, int fd):
         if fd >= 0:
             with nogil:
                 close(fd)
 
-    def attach(self, int slot, int a_rtp, int a_rtcp, int b_rtp, int b_rtcp,
-               bint a_to_b, bint b_to_a):
+    def attach(self, int slot, tuple a_fds, tuple b_fds, bint a_to_b, bint b_to_a):
         cdef Core* c = self._core()
         cdef Session* s
-        cdef int fds[4]
+        cdef int fds[6]
         cdef int li, k, i, err = 0
         cdef epoll_event ev
         if slot < 0 or <uint32_t>slot >= c.capacity:
             raise ValueError(f"no such slot: {slot}")
-        fds[0] = a_rtp
-        fds[1] = a_rtcp
-        fds[2] = b_rtp
-        fds[3] = b_rtcp
+        if len(a_fds) != N_SOCKS or len(b_fds) != N_SOCKS:
+            raise ValueError("a leg is three sockets, as bind_leg() returns them")
+        for k in range(N_SOCKS):
+            fds[k] = a_fds[k]
+            fds[N_SOCKS + k] = b_fds[k]
         with nogil:
             pthread_mutex_lock(&c.mu)
             s = &c.sessions[slot]
             if s.state != S_FREE:
                 err = -1
-                for i in range(4):
+                for i in range(2 * N_SOCKS):
                     close(fds[i])
             else:
                 memset(&c.counters[<size_t>slot * 2 * N_FIELDS], 0,
@@ -1451,8 +1561,8 @@ cdef class Engine:
                     s.leg[li].ctr = &c.counters[(<size_t>slot * 2 + li) * N_FIELDS]
                     for i in range(128):
                         s.leg[li].pt_map[i] = <uint8_t>i
-                    for k in range(2):
-                        s.leg[li].ep[k].fd = fds[li * 2 + k]
+                    for k in range(N_SOCKS):
+                        s.leg[li].sock[k].fd = fds[li * N_SOCKS + k]
                 s.leg[0].forward = a_to_b
                 s.leg[1].forward = b_to_a
                 if c.backend == BACKEND_URING:
@@ -1462,12 +1572,13 @@ cdef class Engine:
                     c.n_arm += 1
                 else:
                     s.state = S_ACTIVE
-                    for i in range(4):
+                    for i in range(2 * N_SOCKS):
                         ev.events = EPOLLIN
-                        ev.data.u64 = make_ud(OP_RECV, <uint32_t>slot, s.gen, i >> 1, i & 1, 0, 0)
+                        ev.data.u64 = make_ud(OP_RECV, <uint32_t>slot, s.gen, i // N_SOCKS,
+                                              i % N_SOCKS, 0, 0)
                         if epoll_ctl(c.epfd, EPOLL_CTL_ADD, fds[i], &ev) < 0:
                             err = errno
-                        s.leg[i >> 1].ep[i & 1].armed = 1
+                        s.leg[i // N_SOCKS].sock[i % N_SOCKS].armed = 1
             pthread_mutex_unlock(&c.mu)
             if err == 0 and c.backend == BACKEND_URING:
                 wake_loop(c)
@@ -1514,6 +1625,9 @@ cdef class Engine:
                 s.leg[leg].rtcp_pinned = pinned
             if not (ep.state == EP_LATCHED and ep.dest.sin_addr.s_addr == htonl(ip)
                     and ep.dest.sin_port == htons(<uint16_t>port)):
+                if ep.connected:                # the media moved: SK_RTP takes anyone again
+                    disconnect(s.leg[leg].sock[SK_RTP].fd)
+                    ep.connected = 0
                 ep.dest.sin_family = AF_INET
                 ep.dest.sin_addr.s_addr = htonl(ip)
                 ep.dest.sin_port = htons(<uint16_t>port)

@@ -249,6 +249,29 @@ static inline int mss_uring_setup_buffers(mss_uring *r, unsigned count, unsigned
     return 0;
 }
 
+/* A table of `nr` registered files, all empty; requests name them by index (IOSQE_FIXED_FILE). */
+static inline int mss_uring_files_sparse(mss_uring *r, unsigned nr) {
+    struct io_uring_rsrc_register reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.nr = nr;
+    reg.flags = IORING_RSRC_REGISTER_SPARSE;
+    if (mss_sys_uring_register(r->fd, IORING_REGISTER_FILES2, &reg, sizeof(reg)) < 0)
+        return -errno;
+    return 0;
+}
+
+/* Put `nr` fds at `offset` of the registered table (-1 empties an entry). */
+static inline int mss_uring_files_set(mss_uring *r, unsigned offset, const int *fds, unsigned nr) {
+    struct io_uring_rsrc_update2 up;
+    memset(&up, 0, sizeof(up));
+    up.offset = offset;
+    up.data = (uint64_t)(uintptr_t)fds;
+    up.nr = nr;
+    if (mss_sys_uring_register(r->fd, IORING_REGISTER_FILES_UPDATE2, &up, sizeof(up)) < 0)
+        return -errno;
+    return 0;
+}
+
 static inline unsigned char *mss_uring_buf(mss_uring *r, unsigned bid) {
     return r->bufs + (size_t)bid * r->buf_size;
 }
@@ -354,6 +377,18 @@ static inline void mss_uring_prep_sendmsg(struct io_uring_sqe *sqe, int fd, stru
     sqe->fd = fd;
     sqe->addr = (uint64_t)(uintptr_t)msg;
     sqe->len = 1;
+    sqe->msg_flags = MSG_DONTWAIT;
+    sqe->flags = IOSQE_CQE_SKIP_SUCCESS;
+    sqe->user_data = user_data;
+}
+
+/* One datagram on a connected socket; never waits; no completion on success. */
+static inline void mss_uring_prep_send(struct io_uring_sqe *sqe, int fd, void *buf, unsigned len,
+                                       uint64_t user_data) {
+    sqe->opcode = IORING_OP_SEND;
+    sqe->fd = fd;
+    sqe->addr = (uint64_t)(uintptr_t)buf;
+    sqe->len = len;
     sqe->msg_flags = MSG_DONTWAIT;
     sqe->flags = IOSQE_CQE_SKIP_SUCCESS;
     sqe->user_data = user_data;

@@ -28,6 +28,10 @@ disabled   forwarding is off in that direction, or the other leg is playing
 send       the kernel refused the send (socket buffer full, ...): dropped, never queued
 ========== =========================================================================================
 
+Sockets: a leg's RTP port has two sockets (``SO_REUSEPORT``): once the leg latches, one is connected
+to the remote (the kernel then filters its input and sends need no address) and the other takes
+datagrams from everyone else, so they are still counted. The RTCP port has one.
+
 Threading: every verb holds one lock (:attr:`Relay.lock` on the Python side, and the packet loop's
 own mutex on the C side); the packet loop never takes the GIL.
 """
@@ -481,18 +485,18 @@ class Relay:
             raise RelayError("the relay is closed")
         return self._engine
 
-    def _bind_free_pair(self, engine: _rtp.Engine) -> tuple[int, int, int]:
+    def _bind_free_pair(self, engine: _rtp.Engine) -> tuple[int, tuple[int, int, int]]:
         """Take a pair and bind it; pairs held by someone else go back to the end of the queue."""
         for _ in range(self._ports.free):
             port = self._ports.take()
             try:
-                rtp, rtcp = engine.bind_pair(port)
+                fds = engine.bind_leg(port)
             except OSError as exc:
                 self._ports.give(port)
                 if exc.errno in _PORT_TAKEN:
                     continue
                 raise RelayError(f"cannot bind {self.host}:{port}: {exc.strerror}") from exc
-            return port, rtp, rtcp
+            return port, fds
         raise PortsExhausted(
             f"no free RTP port pair on {self.host} ({self._ports.pairs} pairs in the range)"
         )
@@ -508,17 +512,17 @@ class Relay:
             engine = self._live()
             if not self._free_slots:
                 raise PortsExhausted(f"all {self.capacity} relay sessions are in use")
-            a_port, a_rtp, a_rtcp = self._bind_free_pair(engine)
+            a_port, a_fds = self._bind_free_pair(engine)
             try:
-                b_port, b_rtp, b_rtcp = self._bind_free_pair(engine)
+                b_port, b_fds = self._bind_free_pair(engine)
             except BaseException:
-                engine.close_fd(a_rtp)
-                engine.close_fd(a_rtcp)
+                for fd in a_fds:
+                    engine.close_fd(fd)
                 self._ports.give(a_port)
                 raise
             slot = self._free_slots.pop()
             try:
-                engine.attach(slot, a_rtp, a_rtcp, b_rtp, b_rtcp, bridged, bridged)
+                engine.attach(slot, a_fds, b_fds, bridged, bridged)
             except (OSError, ValueError) as exc:
                 self._free_slots.append(slot)
                 self._ports.give(a_port)
