@@ -1,0 +1,50 @@
+"""Hold N mss relay sessions open for the benchmark: prints "PAIRS a b a b ..." and forwards until
+stdin closes. Run pinned, e.g. ``taskset -c 0 python bench/relay/mss_host.py --calls 1000``.
+
+Uses only the library surface: ``Relay(host, port_min, port_max)``, ``open_session()``,
+``s.a_port``/``s.b_port``, ``close()``; with no remote set each leg latches onto its first source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+
+from mss.relay import Relay
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port-min", type=int, default=20000)
+    ap.add_argument("--port-max", type=int, default=29999)
+    ap.add_argument("--calls", type=int, required=True)
+    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--gather-us", type=int, default=200)
+    args = ap.parse_args()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    with Relay(
+        args.host, args.port_min, args.port_max, backend=args.backend, gather_us=args.gather_us
+    ) as relay:
+        sessions = [relay.open_session() for _ in range(args.calls)]
+        ports = " ".join(f"{s.a_port} {s.b_port}" for s in sessions)
+        print(f"PAIRS {ports}", flush=True)
+        print(f"BACKEND {relay.backend}", file=sys.stderr, flush=True)
+        sys.stdin.read()  # until the driver closes our stdin
+        drops = relay.counters.sum(axis=(0, 1))
+        print("WAKEUPS", relay._engine.wakeups if relay._engine else -1, file=sys.stderr)
+        print("COUNTERS", dict(zip(relay_fields(), (int(x) for x in drops), strict=True)),
+              file=sys.stderr, flush=True)
+    return 0
+
+
+def relay_fields() -> tuple[str, ...]:
+    from mss.relay import FIELDS
+
+    return FIELDS
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
