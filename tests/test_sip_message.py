@@ -764,3 +764,64 @@ def test_stream_bounds() -> None:
     f = StreamFramer()
     with pytest.raises(SipError, match="Content-Length b'x' is not a number"):
         f.feed(INVITE.replace(b"Content-Length: 4", b"l: x"))
+
+
+# --- captured from the real peers (Kamailio 5.6 as the PSS, pjsua2 2.15 behind it) ----------------
+
+CAPTURED = DATA / "captured"
+
+
+def captured(name: str) -> Request | Response:
+    return parse_message((CAPTURED / f"{name}.sip").read_bytes(), exact=True)
+
+
+def test_captured_kamailio_challenges() -> None:
+    from mss.sip.auth import parse_challenge
+
+    reg = captured("kamailio_401_register")
+    inv = captured("kamailio_407_invite")
+    assert isinstance(reg, Response) and isinstance(inv, Response)
+    assert (reg.status, inv.status) == (401, 407)
+    www = parse_challenge(reg.headers.get("WWW-Authenticate") or "", proxy=False)
+    proxy = parse_challenge(inv.headers.get("Proxy-Authenticate") or "", proxy=True)
+    assert www is not None and proxy is not None
+    assert (www.realm, www.qop, www.algorithm) == ("127.0.0.1", ("auth",), "MD5")
+    assert proxy.proxy and proxy.supported
+    # Kamailio fills in rport and received, and tags its stateless answers
+    assert reg.top_via.rport is not None and reg.top_via.received == "127.0.0.1"
+    assert inv.to.tag
+
+
+def test_captured_register_200_grants_the_contact() -> None:
+    ok = captured("kamailio_200_register")
+    [contact] = ok.contacts
+    assert contact.param("expires") == "300"
+    assert isinstance(contact.uri, SipUri) and contact.uri.user == "mss"
+
+
+def test_captured_pjsua_responses() -> None:
+    p183 = captured("pjsua_183_100rel_sdp")
+    ok = captured("pjsua_200_invite_sdp")
+    assert isinstance(p183, Response) and isinstance(ok, Response)
+    assert p183.headers.tokens("Require") == ["100rel"] and (p183.headers.get("RSeq") or "").isdigit()
+    assert p183.content_type == "application/sdp" and p183.body.startswith(b"v=0\r\n")
+    [rr] = p183.record_route
+    assert isinstance(rr.uri, SipUri) and rr.uri.param("lr") == "" and rr.uri.param("ftag")
+    assert ok.headers.get("Session-Expires") == "1800;refresher=uac"
+    assert ok.body == b""  # the answer was in the reliable 183
+    assert p183.headers.get("Content-Length") == "309"  # pjsua pads the value with spaces
+
+
+def test_captured_pjsua_requests_through_kamailio() -> None:
+    reinvite = captured("pjsua_reinvite_hold")
+    bye = captured("pjsua_bye")
+    assert isinstance(reinvite, Request) and isinstance(bye, Request)
+    assert [v.host for v in reinvite.via] == ["127.0.0.1", "127.0.0.1"] and len(bye.via) == 2
+    assert reinvite.headers.get("Session-Expires") == "1800;refresher=uas"
+    assert b"a=sendonly" in reinvite.body
+    assert reinvite.to.tag == bye.to.tag and reinvite.call_id == bye.call_id
+
+
+@pytest.mark.parametrize("path", sorted(CAPTURED.glob("*.sip")), ids=lambda p: p.stem)
+def test_captured_round_trip(path: Path) -> None:
+    roundtrip(parse_message(path.read_bytes(), exact=True))

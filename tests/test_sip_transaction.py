@@ -381,3 +381,17 @@ def test_send_request_misuse() -> None:
     layer.send_request(request("OPTIONS"), PSS, reliable=False, now=0)
     with pytest.raises(LocalProtocolError, match="already in use"):
         layer.send_request(request("OPTIONS"), PSS, reliable=False, now=0)
+
+
+def test_ack_of_a_2xx_with_the_invite_branch_goes_to_the_tu() -> None:
+    clock = FakeClock()
+    layer = TransactionLayer()
+    req = request("INVITE", branch="z9hG4bKold", seq=5)
+    layer.receive(req, PSS, reliable=False, now=clock.now)
+    [event] = layer.next_events()
+    assert isinstance(event, RequestReceived)
+    layer.respond(event.key, reply(req, 200), clock.now)
+    ack = Request("ACK", req.uri, req.headers.copy())
+    ack.headers.set("CSeq", "5 ACK")
+    layer.receive(ack, PSS, reliable=False, now=clock.now)
+    assert layer.next_events() == [StrayAck(request=ack, source=PSS)]

@@ -441,6 +441,10 @@ class ServerTransaction(_Transaction):
                 self._clear("G", "H")
                 self._set_state(S.CONFIRMED)
                 self._timer("I", 0.0 if self.reliable else self.layer.timer_values.t4, now)
+            elif st is S.ACCEPTED:
+                # The ACK of our 2xx, sent by an older UA with the INVITE's branch: it is the
+                # TU's (RFC 6026 §7.1), not the transaction's.
+                self._emit(StrayAck(request=request, source=self.source))
             return
         if self._last is not None and st in (S.PROCEEDING, S.COMPLETED):
             self._send(self._last)
