@@ -10,12 +10,15 @@
     password defaults to the one ``pss`` has for ``user``; ``kwargs`` go to ``Phone``. Waits for
     the registration unless ``register=False`` or ``wait_registered=False``. Every phone is
     stopped at teardown (all at once).
+``add_peer(obj)``
+    Adds another peer (e.g. the mss process) to the test's peers: anything with ``workdir``
+    and ``describe()`` or ``log_tail(lines)``.
 ``peer_logs() -> str``
     The events and log tails of every peer of the test, for assertion messages.
 
 When a test fails, the report carries each peer's log tail, and the full logs (Kamailio's
-config and log, each phone's log and recordings) are copied to ``.test-logs/<test>/`` at the
-root of the repository.
+config and log, each phone's log and recordings, any added peer's workdir) are copied to
+``.test-logs/<test>/`` at the root of the repository.
 
 Mark end-to-end tests with ``@pytest.mark.e2e`` (or ``pytestmark = pytest.mark.e2e``).
 """
@@ -48,13 +51,19 @@ def _peers_of(request: pytest.FixtureRequest) -> list[Any]:
 
 
 def _describe(peer: Any) -> str:
-    if isinstance(peer, Phone):
-        return peer.describe()
+    """A peer's part of a failure report: ``describe()`` when it has one, else its log tail."""
     if isinstance(peer, Kamailio):
         return (
             f"--- Kamailio {peer.mode} {peer.host}:{peer.port} log tail ---\n"
             f"{peer.log_tail(REPORT_TAIL_LINES)}"
         )
+    try:
+        if hasattr(peer, "describe"):
+            return str(peer.describe())
+        if hasattr(peer, "log_tail"):
+            return f"--- {peer!r} log tail ---\n{peer.log_tail(REPORT_TAIL_LINES)}"
+    except Exception as exc:  # a report must not fail because one peer cannot describe itself
+        return f"--- {peer!r}: no description ({type(exc).__name__}: {exc}) ---"
     return repr(peer)
 
 
@@ -71,11 +80,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     keep = Path(item.config.rootpath) / ".test-logs" / re.sub(r"[^\w.-]+", "_", item.nodeid)
     try:
         keep.mkdir(parents=True, exist_ok=True)
-        for peer in peers:
-            target = keep / peer.workdir.name
-            shutil.copytree(peer.workdir, target, dirs_exist_ok=True)
+        for index, peer in enumerate(peers):
+            workdir = getattr(peer, "workdir", None)
+            if workdir is not None and Path(workdir).is_dir():
+                target = keep / f"{index}-{Path(workdir).name}"
+                shutil.copytree(workdir, target, dirs_exist_ok=True, ignore_dangling_symlinks=True)
         report.sections.append(("peer logs kept in", str(keep)))
-    except OSError as exc:
+    except (OSError, shutil.Error) as exc:
         report.sections.append(("peer logs not kept", str(exc)))
 
 
@@ -153,6 +164,14 @@ def phone(
             device.begin_stop()
         for device in phones:
             device.stop()
+
+
+@pytest.fixture
+def add_peer(request: pytest.FixtureRequest) -> Callable[[Any], None]:
+    """``add_peer(obj)``: include another peer (e.g. the mss process) in ``peer_logs()`` and in
+    the failure report. It should have ``workdir`` (copied on failure) and ``describe()`` or
+    ``log_tail(lines)``."""
+    return _peers_of(request).append
 
 
 @pytest.fixture

@@ -145,6 +145,9 @@ class Kamailio:
         self.log_path = Path(log_path) if log_path else self.workdir / "kamailio.log"
         self.process: subprocess.Popen[bytes] | None = None
 
+    def __repr__(self) -> str:
+        return f"<Kamailio {self.mode} {self.host}:{self.port}>"
+
     # ---- addresses ----
 
     @property
