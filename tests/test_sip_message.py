@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -825,3 +826,33 @@ def test_captured_pjsua_requests_through_kamailio() -> None:
 @pytest.mark.parametrize("path", sorted(CAPTURED.glob("*.sip")), ids=lambda p: p.stem)
 def test_captured_round_trip(path: Path) -> None:
     roundtrip(parse_message(path.read_bytes(), exact=True))
+
+
+def test_mutated_fixtures_raise_only_sip_error() -> None:
+    """A seeded mutation fuzz: whatever the bytes, the parser and the framer fail with SipError."""
+    import random
+
+    from mss.sip.message import error_response
+
+    fixtures = [p.read_bytes() for p in sorted(DATA.glob("**/*.sip"))]
+    rng = random.Random(4475)
+    alphabet = b' \t\r\n:;,<>"@=?%/\\[]0123456789abcSIPVia'
+    for _ in range(3000):
+        data = bytearray(rng.choice(fixtures))
+        for _ in range(rng.randint(1, 6)):
+            pos = rng.randrange(len(data) + 1)
+            op = rng.random()
+            if op < 0.4:
+                del data[pos : pos + rng.randint(1, 8)]
+            elif op < 0.8:
+                data[pos:pos] = bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 4)))
+            else:
+                data[pos:pos] = rng.randbytes(rng.randint(1, 4))
+        raw = bytes(data)
+        with contextlib.suppress(SipError):
+            parse_message(raw)
+        with contextlib.suppress(SipError):
+            parse_message(raw, exact=True)
+        with contextlib.suppress(SipError):
+            StreamFramer().feed(raw)
+        error_response(raw, 400, "x")  # never raises

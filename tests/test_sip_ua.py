@@ -1010,3 +1010,42 @@ as1 = 127.0.0.1
     s = UASettings.from_config(result.config)
     assert (s.caller, s.line_user, s.auth_user, s.password, s.domain, s.register, s.transport) == (
         "5551000", "line1", "authuser", "pw", "127.0.0.1", True, "tcp")  # fmt: skip
+
+
+def test_mutated_in_dialog_traffic_never_breaks_the_ua() -> None:
+    """A seeded mutation fuzz of a live dialog: no exception escapes the UA, whatever arrives."""
+    rng = random.Random(3261)
+    alphabet = b' \t\r\n:;,<>"@=?%/\\[]0123456789abcSIPVia'
+    for _ in range(40):
+        net = Net()
+        inv, ack = answered_call(net)
+        seeds = [
+            in_dialog("INVITE", ack, 102, body=ANSWER2).encode(),
+            in_dialog("BYE", ack, 103).encode(),
+            in_dialog(
+                "UPDATE", ack, 104, body=ANSWER2, extra=[("Session-Expires", "90;refresher=uas")]
+            ).encode(),
+            reply(inv, 200, body=ANSWER, extra=[("Session-Expires", "90;refresher=uac")]).encode(),
+            in_dialog("ACK", ack, 102).encode(),
+            in_dialog("CANCEL", ack, 102).encode(),
+        ]
+        for _ in range(40):
+            data = bytearray(rng.choice(seeds))
+            for _ in range(rng.randint(0, 4)):
+                pos = rng.randrange(len(data) + 1)
+                op = rng.random()
+                if op < 0.4:
+                    del data[pos : pos + rng.randint(1, 6)]
+                elif op < 0.85:
+                    data[pos:pos] = bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 3)))
+                else:
+                    data[pos:pos] = rng.randbytes(rng.randint(1, 3))
+            net.deliver(bytes(data))
+            net.ua.data_to_send()
+            net.events()
+            if rng.random() < 0.1:
+                net.advance(rng.choice([0.5, 2, 40]))
+            if rng.random() < 0.05:
+                net.ua.hangup("L1", net.now)
+            if rng.random() < 0.05:
+                net.ua.answer_offer("L1", OFFER, net.now)

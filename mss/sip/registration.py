@@ -217,7 +217,10 @@ class Registration:
         self._request = request
         key = self.core.send_request(self, request, now)
         if key is None:
-            self._failed(503, "Service Unavailable (transaction limit)", now)
+            if self.state is R.UNREGISTERING:
+                self._stop()
+            else:
+                self._failed(503, "Service Unavailable (transaction limit)", now)
             return
         self._key = key
 
