@@ -5,8 +5,9 @@ process dies, even when it is killed before its fixtures can stop them
 (``parent_death_signal()`` picks it only on the main thread, see there).
 
 ``free_port(host)`` finds a port that is free for both UDP and TCP on ``host`` (a 127.0.0.0/8
-address), below the kernel's ephemeral range, and never hands out the same port twice in one
-process, so fixtures do not collide with each other or with port-0 binds.
+address), below the kernel's ephemeral range, and never hands out the same port twice, neither
+in one process nor to concurrent test runs (claim files in the temp dir), so fixtures do not
+collide with each other or with port-0 binds.
 
 ``wait_until(predicate, timeout)`` polls with a bounded number of rounds and returns the first
 true value, or raises ``WaitTimeout`` (an ``AssertionError``).
@@ -14,12 +15,15 @@ true value, or raises ``WaitTimeout`` (an ``AssertionError``).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import ipaddress
+import os
 import random
 import signal
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +51,9 @@ PR_SET_PDEATHSIG = 1
 MAX_PORT_TRIES = 200
 FREE_PORT_MIN = 15000
 _random = random.Random()
+# Cross-process claims on handed-out ports (one file per port), and ours, removed at exit.
+_RESERVATIONS = Path(tempfile.gettempdir()) / "loopback-port-claims"
+_claimed: list[Path] = []
 
 
 def check_loopback(host: str) -> str:
@@ -75,11 +82,55 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+def _reserve(host: str, port: int) -> bool:
+    """Claim (host, port) across processes: a file named after it holding our PID, created
+    exclusively. A claim whose process is gone is taken over. False when another live process
+    holds it."""
+    _RESERVATIONS.mkdir(mode=0o1777, parents=True, exist_ok=True)
+    path = _RESERVATIONS / f"{host}-{port}"
+    for _ in range(2):  # at most one stale claim to clear
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = int(path.read_text() or "0")
+            except (OSError, ValueError):
+                owner = 0
+            if owner and owner != os.getpid() and _alive(owner):
+                return False
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        _claimed.append(path)
+        return True
+    return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@atexit.register
+def _release_claims() -> None:
+    for path in _claimed:
+        path.unlink(missing_ok=True)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP on ``host`` that this process has not handed out yet.
+    """A port free for both UDP and TCP on ``host`` that no user of this function (in this
+    process or another one running now) has been handed.
 
     It is drawn below the kernel's ephemeral range, so a peer binding port 0 (a phone's SIP or
-    RTP socket, a TCP client) cannot take it between this call and the bind of its user.
+    RTP socket, a TCP client) cannot take it between this call and the bind of its user; a
+    claim file in the temp dir keeps concurrent test runs apart. Claims are released when the
+    process exits.
     """
     check_loopback(host)
     high = _ephemeral_low()
@@ -89,15 +140,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         with _given_lock:
             if (host, candidate) in _given:
                 continue
-        try:
-            port = _try_port(host, candidate)
-        except OSError:
-            continue
-        with _given_lock:
-            if (host, port) in _given:
+            try:
+                _try_port(host, candidate)
+            except OSError:
                 continue
-            _given.add((host, port))
-        return port
+            if not _reserve(host, candidate):
+                continue
+            _given.add((host, candidate))
+        return candidate
     raise RuntimeError(f"no port free for both UDP and TCP on {host} after {MAX_PORT_TRIES} tries")
 
 
