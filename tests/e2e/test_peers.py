@@ -280,8 +280,8 @@ def test_hold_and_resume_both_directions(
 def test_early_media_prack_and_update(
     kamailio: KamailioFactory, phone: PhoneFactory, peer_logs: Callable[[], str]
 ) -> None:
-    """183 with SDP (reliable, so PRACK) plays the callee's tone before the answer; an UPDATE
-    and the callee's BYE route in-dialog."""
+    """183 with SDP (reliable, so PRACK) plays the callee's tone before the answer; UPDATEs in
+    both directions and the callee's BYE route in-dialog."""
     pss = kamailio("trunk", USERS)
     a = phone("100", pss, transport="udp", tone_hz=TONE_A)
     b = phone(
@@ -304,6 +304,10 @@ def test_early_media_prack_and_update(
     a.update()
     b.wait_sip("UPDATE")
     a.wait_sip(200, since=mark)  # the answer to the UPDATE
+    mark = b.mark()
+    b.update()  # and the other way
+    a.wait_sip("UPDATE")
+    b.wait_sip(200, since=mark)
     hang_up(b, a)
     # The first second of A's recording is B's early media.
     path = a.recording_path()
