@@ -470,7 +470,7 @@ class Leg:
     def _on_invite_failure(self, response: Response, now: float) -> None:
         assert self.invite is not None and self._auth is not None
         status = response.status
-        if status in (401, 407) and not self.hangup_requested:
+        if status in (401, 407) and not self.hangup_requested and self.core.settings.password is not None:
             extra = self._auth.headers_for(
                 response, method="INVITE", uri=str(self.invite.uri), body=self.invite.body
             )
@@ -595,7 +595,11 @@ class Leg:
         if response.status < 200:
             return
         del self._pending[key]
-        if response.status in (401, 407) and pending.dialog is not None:
+        if (
+            response.status in (401, 407)
+            and pending.dialog is not None
+            and self.core.settings.password is not None
+        ):
             request = pending.request
             extra = pending.auth.headers_for(response, method=request.method, uri=str(request.uri),
                                              body=request.body)  # fmt: skip
