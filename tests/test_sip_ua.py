@@ -1047,3 +1047,47 @@ def test_mutated_in_dialog_traffic_never_breaks_the_ua() -> None:
                 net.ua.hangup("L1", net.now)
             if rng.random() < 0.05:
                 net.ua.answer_offer("L1", OFFER, net.now)
+
+
+def test_update_in_the_early_dialog() -> None:
+    net = Net()
+    net.ua.invite("L1", "100", OFFER, net.now)
+    inv = net.one("INVITE")
+    net.deliver(reply(inv, 183, body=ANSWER, extra=[("Require", "100rel"), ("RSeq", "1")]))
+    prack = net.one("PRACK")
+    net.deliver(reply(prack, 200))
+    net.events()
+    upd = in_dialog("UPDATE", inv, 50, body=ANSWER2)
+    upd.headers.set("From", str(inv.to.with_tag("ph1")))
+    net.deliver(upd)
+    assert net.events() == [LegOffer(leg_id="L1", sdp=ANSWER2, kind="update")]
+    net.ua.answer_offer("L1", OFFER, net.now)
+    [ok] = net.sent()
+    assert isinstance(ok, Response) and ok.status == 200 and ok.body == OFFER
+
+
+def test_hangup_with_an_offer_pending_answers_it_487_then_byes() -> None:
+    net = Net()
+    _inv, ack = answered_call(net)
+    net.deliver(in_dialog("INVITE", ack, 102, body=ANSWER2))
+    net.events()
+    net.ua.hangup("L1", net.now)
+    msgs = net.sent()
+    assert [(type(m).__name__, getattr(m, "status", getattr(m, "method", ""))) for m in msgs] == [
+        ("Response", 487),
+        ("Request", "BYE"),
+    ]
+
+
+def test_our_reinvite_waits_for_a_pending_far_end_offer() -> None:
+    net = Net()
+    _inv, ack = answered_call(net)
+    net.deliver(in_dialog("UPDATE", ack, 102, body=ANSWER2))
+    net.events()
+    hold = OFFER.replace(b"t=0 0\r\n", b"t=0 0\r\na=sendonly\r\n")
+    net.ua.reinvite("L1", hold, net.now)
+    assert net.sent() == []
+    net.ua.answer_offer("L1", OFFER, net.now)
+    msgs = net.sent()
+    assert isinstance(msgs[0], Response) and msgs[0].status == 200
+    assert isinstance(msgs[1], Request) and msgs[1].method == "INVITE" and msgs[1].body == hold
