@@ -206,6 +206,7 @@ cdef extern from "_rtp_uring.h" nogil:
     io_uring_cqe* mss_uring_cqe_at(mss_uring* r, unsigned i)
     void mss_uring_cq_advance(mss_uring* r, unsigned n)
     void mss_uring_prep_recvmsg_multi(io_uring_sqe* sqe, int fd, msghdr* tmpl, uint64_t user_data)
+    void mss_uring_prep_recv_multi(io_uring_sqe* sqe, int fd, uint64_t user_data)
     void mss_uring_prep_sendmsg(io_uring_sqe* sqe, int fd, msghdr* msg, uint64_t user_data)
     void mss_uring_prep_send(io_uring_sqe* sqe, int fd, void* buf, unsigned length,
                              uint64_t user_data)
@@ -302,6 +303,8 @@ cdef enum:
 ctypedef struct Sock:
     int fd
     uint8_t armed              # io_uring: a multishot receive is live; epoll: registered
+    uint8_t plain              # io_uring: that receive is a plain recv (the socket is connected)
+    uint8_t cancelling         # io_uring: it is being cancelled, to be armed again differently
 
 ctypedef struct Endpoint:
     uint8_t state
@@ -343,6 +346,7 @@ ctypedef struct Session:
     uint8_t state
     uint8_t queued_arm
     uint8_t queued_disarm
+    uint8_t queued_rearm
 
 ctypedef struct Timer:
     uint64_t due
@@ -388,6 +392,8 @@ ctypedef struct Core:
     uint32_t n_arm
     uint32_t* disarm_q
     uint32_t n_disarm
+    uint32_t* rearm_q          # sessions whose connected RTP socket should switch to plain recv
+    uint32_t n_rearm
     # play timers: a binary min-heap on due
     Timer* heap
     uint32_t n_heap
@@ -523,12 +529,19 @@ cdef inline int parse(Pkt* p) noexcept nogil:
     return 0
 
 
-cdef inline void disconnect(int fd) noexcept nogil:
-    """Dissolve a UDP socket's connection (connect to AF_UNSPEC)."""
-    cdef sockaddr_in none
-    memset(&none, 0, sizeof(none))
-    none.sin_family = AF_UNSPEC
-    connect(fd, <const sockaddr*>&none, sizeof(none))
+cdef void connect_rtp(Core* c, uint32_t slot, Leg* leg) noexcept nogil:
+    """Connect the leg's SK_RTP socket to its RTP remote: the kernel then hands it that source
+    only (everyone else reaches SK_ANY) and sends on it need no address. With io_uring its receive
+    becomes a plain recv (no source address to copy out), re-armed by the loop."""
+    cdef Session* s = &c.sessions[slot]
+    leg.ep[KIND_RTP].connected = connect(leg.sock[SK_RTP].fd,
+                                         <const sockaddr*>&leg.ep[KIND_RTP].dest,
+                                         sizeof(sockaddr_in)) == 0
+    if (c.backend == BACKEND_URING and leg.ep[KIND_RTP].connected and not leg.sock[SK_RTP].plain
+            and not s.queued_rearm):
+        s.queued_rearm = 1
+        c.rearm_q[c.n_rearm] = slot
+        c.n_rearm += 1
 
 
 cdef inline int same_addr(const sockaddr_in* a, const sockaddr_in* b) noexcept nogil:
@@ -539,18 +552,18 @@ cdef inline int check_source(Pkt* p) noexcept nogil:
     """Symmetric RTP: latch onto the first source, then accept only that one."""
     cdef Endpoint* ep = &p.leg.ep[p.kind]
     cdef Endpoint* rtcp
+    cdef int moved
     if ep.state == EP_LATCHED:
         if same_addr(&ep.dest, p.src):
             return 0
         return DROP_SOURCE
+    moved = not same_addr(&ep.dest, p.src)
     ep.dest.sin_family = AF_INET
     ep.dest.sin_port = p.src.sin_port
     ep.dest.sin_addr.s_addr = p.src.sin_addr.s_addr
     ep.state = EP_LATCHED
-    if p.kind == KIND_RTP:
-        # from now on the kernel hands SK_RTP only this source, and sends on it need no address
-        ep.connected = connect(p.leg.sock[SK_RTP].fd, <const sockaddr*>&ep.dest,
-                               sizeof(sockaddr_in)) == 0
+    if p.kind == KIND_RTP and (moved or not ep.connected):
+        connect_rtp(p.core, p.slot, p.leg)
     if p.kind == KIND_RTP and not p.leg.rtcp_pinned:
         rtcp = &p.leg.ep[KIND_RTCP]
         if rtcp.state != EP_LATCHED:            # RTCP goes to RTP + 1 until it speaks for itself
@@ -870,7 +883,7 @@ cdef void gather(Core* c, uint64_t started) noexcept nogil:
     cdef uint64_t until = started + c.gather_ns
     cdef timespec ts
     cdef pollfd pfd
-    if c.gather_ns == 0 or c.n_closing or c.n_arm or c.n_disarm or c.stop:
+    if c.gather_ns == 0 or c.n_closing or c.n_arm or c.n_disarm or c.n_rearm or c.stop:
         return
     if c.n_heap and c.heap[0].due < until:
         until = c.heap[0].due
@@ -937,16 +950,26 @@ cdef void uring_flush(Core* c) noexcept nogil:
         c.loop_errors += 1
 
 
+cdef inline uint64_t recv_ud(Session* s, uint32_t slot, int li, int sk) noexcept nogil:
+    """user_data of a socket's live receive; the rtcp bit marks a plain recv."""
+    return make_ud(OP_RECV, slot, s.gen, li, sk, s.leg[li].sock[sk].plain, 0)
+
+
 cdef void uring_arm(Core* c, uint32_t slot, int li, int sk) noexcept nogil:
+    """Arm a multishot receive: plain recv on a connected SK_RTP, else recvmsg (with source)."""
     cdef Session* s = &c.sessions[slot]
     cdef Sock* so = &s.leg[li].sock[sk]
     cdef io_uring_sqe* sqe = uring_sqe(c)
     if sqe == NULL:
         c.loop_errors += 1
         return
-    mss_uring_prep_recvmsg_multi(sqe, so.fd, &c.recv_tmpl,
-                                 make_ud(OP_RECV, slot, s.gen, li, sk, 0, 0))
+    so.plain = sk == SK_RTP and s.leg[li].ep[KIND_RTP].connected
+    if so.plain:
+        mss_uring_prep_recv_multi(sqe, so.fd, recv_ud(s, slot, li, sk))
+    else:
+        mss_uring_prep_recvmsg_multi(sqe, so.fd, &c.recv_tmpl, recv_ud(s, slot, li, sk))
     so.armed = 1
+    so.cancelling = 0
 
 
 cdef void uring_register_files(Core* c, uint32_t slot, int clear) noexcept nogil:
@@ -963,6 +986,7 @@ cdef void uring_commands(Core* c) noexcept nogil:
     cdef uint32_t i, slot
     cdef int li, k, live
     cdef Session* s
+    cdef Sock* so
     cdef io_uring_sqe* sqe
     for i in range(c.n_arm):
         slot = c.arm_q[i]
@@ -989,11 +1013,27 @@ cdef void uring_commands(Core* c) noexcept nogil:
                     live += 1
                     sqe = uring_sqe(c)
                     if sqe != NULL:
-                        mss_uring_prep_cancel(sqe, make_ud(OP_RECV, slot, s.gen, li, k, 0, 0),
+                        mss_uring_prep_cancel(sqe, recv_ud(s, slot, li, k),
                                               make_ud(OP_CANCEL, slot, s.gen, li, k, 0, 0))
         if live == 0:
             finish_close(c, slot)
     c.n_disarm = 0
+    for i in range(c.n_rearm):
+        slot = c.rearm_q[i]
+        s = &c.sessions[slot]
+        s.queued_rearm = 0
+        if s.state != S_ACTIVE:
+            continue
+        for li in range(2):
+            so = &s.leg[li].sock[SK_RTP]
+            if so.armed and not so.cancelling and not so.plain \
+                    and s.leg[li].ep[KIND_RTP].connected:
+                sqe = uring_sqe(c)
+                if sqe != NULL:                 # its end re-arms it as a plain recv
+                    mss_uring_prep_cancel(sqe, recv_ud(s, slot, li, SK_RTP),
+                                          make_ud(OP_CANCEL, slot, s.gen, li, SK_RTP, 0, 0))
+                    so.cancelling = 1
+    c.n_rearm = 0
 
 
 cdef void uring_on_recv(Core* c, io_uring_cqe* cqe, uint64_t now) noexcept nogil:
@@ -1007,6 +1047,7 @@ cdef void uring_on_recv(Core* c, io_uring_cqe* cqe, uint64_t now) noexcept nogil
     cdef io_uring_recvmsg_out* out
     cdef Pkt p
     cdef int kept = 0
+    cdef int plain = ud_rtcp(ud)
     if not (cqe.flags & IORING_CQE_F_MORE) and s != NULL:
         # this receive has ended (cancelled, out of buffers, error): re-arm or finish closing
         s.leg[li].sock[sk].armed = 0
@@ -1027,12 +1068,27 @@ cdef void uring_on_recv(Core* c, io_uring_cqe* cqe, uint64_t now) noexcept nogil
         mss_uring_buf_give(&c.ring, bid)
         return
     buf = mss_uring_buf(&c.ring, bid)
-    out = <io_uring_recvmsg_out*>buf
     p.leg = &s.leg[li]
-    if (out.flags & MSG_TRUNC) or out.namelen < sizeof(sockaddr_in) or out.payloadlen > RX_BUF:
-        p.leg.ctr[DROP_MALFORMED] += 1
-        mss_uring_buf_give(&c.ring, bid)
-        return
+    if plain:
+        # a connected socket: the source is the remote it is connected to; MSG_TRUNC makes res the
+        # datagram's full length
+        if <uint32_t>cqe.res > RX_BUF:
+            p.leg.ctr[DROP_MALFORMED] += 1
+            mss_uring_buf_give(&c.ring, bid)
+            return
+        p.src = &p.leg.ep[KIND_RTP].dest
+        p.data = buf
+        p.length = <uint32_t>cqe.res
+    else:
+        out = <io_uring_recvmsg_out*>buf
+        if (out.flags & MSG_TRUNC) or out.namelen < sizeof(sockaddr_in) \
+                or out.payloadlen > RX_BUF - sizeof(io_uring_recvmsg_out) - sizeof(sockaddr_in):
+            p.leg.ctr[DROP_MALFORMED] += 1
+            mss_uring_buf_give(&c.ring, bid)
+            return
+        p.src = <const sockaddr_in*>(buf + sizeof(io_uring_recvmsg_out))
+        p.data = buf + sizeof(io_uring_recvmsg_out) + c.recv_tmpl.msg_namelen
+        p.length = out.payloadlen
     p.core = c
     p.s = s
     p.peer = &s.leg[1 - li]
@@ -1041,9 +1097,6 @@ cdef void uring_on_recv(Core* c, io_uring_cqe* cqe, uint64_t now) noexcept nogil
     p.sock = sk
     p.kind = kind_of(sk)
     p.rtcp = 0
-    p.src = <const sockaddr_in*>(buf + sizeof(io_uring_recvmsg_out))
-    p.data = buf + sizeof(io_uring_recvmsg_out) + c.recv_tmpl.msg_namelen
-    p.length = out.payloadlen
     p.bid = <int32_t>bid
     kept = handle_packet(&p, now)
     if not kept:
@@ -1353,6 +1406,7 @@ cdef void core_free(Core* c) noexcept nogil:
     free(c.sessions)
     free(c.arm_q)
     free(c.disarm_q)
+    free(c.rearm_q)
     free(c.heap)
     free(c.out_mm)
     free(c.out_iov)
@@ -1426,6 +1480,7 @@ cdef class Engine:
         c.sessions = <Session*>calloc(capacity, sizeof(Session))
         c.arm_q = <uint32_t*>calloc(capacity, sizeof(uint32_t))
         c.disarm_q = <uint32_t*>calloc(capacity, sizeof(uint32_t))
+        c.rearm_q = <uint32_t*>calloc(capacity, sizeof(uint32_t))
         c.heap_cap = 64
         c.heap = <Timer*>calloc(c.heap_cap, sizeof(Timer))
         c.out_mm = <mmsghdr*>calloc(OUT_CAP, sizeof(mmsghdr))
@@ -1436,7 +1491,8 @@ cdef class Engine:
         c.out_bid = <int32_t*>calloc(OUT_CAP, sizeof(int32_t))
         c.out_ud = <uint64_t*>calloc(OUT_CAP, sizeof(uint64_t))
         c.scratch = <unsigned char*>malloc(<size_t>PLAY_SCRATCH * (12 + MAX_FRAME))
-        if (c.sessions == NULL or c.arm_q == NULL or c.disarm_q == NULL or c.heap == NULL
+        if (c.sessions == NULL or c.arm_q == NULL or c.disarm_q == NULL or c.rearm_q == NULL
+                or c.heap == NULL
                 or c.out_mm == NULL or c.out_iov == NULL or c.out_dst == NULL or c.out_fd == NULL
                 or c.out_fix == NULL
                 or c.out_bid == NULL or c.out_ud == NULL or c.scratch == NULL):
@@ -1625,14 +1681,15 @@ cdef class Engine:
                 s.leg[leg].rtcp_pinned = pinned
             if not (ep.state == EP_LATCHED and ep.dest.sin_addr.s_addr == htonl(ip)
                     and ep.dest.sin_port == htons(<uint16_t>port)):
-                if ep.connected:                # the media moved: SK_RTP takes anyone again
-                    disconnect(s.leg[leg].sock[SK_RTP].fd)
-                    ep.connected = 0
                 ep.dest.sin_family = AF_INET
                 ep.dest.sin_addr.s_addr = htonl(ip)
                 ep.dest.sin_port = htons(<uint16_t>port)
                 ep.state = EP_EXPECTED
+                if kind == KIND_RTP:            # SK_RTP follows the remote; others reach SK_ANY
+                    connect_rtp(c, <uint32_t>slot, &s.leg[leg])
             pthread_mutex_unlock(&c.mu)
+            if c.n_rearm:
+                wake_loop(c)
 
     def relatch(self, int slot, int leg):
         cdef Core* c = self._core()

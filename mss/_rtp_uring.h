@@ -370,6 +370,18 @@ static inline void mss_uring_prep_recvmsg_multi(struct io_uring_sqe *sqe, int fd
     sqe->user_data = user_data;
 }
 
+/* Multishot plain receive (a connected socket): payload only in each buffer; with MSG_TRUNC the
+ * completion's res is the datagram's full length, so a datagram larger than a buffer shows. */
+static inline void mss_uring_prep_recv_multi(struct io_uring_sqe *sqe, int fd, uint64_t user_data) {
+    sqe->opcode = IORING_OP_RECV;
+    sqe->fd = fd;
+    sqe->ioprio = IORING_RECV_MULTISHOT;
+    sqe->flags = IOSQE_BUFFER_SELECT;
+    sqe->buf_group = 0;
+    sqe->msg_flags = MSG_TRUNC;
+    sqe->user_data = user_data;
+}
+
 /* One datagram; never waits (a full socket completes with -EAGAIN); no completion on success. */
 static inline void mss_uring_prep_sendmsg(struct io_uring_sqe *sqe, int fd, struct msghdr *msg,
                                           uint64_t user_data) {
