@@ -20,7 +20,7 @@ from mss.sip.events import LegAnswered, LegEnded, LegFailed, UAEvent
 from mss.sip.message import Request, Response, make_response, parse_message
 from mss.sip.settings import UASettings
 from mss.sip.transaction import TimerValues
-from tests.peers.net import free_port
+from mss.peers.net import free_port
 
 HOST = "127.0.0.1"
 SDP = (

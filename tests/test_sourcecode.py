@@ -17,8 +17,10 @@ IO_MODULES = frozenset({"asyncio", "socket", "selectors", "uvloop"})
 
 
 def may_do_io(path: Path) -> bool:
+    """The adapters, the relay pair, and the real peers that `mss demo` and the e2e tests drive."""
     rel = path.relative_to(ROOT).as_posix()
-    return rel.startswith("mss/aio/") or rel in ("mss/relay.py", "mss/_rtp.pyx")
+    adapters = ("mss/relay.py", "mss/_rtp.pyx", "mss/demo.py")
+    return rel.startswith(("mss/aio/", "mss/peers/")) or rel in adapters
 
 
 #: Known exceptions, each with its reason; (file, enclosing function, module).

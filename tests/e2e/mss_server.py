@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.peers.net import free_port, wait_until
+from mss.peers.net import free_port, wait_until
 
 __all__ = ["AsClient", "MssServer"]
 

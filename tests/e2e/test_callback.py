@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
+from mss.peers.audio import duration, tone_fraction
+from mss.peers.kamailio import Kamailio
+from mss.peers.phone import Phone
 from tests.e2e.conftest import _peers_of
 from tests.e2e.mss_server import MssServer
-from tests.peers.audio import duration, tone_fraction
-from tests.peers.kamailio import Kamailio
-from tests.peers.phone import Phone
 
 pytestmark = pytest.mark.e2e
 

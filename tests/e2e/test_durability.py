@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from mss.peers.kamailio import Kamailio
+from mss.peers.phone import Phone
 from tests.e2e.conftest import _peers_of
 from tests.e2e.mss_server import MssServer
-from tests.peers.kamailio import Kamailio
-from tests.peers.phone import Phone
 
 pytestmark = pytest.mark.e2e
 

@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.peers import audio
-from tests.peers.kamailio import Kamailio
-from tests.peers.phone import Phone
-from tests.peers.rawsip import RawSipClient, digest_authorization, parse_challenge
+from mss.peers import audio
+from mss.peers.kamailio import Kamailio
+from mss.peers.phone import Phone
+from mss.peers.rawsip import RawSipClient, digest_authorization, parse_challenge
 
 pytestmark = pytest.mark.e2e
 
