@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate config.ini: exit 0 if valid, else 2")
     check.add_argument("--config", default="config.ini", help="config file (default: config.ini)")
 
+    demo = sub.add_parser("demo", help="one whole callback on this machine: Kamailio, two phones, mss")
+    demo.add_argument("--duration", type=int, default=5, help="the callback's duration (default: 5)")
+    demo.add_argument("--transport", choices=["udp", "tcp"], default="udp", help="SIP transport")
+    demo.add_argument("--keep", action="store_true", help="keep the logs and recordings")
+
     cb = sub.add_parser("callback", help="order one callback as an AS would; print ACK and RESPONSE")
     cb.add_argument("--server", required=True, metavar="HOST:PORT", help="the mss IIF address")
     cb.add_argument("--id", help="callback id (default: a fresh one)")
@@ -112,4 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args.config)
     if args.command == "run":
         return _run(args.config, args.log_level)
+    if args.command == "demo":
+        from mss.demo import main as demo
+
+        return demo(duration=args.duration, transport=args.transport, keep=args.keep)
     return _callback(args)

@@ -83,12 +83,15 @@ def frame_peaks(
     *,
     frame_ms: float = 50,
     skip_s: float = 0.0,
+    until_s: float | None = None,
     silence_dbfs: float = -45.0,
 ) -> tuple[Samples, npt.NDArray[np.bool_]]:
-    """Per frame: the peak frequency (Hz) of the Hann-windowed spectrum, and whether the frame
-    is silent (RMS below ``silence_dbfs``)."""
+    """Per frame of the recording from ``skip_s`` to ``until_s`` (the end when None): the peak
+    frequency (Hz) of the Hann-windowed spectrum, and whether the frame is silent (RMS below
+    ``silence_dbfs``)."""
     samples, rate = read_wav(path)
-    samples = samples[int(skip_s * rate) :]
+    end = len(samples) if until_s is None else int(until_s * rate)
+    samples = samples[int(skip_s * rate) : end]
     size = int(rate * frame_ms / 1000)
     count = len(samples) // size
     if count == 0:
@@ -109,10 +112,14 @@ def tone_fraction(
     frame_ms: float = 50,
     tol_hz: float = 25,
     skip_s: float = 0.0,
+    until_s: float | None = None,
     silence_dbfs: float = -45.0,
 ) -> float:
-    """Fraction of non-silent frames whose peak is within ``tol_hz`` of ``hz`` (0 if none)."""
-    peaks, silent = frame_peaks(path, frame_ms=frame_ms, skip_s=skip_s, silence_dbfs=silence_dbfs)
+    """Fraction of non-silent frames (from ``skip_s`` to ``until_s``) whose peak is within ``tol_hz``
+    of ``hz`` (0 if none)."""
+    peaks, silent = frame_peaks(
+        path, frame_ms=frame_ms, skip_s=skip_s, until_s=until_s, silence_dbfs=silence_dbfs
+    )
     loud = peaks[~silent]
     if len(loud) == 0:
         return 0.0

@@ -18,8 +18,7 @@ import pytest
 from mss.peers.audio import duration, tone_fraction
 from mss.peers.kamailio import Kamailio
 from mss.peers.phone import Phone
-from tests.e2e.conftest import _peers_of
-from tests.e2e.mss_server import MssServer
+from mss.peers.server import MssServer
 
 pytestmark = pytest.mark.e2e
 
@@ -28,14 +27,14 @@ TONE2 = 1000.0
 
 
 @pytest.fixture
-def mss(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., MssServer]]:
+def mss(add_peer: Callable[[Any], None], tmp_path: Path) -> Iterator[Callable[..., MssServer]]:
     """Factory: ``mss(pss, **config)`` starts an mss process, stopped at teardown (log kept on failure)."""
     started: list[MssServer] = []
 
     def make(pss: Kamailio, **kwargs: Any) -> MssServer:
         server = MssServer(tmp_path / f"mss-{len(started)}", pss=pss.address, sip_port=pss.mss[1], **kwargs)
         started.append(server)
-        _peers_of(request).append(server)
+        add_peer(server)
         return server.start()
 
     yield make

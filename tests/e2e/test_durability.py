@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mss.peers.kamailio import Kamailio
 from mss.peers.phone import Phone
-from tests.e2e.conftest import _peers_of
-from tests.e2e.mss_server import MssServer
+from mss.peers.server import MssServer
 
 pytestmark = pytest.mark.e2e
 
@@ -21,13 +21,13 @@ def _trunk(kamailio: Callable[..., Kamailio], free_port: Callable[..., int]) -> 
 
 
 def test_response_after_kill_9_and_restart(
-    request: pytest.FixtureRequest, tmp_path: Path, kamailio: Callable[..., Kamailio],
+    add_peer: Callable[[Any], None], tmp_path: Path, kamailio: Callable[..., Kamailio],
     phone: Callable[..., Phone], free_port: Callable[..., int],
 ) -> None:
     pss = _trunk(kamailio, free_port)
     p1, p2 = phone("100", pss, tone_hz=440), phone("101", pss, tone_hz=1000)
     server = MssServer(tmp_path / "mss", pss=pss.address, sip_port=pss.mss[1], external_line=None)
-    _peers_of(request).append(server)
+    add_peer(server)
     try:
         server.start()
         with server.client() as as1:
@@ -50,7 +50,7 @@ def test_response_after_kill_9_and_restart(
 
 
 def test_sigterm_drains_calls_then_releases(
-    request: pytest.FixtureRequest, tmp_path: Path, kamailio: Callable[..., Kamailio],
+    add_peer: Callable[[Any], None], tmp_path: Path, kamailio: Callable[..., Kamailio],
     phone: Callable[..., Phone], free_port: Callable[..., int],
 ) -> None:
     pss = kamailio("trunk", users={"100": "pw100", "101": "pw101", "102": "pw102", "103": "pw103"},
@@ -58,7 +58,7 @@ def test_sigterm_drains_calls_then_releases(
     phones = [phone(u, pss, tone_hz=440) for u in ("100", "101", "102", "103")]
     server = MssServer(tmp_path / "mss", pss=pss.address, sip_port=pss.mss[1], external_line=None,
                        callback={"drain_grace": 3})
-    _peers_of(request).append(server)
+    add_peer(server)
     server.start()
     assert server.process is not None
     with server.client() as as1:

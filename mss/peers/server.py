@@ -1,4 +1,4 @@
-"""mss as a real process for end-to-end tests, and an AS that talks IIF to it.
+"""mss as a real process (for ``mss demo`` and end-to-end tests), and an AS that talks IIF to it.
 
 ``MssServer(workdir, pss=..., **config)`` writes a config.ini on free loopback ports, runs
 ``python -m mss run`` with it (stderr to ``mss.log``), waits until the IIF port answers, and stops
@@ -8,7 +8,6 @@ bounded waits: ``request()`` returns the ACK line, ``response(id)`` waits for th
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
@@ -21,9 +20,6 @@ from typing import Any
 from mss.peers.net import free_port, wait_until
 
 __all__ = ["AsClient", "MssServer"]
-
-ROOT = Path(__file__).resolve().parents[2]
-
 
 class MssServer:
     """One ``mss run`` process on loopback."""
@@ -107,7 +103,6 @@ class MssServer:
             cwd=self.workdir,
             stdout=log,
             stderr=log,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         log.close()
 
@@ -151,7 +146,11 @@ class MssServer:
             self.process.wait(5)
 
     def __repr__(self) -> str:
-        return f"mss (iif {self.iif_port}, sip {self.sip_port}) log tail:\n{self.log_tail()}"
+        return f"mss (iif {self.iif_port}, sip {self.sip_port})"
+
+    def describe(self) -> str:
+        """The log tail, for failure reports."""
+        return f"--- {self!r} log tail ---\n{self.log_tail()}"
 
     def client(self) -> AsClient:
         return AsClient(("127.0.0.1", self.iif_port))
