@@ -160,7 +160,8 @@ class SipTransport:
             )
         except OSError as exc:
             await self.close(unregister=False)
-            raise TransportError(f"cannot bind SIP on {s.local_host}:{s.local_port}: {exc.strerror}") from exc
+            reason = exc.strerror or str(exc)
+            raise TransportError(f"cannot bind SIP on {s.local_host}:{s.local_port}: {reason}") from exc
         log.info("SIP on %s:%d (udp+tcp), PSS %s:%d over %s", s.local_host, s.local_port, s.pss_host,
                  s.pss_port, s.transport)  # fmt: skip
         self.ua.start(time.monotonic())
