@@ -58,6 +58,7 @@ class _Udp(asyncio.DatagramProtocol):
         self._owner = owner
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        """Feed, drain, transmit, re-arm."""
         owner = self._owner
         source = (str(addr[0]), int(addr[1]))
         owner.ua.receive_data(data, source, time.monotonic())
@@ -65,6 +66,7 @@ class _Udp(asyncio.DatagramProtocol):
         owner.flush()
 
     def error_received(self, exc: Exception) -> None:
+        """An ICMP error for an earlier datagram: the retransmission timers handle the loss."""
         log.debug("SIP UDP error: %s", exc)
 
 
@@ -78,6 +80,7 @@ class _Tcp(asyncio.Protocol):
         self.outgoing = outgoing is not None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Refuse strangers and too many connections before reading anything."""
         transport = cast(asyncio.Transport, transport)  # uvloop's classes do not subclass asyncio's
         owner = self._owner
         name = transport.get_extra_info("peername")
@@ -96,11 +99,13 @@ class _Tcp(asyncio.Protocol):
         owner.connections[peer] = self
 
     def data_received(self, data: bytes) -> None:
+        """Feed, drain, transmit, re-arm."""
         owner = self._owner
         owner.ua.receive_data(data, self.peer, time.monotonic(), stream=self)
         owner.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Forget the connection; the next request to its peer opens a new one."""
         owner = self._owner
         if owner.connections.get(self.peer) is self:
             del owner.connections[self.peer]
@@ -110,6 +115,7 @@ class _Tcp(asyncio.Protocol):
             owner.flush()
 
     def write(self, data: bytes) -> None:
+        """Write, and close a connection whose peer stopped reading."""
         transport = self.transport
         if transport is None:
             return
@@ -119,6 +125,7 @@ class _Tcp(asyncio.Protocol):
             transport.abort()
 
     def abort(self) -> None:
+        """Close at once."""
         if self.transport is not None:
             self.transport.abort()
 

@@ -257,6 +257,7 @@ class Leg:
 
     @property
     def t1(self) -> float:
+        """RFC 3261 T1 of the settings."""
         return self.core.settings.timer_values.t1
 
     def _timer(self, name: str, deadline: float) -> None:

@@ -297,6 +297,7 @@ class _Transaction:
         self.layer._events.append(event)
 
     def on_timer(self, name: str, now: float) -> None:
+        """Timer ``name`` fired."""
         raise NotImplementedError
 
 
@@ -323,6 +324,7 @@ class ClientTransaction(_Transaction):
         self.last_response: Response | None = None
 
     def start(self, now: float) -> None:
+        """Send the request and arm A/B (INVITE) or E/F (non-INVITE)."""
         t = self.layer.timer_values
         self._send(self._wire)
         if self.invite:
@@ -335,6 +337,7 @@ class ClientTransaction(_Transaction):
             self._timer("F", 64 * t.t1, now)
 
     def on_response(self, response: Response, now: float) -> None:
+        """A response matched this transaction."""
         t = self.layer.timer_values
         st = self.state
         provisional = response.status < 200
@@ -372,6 +375,7 @@ class ClientTransaction(_Transaction):
             self._emit(ResponseReceived(key=self.key, response=response))
 
     def on_timer(self, name: str, now: float) -> None:
+        """Timer ``name`` fired: retransmit, give up, or end."""
         t = self.layer.timer_values
         st = self.state
         if name == "A" and st is S.CALLING:
@@ -390,6 +394,7 @@ class ClientTransaction(_Transaction):
             self._set_state(S.TERMINATED)
 
     def transport_failed(self) -> None:
+        """The destination cannot be reached: end with TransportFailed unless already answered."""
         if self.state in (S.CALLING, S.TRYING, S.PROCEEDING):
             self._set_state(S.TERMINATED)
             self._emit(TransportFailed(key=self.key, request=self.request))
@@ -430,6 +435,7 @@ class ServerTransaction(_Transaction):
         """The last status sent (0: none yet)."""
 
     def start(self, now: float) -> None:
+        """Arm the 100 Trying timer of an INVITE."""
         if self.invite:
             self._timer("100", 0.2, now)
 
@@ -450,6 +456,7 @@ class ServerTransaction(_Transaction):
             self._send(self._last)
 
     def respond(self, response: Response, now: float) -> None:
+        """The TU answers: send, and move on as the status says."""
         t = self.layer.timer_values
         st = self.state
         status = response.status
@@ -483,6 +490,7 @@ class ServerTransaction(_Transaction):
             self._timer("J", 0.0 if self.reliable else 64 * t.t1, now)
 
     def on_timer(self, name: str, now: float) -> None:
+        """Timer ``name`` fired: 100 Trying, retransmit, give up, or end."""
         t = self.layer.timer_values
         st = self.state
         if name == "100" and st is S.PROCEEDING and self.status == 0:
