@@ -84,6 +84,12 @@ class CallEngine:
                  cfg.rtp.port_max, self.relay.capacity, self.relay.backend)
         self.sip = SipTransport(UASettings.from_config(cfg), on_event=self._on_sip_event)
         await self.sip.open()
+        if cfg.external_line is not None:
+            log.info("registering the external line %s at %s:%d; REQUESTs get code=fail until it is",
+                     cfg.external_line.username, cfg.sip.pss_host, cfg.sip.pss_port)
+        else:
+            log.info("server-to-server mode: calls go to %s:%d from %s", cfg.sip.pss_host, cfg.sip.pss_port,
+                     cfg.caller)
         self._media_timer = asyncio.get_running_loop().call_later(MEDIA_POLL_INTERVAL, self._poll_media)
 
     async def close(self) -> None:
