@@ -14,6 +14,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ import pytest
 import uvloop
 
 from mss.aio.sip_transport import SipTransport
+from mss.errors import TransportError
 from mss.peers.kamailio import Kamailio
 from mss.peers.phone import Phone
 from mss.sip.events import (
@@ -62,8 +64,9 @@ class Mss:
     ``sent``/``received`` keep every message on the wire (bytes), ``events`` every UA event.
     """
 
-    def __init__(self, settings: UASettings) -> None:
+    def __init__(self, settings: UASettings, *, other_port: Callable[[], int] | None = None) -> None:
         self.settings = settings
+        self._other_port = other_port
         self.events: list[UAEvent] = []
         self._queue: queue.Queue[UAEvent] = queue.Queue()
         self._taken: set[int] = set()
@@ -75,7 +78,17 @@ class Mss:
 
     def __enter__(self) -> Mss:
         self._thread.start()
-        self._run(self._open())
+        for attempt in range(3):
+            try:
+                self._run(self._open())
+                break
+            except TransportError:
+                # The port went to another process since it was picked: take another one when
+                # the PSS does not need to know it (auth mode).
+                if self._other_port is None or attempt == 2:
+                    self.__exit__(None, None, None)
+                    raise
+                self.settings = replace(self.settings, local_port=self._other_port())
         return self
 
     def __exit__(
@@ -153,16 +166,23 @@ class Mss:
 
 
 def settings_for(
-    pss: Kamailio, port: int, transport: str, *, register: bool, password: str = "secret", **kw: Any
+    pss: Kamailio | tuple[str, int],
+    port: int,
+    transport: str,
+    *,
+    register: bool,
+    password: str = "secret",
+    **kw: Any,
 ) -> UASettings:
+    host, pss_port = pss.address if isinstance(pss, Kamailio) else pss
     return UASettings(
         local_host="127.0.0.1",
         local_port=port,
         transport=transport,
-        pss_host=pss.host,
-        pss_port=pss.port,
+        pss_host=host,
+        pss_port=pss_port,
         caller="mss" if register else "5550000",
-        domain=pss.host,
+        domain=host,
         register=register,
         line_user="mss" if register else None,
         auth_user="mss",
@@ -185,7 +205,7 @@ def test_external_line_register_refresh_calls_and_unregister(
     port = free_port()
     pss = kamailio("auth", USERS, mss=("127.0.0.1", port))
     callee = phone("100", pss, transport=transport, behaviour="answer")
-    with Mss(settings_for(pss, port, transport, register=True, expires=10)) as mss:
+    with Mss(settings_for(pss, port, transport, register=True, expires=10), other_port=free_port) as mss:
         # REGISTER: 401, answered with the digest, then 200
         reg = mss.wait(Registered)
         assert reg.expires == 10, peer_logs()
@@ -234,7 +254,7 @@ def test_cancel_and_failure_outcomes(
     busy = phone("101", pss, behaviour="busy")
     rejecting = phone("102", pss, behaviour="reject:603")
     # 103 is a known user that is not registered; 999 is unknown
-    with Mss(settings_for(pss, port, "udp", register=True)) as mss:
+    with Mss(settings_for(pss, port, "udp", register=True), other_port=free_port) as mss:
         mss.wait(Registered)
         mss.do(lambda ua, now: ua.invite("ring", "100", offer(free_port()), now))
         progress = mss.wait(LegRinging, "ring")
@@ -269,7 +289,7 @@ def test_wrong_password_gives_up_without_a_flood(
     port = free_port()
     pss = kamailio("auth", USERS, mss=("127.0.0.1", port))
     phone("100", pss, behaviour="answer")
-    with Mss(settings_for(pss, port, "udp", register=True, password="wrong")) as mss:
+    with Mss(settings_for(pss, port, "udp", register=True, password="wrong"), other_port=free_port) as mss:
         failed = mss.wait(RegistrationFailed)
         assert failed.status == 401
         assert 3.0 <= failed.retry_at - time.monotonic() <= 5.0  # the first back-off is 5 s
@@ -288,10 +308,11 @@ def test_reliable_provisional_is_pracked_and_reinvite_update_from_the_phone(
     free_port: Callable[..., int],
     peer_logs: Callable[[], str],
 ) -> None:
-    port = free_port()
-    pss = kamailio("trunk", USERS, mss=("127.0.0.1", port))
-    callee = phone("100", pss, behaviour="ring", early_media=True, prack="mandatory")
-    with Mss(settings_for(pss, port, "udp", register=False)) as mss:
+    port, pss_port = free_port(), free_port()
+    # mss binds first (trunk mode sends nothing at start): the PSS trusts this very port
+    with Mss(settings_for(("127.0.0.1", pss_port), port, "udp", register=False)) as mss:
+        pss = kamailio("trunk", USERS, port=pss_port, mss=("127.0.0.1", port))
+        callee = phone("100", pss, behaviour="ring", early_media=True, prack="mandatory")
         mss.do(lambda ua, now: ua.invite("c1", "100", offer(free_port()), now))
         incoming = callee.wait_event("incoming")
         assert incoming["from_user"] == "5550000"
@@ -340,10 +361,10 @@ def test_trunk_calls_without_registration(
     transport: str,
     phone_transport: str,
 ) -> None:
-    port = free_port()
-    pss = kamailio("trunk", USERS, mss=("127.0.0.1", port))
-    callee = phone("101", pss, transport=phone_transport, behaviour="answer")
-    with Mss(settings_for(pss, port, transport, register=False)) as mss:
+    port, pss_port = free_port(), free_port()
+    with Mss(settings_for(("127.0.0.1", pss_port), port, transport, register=False)) as mss:
+        pss = kamailio("trunk", USERS, port=pss_port, mss=("127.0.0.1", port))
+        callee = phone("101", pss, transport=phone_transport, behaviour="answer")
         mss.do(lambda ua, now: ua.invite("c1", "101", offer(free_port()), now))
         assert callee.wait_event("incoming")["from_user"] == "5550000"
         mss.wait(LegAnswered, "c1")
