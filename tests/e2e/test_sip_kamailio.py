@@ -242,11 +242,13 @@ def test_external_line_register_refresh_calls_and_unregister(
     pss.wait_unregistered("mss", timeout=5)
 
 
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_cancel_and_failure_outcomes(
     kamailio: KamailioFactory,
     phone: PhoneFactory,
     free_port: Callable[..., int],
     peer_logs: Callable[[], str],
+    transport: str,
 ) -> None:
     port = free_port()
     pss = kamailio("auth", USERS, mss=("127.0.0.1", port))
@@ -254,7 +256,7 @@ def test_cancel_and_failure_outcomes(
     busy = phone("101", pss, behaviour="busy")
     rejecting = phone("102", pss, behaviour="reject:603")
     # 103 is a known user that is not registered; 999 is unknown
-    with Mss(settings_for(pss, port, "udp", register=True), other_port=free_port) as mss:
+    with Mss(settings_for(pss, port, transport, register=True), other_port=free_port) as mss:
         mss.wait(Registered)
         mss.do(lambda ua, now: ua.invite("ring", "100", offer(free_port()), now))
         progress = mss.wait(LegRinging, "ring")
