@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import cast
 
+from mss.aio.refusals import RefusalLog
 from mss.config import PeerServer
 from mss.desk import CallbackDesk, Origin
 from mss.errors import IIFError, TransportError
@@ -32,9 +33,6 @@ WRITE_HIGH_WATER = 1 << 20
 #: Datagrams held while the server is bound but not yet serving (start-up takes milliseconds).
 MAX_EARLY_DATAGRAMS = 256
 
-#: Seconds between two log lines about the same refused address.
-_REFUSAL_LOG_INTERVAL = 10.0
-
 
 class PeerTable:
     """Which configured peer an address is (SPEC.md, [peer_servers])."""
@@ -43,7 +41,7 @@ class PeerTable:
         # Entries with a port first: they are the more specific match.
         self._peers = sorted(peers, key=lambda p: p.port is None)
         # (host, transport) -> [when last logged, refusals not logged since]
-        self._refusals: dict[tuple[str, str], list[float]] = {}
+        self._refusals = RefusalLog(log)
 
     def match(self, host: str, port: int, transport: str) -> PeerServer | None:
         """The peer at ``host:port``; on UDP the source port is not checked (replies use the config)."""
@@ -53,18 +51,9 @@ class PeerTable:
         return None
 
     def log_refusal(self, host: str, port: int, transport: str) -> None:
-        """Log a stranger: at once the first time, then once per interval per address and transport with
-        the number of refusals not logged in between (a scan cannot flood the log)."""
-        now = time.monotonic()
-        entry = self._refusals.get((host, transport))
-        if entry is not None and now - entry[0] < _REFUSAL_LOG_INTERVAL:
-            entry[1] += 1
-            return
-        if len(self._refusals) > 10_000:  # bound the memory a scan can take
-            self._refusals.clear()
-        self._refusals[(host, transport)] = [now, 0]
-        more = f" ({int(entry[1])} more since the last report)" if entry is not None and entry[1] else ""
-        log.warning("refused IIF %s from %s:%d: not a configured peer server%s", transport, host, port, more)
+        """Log a stranger (rate-limited per address and transport)."""
+        self._refusals.refused((host, transport), "refused IIF %s from %s:%d: not a configured peer server",
+                               transport, host, port)
 
 
 class _StreamProtocol(asyncio.Protocol):

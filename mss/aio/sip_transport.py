@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import cast
 
+from mss.aio.refusals import RefusalLog
 from mss.errors import TransportError
 from mss.sip.events import Registered, RegistrationFailed, UAEvent, Unregistered
 from mss.sip.settings import UASettings
@@ -43,9 +44,6 @@ MAX_PENDING_BYTES = 1 << 20
 
 #: Bytes a slow connection may hold unwritten before it is closed.
 MAX_WRITE_BUFFER = 4 << 20
-
-#: Seconds between two log lines about the same refused address.
-_REFUSAL_LOG_INTERVAL = 10.0
 
 #: Seconds to wait for a TCP connection to the PSS.
 CONNECT_TIMEOUT = 5.0
@@ -147,7 +145,7 @@ class SipTransport:
         self._again = False
         self._closed = False
         self._unregistered = asyncio.Event()
-        self._refusals: dict[str, float] = {}
+        self._refusals = RefusalLog(log)
         self._dropped = 0
 
     # -- lifetime -------------------------------------------------------------------------------
@@ -336,11 +334,5 @@ class SipTransport:
             self.log_refusal(source, transport)
 
     def log_refusal(self, peer: Addr, transport: str) -> None:
-        """Log a refused stranger, at most once per interval per address."""
-        now = time.monotonic()
-        last = self._refusals.get(peer[0])
-        if last is None or now - last >= _REFUSAL_LOG_INTERVAL:
-            if len(self._refusals) > 10_000:  # bound the memory a scan can take
-                self._refusals.clear()
-            self._refusals[peer[0]] = now
-            log.warning("dropped SIP %s from %s:%d: not the PSS", transport, *peer)
+        """Log a refused stranger (rate-limited per address)."""
+        self._refusals.refused(peer[0], "dropped SIP %s from %s:%d: not the PSS", transport, *peer)
