@@ -220,11 +220,12 @@ cdef extern from "_rtp_uring.h" nogil:
 
 cdef enum:
     RX_BUF = 2048            # bytes per receive buffer; a larger datagram is dropped as malformed
-    URING_BUFS = 4096        # provided receive buffers (power of two): datagrams held between waits
+    URING_BUFS = 8192        # provided receive buffers (power of two): datagrams held between waits
     URING_SQ = 2048          # submission slots: sends, re-arms and cancels queued per wait
     URING_CQ = 16384         # completion slots; the kernel keeps overflow, so this only sizes a batch
     OUT_CAP = 1024           # sends queued before they are flushed to the kernel
-    URING_DRAIN = 4096       # receives the kernel runs for one wait (bounded so the CQ never overflows)
+    URING_DRAIN = 256        # socket wake-ups the kernel turns into receives per wait: bounded so a
+                             # backlog cannot take every buffer (32 datagrams at most per wake-up)
     PLAY_SCRATCH = 256       # played packets built per flush
     MAX_FRAME = 1400         # largest injected payload frame (fits one Ethernet MTU with headers)
     RX_BATCH = 32            # epoll: datagrams read from one socket per wake-up (fairness bound)
@@ -1060,7 +1061,9 @@ cdef void uring_on_recv(Core* c, io_uring_cqe* cqe, uint64_t now) noexcept nogil
             if live == 0:
                 finish_close(c, slot)
                 s = NULL
-    if cqe.res < 0 or not has_buf:
+    if plain and cqe.res == 0 and s != NULL and s.state == S_ACTIVE:
+        s.leg[li].ctr[DROP_SHORT] += 1          # an empty datagram
+    if cqe.res <= 0 or not has_buf:
         if has_buf:
             mss_uring_buf_give(&c.ring, bid)
         return
@@ -1151,20 +1154,26 @@ cdef int uring_setup(Core* c) noexcept nogil:
     return 0
 
 
-cdef void uring_wait(Core* c, long long timeout, int busy) noexcept nogil:
-    """Submit what is queued and take the completions that are there. ``busy`` (work has been
-    gathering): take up to URING_DRAIN of them at once, never sleep. Otherwise sleep until the first
-    one (or the timer). A wait for n completions runs at most about n receives, hence the two ways.
+cdef void uring_wait(Core* c, long long timeout, long long gather_ns) noexcept nogil:
+    """One system call: submit what is queued, then take completions.
+
+    ``gather_ns`` >= 0 (work came in the last batch): sleep that long, or until URING_DRAIN socket
+    wake-ups are pending, then take them all; datagrams arriving meanwhile do not wake the loop
+    (deferred task work only wakes a waiter once its count is reached). A verb's wake-up also waits
+    for the end of the gathering, so a busy loop answers verbs within ``gather_us``.
+    ``gather_ns`` < 0 (idle): sleep until the first completion or the timer.
     """
     cdef int ret
-    if busy or timeout == 0:
-        ret = mss_uring_enter(&c.ring, URING_DRAIN, 0, 0)
+    if gather_ns >= 0:
+        if timeout >= 0 and timeout < gather_ns:
+            gather_ns = timeout
+        ret = mss_uring_enter(&c.ring, URING_DRAIN, gather_ns, 0)
     else:
         ret = mss_uring_enter(&c.ring, 1, timeout, 0)
     if ret < 0 and ret != -ETIME and ret != -EINTR and ret != -EBUSY and ret != -EAGAIN:
         c.loop_errors += 1
     c.wakeups += 1
-    uring_flush(c)
+    uring_flush(c)                              # anything the kernel did not take, and recycle
 
 cdef void uring_shutdown(Core* c) noexcept nogil:
     """Cancel every receive and wait (bounded) for the kernel to end them, so the ports are free
@@ -1201,16 +1210,27 @@ cdef void uring_shutdown(Core* c) noexcept nogil:
 
 
 cdef void uring_loop(Core* c) noexcept nogil:
-    cdef long long timeout
-    cdef uint64_t now
+    cdef long long timeout, gather_ns
+    cdef uint64_t now = 0, started = 0
     cdef unsigned got = 0
     pthread_mutex_lock(&c.mu)
     uring_arm_wake(c)
     while True:
-        timeout = next_timeout_ns(c, mono_ns())
-        pthread_mutex_unlock(&c.mu)
-        uring_wait(c, timeout, got != 0)
         now = mono_ns()
+        timeout = next_timeout_ns(c, now)
+        gather_ns = -1
+        if c.n_arm or c.n_disarm or c.n_rearm:
+            gather_ns = 0                       # verbs to carry out: no sleeping
+        elif got and not c.n_closing:
+            # a busy loop gathers for gather_us from the start of the last batch; a backlog (the
+            # last batch took all it could) or a batch longer than that means no sleep at all
+            gather_ns = 0
+            if got < URING_DRAIN and started + c.gather_ns > now:
+                gather_ns = <long long>(started + c.gather_ns - now)
+        pthread_mutex_unlock(&c.mu)
+        uring_wait(c, timeout, gather_ns)       # the last batch's sends leave first
+        now = mono_ns()
+        started = now
         pthread_mutex_lock(&c.mu)
         c.now = now
         if c.stop:
@@ -1219,9 +1239,6 @@ cdef void uring_loop(Core* c) noexcept nogil:
         got = uring_drain(c, now)
         run_timers(c, now)
         mss_uring_buf_publish(&c.ring)
-        uring_flush(c)                          # the batch's sends leave now, not after the gather
-        if got:
-            gather(c, now)
     uring_shutdown(c)
     pthread_mutex_unlock(&c.mu)
 
