@@ -10,8 +10,8 @@
  *
  * Phases: warm-up (not counted), measure (counted: packets sent, received, latency, per-stream
  * delivery; the relay's CPU time is read from /proc at both ends), drain (no sends; late packets
- * of the measure phase still count). Optionally a flood: junk RTP from a stray source (another
- * loopback address) at a fixed rate towards leg a of the first F calls.
+ * of the measure phase still count; it ends after `drain` seconds without a packet, 10 s at most). Optionally a flood during the measure phase: junk RTP from a
+ * stray source (another loopback address) at a fixed rate towards leg a of the first F calls.
  *
  * Protocol with the driver: prints "PORTS p0 p1 ..." (the 2N phone ports, leg a then b of each
  * call), reads N lines "a_port b_port" (where to send each leg), runs, prints one JSON object.
@@ -39,12 +39,12 @@
 #include "_rtp_uring.h"
 
 #define MAX_CALLS 20000
-#define URING_BUFS 16384          /* receive buffers: up to 160 ms of 2000 calls between ticks */
-#define BUF_SIZE 2048
+#define URING_BUFS 32768          /* receive buffers: 160 ms of 2000 calls between two ticks */
+#define BUF_SIZE 512              /* header, timestamp and a 172-byte G.711 packet fit */
 #define OP_RECV 1ULL
 #define OP_SEND 2ULL
 #define OP_FLOOD 3ULL
-#define TICK_NS 100000LL            /* the generator wakes every 100 µs */
+#define TICK_NS 200000LL            /* the generator wakes every 200 µs */
 #define HIST_FINE 10000             /* 1 µs buckets up to 10 ms */
 #define HIST_COARSE 9900            /* then 100 µs buckets up to 1 s */
 #define FLOOD_BATCH 64
@@ -66,6 +66,8 @@ typedef struct {
     int64_t max_silence_ns;         /* longest gap between counted packets */
 } Leg;
 
+#define RX_BINS 70000              /* 10 ms bins: up to 700 s */
+static uint32_t rx_bins[RX_BINS];
 static Leg *legs;
 static int nlegs;
 static uint32_t hist[HIST_FINE + HIST_COARSE + 1];
@@ -292,6 +294,11 @@ int main(int argc, char **argv) {
             l->msg.msg_namelen = sizeof l->dst;
             l->msg.msg_iov = &l->iov;
             l->msg.msg_iovlen = 1;
+            /* A phone talks to one relay port only: connect, so its sends skip the route lookup
+             * and what the relay sends back is delivered by the early-demux path. This is the
+             * loopback-only part of a relay's cost (a real phone's packets leave by a NIC), and
+             * it is the same for every relay under test. */
+            if (connect(l->fd, (struct sockaddr *)&l->dst, sizeof l->dst) < 0) die("connect");
         }
     }
     for (int i = 0; i < nlegs; i++) arm_recv(i);
@@ -302,7 +309,9 @@ int main(int argc, char **argv) {
     const int64_t t_start = clock_ns(CLOCK_MONOTONIC) + 10000000LL;
     const int64_t t_measure = t_start + (int64_t)(warmup * 1e9);
     const int64_t t_stop = t_measure + (int64_t)(measure * 1e9);
-    const int64_t t_end = t_stop + (int64_t)(drain * 1e9);
+    const int64_t quiet_end = (int64_t)(drain * 1e9);   /* drain ends after this long silence */
+    const int64_t t_end = t_stop + 10000000000LL;         /* and in any case by then */
+    int64_t last_rx_mono = 0;
     /* realtime = monotonic + offset, for comparing embedded send times with kernel timestamps */
     const int64_t rt_off = clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_MONOTONIC);
     const int64_t rt_measure = t_measure + rt_off, rt_stop = t_stop + rt_off;
@@ -317,6 +326,7 @@ int main(int argc, char **argv) {
     int64_t relay_cpu0 = 0, relay_cpu1 = 0, gen_cpu0 = 0, gen_cpu1 = 0;
     long long core_busy0 = 0, core_total0 = 0, core_busy1 = 0, core_total1 = 0;
     int measuring = 0, stopped = 0;
+    int64_t t_measure_real = 0, window_ns = 0;
     double flood_credit = 0;
     int64_t last_tick = t_start, next_tick = t_start;
     uint32_t flood_seq = 0;
@@ -401,8 +411,12 @@ int main(int argc, char **argv) {
                 rx_rt = clock_ns(CLOCK_REALTIME);
                 rx_no_ts++;
             }
+            last_rx_mono = now;
             rx_total++;
-            if (rx_rt >= rt_measure && rx_rt < rt_stop) rx_in_window++;
+            if (rx_rt >= rt_measure) {     /* by receive time, in 10 ms bins from t_measure */
+                int64_t bin = (rx_rt - rt_measure) / 10000000LL;
+                if (bin < RX_BINS) rx_bins[bin]++;
+            }
             if (sent_rt >= rt_measure && sent_rt < rt_stop) {
                 Leg *l = &legs[li];
                 rx_measured++;
@@ -416,18 +430,22 @@ int main(int argc, char **argv) {
         mss_uring_cq_advance(&ring, ncqe);
         mss_uring_buf_publish(&ring);
 
-        if (now >= t_end) break;
-        if (!measuring && now >= t_measure) {
-            measuring = 1;
-            relay_cpu0 = proc_cpu_ns(relay_pid);
-            gen_cpu0 = proc_cpu_ns(getpid());
-            cpu_jiffies(relay_cpu, &core_busy0, &core_total0);
-        }
         if (!stopped && now >= t_stop) {
             stopped = 1;
             relay_cpu1 = proc_cpu_ns(relay_pid);
             gen_cpu1 = proc_cpu_ns(getpid());
             cpu_jiffies(relay_cpu, &core_busy1, &core_total1);
+            window_ns = now - t_measure_real;
+        }
+        if (stopped && (now >= t_end || now - (last_rx_mono > t_stop ? last_rx_mono : t_stop) >
+                                            quiet_end))
+            break;
+        if (!measuring && now >= t_measure) {
+            measuring = 1;
+            t_measure_real = now;
+            relay_cpu0 = proc_cpu_ns(relay_pid);
+            gen_cpu0 = proc_cpu_ns(getpid());
+            cpu_jiffies(relay_cpu, &core_busy0, &core_total0);
         }
         /* sends that are due: leg k % nlegs at t_start + (k / nlegs) * period + phase */
         while (!stopped) {
@@ -445,7 +463,8 @@ int main(int argc, char **argv) {
             memcpy(l->tx + 20, &li, 4);
             memcpy(l->tx + 24, &l->seq, 4);
             sqe = sqe_or_flush();
-            mss_uring_prep_sendmsg(sqe, l->fd, &l->msg, OP_SEND | ((uint64_t)li << 8));
+            mss_uring_prep_send(sqe, l->fd, l->tx, (unsigned)(12 + payload),
+                                OP_SEND | ((uint64_t)li << 8));
             sent_total++;
             if (rt >= rt_measure && rt < rt_stop) {
                 sent_measured++;
@@ -454,8 +473,8 @@ int main(int argc, char **argv) {
             l->seq++;
             k++;
         }
-        /* flood: junk at a fixed rate from a stray source */
-        if (flood_fd >= 0 && !stopped) {
+        /* flood: junk at a fixed rate from a stray source, on calls that have latched already */
+        if (flood_fd >= 0 && measuring && !stopped) {
             flood_credit += (double)(now - last_tick) * flood_pps / 1e9;
             if (flood_credit > 4 * FLOOD_BATCH) flood_credit = 4 * FLOOD_BATCH;
             while (flood_credit >= 1) {
@@ -475,6 +494,11 @@ int main(int argc, char **argv) {
         }
         last_tick = now;
     }
+
+    /* forwarded in the window the CPU time was taken over */
+    for (int64_t b = (t_measure_real - t_measure) / 10000000LL;
+         b < (t_measure_real - t_measure + window_ns) / 10000000LL && b < RX_BINS; b++)
+        rx_in_window += b >= 0 ? rx_bins[b] : 0;
 
     /* per-stream delivery: every leg's share of what the other leg sent in the window */
     double worst_ratio = 1.0, sum_ratio = 0;
@@ -502,7 +526,7 @@ int main(int argc, char **argv) {
            "\"flood_sent\": %llu, \"flood_forwarded\": %llu, \"streams\": %d, "
            "\"worst_stream_ratio\": %.4f, \"mean_stream_ratio\": %.4f, "
            "\"streams_below_half\": %d, \"streams_silent\": %d, \"worst_silence_ms\": %.1f}\n",
-           calls, pps, payload, measure, (unsigned long long)sent_total,
+           calls, pps, payload, (double)window_ns / 1e9, (unsigned long long)sent_total,
            (unsigned long long)sent_measured, (unsigned long long)rx_total,
            (unsigned long long)rx_measured, (unsigned long long)rx_in_window,
            (unsigned long long)rx_foreign, (unsigned long long)send_errors,

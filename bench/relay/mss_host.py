@@ -11,7 +11,7 @@ import argparse
 import resource
 import sys
 
-from mss.relay import Relay
+from mss.relay import FIELDS, Relay
 
 
 def main() -> int:
@@ -33,17 +33,11 @@ def main() -> int:
         print(f"PAIRS {ports}", flush=True)
         print(f"BACKEND {relay.backend}", file=sys.stderr, flush=True)
         sys.stdin.read()  # until the driver closes our stdin
-        drops = relay.counters.sum(axis=(0, 1))
-        print("WAKEUPS", relay._engine.wakeups if relay._engine else -1, file=sys.stderr)
-        print("COUNTERS", dict(zip(relay_fields(), (int(x) for x in drops), strict=True)),
-              file=sys.stderr, flush=True)
+        totals = relay.counters.sum(axis=(0, 1))
+        for name, value in zip(FIELDS, totals, strict=True):
+            if name.startswith(("rtp_", "rtcp_", "drop_")):
+                print(f"{name} {int(value)}", file=sys.stderr)
     return 0
-
-
-def relay_fields() -> tuple[str, ...]:
-    from mss.relay import FIELDS
-
-    return FIELDS
 
 
 if __name__ == "__main__":

@@ -165,7 +165,9 @@ class RtpEngine:
                 return reply
         raise TimeoutError("no ng reply")
 
-    def call(self, call_id: str, a: tuple[str, int], b: tuple[str, int], pt: int, name: str) -> tuple[int, int]:
+    def call(
+        self, call_id: str, a: tuple[str, int], b: tuple[str, int], pt: int, name: str
+    ) -> tuple[int, int]:
         """Set up one call; returns (port for leg a to send to, port for leg b to send to)."""
         offer = self.command(
             {
