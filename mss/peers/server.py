@@ -62,6 +62,7 @@ class MssServer:
             "inactivity_timeout": 30,
         }
         media.update(rtp or {})
+        self.rtp_range = (int(media["port_min"]), int(media["port_max"]))
         lines = [
             "[callback]",
             *(f"{k} = {v}" for k, v in cb.items()),
@@ -138,6 +139,17 @@ class MssServer:
                 self.process.kill()
                 self.process.wait(5)
         return self.process.returncode
+
+    def rtp_ports_held(self) -> list[int]:
+        """The ports of the RTP range that are bound now (by mss or anyone): [] once calls are freed."""
+        held = []
+        for port in range(self.rtp_range[0], self.rtp_range[1] + 1):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    held.append(port)
+        return held
 
     def kill(self) -> None:
         """SIGKILL at once (a crash)."""

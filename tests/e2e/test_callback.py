@@ -17,6 +17,7 @@ import pytest
 
 from mss.peers.audio import duration, tone_fraction
 from mss.peers.kamailio import Kamailio
+from mss.peers.net import wait_until
 from mss.peers.phone import Phone
 from mss.peers.server import MssServer
 
@@ -96,21 +97,33 @@ def _start(
     return pss, p1, p2, server
 
 
-def _bridge(p1: Phone, p2: Phone) -> None:
+def _ports_freed(server: MssServer) -> None:
+    """Every RTP port of the callbacks is closed again (checked by binding each one)."""
+    wait_until(lambda: not server.rtp_ports_held(), 5.0)
+
+
+def _bridge(p1: Phone, p2: Phone) -> float:
+    """Wait until both legs are up; the wall time user2's answer took effect."""
     p1.wait_event("confirmed", timeout=10)
-    p2.wait_event("confirmed", timeout=10)
+    return float(p2.wait_event("confirmed", timeout=10)["time"])
+
+
+def _close_to(real_duration: str | int, talked: float) -> bool:
+    """real_duration is the talk time measured by the phones, to within a second either way."""
+    return abs(int(real_duration) - talked) <= 1.0
 
 
 def test_user2_hangs_up(kamailio, phone, mss, free_port) -> None:  # type: ignore[no-untyped-def]
     _, p1, p2, server = _start(kamailio, phone, mss, free_port)
     with server.client() as as1:
         assert as1.request("h2", "100", "101", 60) == "ACK: id=h2;code=ok;"
-        _bridge(p1, p2)
+        bridged = _bridge(p1, p2)
         time.sleep(2.0)
+        talked = time.time() - bridged
         p2.hangup()
         response = as1.response("h2", timeout=10)
     assert response["result"] == "answered"
-    assert response["real_duration"] == "2"
+    assert _close_to(response["real_duration"], talked), (response, talked)
     p1.wait_event("disconnected", timeout=10)  # mss sent BYE to user1
     assert _tail_tone(p1.recording_path(), TONE2, 1.5) > 0.8
 
@@ -119,13 +132,15 @@ def test_user1_hangs_up_after_bridge(kamailio, phone, mss, free_port) -> None:  
     _, p1, p2, server = _start(kamailio, phone, mss, free_port)
     with server.client() as as1:
         assert as1.request("h1", "100", "101", 60) == "ACK: id=h1;code=ok;"
-        _bridge(p1, p2)
+        bridged = _bridge(p1, p2)
         time.sleep(1.0)
+        talked = time.time() - bridged
         p1.hangup()
         response = as1.response("h1", timeout=10)
     assert response["result"] == "answered"
-    assert response["real_duration"] == "1"
+    assert _close_to(response["real_duration"], talked), (response, talked)
     p2.wait_event("disconnected", timeout=10)
+    _ports_freed(server)
 
 
 def test_user1_busy(kamailio, phone, mss, free_port) -> None:  # type: ignore[no-untyped-def]
@@ -135,6 +150,7 @@ def test_user1_busy(kamailio, phone, mss, free_port) -> None:  # type: ignore[no
         response = as1.response("busy", timeout=10)
     assert response == {"id": "busy", "real_duration": "0", "result": "user1_busy", "code": "486"}
     assert not p2.events("incoming")
+    _ports_freed(server)
 
 
 def test_user2_no_answer_ring_timeout_and_ringback(kamailio, phone, mss, free_port) -> None:  # type: ignore[no-untyped-def]
@@ -181,13 +197,17 @@ def test_as_cancel(kamailio, phone, mss, free_port, state: str) -> None:  # type
             p1.wait_event("confirmed", timeout=10)
             p2.wait_event("incoming", timeout=10)
         else:
-            _bridge(p1, p2)
+            bridged = _bridge(p1, p2)
             time.sleep(1.0)
+            talked = time.time() - bridged
         assert as1.cancel("c1") == "ACK: id=c1;code=ok;"
         response = as1.response("c1", timeout=10)
         assert as1.cancel("c1") == "ACK: id=c1;code=fail;"  # over: no such callback any more
     assert response["result"] == "cancelled"
-    assert response["real_duration"] == ("1" if state == "bridged" else "0")
+    if state == "bridged":
+        assert _close_to(response["real_duration"], talked), (response, talked)
+    else:
+        assert response["real_duration"] == "0"
     p1.wait_event("disconnected", timeout=10)
     if state != "calling_user1":
         p2.wait_event("disconnected", timeout=10)
@@ -315,10 +335,11 @@ def test_cdr_is_written(kamailio, phone, mss, free_port) -> None:  # type: ignor
     _, p1, p2, server = _start(kamailio, phone, mss, free_port)
     with server.client() as as1:
         assert as1.request("cdr", "100", "101", 60) == "ACK: id=cdr;code=ok;"
-        _bridge(p1, p2)
+        bridged = _bridge(p1, p2)
         time.sleep(1.0)
+        talked = time.time() - bridged
         p2.hangup()
-        as1.response("cdr", timeout=10)
+        response = as1.response("cdr", timeout=10)
     server.stop()
     with sqlite3.connect(server.workdir / "journal.sqlite3") as db:
         db.row_factory = sqlite3.Row
@@ -328,7 +349,7 @@ def test_cdr_is_written(kamailio, phone, mss, free_port) -> None:  # type: ignor
     assert row["codec"] == "PCMU" and row["released_by"] == "user2" and row["result"] == "answered"
     assert row["leg1_call_id"] and row["leg2_call_id"] and row["leg1_call_id"] != row["leg2_call_id"]
     assert row["requested_at"] <= row["leg1_answered_at"] <= row["leg2_answered_at"] <= row["released_at"]
-    assert row["real_duration"] == 1
+    assert str(row["real_duration"]) == response["real_duration"] and _close_to(row["real_duration"], talked)
 
 
 def test_twenty_callbacks_in_parallel_on_one_connection(kamailio, phone, mss, free_port) -> None:  # type: ignore[no-untyped-def]
@@ -353,3 +374,30 @@ def test_twenty_callbacks_in_parallel_on_one_connection(kamailio, phone, mss, fr
     assert all(1 <= int(r["real_duration"]) <= 6 for r in responses), responses
     for user, device in phones.items():
         assert len(device.events("incoming")) == 4, user
+    _ports_freed(server)
+
+
+@pytest.mark.parametrize(
+    ("leg", "behaviour", "result", "code"),
+    [
+        ("user1", "reject:603", "user1_rejected", "603"),
+        ("user1", "ring", "user1_no_answer", "0"),
+        ("user1", "reject:503", "user1_failed", "500"),  # a proxy turns 503 into 500 (RFC 3261 §16.7)
+        ("user2", "busy", "user2_busy", "486"),
+        ("user2", "reject:603", "user2_rejected", "603"),
+    ],
+)
+def test_failure_paths_end_cleanly(kamailio, phone, mss, free_port, leg, behaviour, result, code) -> None:  # type: ignore[no-untyped-def]
+    kwargs = {"behaviour": behaviour}
+    _, p1, p2, server = _start(kamailio, phone, mss, free_port, callback={"ring_timeout": 2},
+                               user1=kwargs if leg == "user1" else None,
+                               user2=kwargs if leg == "user2" else None)
+    with server.client() as as1:
+        assert as1.request("fail", "100", "101", 60) == "ACK: id=fail;code=ok;"
+        response = as1.response("fail", timeout=15)
+    assert response == {"id": "fail", "real_duration": "0", "result": result, "code": code}
+    if leg == "user2":
+        p1.wait_event("disconnected", timeout=10)  # user1 is hung up, not left in silence
+    else:
+        assert not p2.events("incoming")
+    _ports_freed(server)
