@@ -151,8 +151,11 @@ class Invite:
     """Send an INVITE to ``user`` through the PSS on ``leg``."""
 
     leg: Leg
+    """``user1`` or ``user2``."""
     user: str
+    """The number to call (the REQUEST's user1 or user2)."""
     sdp: bytes
+    """Our offer."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,6 +163,7 @@ class Hangup:
     """End ``leg``: CANCEL when it is not answered, BYE when it is."""
 
     leg: Leg
+    """``user1`` or ``user2``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,7 +171,9 @@ class AnswerOffer:
     """Answer the far end's offer on ``leg`` with ``sdp`` (488 when ``sdp`` is None)."""
 
     leg: Leg
+    """``user1`` or ``user2``."""
     sdp: bytes | None
+    """Our answer, or None to refuse the offer."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,7 +181,9 @@ class Reinvite:
     """Send our own re-INVITE on ``leg`` (hold or resume reflected from the other leg)."""
 
     leg: Leg
+    """``user1`` or ``user2``."""
     sdp: bytes
+    """Our new offer."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,8 +193,11 @@ class RelayRemote:
     leg: str
     """Relay leg, ``a`` (user1) or ``b`` (user2)."""
     host: str
+    """The phone's media address."""
     port: int
+    """Its RTP port."""
     rtcp_port: int
+    """Its RTCP port."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,9 +205,13 @@ class RelayPlay:
     """Play ringback into relay leg ``leg`` in ``codec`` with ``payload_type`` every ``ptime`` ms."""
 
     leg: str
+    """Relay leg, ``a`` or ``b``."""
     codec: str
+    """``PCMU`` or ``PCMA`` (no tone is made for G.729)."""
     payload_type: int
+    """The payload type the phone expects for the codec (from its SDP)."""
     ptime: int
+    """Milliseconds of audio per packet."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,6 +219,7 @@ class RelayStopPlay:
     """Stop playing into relay leg ``leg``."""
 
     leg: str
+    """Relay leg, ``a`` or ``b``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,7 +227,9 @@ class RelayForward:
     """Set the relay's forwarding per direction."""
 
     a_to_b: bool
+    """Forward what user1 sends to user2."""
     b_to_a: bool
+    """Forward what user2 sends to user1."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -219,7 +237,9 @@ class RelayBridge:
     """Bridge the legs with these payload-type rewrites (only numbers that change)."""
 
     a_to_b: dict[int, int]
+    """Payload types rewritten on packets from user1 to user2."""
     b_to_a: dict[int, int]
+    """Payload types rewritten on packets from user2 to user1."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
