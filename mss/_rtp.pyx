@@ -201,7 +201,8 @@ cdef extern from "_rtp_uring.h" nogil:
     void mss_uring_buf_publish(mss_uring* r)
     io_uring_sqe* mss_uring_get_sqe(mss_uring* r)
     unsigned mss_uring_unsubmitted(mss_uring* r)
-    int mss_uring_enter(mss_uring* r, unsigned wait_nr, long long timeout_ns, unsigned min_wait_us)
+    int mss_uring_enter(mss_uring* r, unsigned wait_nr, long long timeout_ns, int absolute)
+    int mss_uring_has_abs_timer(mss_uring* r)
     unsigned mss_uring_cq_ready(mss_uring* r)
     io_uring_cqe* mss_uring_cqe_at(mss_uring* r, unsigned i)
     void mss_uring_cq_advance(mss_uring* r, unsigned n)
@@ -381,6 +382,7 @@ ctypedef struct Core:
     mss_uring ring
     msghdr recv_tmpl
     int fixed                  # sends name sockets by their index in a registered table
+    int abs_timer              # waits take an absolute deadline
     # epoll
     int epfd
     epoll_event* events
@@ -1151,23 +1153,31 @@ cdef int uring_setup(Core* c) noexcept nogil:
     # a registered file table saves a file lookup per send; without one (too many files for
     # RLIMIT_NOFILE, an old kernel) sends name their fd
     c.fixed = mss_uring_files_sparse(&c.ring, c.capacity * 2 * N_SOCKS) == 0
+    c.abs_timer = mss_uring_has_abs_timer(&c.ring)
     return 0
 
 
-cdef void uring_wait(Core* c, long long timeout, long long gather_ns) noexcept nogil:
-    """One system call: submit what is queued, then take completions.
+cdef void uring_wait(Core* c, long long timeout, uint64_t until) noexcept nogil:
+    """Submit what is queued (the last batch's sends leave first), then take completions.
 
-    ``gather_ns`` >= 0 (work came in the last batch): sleep that long, or until URING_DRAIN socket
-    wake-ups are pending, then take them all; datagrams arriving meanwhile do not wake the loop
-    (deferred task work only wakes a waiter once its count is reached). A verb's wake-up also waits
-    for the end of the gathering, so a busy loop answers verbs within ``gather_us``.
-    ``gather_ns`` < 0 (idle): sleep until the first completion or the timer.
+    ``until`` > 0 (work came in the last batch): sleep until that CLOCK_MONOTONIC time, or until
+    URING_DRAIN socket wake-ups are pending, then take them all; datagrams arriving meanwhile do not
+    wake the loop (deferred task work only wakes a waiter once its count is reached), and neither
+    does a verb: a busy loop answers verbs within ``gather_us``. ``until`` = 0 (idle): sleep until
+    the first completion or the timer (``timeout`` ns from now, < 0: none).
     """
     cdef int ret
-    if gather_ns >= 0:
-        if timeout >= 0 and timeout < gather_ns:
-            gather_ns = timeout
-        ret = mss_uring_enter(&c.ring, URING_DRAIN, gather_ns, 0)
+    cdef uint64_t now
+    if until:
+        if timeout >= 0 and mono_ns() + <uint64_t>timeout < until:
+            until = mono_ns() + <uint64_t>timeout
+        if c.abs_timer:                         # one system call: submit, sleep, take
+            ret = mss_uring_enter(&c.ring, URING_DRAIN, <long long>until, 1)
+        else:                                   # the sends' time must not stretch the sleep
+            mss_uring_enter(&c.ring, 0, -1, 0)
+            now = mono_ns()
+            ret = mss_uring_enter(&c.ring, URING_DRAIN,
+                                  <long long>(until - now) if until > now else 0, 0)
     else:
         ret = mss_uring_enter(&c.ring, 1, timeout, 0)
     if ret < 0 and ret != -ETIME and ret != -EINTR and ret != -EBUSY and ret != -EAGAIN:
@@ -1210,25 +1220,25 @@ cdef void uring_shutdown(Core* c) noexcept nogil:
 
 
 cdef void uring_loop(Core* c) noexcept nogil:
-    cdef long long timeout, gather_ns
-    cdef uint64_t now = 0, started = 0
+    cdef long long timeout
+    cdef uint64_t now = 0, started = 0, until
     cdef unsigned got = 0
     pthread_mutex_lock(&c.mu)
     uring_arm_wake(c)
     while True:
         now = mono_ns()
         timeout = next_timeout_ns(c, now)
-        gather_ns = -1
+        until = 0
         if c.n_arm or c.n_disarm or c.n_rearm:
-            gather_ns = 0                       # verbs to carry out: no sleeping
+            until = now                         # verbs to carry out: no sleeping
         elif got and not c.n_closing:
-            # a busy loop gathers for gather_us from the start of the last batch; a backlog (the
-            # last batch took all it could) or a batch longer than that means no sleep at all
-            gather_ns = 0
-            if got < URING_DRAIN and started + c.gather_ns > now:
-                gather_ns = <long long>(started + c.gather_ns - now)
+            # a busy loop gathers until gather_us after the start of the last batch; a backlog
+            # (the last batch took all it could) or a longer batch means no sleep at all
+            until = started + c.gather_ns
+            if got >= URING_DRAIN or until < now:
+                until = now
         pthread_mutex_unlock(&c.mu)
-        uring_wait(c, timeout, gather_ns)       # the last batch's sends leave first
+        uring_wait(c, timeout, until)
         now = mono_ns()
         started = now
         pthread_mutex_lock(&c.mu)

@@ -46,8 +46,9 @@
 #ifndef IORING_FEAT_EXT_ARG
 #define IORING_FEAT_EXT_ARG (1U << 8)
 #endif
-/* Linux 6.12: io_uring_getevents_arg.pad is min_wait_usec (wait that long for wait_nr, then for 1). */
+/* Linux 6.12: the wait timeout may be an absolute CLOCK_MONOTONIC time; same release as this. */
 #define MSS_FEAT_MIN_TIMEOUT (1U << 15)
+#define MSS_ENTER_ABS_TIMER (1U << 5)
 #ifndef IORING_POLL_ADD_MULTI
 #define IORING_POLL_ADD_MULTI (1U << 0)
 #endif
@@ -310,14 +311,19 @@ static inline unsigned mss_uring_unsubmitted(mss_uring *r) {
     return r->sq_pending_tail - r->sq_submitted_tail;
 }
 
+/* The kernel takes absolute wait deadlines (see mss_uring_enter). */
+static inline int mss_uring_has_abs_timer(mss_uring *r) {
+    return (r->features & MSS_FEAT_MIN_TIMEOUT) != 0;
+}
+
 /*
  * Submit every pending entry and wait for completions: `wait_nr` of them, at most `timeout_ns`
- * (< 0: no limit). With `min_wait_us` > 0 on a kernel that has it, return after that long as soon as
- * one completion is there, so a busy loop gathers work and an idle one sleeps. Returns the number of
- * entries the kernel consumed or -errno (-ETIME and -EINTR are normal wake-ups).
+ * (< 0: no limit; with `absolute`, a CLOCK_MONOTONIC deadline in ns, which only kernels with
+ * mss_uring_has_abs_timer() take). Returns the number of entries the kernel consumed or -errno
+ * (-ETIME and -EINTR are normal wake-ups).
  */
 static inline int mss_uring_enter(mss_uring *r, unsigned wait_nr, long long timeout_ns,
-                                  unsigned min_wait_us) {
+                                  int absolute) {
     struct io_uring_getevents_arg arg;
     struct __kernel_timespec ts;
     unsigned submit = r->sq_pending_tail - r->sq_submitted_tail;
@@ -333,7 +339,7 @@ static inline int mss_uring_enter(mss_uring *r, unsigned wait_nr, long long time
             ts.tv_nsec = timeout_ns % 1000000000LL;
             arg.ts = (uint64_t)(uintptr_t)&ts;
         }
-        if (min_wait_us && (r->features & MSS_FEAT_MIN_TIMEOUT)) arg.pad = min_wait_us;
+        if (absolute && timeout_ns >= 0) flags |= MSS_ENTER_ABS_TIMER;
     } else if (!submit) {
         return 0;
     }
