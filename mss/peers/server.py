@@ -55,7 +55,7 @@ class MssServer:
             "drain_grace": 5,
         }
         cb.update(callback or {})
-        media = {
+        media: dict[str, Any] = {
             "host": "127.0.0.1",
             "port_min": rtp_base,
             "port_max": rtp_base + 99,
