@@ -1579,15 +1579,28 @@ cdef class Engine:
     def bind_leg(self, int port):
         cdef Core* c = self._core()
         cdef int fds[3]
-        cdef int k, err = 0, one = 1
+        cdef int k, probe, err = 0, failed = port, one = 1
         cdef sockaddr_in addr
         if port < 1 or port > 65534 or port % 2:
             raise ValueError(f"RTP port must be even and below 65535: {port}")
         fds[0] = -1
         fds[1] = -1
         fds[2] = -1
+        memset(&addr, 0, sizeof(addr))
+        addr.sin_family = AF_INET
+        addr.sin_addr.s_addr = c.host
         with nogil:
-            for k in range(N_SOCKS):              # SK_RTP, SK_RTCP, SK_ANY
+            # The two RTP sockets share their port through SO_REUSEPORT, which another socket of
+            # the same user could join; so first check, with an exclusive bind, that nobody holds
+            # the port (another relay instance on an overlapping range does the same and skips it).
+            addr.sin_port = htons(<uint16_t>port)
+            probe = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)
+            if probe < 0 or bind(probe, <sockaddr*>&addr, sizeof(addr)) < 0:
+                err = errno
+            if probe >= 0:
+                close(probe)
+            for k in range(N_SOCKS if err == 0 else 0):   # SK_RTP, SK_RTCP, SK_ANY
+                failed = port + (1 if k == SK_RTCP else 0)
                 fds[k] = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
                 if fds[k] < 0:
                     err = errno
@@ -1596,10 +1609,7 @@ cdef class Engine:
                                                sizeof(int)) < 0:
                     err = errno
                     break
-                memset(&addr, 0, sizeof(addr))
-                addr.sin_family = AF_INET
-                addr.sin_port = htons(<uint16_t>(port + (1 if k == SK_RTCP else 0)))
-                addr.sin_addr.s_addr = c.host
+                addr.sin_port = htons(<uint16_t>failed)
                 if bind(fds[k], <sockaddr*>&addr, sizeof(addr)) < 0:
                     err = errno
                     break
@@ -1608,7 +1618,7 @@ cdef class Engine:
                     if fds[k] >= 0:
                         close(fds[k])
         if err:
-            raise _os_error(err, f"bind port {port + (1 if k == SK_RTCP else 0)}")
+            raise _os_error(err, f"bind port {failed}")
         return fds[0], fds[1], fds[2]
 
     def close_fd(self, int fd):

@@ -629,22 +629,32 @@ def test_port_exhaustion_is_a_clear_error(backend: str) -> None:
 
 def test_ports_held_by_another_process_are_skipped(backend: str) -> None:
     base = _port_base(9 + BACKENDS.index(backend))
-    squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    squatters = []
     try:
-        squatter.bind((HOST, base + 3))  # the RTCP port of the second pair
+        plain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        squatters.append(plain)
+        plain.bind((HOST, base + 3))  # the RTCP port of the second pair
+        shared = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        squatters.append(shared)
+        shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        shared.bind((HOST, base + 4))  # the RTP port of the third, open to sharing: not shared
     except OSError as exc:
-        squatter.close()
+        for sq in squatters:
+            sq.close()
         pytest.skip(f"port taken: {exc}")
     try:
-        with Relay(HOST, base, base + 11, backend=backend) as relay:  # 6 pairs
+        with Relay(HOST, base, base + 15, backend=backend) as relay:  # 8 pairs
             s = relay.open_session()
-            assert (s.a_port, s.b_port) == (base, base + 4)
+            assert (s.a_port, s.b_port) == (base, base + 6)
             s2 = relay.open_session()
-            assert (s2.a_port, s2.b_port) == (base + 6, base + 8)
-            with pytest.raises(PortsExhausted):  # base + 2 is still held, base + 10 is alone
+            assert (s2.a_port, s2.b_port) == (base + 8, base + 10)
+            s3 = relay.open_session()
+            assert (s3.a_port, s3.b_port) == (base + 12, base + 14)
+            with pytest.raises(PortsExhausted):  # base + 2 and base + 4 are still held
                 relay.open_session()
     finally:
-        squatter.close()
+        for sq in squatters:
+            sq.close()
 
 
 def test_closed_session_and_relay_refuse_verbs(relay: Relay) -> None:
