@@ -36,6 +36,9 @@ class Engine:
     def wakeups(self) -> int:
         """Times the loop has woken up."""
     @property
+    def rearms(self) -> int:
+        """Multishot receives that ended (out of buffers, an error) and were armed again."""
+    @property
     def loop_errors(self) -> int:
         """Unexpected system-call failures in the loop (0 in a healthy relay)."""
     def bind_leg(self, port: int) -> tuple[int, int, int]:

@@ -225,8 +225,9 @@ cdef enum:
     URING_SQ = 2048          # submission slots: sends, re-arms and cancels queued per wait
     URING_CQ = 16384         # completion slots; the kernel keeps overflow, so this only sizes a batch
     OUT_CAP = 1024           # sends queued before they are flushed to the kernel
-    URING_DRAIN = 256        # socket wake-ups the kernel turns into receives per wait: bounded so a
-                             # backlog cannot take every buffer (32 datagrams at most per wake-up)
+    URING_DRAIN = 128        # socket wake-ups the kernel turns into receives per wait (32 datagrams
+                             # at most each): with URING_HELD, a backlog cannot take every buffer
+    URING_HELD = 2048        # receive buffers queued sends may hold into a wait; more are freed first
     PLAY_SCRATCH = 256       # played packets built per flush
     MAX_FRAME = 1400         # largest injected payload frame (fits one Ethernet MTU with headers)
     RX_BATCH = 32            # epoll: datagrams read from one socket per wake-up (fairness bound)
@@ -376,6 +377,7 @@ ctypedef struct Core:
     uint64_t gather_ns
     uint64_t now
     uint64_t wakeups
+    uint64_t rearms            # io_uring: multishot receives that ended and were armed again
     uint64_t loop_errors
     uint32_t n_closing         # sessions in S_CLOSING
     # io_uring
@@ -1055,6 +1057,8 @@ cdef void uring_on_recv(Core* c, io_uring_cqe* cqe, uint64_t now) noexcept nogil
         # this receive has ended (cancelled, out of buffers, error): re-arm or finish closing
         s.leg[li].sock[sk].armed = 0
         if s.state == S_ACTIVE:
+            if not s.leg[li].sock[sk].cancelling:
+                c.rearms += 1                   # not one we ended on purpose
             uring_arm(c, slot, li, sk)
         elif s.state == S_CLOSING:
             live = 0
@@ -1168,6 +1172,11 @@ cdef void uring_wait(Core* c, long long timeout, uint64_t until) noexcept nogil:
     """
     cdef int ret
     cdef uint64_t now
+    if c.n_out > URING_HELD:
+        # a big batch (a backlog): free its buffers before the kernel receives into them again,
+        # or the receives run out of buffers and end (and must all be armed again)
+        uring_flush(c)
+        mss_uring_buf_publish(&c.ring)
     if until:
         if timeout >= 0 and mono_ns() + <uint64_t>timeout < until:
             until = mono_ns() + <uint64_t>timeout
@@ -1571,6 +1580,10 @@ cdef class Engine:
     @property
     def wakeups(self):
         return self._core().wakeups
+
+    @property
+    def rearms(self):
+        return self._core().rearms
 
     @property
     def loop_errors(self):

@@ -465,6 +465,12 @@ class Relay:
         """The packet loop's I/O: ``"io_uring"`` or ``"epoll"``."""
         return self._live().backend
 
+    def loop_stats(self) -> dict[str, int]:
+        """The packet loop's own counters: ``wakeups``, ``rearms`` (receives armed again after
+        they ended, e.g. out of buffers) and ``errors`` (unexpected system-call failures)."""
+        engine = self._live()
+        return {"wakeups": engine.wakeups, "rearms": engine.rearms, "errors": engine.loop_errors}
+
     @property
     def session_count(self) -> int:
         """Sessions open now."""

@@ -33,6 +33,7 @@ def main() -> int:
         print(f"PAIRS {ports}", flush=True)
         print(f"BACKEND {relay.backend}", file=sys.stderr, flush=True)
         sys.stdin.read()  # until the driver closes our stdin
+        print(f"loop {relay.loop_stats()}", file=sys.stderr)
         totals = relay.counters.sum(axis=(0, 1))
         for name, value in zip(FIELDS, totals, strict=True):
             if name.startswith(("rtp_", "rtcp_", "drop_")):
