@@ -590,6 +590,59 @@ def test_a_flood_on_one_leg_does_not_starve_the_others(backend: str) -> None:
                 b.close()
 
 
+def test_a_flood_from_a_latched_phone_does_not_starve_the_others(backend: str) -> None:
+    base = _port_base(17 + BACKENDS.index(backend))
+    with Relay(HOST, base, base + 199, backend=backend) as relay:
+        sessions = [relay.open_session() for _ in range(3)]
+        pairs = [(Phone(), Phone()) for _ in sessions]
+        stop = threading.Event()
+        loud = pairs[0][0]  # a latched phone gone wild: its storm is forwarded, it is its own
+        flooded = [0]
+
+        def storm() -> None:
+            junk = rtp(1, payload=b"\xee" * 100, ssrc=0xBAD)
+            loud.rtp.setblocking(False)
+            deadline = time.monotonic() + 3.0
+            while not stop.is_set() and time.monotonic() < deadline:
+                try:
+                    loud.rtp.sendto(junk, (HOST, sessions[0].a_port))
+                    flooded[0] += 1
+                except BlockingIOError:
+                    time.sleep(0.0005)
+                if flooded[0] % 2000 == 0:
+                    time.sleep(0)
+
+        try:
+            for s, (a, b) in zip(sessions, pairs, strict=True):
+                latch_both(s, a, b)
+            th = threading.Thread(target=storm)
+            th.start()
+            legit = [[0, 0] for _ in sessions]  # packets a got, packets b got (storm left out)
+            try:
+                time.sleep(0.05)
+                for seq in range(20, 45):
+                    for i, (s, (a, b)) in enumerate(zip(sessions, pairs, strict=True)):
+                        if i:
+                            a.send(s.a_port, rtp(seq, ssrc=i))
+                        b.send(s.b_port, rtp(seq, ssrc=100 + i))
+                    time.sleep(0.02)
+                for i, (a, b) in enumerate(pairs):
+                    got_a = a.recv_all(0.1)
+                    got_b = b.recv_all(0.1)
+                    legit[i] = [len(got_a), sum(1 for p in got_b if p[8:12] != b"\x00\x00\x0b\xad")]
+            finally:
+                stop.set()
+                th.join()
+            assert legit[1] == legit[2] == [25, 25]  # the other calls do not notice
+            assert legit[0][0] == 25  # and the loud call's other direction neither
+            st = sessions[0].stats()
+            assert st.a.rtp_packets_in > 1000 and flooded[0] > 1000
+        finally:
+            for a, b in pairs:
+                a.close()
+                b.close()
+
+
 # --- ports and lifecycle -------------------------------------------------------------------------
 
 

@@ -72,8 +72,10 @@ POINTS = [
     Point("flood-50", 50, flood_pps=100_000),
 ]
 RELAYS = ["mss", "rtpengine", "cfwd"]
+OPTIONAL = ["mss-epoll"]  # mss on its fallback back end, for comparison (--relays ...,mss-epoll)
 LABELS = {
     "mss": "mss",
+    "mss-epoll": "mss, epoll fallback",
     "rtpengine": "rtpengine (userspace)",
     "cfwd": "C forwarder (epoll + mmsg)",
 }
@@ -155,14 +157,14 @@ def start_relay(
             prefix=rt(opts),
         )
         return None, engine, engine.pid
-    if kind == "mss":
+    if kind in ("mss", "mss-epoll"):
         cmd = [
             sys.executable,
             str(HERE / "mss_host.py"),
             f"--calls={calls}",
             f"--port-min={PORT_MIN}",
             f"--port-max={PORT_MAX}",
-            f"--backend={opts.mss_backend}",
+            f"--backend={'epoll' if kind == 'mss-epoll' else opts.mss_backend}",
             f"--gather-us={opts.mss_gather_us}",
         ]
     else:
@@ -357,7 +359,7 @@ def plot(
     import matplotlib.pyplot as plt
 
     g711 = [p for p in points if p.name.startswith("g711")]
-    colors = {"mss": "tab:blue", "rtpengine": "tab:red", "cfwd": "tab:gray"}
+    colors = {"mss": "tab:blue", "mss-epoll": "tab:cyan", "rtpengine": "tab:red", "cfwd": "tab:gray"}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     for relay in relays:
         xs: list[int] = []
@@ -420,7 +422,7 @@ def main() -> int:
     opts = ap.parse_args()
     names = opts.points.split(",")
     points = POINTS if opts.points == "all" else [p for p in POINTS if p.name in names]
-    relays = [r for r in opts.relays.split(",") if r in RELAYS]
+    relays = [r for r in opts.relays.split(",") if r in RELAYS + OPTIONAL]
     if not points or not relays or not 1 <= opts.runs <= 20 or not 0.5 <= opts.measure <= 60:
         raise SystemExit("nothing to run: check --points, --relays, --runs, --measure")
     if (os.cpu_count() or 1) < 2:
