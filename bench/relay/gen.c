@@ -44,7 +44,7 @@
 #define OP_RECV 1ULL
 #define OP_SEND 2ULL
 #define OP_FLOOD 3ULL
-#define TICK_NS 200000LL            /* the generator wakes every 200 µs */
+#define TICK_NS 100000LL            /* the generator wakes every 100 µs */
 #define HIST_FINE 10000             /* 1 µs buckets up to 10 ms */
 #define HIST_COARSE 9900            /* then 100 µs buckets up to 1 s */
 #define FLOOD_BATCH 64
