@@ -33,6 +33,9 @@ log = logging.getLogger("mss.call")
 #: Seconds between two reads of the relay's receive times (for ``inactivity_timeout``).
 MEDIA_POLL_INTERVAL = 1.0
 
+#: Seconds closing waits for released calls to finish their BYE/CANCEL exchanges.
+CLOSE_WAIT = 5.0
+
 _LAST_RX = FIELDS.index("last_rx_ns")
 
 
@@ -95,7 +98,10 @@ class CallEngine:
     async def close(self) -> None:
         if self._media_timer is not None:
             self._media_timer.cancel()
-        self.release_all()  # normally nothing is left: the service drained the calls first
+        self.release_all()  # normally only released calls are left, their BYEs under way
+        deadline = time.monotonic() + CLOSE_WAIT
+        while self.calls and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         for call in list(self.calls.values()):
             self._end(call)
         if self.sip is not None:
