@@ -2,7 +2,7 @@
 """The relay's data plane: one native thread forwards RTP and RTCP between the two legs of each session.
 
 Python (``mss/relay.py``) decides; this module carries out a handful of verbs on C structures:
-bind a port pair, attach a session, set a leg's remote, re-latch, set forwarding and payload-type
+bind a leg's ports, attach a session, set a leg's remote, re-latch, set forwarding and payload-type
 maps, play frames into a leg, read counters, detach.
 
 GIL rule: the packet loop never touches Python. It holds ``Core.mu`` while it processes a batch and
@@ -13,8 +13,19 @@ the loop only.
 Packet path, per datagram (``handle_packet``): parse -> check_source (latch) -> count -> route ->
 rewrite -> forward. A send that would block is dropped and counted, never queued.
 
-Back ends: io_uring (multishot receive into provided buffers, sends batched into the wait system
-call, completions gathered for up to ``gather_us``), else epoll + recvmmsg/sendmmsg.
+Sockets, per leg: SK_RTP and SK_ANY share the RTP port (SO_REUSEPORT); SK_RTP is connected to the
+leg's remote as soon as it has one (signalled or latched), so the kernel hands it that source only,
+sends on it need no address, and with io_uring it receives with a plain recv. Every other source
+reaches SK_ANY (and is latched or counted as a stray there). SK_RTCP is the RTCP port.
+
+Back ends:
+- io_uring (the default when the kernel allows it): multishot receives into provided buffers; the
+  batch's sends go into the same system call that waits for the next batch; a busy loop sleeps
+  until ``gather_us`` after the start of its last batch (datagrams arriving meanwhile do not wake it:
+  deferred task work), so one wake-up and one system call serve tens of datagrams; sends name their
+  socket in a registered file table.
+- epoll: level-triggered readiness, recvmmsg per ready socket (at most RX_BATCH, so no socket
+  starves the others), sendmmsg per run of sends through one socket, and the same gathering.
 """
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t

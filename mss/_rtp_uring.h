@@ -46,7 +46,8 @@
 #ifndef IORING_FEAT_EXT_ARG
 #define IORING_FEAT_EXT_ARG (1U << 8)
 #endif
-/* Linux 6.12: the wait timeout may be an absolute CLOCK_MONOTONIC time; same release as this. */
+/* Linux 6.12 added IORING_ENTER_ABS_TIMER (the wait timeout is a CLOCK_MONOTONIC deadline) and,
+ * in the same release, IORING_FEAT_MIN_TIMEOUT, the feature bit taken here as its sign. */
 #define MSS_FEAT_MIN_TIMEOUT (1U << 15)
 #define MSS_ENTER_ABS_TIMER (1U << 5)
 #ifndef IORING_POLL_ADD_MULTI
@@ -228,6 +229,10 @@ static inline int mss_uring_setup_buffers(mss_uring *r, unsigned count, unsigned
         r->bufs = NULL;
         return -errno;
     }
+    /* Huge pages where the system allows them: every datagram lands in another buffer, and with
+     * 4 KiB pages each would cost a TLB miss to the kernel's copy and to the loop. */
+    madvise(r->bufs, r->bufs_len, MADV_HUGEPAGE);
+    memset(r->bufs, 0, r->bufs_len);
     memset(&reg, 0, sizeof(reg));
     reg.ring_addr = (uint64_t)(uintptr_t)r->br;
     reg.ring_entries = count;

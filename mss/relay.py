@@ -398,7 +398,7 @@ class RelaySession:
         return _seconds(ns)
 
     def close(self) -> None:
-        """Stop forwarding and playing, close the four sockets and free the ports. Idempotent."""
+        """Stop forwarding and playing, close the sockets and free the ports. Idempotent."""
         self._relay._close_session(self)
 
     def __enter__(self) -> RelaySession:
