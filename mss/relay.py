@@ -28,12 +28,16 @@ disabled   forwarding is off in that direction, or the other leg is playing
 send       the kernel refused the send (socket buffer full, ...): dropped, never queued
 ========== =========================================================================================
 
-Sockets: a leg's RTP port has two sockets (``SO_REUSEPORT``): once the leg latches, one is connected
-to the remote (the kernel then filters its input and sends need no address) and the other takes
-datagrams from everyone else, so they are still counted. The RTCP port has one.
+Sockets: IPv4 only. A leg's RTP port has two sockets (``SO_REUSEPORT``, bound only after an
+exclusive bind showed nobody else holds the port): as soon as the leg has a remote (signalled or
+latched) one is connected to it (the kernel then hands it that source only and sends need no
+address) and the other takes datagrams from everyone else, so they are latched or counted there.
+The RTCP port has one socket.
 
 Threading: every verb holds one lock (:attr:`Relay.lock` on the Python side, and the packet loop's
-own mutex on the C side); the packet loop never takes the GIL.
+own mutex on the C side); the packet loop never takes the GIL. The loop takes the mutex for each
+batch, so a verb waits at most one batch; with the io_uring back end a busy loop also answers a
+verb that needs it (open, close) within ``gather_us``.
 """
 
 from __future__ import annotations
