@@ -45,6 +45,7 @@ __all__ = [
     "Request",
     "Response",
     "Role",
+    "parse_datagram",
     "parse_message",
     "serialize",
 ]
@@ -455,6 +456,3 @@ def parse_datagram(data: bytes, *, role: Role = Role.SERVER, max_duration: int =
         params, _ = _split_params(data.partition(b":")[2][:MAX_IIF_MESSAGE].decode("ascii", "replace"))
         raise IIFError("more than one line in a datagram", iif_id=_readable_id(params))
     return parse_message(data, role=role, max_duration=max_duration)
-
-
-__all__ += ["parse_datagram"]

@@ -55,6 +55,11 @@ def _leg_id(seq: int, leg: str) -> str:
     return f"{seq}.{leg}"
 
 
+def _relay_leg(name: str) -> Literal["a", "b"]:
+    """The relay's leg named in a call-flow command (``a`` faces user1, ``b`` user2)."""
+    return "a" if name == "a" else "b"
+
+
 def _split_leg_id(leg_id: str) -> tuple[int, str] | None:
     seq, _, leg = leg_id.partition(".")
     if not seq.isdigit() or leg not in ("user1", "user2"):
@@ -73,7 +78,6 @@ class CallEngine:
         self.registered = not config.callback.external_line_mode
         self.calls: dict[int, _Call] = {}
         self._media_timer: asyncio.TimerHandle | None = None
-        self._wall_offset = time.time() - time.monotonic()
 
     # --- lifetime ------------------------------------------------------------------------------
 
@@ -262,17 +266,17 @@ class CallEngine:
         if s.closed:
             return
         if isinstance(command, cf.RelayRemote):
-            leg: Literal["a", "b"] = "a" if command.leg == "a" else "b"
+            leg = _relay_leg(command.leg)
             s.set_remote(leg, command.host, command.port, command.rtcp_port)
             s.relatch(leg)
         elif isinstance(command, cf.RelayPlay):
             frames = tones.ringback_frames(command.codec, ptime_ms=command.ptime)
             if frames:
-                size = tones.frame_bytes(command.codec, command.ptime)
-                s.play("a", frames, frame_bytes=size, payload_type=command.payload_type,
+                size = tones.frame_bytes(command.codec, command.ptime)  # G.711: a byte per sample
+                s.play(_relay_leg(command.leg), frames, frame_bytes=size, payload_type=command.payload_type,
                        ptime_ms=command.ptime, samples_per_frame=size)
         elif isinstance(command, cf.RelayStopPlay):
-            s.stop_play("a" if command.leg == "a" else "b")
+            s.stop_play(_relay_leg(command.leg))
         elif isinstance(command, cf.RelayForward):
             s.set_forwarding(a_to_b=command.a_to_b, b_to_a=command.b_to_a)
         elif isinstance(command, cf.RelayBridge):

@@ -146,7 +146,6 @@ class SipTransport:
         self._closed = False
         self._unregistered = asyncio.Event()
         self._refusals = RefusalLog(log)
-        self._dropped = 0
 
     # -- lifetime -------------------------------------------------------------------------------
 
@@ -281,7 +280,6 @@ class SipTransport:
     def _queue(self, dest: Addr, data: bytes) -> None:
         queue = self._connecting[dest]
         if sum(len(d) for d in queue) + len(data) > MAX_PENDING_BYTES:
-            self._dropped += 1
             log.warning("SIP tcp to %s:%d: queue full, message dropped", *dest)
             return
         queue.append(data)
