@@ -14,11 +14,11 @@ import time
 from collections.abc import Sequence
 from typing import cast
 
-from mss.aio.refusals import RefusalLog
 from mss.config import PeerServer
 from mss.desk import CallbackDesk, Origin
 from mss.errors import IIFError, TransportError
 from mss.iif import Cancel, IIFConnection, Request, Role, parse_datagram
+from mss.ratelog import RateLimitedLog
 
 __all__ = ["MAX_CONNECTIONS", "IIFServer", "PeerTable"]
 
@@ -41,7 +41,7 @@ class PeerTable:
         # Entries with a port first: they are the more specific match.
         self._peers = sorted(peers, key=lambda p: p.port is None)
         # (host, transport) -> [when last logged, refusals not logged since]
-        self._refusals = RefusalLog(log)
+        self._refusals = RateLimitedLog(log)
 
     def match(self, host: str, port: int, transport: str) -> PeerServer | None:
         """The peer at ``host:port``; on UDP the source port is not checked (replies use the config)."""
@@ -52,7 +52,7 @@ class PeerTable:
 
     def log_refusal(self, host: str, port: int, transport: str) -> None:
         """Log a stranger (rate-limited per address and transport)."""
-        self._refusals.refused((host, transport), "refused IIF %s from %s:%d: not a configured peer server",
+        self._refusals.warning((host, transport), "refused IIF %s from %s:%d: not a configured peer server",
                                transport, host, port)
 
 

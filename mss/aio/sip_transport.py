@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import cast
 
-from mss.aio.refusals import RefusalLog
 from mss.errors import TransportError
+from mss.ratelog import RateLimitedLog
 from mss.sip.events import Registered, RegistrationFailed, UAEvent, Unregistered
 from mss.sip.settings import UASettings
 from mss.sip.ua import UserAgent
@@ -145,7 +145,7 @@ class SipTransport:
         self._again = False
         self._closed = False
         self._unregistered = asyncio.Event()
-        self._refusals = RefusalLog(log)
+        self._refusals = RateLimitedLog(log)
 
     # -- lifetime -------------------------------------------------------------------------------
 
@@ -333,4 +333,4 @@ class SipTransport:
 
     def log_refusal(self, peer: Addr, transport: str) -> None:
         """Log a refused stranger (rate-limited per address)."""
-        self._refusals.refused(peer[0], "dropped SIP %s from %s:%d: not the PSS", transport, *peer)
+        self._refusals.warning(peer[0], "dropped SIP %s from %s:%d: not the PSS", transport, *peer)
