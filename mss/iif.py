@@ -31,6 +31,7 @@ import enum
 import re
 from collections import deque
 from dataclasses import dataclass
+from typing import NoReturn
 
 from mss.errors import IIFError, LocalProtocolError
 
@@ -84,6 +85,10 @@ RESULTS = frozenset(
 _ID_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_FIELD}}}")
 _USER_RE = re.compile(rf"[A-Za-z0-9+*#._-]{{1,{MAX_FIELD}}}")
 _METHOD_RE = re.compile(rb"([A-Z]+):[ \t]*")
+# A word before the first ':' that is not an IIF method (e.g. lowercase): its parameters are still read.
+_WORD_COLON_RE = re.compile(rb"([A-Za-z]+):")
+# An id anywhere in a message whose start cannot be read (``REQUEST id=7;...``): echoed when valid and whole.
+_LOOSE_ID_RE = re.compile(rb"(?:^|[ \t;:])id[ \t]*=[ \t]*([A-Za-z0-9._-]{1,%d})[ \t]*(?:;|$)" % MAX_FIELD)
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
 
 
@@ -242,6 +247,19 @@ def _user_param(params: dict[str, str], name: str, iif_id: str) -> str:
     return value
 
 
+def _refuse_without_method(line: bytes) -> NoReturn:
+    """Refuse a message that does not start with ``METHOD:``, echoing its id whenever one is readable.
+
+    SPEC.md: "the id left empty when none could be read", so ``request: id=7;...`` gets ``ACK: id=7;``.
+    """
+    word = _WORD_COLON_RE.match(line)
+    if word is not None:
+        params, _ = _split_params(line[word.end() :].decode("latin-1"))
+        raise IIFError(f"unknown method {word.group(1).decode('ascii')!r}", iif_id=_readable_id(params))
+    loose = _LOOSE_ID_RE.search(line)
+    raise IIFError("no METHOD: at the start of the message", iif_id=loose.group(1).decode("ascii") if loose else "")
+
+
 def parse_message(line: bytes, *, role: Role = Role.SERVER, max_duration: int = 86400) -> Event:
     """Parse one message (line end already removed).
 
@@ -251,7 +269,7 @@ def parse_message(line: bytes, *, role: Role = Role.SERVER, max_duration: int = 
         raise IIFError(f"message longer than {MAX_IIF_MESSAGE} bytes")
     match = _METHOD_RE.match(line)
     if match is None:
-        raise IIFError("no METHOD: at the start of the message")
+        _refuse_without_method(line)
     # latin-1 never fails; every rule below admits ASCII only, so other bytes are refused there.
     text = line[match.end() :].decode("latin-1")
     params, problem = _split_params(text.rstrip(" \t"))

@@ -215,6 +215,30 @@ def test_a_refused_message_does_not_spoil_the_next() -> None:
     ]
 
 
+def test_a_readable_id_is_echoed_whatever_else_is_wrong() -> None:
+    # SPEC.md: the id is left empty only "when none could be read". An unknown (lowercase) method, a
+    # space before the colon or a missing colon still leave a readable id: it is echoed.
+    stream = (
+        b"request: id=7;user1=100;user2=101;duration=30;\r\n"
+        + b"Cancel: id=8;\n"
+        + b"REQUEST : id=9;user1=100;user2=101;duration=30;\n"
+        + b"REQUEST id=10;user1=100;user2=101;duration=30\n"
+        + b"request: id=1 1;user1=100;\n"  # an id that is not valid is never echoed
+        + b"GET / HTTP/1.1\r\n"
+    )
+    assert events_of(stream) == [
+        Refused(b"ACK: id=7;code=fail;\r\n", "unknown method 'request'"),
+        Refused(b"ACK: id=8;code=fail;\r\n", "unknown method 'Cancel'"),
+        Refused(b"ACK: id=9;code=fail;\r\n", "no METHOD: at the start of the message"),
+        Refused(b"ACK: id=10;code=fail;\r\n", "no METHOD: at the start of the message"),
+        Refused(b"ACK: id=;code=fail;\r\n", "unknown method 'request'"),
+        Refused(b"ACK: id=;code=fail;\r\n", "no METHOD: at the start of the message"),
+    ]
+    with pytest.raises(IIFError) as info:
+        parse_datagram(b"request: id=7;user1=100;user2=101;duration=30;")
+    assert (info.value.reason, info.value.iif_id) == ("unknown method 'request'", "7")
+
+
 def test_max_duration_comes_from_the_connection() -> None:
     def make() -> object:
         return Fed(max_duration=60)
