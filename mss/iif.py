@@ -257,7 +257,8 @@ def _refuse_without_method(line: bytes) -> NoReturn:
         params, _ = _split_params(line[word.end() :].decode("latin-1"))
         raise IIFError(f"unknown method {word.group(1).decode('ascii')!r}", iif_id=_readable_id(params))
     loose = _LOOSE_ID_RE.search(line)
-    raise IIFError("no METHOD: at the start of the message", iif_id=loose.group(1).decode("ascii") if loose else "")
+    iif_id = loose.group(1).decode("ascii") if loose else ""
+    raise IIFError("no METHOD: at the start of the message", iif_id=iif_id)
 
 
 def parse_message(line: bytes, *, role: Role = Role.SERVER, max_duration: int = 86400) -> Event:
