@@ -49,6 +49,7 @@ __all__ = [
     "DEFAULT_TELEPHONE_EVENTS",
     "DEFAULT_TELEPHONE_EVENT_PT",
     "MAX_SDP_SIZE",
+    "MAX_SESSION_VERSION_DIGITS",
     "PASSTHROUGH_CODECS",
     "STATIC_PAYLOAD_TYPES",
     "TELEPHONE_EVENT",
@@ -119,12 +120,12 @@ def _check_token(value: str, what: str) -> None:
     # A token goes on a line between spaces: an empty one or one with whitespace would change the
     # line's meaning, and a CR or LF would inject a line.
     if not value or any(ch in value for ch in " \t\r\n"):
-        raise LocalProtocolError(f"{what} {value!r} is not a single token")
+        raise LocalProtocolError(f"{what} {_shown(value)} is not a single token")
 
 
 def _check_text(value: str, what: str) -> None:
     if "\r" in value or "\n" in value or "\0" in value:
-        raise LocalProtocolError(f"{what} {value!r} contains a CR, LF or NUL")
+        raise LocalProtocolError(f"{what} {_shown(value)} contains a CR, LF or NUL")
 
 
 def _check_port(port: int, what: str) -> None:
@@ -174,9 +175,9 @@ class Connection:
 
     def __post_init__(self) -> None:
         if self.nettype != "IN":
-            raise LocalProtocolError(f"c= network type {self.nettype!r} is not IN")
+            raise LocalProtocolError(f"c= network type {_shown(self.nettype)} is not IN")
         if self.addrtype not in ("IP4", "IP6"):
-            raise LocalProtocolError(f"c= address type {self.addrtype!r} is not IP4 or IP6")
+            raise LocalProtocolError(f"c= address type {_shown(self.addrtype)} is not IP4 or IP6")
         _check_token(self.address, "c= address")
 
     def __str__(self) -> str:
@@ -200,7 +201,7 @@ class Attribute:
     def __post_init__(self) -> None:
         _check_token(self.name, "attribute name")
         if ":" in self.name:
-            raise LocalProtocolError(f"attribute name {self.name!r} contains a colon")
+            raise LocalProtocolError(f"attribute name {_shown(self.name)} contains a colon")
         if self.value is not None:
             _check_text(self.value, f"a={self.name} value")
 
@@ -239,7 +240,7 @@ class Codec:
     def __post_init__(self) -> None:
         _check_token(self.name, "encoding name")
         if "/" in self.name:
-            raise LocalProtocolError(f"encoding name {self.name!r} contains a slash")
+            raise LocalProtocolError(f"encoding name {_shown(self.name)} contains a slash")
         if self.clock_rate <= 0 or self.channels <= 0:
             raise LocalProtocolError(f"codec {self.name}/{self.clock_rate}/{self.channels} is not valid")
         if self.fmtp is not None:
@@ -287,16 +288,53 @@ STATIC_PAYLOAD_TYPES: Mapping[int, Codec] = {
 #: The codecs mss relays untouched, by configuration name, with their static payload type.
 PASSTHROUGH_CODECS: Mapping[str, int] = {"PCMU": 0, "PCMA": 8, "G729": 18}
 
+# Every number read from an SDP has its length bounded before int() or float() sees it: a number
+# of thousands of digits would otherwise cost quadratic time, or raise ValueError past Python's
+# 4,300-digit limit, instead of the SdpError the caller handles. Digits are ASCII only (RFC 8866 §9:
+# DIGIT = %x30-39); int() would also take other scripts' digits.
+
+#: Digits of the o= session version. RFC 3264 §5: "The numeric value of the session id and version
+#: in the o line MUST be representable with a 64 bit signed integer" (19 digits); 20 also takes the
+#: unsigned 64-bit values some stacks write.
+MAX_SESSION_VERSION_DIGITS = 20
+#: Digits of a payload type: they are 0-127 (RFC 3550 §5.1, a 7-bit field).
+_PT_DIGITS = 3
+#: Digits of a port or a number of ports: ports are 0-65535 (16 bits).
+_PORT_DIGITS = 5
+#: Digits of an a=rtpmap clock rate: audio runs at 8-48 kHz, video at 90 kHz; 9 digits is ample.
+_CLOCK_RATE_DIGITS = 9
+#: Digits of an a=rtpmap channel count (audio has a handful of channels).
+_CHANNELS_DIGITS = 3
+#: Digits of a=ptime/a=maxptime milliseconds, before and after the decimal point (99999 ms is
+#: already far beyond any packet time).
+_PTIME_DIGITS = 5
+_PTIME_DECIMALS = 3
+#: Longest piece of input quoted in an error message: enough to recognise the line, too little for
+#: a hostile body to fill a log or a CDR through one error.
+_MAX_SHOWN = 80
+
 # a=rtpmap:<payload type> <encoding name>/<clock rate>[/<encoding parameters>]   (RFC 8866 §6.6)
-_RTPMAP = re.compile(r"(\d{1,3}) ([^/\s]+)/(\d{1,9})(?:/(\d{1,3}))?")
+_RTPMAP = re.compile(
+    rf"([0-9]{{1,{_PT_DIGITS}}}) ([^/\s]+)/([0-9]{{1,{_CLOCK_RATE_DIGITS}}})"
+    rf"(?:/([0-9]{{1,{_CHANNELS_DIGITS}}}))?"
+)
 # a=rtcp:<port> [<nettype> <addrtype> <connection-address>]                       (RFC 3605 §2.1)
-_RTCP = re.compile(r"(\d{1,5})(?: IN (IP4|IP6) (\S+))?")
+_RTCP = re.compile(rf"([0-9]{{1,{_PORT_DIGITS}}})(?: IN (IP4|IP6) (\S+))?")
 # a=ptime:<packet time>, a=maxptime:<maximum packet time>: milliseconds, an integer or a decimal
 # (RFC 8866 §6.4, §6.5)
-_PTIME = re.compile(r"\d{1,5}(?:\.\d{1,3})?")
+_PTIME = re.compile(rf"[0-9]{{1,{_PTIME_DIGITS}}}(?:\.[0-9]{{1,{_PTIME_DECIMALS}}})?")
 # m=<media> <port>[/<number of ports>] <proto> <fmt> ...                          (RFC 8866 §5.14)
-_PORT = re.compile(r"(\d{1,5})(?:/(\d{1,5}))?")
-_PT = re.compile(r"\d{1,3}")
+_PORT = re.compile(rf"([0-9]{{1,{_PORT_DIGITS}}})(?:/([0-9]{{1,{_PORT_DIGITS}}}))?")
+_PT = re.compile(rf"[0-9]{{1,{_PT_DIGITS}}}")
+# o=<username> <sess-id> <sess-version> ...: sess-version = 1*DIGIT                (RFC 8866 §9)
+_SESSION_VERSION = re.compile(rf"[0-9]{{1,{MAX_SESSION_VERSION_DIGITS}}}")
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted for an error message, cut at :data:`_MAX_SHOWN` characters."""
+    if len(text) <= _MAX_SHOWN:
+        return repr(text)
+    return f"{text[:_MAX_SHOWN]!r}... ({len(text)} characters)"
 _DIRECTIONS = frozenset(d.value for d in Direction)
 
 
@@ -304,7 +342,7 @@ def _parse_rtpmap(value: str) -> tuple[int, Codec]:
     m = _RTPMAP.fullmatch(value)
     if m is None or int(m[1]) > 127 or int(m[3]) == 0 or m[4] == "0":
         raise SdpError(
-            f"bad a=rtpmap value {value!r}: expected <payload type 0-127> <encoding>/<clock rate>"
+            f"bad a=rtpmap value {_shown(value)}: expected <payload type 0-127> <encoding>/<clock rate>"
             "[/<channels>]"
         )
     return int(m[1]), Codec(name=m[2], clock_rate=int(m[3]), channels=int(m[4] or 1))
@@ -313,13 +351,13 @@ def _parse_rtpmap(value: str) -> tuple[int, Codec]:
 def _parse_rtcp(value: str) -> tuple[int, str | None]:
     m = _RTCP.fullmatch(value)
     if m is None or int(m[1]) > 65535:
-        raise SdpError(f"bad a=rtcp value {value!r}: expected <port> [IN <IP4|IP6> <address>]")
+        raise SdpError(f"bad a=rtcp value {_shown(value)}: expected <port> [IN <IP4|IP6> <address>]")
     return int(m[1]), m[3]
 
 
 def _parse_ptime(name: str, value: str) -> int:
     if _PTIME.fullmatch(value) is None or float(value) == 0:
-        raise SdpError(f"bad a={name} value {value!r}: expected milliseconds")
+        raise SdpError(f"bad a={name} value {_shown(value)}: expected milliseconds")
     return max(1, round(float(value)))
 
 
@@ -584,7 +622,7 @@ def parse_sdp(data: bytes) -> SessionDescription:
     if not numbered:
         raise SdpError("empty SDP body")
     if numbered[0][1] != "v=0":
-        raise SdpError(f"line {numbered[0][0]}: an SDP body begins with v=0, not {numbered[0][1]!r}")
+        raise SdpError(f"line {numbered[0][0]}: an SDP body begins with v=0, not {_shown(numbered[0][1])}")
     try:
         return _parse_lines(numbered[1:])
     except LocalProtocolError as exc:  # a value the dataclasses refuse, e.g. a CR inside a line
@@ -606,7 +644,7 @@ def _parse_lines(numbered: list[tuple[int, str]]) -> SessionDescription:
     for n, line in numbered:
         match = _LINE.fullmatch(line)
         if match is None:
-            raise SdpError(f"line {n}: {line!r} is not a <type>=<value> line")
+            raise SdpError(f"line {n}: {_shown(line)} is not a <type>=<value> line")
         kind, value = match[1], match[2]
         # RFC 8866 §5: "An SDP parser MUST completely ignore or reject any session description
         # that contains a type letter that it does not understand."
@@ -690,11 +728,18 @@ def _parse_origin(n: int, value: str) -> Origin:
     parts = value.split()
     if len(parts) != 6:
         raise SdpError(
-            f"line {n}: bad o= line {line!r}: expected <username> <sess-id> <sess-version> "
+            f"line {n}: bad o= line {_shown(line)}: expected <username> <sess-id> <sess-version> "
             "<nettype> <addrtype> <address>"
         )
-    if not parts[2].isdigit():
-        raise SdpError(f"line {n}: bad o= line {line!r}: session version {parts[2]!r} is not a number")
+    if _SESSION_VERSION.fullmatch(parts[2]) is None:
+        if parts[2].isascii() and parts[2].isdigit():
+            raise SdpError(
+                f"line {n}: bad o= line {_shown(line)}: session version of {len(parts[2])} digits is "
+                f"longer than {MAX_SESSION_VERSION_DIGITS} (RFC 3264 §5: a 64-bit integer)"
+            )
+        raise SdpError(
+            f"line {n}: bad o= line {_shown(line)}: session version {_shown(parts[2])} is not a number"
+        )
     return Origin(
         username=parts[0],
         session_id=parts[1],
@@ -709,18 +754,20 @@ def _parse_connection(n: int, value: str) -> Connection:
     line = f"c={value}"
     parts = value.split()
     if len(parts) != 3:
-        raise SdpError(f"line {n}: bad c= line {line!r}: expected IN <IP4|IP6> <address>")
+        raise SdpError(f"line {n}: bad c= line {_shown(line)}: expected IN <IP4|IP6> <address>")
     if parts[0] != "IN":
-        raise SdpError(f"line {n}: bad c= line {line!r}: network type {parts[0]!r} is not IN")
+        raise SdpError(f"line {n}: bad c= line {_shown(line)}: network type {_shown(parts[0])} is not IN")
     if parts[1] not in ("IP4", "IP6"):
-        raise SdpError(f"line {n}: bad c= line {line!r}: address type {parts[1]!r} is not IP4 or IP6")
+        raise SdpError(
+            f"line {n}: bad c= line {_shown(line)}: address type {_shown(parts[1])} is not IP4 or IP6"
+        )
     return Connection(addrtype=parts[1], address=parts[2])
 
 
 def _parse_attribute(n: int, value: str, earlier: Sequence[Attribute]) -> Attribute:
     name, colon, rest = value.partition(":")
     if not name or any(ch in name for ch in " \t"):
-        raise SdpError(f"line {n}: bad a= line {'a=' + value!r}: expected <name>[:<value>]")
+        raise SdpError(f"line {n}: bad a= line {_shown('a=' + value)}: expected <name>[:<value>]")
     attr = Attribute(name=name, value=rest if colon else None)
     try:
         if name == "rtpmap":
@@ -746,21 +793,23 @@ def _build_media(builder: _MediaBuilder, session_connection: Connection | None) 
     line = f"m={value}"
     parts = value.split()
     if len(parts) < 4:
-        raise SdpError(f"line {n}: bad m= line {line!r}: expected <media> <port> <proto> <format> ...")
+        raise SdpError(f"line {n}: bad m= line {_shown(line)}: expected <media> <port> <proto> <format> ...")
     media_type, port_text, proto, formats = parts[0], parts[1], parts[2], tuple(parts[3:])
     port_match = _PORT.fullmatch(port_text)
     if port_match is None:
-        raise SdpError(f"line {n}: bad m= line {line!r}: port {port_text!r} is not a number")
+        raise SdpError(f"line {n}: bad m= line {_shown(line)}: port {_shown(port_text)} is not a number")
     port = int(port_match[1])
     if port > 65535:
         raise SdpError(f"line {n}: bad m= line {line!r}: port {port} is out of range")
     count = None if port_match[2] is None else int(port_match[2])
     if count == 0:
-        raise SdpError(f"line {n}: bad m= line {line!r}: number of ports is 0")
+        raise SdpError(f"line {n}: bad m= line {_shown(line)}: number of ports is 0")
     if proto.upper().startswith("RTP/"):
         for fmt in formats:
             if _PT.fullmatch(fmt) is None or int(fmt) > 127:
-                raise SdpError(f"line {n}: bad m= line {line!r}: payload type {fmt!r} is not a number 0-127")
+                raise SdpError(
+                    f"line {n}: bad m= line {_shown(line)}: payload type {_shown(fmt)} is not a number 0-127"
+                )
     # RFC 8866 §5.7: a c= line is required in every media section or at session level. A rejected
     # stream (port 0) carries no media, so its missing address harms nobody.
     if port != 0 and builder.connection is None and session_connection is None:
@@ -860,9 +909,9 @@ def _remote_address(sd: SessionDescription, media: MediaDescription) -> Connecti
     try:
         ip = ipaddress.ip_address(conn.address)
     except ValueError:
-        raise SdpError(f"c= address {conn.address!r} is not an IP address") from None
+        raise SdpError(f"c= address {_shown(conn.address)} is not an IP address") from None
     if ip.version != (4 if conn.addrtype == "IP4" else 6):
-        raise SdpError(f"c= address {conn.address!r} is not an {conn.addrtype} address")
+        raise SdpError(f"c= address {_shown(conn.address)} is not an {conn.addrtype} address")
     return conn
 
 
@@ -1273,7 +1322,8 @@ class LocalSdp:
         as pjmedia does, when the id is numeric, else 1)."""
         self.session_id = str(session_id)
         if version is None:
-            version = int(self.session_id) if self.session_id.isdigit() else 1
+            numeric = _SESSION_VERSION.fullmatch(self.session_id) is not None
+            version = int(self.session_id) if numeric else 1
         self.first_version = version
         self.last: SessionDescription | None = None
         """The last SDP stamped, None before the first."""

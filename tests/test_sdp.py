@@ -888,3 +888,147 @@ def test_offer_answer_agree(
     assert not (theirs.local_direction.receives and not direction.sends)
     assert ours.send == theirs.receive and ours.receive == theirs.send
     assert pt_mapping(ours, theirs) == ({}, {})
+
+
+# --- huge and non-ASCII numbers ------------------------------------------------------------------
+
+#: One digit past the 4,300 that int() converts (sys.get_int_max_str_digits()): unguarded, int()
+#: raises ValueError instead of SdpError.
+HUGE = "9" * 4301
+
+_FIELDS = {
+    "o": "- 1 1 IN IP4 127.0.0.1",
+    "b": "AS:84",
+    "t": "0 0",
+    "r": "7d 1h 0 25h",
+    "m": "4000 RTP/AVP 0 101",
+    "rtpmap": "101 telephone-event/8000",
+    "fmtp": "101 0-16",
+    "ptime": "20",
+    "maxptime": "40",
+    "rtcp": "4001",
+}
+
+
+def _body(**fields: str) -> bytes:
+    f = {**_FIELDS, **fields}
+    return (
+        f"v=0\r\no={f['o']}\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nb={f['b']}\r\nt={f['t']}\r\nr={f['r']}\r\n"
+        f"m=audio {f['m']}\r\na=rtpmap:{f['rtpmap']}\r\na=fmtp:{f['fmtp']}\r\na=ptime:{f['ptime']}\r\n"
+        f"a=maxptime:{f['maxptime']}\r\na=rtcp:{f['rtcp']}\r\n"
+    ).encode()
+
+
+def _cut(text: str) -> str:
+    """How an error message quotes a long piece of input."""
+    return f"{text[:80]!r}... ({len(text)} characters)"
+
+
+_RTPMAP_EXPECTED = "expected <payload type 0-127> <encoding>/<clock rate>[/<channels>]"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        (
+            "o",
+            f"- 1 {HUGE} IN IP4 127.0.0.1",
+            f"line 2: bad o= line {_cut(f'o=- 1 {HUGE} IN IP4 127.0.0.1')}: session version of 4301 "
+            "digits is longer than 20 (RFC 3264 §5: a 64-bit integer)",
+        ),
+        (
+            "m",
+            f"{HUGE} RTP/AVP 0",
+            f"line 8: bad m= line {_cut(f'm=audio {HUGE} RTP/AVP 0')}: port {_cut(HUGE)} is not a number",
+        ),
+        (
+            "m",
+            f"4000/{HUGE} RTP/AVP 0",
+            f"line 8: bad m= line {_cut(f'm=audio 4000/{HUGE} RTP/AVP 0')}: port {_cut('4000/' + HUGE)} "
+            "is not a number",
+        ),
+        (
+            "m",
+            f"4000 RTP/AVP 0 {HUGE}",
+            f"line 8: bad m= line {_cut(f'm=audio 4000 RTP/AVP 0 {HUGE}')}: payload type {_cut(HUGE)} "
+            "is not a number 0-127",
+        ),
+        ("rtpmap", f"{HUGE} PCMU/8000", f"line 9: bad a=rtpmap value {_cut(HUGE + ' PCMU/8000')}: "
+         + _RTPMAP_EXPECTED),
+        ("rtpmap", f"0 PCMU/{HUGE}", f"line 9: bad a=rtpmap value {_cut('0 PCMU/' + HUGE)}: "
+         + _RTPMAP_EXPECTED),
+        ("rtpmap", f"0 PCMU/8000/{HUGE}", f"line 9: bad a=rtpmap value {_cut('0 PCMU/8000/' + HUGE)}: "
+         + _RTPMAP_EXPECTED),
+        ("ptime", HUGE, f"line 11: bad a=ptime value {_cut(HUGE)}: expected milliseconds"),
+        ("ptime", f"20.{HUGE}", f"line 11: bad a=ptime value {_cut('20.' + HUGE)}: expected milliseconds"),
+        ("maxptime", HUGE, f"line 12: bad a=maxptime value {_cut(HUGE)}: expected milliseconds"),
+        ("rtcp", HUGE, f"line 13: bad a=rtcp value {_cut(HUGE)}: expected <port> [IN <IP4|IP6> <address>]"),
+        (
+            "rtcp",
+            f"{HUGE} IN IP4 127.0.0.1",
+            f"line 13: bad a=rtcp value {_cut(HUGE + ' IN IP4 127.0.0.1')}: "
+            "expected <port> [IN <IP4|IP6> <address>]",
+        ),
+    ],
+)
+def test_huge_numbers_are_refused_with_a_clear_error(field: str, value: str, message: str) -> None:
+    # Every number mss converts has its length bounded first: the parser's SdpError (488), with the
+    # hostile line cut short in the message, never a ValueError from int().
+    with pytest.raises(SdpError) as info:
+        parse_sdp(_body(**{field: value}))
+    assert info.value.reason == message
+    assert info.value.status == 488
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("o", f"- {HUGE} 1 IN IP4 127.0.0.1"),  # sess-id: an identifier, compared as written
+        ("b", f"AS:{HUGE}"),
+        ("t", f"{HUGE} {HUGE[:4000]}"),
+        ("r", f"{HUGE} 1h 0"),
+        ("fmtp", f"101 0-{HUGE}"),
+    ],
+)
+def test_huge_numbers_mss_never_converts_are_kept_as_written(field: str, value: str) -> None:
+    # b=, t=, r=, fmtp and the session id are carried as text (nothing in mss computes with them),
+    # so a huge number there parses, round-trips and negotiates.
+    body = _body(**{field: value})
+    sd = parse_sdp(body)
+    assert value.encode() in bytes(sd)
+    assert parse_sdp(bytes(sd)) == sd
+    answer, negotiated = make_answer(
+        sd, host="127.0.0.2", port=5000, codecs=["PCMU"], session_id=1, version=1
+    )
+    assert negotiated.codec.name == "PCMU"
+    assert negotiated.remote_te_pt == 101
+    assert parse_sdp(bytes(answer)).media[0].port == 5000
+
+
+def test_longest_session_version_is_taken() -> None:
+    sd = parse_sdp(_body(o="- 1 18446744073709551615 IN IP4 127.0.0.1"))
+    assert sd.origin.version == 2**64 - 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        # '²' is str.isdigit() but not a digit int() reads: unguarded, it raised ValueError.
+        ("o", "- 1 ² IN IP4 127.0.0.1", "line 2: bad o= line 'o=- 1 ² IN IP4 127.0.0.1': session version "
+         "'²' is not a number"),
+        # Arabic-Indic 4000: int() reads it, but the SDP grammar's DIGIT is ASCII only.
+        ("m", "٤٠٠٠ RTP/AVP 0", "line 8: bad m= line 'm=audio ٤٠٠٠ RTP/AVP 0': port '٤٠٠٠' is not a number"),
+        ("m", "4000 RTP/AVP ٨", "line 8: bad m= line 'm=audio 4000 RTP/AVP ٨': payload type '٨' is not a "
+         "number 0-127"),
+        ("ptime", "٢٠", "line 11: bad a=ptime value '٢٠': expected milliseconds"),
+    ],
+)
+def test_numbers_are_ascii_digits(field: str, value: str, message: str) -> None:
+    with pytest.raises(SdpError) as info:
+        parse_sdp(_body(**{field: value}))
+    assert info.value.reason == message
+
+
+def test_local_sdp_with_an_overlong_numeric_session_id_starts_at_version_1() -> None:
+    assert LocalSdp(session_id=HUGE).first_version == 1
+    assert LocalSdp(session_id="3921400000").first_version == 3921400000
