@@ -9,6 +9,7 @@ An empty value means "unset"; the defaults below are those of SPEC.md.
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -132,6 +133,12 @@ class PeerServer:
     """IP address the AS connects from."""
     port: int | None = None
     """Source port required on TCP, and where RESPONSEs go over UDP; None: any."""
+    max_calls: int | None = None
+    """[peer.NAME] max_calls: concurrent callbacks this peer may hold; None: only [callback] max_calls."""
+    max_rate: float | None = None
+    """[peer.NAME] max_rate: REQUESTs per second this peer may order; None: no limit."""
+    events: bool = False
+    """[peer.NAME] events: EVENT lines on this peer's TCP connections (parsed and checked; not sent yet)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,6 +147,8 @@ class JournalConfig:
 
     path: str = "mss-journal.sqlite3"
     """sqlite3 file (relative paths are relative to config.ini's directory)."""
+    keep_days: float = 30.0
+    """Delivered RESPONSEs and CDRs older than this many days are deleted; 0 keeps them forever."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,6 +204,33 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
 
 
 _port = _int_in(1, 65535)
+
+#: Longest decimal number read from config.ini: bounds float() and keeps values exact enough.
+_MAX_DECIMAL_CHARS = 16
+
+
+def _decimal_in(low: float, high: float, *, above_low: bool = False) -> Callable[[str], float]:
+    """A plain decimal number (``30``, ``0.5``; no sign, exponent, inf or nan) within ``low..high``."""
+
+    def parse(text: str) -> float:
+        whole, dot, frac = text.partition(".")
+        digits = whole + frac
+        if (
+            len(text) > _MAX_DECIMAL_CHARS
+            or not digits.isascii()
+            or not digits.isdigit()
+            or not whole
+            or (dot and not frac)
+        ):
+            raise ValueError(f"{text!r} is not a decimal number")
+        value = float(text)
+        if above_low and value == low:
+            raise ValueError(f"{text} is not above {low:g}")
+        if not low <= value <= high:
+            raise ValueError(f"{text} is outside {low:g}..{high:g}")
+        return value
+
+    return parse
 
 
 def _bool(text: str) -> bool:
@@ -276,6 +312,13 @@ def _peer(name: str, text: str) -> PeerServer:
     return PeerServer(name=name, host=_ip(host), port=_port(port_text) if port_text is not None else None)
 
 
+#: Keys of a [peer.NAME] section (SPEC.md, "Additions").
+_PEER_KEYS = ("max_calls", "max_rate", "events")
+
+#: Prefix of the per-peer sections.
+_PEER_SECTION = "peer."
+
+
 # --- the reader ---------------------------------------------------------------------------------
 
 _KNOWN: dict[str, set[str]] = {
@@ -342,8 +385,8 @@ def check_text(text: str, *, base_dir: Path | None = None) -> ConfigCheck:
         return result
 
     for section in parser.sections():
-        if section == "peer_servers":
-            continue
+        if section == "peer_servers" or section.startswith(_PEER_SECTION):
+            continue  # [peer.NAME] is checked with the peers: mistakes there are errors
         if section not in _KNOWN:
             result.warnings.append(f"[{section}]: unknown section, ignored")
             continue
@@ -421,12 +464,14 @@ def check_text(text: str, *, base_dir: Path | None = None) -> ConfigCheck:
                 peers.append(_peer(name, value))
             except ValueError as exc:
                 result.errors.append(ConfigError("peer_servers", name, str(exc)))
+    peers = _peer_limits(parser, r, peers)
     if not peers and not any(e.section == "peer_servers" for e in result.errors):
         result.errors.append(
             ConfigError("peer_servers", None, "no peer server listed: nobody could order a callback")
         )
 
     journal_path = r.get("journal", "path", str, JournalConfig().path)
+    keep_days = r.get("journal", "keep_days", _decimal_in(0, 36500), JournalConfig().keep_days)
     if base_dir is not None and not Path(journal_path).is_absolute():
         journal_path = str(base_dir / journal_path)
     log_level = r.get("log", "level", _log_level, "info")
@@ -438,10 +483,38 @@ def check_text(text: str, *, base_dir: Path | None = None) -> ConfigCheck:
             external_line=external_line,
             rtp=rtp,
             peer_servers=tuple(peers),
-            journal=JournalConfig(path=journal_path),
+            journal=JournalConfig(path=journal_path, keep_days=keep_days),
             log_level=log_level,
         )
     return result
+
+
+def _peer_limits(parser: configparser.ConfigParser, r: _Reader, peers: list[PeerServer]) -> list[PeerServer]:
+    """Apply each [peer.NAME] section to its [peer_servers] entry.
+
+    A toll-fraud guard that silently does nothing is worse than none: a section for a name not in
+    [peer_servers], or a key not known, is an error (not the warning other unknown keys get).
+    """
+    by_name = {peer.name: peer for peer in peers}
+    for section in parser.sections():
+        if not section.startswith(_PEER_SECTION):
+            continue
+        name = section[len(_PEER_SECTION) :]
+        if name not in by_name:
+            listed = ", ".join(by_name) or "none"
+            reason = f"{name!r} is not in [peer_servers] (listed: {listed})"
+            r.errors.append(ConfigError(section, None, reason))
+            continue
+        for key in parser.options(section):
+            if key not in _PEER_KEYS:
+                r.errors.append(ConfigError(section, key, f"unknown key (known: {', '.join(_PEER_KEYS)})"))
+        by_name[name] = dataclasses.replace(
+            by_name[name],
+            max_calls=r.get(section, "max_calls", _int_in(1, 100_000), None),
+            max_rate=r.get(section, "max_rate", _decimal_in(0, 100_000, above_low=True), None),
+            events=r.get(section, "events", _bool, False),
+        )
+    return [by_name[peer.name] for peer in peers]
 
 
 def check(path: str | Path) -> ConfigCheck:

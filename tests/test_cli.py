@@ -83,6 +83,10 @@ def test_check_config_error_exit_2(tmp_path: Path) -> None:
          "[callback] extended_response: 'perhaps' is not yes or no"),
         ("[external_line]", "[line_not_used]",
          "[external_line]: is required when external_line_mode = yes"),
+        ("[peer.as1]", "[peer.as7]", "[peer.as7]: 'as7' is not in [peer_servers] (listed: as1)"),
+        ("max_rate =   ", "max_rate = lots", "[peer.as1] max_rate: 'lots' is not a decimal number"),
+        ("events = no", "event = no", "[peer.as1] event: unknown key (known: max_calls, max_rate, events)"),
+        ("keep_days = 30", "keep_days = -3", "[journal] keep_days: '-3' is not a decimal number"),
     ],
 )
 def test_check_config_documented_errors(

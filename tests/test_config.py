@@ -283,6 +283,23 @@ def load_text(text: str) -> Config:
         ([("peer_servers", "as1", "127.0.0.1:")], "[peer_servers] as1: '' is not a whole number"),
         ([("peer_servers", "as1", "[::1]5080")], "[peer_servers] as1: '[::1]5080' is not ip[:port]"),
         ([("peer_servers", "as1", "")], "[peer_servers] as1: '' is not an IP address"),
+        # journal retention
+        ([("journal", "keep_days", "-1")], "[journal] keep_days: '-1' is not a decimal number"),
+        ([("journal", "keep_days", "1e3")], "[journal] keep_days: '1e3' is not a decimal number"),
+        ([("journal", "keep_days", "nan")], "[journal] keep_days: 'nan' is not a decimal number"),
+        ([("journal", "keep_days", "3.")], "[journal] keep_days: '3.' is not a decimal number"),
+        ([("journal", "keep_days", "40000")], "[journal] keep_days: 40000 is outside 0..36500"),
+        # per-peer limits
+        ([("peer.as2", "max_calls", "5")], "[peer.as2]: 'as2' is not in [peer_servers] (listed: as1)"),
+        (
+            [("peer.as1", "max_call", "5")],
+            "[peer.as1] max_call: unknown key (known: max_calls, max_rate, events)",
+        ),
+        ([("peer.as1", "max_calls", "0")], "[peer.as1] max_calls: 0 is outside 1..100000"),
+        ([("peer.as1", "max_calls", "many")], "[peer.as1] max_calls: 'many' is not a whole number"),
+        ([("peer.as1", "max_rate", "0")], "[peer.as1] max_rate: 0 is not above 0"),
+        ([("peer.as1", "max_rate", "-2")], "[peer.as1] max_rate: '-2' is not a decimal number"),
+        ([("peer.as1", "events", "sometimes")], "[peer.as1] events: 'sometimes' is not yes or no"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
@@ -385,3 +402,39 @@ def test_ipv6_addresses_are_normalised() -> None:
         PeerServer(name="as1", host="::1"),
         PeerServer(name="as2", host="::1", port=80),
     )
+
+
+# --- [journal] keep_days and [peer.NAME] ----------------------------------------------------------
+
+
+def test_keep_days_default_fraction_and_forever() -> None:
+    assert load_text(render()).journal.keep_days == 30.0
+    assert load_text(render(("journal", "keep_days", "0.25"))).journal.keep_days == 0.25
+    assert load_text(render(("journal", "keep_days", "0"))).journal.keep_days == 0.0  # keep forever
+    assert load_text(render(("journal", "keep_days", ""))).journal.keep_days == 30.0  # empty: unset
+
+
+def test_peer_limits_read_and_applied_to_their_peer() -> None:
+    cfg = load_text(
+        render(
+            ("peer_servers", "as2", "10.0.0.2:7000"),
+            ("peer.as1", "max_calls", "10"),
+            ("peer.as1", "max_rate", "2.5"),
+            ("peer.as1", "events", "yes"),
+            ("peer.as2", "max_calls", ""),  # empty: unset
+        )
+    )
+    assert cfg.peer_servers == (
+        PeerServer(name="as1", host="127.0.0.1", max_calls=10, max_rate=2.5, events=True),
+        PeerServer(name="as2", host="10.0.0.2", port=7000),
+    )
+
+
+def test_peer_section_mistakes_are_errors_not_warnings() -> None:
+    result = check_text(render(("peer.as9", "max_rate", "1"), ("peer.as1", "max_rate", "fast")))
+    assert result.config is None
+    assert result.warnings == []
+    assert [str(e) for e in result.errors] == [
+        "[peer.as9]: 'as9' is not in [peer_servers] (listed: as1)",
+        "[peer.as1] max_rate: 'fast' is not a decimal number",
+    ]
