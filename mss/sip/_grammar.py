@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 
+from mss.errors import SipError
+
 __all__ = [
     "ABSOLUTE_URI_RE",
     "CALL_ID_RE",
     "HOST_RE",
+    "MAX_NUMBER_DIGITS",
     "METHOD_RE",
     "PARAM_VALUE_CHARS",
     "PASSWORD_RE",
@@ -26,6 +29,7 @@ __all__ = [
     "USER_RE",
     "WS",
     "is_token",
+    "parse_number",
 ]
 
 #: ``WSP = SP / HTAB``; after unfolding this is all of LWS.
@@ -108,3 +112,32 @@ _token_fullmatch = TOKEN_RE.fullmatch
 def is_token(text: str) -> bool:
     """True when ``text`` is a non-empty RFC 3261 token."""
     return _token_fullmatch(text) is not None
+
+
+#: Significant digits a number read off the wire may have. Every number mss reads is at most 32 bits:
+#: RFC 3261 §20.16 CSeq < 2**31, §20.22 Max-Forwards 0-255, §20.14 Content-Length, §25.1
+#: delta-seconds (Expires, Retry-After; "a value larger than 2**32-1" is out of range), RFC 3262
+#: RSeq/RAck 1 .. 2**31-1, RFC 4028 Session-Expires/Min-SE (delta-seconds). 2**32-1 has 10 digits, so
+#: a longer number is refused before ``int()`` sees it (which, past 4,300 digits, raises ValueError).
+MAX_NUMBER_DIGITS = 10
+
+#: ``1*DIGIT`` in ASCII (``str.isdigit`` also takes other scripts' digits, which ``int()`` reads too).
+_DIGITS_RE = re.compile(r"[0-9]+")
+
+
+def parse_number(text: str, what: str, limit: int = 2**32 - 1) -> int:
+    """``text`` (``1*DIGIT``, white space around it ignored) as an int no larger than ``limit``.
+
+    Raises :class:`~mss.errors.SipError` (400) naming ``what`` when it is not a number, has more
+    than :data:`MAX_NUMBER_DIGITS` significant digits, or is larger than ``limit``.
+    """
+    v = text.strip(WS)
+    if _DIGITS_RE.fullmatch(v) is None:
+        raise SipError(f"{what} {v[:40]!r} is not a number")
+    digits = v.lstrip("0") or "0"
+    if len(digits) > MAX_NUMBER_DIGITS:
+        raise SipError(f"{what} has {len(digits)} digits (at most {MAX_NUMBER_DIGITS})")
+    n = int(digits)
+    if n > limit:
+        raise SipError(f"{what} {n} is larger than {limit}")
+    return n

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from mss.errors import SipError
+from mss.sip._grammar import parse_number
 from mss.sip.message import MAX_MESSAGE_SIZE
 
 __all__ = ["KeepAlive", "StreamFramer"]
@@ -45,7 +46,7 @@ def _content_length(head: bytes) -> int:
                 raise SipError(f"Content-Length {text[:20]!r} is not a number")
             if found is not None:
                 raise SipError("Content-Length appears twice")
-            found = int(text)
+            found = parse_number(text.decode("ascii"), "Content-Length", MAX_MESSAGE_SIZE)
     if found is None:
         raise SipError("a message on a stream has no Content-Length")
     return found

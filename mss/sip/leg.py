@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from mss.errors import LocalProtocolError, SipError
+from mss.sip._grammar import parse_number
 from mss.sip.auth import Authenticator
 from mss.sip.dialog import Dialog
 from mss.sip.events import (
@@ -157,12 +158,10 @@ class Core(Protocol):
 def parse_session_expires(value: str) -> tuple[int, str | None]:
     """``Session-Expires: delta;refresher=uac|uas`` → (seconds, refresher or None)."""
     delta, _, rest = value.partition(";")
-    delta = delta.strip()
-    if not delta.isdigit():
-        raise SipError(f"bad Session-Expires {value!r}")
+    seconds = parse_number(delta, "Session-Expires")
     params = parse_params(";" + rest, "Session-Expires") if rest else ()
     refresher = get_param(params, "refresher")
-    return int(delta), (refresher.lower() if refresher else None)
+    return seconds, (refresher.lower() if refresher else None)
 
 
 @dataclass(slots=True)
@@ -377,10 +376,10 @@ class Leg:
             else:
                 early.dialog.refresh_target(response)
             if "100rel" in response.headers.tokens("Require"):
-                rseq_text = (response.headers.get("RSeq") or "").strip()
-                if not rseq_text.isdigit():
-                    return
-                rseq = int(rseq_text)
+                try:  # RFC 3262 §7.1: RSeq is 1 .. 2**31-1
+                    rseq = parse_number(response.headers.get("RSeq") or "", "RSeq", 2**31 - 1)
+                except SipError:
+                    return  # not a usable reliable provisional: no PRACK, not processed
                 if early.last_rseq is not None and rseq != early.last_rseq + 1:
                     return  # a copy or out of order: no PRACK, not processed (RFC 3262 §4)
                 early.last_rseq = rseq
@@ -480,13 +479,16 @@ class Leg:
                 self._send_invite(retry, now)
                 return
         if status == 422 and not self.hangup_requested and not self._min_se_retry:
-            min_se = (response.headers.get("Min-SE") or "").partition(";")[0].strip()
-            if min_se.isdigit() and int(min_se) >= MIN_SE_FLOOR:
+            try:
+                min_se = parse_number((response.headers.get("Min-SE") or "").partition(";")[0], "Min-SE")
+            except SipError:
+                min_se = 0  # unreadable: the 422 is a final failure like any other
+            if min_se >= MIN_SE_FLOOR:
                 self._min_se_retry = True
-                self._session_expires = max(int(min_se), self._session_expires)
+                self._session_expires = max(min_se, self._session_expires)
                 extra = [
                     ("Session-Expires", str(self._session_expires)),
-                    ("Min-SE", min_se),
+                    ("Min-SE", str(min_se)),
                     *[
                         (n, v)
                         for n, v in self.invite.headers

@@ -10,6 +10,8 @@ for robustness:
 - Via, From, To, Call-ID and CSeq must be present; those and Contact, Route, Record-Route,
   Max-Forwards, Content-Length, Expires and Date are parsed at once, so a message that is accepted
   can be used without a second error path; CSeq's method must match a request's method;
+- every number (CSeq, Max-Forwards, Content-Length, Expires, and those the layers above read) goes
+  through :func:`~mss.sip._grammar.parse_number`, which bounds its length before ``int()``;
 - ``Content-Length`` frames the body: extra bytes of a datagram are ignored (RFC 3261 §18.3), too
   few are an error; a message is at most :data:`MAX_MESSAGE_SIZE` bytes.
 
@@ -25,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from mss.errors import LocalProtocolError, SipError
-from mss.sip._grammar import CALL_ID_RE, TOKEN_RE, WS, is_token
+from mss.sip._grammar import CALL_ID_RE, MAX_NUMBER_DIGITS, TOKEN_RE, WS, is_token, parse_number
 from mss.sip.uri import (
     NameAddr,
     SipUri,
@@ -248,24 +250,16 @@ def _parse_cseq(value: str) -> CSeq:
     num, _, method = value.strip(WS).partition(" ")
     num = num.strip(WS)
     method = method.strip(WS)
+    shown = value if len(value) <= 60 else value[:60] + "..."
     if not num.isdigit() or not num.isascii():
-        raise SipError(f"CSeq {value!r}: the sequence number is not a number")
+        raise SipError(f"CSeq {shown!r}: the sequence number is not a number")
+    # RFC 3261 §8.1.1.5: "less than 2**31"; the length is checked first (int() of a huge string).
+    if len(num.lstrip("0")) > MAX_NUMBER_DIGITS or int(num) >= 2**31:
+        raise SipError(f"CSeq {shown!r}: the sequence number is larger than 2**31-1")
     seq = int(num)
-    if seq >= 2**31:
-        raise SipError(f"CSeq {value!r}: the sequence number is larger than 2**31-1")
     if not is_token(method):
         raise SipError(f"CSeq {value!r}: bad method")
     return CSeq(seq=seq, method=method)
-
-
-def _parse_small_int(value: str, name: str, limit: int) -> int:
-    v = value.strip(WS)
-    if not v.isdigit() or not v.isascii():
-        raise SipError(f"{name} {value!r} is not a number")
-    n = int(v)
-    if n > limit:
-        raise SipError(f"{name} {n} is larger than {limit}")
-    return n
 
 
 class Message:
@@ -394,7 +388,7 @@ class Message:
     def expires(self) -> int | None:
         """The Expires header (seconds), None when absent."""
         value = self.headers.get("Expires")
-        return None if value is None else _parse_small_int(value, "Expires", 2**32 - 1)
+        return None if value is None else parse_number(value, "Expires", 2**32 - 1)
 
 
 def _required(h: Headers, name: str) -> str:
@@ -620,9 +614,9 @@ def _validate(msg: Message, items: list[tuple[str, str, str]]) -> None:
     cache["route"] = [parse_name_addr(v, "Route") for v in _values(index, "route")]
     cache["record_route"] = [parse_name_addr(v, "Record-Route") for v in _values(index, "record-route")]
     if "max-forwards" in index:
-        _parse_small_int(index["max-forwards"][0], "Max-Forwards", 255)
+        parse_number(index["max-forwards"][0], "Max-Forwards", 255)
     if "expires" in index:
-        _parse_small_int(index["expires"][0], "Expires", 2**32 - 1)
+        parse_number(index["expires"][0], "Expires", 2**32 - 1)
     if "date" in index:
         date = index["date"][0]
         if not _DATE_RE.fullmatch(date):
@@ -648,10 +642,7 @@ def parse_message(data: bytes, *, exact: bool = False) -> Request | Response:
         msg = Request(method, uri, Headers._raw(items))
     cl_text = msg.headers.get("Content-Length")
     if cl_text is not None:
-        cl_value = cl_text.strip(WS)
-        if not cl_value.isdigit() or not cl_value.isascii():
-            raise SipError(f"Content-Length {cl_text!r} is not a number")
-        length = int(cl_value)
+        length = parse_number(cl_text, "Content-Length", MAX_MESSAGE_SIZE)
         if length > len(rest):
             raise SipError(f"Content-Length {length} is larger than the {len(rest)} bytes of body")
         if exact and length != len(rest):

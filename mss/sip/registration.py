@@ -19,11 +19,13 @@ States and moves (``_set_state`` refuses any other)::
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from mss.errors import LocalProtocolError, SipError
+from mss.sip._grammar import parse_number
 from mss.sip.auth import Authenticator
 from mss.sip.events import Registered, RegistrationFailed, UAEvent, Unregistered
 from mss.sip.message import Headers, Request, Response
@@ -240,10 +242,13 @@ class Registration:
                 self._register(now, self._asked, fresh_auth=False, extra=extra)
                 return
         if status == 423 and self._asked and not self._interval_retried:
-            min_expires = (response.headers.get("Min-Expires") or "").strip()
-            if min_expires.isdigit() and int(min_expires) > self._asked:
+            try:
+                min_expires = parse_number(response.headers.get("Min-Expires") or "", "Min-Expires")
+            except SipError:
+                min_expires = 0  # unreadable: the 423 is a failure like any other
+            if min_expires > self._asked:
                 self._interval_retried = True
-                self._register(now, int(min_expires), fresh_auth=False)
+                self._register(now, min_expires, fresh_auth=False)
                 return
         if self.state is R.UNREGISTERING:
             self._stop()
@@ -282,8 +287,9 @@ class Registration:
                 and uri.hostport == mine.hostport
             ):
                 value = contact.param("expires")
-                if value and value.isdigit():
-                    return int(value)
+                if value:
+                    with contextlib.suppress(SipError):  # unreadable: the Expires header decides
+                        return parse_number(value, "Contact expires")
         try:
             header = response.expires()
         except SipError:

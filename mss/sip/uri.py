@@ -522,7 +522,9 @@ class Via:
     def rport(self) -> int | None:
         """The ``rport`` value when filled in by the server, else None."""
         value = get_param(self.params, "rport")
-        return int(value) if value and value.isdigit() else None
+        if value and value.isascii() and value.isdigit() and len(value) <= 5:  # a port: 5 digits
+            return int(value)
+        return None
 
     def param(self, name: str) -> str | None:
         """Via parameter ``name``: its value, ``""`` when valueless, None when absent."""
