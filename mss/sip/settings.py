@@ -42,9 +42,21 @@ class UASettings:
     user_agent: str = "mss/0.1"
     """User-Agent header value."""
     max_dialogs: int = 2000
-    """Legs at once (two per callback); beyond it ``invite`` fails with 503."""
+    """Live legs at once (two per callback); beyond it ``invite`` fails with 503."""
     max_transactions: int = 8000
-    """Transactions at once; beyond it new requests are answered 503."""
+    """Live transactions for new work; beyond it ``invite`` fails and new out-of-dialog requests
+    are answered 503 (in-dialog requests are still served)."""
+    max_lingering_dialogs: int = 2000
+    """Finished legs kept 64·T1 for late retransmissions; beyond it the oldest is forgotten."""
+    max_lingering_transactions: int = 8000
+    """Answered transactions kept for retransmissions; beyond it the oldest is dropped."""
+    max_out_of_dialog: int = 256
+    """Out-of-dialog requests from the PSS (OPTIONS, stray INVITEs) held at once, live and lingering."""
+    tcp_idle_timeout: float = 90.0
+    """Seconds without a byte either way after which an accepted SIP TCP connection is closed
+    (unless a live transaction uses it); connections mss opened to the PSS are kept."""
+    max_connections_per_source: int = 16
+    """Accepted SIP TCP connections from one address at once; beyond it new ones are closed."""
     session_expires: int = 1800
     """Session-Expires asked for in INVITEs (RFC 4028); 0: do not ask for session timers."""
     min_se: int = 90
@@ -69,8 +81,12 @@ class UASettings:
             raise ConfigError("external_line", "expires", f"{self.expires} is not positive")
         if self.session_expires and self.session_expires < self.min_se:
             raise ConfigError("sip", "session_expires", f"smaller than Min-SE {self.min_se}")
-        if self.max_dialogs < 1 or self.max_transactions < 1:
-            raise ConfigError("sip", "max_dialogs", "limits must be positive")
+        for key in ("max_dialogs", "max_transactions", "max_lingering_dialogs", "max_lingering_transactions",
+                    "max_out_of_dialog", "max_connections_per_source"):  # fmt: skip
+            if getattr(self, key) < 1:
+                raise ConfigError("sip", key, "limits must be positive")
+        if not self.tcp_idle_timeout > 0:
+            raise ConfigError("sip", "tcp_idle_timeout", f"{self.tcp_idle_timeout} is not positive")
 
     @property
     def reliable(self) -> bool:
@@ -110,4 +126,9 @@ class UASettings:
             expires=line.expires if line is not None else 300,
             max_dialogs=max(2, 2 * calls),
             max_transactions=max(16, 8 * calls),
+            # Lingering state is kept apart from live state: 64·T1 of finished legs and answered
+            # transactions at the full call rate; the oldest goes first when more arrive.
+            max_lingering_dialogs=max(64, 2 * calls),
+            max_lingering_transactions=max(256, 8 * calls),
+            max_out_of_dialog=max(64, calls // 4),
         )

@@ -27,6 +27,24 @@ L     server INVITE           64·T1                        RFC 6026 Accepted: a
 100   server INVITE           200 ms                       send 100 Trying if the TU has not answered
 ===== ======================= ============================ ===========================================
 
+Live and lingering: a transaction is *live* while it waits for a final response (client: Calling,
+Trying, Proceeding) or for the TU's answer (server: Trying, Proceeding); once answered it only
+*lingers* (Completed, Confirmed, Accepted) to absorb retransmissions until its timer ends it. The
+two are counted apart:
+
+- admission (:attr:`TransactionLayer.full`, a new out-of-dialog request, a new call's INVITE) counts
+  live transactions only, against ``max_transactions``;
+- work within a dialog (``in_dialog=True``: the TU's BYE, CANCEL, PRACK, re-INVITE, REGISTER, and
+  requests the far end sends in a dialog the TU knows) is never refused for admission; only
+  :data:`LIVE_CEILING` times ``max_transactions`` live transactions stop it;
+- new out-of-dialog requests from outside (OPTIONS, stray INVITEs) have a budget of their own,
+  ``max_out_of_dialog``, live and lingering together, so they can never take the room calls need;
+  when it is full the oldest lingering one is dropped first, and only when all are live is the
+  request refused (the TU answers 503 statelessly);
+- lingering transactions are bounded by ``max_lingering``: when full, the oldest is dropped (counted
+  in :attr:`TransactionLayer.evicted`) rather than anything live refused. A dropped transaction only
+  loses its retransmission absorption: a late copy is then handled like a new message.
+
 Matching: a response goes to the client transaction with its top Via branch and CSeq method; a
 request to the server transaction with its branch, sent-by and method (ACK matches INVITE). A
 request without the RFC 3261 magic cookie is matched by Call-ID, From tag, CSeq and top Via
@@ -46,6 +64,7 @@ from mss.sip._timers import TimerQueue
 from mss.sip.message import Headers, Request, Response, make_response
 
 __all__ = [
+    "LIVE_CEILING",
     "MAGIC_COOKIE",
     "Addr",
     "ClientTransaction",
@@ -69,6 +88,11 @@ MAGIC_COOKIE = "z9hG4bK"
 
 #: A transport address: IP and port.
 Addr = tuple[str, int]
+
+#: Live transactions at most, as a multiple of ``max_transactions``, for work that admission never
+#: refuses (in-dialog requests, the TU's own BYE/CANCEL/PRACK): each live leg holds a few at most, so
+#: this is only reached by a peer that opens transactions faster than they end.
+LIVE_CEILING = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +148,10 @@ _SERVER_NON_INVITE: dict[TxState, frozenset[TxState]] = {
     S.COMPLETED: frozenset({S.TERMINATED}),
     S.TERMINATED: frozenset(),
 }
+
+#: States in which a transaction only waits for a timer to absorb retransmissions (it has been
+#: answered): counted as lingering, not live.
+_LINGERING = frozenset({S.COMPLETED, S.CONFIRMED, S.ACCEPTED})
 
 
 # --- events to the transaction user ----------------------------------------------------------
@@ -251,7 +279,7 @@ def _client_key(branch: str, method: str) -> str:
 class _Transaction:
     """What all four machines share: key, request, state with checked moves, timers, output."""
 
-    __slots__ = ("_table", "dest", "key", "layer", "reliable", "request", "state")
+    __slots__ = ("_table", "dest", "in_dialog", "key", "layer", "reliable", "request", "state")
 
     def __init__(
         self,
@@ -262,6 +290,7 @@ class _Transaction:
         reliable: bool,
         table: dict[TxState, frozenset[TxState]],
         state: TxState,
+        in_dialog: bool = True,
     ) -> None:
         self.layer = layer
         self.key = key
@@ -270,6 +299,8 @@ class _Transaction:
         self.reliable = reliable
         self._table = table
         self.state = state
+        self.in_dialog = in_dialog
+        """False for a new out-of-dialog request from outside (its own budget)."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.key} {self.state.value}>"
@@ -282,6 +313,8 @@ class _Transaction:
         self.state = new
         if new is S.TERMINATED:
             self.layer._terminated(self)
+        elif new in _LINGERING:
+            self.layer._lingers(self)
 
     def _timer(self, name: str, delay: float, now: float) -> None:
         self.layer._timers.set(self, name, now + delay)
@@ -417,6 +450,7 @@ class ServerTransaction(_Transaction):
         request: Request,
         source: Addr,
         reliable: bool,
+        in_dialog: bool = True,
     ) -> None:
         self.invite = request.method == "INVITE"
         super().__init__(
@@ -427,6 +461,7 @@ class ServerTransaction(_Transaction):
             reliable,
             _SERVER_INVITE if self.invite else _SERVER_NON_INVITE,
             S.PROCEEDING if self.invite else S.TRYING,
+            in_dialog,
         )
         self.source = source
         self._last: bytes | None = None
@@ -516,26 +551,39 @@ class ServerTransaction(_Transaction):
 class TransactionLayer:
     """Holds the transactions, matches messages to them, runs their timers.
 
-    At most ``max_transactions`` exist at once: :attr:`full` tells the TU before it sends a new
-    request, and a new request that arrives when full is reported with ``overloaded`` set so the
-    TU can answer 503 statelessly.
+    Live and lingering transactions are counted apart (see the module docstring): :attr:`full`
+    tells the TU whether new work is admitted (live transactions only, against
+    ``max_transactions``); in-dialog work goes on up to the :data:`LIVE_CEILING`; new out-of-dialog
+    requests have their own ``max_out_of_dialog`` budget; lingering ones are bounded by
+    ``max_lingering`` and the oldest is dropped when it is full. :meth:`receive` returns False for a
+    new request it refused, so the TU can answer 503 statelessly.
     """
 
     def __init__(
         self,
         *,
         max_transactions: int = 4096,
+        max_lingering: int | None = None,
+        max_out_of_dialog: int | None = None,
         timer_values: TimerValues | None = None,
         on_terminated: Callable[[str], None] | None = None,
     ) -> None:
         self.max_transactions = max_transactions
+        self.max_lingering = max_lingering if max_lingering is not None else max_transactions
+        self.max_out_of_dialog = max_out_of_dialog if max_out_of_dialog is not None else max_transactions
         self.timer_values = timer_values or TimerValues()
         self._client: dict[str, ClientTransaction] = {}
         self._server: dict[str, ServerTransaction] = {}
+        # Lingering transactions, oldest first: those of calls and those of out-of-dialog requests.
+        self._lingering: dict[str, _Transaction] = {}
+        self._lingering_ood: dict[str, _Transaction] = {}
+        self._ood = 0  # out-of-dialog server transactions, live and lingering
         self._timers = TimerQueue()
         self._events: list[TxEvent] = []
         self._out: list[tuple[bytes, Addr]] = []
         self._on_terminated = on_terminated
+        self.evicted = 0
+        """Lingering transactions dropped to make room (their retransmission absorption lost)."""
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -543,9 +591,36 @@ class TransactionLayer:
         return len(self._client) + len(self._server)
 
     @property
+    def live(self) -> int:
+        """Transactions waiting for a final response or for the TU's answer."""
+        return len(self) - len(self._lingering) - len(self._lingering_ood)
+
+    @property
+    def lingering(self) -> int:
+        """Answered transactions kept only to absorb retransmissions until their timer."""
+        return len(self._lingering) + len(self._lingering_ood)
+
+    @property
     def full(self) -> bool:
-        """True when no new transaction may be created."""
-        return len(self) >= self.max_transactions
+        """True when new work (a new call, a new out-of-dialog request) is not admitted."""
+        return self.live >= self.max_transactions
+
+    @property
+    def _at_ceiling(self) -> bool:
+        return self.live >= LIVE_CEILING * self.max_transactions
+
+    def _lingers(self, tx: _Transaction) -> None:
+        pool = self._lingering if tx.in_dialog else self._lingering_ood
+        if tx.key in pool:
+            return  # Completed -> Confirmed: lingering already
+        pool[tx.key] = tx
+        if tx.in_dialog:
+            while len(pool) > self.max_lingering:
+                self._evict(next(iter(pool.values())))
+
+    def _evict(self, tx: _Transaction) -> None:
+        self.evicted += 1
+        tx._set_state(S.TERMINATED)
 
     def _terminated(self, tx: _Transaction) -> None:
         self._timers.clear_owner(tx)
@@ -553,8 +628,24 @@ class TransactionLayer:
             self._client.pop(tx.key, None)
         else:
             self._server.pop(tx.key, None)
+        if tx.in_dialog:
+            self._lingering.pop(tx.key, None)
+        else:
+            self._ood -= 1
+            self._lingering_ood.pop(tx.key, None)
         if self._on_terminated is not None:
             self._on_terminated(tx.key)
+
+    def live_for(self, peer: Addr) -> bool:
+        """True when a live transaction's messages come from or go to ``peer`` (a TCP connection)."""
+        lingering = self._lingering.keys() | self._lingering_ood.keys()
+        for table in (self._server, self._client):
+            for key, tx in table.items():
+                if key not in lingering and (
+                    tx.dest == peer or (isinstance(tx, ServerTransaction) and tx.source == peer)
+                ):
+                    return True
+        return False
 
     def client(self, key: str) -> ClientTransaction | None:
         """The client transaction ``key``, None when it is over."""
@@ -588,12 +679,18 @@ class TransactionLayer:
 
     # -- TU commands ---------------------------------------------------------------------------
 
-    def send_request(self, request: Request, dest: Addr, *, reliable: bool, now: float) -> str:
-        """Start a client transaction for ``request`` (not ACK); return its key."""
+    def send_request(
+        self, request: Request, dest: Addr, *, reliable: bool, now: float, in_dialog: bool = False
+    ) -> str:
+        """Start a client transaction for ``request`` (not ACK); return its key.
+
+        New work (``in_dialog`` False) needs room under ``max_transactions``; work for an existing
+        dialog or registration only under the :data:`LIVE_CEILING`.
+        """
         if request.method == "ACK":
             raise LocalProtocolError("an ACK is sent with send_stateless, not in a transaction")
-        if self.full:
-            raise LocalProtocolError(f"no room for another transaction ({self.max_transactions})")
+        if self._at_ceiling if in_dialog else self.full:
+            raise LocalProtocolError(f"no room for another transaction ({self.live} live)")
         branch = request.top_via.branch
         if not branch or not branch.startswith(MAGIC_COOKIE):
             raise LocalProtocolError(f"request without an RFC 3261 branch: {branch!r}")
@@ -633,8 +730,21 @@ class TransactionLayer:
 
     # -- input --------------------------------------------------------------------------------
 
-    def receive(self, message: Request | Response, source: Addr, *, reliable: bool, now: float) -> bool:
-        """Route one parsed message; return False when a new request was refused (layer full)."""
+    def receive(
+        self,
+        message: Request | Response,
+        source: Addr,
+        *,
+        reliable: bool,
+        now: float,
+        in_dialog: bool = False,
+    ) -> bool:
+        """Route one parsed message; return False when a new request was refused.
+
+        ``in_dialog``: the TU knows the dialog of this request, so it is served unless the
+        :data:`LIVE_CEILING` is reached; a new out-of-dialog request is refused when the layer is
+        :attr:`full` or its ``max_out_of_dialog`` budget holds only live transactions.
+        """
         if isinstance(message, Response):
             branch = message.top_via.branch or ""
             ctx = self._client.get(_client_key(branch, message.cseq.method))
@@ -651,9 +761,18 @@ class TransactionLayer:
         if message.method == "ACK":
             self._events.append(StrayAck(request=message, source=source))
             return True
-        if self.full:
-            return False
-        stx = ServerTransaction(self, key, message, source, reliable)
+        if in_dialog:
+            if self._at_ceiling:
+                return False
+        else:
+            if self.full:
+                return False
+            if self._ood >= self.max_out_of_dialog:
+                if not self._lingering_ood:
+                    return False
+                self._evict(next(iter(self._lingering_ood.values())))
+            self._ood += 1
+        stx = ServerTransaction(self, key, message, source, reliable, in_dialog)
         self._server[key] = stx
         stx.start(now)
         self._events.append(RequestReceived(key=key, request=message, source=source))

@@ -13,8 +13,16 @@ Security (the PSS is mss's only SIP peer):
 - SIP from any address but ``pss_host`` is dropped unread and counted (``dropped_strangers``);
 - a new INVITE (no To tag) is always refused with 403: no call can be placed through mss except
   by IIF; other out-of-dialog requests get 481, OPTIONS gets 200;
-- at most ``max_dialogs`` legs and ``max_transactions`` transactions exist; beyond that an
-  ``invite`` fails with 503 and a new request is answered 503 without state.
+- live state and lingering state are counted apart. A new ``invite`` is admitted while fewer than
+  ``max_dialogs`` legs are live and the transaction layer is not :attr:`full` (live transactions
+  only), else it fails with 503. Finished legs linger 64·T1 (to re-ACK late 2xx copies and answer
+  late requests) in a table of their own, ``max_lingering_dialogs``, whose oldest entry is dropped
+  when it is full (``evicted_dialogs``); lingering transactions likewise
+  (``evicted_transactions``, see :mod:`~mss.sip.transaction`);
+- requests within a dialog mss knows (BYE, re-INVITE, UPDATE, PRACK, INFO, ACK, the CANCEL of a
+  re-INVITE) are always served: the overload 503 (stateless, ``Retry-After``) only meets new
+  out-of-dialog requests, which have a budget of their own (``max_out_of_dialog``) so that OPTIONS
+  or stray INVITEs never take the room live calls need.
 """
 
 from __future__ import annotations
@@ -86,7 +94,8 @@ _COUNTERS = (
     "parse_errors",  # messages that failed to parse (a 400 went back when possible)
     "misrouted",  # responses whose top Via is not ours
     "refused_invites",  # new INVITEs from outside, answered 403
-    "overload_503",  # requests answered 503 because the transaction table was full
+    "overload_503",  # new out-of-dialog requests answered 503: no room for them
+    "evicted_dialogs",  # lingering dialogs dropped to make room for newer ones
     "stray_responses",  # responses that matched nothing
     "broken_streams",  # TCP connections closed for bad framing
 )
@@ -100,6 +109,8 @@ class UserAgent:
         self._rng = rng or random.SystemRandom()
         self._tx = TransactionLayer(
             max_transactions=settings.max_transactions,
+            max_lingering=settings.max_lingering_transactions,
+            max_out_of_dialog=settings.max_out_of_dialog,
             timer_values=settings.timer_values,
             on_terminated=self._tx_terminated,
         )
@@ -108,7 +119,8 @@ class UserAgent:
         self._owners: dict[str, Leg | Registration] = {}
         self._ended_tx: list[str] = []
         self._legs: dict[str, Leg] = {}
-        self._dialogs: dict[tuple[str, str], Leg] = {}
+        self._dialogs: dict[tuple[str, str], Leg] = {}  # live and lingering, by (Call-ID, our tag)
+        self._lingering: dict[Leg, None] = {}  # finished legs still in _dialogs, oldest first
         self._framers: dict[object, StreamFramer] = {}
         self._broken: list[object] = []
         self._counts = dict.fromkeys(_COUNTERS, 0)
@@ -126,9 +138,17 @@ class UserAgent:
         """Counters for logs: drops, errors, and the transactions, dialogs and legs in use."""
         out = dict(self._counts)
         out["transactions"] = len(self._tx)
+        out["live_transactions"] = self._tx.live
+        out["lingering_transactions"] = self._tx.lingering
+        out["evicted_transactions"] = self._tx.evicted
         out["dialogs"] = len(self._dialogs)
+        out["lingering_dialogs"] = len(self._lingering)
         out["legs"] = len(self._legs)
         return out
+
+    def live_for(self, peer: tuple[str, int]) -> bool:
+        """True when a live transaction uses TCP peer ``peer`` (the adapter keeps its connection)."""
+        return self._tx.live_for(peer)
 
     def leg_state(self, leg_id: str) -> str | None:
         """The state of leg ``leg_id`` (for logs and tests), None when it is over."""
@@ -169,10 +189,18 @@ class UserAgent:
         return NameAddr(uri)
 
     def send_request(self, owner: Leg | Registration, request: Request, now: float) -> str | None:
-        """Send ``request`` to the PSS in a new client transaction owned by ``owner``."""
-        if self._tx.full:
+        """Send ``request`` to the PSS in a new client transaction owned by ``owner``; None when
+        there is no room.
+
+        A new leg's INVITE was admitted by :meth:`invite`; everything else (its auth retries, CANCEL,
+        BYE, PRACK, re-INVITE, REGISTER) is work for what exists and is not refused for admission.
+        """
+        try:
+            key = self._tx.send_request(
+                request, self.settings.pss, reliable=self.settings.reliable, now=now, in_dialog=True
+            )
+        except LocalProtocolError:
             return None
-        key = self._tx.send_request(request, self.settings.pss, reliable=self.settings.reliable, now=now)
         self._owners[key] = owner
         return key
 
@@ -203,17 +231,24 @@ class UserAgent:
         self._events.append(event)
 
     def leg_finished(self, leg: Leg) -> None:
-        """``leg`` reported its end: free its leg_id."""
+        """``leg`` reported its end: free its leg_id; its dialog lingers (oldest dropped when full)."""
         if self._legs.get(leg.leg_id) is leg:
             del self._legs[leg.leg_id]
+        if self._dialogs.get((leg.call_id, leg.local_tag)) is leg and leg not in self._lingering:
+            self._lingering[leg] = None
+            while len(self._lingering) > self.settings.max_lingering_dialogs:
+                self._counts["evicted_dialogs"] += 1
+                self.leg_gone(next(iter(self._lingering)))
 
     def leg_gone(self, leg: Leg) -> None:
-        """``leg`` lingered long enough: forget it."""
+        """``leg`` lingered long enough (or was dropped for room): forget it."""
         self._timers.clear_owner(leg)
+        self._lingering.pop(leg, None)
         key = (leg.call_id, leg.local_tag)
         if self._dialogs.get(key) is leg:
             del self._dialogs[key]
-        self.leg_finished(leg)
+        if self._legs.get(leg.leg_id) is leg:
+            del self._legs[leg.leg_id]
 
     def _tx_terminated(self, key: str) -> None:
         # Forgotten after the events of this turn are dispatched (a TimedOut still needs the owner).
@@ -281,11 +316,18 @@ class UserAgent:
             if via.host != s.local_host or (via.port or 5060) != s.local_port:
                 self._counts["misrouted"] += 1
                 return
-        if not self._tx.receive(msg, source, reliable=reliable, now=now):
+        in_dialog = isinstance(msg, Request) and self._knows_dialog(msg)
+        if not self._tx.receive(msg, source, reliable=reliable, now=now, in_dialog=in_dialog):
             self._counts["overload_503"] += 1
             if isinstance(msg, Request) and msg.method != "ACK":
                 busy = make_response(msg, 503, to_tag=self.new_tag(), headers=[("Retry-After", "5")])
-                self._tx.send_raw(busy.encode(), source)
+                with contextlib.suppress(LocalProtocolError):  # too large to answer: dropped
+                    self._tx.send_raw(busy.encode(), source)
+
+    def _knows_dialog(self, request: Request) -> bool:
+        """True when ``request`` names (by Call-ID and its To tag, our tag) a dialog mss holds."""
+        tag = request.to.tag
+        return tag is not None and (request.call_id, tag) in self._dialogs
 
     # -- timers ---------------------------------------------------------------------------------
 
@@ -329,7 +371,7 @@ class UserAgent:
         if not user or any(c in user for c in " \t\r\n<>@;?"):
             raise LocalProtocolError(f"bad user {user!r}")
         s = self.settings
-        if len(self._dialogs) >= s.max_dialogs or self._tx.full:
+        if len(self._legs) >= s.max_dialogs or self._tx.full:  # live state only: lingering is apart
             self.emit(LegFailed(leg_id=leg_id, status=503, reason="Service Unavailable (dialog limit)"))
             return
         call_id = self.new_call_id()
