@@ -7,9 +7,22 @@ it parsed messages with an :class:`Origin` (who sent them, how to answer), and i
 * admission: ``ACK code=ok`` only when the id is not in progress, there is capacity (``max_calls``),
   mss is not draining, the engine can place calls (e.g. the external line is registered), and the
   REQUEST is recorded in the journal;
+* per-peer limits (``[peer.NAME] max_calls`` and ``max_rate``, a toll-fraud guard); every refusal is
+  counted in :attr:`CallbackDesk.refusals` by peer and kind and logged rate-limited;
 * RESPONSE routing: back on the TCP connection the REQUEST came on; if that one is gone, on the
-  peer's newest open connection; if none, kept (in the journal) until the peer's next connection.
+  peer's newest connection that has shown it is the AS; if none, kept (in the journal) until one does.
   UDP RESPONSEs go to the REQUEST's source (the peer's configured port when one is set).
+
+Kept RESPONSEs and probes: a health check or port scan from the AS's address opens a connection and
+closes it without reading. A kept RESPONSE written into it would be lost, so delivery must be
+confirmed by something the AS does. A connection is *proven* once the AS sent an IIF message on it:
+what is written there counts as delivered at once (the normal path: the RESPONSE on the connection its
+REQUEST came on). A new connection that has sent nothing gets kept RESPONSEs only after the adapter
+reports it stayed open a hold time (:meth:`CallbackDesk.outlet_held`); they are then *on trial* until
+the adapter confirms them (:meth:`CallbackDesk.confirm_trial`: the kernel's send queue drained and the
+connection stayed open, or the AS closed it in order) or the connection goes (they are kept again).
+Kept RESPONSEs are therefore delivered at least once: an AS that read one but whose connection broke
+before the confirmation gets it again.
 
 The call itself is the :class:`Engine`'s business: the desk starts it, may cancel it, and is told
 its :class:`Outcome` exactly once through :meth:`CallbackDesk.finish`.
@@ -18,13 +31,17 @@ its :class:`Outcome` exactly once through :meth:`CallbackDesk.finish`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from mss.config import PeerServer
 from mss.errors import IIFError, JournalError
 from mss.iif import Ack, Cancel, Request, Response, serialize
 from mss.journal import Cdr, Journal, NewCallback, PendingResponse
+from mss.ratelog import RateLimitedLog
 
 __all__ = [
     "Callback",
@@ -46,6 +63,11 @@ class Outlet(Protocol):
 
     def write(self, data: bytes) -> bool:
         """Write ``data``; False when the connection is already closed."""
+        ...
+
+    def trial_started(self) -> None:
+        """RESPONSEs were written here on trial: call :meth:`CallbackDesk.confirm_trial` once the AS has
+        taken them (the connection closing first keeps them, through :meth:`CallbackDesk.close_outlet`)."""
         ...
 
 
@@ -100,8 +122,12 @@ class Outcome:
 class Engine(Protocol):
     """What places and releases calls; the desk drives it."""
 
-    def refusal(self) -> str | None:
-        """Why a new callback cannot be placed now (e.g. line not registered), or None."""
+    def refusal(self, pending: int) -> str | None:
+        """Why one more callback cannot be placed now (e.g. line not registered, no relay ports), or None.
+
+        ``pending`` callbacks were already taken in the same batch and are not started yet: they will
+        need their resources too (pipelined REQUESTs must not all pass a check meant for one).
+        """
         ...
 
     def start(self, callback: Callback) -> None:
@@ -119,9 +145,31 @@ class Engine(Protocol):
 
 @dataclass(slots=True)
 class _Peer:
-    """A peer's open connections (newest last)."""
+    """A peer's open connections (newest last) and what the desk knows of each."""
 
     outlets: list[Outlet] = field(default_factory=list)
+    proven: list[Outlet] = field(default_factory=list)
+    """Connections the AS sent a message on: writing there is delivering."""
+    held: list[Outlet] = field(default_factory=list)
+    """Connections that stayed open the hold time without sending: kept RESPONSEs go there on trial."""
+
+
+@dataclass(slots=True)
+class _TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up; a REQUEST taken spends one."""
+
+    rate: float
+    burst: float
+    tokens: float
+    last: float
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.last) * self.rate)
+        self.last = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
 
 
 class CallbackDesk:
@@ -135,18 +183,36 @@ class CallbackDesk:
         extended_response: bool,
         udp_send: Callable[[bytes, tuple[str, int]], bool | None],
         wall_clock: Callable[[], float],
+        peers: Iterable[PeerServer] = (),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.journal = journal
         self.engine: Engine | None = None
         self.max_calls = max_calls
+        """Concurrent callbacks at most (the service may lower [callback] max_calls to what fits)."""
         self.extended_response = extended_response
         self._udp_send = udp_send
         self._wall = wall_clock
+        self._clock = clock  # monotonic: per-peer rates
         self.accepting = True
         self.active: dict[int, Callback] = {}
         self._by_id: dict[str, int] = {}
+        self._peer_limits = {p.name: p for p in peers}
+        self._active_by_peer: Counter[str] = Counter()
+        self._buckets = {
+            # A burst of one second's worth (at least one REQUEST), starting full.
+            p.name: _TokenBucket(rate=p.max_rate, burst=max(1.0, p.max_rate), tokens=max(1.0, p.max_rate),
+                                 last=clock())
+            for p in self._peer_limits.values()
+            if p.max_rate is not None
+        }
         self._peers: dict[str, _Peer] = {}
         self._owed: dict[str, list[PendingResponse]] = {}  # TCP responses waiting for a connection
+        self._trial: dict[Outlet, list[PendingResponse]] = {}  # written, delivery not yet confirmed
+        self.refusals: Counter[tuple[str, str]] = Counter()
+        """Messages refused, by (peer, kind): malformed, shutting_down, duplicate_id, max_calls,
+        peer_max_calls, peer_max_rate, engine, journal, cancel_unknown, cancel_not_owner."""
+        self._log = RateLimitedLog(log, clock=clock)
         self.on_idle: Callable[[], None] | None = None  # called when the last active callback ends
 
     # --- start: what a previous process left --------------------------------------------------
@@ -167,7 +233,7 @@ class CallbackDesk:
                 cut.id,
                 cut.real_duration,
             )
-        queued = {pending.seq for kept in self._owed.values() for pending in kept}
+        queued = {pending.seq for kept in [*self._owed.values(), *self._trial.values()] for pending in kept}
         for pending in self.journal.undelivered():
             if pending.seq not in queued:
                 self._route(pending)
@@ -175,19 +241,79 @@ class CallbackDesk:
     # --- connections ---------------------------------------------------------------------------
 
     def open_outlet(self, outlet: Outlet) -> None:
-        """A peer connected over TCP: it may now receive what it is owed."""
+        """A peer connected over TCP. Nothing kept is written yet: the connection has to show it is the
+        AS (:meth:`handle` of a message from it) or stay open the hold time (:meth:`outlet_held`)."""
         self._peers.setdefault(outlet.peer, _Peer()).outlets.append(outlet)
-        owed = self._owed.pop(outlet.peer, [])
-        for pending in owed:
-            self._deliver_tcp(pending, outlet)
-        if owed:
-            log.info("delivered %d kept RESPONSE(s) to peer %s", len(owed), outlet.peer)
+
+    def outlet_held(self, outlet: Outlet) -> None:
+        """``outlet`` stayed open the hold time without sending: write it what its peer is owed, on trial."""
+        peer = self._peers.get(outlet.peer)
+        if peer is None or outlet not in peer.outlets or outlet in peer.proven or outlet in peer.held:
+            return
+        peer.held.append(outlet)
+        self._flush(outlet.peer)
+
+    def on_trial(self, outlet: Outlet) -> int:
+        """RESPONSEs written to ``outlet`` whose delivery is not confirmed yet."""
+        return len(self._trial.get(outlet, ()))
+
+    def confirm_trial(self, outlet: Outlet) -> None:
+        """The AS has taken what was written to ``outlet`` on trial: record it delivered."""
+        confirmed = self._trial.pop(outlet, [])
+        for pending in confirmed:
+            self._delivered(pending)
+        if confirmed:
+            log.info("delivered %d kept RESPONSE(s) to peer %s", len(confirmed), outlet.peer)
 
     def close_outlet(self, outlet: Outlet) -> None:
-        """A peer's TCP connection is gone."""
+        """A peer's TCP connection is gone (or the AS ended it): what it had on trial is kept again."""
         peer = self._peers.get(outlet.peer)
-        if peer is not None and outlet in peer.outlets:
-            peer.outlets.remove(outlet)
+        if peer is not None:
+            for members in (peer.outlets, peer.proven, peer.held):
+                if outlet in members:
+                    members.remove(outlet)
+        unconfirmed = self._trial.pop(outlet, [])
+        if unconfirmed:
+            self._log.info(
+                (outlet.peer, "unconfirmed"),
+                "%d RESPONSE(s) written to peer %s not confirmed before its connection went; kept",
+                len(unconfirmed), outlet.peer,
+            )
+            owed = self._owed.setdefault(outlet.peer, [])
+            owed[:0] = unconfirmed  # oldest first, as they were
+            self._flush(outlet.peer)
+
+    def _proven(self, outlet: Outlet) -> None:
+        """The AS sent a message on ``outlet``: what is on trial there is delivered, and it may take
+        what its peer is owed."""
+        peer = self._peers.get(outlet.peer)
+        if peer is None or outlet not in peer.outlets or outlet in peer.proven:
+            return
+        peer.proven.append(outlet)
+        if outlet in peer.held:
+            peer.held.remove(outlet)
+        self.confirm_trial(outlet)
+        self._flush(outlet.peer)
+
+    def _flush(self, peer_name: str) -> None:
+        """Write what ``peer_name`` is owed: delivered on its newest proven connection, else on trial on
+        its newest held one, else kept."""
+        owed = self._owed.get(peer_name)
+        peer = self._peers.get(peer_name)
+        if not owed or peer is None:
+            return
+        del self._owed[peer_name]
+        if peer.proven:
+            outlet = peer.proven[-1]
+            for pending in owed:
+                self._deliver_tcp(pending, outlet)
+            if not self._owed.get(peer_name):
+                log.info("delivered %d kept RESPONSE(s) to peer %s", len(owed), peer_name)
+        elif peer.held:
+            for pending in owed:
+                self._try_tcp(pending, peer.held[-1])
+        else:
+            self._owed[peer_name] = owed
 
     # --- orders --------------------------------------------------------------------------------
 
@@ -198,34 +324,46 @@ class CallbackDesk:
         the batch commits that REQUEST first, and a CANCEL taken writes its ACK before the engine is told
         (its RESPONSE may follow at once). ACKs go out in message order.
         """
+        if origin.outlet is not None and not all(isinstance(m, IIFError) for m in messages):
+            # The AS spoke on this connection (before the batch: a RESPONSE may follow its ACK at once).
+            self._proven(origin.outlet)
         answers: list[Ack | None] = []  # None: a REQUEST whose ACK waits for the journal
         taken: list[tuple[int, Request]] = []
+        taken_ids: set[str] = set()
         for message in messages:
             if isinstance(message, IIFError):
-                log.warning("%s: refused a message: %s", origin.peer, message.reason)
+                self._refused(origin.peer, "malformed", "refused a message: %s", message.reason)
                 answers.append(Ack(id=message.iif_id, ok=False))
             elif isinstance(message, Cancel):
-                if any(req.id == message.id for _, req in taken):
+                if message.id in taken_ids:
                     # Its REQUEST came earlier in this batch: record and start it first.
                     self._commit(answers, taken, origin)
-                    answers, taken = [], []
+                    answers, taken, taken_ids = [], [], set()
                 answer, seq = self._cancel(message, origin)
                 answers.append(answer)
                 if seq is not None:
                     # The RESPONSE may follow at once: the ACKs so far, this one included, go first.
                     self._commit(answers, taken, origin)
-                    answers, taken = [], []
+                    answers, taken, taken_ids = [], [], set()
                     assert self.engine is not None
                     self.engine.cancel(seq)
             else:
-                reason = self._refusal(message, len(taken), {r.id for _, r in taken})
-                if reason is None:
+                refusal = self._refusal(message, origin.peer, len(taken), taken_ids)
+                if refusal is None:
                     taken.append((len(answers), message))
+                    taken_ids.add(message.id)
                     answers.append(None)
                 else:
-                    log.warning("%s: REQUEST id=%s refused: %s", origin.peer, message.id, reason)
+                    kind, reason = refusal
+                    self._refused(origin.peer, kind, "REQUEST id=%s refused: %s", message.id, reason)
                     answers.append(Ack(id=message.id, ok=False))
         self._commit(answers, taken, origin)
+
+    def _refused(self, peer: str, kind: str, message: str, *args: object) -> None:
+        """Count a refusal and log it, at most once per interval for each peer and kind (with the count
+        of those left out): a flood of bad lines must not become a flood of log lines."""
+        self.refusals[peer, kind] += 1
+        self._log.warning((peer, kind), "%s: " + message, peer, *args)
 
     def _commit(self, answers: list[Ack | None], taken: list[tuple[int, Request]], origin: Origin) -> None:
         """Record the REQUESTs taken, write ``answers`` in order, then start the callbacks."""
@@ -242,7 +380,9 @@ class CallbackDesk:
             try:
                 seqs = self.journal.record_requests(records)
             except JournalError as exc:
-                log.error("%s: %d REQUEST(s) refused: %s", origin.peer, len(taken), exc)
+                self.refusals[origin.peer, "journal"] += len(taken)
+                self._log.error((origin.peer, "journal"), "%s: %d REQUEST(s) refused: %s",
+                                origin.peer, len(taken), exc)
                 for index, req in taken:
                     answers[index] = Ack(id=req.id, ok=False)
             else:
@@ -254,6 +394,7 @@ class CallbackDesk:
                     )
                     self.active[seq] = callback
                     self._by_id[req.id] = seq
+                    self._active_by_peer[origin.peer] += 1
                     callbacks.append(callback)
 
         self._answer(origin, b"".join(serialize(a) for a in answers if a is not None))
@@ -265,27 +406,43 @@ class CallbackDesk:
             assert self.engine is not None
             self.engine.start(callback)
 
-    def _refusal(self, req: Request, batch_taken: int, batch_ids: set[str]) -> str | None:
+    def _refusal(
+        self, req: Request, peer: str, pending: int, pending_ids: set[str]
+    ) -> tuple[str, str] | None:
+        """Why ``req`` is refused, as (kind, reason), or None. ``pending`` REQUESTs (``pending_ids``) were
+        taken earlier in the same batch: they count against every limit as if already active."""
         if not self.accepting:
-            return "mss is shutting down"
-        if req.id in self._by_id or req.id in batch_ids:
-            return "id already in progress"
-        if len(self.active) + batch_taken >= self.max_calls:
-            return f"no capacity left (max_calls = {self.max_calls})"
+            return "shutting_down", "mss is shutting down"
+        if req.id in self._by_id or req.id in pending_ids:
+            return "duplicate_id", "id already in progress"
+        if len(self.active) + pending >= self.max_calls:
+            return "max_calls", f"no capacity left (max_calls = {self.max_calls})"
+        limits = self._peer_limits.get(peer)
+        peer_calls = limits.max_calls if limits is not None else None
+        if peer_calls is not None and self._active_by_peer[peer] + pending >= peer_calls:
+            return "peer_max_calls", f"peer {peer} holds its max_calls = {peer_calls}"
         if self.engine is None:
-            return "no call engine"
-        return self.engine.refusal()
+            return "engine", "no call engine"
+        reason = self.engine.refusal(pending)
+        if reason is not None:
+            return "engine", reason
+        bucket = self._buckets.get(peer)
+        if bucket is not None and not bucket.take(self._clock()):
+            # Last: a token is spent only by a REQUEST that would otherwise be taken.
+            return "peer_max_rate", f"peer {peer} is over its max_rate = {bucket.rate:g}/s"
+        return None
 
     def _cancel(self, message: Cancel, origin: Origin) -> tuple[Ack, int | None]:
         """The answer to a CANCEL, and the callback to cancel once it is written (None: refused)."""
         seq = self._by_id.get(message.id)
         if seq is None:
-            log.warning("%s: CANCEL id=%s: no such callback in progress", origin.peer, message.id)
+            self._refused(origin.peer, "cancel_unknown", "CANCEL id=%s: no such callback in progress",
+                          message.id)
             return Ack(id=message.id, ok=False), None
         callback = self.active[seq]
         if callback.origin.peer != origin.peer:
-            log.warning("%s: CANCEL id=%s refused: ordered by peer %s", origin.peer, message.id,
-                        callback.origin.peer)
+            self._refused(origin.peer, "cancel_not_owner", "CANCEL id=%s refused: ordered by peer %s",
+                          message.id, callback.origin.peer)
             return Ack(id=message.id, ok=False), None
         log.info("%s: CANCEL id=%s", origin.peer, message.id)
         return Ack(id=message.id, ok=True), seq
@@ -314,6 +471,9 @@ class CallbackDesk:
             log.error("callback #%d finished twice or never started; ignored", seq)
             return
         del self._by_id[callback.id]
+        self._active_by_peer[callback.origin.peer] -= 1
+        if self._active_by_peer[callback.origin.peer] <= 0:
+            del self._active_by_peer[callback.origin.peer]
         response = self._response(callback.id, outcome.real_duration, outcome.result, outcome.code)
         try:
             line = self.journal.record_response(seq, response, self._wall(), outcome.cdr)
@@ -332,18 +492,20 @@ class CallbackDesk:
 
     def _route(self, pending: PendingResponse, outlet: Outlet | None = None) -> None:
         """Send a RESPONSE: UDP to its address; TCP on ``outlet`` if still open, else the peer's newest
-        connection, else keep it for the peer's next connection."""
+        proven connection, else on trial on its newest held one, else keep it for the peer."""
         if pending.transport == "udp" and pending.reply_addr is not None:
             self._deliver_udp(pending)
             return
         peer = self._peers.get(pending.peer)
-        if outlet is None or peer is None or outlet not in peer.outlets:
-            outlet = peer.outlets[-1] if peer and peer.outlets else None
-        if outlet is None:
+        if outlet is not None and peer is not None and outlet in peer.proven:
+            self._deliver_tcp(pending, outlet)
+        elif peer is not None and peer.proven:
+            self._deliver_tcp(pending, peer.proven[-1])
+        elif peer is not None and peer.held:
+            self._try_tcp(pending, peer.held[-1])
+        else:
             log.info("callback %s: peer %s not connected; RESPONSE kept", pending.id, pending.peer)
             self._owed.setdefault(pending.peer, []).append(pending)
-        else:
-            self._deliver_tcp(pending, outlet)
 
     def _response(self, cb_id: str, real_duration: int, result: str, code: int) -> Response:
         if self.extended_response:
@@ -351,8 +513,17 @@ class CallbackDesk:
         return Response(id=cb_id, real_duration=real_duration)
 
     def _deliver_tcp(self, pending: PendingResponse, outlet: Outlet) -> None:
+        """Write on a proven connection: delivered once written."""
         if outlet.write(pending.line.encode("ascii") + b"\r\n"):
             self._delivered(pending)
+        else:
+            self._owed.setdefault(pending.peer, []).append(pending)
+
+    def _try_tcp(self, pending: PendingResponse, outlet: Outlet) -> None:
+        """Write on a held connection: on trial until :meth:`confirm_trial` (or kept again)."""
+        if outlet.write(pending.line.encode("ascii") + b"\r\n"):
+            self._trial.setdefault(outlet, []).append(pending)
+            outlet.trial_started()
         else:
             self._owed.setdefault(pending.peer, []).append(pending)
 
@@ -372,5 +543,5 @@ class CallbackDesk:
 
     @property
     def owed(self) -> int:
-        """RESPONSEs kept for peers that are not connected."""
-        return sum(len(v) for v in self._owed.values())
+        """RESPONSEs kept for peers, written on trial ones included (not yet confirmed delivered)."""
+        return sum(len(v) for v in self._owed.values()) + sum(len(v) for v in self._trial.values())

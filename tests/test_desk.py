@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from mss.config import PeerServer
 from mss.desk import Callback, CallbackDesk, Origin, Outcome
 from mss.errors import IIFError
 from mss.iif import Cancel, Request
@@ -21,6 +23,7 @@ class Outlet:
         self.peer = peer
         self.open = True
         self.written: list[bytes] = []
+        self.trials = 0  # trial_started() calls
         self._on_write = on_write
 
     def write(self, data: bytes) -> bool:
@@ -30,6 +33,9 @@ class Outlet:
             self._on_write(data)
         self.written.append(data)
         return True
+
+    def trial_started(self) -> None:
+        self.trials += 1
 
     @property
     def wire(self) -> bytes:
@@ -45,11 +51,13 @@ class Engine:
     def __init__(self) -> None:
         self.desk: CallbackDesk | None = None
         self.reason: str | None = None
+        self.pending: list[int] = []  # what refusal() was told was taken earlier in the batch
         self.started: list[Callback] = []
         self.cancelled: list[int] = []
         self.released_all = 0
 
-    def refusal(self) -> str | None:
+    def refusal(self, pending: int) -> str | None:
+        self.pending.append(pending)
         return self.reason
 
     def start(self, callback: Callback) -> None:
@@ -72,7 +80,9 @@ class Engine:
 
 
 class Harness:
-    def __init__(self, path: Path, *, max_calls: int = 1000, extended: bool = False) -> None:
+    def __init__(
+        self, path: Path, *, max_calls: int = 1000, extended: bool = False, peers: tuple[PeerServer, ...] = ()
+    ) -> None:
         self.clock = FakeClock()
         self.journal = Journal(path)
         self.datagrams: list[tuple[bytes, tuple[str, int]]] = []
@@ -82,6 +92,8 @@ class Harness:
             extended_response=extended,
             udp_send=lambda data, addr: self.datagrams.append((data, addr)),
             wall_clock=self.clock,
+            peers=peers,
+            clock=self.clock,
         )
         self.engine = Engine()
         self.engine.desk = self.desk
@@ -90,6 +102,14 @@ class Harness:
     def connect(self, peer: str = "as1") -> Outlet:
         outlet = Outlet(peer)
         self.desk.open_outlet(outlet)
+        return outlet
+
+    def come_back(self, peer: str = "as1") -> Outlet:
+        """The AS's next connection: it stays open the hold time, takes what it is owed and keeps the
+        connection open until the adapter confirms the delivery."""
+        outlet = self.connect(peer)
+        self.desk.outlet_held(outlet)
+        self.desk.confirm_trial(outlet)
         return outlet
 
     def send(self, outlet: Outlet, *messages: Request | Cancel | IIFError) -> None:
@@ -190,6 +210,89 @@ def test_max_calls(tmp_path: Path) -> None:
     h.journal.close()
 
 
+def test_engine_told_what_the_batch_already_took(h: Harness) -> None:
+    # Pipelined REQUESTs: the engine's resources (relay sessions) must count the batch's earlier takes.
+    room = 2
+
+    def refusal(pending: int) -> str | None:
+        h.engine.pending.append(pending)
+        return "no RTP ports left" if len(h.desk.active) + pending >= room else None
+
+    h.engine.refusal = refusal  # type: ignore[method-assign]
+    out = h.connect()
+    h.send(out, req("a"), req("b"), req("c"), req("d"))
+    assert out.wire == ack("a") + ack("b") + ack("c", ok=False) + ack("d", ok=False)
+    assert h.engine.pending == [0, 1, 2, 2]
+    assert [c.id for c in h.engine.started] == ["a", "b"]
+    assert h.desk.refusals == {("as1", "engine"): 2}
+
+
+def test_peer_max_calls(tmp_path: Path) -> None:
+    peers = (PeerServer(name="as1", host="127.0.0.1", max_calls=2), PeerServer(name="as2", host="127.0.0.2"))
+    h = Harness(tmp_path / "j.sqlite3", peers=peers)
+    one, two = h.connect("as1"), h.connect("as2")
+    h.send(one, req("a"), req("b"), req("c"))
+    h.send(two, req("x"), req("y"), req("z"))  # the other peer is not limited by as1's limit
+    assert one.wire == ack("a") + ack("b") + ack("c", ok=False)
+    assert two.wire == ack("x") + ack("y") + ack("z")
+    h.engine.finish("a")
+    h.send(one, req("c"), req("d"))
+    assert one.wire.endswith(resp("a") + ack("c") + ack("d", ok=False))
+    assert h.desk.refusals == {("as1", "peer_max_calls"): 2}
+    h.journal.close()
+
+
+def test_peer_max_rate(tmp_path: Path) -> None:
+    peers = (PeerServer(name="as1", host="127.0.0.1", max_rate=2.0),)
+    h = Harness(tmp_path / "j.sqlite3", peers=peers)
+    out = h.connect()
+    # A burst of one second's worth (2), then 2 a second.
+    h.send(out, *[req(f"r{i}") for i in range(4)])
+    assert out.wire == ack("r0") + ack("r1") + ack("r2", ok=False) + ack("r3", ok=False)
+    h.clock.advance(0.5)  # one token back
+    h.send(out, req("r4"), req("r5"))
+    assert out.wire.endswith(ack("r4") + ack("r5", ok=False))
+    h.clock.advance(10)  # saved up to the burst only
+    h.send(out, *[req(f"s{i}") for i in range(3)])
+    assert out.wire.endswith(ack("s0") + ack("s1") + ack("s2", ok=False))
+    # A refused REQUEST (duplicate id) spends no token.
+    h.clock.advance(0.5)
+    h.send(out, req("s0"), req("t0"))
+    assert out.wire.endswith(ack("s0", ok=False) + ack("t0"))
+    assert h.desk.refusals == {("as1", "peer_max_rate"): 4, ("as1", "duplicate_id"): 1}
+    h.journal.close()
+
+
+def test_a_flood_of_bad_lines_writes_a_bounded_log(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    """250,000 refused lines from an allowed peer: a few log lines, each saying how many it stands for."""
+    caplog.set_level(logging.INFO, logger="mss.desk")
+    out = h.connect()
+    h.send(out, req("live"))
+    total = 250_000
+    kinds = [
+        IIFError("missing parameter 'user1'", iif_id="m"),
+        req("live"),  # duplicate id
+        Cancel(id="nobody"),
+    ]
+    batch = 500
+    for start in range(0, total, batch):
+        h.send(out, *[kinds[(start + i) % 3] for i in range(batch)])
+        h.clock.advance(0.05)  # 250,000 lines over 25 s of the fake clock
+    assert out.wire.count(b"code=fail") == total
+    assert sum(h.desk.refusals.values()) == total
+    assert h.desk.refusals == {
+        ("as1", "malformed"): 83_334, ("as1", "duplicate_id"): 83_333, ("as1", "cancel_unknown"): 83_333
+    }
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    # One line per peer and kind at once, then at most one per LOG_INTERVAL (10 s) each.
+    assert 3 <= len(warnings) <= 3 * 4, warnings
+    counted = [w for w in warnings if "more since the last report" in w]
+    assert counted, warnings
+    reported = sum(int(w.rsplit("(", 1)[1].split()[0]) for w in counted) + len(warnings)
+    assert reported <= total
+    assert reported > total * 0.5  # the counts stand for the lines left out
+
+
 def test_draining_refuses_requests_but_takes_cancels(h: Harness) -> None:
     out = h.connect()
     h.send(out, req("a"))
@@ -273,13 +376,19 @@ def test_response_on_the_same_connection(h: Harness) -> None:
 def test_response_on_the_peers_newest_connection(h: Harness) -> None:
     old = h.connect()
     h.send(old, req("a"))
-    older, newer = h.connect(), h.connect()
+    older, newer, silent = h.connect(), h.connect(), h.connect()
+    h.send(older, Cancel(id="x"))  # each has shown it is the AS
+    h.send(newer, Cancel(id="y"))
     other_peer = h.connect("as2")
+    h.send(other_peer, Cancel(id="z"))
     old.open = False
     h.desk.close_outlet(old)
     h.engine.finish("a", real_duration=5)
-    assert newer.wire == resp("a", 5)
-    assert older.wire == b"" and other_peer.wire == b""
+    assert newer.wire == ack("y", ok=False) + resp("a", 5)
+    assert older.wire == ack("x", ok=False)
+    assert silent.wire == b""  # newest, but it has sent nothing: maybe a probe
+    assert other_peer.wire == ack("z", ok=False)
+    assert h.journal.undelivered() == []
 
 
 def test_response_kept_until_the_peers_next_connection(h: Harness) -> None:
@@ -292,13 +401,19 @@ def test_response_kept_until_the_peers_next_connection(h: Harness) -> None:
     h.engine.finish("a", real_duration=1)
     assert h.desk.owed == 2
     assert [p.id for p in h.journal.undelivered()] == ["b", "a"]
-    stranger = h.connect("as2")
+    stranger = h.come_back("as2")
     assert stranger.wire == b"" and h.desk.owed == 2
     back = h.connect()
+    assert back.wire == b""  # a new connection that has sent nothing gets nothing before the hold time
+    h.desk.outlet_held(back)
     assert back.wire == resp("b", 2) + resp("a", 1)
+    assert h.desk.owed == 2 and h.desk.on_trial(back) == 2  # written, not yet confirmed
+    assert back.trials == 2
+    assert [p.id for p in h.journal.undelivered()] == ["b", "a"]
+    h.desk.confirm_trial(back)
     assert h.desk.owed == 0
     assert h.journal.undelivered() == []
-    again = h.connect()
+    again = h.come_back()
     assert again.wire == b""  # delivered once
 
 
@@ -310,7 +425,72 @@ def test_response_kept_when_the_write_fails(h: Harness) -> None:
     h.engine.finish("a", real_duration=4)
     assert h.desk.owed == 1
     h.desk.close_outlet(out)
-    assert h.connect().wire == resp("a", 4)
+    assert h.come_back().wire == resp("a", 4)
+
+
+def test_a_probe_that_connects_and_closes_takes_nothing(h: Harness) -> None:
+    out = h.connect()
+    h.send(out, req("a"))
+    out.open = False
+    h.desk.close_outlet(out)
+    h.engine.finish("a", real_duration=7)
+    for _ in range(3):  # health checks: open, close before the hold time, never a byte
+        probe = h.connect()
+        probe.open = False
+        h.desk.close_outlet(probe)
+        assert probe.wire == b""
+    assert h.desk.owed == 1 and [p.id for p in h.journal.undelivered()] == ["a"]
+    assert h.come_back().wire == resp("a", 7)
+    assert h.desk.owed == 0 and h.journal.undelivered() == []
+
+
+def test_unconfirmed_responses_are_kept_again_and_go_out_once_more(h: Harness) -> None:
+    out = h.connect()
+    h.send(out, req("a"), req("b"))
+    out.open = False
+    h.desk.close_outlet(out)
+    h.engine.finish("a", real_duration=1)
+    h.engine.finish("b", real_duration=2)
+    probe = h.connect()
+    h.desk.outlet_held(probe)  # a probe that stayed open the hold time without reading
+    assert probe.wire == resp("a", 1) + resp("b", 2)
+    probe.open = False
+    h.desk.close_outlet(probe)  # reset, not confirmed: kept again, in their order
+    assert h.desk.owed == 2 and [p.id for p in h.journal.undelivered()] == ["a", "b"]
+    back = h.connect()
+    h.send(back, Cancel(id="zz"))  # the AS speaks: delivered at once on this connection
+    assert back.wire == resp("a", 1) + resp("b", 2) + ack("zz", ok=False)
+    assert h.desk.owed == 0 and h.journal.undelivered() == []
+
+
+def test_a_message_from_a_held_connection_confirms_its_trial(h: Harness) -> None:
+    out = h.connect()
+    h.send(out, req("a"))
+    out.open = False
+    h.desk.close_outlet(out)
+    h.engine.finish("a", real_duration=3)
+    back = h.connect()
+    h.desk.outlet_held(back)
+    assert back.wire == resp("a", 3) and h.desk.owed == 1
+    h.send(back, req("b"))
+    assert h.desk.owed == 0 and h.journal.undelivered() == []
+    h.engine.finish("b", real_duration=4)  # and the normal path on it is immediate
+    assert back.wire == resp("a", 3) + ack("b") + resp("b", 4)
+    assert h.journal.undelivered() == []
+
+
+def test_a_new_response_waits_for_a_connection_that_showed_itself(h: Harness) -> None:
+    out = h.connect()
+    h.send(out, req("a"))
+    out.open = False
+    h.desk.close_outlet(out)
+    fresh = h.connect()  # connected, nothing sent, hold time not over
+    h.engine.finish("a", real_duration=2)
+    assert fresh.wire == b"" and h.desk.owed == 1
+    h.desk.outlet_held(fresh)
+    assert fresh.wire == resp("a", 2)
+    h.desk.confirm_trial(fresh)
+    assert h.journal.undelivered() == []
 
 
 def test_udp_answers_go_to_the_reply_address(h: Harness) -> None:
@@ -459,7 +639,7 @@ def test_recover_answers_interrupted_callbacks_and_queues_undelivered(tmp_path: 
     ]
     assert h.desk.owed == 2
     assert h.journal.interrupted() == []
-    out = h.connect()
+    out = h.come_back()
     assert out.wire == (
         b"RESPONSE: id=owed;real_duration=2;\r\n"
         + b"RESPONSE: id=talking;real_duration=45;result=shutdown;code=0;\r\n"
@@ -511,7 +691,7 @@ def test_recover_leaves_alone_what_this_process_took(tmp_path: Path) -> None:
     h.desk.recover()
     assert [c.id for c in h.desk.active.values()] == ["early"]
     assert h.desk.owed == 2  # "kept" once, and "old" cut by the crash
-    back = h.connect()
+    back = h.come_back()
     assert back.wire == resp("kept", 3) + resp("old", 0)
     h.engine.finish("early", real_duration=9)
     assert back.wire.endswith(resp("early", 9))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import select
 import signal
 import socket
 import sqlite3
@@ -404,6 +405,43 @@ def test_kept_response_survives_kill_9(tmp_path: Path) -> None:
         second.wait_log("delivered 2 kept RESPONSE(s) to peer as1")
 
 
+def test_kept_response_on_trial_survives_kill_9(tmp_path: Path) -> None:
+    """A probe takes a kept RESPONSE on trial, then mss is killed before the delivery is confirmed: the
+    journal still owes it, and after the restart the AS's real connection gets it exactly once."""
+    journal_path = tmp_path / "j.sqlite3"
+    earlier = Journal(journal_path)
+    (owed,) = earlier.record_requests(
+        [NewCallback(id="owed", peer="as1", transport="tcp", reply_addr=None, user1="100", user2="101",
+                     duration=600, received_at=time.time() - 100)]
+    )
+    from mss.iif import Response
+
+    earlier.record_response(owed, Response(id="owed", real_duration=5), time.time() - 80)
+    earlier.close()
+
+    port = free_port()
+    text = config_text(port, journal_path)
+    with mss_process(tmp_path, text, "first") as first:
+        for _ in range(3):  # port probes: connect, close
+            connect(port).close()
+        with connect(port) as probe:  # a health check that stays 100 ms without reading
+            time.sleep(0.1)
+        with connect(port) as probe:  # one that stays past the hold time: the RESPONSE is written to it
+            ready, _, _ = select.select([probe], [], [], 5)
+            assert ready, "nothing written to a connection held open"
+            assert first.proc is not None
+            first.proc.kill()  # kill -9 before the delivery is confirmed
+            assert first.proc.wait(10) == -signal.SIGKILL
+    assert [p.id for p in Journal(journal_path).undelivered()] == ["owed"]
+    with mss_process(tmp_path, text, "second") as second:
+        with connect(port) as sock:
+            assert read_lines(sock, 1) == [b"RESPONSE: id=owed;real_duration=5;"]
+            nothing_more(sock)
+        second.wait_log("delivered 1 kept RESPONSE(s) to peer as1")
+        with connect(port) as sock:  # delivered once
+            nothing_more(sock, 1.0)
+
+
 # --- the Service in-process, with an engine the test drives ---------------------------------------
 
 class HoldEngine:
@@ -415,7 +453,7 @@ class HoldEngine:
         self.held: dict[str, Callback] = {}
         self.started: list[str] = []
 
-    def refusal(self) -> str | None:
+    def refusal(self, pending: int) -> str | None:
         return None
 
     def start(self, callback: Callback) -> None:
@@ -706,6 +744,9 @@ def test_response_on_the_newest_connection_when_its_own_is_gone(tmp_path: Path) 
             assert await lines(r1, 1) == [ack("n1")]
             r2, w2 = await mss.open()
             r3, w3 = await mss.open()
+            for reader, writer in ((r2, w2), (r3, w3)):  # each shows it is the AS
+                writer.write(b"CANCEL: id=none;\r\n")
+                assert await lines(reader, 1) == [ack("none", ok=False)]
             await mss.until(lambda: mss.service.iif is not None and len(mss.service.iif.connections) == 3)
             w1.close()
             await mss.until(lambda: mss.service.iif is not None and len(mss.service.iif.connections) == 2)
@@ -881,3 +922,93 @@ def test_restart_in_process_delivers_on_first_connection(tmp_path: Path) -> None
 
     uvloop.run(first())
     uvloop.run(second())
+
+
+def test_probes_do_not_take_a_kept_response(tmp_path: Path) -> None:
+    """Health checks and port probes from the AS's address do not take a kept RESPONSE; the AS does."""
+
+    async def scenario() -> None:
+        async with live(tmp_path) as mss:
+            desk = mss.service.desk
+            assert desk is not None and mss.service.iif is not None
+            reader, writer = await mss.open()
+            writer.write(request("kept"))
+            assert await lines(reader, 1) == [ack("kept")]
+            writer.close()
+            await mss.until(lambda: mss.service.iif is not None and not mss.service.iif.connections)
+            mss.engine.finish("kept", 9)
+            assert desk.owed == 1
+
+            loop = asyncio.get_running_loop()
+
+            async def probe(stay: float) -> bytes:
+                """Connect from the AS's address, read nothing for ``stay`` seconds, close; what had
+                arrived unread is returned (peeked)."""
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                await loop.sock_connect(sock, (LOCAL, mss.port))
+                await asyncio.sleep(stay)
+                try:
+                    return sock.recv(65536, socket.MSG_PEEK)
+                except BlockingIOError:
+                    return b""
+                finally:
+                    sock.close()  # with unread data this is a reset (RFC 1122 §4.2.2.13)
+
+            for _ in range(5):
+                assert await probe(0) == b""
+            assert await probe(0.1) == b""  # 100 ms without reading
+            await mss.until(lambda: mss.service.iif is not None and not mss.service.iif.connections)
+            assert desk.owed == 1
+            assert [p.id for p in desk.journal.undelivered()] == ["kept"]
+            # One that stays past the hold time gets the RESPONSE written, but never confirms it.
+            assert await probe(iif_server.PROBE_HOLD + 0.3) == b"RESPONSE: id=kept;real_duration=9;\r\n"
+            await mss.until(lambda: mss.service.iif is not None and not mss.service.iif.connections)
+            assert desk.owed == 1
+            assert [p.id for p in desk.journal.undelivered()] == ["kept"]
+
+            # The AS's next real connection gets it, exactly once.
+            reader, writer = await mss.open()
+            assert await lines(reader, 1) == [b"RESPONSE: id=kept;real_duration=9;"]
+            await silent(reader)
+            writer.close()
+            await mss.until(lambda: desk.owed == 0)
+            assert desk.journal.undelivered() == []
+            reader, writer = await mss.open()
+            await silent(reader, iif_server.PROBE_HOLD + 0.3)
+            writer.close()
+
+    run(scenario)
+
+
+def test_kept_response_confirmed_by_the_as_speaking_or_staying(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with live(tmp_path) as mss:
+            desk = mss.service.desk
+            assert desk is not None
+            reader, writer = await mss.open()
+            writer.write(request("a") + request("b"))
+            assert await lines(reader, 2) == [ack("a"), ack("b")]
+            writer.close()
+            await mss.until(lambda: mss.service.iif is not None and not mss.service.iif.connections)
+            mss.engine.finish("a", 1)
+            # An AS that speaks at once: the kept RESPONSE comes without waiting for the hold time.
+            reader, writer = await mss.open()
+            started = time.monotonic()
+            writer.write(b"CANCEL: id=none;\r\n")
+            got = await lines(reader, 2)
+            assert sorted(got) == sorted([b"RESPONSE: id=a;real_duration=1;", ack("none", ok=False)])
+            assert time.monotonic() - started < iif_server.PROBE_HOLD
+            assert desk.owed == 0
+            writer.close()
+            await mss.until(lambda: mss.service.iif is not None and not mss.service.iif.connections)
+            # An AS that connects and only reads: written after the hold time, confirmed after it stayed.
+            mss.engine.finish("b", 2)
+            reader, writer = await mss.open()
+            assert await lines(reader, 1) == [b"RESPONSE: id=b;real_duration=2;"]
+            assert desk.owed == 1  # on trial
+            await mss.until(lambda: desk.owed == 0, timeout=iif_server.CONFIRM_HOLD + 2)
+            assert desk.journal.undelivered() == []
+            writer.close()
+
+    run(scenario)

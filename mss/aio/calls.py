@@ -115,13 +115,14 @@ class CallEngine:
 
     # --- the desk's verbs ----------------------------------------------------------------------
 
-    def refusal(self) -> str | None:
+    def refusal(self, pending: int) -> str | None:
         if not self.registered:
             return "the external line is not registered"
         if self.relay is None or self.sip is None:
             return "the call engine is not running"
-        if self.relay.session_count >= self.relay.capacity:
-            return "no RTP ports left"
+        # ``pending`` callbacks of the same batch are taken but not started: their sessions are not open yet.
+        if self.relay.session_count + pending >= self.relay.capacity:
+            return f"no RTP ports left ({self.relay.capacity} relay sessions)"
         return None
 
     def start(self, callback: Callback) -> None:

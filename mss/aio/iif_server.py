@@ -3,13 +3,23 @@
 Strangers never get a byte: a TCP connection from an address not in ``[peer_servers]`` is closed in
 ``connection_made`` before anything is read, a UDP datagram from one is dropped; each refusal is
 logged (rate-limited per address so a scan cannot flood the log).
+
+Kept RESPONSEs and probes (the desk's rule, :mod:`mss.desk`): a peer's new connection that has sent no
+message is told to the desk as *held* only after :data:`PROBE_HOLD` seconds open; what the desk then
+writes on trial counts as delivered once the kernel's send queue for it has drained (``SIOCOUTQ``) and
+the connection stayed open :data:`CONFIRM_HOLD` more seconds, or the AS closed it in order (a FIN:
+RFC 1122 §4.2.2.13, a host that closes with data unread sends a RST instead), or the AS sends a
+message. A reset or a close before that leaves them kept.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
+import struct
+import termios
 import time
 from collections.abc import Sequence
 from typing import cast
@@ -32,6 +42,17 @@ WRITE_HIGH_WATER = 1 << 20
 
 #: Datagrams held while the server is bound but not yet serving (start-up takes milliseconds).
 MAX_EARLY_DATAGRAMS = 256
+
+#: Seconds a new connection that has sent nothing must stay open before kept RESPONSEs are written to
+#: it: health checks and port probes close within milliseconds, an AS keeps its connection.
+PROBE_HOLD = 0.5
+
+#: Seconds a connection must stay open after the kernel sent (and the peer acknowledged) a kept
+#: RESPONSE before it counts as delivered: a probe that did not read resets the connection on close.
+CONFIRM_HOLD = 1.0
+
+#: Seconds between two looks at the kernel's send queue while a kept RESPONSE is on trial.
+SEND_QUEUE_POLL = 0.05
 
 
 class PeerTable:
@@ -67,6 +88,8 @@ class _StreamProtocol(asyncio.Protocol):
         self.peer = ""
         self._origin: Origin | None = None
         self._closing = False  # the AS ended the stream: nothing more is routed here
+        self._trial_timer: asyncio.TimerHandle | None = None  # the probe hold, then the delivery check
+        self._drained_at: float | None = None  # when the send queue was first seen empty on trial
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's classes do not subclass asyncio's
@@ -85,8 +108,10 @@ class _StreamProtocol(asyncio.Protocol):
         self.peer = peer.name
         self._origin = Origin(peer=peer.name, transport="tcp", outlet=self)
         self._server.connections.add(self)
-        log.info("IIF connection from %s (%s:%d)", peer.name, host, port)
+        self._server.conn_log.info((peer.name, "open"), "IIF connection from %s (%s:%d)", peer.name, host,
+                                   port)
         self._server.desk.open_outlet(self)
+        self._trial_timer = asyncio.get_running_loop().call_later(PROBE_HOLD, self._on_held)
 
     def data_received(self, data: bytes) -> None:
         self._conn.receive_data(data, time.monotonic())
@@ -96,9 +121,14 @@ class _StreamProtocol(asyncio.Protocol):
         # The AS is done with this connection. A FIN cannot be told from a full close, and a RESPONSE
         # written to a closed socket is lost: answer what arrived, then let RESPONSEs wait for the
         # peer's next connection. Returning False closes the transport once the ACKs are written.
+        desk = self._server.desk
+        if desk.on_trial(self) and self._unsent() == 0:
+            # An orderly close after the peer's kernel acknowledged everything: the AS read it all
+            # (RFC 1122 §4.2.2.13: closing with data unread sends a RST, not a FIN).
+            desk.confirm_trial(self)
         self._conn.receive_data(b"", time.monotonic())
         self._drain()
-        self._server.desk.close_outlet(self)
+        desk.close_outlet(self)
         self._closing = True
         return False
 
@@ -132,6 +162,53 @@ class _StreamProtocol(asyncio.Protocol):
         self._conn.handle_timer(time.monotonic())
         self._drain()
 
+    # --- kept RESPONSEs on trial --------------------------------------------------------------------
+
+    def _on_held(self) -> None:
+        """Open :data:`PROBE_HOLD` seconds: the desk may write what the peer is owed, on trial."""
+        self._trial_timer = None
+        if self._transport is None or self._closing or self._transport.is_closing():
+            return
+        self._server.desk.outlet_held(self)  # what it writes on trial calls trial_started()
+
+    def trial_started(self) -> None:
+        """Outlet: RESPONSEs were written on trial; watch for their confirmation."""
+        if self._trial_timer is None and self._transport is not None:
+            self._trial_timer = asyncio.get_running_loop().call_later(0, self._watch_trial)
+
+    def _watch_trial(self) -> None:
+        """Confirm what is on trial once the send queue drained and :data:`CONFIRM_HOLD` passed."""
+        self._trial_timer = None
+        if self._transport is None or self._closing or not self._server.desk.on_trial(self):
+            self._drained_at = None
+            return
+        now = time.monotonic()
+        if self._unsent() > 0:
+            self._drained_at = None
+        elif self._drained_at is None:
+            self._drained_at = now
+        elif now - self._drained_at >= CONFIRM_HOLD:
+            self._drained_at = None
+            self._server.desk.confirm_trial(self)
+            return
+        delay = SEND_QUEUE_POLL if self._drained_at is None else CONFIRM_HOLD - (now - self._drained_at)
+        self._trial_timer = asyncio.get_running_loop().call_later(max(delay, 0.0), self._watch_trial)
+
+    def _unsent(self) -> int:
+        """Bytes written to this connection that the peer's kernel has not acknowledged yet: asyncio's
+        buffer plus the kernel's send queue (SIOCOUTQ, which Linux names TIOCOUTQ for sockets)."""
+        if self._transport is None:
+            return 0
+        queued = self._transport.get_write_buffer_size()
+        sock = self._transport.get_extra_info("socket")
+        if sock is None:
+            return queued
+        try:
+            raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except OSError:
+            return queued + 1  # unknown: not drained
+        return queued + int(struct.unpack("i", raw)[0])
+
     def write(self, data: bytes) -> bool:
         """Outlet: write to the AS; False when the connection is closed or the AS ended it."""
         if self._transport is None or self._closing or self._transport.is_closing():
@@ -157,11 +234,15 @@ class _StreamProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._trial_timer is not None:
+            self._trial_timer.cancel()
+            self._trial_timer = None
         if self._transport is None:
             return
         self._server.connections.discard(self)
         self._server.desk.close_outlet(self)
-        log.info("IIF connection from %s closed%s", self.peer, f": {exc}" if exc else "")
+        self._server.conn_log.info((self.peer, "close"), "IIF connection from %s closed%s", self.peer,
+                                   f": {exc}" if exc else "")
         self._transport = None
 
     def close(self) -> None:
@@ -212,6 +293,7 @@ class IIFServer:
         self.peers = PeerTable(peers)
         self.max_duration = max_duration
         self.connections: set[_StreamProtocol] = set()
+        self.conn_log = RateLimitedLog(log)  # a peer reconnecting in a loop must not flood the log
         self._tcp: asyncio.Server | None = None
         self._udp: _DatagramProtocol | None = None
         self.serving = False

@@ -94,6 +94,7 @@ class Service:
             extended_response=cfg.callback.extended_response,
             udp_send=lambda data, addr: self.iif.send_datagram(data, addr) if self.iif else False,
             wall_clock=time.time,
+            peers=cfg.peer_servers,
         )
         self.desk = desk
         idle = asyncio.Event()
