@@ -283,7 +283,7 @@ class Registration:
             if (
                 isinstance(uri, SipUri)
                 and isinstance(mine, SipUri)
-                and uri.user == mine.user
+                and uri.user_text == mine.user_text  # compared unescaped (RFC 3261 §19.1.4)
                 and uri.hostport == mine.hostport
             ):
                 value = contact.param("expires")

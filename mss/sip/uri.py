@@ -2,7 +2,14 @@
 
 ``parse_*`` and ``str()`` are inverses: ``parse_uri(str(u)) == u`` for every value built here, and
 ``str(parse_uri(text))`` is ``text`` for every valid ``text`` (the scheme is lowercased). Escapes
-(``%41``) are kept as written; :func:`unescape` decodes them where a comparison needs it.
+(``%41``) are kept as written; :func:`unescape` decodes them where a comparison needs it
+(:attr:`SipUri.user_text`).
+
+The user and password parts are held in their wire form: a :class:`SipUri` built with characters
+that RFC 3261 §25.1 does not allow there raw (``user = 1*( unreserved / escaped / user-unreserved )``;
+``#``, ``%`` not starting an escape, ``@``, space, non-ASCII) gets them escaped as ``%HH`` of their
+UTF-8 bytes when it is made, so ``SipUri(host=h, user="*31#555")`` is written ``sip:*31%23555@h``.
+A ``%HH`` already there is taken as an escape.
 
 Every parse error is a :class:`~mss.errors.SipError` (status 400) whose reason names the part that is
 wrong, so a refused message says why.
@@ -38,6 +45,7 @@ __all__ = [
     "SipUri",
     "Uri",
     "Via",
+    "escape_user",
     "get_param",
     "has_param",
     "parse_name_addr",
@@ -86,6 +94,31 @@ def unescape(text: str) -> str:
     return unquote_to_bytes(text).decode("utf-8", "surrogateescape")
 
 
+# unreserved = alphanum / mark; user-unreserved = "&" / "=" / "+" / "$" / "," / ";" / "?" / "/"
+_USER_RAW = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()&=+$,;?/")
+# password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," )
+_PASSWORD_RAW = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()&=+$,")
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _escape(text: str, raw: frozenset[str]) -> str:
+    if raw.issuperset(text):
+        return text
+    out: list[str] = []
+    n = len(text)
+    for i, c in enumerate(text):
+        if c in raw or (c == "%" and i + 2 < n and text[i + 1] in _HEX and text[i + 2] in _HEX):
+            out.append(c)
+        else:
+            out.extend(f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape"))
+    return "".join(out)
+
+
+def escape_user(text: str) -> str:
+    """``text`` as a URI user part (RFC 3261 §25.1): characters not allowed raw become ``%HH``."""
+    return _escape(text, _USER_RAW)
+
+
 def quote(text: str) -> str:
     """``text`` as a quoted-string: ``"`` and ``\\`` escaped (RFC 3261 §25.1 quoted-pair)."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -112,6 +145,19 @@ class SipUri:
     """URI headers (``?Route=...&Subject=...``); not allowed in a Request-URI."""
     scheme: str = "sip"
     """``sip`` or ``sips`` (lowercase)."""
+
+    def __post_init__(self) -> None:
+        # Escape on the way in, so str(), equality and parse_uri(str(u)) == u all see the wire form.
+        user, password = self.user, self.password
+        if user is not None and not _USER_RAW.issuperset(user):
+            object.__setattr__(self, "user", _escape(user, _USER_RAW))
+        if password is not None and not _PASSWORD_RAW.issuperset(password):
+            object.__setattr__(self, "password", _escape(password, _PASSWORD_RAW))
+
+    @property
+    def user_text(self) -> str | None:
+        """The user part unescaped (RFC 3261 §19.1.4 compares users after unescaping)."""
+        return None if self.user is None else unescape(self.user)
 
     def __str__(self) -> str:
         out = [self.scheme, ":"]
