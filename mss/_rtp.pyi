@@ -17,8 +17,12 @@ class Engine:
     ``counters`` is a C-contiguous ``uint64`` array of shape ``(capacity, 2, len(FIELDS))`` that
     the loop writes into; the caller keeps it and may read it at any time. ``backend`` is
     ``"auto"``, ``"io_uring"`` or ``"epoll"``; ``gather_us`` (0..100000) is how long a busy loop
-    lets work gather before it wakes. The constructor starts the thread and raises ``OSError``
-    when the requested back end cannot start, ``ValueError`` for bad arguments.
+    lets work gather before it wakes. ``learn_ms`` (0..60000) and ``learn_packets`` (1..1000) rule
+    endpoint learning: a source other than a leg's signalled remote latches only once ``learn_ms``
+    has passed since the leg's first such packet and it has sent ``learn_packets`` packets in a row
+    (one SSRC, consecutive sequence numbers); until then its packets are dropped and counted in
+    ``drop_learning``. The constructor starts the thread and raises ``OSError`` when the requested
+    back end cannot start, ``ValueError`` for bad arguments.
     """
 
     def __init__(
@@ -28,6 +32,8 @@ class Engine:
         backend: str,
         gather_us: int,
         counters: npt.NDArray[np.uint64],
+        learn_ms: int,
+        learn_packets: int,
     ) -> None: ...
     @property
     def backend(self) -> str:
@@ -63,12 +69,14 @@ class Engine:
     def set_remote(
         self, slot: int, leg: int, kind: int, ip: int, port: int, pinned: bool
     ) -> None:
-        """Set where ``leg`` sends ``kind`` until a packet latches it (no-op if latched there).
+        """Signal ``leg``'s remote for ``kind``: where it sends until a packet latches it, and the
+        source that latches at once (and takes over a learned latch). No-op if latched there
+        already; another address restarts learning.
 
         ``pinned`` (RTCP only) keeps the RTCP remote from being derived from the RTP source.
         """
     def relatch(self, slot: int, leg: int) -> None:
-        """Accept and latch the next source of ``leg``'s RTP and RTCP."""
+        """Unlatch ``leg``'s RTP and RTCP and restart endpoint learning."""
     def set_forwarding(self, slot: int, a_to_b: bool, b_to_a: bool) -> None:
         """Forward leg a's packets to leg b, and leg b's to leg a."""
     def set_pt_map(self, slot: int, leg: int, table: bytes) -> None:

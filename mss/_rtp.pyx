@@ -10,8 +10,23 @@ releases it while it waits; every verb takes ``Core.mu`` (with the GIL released)
 state, so the loop sees each change whole. Counters live in a numpy array owned by Python, written by
 the loop only.
 
-Packet path, per datagram (``handle_packet``): parse -> check_source (latch) -> count -> route ->
-rewrite -> forward. A send that would block is dropped and counted, never queued.
+Packet path, per datagram (``handle_packet``): parse -> check_source (latch, or learn) -> count ->
+route -> rewrite -> forward. A send that would block is dropped and counted, never queued.
+
+Endpoint learning (``check_source``, ``learn``), after rtpengine's ``endpoint-learning=heuristic``
+and Asterisk's ``strictrtp`` probation. A leg that has not latched accepts, in this order:
+1. its signalled remote (``set_remote``, the SDP's address AND port): latched on its first packet;
+2. RTCP from the address the leg's RTP latched on (RTCP has no sequence numbers to learn from);
+3. an RTP candidate: one from the signalled address with another port (a NAT that changed the port)
+   is preferred to any other source; a candidate latches only once ``learn_ns`` has passed since
+   the leg's first learning packet AND it has sent ``learn_packets`` packets in a row (one SSRC,
+   consecutive sequence numbers). A leg with no signalled remote learns every source this way.
+Until then a candidate's packets are dropped and counted (``DROP_LEARNING``), never forwarded: a
+stranger's audio must not reach the other phone, and a late start of a NATed phone's audio is the
+price. A latched leg accepts only its source, except that the signalled remote takes over a leg
+that latched on a learned source (it is the better match, and a stranger that won the learning
+while the phone was still ringing must not keep the leg). ``relatch`` restarts learning. None of
+this costs anything once a leg has latched: the first test of ``check_source`` accepts the source.
 
 Sockets, per leg: SK_RTP and SK_ANY share the RTP port (SO_REUSEPORT); SK_RTP is connected to the
 leg's remote as soon as it has one (signalled or latched), so the kernel hands it that source only,
@@ -247,6 +262,8 @@ cdef enum:
     CLOCK_RATE = 8000        # RTP clock of the 8 kHz audio payload types the jitter is kept for
     GEN_MASK = 0xFFFFF       # 20-bit session generation in user_data
     SHUTDOWN_MS = 200        # how long close() waits for the kernel to end the receives
+    MAX_LEARN_MS = 60000     # endpoint learning window: a minute of a phone's audio is the most to lose
+    MAX_LEARN_PACKETS = 1000 # packets in a row a candidate must send (20 s of 20 ms packets)
 
 # Counter fields: the last axis of the counters array, named in FIELDS below.
 cdef enum:
@@ -265,18 +282,19 @@ cdef enum:
     DROP_NO_REMOTE = 12
     DROP_DISABLED = 13
     DROP_SEND = 14
-    LAST_RX_NS = 15
-    LAST_RTCP_RX_NS = 16
-    SSRC = 17
-    SEQ_GAPS = 18
-    JITTER_Q4 = 19
-    N_FIELDS = 20
+    DROP_LEARNING = 15
+    LAST_RX_NS = 16
+    LAST_RTCP_RX_NS = 17
+    SSRC = 18
+    SEQ_GAPS = 19
+    JITTER_Q4 = 20
+    N_FIELDS = 21
 
 FIELDS = (
     "rtp_packets_in", "rtp_bytes_in", "rtp_packets_out", "rtp_bytes_out",
     "rtcp_packets_in", "rtcp_bytes_in", "rtcp_packets_out", "rtcp_bytes_out",
     "played_packets", "drop_short", "drop_malformed", "drop_source", "drop_no_remote",
-    "drop_disabled", "drop_send", "last_rx_ns", "last_rtcp_rx_ns", "ssrc", "seq_gaps",
+    "drop_disabled", "drop_send", "drop_learning", "last_rx_ns", "last_rtcp_rx_ns", "ssrc", "seq_gaps",
     "jitter_q4",
 )
 assert len(FIELDS) == N_FIELDS
@@ -296,6 +314,11 @@ cdef enum:
     EP_NONE = 0        # no destination known
     EP_EXPECTED = 1    # destination from signalling (or derived), source not learned yet
     EP_LATCHED = 2     # destination learned from the source of a packet; only that source is accepted
+
+    # endpoint-learning candidates of a leg's RTP, best first
+    CAND_ADDR = 0      # from the signalled address, another port (a NAT changed the port)
+    CAND_OTHER = 1     # from anywhere else (every source, when nothing was signalled)
+    N_CAND = 2
 
     S_FREE = 0
     S_OPENING = 1      # attached, receive not armed yet (io_uring)
@@ -323,7 +346,17 @@ ctypedef struct Sock:
 ctypedef struct Endpoint:
     uint8_t state
     uint8_t connected          # RTP: SK_RTP is connected to dest
+    uint8_t has_sig            # a remote was signalled (set_remote)
+    uint8_t exact              # latched on the signalled remote itself (nothing takes it over)
     sockaddr_in dest
+    sockaddr_in sig            # the signalled remote, kept while dest follows the latched source
+
+ctypedef struct Candidate:     # a source learning to be a leg's RTP remote
+    sockaddr_in src
+    uint64_t last_ns           # its last packet
+    uint32_t ssrc
+    uint16_t seq               # its last sequence number
+    uint16_t run               # packets in a row: one SSRC, consecutive sequence numbers (0: none)
 
 ctypedef struct Play:
     unsigned char* frames
@@ -350,6 +383,8 @@ ctypedef struct Leg:
     uint32_t ssrc
     int32_t transit
     uint32_t play_serial
+    uint64_t learn_start       # the first packet learned from since learning (re)started, 0: none
+    Candidate cand[2]          # N_CAND, by preference
     Play* play
     uint64_t* ctr
     uint8_t pt_map[128]
@@ -386,6 +421,8 @@ ctypedef struct Core:
     uint64_t* counters
     int efd
     uint64_t gather_ns
+    uint64_t learn_ns          # endpoint learning: window from the first packet of a candidate
+    uint32_t learn_packets     # endpoint learning: packets in a row a candidate must send
     uint64_t now
     uint64_t wakeups
     uint64_t rearms            # io_uring: multishot receives that ended and were armed again
@@ -564,19 +601,21 @@ cdef inline int same_addr(const sockaddr_in* a, const sockaddr_in* b) noexcept n
     return a.sin_port == b.sin_port and a.sin_addr.s_addr == b.sin_addr.s_addr
 
 
-cdef inline int check_source(Pkt* p) noexcept nogil:
-    """Symmetric RTP: latch onto the first source, then accept only that one."""
-    cdef Endpoint* ep = &p.leg.ep[p.kind]
+cdef inline void restart_learning(Leg* leg) noexcept nogil:
+    """Forget the candidates: the next packets start learning afresh."""
+    memset(leg.cand, 0, sizeof(Candidate) * N_CAND)
+    leg.learn_start = 0
+
+
+cdef inline void latch(Pkt* p, Endpoint* ep) noexcept nogil:
+    """Make the packet's source the endpoint's remote: from now on only it is accepted."""
     cdef Endpoint* rtcp
-    cdef int moved
-    if ep.state == EP_LATCHED:
-        if same_addr(&ep.dest, p.src):
-            return 0
-        return DROP_SOURCE
-    moved = not same_addr(&ep.dest, p.src)
-    ep.dest.sin_family = AF_INET
-    ep.dest.sin_port = p.src.sin_port
-    ep.dest.sin_addr.s_addr = p.src.sin_addr.s_addr
+    cdef int moved = not same_addr(&ep.dest, p.src)   # p.src may be &ep.dest (a plain recv)
+    ep.exact = ep.has_sig and same_addr(&ep.sig, p.src)
+    if moved:
+        ep.dest.sin_family = AF_INET
+        ep.dest.sin_port = p.src.sin_port
+        ep.dest.sin_addr.s_addr = p.src.sin_addr.s_addr
     ep.state = EP_LATCHED
     if p.kind == KIND_RTP and (moved or not ep.connected):
         connect_rtp(p.core, p.slot, p.leg)
@@ -587,7 +626,70 @@ cdef inline int check_source(Pkt* p) noexcept nogil:
             rtcp.dest.sin_addr.s_addr = p.src.sin_addr.s_addr
             rtcp.dest.sin_port = htons(<uint16_t>(ntohs(p.src.sin_port) + 1))
             rtcp.state = EP_EXPECTED
+
+
+cdef inline int learn(Pkt* p, Endpoint* ep, uint64_t now) noexcept nogil:
+    """An RTP packet from a source that is not the signalled remote: note it as a candidate; latch
+    it once the learning window has passed and it has sent ``learn_packets`` in a row (and no
+    better candidate is still sending in a row). 0 when it latched, else DROP_LEARNING."""
+    cdef Leg* leg = p.leg
+    cdef Core* c = p.core
+    cdef unsigned char* d = p.data
+    cdef uint16_t seq = <uint16_t>((d[2] << 8) | d[3])
+    cdef uint32_t ssrc = ((<uint32_t>d[8] << 24) | (<uint32_t>d[9] << 16) | (<uint32_t>d[10] << 8)
+                          | d[11])
+    cdef int k = CAND_OTHER
+    cdef Candidate* cand
+    cdef Candidate* better
+    if ep.has_sig and ep.sig.sin_addr.s_addr == p.src.sin_addr.s_addr:
+        k = CAND_ADDR
+    cand = &leg.cand[k]
+    if (cand.run and same_addr(&cand.src, p.src) and ssrc == cand.ssrc
+            and seq == <uint16_t>(cand.seq + 1)):
+        if cand.run < 0xFFFF:
+            cand.run += 1
+    else:                                       # a new candidate, or a break in its sequence
+        cand.src.sin_family = AF_INET
+        cand.src.sin_port = p.src.sin_port
+        cand.src.sin_addr.s_addr = p.src.sin_addr.s_addr
+        cand.ssrc = ssrc
+        cand.run = 1
+    cand.seq = seq
+    cand.last_ns = now
+    if leg.learn_start == 0:
+        leg.learn_start = now
+    if cand.run < c.learn_packets or now - leg.learn_start < c.learn_ns:
+        return DROP_LEARNING
+    if k == CAND_OTHER:
+        better = &leg.cand[CAND_ADDR]
+        if better.run >= c.learn_packets and now - better.last_ns < c.learn_ns:
+            return DROP_LEARNING                # one from the signalled address is still sending
+    latch(p, ep)
     return 0
+
+
+cdef inline int check_source(Pkt* p, uint64_t now) noexcept nogil:
+    """Symmetric RTP with endpoint learning (see the module docstring); 0 or the drop counter."""
+    cdef Endpoint* ep = &p.leg.ep[p.kind]
+    cdef Endpoint* rtp
+    if ep.state == EP_LATCHED:
+        if same_addr(&ep.dest, p.src):
+            return 0
+        if ep.has_sig and not ep.exact and same_addr(&ep.sig, p.src):
+            latch(p, ep)                        # the signalled remote takes over a learned latch
+            return 0
+        return DROP_SOURCE
+    if ep.has_sig and same_addr(&ep.sig, p.src):
+        latch(p, ep)
+        return 0
+    if p.rtcp:                                  # no sequence numbers: follow the RTP latch
+        rtp = &p.leg.ep[KIND_RTP]
+        if (p.kind == KIND_RTCP and rtp.state == EP_LATCHED
+                and rtp.dest.sin_addr.s_addr == p.src.sin_addr.s_addr):
+            latch(p, ep)
+            return 0
+        return DROP_LEARNING
+    return learn(p, ep, now)
 
 
 cdef inline void count(Pkt* p, uint64_t now) noexcept nogil:
@@ -673,7 +775,7 @@ cdef inline int handle_packet(Pkt* p, uint64_t now) noexcept nogil:
     """One datagram through the path; returns 1 when a queued send now owns its buffer."""
     cdef int drop = parse(p)
     if drop == 0:
-        drop = check_source(p)
+        drop = check_source(p, now)
     if drop:
         p.leg.ctr[drop] += 1
         return 0
@@ -1487,7 +1589,8 @@ cdef class Engine:
     cdef object _counters
     cdef uint64_t[:, :, ::1] _view
 
-    def __cinit__(self, str host, int capacity, str backend, int gather_us, object counters):
+    def __cinit__(self, str host, int capacity, str backend, int gather_us, object counters,
+                  int learn_ms, int learn_packets):
         cdef Core* c
         cdef int err = 0
         cdef bytes packed
@@ -1499,6 +1602,10 @@ cdef class Engine:
             raise ValueError("backend must be 'auto', 'io_uring' or 'epoll'")
         if gather_us < 0 or gather_us > 100000:
             raise ValueError("gather_us must be 0..100000")
+        if learn_ms < 0 or learn_ms > MAX_LEARN_MS:
+            raise ValueError(f"learn_ms must be 0..{MAX_LEARN_MS}")
+        if learn_packets < 1 or learn_packets > MAX_LEARN_PACKETS:
+            raise ValueError(f"learn_packets must be 1..{MAX_LEARN_PACKETS}")
         import socket as _socket
         try:
             packed = _socket.inet_pton(_socket.AF_INET, host)
@@ -1522,6 +1629,8 @@ cdef class Engine:
         c.capacity = <uint32_t>capacity
         c.counters = &self._view[0, 0, 0]
         c.gather_ns = <uint64_t>gather_us * 1000
+        c.learn_ns = <uint64_t>learn_ms * 1000000
+        c.learn_packets = <uint32_t>learn_packets
         c.want_backend = BACKEND_URING if backend == "io_uring" else (
             BACKEND_EPOLL if backend == "epoll" else 0)
         c.sessions = <Session*>calloc(capacity, sizeof(Session))
@@ -1733,6 +1842,7 @@ cdef class Engine:
         cdef Core* c = self._core()
         cdef Session* s = self._session(slot)
         cdef Endpoint* ep
+        cdef int changed
         if leg not in (0, 1) or kind not in (0, 1) or port < 1 or port > 65535:
             raise ValueError("bad leg, kind or port")
         with nogil:
@@ -1740,12 +1850,20 @@ cdef class Engine:
             ep = &s.leg[leg].ep[kind]
             if kind == KIND_RTCP:
                 s.leg[leg].rtcp_pinned = pinned
-            if not (ep.state == EP_LATCHED and ep.dest.sin_addr.s_addr == htonl(ip)
-                    and ep.dest.sin_port == htons(<uint16_t>port)):
-                ep.dest.sin_family = AF_INET
-                ep.dest.sin_addr.s_addr = htonl(ip)
-                ep.dest.sin_port = htons(<uint16_t>port)
+            changed = not (ep.has_sig and ep.sig.sin_addr.s_addr == htonl(ip)
+                           and ep.sig.sin_port == htons(<uint16_t>port))
+            ep.sig.sin_family = AF_INET
+            ep.sig.sin_addr.s_addr = htonl(ip)
+            ep.sig.sin_port = htons(<uint16_t>port)
+            ep.has_sig = 1
+            if ep.state == EP_LATCHED and same_addr(&ep.dest, &ep.sig):
+                ep.exact = 1                    # latched there already: it stays
+            else:
+                if kind == KIND_RTP and (changed or ep.state == EP_LATCHED):
+                    restart_learning(&s.leg[leg])   # candidates were judged against another remote
+                ep.dest = ep.sig
                 ep.state = EP_EXPECTED
+                ep.exact = 0
                 if kind == KIND_RTP:            # SK_RTP follows the remote; others reach SK_ANY
                     connect_rtp(c, <uint32_t>slot, &s.leg[leg])
             pthread_mutex_unlock(&c.mu)
@@ -1763,6 +1881,8 @@ cdef class Engine:
             for k in range(2):
                 if s.leg[leg].ep[k].state == EP_LATCHED:
                     s.leg[leg].ep[k].state = EP_EXPECTED
+                s.leg[leg].ep[k].exact = 0
+            restart_learning(&s.leg[leg])
             pthread_mutex_unlock(&c.mu)
 
     def set_forwarding(self, int slot, bint a_to_b, bint b_to_a):

@@ -4,9 +4,17 @@ A :class:`Relay` owns one native packet loop (started by the constructor) and a 
 Each :class:`RelaySession` holds two legs, ``a`` and ``b``; a leg is an even RTP port and the RTCP
 port above it. What a leg receives is forwarded out of the other leg's socket of the same kind:
 
-- **latching** (symmetric RTP): a leg sends to the remote that signalling gave (:meth:`set_remote`)
-  until its first packet arrives, then to that packet's source, and from then on accepts only that
-  source. :meth:`relatch` learns the source again (signalling says the media moved);
+- **latching with endpoint learning** (symmetric RTP, as rtpengine's ``endpoint-learning=heuristic``
+  and Asterisk's ``strictrtp``): a leg sends to the remote that signalling gave
+  (:meth:`RelaySession.set_remote`) until it latches, then to the latched source, and from then on
+  accepts only that source. The signalled address and port latch on their first packet (and take
+  over a leg latched on a learned source); RTCP also latches on the address its RTP latched on; any
+  other source (one from the signalled address with another port preferred, as behind a NAT) latches
+  only after ``learn_ms`` from the leg's first learning packet AND ``learn_packets`` packets in a row
+  (one SSRC, consecutive sequence numbers). Packets from a source that is still learning are dropped
+  (``learning``), never forwarded: a stranger's audio must not reach the other phone, and a NATed
+  phone losing the first ``learn_ms`` of its audio is the price. A leg with no signalled remote
+  learns every source that way. :meth:`RelaySession.relatch` restarts learning;
 - **forwarding** per direction (:meth:`set_forwarding`, :meth:`bridge`, :meth:`unbridge`);
 - **payload-type rewrite** per direction (:meth:`set_pt_rewrite`): only the header's PT changes,
   payload bytes leave exactly as they arrived;
@@ -23,10 +31,17 @@ short      too short to be RTP (12 bytes) or RTCP (8 bytes)
 malformed  not version 2, a header longer than the datagram, bad padding, an RTCP type outside
            192-223, or larger than a receive buffer
 source     from another source than the latched one
+learning   from a source that is not (yet) allowed to latch: still in its learning window, not in
+           sequence, or RTCP before its RTP latched (see latching above)
 no_remote  nowhere to send it yet: the other leg has no remote (signalled or latched)
 disabled   forwarding is off in that direction, or the other leg is playing
 send       the kernel refused the send (socket buffer full, ...): dropped, never queued
 ========== =========================================================================================
+
+Ports: a session's pairs are chosen at random from the range (a stranger cannot predict the next
+call's ports), among pairs not used recently (:class:`PortAllocator`); :meth:`Relay.quarantine`
+keeps given pairs out of use for a while (the ports of calls cut by a crash, whose phones may still
+be sending).
 
 Sockets: IPv4 only. A leg's RTP port has two sockets (``SO_REUSEPORT``, bound only after an
 exclusive bind showed nobody else holds the port): as soon as the leg has a remote (signalled or
@@ -43,10 +58,13 @@ verb that needs it (open, close) within ``gather_us``.
 from __future__ import annotations
 
 import errno
+import heapq
 import ipaddress
 import secrets
 import threading
+import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
@@ -81,6 +99,16 @@ _PORT_TAKEN = frozenset({errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL})
 #: RTP clock of the payload types the jitter is computed for (PCMU, PCMA, G.729, ...).
 _CLOCK_RATE = 8000
 
+#: Milliseconds of endpoint learning, from a leg's first packet that is not from its signalled
+#: remote, before such a source may latch: long enough for the phone the SDP names to speak first
+#: (rtpengine's heuristic learning waits 3 s), short enough that a NATed phone loses little audio.
+LEARN_WINDOW_MS = 2000
+
+#: Packets in a row (one SSRC, consecutive sequence numbers) a source must send before it may latch
+#: as a leg's remote without matching the signalled one (Asterisk's strictrtp probation is 4): a
+#: spray of single packets over the port range never qualifies.
+LEARN_PACKETS = 4
+
 
 def _leg_index(leg: str) -> int:
     try:
@@ -96,42 +124,122 @@ def _ipv4(host: str) -> int:
         raise RelayError(f"not an IPv4 address: {host!r}") from None
 
 
-class PortAllocator:
-    """Even RTP ports in ``[port_min, port_max]`` (RTCP = RTP + 1), least recently used first.
+#: Share of the range's pairs that a freed pair waits behind before it may be chosen again: with
+#: half the range cooling, a pair is reused only after as many calls as half the range has pairs
+#: have ended since (stray packets of an old call seldom reach a new one), or when nothing else is
+#: free.
+COOLING_SHARE = 0.5
 
-    A freed pair goes to the back of the queue, so a port is reused as late as possible (stray
-    packets of an old call do not reach a new one). A pair that cannot be bound (another process
-    holds it) is put back at the end and the next one is tried.
+
+class PortAllocator:
+    """Even RTP ports in ``[port_min, port_max]`` (RTCP = RTP + 1), chosen at random.
+
+    :meth:`take` picks uniformly (``secrets``) among the *ready* pairs (never used, or freed long
+    ago), so the next call's ports cannot be guessed. A freed pair *cools*: it waits in a queue and
+    becomes ready again only once the queue holds more than :data:`COOLING_SHARE` of the range, or
+    when no ready pair is left (then the pair freed longest ago goes first), so a port is reused
+    late. :meth:`quarantine` keeps pairs out of use until a time of ``clock``. Every operation is
+    O(1), apart from quarantining (done at start) and its expiry (O(log n) per pair).
     """
 
-    def __init__(self, port_min: int, port_max: int) -> None:
+    def __init__(
+        self, port_min: int, port_max: int, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if not 1 <= port_min <= port_max <= 65535:
             raise RelayError(f"bad RTP port range {port_min}..{port_max}")
         first = port_min + (port_min % 2)
-        self._free: deque[int] = deque(range(first, port_max, 2))
+        self._ready: list[int] = list(range(first, port_max, 2))
+        self._where: dict[int, int] = {port: i for i, port in enumerate(self._ready)}
+        self._cooling: deque[int] = deque()
         self._taken: set[int] = set()
-        if len(self._free) < 2:
+        self._held: dict[int, float] = {}  # quarantined port -> until
+        self._expiry: list[tuple[float, int]] = []  # heap of (until, port), stale entries skipped
+        self._clock = clock
+        if len(self._ready) < 2:
             raise RelayError(f"RTP port range {port_min}..{port_max} holds no two port pairs")
-        self.pairs = len(self._free)
+        self.pairs = len(self._ready)
         """How many RTP/RTCP pairs the range holds."""
+        self._cooling_max = int(self.pairs * COOLING_SHARE)
 
     def take(self) -> int:
-        """The next free even port; raises :class:`PortsExhausted` when none is left."""
-        if not self._free:
-            raise PortsExhausted(f"all {self.pairs} RTP port pairs are in use")
-        port = self._free.popleft()
+        """A free even port, at random; raises :class:`PortsExhausted` when none is left."""
+        self._expire()
+        if self._ready:
+            port = self._pop_ready(secrets.randbelow(len(self._ready)))
+        elif self._cooling:
+            port = self._cooling.popleft()
+        else:
+            held = f", {len(self._held)} in quarantine" if self._held else ""
+            raise PortsExhausted(f"all {self.pairs} RTP port pairs are in use{held}")
         self._taken.add(port)
         return port
 
     def give(self, port: int) -> None:
-        """Return a pair taken with :meth:`take` (to the back of the queue)."""
+        """Return a pair taken with :meth:`take` (it cools before it is chosen again)."""
         self._taken.remove(port)
-        self._free.append(port)
+        if port not in self._held:  # quarantined while in use: it comes back when that ends
+            self._cool(port)
+
+    def quarantine(self, ports: Iterable[int], until: float) -> int:
+        """Keep the pairs of these RTP ports out of use until ``until`` (a time of ``clock``).
+
+        Ports outside the range or odd are ignored. A pair in use goes into quarantine when it is
+        given back. Returns how many pairs of the range were named.
+        """
+        count = 0
+        for port in set(ports):
+            known = port in self._where or port in self._taken or port in self._held
+            if not known and port not in self._cooling:
+                continue
+            count += 1
+            if port in self._where:
+                self._pop_ready(self._where[port])
+            elif port in self._cooling:
+                self._cooling.remove(port)
+            if until > self._held.get(port, float("-inf")):
+                self._held[port] = until
+                heapq.heappush(self._expiry, (until, port))
+        return count
 
     @property
     def free(self) -> int:
-        """Pairs not taken."""
-        return len(self._free)
+        """Pairs that :meth:`take` may hand out now (quarantined ones are not)."""
+        self._expire()
+        return len(self._ready) + len(self._cooling)
+
+    @property
+    def quarantined(self) -> int:
+        """Pairs in quarantine now."""
+        self._expire()
+        return len(self._held)
+
+    def _pop_ready(self, i: int) -> int:
+        port = self._ready[i]
+        last = self._ready.pop()
+        if last != port:  # move the last one into the hole: O(1)
+            self._ready[i] = last
+            self._where[last] = i
+        del self._where[port]
+        return port
+
+    def _cool(self, port: int) -> None:
+        self._cooling.append(port)
+        while len(self._cooling) > self._cooling_max:
+            ready = self._cooling.popleft()
+            self._where[ready] = len(self._ready)
+            self._ready.append(ready)
+
+    def _expire(self) -> None:
+        if not self._expiry:
+            return
+        now = self._clock()
+        while self._expiry and self._expiry[0][0] <= now:
+            until, port = heapq.heappop(self._expiry)
+            if self._held.get(port) != until:
+                continue  # quarantined again for longer since
+            del self._held[port]
+            if port not in self._taken:
+                self._cool(port)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,6 +252,8 @@ class Drops:
     """Not RTP/RTCP version 2, inconsistent header, or too large."""
     source: int
     """From a source other than the latched one."""
+    learning: int
+    """From a source not (yet) allowed to latch: endpoint learning (see the module docstring)."""
     no_remote: int
     """The other leg had no destination yet."""
     disabled: int
@@ -155,7 +265,13 @@ class Drops:
     def total(self) -> int:
         """All drops together."""
         return (
-            self.short + self.malformed + self.source + self.no_remote + self.disabled + self.send
+            self.short
+            + self.malformed
+            + self.source
+            + self.learning
+            + self.no_remote
+            + self.disabled
+            + self.send
         )
 
 
@@ -233,6 +349,7 @@ def _leg_stats(row: npt.NDArray[np.uint64], remote: tuple[int, int, bool] | None
             short=v[_F["drop_short"]],
             malformed=v[_F["drop_malformed"]],
             source=v[_F["drop_source"]],
+            learning=v[_F["drop_learning"]],
             no_remote=v[_F["drop_no_remote"]],
             disabled=v[_F["drop_disabled"]],
             send=v[_F["drop_send"]],
@@ -283,9 +400,9 @@ class RelaySession:
     def set_remote(self, leg: LegName, host: str, port: int, rtcp_port: int | None = None) -> None:
         """Send ``leg``'s media to ``host:port`` (RTCP to ``rtcp_port``, else ``port + 1``).
 
-        This is the remote from SDP: used until the leg's first packet arrives and latching learns
-        the real source. A different address on a latched leg means the media moved: the leg
-        latches again on its next packet. The same address leaves the leg as it is.
+        This is the remote from SDP: used until the leg latches, and the source preferred by
+        endpoint learning (its packets latch at once). A different address on a latched leg means
+        the media moved: the leg learns again. The same address leaves the leg as it is.
         """
         li = _leg_index(leg)
         ip = _ipv4(host)
@@ -298,7 +415,8 @@ class RelaySession:
             self._engine.set_remote(self._slot, li, 1, ip, rtcp, rtcp_port is not None)
 
     def relatch(self, leg: LegName) -> None:
-        """Learn ``leg``'s source again from its next RTP (and RTCP) packet."""
+        """Learn ``leg``'s source again: endpoint learning restarts (the signalled remote latches
+        on its next packet, any other source only after the learning window and a run of packets)."""
         li = _leg_index(leg)
         with self._relay.lock:
             self._check()
@@ -424,7 +542,9 @@ class Relay:
     range (a session takes two even ports and the odd ones above them). ``backend`` picks the
     packet loop's I/O: ``"io_uring"``, ``"epoll"``, or ``"auto"`` (io_uring when the kernel allows
     it). ``gather_us`` is how long a busy loop lets work gather before it wakes (latency traded for
-    CPU; 0 wakes for every datagram).
+    CPU; 0 wakes for every datagram). ``learn_ms`` and ``learn_packets`` are the endpoint-learning
+    window and run (see the module docstring; 0 and 1 latch any first source at once, as a relay
+    without learning would).
     """
 
     def __init__(
@@ -435,6 +555,8 @@ class Relay:
         *,
         backend: str = "auto",
         gather_us: int = 200,
+        learn_ms: int = LEARN_WINDOW_MS,
+        learn_packets: int = LEARN_PACKETS,
     ) -> None:
         _ipv4(host)
         self.host = host
@@ -459,7 +581,7 @@ class Relay:
         """
         try:
             self._engine: _rtp.Engine | None = _rtp.Engine(
-                host, capacity, backend, gather_us, self._counters
+                host, capacity, backend, gather_us, self._counters, learn_ms, learn_packets
             )
         except (OSError, ValueError) as exc:
             raise RelayError(f"cannot start the relay: {exc}") from exc
@@ -474,6 +596,14 @@ class Relay:
         they ended, e.g. out of buffers) and ``errors`` (unexpected system-call failures)."""
         engine = self._live()
         return {"wakeups": engine.wakeups, "rearms": engine.rearms, "errors": engine.loop_errors}
+
+    def quarantine(self, ports: Iterable[int], seconds: float) -> int:
+        """Keep the pairs of these RTP ports out of use for ``seconds`` (a pair in use now goes into
+        quarantine when its session closes); returns how many pairs of the range were named."""
+        if not seconds > 0:
+            return 0
+        with self.lock:
+            return self._ports.quarantine(ports, time.monotonic() + seconds)
 
     @property
     def session_count(self) -> int:
@@ -496,17 +626,23 @@ class Relay:
         return self._engine
 
     def _bind_free_pair(self, engine: _rtp.Engine) -> tuple[int, tuple[int, int, int]]:
-        """Take a pair and bind it; pairs held by someone else go back to the end of the queue."""
-        for _ in range(self._ports.free):
-            port = self._ports.take()
-            try:
-                fds = engine.bind_leg(port)
-            except OSError as exc:
+        """Take a pair and bind it; pairs held by someone else are given back once one binds (so
+        each free pair is tried at most once)."""
+        refused: list[int] = []
+        try:
+            for _ in range(self._ports.free):
+                port = self._ports.take()
+                try:
+                    fds = engine.bind_leg(port)
+                except OSError as exc:
+                    refused.append(port)
+                    if exc.errno in _PORT_TAKEN:
+                        continue
+                    raise RelayError(f"cannot bind {self.host}:{port}: {exc.strerror}") from exc
+                return port, fds
+        finally:
+            for port in refused:
                 self._ports.give(port)
-                if exc.errno in _PORT_TAKEN:
-                    continue
-                raise RelayError(f"cannot bind {self.host}:{port}: {exc.strerror}") from exc
-            return port, fds
         raise PortsExhausted(
             f"no free RTP port pair on {self.host} ({self._ports.pairs} pairs in the range)"
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 import struct
 import threading
@@ -18,10 +19,14 @@ import pytest
 
 from mss.errors import PortsExhausted, RelayError
 from mss.relay import FIELDS, PortAllocator, Relay, RelaySession
+from tests.helpers import FakeClock
 
 HOST = "127.0.0.1"
+STRANGER = "127.0.0.2"  # another loopback address: a host that is not the signalled phone
 WAIT = 1.0  # seconds a phone waits for a datagram that must come
 QUIET = 0.15  # seconds a phone listens to check that nothing comes
+LEARN_MS = 300  # a short endpoint-learning window for the tests that wait it out
+LEARN_PACKETS = 4
 
 BACKENDS = ["io_uring", "epoll"]
 
@@ -129,9 +134,12 @@ def phones() -> Iterator[tuple[Phone, Phone]]:
 
 
 def latch_both(s: RelaySession, a: Phone, b: Phone) -> None:
-    """Each phone sends one packet so both legs latch; the first one's packet has no destination."""
+    """Each leg is told its phone (as SDP would) and the phone sends one packet, so both legs latch;
+    b's packet has no destination (a's remote is signalled after it)."""
+    s.set_remote("b", HOST, b.port)
     b.send(s.b_port, rtp(1, pt=0, ssrc=2))
     wait_for(lambda: s.stats().b.latched)
+    s.set_remote("a", HOST, a.port)
     a.send(s.a_port, rtp(1, pt=0, ssrc=1))
     b.recv()
 
@@ -143,6 +151,35 @@ def wait_for(cond: object, timeout: float = WAIT) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.002)
+
+
+def stream(
+    src: Phone,
+    relay_port: int,
+    dst: Phone,
+    *,
+    seconds: float,
+    ssrc: int = 0x5EED,
+    seq_step: int = 1,
+    interval: float = 0.01,
+) -> tuple[int, float] | None:
+    """``src`` sends RTP to ``relay_port`` every ``interval`` for ``seconds`` (sequence numbers
+    ``seq_step`` apart); returns how many it had sent when ``dst`` first got one of them and when,
+    or None when none arrived."""
+    first: tuple[int, float] | None = None
+    deadline = time.monotonic() + seconds
+    sent = 0
+    while time.monotonic() < deadline:
+        src.send(relay_port, rtp(100 + sent * seq_step, ssrc=ssrc))
+        sent += 1
+        until = time.monotonic() + interval
+        while (left := until - time.monotonic()) > 0:
+            ready, _, _ = select.select([dst.rtp], [], [], left)
+            if ready:
+                data = dst.rtp.recv(65536)
+                if first is None and data[8:12] == struct.pack("!I", ssrc):
+                    first = (sent, time.monotonic())
+    return first
 
 
 def open_fds() -> int:
@@ -234,6 +271,7 @@ def test_rtcp_goes_to_the_signalled_rtcp_port(relay: Relay, phones: tuple[Phone,
     try:
         s = relay.open_session()
         s.set_remote("b", HOST, b.port, rtcp_port=other.getsockname()[1])
+        s.set_remote("a", HOST, a.port)
         a.send(s.a_port, rtp(1))
         assert b.recv()[0] == rtp(1)
         a.send_rtcp(s.a_port, rtcp_sr())
@@ -291,6 +329,7 @@ def test_relatch_follows_the_media_when_signalling_says_so(
         latch_both(s, a, b)
         moved.send(s.a_port, rtp(3))
         assert b.nothing()
+        s.set_remote("a", HOST, moved.port)  # a re-INVITE moved user1's media
         s.relatch("a")
         moved.send(s.a_port, rtp(4))
         assert b.recv()[0] == rtp(4)
@@ -298,37 +337,176 @@ def test_relatch_follows_the_media_when_signalling_says_so(
         assert b.nothing()
         b.send(s.b_port, rtp(6))  # and leg a's media goes to the new place
         assert moved.recv()[0] == rtp(6)
-        assert s.stats().a.drops.source == 2
+        st = s.stats().a
+        assert st.drops.source == 2 and st.remote == (HOST, moved.port) and st.latched
+        s.relatch("a")  # learning again: the signalled source latches at once, the old one learns
+        a.send(s.a_port, rtp(7))
+        moved.send(s.a_port, rtp(8))
+        assert b.recv()[0] == rtp(8)
+        assert b.nothing()
+        assert s.stats().a.drops.learning == 1
     finally:
         moved.close()
 
 
-def test_signalled_remote_is_used_until_a_packet_latches(
-    relay: Relay, phones: tuple[Phone, Phone]
+def test_signalled_remote_is_used_until_a_packet_latches(backend: str) -> None:
+    base = _port_base(21 + BACKENDS.index(backend))
+    a, b = Phone(), Phone()
+    natted = Phone()  # b's packets really come from here (a NAT changed the port), not from the SDP's
+    try:
+        with Relay(HOST, base, base + 99, backend=backend, learn_ms=LEARN_MS) as relay:
+            s = relay.open_session()
+            s.set_remote("b", HOST, b.port)
+            s.set_remote("a", HOST, a.port)
+            st = s.stats()
+            assert st.b.remote == (HOST, b.port) and not st.b.latched
+            a.send(s.a_port, rtp(1))
+            assert b.recv()[0] == rtp(1)
+            started = time.monotonic()
+            got = stream(natted, s.b_port, a, seconds=LEARN_MS / 1000 + 0.3)
+            # the address matches the SDP's, the port does not: it latches once the window passed
+            assert got and got[0] >= LEARN_PACKETS
+            assert got[1] - started >= LEARN_MS / 1000 - 0.02
+            a.send(s.a_port, rtp(3))
+            assert natted.recv()[0] == rtp(3)
+            assert b.nothing()
+            assert s.stats().b.remote == (HOST, natted.port)
+            s.set_remote("b", HOST, natted.port)  # same address again: stays latched
+            assert s.stats().b.latched
+            s.set_remote("b", HOST, b.port)  # new address: the media moved, learn it again
+            a.send(s.a_port, rtp(4))
+            assert b.recv()[0] == rtp(4)
+    finally:
+        for p in (a, b, natted):
+            p.close()
+
+
+@pytest.mark.parametrize("where", ["another address", "another port"])
+def test_a_stranger_sending_first_does_not_capture_the_leg(
+    relay: Relay, phones: tuple[Phone, Phone], where: str
 ) -> None:
     a, b = phones
-    natted = Phone()  # b's packets really come from here (a NAT), not from the SDP address
+    stranger = Phone(STRANGER if where == "another address" else HOST)
     try:
         s = relay.open_session()
-        s.set_remote("b", HOST, b.port)
         s.set_remote("a", HOST, a.port)
-        st = s.stats()
-        assert st.b.remote == (HOST, b.port) and not st.b.latched
-        a.send(s.a_port, rtp(1))
-        assert b.recv()[0] == rtp(1)
-        natted.send(s.b_port, rtp(2))
-        assert a.recv()[0] == rtp(2)
-        a.send(s.a_port, rtp(3))
-        assert natted.recv()[0] == rtp(3)
+        s.set_remote("b", HOST, b.port)
+        for seq in range(10):  # a well-formed stream, before user1's phone says a word
+            stranger.send(s.a_port, rtp(900 + seq, ssrc=0xBAD))
+        stranger.send_rtcp(s.a_port, rtcp_sr(0xBAD))
         assert b.nothing()
-        assert s.stats().b.remote == (HOST, natted.port)
-        s.set_remote("b", HOST, natted.port)  # same address again: stays latched
-        assert s.stats().b.latched
-        s.set_remote("b", HOST, b.port)  # new address: the media moved, learn it again
-        a.send(s.a_port, rtp(4))
-        assert b.recv()[0] == rtp(4)
+        assert b.nothing(rtcp=True)
+        for seq in range(1, 4):
+            a.send(s.a_port, rtp(seq))
+            stranger.send(s.a_port, rtp(910 + seq, ssrc=0xBAD))
+        assert b.recv_all() == [rtp(1), rtp(2), rtp(3)]  # the phone is heard, the stranger never
+        a.send_rtcp(s.a_port, rtcp_sr())
+        stranger.send_rtcp(s.a_port, rtcp_sr(0xBAD))
+        assert b.recv_all(rtcp=True) == [rtcp_sr()]
+        b.send(s.b_port, rtp(50))  # and the phone is the one that hears user2
+        assert a.recv()[0] == rtp(50)
+        assert stranger.nothing()
+        st = s.stats().a
+        assert st.remote == (HOST, a.port) and st.latched
+        assert st.drops.learning + st.drops.source == 15
+        assert st.drops.learning >= 11  # what came before the phone's first packet
+        assert st.rtp_packets_in == 3 and st.rtcp_packets_in == 1
     finally:
-        natted.close()
+        stranger.close()
+
+
+def test_a_spray_over_the_port_range_captures_no_leg(backend: str) -> None:
+    base = _port_base(25 + BACKENDS.index(backend))
+    sprayer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sprayer.bind((STRANGER, 0))
+    with Relay(HOST, base, base + 99, backend=backend) as relay:
+        sessions = [relay.open_session() for _ in range(8)]
+        pairs = [(Phone(), Phone()) for _ in sessions]
+        try:
+            for s, (a, b) in zip(sessions, pairs, strict=True):
+                s.set_remote("a", HOST, a.port)
+                s.set_remote("b", HOST, b.port)
+            for round_ in range(6):  # every port of the range, in sequence, before the phones start
+                for port in range(base, base + 100):
+                    sprayer.sendto(rtp(round_, ssrc=port), (HOST, port))
+                time.sleep(0.005)
+            for i, (s, (a, b)) in enumerate(zip(sessions, pairs, strict=True)):
+                a.send(s.a_port, rtp(1, ssrc=i))
+                b.send(s.b_port, rtp(1, ssrc=100 + i))
+            for i, (a, b) in enumerate(pairs):
+                assert b.recv_all() == [rtp(1, ssrc=i)]  # each phone hears its peer, nothing else
+                assert a.recv_all() == [rtp(1, ssrc=100 + i)]
+            for s in sessions:
+                st = s.stats()
+                for leg in (st.a, st.b):
+                    assert leg.latched and leg.drops.learning == 6
+                    assert leg.rtp_packets_in == 1
+        finally:
+            sprayer.close()
+            for a, b in pairs:
+                a.close()
+                b.close()
+
+
+def test_an_unsignalled_source_latches_only_after_the_window_and_a_run(backend: str) -> None:
+    base = _port_base(27 + BACKENDS.index(backend))
+    a, b = Phone(STRANGER), Phone()  # a's SDP said nothing we can match (no remote signalled)
+    try:
+        with Relay(HOST, base, base + 99, backend=backend, learn_ms=LEARN_MS) as relay:
+            s = relay.open_session()
+            s.set_remote("b", HOST, b.port)
+            started = time.monotonic()
+            got = stream(a, s.a_port, b, seconds=LEARN_MS / 1000 + 0.3)
+            assert got is not None
+            assert got[1] - started >= LEARN_MS / 1000 - 0.02  # not before the window
+            assert s.stats().a.remote == (STRANGER, a.port) and s.stats().a.latched
+            first_drops = s.stats().a.drops.learning
+            assert first_drops == got[0] - 1  # every packet before the latching one was held back
+
+            s2 = relay.open_session()
+            s2.set_remote("b", HOST, b.port)
+            # past the window, but sequence numbers that skip: never a run, never latched
+            assert stream(a, s2.a_port, b, seconds=LEARN_MS / 1000 + 0.2, seq_step=2) is None
+            assert not s2.stats().a.latched
+            # then in sequence: latched on the LEARN_PACKETS-th packet in a row
+            got = stream(a, s2.a_port, b, seconds=0.2, ssrc=0xF00D)
+            assert got is not None and got[0] == LEARN_PACKETS
+            b.recv_all()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_signalled_phone_takes_over_from_a_learned_stranger(backend: str) -> None:
+    base = _port_base(29 + BACKENDS.index(backend))
+    a, b = Phone(), Phone()
+    stranger = Phone(STRANGER)
+    try:
+        with Relay(HOST, base, base + 99, backend=backend, learn_ms=LEARN_MS) as relay:
+            s = relay.open_session()
+            s.set_remote("a", HOST, a.port)
+            s.set_remote("b", HOST, b.port)
+            # user1 is still ringing; a stream from elsewhere outlasts the window and latches
+            assert stream(stranger, s.a_port, b, seconds=LEARN_MS / 1000 + 0.2) is not None
+            b.recv_all()
+            a.send(s.a_port, rtp(1))  # the phone the SDP names answers: its first packet wins
+            assert b.recv()[0] == rtp(1)
+            stranger.send(s.a_port, rtp(5000, ssrc=0x5EED))
+            assert b.nothing()
+            b.send(s.b_port, rtp(2))
+            assert a.recv()[0] == rtp(2)
+            st = s.stats().a
+            assert st.remote == (HOST, a.port) and st.latched and st.drops.source == 1
+    finally:
+        for p in (a, b, stranger):
+            p.close()
+
+
+def test_learning_arguments_are_checked() -> None:
+    with pytest.raises(RelayError):
+        Relay(HOST, 20000, 20100, learn_ms=-1)
+    with pytest.raises(RelayError):
+        Relay(HOST, 20000, 20100, learn_packets=0)
 
 
 def test_nothing_forwarded_until_the_other_leg_has_a_remote(
@@ -336,6 +514,7 @@ def test_nothing_forwarded_until_the_other_leg_has_a_remote(
 ) -> None:
     a, _ = phones
     s = relay.open_session()
+    s.set_remote("a", HOST, a.port)
     a.send(s.a_port, rtp(1))
     wait_for(lambda: s.stats().a.drops.no_remote == 1)
     assert s.stats().a.rtp_packets_in == 1
@@ -646,20 +825,77 @@ def test_a_flood_from_a_latched_phone_does_not_starve_the_others(backend: str) -
 # --- ports and lifecycle -------------------------------------------------------------------------
 
 
-def test_port_allocator_reuses_least_recently_freed() -> None:
+def test_port_allocator_bounds() -> None:
     ports = PortAllocator(1001, 1010)  # even ports 1002..1008 with their odd RTCP ports
     assert ports.pairs == 4
-    taken = [ports.take() for _ in range(4)]
-    assert taken == [1002, 1004, 1006, 1008]
+    assert sorted(ports.take() for _ in range(4)) == [1002, 1004, 1006, 1008]
     with pytest.raises(PortsExhausted):
         ports.take()
-    ports.give(1004)
-    ports.give(1002)
-    assert [ports.take(), ports.take()] == [1004, 1002]
     with pytest.raises(RelayError):
         PortAllocator(2000, 2002)
     with pytest.raises(RelayError):
         PortAllocator(5000, 70000)
+
+
+def test_port_choice_is_random_not_sequential() -> None:
+    first = PortAllocator(30000, 40000)
+    second = PortAllocator(30000, 40000)
+    taken = [first.take() for _ in range(50)]
+    assert len(set(taken)) == 50 and all(p % 2 == 0 and 30000 <= p < 40000 for p in taken)
+    assert taken != sorted(taken)  # not handed out in order from port_min
+    assert max(taken) - min(taken) > 5000  # spread over the range, not a run
+    assert [second.take() for _ in range(50)] != taken  # another process guesses nothing
+
+
+def test_freed_pairs_are_reused_as_late_as_possible() -> None:
+    ports = PortAllocator(2000, 2039)  # 20 pairs: up to 10 cool
+    taken = [ports.take() for _ in range(10)]
+    for port in taken:
+        ports.give(port)
+    fresh = [ports.take() for _ in range(10)]  # the 10 never used go first
+    assert not set(fresh) & set(taken)
+    ports.give(fresh[0])  # 11 cooling now: the one freed first is ready again
+    assert ports.take() == taken[0]
+    assert ports.free == 10  # nothing ready: the pairs freed longest ago go first
+    assert [ports.take() for _ in range(10)] == [*taken[1:], fresh[0]]
+    with pytest.raises(PortsExhausted):
+        ports.take()
+
+
+def test_quarantined_pairs_are_not_handed_out_until_the_period_ends() -> None:
+    clock = FakeClock()
+    ports = PortAllocator(3000, 3019, clock=clock)  # 10 pairs
+    busy = ports.take()
+    others = [p for p in range(3000, 3020, 2) if p != busy][:2]
+    # odd, out of range and repeated ports are ignored; a pair in use goes in when given back
+    assert ports.quarantine([*others, busy, 3001, 5000, others[0]], clock.now + 30) == 3
+    assert ports.quarantined == 3 and ports.free == 7
+    got = {ports.take() for _ in range(7)}
+    assert not got & {*others, busy}
+    ports.give(busy)
+    with pytest.raises(PortsExhausted, match="3 in quarantine"):
+        ports.take()
+    for port in got:
+        ports.give(port)
+    clock.advance(29.9)
+    assert not {ports.take() for _ in range(7)} & {*others, busy}
+    clock.advance(0.1)
+    assert {ports.take() for _ in range(3)} == {*others, busy}
+    assert ports.quarantined == 0
+
+
+def test_relay_quarantine_keeps_ports_out_of_use(backend: str) -> None:
+    base = _port_base(23 + BACKENDS.index(backend))
+    with Relay(HOST, base, base + 15, backend=backend) as relay:  # 8 pairs: 4 sessions
+        assert relay.quarantine([base, base + 2, base + 4, base + 6], 0.4) == 4
+        assert relay.quarantine([base + 8], 0) == 0  # no period: nothing kept
+        s1, s2 = relay.open_session(), relay.open_session()
+        assert {s1.a_port, s1.b_port, s2.a_port, s2.b_port} == {base + 8, base + 10, base + 12, base + 14}
+        with pytest.raises(PortsExhausted):
+            relay.open_session()
+        time.sleep(0.45)
+        s3 = relay.open_session()
+        assert {s3.a_port, s3.b_port} <= {base, base + 2, base + 4, base + 6}
 
 
 def test_port_exhaustion_is_a_clear_error(backend: str) -> None:
@@ -697,12 +933,9 @@ def test_ports_held_by_another_process_are_skipped(backend: str) -> None:
         pytest.skip(f"port taken: {exc}")
     try:
         with Relay(HOST, base, base + 15, backend=backend) as relay:  # 8 pairs
-            s = relay.open_session()
-            assert (s.a_port, s.b_port) == (base, base + 6)
-            s2 = relay.open_session()
-            assert (s2.a_port, s2.b_port) == (base + 8, base + 10)
-            s3 = relay.open_session()
-            assert (s3.a_port, s3.b_port) == (base + 12, base + 14)
+            sessions = [relay.open_session() for _ in range(3)]
+            used = {p for s in sessions for p in (s.a_port, s.b_port)}
+            assert used == {base, base + 6, base + 8, base + 10, base + 12, base + 14}
             with pytest.raises(PortsExhausted):  # base + 2 and base + 4 are still held
                 relay.open_session()
     finally:
