@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import resource
 import select
 import signal
 import socket
@@ -25,6 +26,7 @@ import pytest
 import uvloop
 
 import mss.aio.iif_server as iif_server
+import mss.aio.service as service
 from mss.aio.service import Service
 from mss.config import Config, check_text
 from mss.desk import Callback, CallbackDesk, Outcome
@@ -440,6 +442,90 @@ def test_kept_response_on_trial_survives_kill_9(tmp_path: Path) -> None:
         second.wait_log("delivered 1 kept RESPONSE(s) to peer as1")
         with connect(port) as sock:  # delivered once
             nothing_more(sock, 1.0)
+
+
+# --- admission against the real call engine: relay sessions and file descriptors ------------------
+
+@contextlib.contextmanager
+def holding_config(tmp: Path, *, rtp_ports: int, **callback: str) -> Iterator[tuple[str, int]]:
+    """A config whose calls stay up: the PSS is a UDP socket that never answers (INVITEs ring until
+    ``ring_timeout``), and the relay has ``rtp_ports`` ports. Yields the config text and the IIF port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as pss:
+        pss.bind((LOCAL, 0))
+        port = free_port()
+        text = config_text(port, tmp / "journal.sqlite3", ring_timeout="30", **callback)
+        base = free_range(rtp_ports)
+        lines = []
+        for line in text.splitlines():
+            key = line.split(" = ")[0]
+            line = {
+                "transport": "transport = udp",
+                "pss_port": f"pss_port = {pss.getsockname()[1]}",
+                "port_min": f"port_min = {base}",
+                "port_max": f"port_max = {base + rtp_ports - 1}",
+            }.get(key, line)
+            lines.append(line)
+        yield "\n".join(lines) + "\n", port
+
+
+def test_pipelined_requests_count_against_the_relay(tmp_path: Path) -> None:
+    """Four REQUESTs in one write with relay room for two: two ACK ok, two ACK fail at once (not an ok
+    followed by a failed call)."""
+    with holding_config(tmp_path, rtp_ports=8) as (text, port), mss_process(tmp_path, text) as mss:
+        assert "holds 2 relay sessions, fewer than max_calls = 1000" in mss.text()
+        with connect(port) as sock:
+            sock.sendall(b"".join(request(f"pipe{i}") for i in range(4)))
+            assert read_lines(sock, 4) == [ack("pipe0"), ack("pipe1"), ack("pipe2", ok=False),
+                                           ack("pipe3", ok=False)]
+            nothing_more(sock, 0.5)  # the two taken are ringing; nothing failed
+        assert "relay sessions are in use" not in mss.text()
+
+
+def _nofile(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return apply
+
+
+def test_max_calls_lowered_to_the_open_file_limit(tmp_path: Path) -> None:
+    """With soft = hard RLIMIT_NOFILE too low for max_calls, mss lowers max_calls at start and says so;
+    REQUESTs beyond it get code=fail, never an ok followed by "Too many open files"."""
+    room = 3
+    limit = service.FDS_RESERVED + room * service.FDS_PER_CALLBACK
+    with holding_config(tmp_path, rtp_ports=64) as (text, port):
+        (tmp_path / "mss.ini").write_text(text)
+        log_path = tmp_path / "mss.log"
+        with log_path.open("wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "mss", "run", "--config", str(tmp_path / "mss.ini")],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_nofile(limit),
+            )
+        mss = MssProcess(config=tmp_path / "mss.ini", log=log_path, proc=proc)
+        try:
+            mss.wait_log("mss ready", 20)
+            lowered = f"max_calls lowered from 1000 to {room}: the open-file limit (RLIMIT_NOFILE {limit})"
+            assert lowered in mss.text()
+            with connect(port) as sock:
+                sock.sendall(b"".join(request(f"fd{i}") for i in range(room + 2)))
+                refused = [ack(f"fd{room}", ok=False), ack(f"fd{room + 1}", ok=False)]
+                assert read_lines(sock, room + 2) == [*(ack(f"fd{i}") for i in range(room)), *refused]
+                nothing_more(sock, 0.5)
+            assert "Too many open files" not in mss.text()
+        finally:
+            mss.stop()
+
+
+def test_an_open_file_limit_without_room_for_a_callback_is_a_clear_error(tmp_path: Path) -> None:
+    limit = service.FDS_RESERVED
+    text = config_text(free_port(), tmp_path / "journal.sqlite3")
+    (tmp_path / "mss.ini").write_text(text)
+    done = subprocess.run(
+        [sys.executable, "-m", "mss", "run", "--config", str(tmp_path / "mss.ini")],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, preexec_fn=_nofile(limit),
+    )
+    assert done.returncode == 1
+    assert f"the open-file limit (RLIMIT_NOFILE {limit}) leaves no room for a callback" in done.stderr
 
 
 # --- the Service in-process, with an engine the test drives ---------------------------------------

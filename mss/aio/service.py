@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 import time
 from collections.abc import Callable
@@ -17,10 +18,12 @@ from typing import Protocol
 
 import uvloop
 
+from mss.aio import iif_server, sip_transport
 from mss.aio.calls import CallEngine
 from mss.aio.iif_server import IIFServer
 from mss.config import Config
 from mss.desk import CallbackDesk, Engine
+from mss.errors import MssError
 from mss.journal import Journal
 
 __all__ = ["Service", "run"]
@@ -35,6 +38,59 @@ RELEASE_WAIT = 10.0
 
 #: Seconds the last RESPONSEs get to leave the socket buffers before the connections close.
 FLUSH_WAIT = 2.0
+
+#: File descriptors one callback holds: the relay's 2 legs × (2 RTP sockets + 1 RTCP socket).
+FDS_PER_CALLBACK = 6
+
+#: Descriptors of the process itself: stdio, the event loop, the relay's ring and wake-up, the IIF and
+#: SIP listening sockets, the journal (database, WAL, shared memory), a few for libraries.
+FDS_BASE = 64
+
+#: Descriptors kept for everything but the callbacks: the process itself, and every IIF and SIP TCP
+#: connection the limits allow.
+FDS_RESERVED = FDS_BASE + iif_server.MAX_CONNECTIONS + sip_transport.MAX_CONNECTIONS
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, exc)
+    return soft
+
+
+def callbacks_within(nofile: int) -> int:
+    """Concurrent callbacks the open-file limit ``nofile`` leaves room for."""
+    if nofile == resource.RLIM_INFINITY:
+        return 1 << 30
+    return max(0, (nofile - FDS_RESERVED) // FDS_PER_CALLBACK)
+
+
+def effective_max_calls(config: Config) -> int:
+    """[callback] max_calls, lowered to what the open-file limit allows (said in the log).
+
+    Raises :class:`MssError` when the limit leaves room for no callback at all.
+    """
+    wanted = config.callback.max_calls
+    nofile = raise_nofile_limit()
+    room = callbacks_within(nofile)
+    if room < 1:
+        raise MssError(
+            f"the open-file limit (RLIMIT_NOFILE {nofile}) leaves no room for a callback: mss keeps "
+            f"{FDS_RESERVED} descriptors for connections and itself and needs {FDS_PER_CALLBACK} a callback"
+        )
+    if room < wanted:
+        log.warning(
+            "max_calls lowered from %d to %d: the open-file limit (RLIMIT_NOFILE %d) holds %d descriptors "
+            "for callbacks at %d each after %d kept for connections and mss itself",
+            wanted, room, nofile, nofile - FDS_RESERVED, FDS_PER_CALLBACK, FDS_RESERVED,
+        )
+        return room
+    return wanted
 
 
 class ServiceEngine(Engine, Protocol):
@@ -90,7 +146,7 @@ class Service:
         loop = asyncio.get_running_loop()
         desk = CallbackDesk(
             journal,
-            max_calls=cfg.callback.max_calls,
+            max_calls=effective_max_calls(cfg),
             extended_response=cfg.callback.extended_response,
             udp_send=lambda data, addr: self.iif.send_datagram(data, addr) if self.iif else False,
             wall_clock=time.time,
@@ -105,6 +161,7 @@ class Service:
         self.iif = IIFServer(desk, cfg.peer_servers, max_duration=cfg.callback.max_duration)
         try:
             await engine.open()
+            self._say_relay_room(engine, desk.max_calls)
             # Bind, answer what a previous process left, and only then take new orders.
             await self.iif.start(cfg.callback.listen_host, cfg.callback.listen_port)
             desk.recover()
@@ -130,6 +187,16 @@ class Service:
                 journal.heartbeat(time.time())
         log.info("mss stopped")
         return 0
+
+    def _say_relay_room(self, engine: Engine, max_calls: int) -> None:
+        """Log when the relay's port range holds fewer sessions than max_calls (the engine refuses more)."""
+        if isinstance(engine, CallEngine) and engine.relay is not None and engine.relay.capacity < max_calls:
+            rtp = self.config.rtp
+            log.warning(
+                "the RTP port range %d..%d holds %d relay sessions, fewer than max_calls = %d: REQUESTs "
+                "beyond %d callbacks in progress get code=fail",
+                rtp.port_min, rtp.port_max, engine.relay.capacity, max_calls, engine.relay.capacity,
+            )
 
     async def _drain(self, desk: CallbackDesk, engine: Engine, idle: asyncio.Event) -> None:
         if desk.active:
