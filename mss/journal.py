@@ -83,6 +83,22 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
+# The relay's ports of each callback, so that after a crash a restarted process keeps the ports of
+# the calls it cut out of use for a while (their phones may still be sending to them).
+_PORTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS relay_ports (
+    seq INTEGER PRIMARY KEY REFERENCES callbacks(seq),
+    ports TEXT NOT NULL,          -- the callback's relay RTP ports (RTCP = RTP + 1), space-separated
+    quarantined_until REAL        -- wall clock: out of use until then (a crash cut the callback)
+);
+CREATE INDEX IF NOT EXISTS relay_ports_quarantined ON relay_ports(quarantined_until)
+    WHERE quarantined_until IS NOT NULL;
+"""
+
+#: Rows of ``relay_ports`` no longer needed that each :meth:`Journal.record_ports` deletes: more
+#: than the one it adds, so the table holds about the callbacks in progress and no more.
+PORTS_FORGET = 2
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NewCallback:
@@ -177,6 +193,7 @@ class Journal:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
+            self._db.executescript(_PORTS_SCHEMA)
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
 
@@ -316,6 +333,50 @@ class Journal:
         if row is None:
             return None
         return {d[0]: value for d, value in zip(cur.description, row, strict=True)}
+
+    # --- relay ports: the restart quarantine ----------------------------------------------------
+
+    def record_ports(self, seq: int, ports: Iterable[int]) -> None:
+        """Record the relay's RTP ports of callback ``seq`` (when its media session opens).
+
+        The table stays small on its own: each call also forgets the oldest rows no longer needed
+        (callbacks ended, or deleted, and not in quarantine), :data:`PORTS_FORGET` at a time.
+        """
+        text = " ".join(str(int(port)) for port in ports)
+        with self._transaction("record relay ports") as db:
+            db.execute("INSERT OR REPLACE INTO relay_ports (seq, ports) VALUES (?, ?)", (seq, text))
+            db.execute(
+                "DELETE FROM relay_ports WHERE seq IN (SELECT p.seq FROM relay_ports p"
+                " LEFT JOIN callbacks c ON c.seq = p.seq"
+                " WHERE (c.seq IS NULL OR c.state != 'active') AND p.quarantined_until IS NULL"
+                " ORDER BY p.seq LIMIT ?)",
+                (PORTS_FORGET,),
+            )
+
+    def quarantined_ports(self, now: float, window: float) -> list[tuple[int, float]]:
+        """RTP ports to keep out of use at start, each with the wall time it may be used again.
+
+        The ports of callbacks a crash left active are marked out of use until ``now + window``
+        (unless the last heartbeat is more than ``window`` old: their phones have given up since);
+        the result is every port so marked and not yet due, so a process that dies soon after its
+        start passes the quarantine on to the next one. Call at start, before :meth:`interrupted`
+        callbacks get their RESPONSE (which ends them).
+        """
+        with self._transaction("read the relay ports of interrupted callbacks") as db:
+            beat_row = db.execute("SELECT value FROM meta WHERE key = 'heartbeat'").fetchone()
+            if beat_row is None or now - beat_row[0] < window:
+                db.execute(
+                    "UPDATE relay_ports SET quarantined_until = ? WHERE seq IN"
+                    " (SELECT seq FROM callbacks WHERE state = 'active')",
+                    (now + window,),
+                )
+            db.execute(
+                "UPDATE relay_ports SET quarantined_until = NULL WHERE quarantined_until <= ?", (now,)
+            )
+            rows = db.execute(
+                "SELECT ports, quarantined_until FROM relay_ports WHERE quarantined_until IS NOT NULL"
+            ).fetchall()
+        return [(int(port), until) for ports, until in rows for port in ports.split() if port.isdigit()]
 
     def close(self) -> None:
         """Close the database (idempotent)."""

@@ -20,8 +20,9 @@ from mss import tones
 from mss.aio.sip_transport import SipTransport
 from mss.config import Config
 from mss.desk import Callback, CallbackDesk, Outcome
-from mss.errors import MssError, RelayError
+from mss.errors import JournalError, MssError, RelayError
 from mss.journal import Cdr
+from mss.ratelog import RateLimitedLog
 from mss.relay import FIELDS, Relay, RelaySession
 from mss.sip import events as ua
 from mss.sip.settings import UASettings
@@ -35,6 +36,11 @@ MEDIA_POLL_INTERVAL = 1.0
 
 #: Seconds closing waits for released calls to finish their BYE/CANCEL exchanges.
 CLOSE_WAIT = 5.0
+
+#: Seconds the relay ports of callbacks cut by a crash stay out of use after the restart: nothing
+#: told their phones the call ended, so they may still be sending until their user hangs up or an
+#: RTP or session timer of theirs fires, and a new call given those ports would hear them.
+RESTART_QUARANTINE = 60.0
 
 _LAST_RX = FIELDS.index("last_rx_ns")
 
@@ -78,6 +84,7 @@ class CallEngine:
         self.registered = not config.callback.external_line_mode
         self.calls: dict[int, _Call] = {}
         self._media_timer: asyncio.TimerHandle | None = None
+        self._journal_log = RateLimitedLog(log)
 
     # --- lifetime ------------------------------------------------------------------------------
 
@@ -89,6 +96,7 @@ class CallEngine:
             raise MssError(f"[rtp]: {exc}") from exc
         log.info("relay on %s ports %d..%d (%d sessions, %s)", cfg.rtp.host, cfg.rtp.port_min,
                  cfg.rtp.port_max, self.relay.capacity, self.relay.backend)
+        self._quarantine_cut_ports(self.relay)
         self.sip = SipTransport(UASettings.from_config(cfg), on_event=self._on_sip_event)
         await self.sip.open()
         if cfg.external_line is not None:
@@ -98,6 +106,19 @@ class CallEngine:
             log.info("server-to-server mode: calls go to %s:%d from %s", cfg.sip.pss_host, cfg.sip.pss_port,
                      cfg.caller)
         self._media_timer = asyncio.get_running_loop().call_later(MEDIA_POLL_INTERVAL, self._poll_media)
+
+    def _quarantine_cut_ports(self, relay: Relay) -> None:
+        """Keep the relay ports of callbacks a crash cut out of use for a while (before any call)."""
+        now = time.time()
+        try:
+            held = self.desk.journal.quarantined_ports(now, RESTART_QUARANTINE)
+        except JournalError as exc:
+            log.error("cannot read the relay ports of callbacks cut by the last stop: %s", exc)
+            return
+        pairs = sum(relay.quarantine([port], until - now) for port, until in held)
+        if pairs:
+            log.warning("relay: %d RTP port pair(s) of callbacks cut by a crash kept out of use for up"
+                        " to %ds (their phones may still be sending)", pairs, RESTART_QUARANTINE)
 
     async def close(self) -> None:
         if self._media_timer is not None:
@@ -136,6 +157,11 @@ class CallEngine:
                 log.exception("callback %s: the relay failed", callback.id)
             self.desk.finish(callback.seq, Outcome(real_duration=0, result="user1_failed", code=0))
             return
+        try:  # so that a restart after a crash keeps these ports out of use for a while
+            self.desk.journal.record_ports(callback.seq, (session.a_port, session.b_port))
+        except JournalError as exc:
+            self._journal_log.error("ports", "callback %s: cannot record its relay ports: %s",
+                                    callback.id, exc)
         cfg = self.config
         settings = cf.CallSettings(
             codecs=cfg.callback.audio_codecs,
