@@ -254,7 +254,8 @@ def _parse_cseq(value: str) -> CSeq:
     if not num.isdigit() or not num.isascii():
         raise SipError(f"CSeq {shown!r}: the sequence number is not a number")
     # RFC 3261 §8.1.1.5: "less than 2**31"; the length is checked first (int() of a huge string).
-    if len(num.lstrip("0")) > MAX_NUMBER_DIGITS or int(num) >= 2**31:
+    num = num.lstrip("0") or "0"  # leading zeros count too for int()'s 4,300-digit limit
+    if len(num) > MAX_NUMBER_DIGITS or int(num) >= 2**31:
         raise SipError(f"CSeq {shown!r}: the sequence number is larger than 2**31-1")
     seq = int(num)
     if not is_token(method):

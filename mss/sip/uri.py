@@ -650,7 +650,7 @@ def parse_via(value: str) -> Via:
     if j < len(s) and s[j] == ":":
         j = _skip_ws(s, j + 1)
         k = j
-        while k < len(s) and s[k].isdigit():
+        while k < len(s) and s[k] in "0123456789":  # ASCII: int() of '²' raises ValueError
             k += 1
         if k == j or k - j > 5 or int(s[j:k]) > 65535:
             raise SipError(f"Via {value!r}: bad sent-by port")
