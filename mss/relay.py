@@ -606,6 +606,12 @@ class Relay:
             return self._ports.quarantine(ports, time.monotonic() + seconds)
 
     @property
+    def quarantined(self) -> int:
+        """Port pairs in quarantine now (see :meth:`quarantine`)."""
+        with self.lock:
+            return self._ports.quarantined
+
+    @property
     def session_count(self) -> int:
         """Sessions open now."""
         return len(self._sessions)
