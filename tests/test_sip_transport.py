@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -276,3 +277,213 @@ async def test_bind_failure_is_a_transport_error() -> None:
         sip = SipTransport(replace(s, local_port=port), on_event=lambda e: None)
         with pytest.raises(TransportError, match="cannot bind SIP"):
             await sip.open()
+
+
+# --- hostile input and idle connections -------------------------------------------------------------
+
+OPTIONS = (
+    "OPTIONS sip:mss@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/{t} 127.0.0.1:5999;branch=z9hG4bK{b};rport\r\n"
+    "From: <sip:pss@127.0.0.1>;tag=p\r\nTo: <sip:mss@127.0.0.1>\r\nCall-ID: {b}\r\nCSeq: {cseq} OPTIONS\r\n"
+    "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+def options_bytes(branch: str, *, tcp: bool = False, cseq: str = "1") -> bytes:
+    return OPTIONS.format(t="TCP" if tcp else "UDP", b=branch, cseq=cseq).encode()
+
+
+async def read_message(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    return head + await reader.readexactly(length)
+
+
+class LoopErrors:
+    """Whatever reaches the event loop's exception handler."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: self.items.append(ctx))
+
+
+@uv
+async def test_a_handler_exception_never_reaches_the_event_loop() -> None:
+    """Huge numbers used to raise ValueError out of datagram_received / data_received."""
+    errors = LoopErrors()
+    async with udp_pss() as (_pss, port), running(settings(port), Events()) as sip:
+        local = (HOST, sip.ua.settings.local_port)
+        huge = "9" * 5000
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((HOST, 0))
+            s.setblocking(False)
+            s.sendto(options_bytes("u1", cseq=huge), local)
+            async with asyncio.timeout(TIMEOUT):
+                bad = await loop.sock_recv(s, 65535)
+            assert bad.startswith(b"SIP/2.0 400 Bad Request\r\n") and b"larger than 2**31-1" in bad
+            s.sendto(options_bytes("u2"), local)  # the next message is served as usual
+            async with asyncio.timeout(TIMEOUT):
+                assert (await loop.sock_recv(s, 65535)).startswith(b"SIP/2.0 200 OK\r\n")
+        reader, writer = await asyncio.open_connection(*local)
+        writer.write(
+            options_bytes("t1", tcp=True).replace(b"Content-Length: 0", f"Content-Length: {huge}".encode())
+        )
+        async with asyncio.timeout(TIMEOUT):
+            assert await reader.read() == b""  # framing broken: the connection is closed
+        writer.close()
+        reader, writer = await asyncio.open_connection(*local)
+        writer.write(options_bytes("t2", tcp=True, cseq=huge))
+        async with asyncio.timeout(TIMEOUT):
+            assert (await read_message(reader)).startswith(b"SIP/2.0 400 Bad Request\r\n")
+        writer.close()
+        assert errors.items == []
+        assert sip.counters["handler_errors"] == 0
+        assert sip.ua.counters["parse_errors"] == 3
+
+
+@uv
+async def test_idle_tcp_connections_are_closed_and_keepalives_answered() -> None:
+    async with udp_pss() as (_pss, port), running(settings(port, tcp_idle_timeout=0.4), Events()) as sip:
+        local = (HOST, sip.ua.settings.local_port)
+        idle_reader, idle_writer = await asyncio.open_connection(*local)
+        live_reader, live_writer = await asyncio.open_connection(*local)
+        t0 = time.monotonic()
+        for _ in range(8):  # RFC 5626 keep-alives every 0.15 s: answered, and they keep it open
+            live_writer.write(b"\r\n\r\n")
+            async with asyncio.timeout(TIMEOUT):
+                assert await live_reader.readexactly(2) == b"\r\n"
+            await asyncio.sleep(0.15)
+        async with asyncio.timeout(TIMEOUT):
+            assert await idle_reader.read() == b""  # closed by mss
+        assert time.monotonic() - t0 < 1.5 + TIMEOUT / 5
+        assert sip.counters["idle_closed"] == 1
+        live_writer.write(options_bytes("k1", tcp=True))
+        async with asyncio.timeout(TIMEOUT):
+            assert (await read_message(live_reader)).startswith(b"SIP/2.0 200 OK\r\n")
+        async with asyncio.timeout(TIMEOUT):
+            assert await live_reader.read() == b""  # idle now: closed too
+        assert sip.counters["idle_closed"] == 2
+        for w in (idle_writer, live_writer):
+            w.close()
+
+
+@uv
+async def test_tcp_connections_per_source_are_bounded() -> None:
+    async with (
+        udp_pss() as (_pss, port),
+        running(settings(port, max_connections_per_source=3), Events()) as sip,
+    ):
+        local = (HOST, sip.ua.settings.local_port)
+        conns = [await asyncio.open_connection(*local) for _ in range(4)]
+        async with asyncio.timeout(TIMEOUT):
+            assert await conns[3][0].read() == b""  # the fourth from the same address: closed unread
+        for reader, writer in conns[:3]:
+            writer.write(b"\r\n\r\n")
+            async with asyncio.timeout(TIMEOUT):
+                assert await reader.readexactly(2) == b"\r\n"
+        assert sip.counters["refused_connections"] == 1
+        conns[0][1].close()
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection(*local)  # room again after one closed
+        writer.write(b"\r\n\r\n")
+        async with asyncio.timeout(TIMEOUT):
+            assert await reader.readexactly(2) == b"\r\n"
+        for _r, w in [*conns[1:], (reader, writer)]:
+            w.close()
+
+
+@uv
+async def test_a_tcp_connection_with_a_live_transaction_is_not_timed_out() -> None:
+    events = Events()
+    pss = TcpPss()
+    port = free_port(HOST)
+    server = await asyncio.start_server(pss.handle, HOST, port)
+    try:
+        s = replace(settings(port, "tcp", tcp_idle_timeout=0.3), offer_timeout=1.5)
+        async with running(s, events) as sip:
+            sip.ua.invite("L1", "100", SDP, time.monotonic())
+            sip.flush()
+            await events.wait_for(LegAnswered)
+            for _ in range(200):
+                if pss.acks:
+                    break
+                await asyncio.sleep(0.01)
+            ack = pss.acks[0]
+            dialog = f"From: {ack.headers.get('To')}\r\nTo: {ack.headers.get('From')}\r\n"
+            dialog += f"Call-ID: {ack.call_id}\r\n"
+            # The PSS opens a connection of its own for a re-INVITE whose answer the call flow holds.
+            reader, writer = await asyncio.open_connection(HOST, sip.ua.settings.local_port)
+            offer = SDP.replace(b"30000", b"30002")
+            reinvite = (
+                f"INVITE sip:mss@{HOST} SIP/2.0\r\nVia: SIP/2.0/TCP {HOST}:{port};branch=z9hG4bKre1\r\n"
+                f"{dialog}CSeq: 7 INVITE\r\nContact: <sip:100@{HOST}:5999;transport=tcp>\r\n"
+                f"Content-Type: application/sdp\r\nContent-Length: {len(offer)}\r\n\r\n"
+            ).encode() + offer
+            writer.write(reinvite)
+            async with asyncio.timeout(TIMEOUT):
+                trying = await read_message(reader)  # 100 Trying after 200 ms, then nothing
+            assert trying.startswith(b"SIP/2.0 100 Trying\r\n")
+            await asyncio.sleep(1.0)  # well past the idle timeout, the transaction still live
+            assert sip.counters["idle_closed"] == 0
+            async with asyncio.timeout(TIMEOUT):
+                ok = await read_message(reader)  # offer_timeout: answered with the last local SDP
+            assert ok.startswith(b"SIP/2.0 200 OK\r\n")
+            writer.write(
+                ok.split(b"\r\n", 1)[0].replace(b"SIP/2.0 200 OK", f"ACK sip:mss@{HOST} SIP/2.0".encode())
+                + b"\r\n"
+                + f"Via: SIP/2.0/TCP {HOST}:{port};branch=z9hG4bKack7\r\n{dialog}CSeq: 7 ACK\r\n"
+                "Content-Length: 0\r\n\r\n".encode()
+            )
+            async with asyncio.timeout(TIMEOUT):
+                assert await reader.read() == b""  # nothing live any more: idle, closed
+            assert sip.counters["idle_closed"] == 1
+            writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@uv
+async def test_a_flood_of_bad_datagrams_writes_a_bounded_number_of_log_lines() -> None:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep(logging.INFO)
+    logger = logging.getLogger("mss.sip")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        async with udp_pss() as (_pss, port), running(settings(port), Events()) as sip:
+            local = (HOST, sip.ua.settings.local_port)
+            n = 1000
+            with (
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as pss_side,
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger,
+            ):
+                pss_side.bind((HOST, 0))
+                stranger.bind(("127.0.0.2", 0))
+                for i in range(n):
+                    pss_side.sendto(
+                        options_bytes(f"b{i}").replace(b"CSeq: 1 OPTIONS", b"CSeq: x OPTIONS"), local
+                    )
+                    stranger.sendto(b"OPTIONS sip:x SIP/2.0\r\n\r\n", local)
+                    if i % 20 == 19:
+                        await asyncio.sleep(0.002)  # let mss read: the socket buffer is finite
+                for _ in range(500):
+                    c = sip.ua.counters
+                    if c["parse_errors"] + c["dropped_strangers"] >= 2 * n * 0.9:
+                        break
+                    await asyncio.sleep(0.01)
+            c = sip.ua.counters
+            assert c["parse_errors"] >= n * 0.8 and c["dropped_strangers"] >= n * 0.8
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    lines = [r.getMessage() for r in records if r.levelno >= logging.WARNING]
+    assert len(lines) <= 4, lines
+    assert any("malformed message dropped (400): CSeq 'x OPTIONS'" in line for line in lines), lines
+    assert any("not the PSS" in line for line in lines), lines

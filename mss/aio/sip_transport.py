@@ -12,6 +12,21 @@ connect is reported to the UA as a transport failure); else as a UDP datagram.
 
 Strangers: a TCP connection from an address that is not the PSS is closed before anything is read;
 a datagram from one is dropped by the UA (counted). Every refusal is logged, rate-limited.
+
+TCP connections (RFC 3261 §18.3, RFC 5626 §3.5.1):
+
+- at most :data:`MAX_CONNECTIONS` accepted connections, and at most ``max_connections_per_source``
+  from one address; beyond either a new one is closed before anything is read;
+- an accepted connection with no byte either way for ``tcp_idle_timeout`` seconds is closed, unless
+  a live transaction uses it (its answer must go back on it). A closed connection costs the PSS
+  only a reconnect for its next request. Connections mss opened to the PSS are not timed out: mss
+  sends its own requests on them and keeps one per destination, so they are bounded already;
+- a CRLFCRLF keep-alive is answered with CRLF (by the user agent) and counts as activity.
+
+Nothing a handler raises on one message reaches the event loop: the input is dropped, counted in
+:attr:`SipTransport.counters` and logged (rate-limited), and the next message is served as usual.
+Every log line written per message or per connection goes through a
+:class:`~mss.ratelog.RateLimitedLog`.
 """
 
 from __future__ import annotations
@@ -32,7 +47,7 @@ from mss.sip.events import Registered, RegistrationFailed, UAEvent, Unregistered
 from mss.sip.settings import UASettings
 from mss.sip.ua import UserAgent
 
-__all__ = ["MAX_CONNECTIONS", "MAX_PENDING_BYTES", "MAX_WRITE_BUFFER", "SipTransport"]
+__all__ = ["IDLE_SWEEP_MAX", "MAX_CONNECTIONS", "MAX_PENDING_BYTES", "MAX_WRITE_BUFFER", "SipTransport"]
 
 log = logging.getLogger("mss.sip")
 
@@ -48,6 +63,10 @@ MAX_WRITE_BUFFER = 4 << 20
 #: Seconds to wait for a TCP connection to the PSS.
 CONNECT_TIMEOUT = 5.0
 
+#: Longest pause between two checks for idle TCP connections (a connection is closed at most this
+#: long after its idle timeout; shorter timeouts are checked four times per timeout).
+IDLE_SWEEP_MAX = 10.0
+
 Addr = tuple[str, int]
 
 
@@ -59,7 +78,7 @@ class _Udp(asyncio.DatagramProtocol):
         """Feed, drain, transmit, re-arm."""
         owner = self._owner
         source = (str(addr[0]), int(addr[1]))
-        owner.ua.receive_data(data, source, time.monotonic())
+        owner.feed(data, source, None)
         owner.note_stranger(source, "udp")
         owner.flush()
 
@@ -76,6 +95,8 @@ class _Tcp(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: Addr = outgoing or ("", 0)
         self.outgoing = outgoing is not None
+        self.last_active = time.monotonic()
+        """When a byte was last read or written (for the idle timeout)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Refuse strangers and too many connections before reading anything."""
@@ -88,8 +109,15 @@ class _Tcp(asyncio.Protocol):
                 owner.log_refusal(peer, "tcp")
                 transport.abort()
                 return
-            if len(owner.connections) >= MAX_CONNECTIONS:
-                log.warning("refused SIP tcp from %s:%d: %d connections open", *peer, MAX_CONNECTIONS)
+            accepted = [c.peer[0] for c in owner.connections.values() if not c.outgoing]
+            limit = owner.ua.settings.max_connections_per_source
+            if len(accepted) >= MAX_CONNECTIONS or accepted.count(peer[0]) >= limit:
+                owner.counters["refused_connections"] += 1
+                owner.log.warning(
+                    ("tcp_limit", peer[0]),
+                    "refused SIP tcp from %s:%d: %d connections open (at most %d, %d per address)",
+                    *peer, len(accepted), MAX_CONNECTIONS, limit,
+                )  # fmt: skip
                 transport.abort()
                 return
         self.transport = transport
@@ -99,7 +127,8 @@ class _Tcp(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         """Feed, drain, transmit, re-arm."""
         owner = self._owner
-        owner.ua.receive_data(data, self.peer, time.monotonic(), stream=self)
+        self.last_active = time.monotonic()
+        owner.feed(data, self.peer, self)
         owner.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -118,8 +147,11 @@ class _Tcp(asyncio.Protocol):
         if transport is None:
             return
         transport.write(data)
+        self.last_active = time.monotonic()
         if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
-            log.warning("SIP tcp to %s:%d is not reading: closed", *self.peer)
+            self._owner.log.warning(
+                ("slow", self.peer[0]), "SIP tcp to %s:%d is not reading: closed", *self.peer
+            )
             transport.abort()
 
     def abort(self) -> None:
@@ -145,7 +177,11 @@ class SipTransport:
         self._again = False
         self._closed = False
         self._unregistered = asyncio.Event()
-        self._refusals = RateLimitedLog(log)
+        self._sweep: asyncio.TimerHandle | None = None
+        self.log = RateLimitedLog(log)
+        """Every per-message / per-connection log line of SIP goes through this."""
+        self.counters = dict.fromkeys(("handler_errors", "idle_closed", "refused_connections"), 0)
+        """Inputs dropped because a handler raised; idle TCP connections closed; connections refused."""
 
     # -- lifetime -------------------------------------------------------------------------------
 
@@ -170,6 +206,7 @@ class SipTransport:
                  s.pss_port, s.transport)  # fmt: skip
         self.ua.start(time.monotonic())
         self.flush()
+        self._arm_sweep()
 
     async def _resolve_pss(self, loop: asyncio.AbstractEventLoop) -> None:
         s = self.ua.settings
@@ -199,6 +236,9 @@ class SipTransport:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for task in list(self._tasks):
             task.cancel()
         for conn in list(self.connections.values()):
@@ -215,6 +255,19 @@ class SipTransport:
         await asyncio.sleep(0)
 
     # -- the four steps -------------------------------------------------------------------------
+
+    def feed(self, data: bytes, source: Addr, stream: _Tcp | None) -> None:
+        """Feed one read to the UA. Whatever the UA raises on it is logged (rate-limited), counted,
+        and the input dropped: it never reaches the event loop, and the UA serves the next one."""
+        try:
+            self.ua.receive_data(data, source, time.monotonic(), stream=stream)
+        except Exception as exc:
+            self._handler_failed(exc, f"SIP {'tcp' if stream else 'udp'} input from {source[0]}:{source[1]}")
+
+    def _handler_failed(self, exc: Exception, what: str) -> None:
+        self.counters["handler_errors"] += 1
+        text = str(exc)[:200]
+        self.log.error(("handler", type(exc).__name__), "%s dropped: %s: %s", what, type(exc).__name__, text)
 
     def flush(self) -> None:
         """Drain the UA's events to ``on_event``, transmit its output, re-arm its timer.
@@ -234,8 +287,10 @@ class SipTransport:
                     self._note(event)
                     try:
                         self.on_event(event)
-                    except Exception:
-                        log.exception("SIP event handler failed on %r", event)
+                    except Exception as exc:
+                        self._handler_failed(exc, f"SIP event {type(event).__name__}")
+                for kind, source, text in ua.notices():
+                    self.log.warning((kind, source), "%s", text)
                 self._transmit()
                 for stream in ua.streams_to_close():
                     if isinstance(stream, _Tcp):
@@ -280,7 +335,7 @@ class SipTransport:
     def _queue(self, dest: Addr, data: bytes) -> None:
         queue = self._connecting[dest]
         if sum(len(d) for d in queue) + len(data) > MAX_PENDING_BYTES:
-            log.warning("SIP tcp to %s:%d: queue full, message dropped", *dest)
+            self.log.warning(("queue_full", dest), "SIP tcp to %s:%d: queue full, message dropped", *dest)
             return
         queue.append(data)
 
@@ -295,7 +350,7 @@ class SipTransport:
             )  # fmt: skip
         except (OSError, TimeoutError) as exc:
             self._connecting.pop(dest, None)
-            log.warning("SIP tcp connect to %s:%d failed: %s", *dest, exc)
+            self.log.warning(("connect", dest), "SIP tcp connect to %s:%d failed: %s", *dest, exc)
             self.ua.transport_failed(dest, time.monotonic())
             self.flush()
             return
@@ -321,8 +376,33 @@ class SipTransport:
     def _on_timer(self) -> None:
         self._timer = None
         self._armed = None
-        self.ua.handle_timer(time.monotonic())
+        try:
+            self.ua.handle_timer(time.monotonic())
+        except Exception as exc:
+            self._handler_failed(exc, "SIP timer")
         self.flush()
+
+    # -- idle TCP connections -------------------------------------------------------------------
+
+    def _arm_sweep(self) -> None:
+        if self._closed:
+            return
+        every = min(IDLE_SWEEP_MAX, self.ua.settings.tcp_idle_timeout / 4)
+        self._sweep = asyncio.get_running_loop().call_later(every, self._sweep_idle)
+
+    def _sweep_idle(self) -> None:
+        """Close accepted connections idle for ``tcp_idle_timeout`` that no live transaction uses."""
+        self._sweep = None
+        limit = self.ua.settings.tcp_idle_timeout
+        now = time.monotonic()
+        for conn in list(self.connections.values()):
+            if conn.outgoing or now - conn.last_active < limit or self.ua.live_for(conn.peer):
+                continue
+            self.counters["idle_closed"] += 1
+            self.log.info(("idle", conn.peer[0]), "SIP tcp from %s:%d idle for %.0fs: closed", *conn.peer,
+                          now - conn.last_active)  # fmt: skip
+            conn.abort()
+        self._arm_sweep()
 
     # -- strangers ------------------------------------------------------------------------------
 
@@ -333,4 +413,4 @@ class SipTransport:
 
     def log_refusal(self, peer: Addr, transport: str) -> None:
         """Log a refused stranger (rate-limited per address)."""
-        self._refusals.warning(peer[0], "dropped SIP %s from %s:%d: not the PSS", transport, *peer)
+        self.log.warning(("stranger", peer[0]), "dropped SIP %s from %s:%d: not the PSS", transport, *peer)

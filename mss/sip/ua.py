@@ -68,6 +68,7 @@ from mss.sip.transaction import (
 from mss.sip.uri import NameAddr, SipUri
 
 __all__ = [
+    "MAX_NOTICES",
     "MAX_STREAMS",
     "LegAnswered",
     "LegEnded",
@@ -88,6 +89,10 @@ __all__ = [
 
 #: TCP connections the UA keeps framing state for: only the PSS connects, with one or two.
 MAX_STREAMS = 64
+
+#: Notices (problems worth a log line) kept until the adapter reads them; older ones are dropped
+#: (they are counted in :attr:`UserAgent.counters` anyway).
+MAX_NOTICES = 64
 
 _COUNTERS = (
     "dropped_strangers",  # datagrams / stream bytes from an address that is not the PSS
@@ -124,6 +129,7 @@ class UserAgent:
         self._framers: dict[object, StreamFramer] = {}
         self._broken: list[object] = []
         self._counts = dict.fromkeys(_COUNTERS, 0)
+        self._notices: deque[tuple[str, str, str]] = deque(maxlen=MAX_NOTICES)
         self._reg = Registration(self)
 
     # -- state for the service ------------------------------------------------------------------
@@ -277,9 +283,10 @@ class UserAgent:
                 framer = self._framers[stream] = StreamFramer()
             try:
                 frames = framer.feed(data)
-            except SipError:
+            except SipError as exc:
                 self._counts["parse_errors"] += 1
                 self._counts["broken_streams"] += 1
+                self._notice("broken_stream", source, f"TCP connection closed: {exc.reason}")
                 del self._framers[stream]
                 self._broken.append(stream)
                 return
@@ -306,6 +313,7 @@ class UserAgent:
             msg = parse_message(frame, exact=reliable)
         except SipError as exc:
             self._counts["parse_errors"] += 1
+            self._notice("parse_error", source, f"malformed message dropped ({exc.status}): {exc.reason}")
             answer = error_response(frame, exc.status, exc.reason)
             if answer is not None:
                 self._tx.send_raw(answer, source)
@@ -315,11 +323,15 @@ class UserAgent:
             s = self.settings
             if via.host != s.local_host or (via.port or 5060) != s.local_port:
                 self._counts["misrouted"] += 1
+                self._notice("misrouted", source, f"response with a Via for {via.host}:{via.port} dropped")
                 return
         in_dialog = isinstance(msg, Request) and self._knows_dialog(msg)
         if not self._tx.receive(msg, source, reliable=reliable, now=now, in_dialog=in_dialog):
             self._counts["overload_503"] += 1
             if isinstance(msg, Request) and msg.method != "ACK":
+                self._notice(
+                    "overload", source, f"{msg.method} answered 503: no room for new out-of-dialog requests"
+                )
                 busy = make_response(msg, 503, to_tag=self.new_tag(), headers=[("Retry-After", "5")])
                 with contextlib.suppress(LocalProtocolError):  # too large to answer: dropped
                     self._tx.send_raw(busy.encode(), source)
@@ -440,6 +452,16 @@ class UserAgent:
     def data_to_send(self) -> list[tuple[bytes, tuple[str, int]]]:
         """What to write and to whom: a datagram, or bytes for the TCP connection to that address."""
         return self._tx.data_to_send()
+
+    def notices(self) -> list[tuple[str, str, str]]:
+        """Problems since the last call, for the adapter's (rate-limited) log: ``(kind, source IP,
+        text)``; one per refused message at most, the newest :data:`MAX_NOTICES` kept."""
+        out = list(self._notices)
+        self._notices.clear()
+        return out
+
+    def _notice(self, kind: str, source: tuple[str, int], text: str) -> None:
+        self._notices.append((kind, source[0], f"SIP from {source[0]}:{source[1]}: {text[:200]}"))
 
     def streams_to_close(self) -> list[object]:
         """TCP connections the adapter must close (broken framing, or not from the PSS)."""
