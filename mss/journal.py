@@ -14,10 +14,20 @@ Every REQUEST acknowledged ``ok`` gets exactly one RESPONSE, even across a crash
 sqlite3 in WAL mode with ``synchronous=NORMAL``: a commit survives the process being killed (the
 promise is to the AS about mss crashes, not power loss of the host). Calls are synchronous and short
 (tens of microseconds); the service batches the REQUESTs of one read into one transaction.
+
+Retention (``[journal] keep_days``): :meth:`Journal.prune` deletes callbacks whose RESPONSE was
+delivered more than that long ago, with their RESPONSE and CDR, :data:`PRUNE_BATCH` at a time; the
+service calls it from a timer, never on the REQUEST path. Undelivered RESPONSEs and callbacks in
+progress are never deleted. New files use ``auto_vacuum = INCREMENTAL`` and each prune returns up to
+:data:`VACUUM_PAGES` free pages to the file system; in older files the free pages are reused, so under
+steady traffic the file stops growing either way. The WAL file is truncated to
+:data:`WAL_SIZE_LIMIT` after checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -27,7 +37,26 @@ from pathlib import Path
 from mss.errors import JournalError
 from mss.iif import Response, serialize
 
-__all__ = ["Cdr", "InterruptedCallback", "Journal", "NewCallback", "PendingResponse"]
+__all__ = [
+    "PRUNE_BATCH",
+    "VACUUM_PAGES",
+    "WAL_SIZE_LIMIT",
+    "Cdr",
+    "InterruptedCallback",
+    "Journal",
+    "NewCallback",
+    "PendingResponse",
+]
+
+#: Callbacks deleted in one prune transaction: a few milliseconds of work, so the event loop that
+#: runs it is never held up long.
+PRUNE_BATCH = 200
+
+#: Free pages handed back to the file system after a prune (4 KiB each): bounded work per call.
+VACUUM_PAGES = 256
+
+#: Bytes the WAL file is truncated to after a checkpoint (sqlite's journal_size_limit).
+WAL_SIZE_LIMIT = 4 << 20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS callbacks (
@@ -57,6 +86,7 @@ CREATE TABLE IF NOT EXISTS responses (
     delivered_at REAL
 );
 CREATE INDEX IF NOT EXISTS responses_owed ON responses(peer) WHERE delivered_at IS NULL;
+CREATE INDEX IF NOT EXISTS responses_delivered ON responses(delivered_at) WHERE delivered_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS cdrs (
     seq INTEGER PRIMARY KEY REFERENCES callbacks(seq),
     id TEXT NOT NULL,
@@ -189,7 +219,10 @@ class Journal:
         self.path = str(path)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # Only a file without tables can take auto_vacuum; an older file keeps reusing free pages.
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
@@ -322,6 +355,38 @@ class Journal:
             )
             for seq, cb_id, peer, transport, host, port, line in rows
         ]
+
+    def prune(self, before: float, limit: int = PRUNE_BATCH) -> int:
+        """Delete up to ``limit`` callbacks whose RESPONSE was delivered before wall time ``before``, with
+        their RESPONSE and CDR; returns how many. Nothing undelivered or in progress is touched."""
+        with self._transaction("prune old callbacks") as db:
+            seqs = [
+                row[0]
+                for row in db.execute(
+                    "SELECT seq FROM responses WHERE delivered_at IS NOT NULL AND delivered_at < ?"
+                    " ORDER BY delivered_at LIMIT ?",
+                    (before, limit),
+                )
+            ]
+            if seqs:
+                marks = ",".join("?" * len(seqs))
+                db.execute(f"DELETE FROM cdrs WHERE seq IN ({marks})", seqs)
+                db.execute(f"DELETE FROM responses WHERE seq IN ({marks})", seqs)
+                db.execute(f"DELETE FROM callbacks WHERE seq IN ({marks}) AND state = 'done'", seqs)
+        if seqs:
+            try:
+                self._db.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES})").fetchall()
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal: cannot hand free pages back: {exc}") from exc
+        return len(seqs)
+
+    def size(self) -> int:
+        """Bytes the journal takes on disk: the database file and its WAL."""
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                total += os.path.getsize(self.path + suffix)
+        return total
 
     def cdr(self, cb_id: str) -> dict[str, object] | None:
         """The latest CDR of callback ``cb_id`` as a column → value mapping (for operators and tests)."""
