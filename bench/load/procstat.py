@@ -1,0 +1,100 @@
+"""What /proc says about a process: CPU seconds, resident memory, open descriptors.
+
+Every reader takes a PID and returns a number, or raises ``ProcessLookupError`` when the process
+is gone. CPU time is user + system of every thread (``/proc/<pid>/stat`` fields 14 and 15, in clock
+ticks); children are not included.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ProcSample", "cpu_seconds", "file_size", "open_fds", "rss_bytes", "sample", "total_cpu_seconds"]
+
+_TICK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _read(pid: int, name: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/{name}").read_text()
+    except FileNotFoundError:
+        raise ProcessLookupError(pid) from None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` (all its threads) so far."""
+    stat = _read(pid, "stat")
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "(comm) ": field 3 is fields[0]
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def total_cpu_seconds(pids: Iterable[int]) -> float:
+    """The CPU seconds of several processes together; those gone meanwhile count 0."""
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds(pid)
+        except ProcessLookupError:
+            continue
+    return total
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` in bytes (``/proc/<pid>/statm``, second field)."""
+    return int(_read(pid, "statm").split()[1]) * _PAGE
+
+
+def open_fds(pid: int) -> int:
+    """How many descriptors ``pid`` has open."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except FileNotFoundError:
+        raise ProcessLookupError(pid) from None
+
+
+def file_size(path: Path, suffixes: Iterable[str] = ("", "-wal", "-shm")) -> int:
+    """Bytes of ``path`` and its companions (sqlite's WAL and shared-memory files); missing is 0."""
+    total = 0
+    for suffix in suffixes:
+        try:
+            total += Path(str(path) + suffix).stat().st_size
+        except FileNotFoundError:
+            continue
+    return total
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcSample:
+    """One look at the mss process."""
+
+    t: float
+    """Seconds since the traffic started."""
+    cpu_s: float
+    """CPU seconds of mss so far (since its start)."""
+    rss: int
+    """Resident memory, bytes."""
+    fds: int
+    """Open descriptors."""
+    journal: int
+    """Journal size on disk (database + WAL + shared memory), bytes."""
+    journal_db: int
+    """The database file alone (without the WAL, which sqlite reuses once checkpointed), bytes."""
+    done: int
+    """Callbacks finished (RESPONSE received, or refused) so far."""
+
+
+def sample(pid: int, journal: Path, *, t: float, done: int) -> ProcSample:
+    """Read every figure of ``pid`` now."""
+    return ProcSample(
+        t=t,
+        cpu_s=cpu_seconds(pid),
+        rss=rss_bytes(pid),
+        fds=open_fds(pid),
+        journal=file_size(journal),
+        journal_db=file_size(journal, ("",)),
+        done=done,
+    )
