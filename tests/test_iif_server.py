@@ -76,7 +76,9 @@ def free_range(size: int) -> int:
     raise AssertionError("no free port range")
 
 
-def config_text(port: int, journal: Path, *, peers: dict[str, str] | None = None, **callback: str) -> str:
+def config_text(
+    port: int, journal: Path, *, peers: dict[str, str] | None = None, keep_days: str = "30", **callback: str
+) -> str:
     """A server-to-server config: no registration, and a PSS port where nothing listens (calls fail fast)."""
     settings = {"listen_host": LOCAL, "listen_port": str(port), "external_line_mode": "no",
                 "default_caller": "100", "max_duration": "3600", "drain_grace": "0"}
@@ -87,7 +89,7 @@ def config_text(port: int, journal: Path, *, peers: dict[str, str] | None = None
              f"pss_host = {LOCAL}", f"pss_port = {free_port()}",
              "[rtp]", f"host = {LOCAL}", f"port_min = {rtp_base}", f"port_max = {rtp_base + 15}",
              "[peer_servers]", *(f"{k} = {v}" for k, v in (peers or {"as1": LOCAL}).items()),
-             "[journal]", f"path = {journal}",
+             "[journal]", f"path = {journal}", f"keep_days = {keep_days}",
              "[log]", "level = debug"]
     return "\n".join(lines) + "\n"
 
@@ -589,7 +591,9 @@ class Live:
 
 def make_config(tmp: Path, **callback: str) -> tuple[Config, int]:
     port = free_port()
-    result = check_text(config_text(port, tmp / "journal.sqlite3", **callback), base_dir=tmp)
+    keep_days = callback.pop("keep_days", "30")
+    text = config_text(port, tmp / "journal.sqlite3", keep_days=keep_days, **callback)
+    result = check_text(text, base_dir=tmp)
     assert result.config is not None, result.errors
     return result.config, port
 
@@ -1096,5 +1100,36 @@ def test_kept_response_confirmed_by_the_as_speaking_or_staying(tmp_path: Path) -
             await mss.until(lambda: desk.owed == 0, timeout=iif_server.CONFIRM_HOLD + 2)
             assert desk.journal.undelivered() == []
             writer.close()
+
+    run(scenario)
+
+
+def test_retention_prunes_delivered_callbacks_off_the_request_path(tmp_path: Path) -> None:
+    keep = 2.0  # seconds
+    journal_path = tmp_path / "journal.sqlite3"
+
+    def rows() -> list[str]:
+        with contextlib.closing(sqlite3.connect(journal_path)) as db:
+            return [row[0] for row in db.execute("SELECT id FROM callbacks ORDER BY seq")]
+
+    async def scenario() -> None:
+        async with live(tmp_path, keep_days=f"{keep / 86400:.10f}") as mss:
+            reader, writer = await mss.open()
+            writer.write(request("done") + request("owed") + request("talking"))
+            assert await lines(reader, 3) == [ack("done"), ack("owed"), ack("talking")]
+            mss.engine.finish("done", 1)
+            assert await lines(reader, 1) == [b"RESPONSE: id=done;real_duration=1;"]
+            writer.close()
+            await mss.until(lambda: mss.service.iif is not None and not mss.service.iif.connections)
+            mss.engine.finish("owed", 2)  # nobody connected: kept, undelivered
+            await mss.until(lambda: mss.service.pruned == 1, timeout=keep + 5)
+            assert rows() == ["owed", "talking"]  # never the undelivered one, nor the one in progress
+            await asyncio.sleep(keep + 1)
+            assert rows() == ["owed", "talking"] and mss.service.pruned == 1
+            reader, writer = await mss.open()
+            assert await lines(reader, 1) == [b"RESPONSE: id=owed;real_duration=2;"]
+            writer.close()  # an orderly close: delivered
+            await mss.until(lambda: mss.service.pruned == 2, timeout=keep + 5)
+            assert rows() == ["talking"]
 
     run(scenario)

@@ -23,8 +23,8 @@ from mss.aio.calls import CallEngine
 from mss.aio.iif_server import IIFServer
 from mss.config import Config
 from mss.desk import CallbackDesk, Engine
-from mss.errors import MssError
-from mss.journal import Journal
+from mss.errors import JournalError, MssError
+from mss.journal import PRUNE_BATCH, Journal
 
 __all__ = ["Service", "run"]
 
@@ -38,6 +38,15 @@ RELEASE_WAIT = 10.0
 
 #: Seconds the last RESPONSEs get to leave the socket buffers before the connections close.
 FLUSH_WAIT = 2.0
+
+#: Seconds between two retention passes at most; shorter for a keep_days of minutes (tests, soaks).
+PRUNE_INTERVAL = 60.0
+
+#: Shortest time between two retention passes.
+PRUNE_MIN_INTERVAL = 0.5
+
+#: Seconds between two batches of one retention pass: REQUESTs are served in between.
+PRUNE_PAUSE = 0.05
 
 #: File descriptors one callback holds: the relay's 2 legs × (2 RTP sockets + 1 RTCP socket).
 FDS_PER_CALLBACK = 6
@@ -121,6 +130,9 @@ class Service:
         self.engine: ServiceEngine | None = None
         self.ready = asyncio.Event()
         self._heartbeat_timer: asyncio.TimerHandle | None = None
+        self._prune_timer: asyncio.TimerHandle | None = None
+        self.pruned = 0
+        """Callbacks the retention deleted from the journal so far."""
 
     def request_stop(self) -> None:
         """Begin the drain (what SIGTERM does); a second call releases calls at once."""
@@ -167,6 +179,8 @@ class Service:
             desk.recover()
             await self.iif.serve()
             self._heartbeat(journal)
+            if cfg.journal.keep_days > 0:  # 0: keep forever
+                self._prune_timer = loop.call_later(self._prune_interval(), self._prune, journal)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
             self.ready.set()
@@ -180,6 +194,8 @@ class Service:
                 loop.remove_signal_handler(sig)
             if self._heartbeat_timer is not None:
                 self._heartbeat_timer.cancel()
+            if self._prune_timer is not None:
+                self._prune_timer.cancel()
             await self._flush()
             await self.iif.close()
             await engine.close()
@@ -218,6 +234,26 @@ class Service:
         deadline = time.monotonic() + FLUSH_WAIT
         while time.monotonic() < deadline and any(c.pending_bytes() for c in self.iif.connections):
             await asyncio.sleep(0.02)
+
+    def _prune_interval(self) -> float:
+        keep = self.config.journal.keep_days * 86400.0
+        return min(PRUNE_INTERVAL, max(PRUNE_MIN_INTERVAL, keep / 10))
+
+    def _prune(self, journal: Journal) -> None:
+        """One retention batch ([journal] keep_days); the next one soon when this one was full, else
+        after the interval. Runs on a timer, never on the REQUEST path."""
+        horizon = time.time() - self.config.journal.keep_days * 86400.0
+        try:
+            deleted = journal.prune(before=horizon)
+        except JournalError as exc:
+            log.error("%s", exc)
+            deleted = 0
+        self.pruned += deleted
+        if deleted:
+            log.debug("journal: deleted %d callback(s) delivered more than %g day(s) ago", deleted,
+                      self.config.journal.keep_days)
+        delay = PRUNE_PAUSE if deleted >= PRUNE_BATCH else self._prune_interval()
+        self._prune_timer = asyncio.get_running_loop().call_later(delay, self._prune, journal)
 
     def _heartbeat(self, journal: Journal) -> None:
         try:
