@@ -1,0 +1,5 @@
+"""``python -m bench.fuzz``: see :mod:`bench.fuzz.run`."""
+
+from bench.fuzz.run import main
+
+raise SystemExit(main())
