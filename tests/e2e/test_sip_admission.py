@@ -1,0 +1,58 @@
+"""Steady traffic against mss's own SIP tables, with a real mss, Kamailio and pjsua2 phones.
+
+Finished dialogs linger 64·T1 to absorb retransmissions; they must not count against the limits
+that admit new callbacks. With ``max_calls = 2`` the third sequential callback used to fail with
+``user1_failed;code=503`` ("dialog limit") while the first two dialogs still lingered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mss.peers.kamailio import Kamailio
+from mss.peers.phone import Phone
+from mss.peers.server import MssServer
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def mss(add_peer: Callable[[Any], None], tmp_path: Path) -> Iterator[Callable[..., MssServer]]:
+    """Factory: ``mss(pss, **config)`` starts an mss process, stopped at teardown (log kept on failure)."""
+    started: list[MssServer] = []
+
+    def make(pss: Kamailio, **kwargs: Any) -> MssServer:
+        server = MssServer(tmp_path / f"mss-{len(started)}", pss=pss.address, sip_port=pss.mss[1], **kwargs)
+        started.append(server)
+        add_peer(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_sequential_callbacks_with_max_calls_2_are_all_answered(
+    kamailio: Callable[..., Kamailio],
+    phone: Callable[..., Phone],
+    mss: Callable[..., MssServer],
+    free_port: Callable[..., int],
+    transport: str,
+) -> None:
+    pss = kamailio("auth", users={"100": "pw100", "101": "pw101"}, mss=("127.0.0.1", free_port()))
+    user1 = phone("100", pss)
+    user2 = phone("101", pss)
+    server = mss(pss, transport=transport, callback={"max_calls": 2})
+    server.wait_log("external line registered")
+    with server.client() as as1:
+        for n in range(6):  # each waits for the previous RESPONSE: one callback at a time
+            cb = f"seq{n}"
+            assert as1.request(cb, "100", "101", 1) == f"ACK: id={cb};code=ok;"
+            response = as1.response(cb, timeout=20)
+            assert response["result"] == "answered", (n, response, server.log_tail(40))
+    assert len(user1.events("confirmed")) == 6 and len(user2.events("confirmed")) == 6
