@@ -100,7 +100,10 @@ class _StreamProtocol(asyncio.Protocol):
             transport.abort()
             return
         if len(self._server.connections) >= MAX_CONNECTIONS:
-            log.warning("refused IIF tcp from %s:%d: %d connections open", host, port, MAX_CONNECTIONS)
+            self._server.conn_log.warning(
+                (peer.name, "full"), "refused IIF tcp from %s:%d: %d connections open", host, port,
+                MAX_CONNECTIONS,
+            )
             transport.abort()
             return
         self._transport = transport
@@ -282,7 +285,7 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
         self._server.desk.handle([message], Origin(peer=peer.name, transport="udp", reply_addr=reply))
 
     def error_received(self, exc: Exception) -> None:
-        log.warning("IIF udp: %s", exc)
+        self._server.conn_log.warning(("udp", type(exc).__name__), "IIF udp: %s", exc)
 
 
 class IIFServer:
@@ -335,7 +338,7 @@ class IIFServer:
         if self._udp is not None and self._udp.transport is not None and not self._udp.transport.is_closing():
             self._udp.transport.sendto(data, addr)
             return True
-        log.error("IIF udp is closed; %r to %s:%d not sent", data, *addr)
+        self.conn_log.error(("udp", "closed"), "IIF udp is closed; %r to %s:%d not sent", data, *addr)
         return False
 
     def stop_listening(self) -> None:
