@@ -2,7 +2,10 @@
 stdin closes. Run pinned, e.g. ``taskset -c 0 python bench/relay/mss_host.py --calls 1000``.
 
 Uses only the library surface: ``Relay(host, port_min, port_max)``, ``open_session()``,
-``s.a_port``/``s.b_port``, ``close()``; with no remote set each leg latches onto its first source.
+``s.a_port``/``s.b_port``, ``close()``. No remote is signalled (the generator's ports are not known
+here), so endpoint learning is off by default (``--learn-ms 0``: each leg latches onto its first
+source) and every leg is latched when the measurement starts; learning costs nothing once a leg has
+latched. ``--learn-ms 2000`` measures with mss's default window (the warm-up must then outlast it).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import argparse
 import resource
 import sys
 
-from mss.relay import FIELDS, Relay
+from mss.relay import FIELDS, LEARN_PACKETS, Relay
 
 
 def main() -> int:
@@ -22,11 +25,18 @@ def main() -> int:
     ap.add_argument("--calls", type=int, required=True)
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--gather-us", type=int, default=200)
+    ap.add_argument("--learn-ms", type=int, default=0)
     args = ap.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     with Relay(
-        args.host, args.port_min, args.port_max, backend=args.backend, gather_us=args.gather_us
+        args.host,
+        args.port_min,
+        args.port_max,
+        backend=args.backend,
+        gather_us=args.gather_us,
+        learn_ms=args.learn_ms,
+        learn_packets=1 if args.learn_ms == 0 else LEARN_PACKETS,
     ) as relay:
         sessions = [relay.open_session() for _ in range(args.calls)]
         ports = " ".join(f"{s.a_port} {s.b_port}" for s in sessions)
