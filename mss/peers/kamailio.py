@@ -67,8 +67,9 @@ TEMPLATE = Path(__file__).with_name("kamailio.cfg.in")
 # Where Debian installs the binaries (sbin may be missing from a non-root PATH).
 KAMAILIO_SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/sbin"])
 # Users (htable keys, unquoted) and passwords (quoted strings) go into the config: keep them to
-# characters the config syntax leaves alone.
-_SAFE_USER = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
+# characters the config syntax leaves alone. A user is written as in a URI, escaped (RFC 3261
+# §25.1: "*31#555" is "*31%23555"), since Kamailio compares $rU, $tU and $au as written.
+_SAFE_USER = re.compile(r"[A-Za-z0-9_.+*%-]{1,64}")
 _SAFE_PASSWORD = re.compile(r"[A-Za-z0-9_.+*#%@!~-]{1,64}")
 # Bounds: how long Kamailio may take to answer its first ping, and to exit on SIGTERM.
 START_TIMEOUT = 10.0
