@@ -129,9 +129,11 @@ class _StreamProtocol(asyncio.Protocol):
             # An orderly close after the peer's kernel acknowledged everything: the AS read it all
             # (RFC 1122 §4.2.2.13: closing with data unread sends a RST, not a FIN).
             desk.confirm_trial(self)
+        # Gone for RESPONSEs before the last messages are handled: their ACKs are still written, but
+        # nothing kept (or ended at once) is routed into a connection the AS has ended.
+        desk.close_outlet(self)
         self._conn.receive_data(b"", time.monotonic())
         self._drain()
-        desk.close_outlet(self)
         self._closing = True
         return False
 
