@@ -84,7 +84,7 @@ class _Udp(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         """An ICMP error for an earlier datagram: the retransmission timers handle the loss."""
-        log.debug("SIP UDP error: %s", exc)
+        self._owner.log.log(logging.DEBUG, ("udp_error", type(exc).__name__), "SIP UDP error: %s", exc)
 
 
 class _Tcp(asyncio.Protocol):
