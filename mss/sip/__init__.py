@@ -25,6 +25,12 @@ reliable provisionals; mss never sends them); RFC 4028 session timers (both refr
 retry); RFC 3581 rport; digest on INVITE, REGISTER and in-dialog requests with a no-loop rule;
 REGISTER with 423 handling and back-off.
 
+Hardening: every header number is bounded in length before ``int()`` (``_grammar.parse_number``);
+URI user parts are escaped when written (``#`` is ``%23``) and compared unescaped; live and lingering
+state are counted apart (admission counts live legs and transactions only, lingering ones have
+their own bound with the oldest dropped, in-dialog requests are always served, out-of-dialog ones
+have their own budget); problems come out as rate-limited notices for the adapter's log.
+
 Not in: TLS/SIPS and WebSocket transports, DNS NAPTR/SRV (RFC 3263: the PSS is an address), UDP→TCP
 switch for large requests (§18.1.1), following 3xx redirects (they end the leg), failover on 503,
 merged-request detection (482), incoming calls (always 403), reliable provisionals sent by mss,
