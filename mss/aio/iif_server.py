@@ -178,6 +178,7 @@ class _StreamProtocol(asyncio.Protocol):
 
     def trial_started(self) -> None:
         """Outlet: RESPONSEs were written on trial; watch for their confirmation."""
+        self._drained_at = None  # the hold starts again: the new bytes must drain and be held too
         if self._trial_timer is None and self._transport is not None:
             self._trial_timer = asyncio.get_running_loop().call_later(0, self._watch_trial)
 
