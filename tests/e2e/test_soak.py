@@ -20,10 +20,9 @@ from typing import Any
 
 import pytest
 
+from bench.load.driver import Callback, parse_line, summarize
 from bench.load.run import LoadSpec, run_load
 from mss.peers.net import free_port
-
-pytestmark = pytest.mark.e2e
 
 # 40 s at 40/s: past the point (~25 s) where lingering state would fill the default tables.
 RATE = 40.0
@@ -37,6 +36,7 @@ def _report(result: dict[str, Any]) -> str:
     return json.dumps(keep, indent=1, default=str)
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(150)
 def test_steady_traffic_has_no_own_limit_failures(tmp_path: Path) -> None:
     # A slice of 1,000 RTP ports of its own (250 callbacks at once; ~50 are up at this rate).
@@ -57,3 +57,72 @@ def test_steady_traffic_has_no_own_limit_failures(tmp_path: Path) -> None:
     assert summary["answered"] == summary["requests"], _report(result)
     assert result["unexpected_lines"] == 0, _report(result)
     assert result["mss_alive_at_end"] and result["mss_exit"] == 0, _report(result)
+
+
+# ---- the checks the soak relies on: each catches what it is meant to (no processes) ----
+
+
+def _cb(cb_id: str, **fields: Any) -> Callback:
+    cb = Callback(id=cb_id, kind="paced", duration=2, scheduled=0.0, sent=0.0)
+    for name, value in fields.items():
+        setattr(cb, name, value)
+    return cb
+
+
+def _answered(cb_id: str, **fields: Any) -> Callback:
+    values: dict[str, Any] = {
+        "ack_at": 0.001, "ack_code": "ok", "acks": 1, "response_at": 2.01, "responses": 1,
+        "real_duration": 2, "result": "answered", "code": 0,
+    }
+    values.update(fields)
+    return _cb(cb_id, **values)
+
+
+def test_parse_line_reads_ack_and_extended_response() -> None:
+    assert parse_line("ACK: id=7;code=ok;") == ("ACK", {"id": "7", "code": "ok"})
+    assert parse_line("RESPONSE: id=7;real_duration=2;result=answered;code=0") == (
+        "RESPONSE", {"id": "7", "real_duration": "2", "result": "answered", "code": "0"})
+    with pytest.raises(ValueError, match="not an IIF line"):
+        parse_line("garbage")
+
+
+def test_summary_of_a_clean_run_has_no_problem() -> None:
+    summary = summarize([_answered("1"), _answered("2")])
+    assert summary["answered"] == 2
+    assert summary["own_limit_failures"] == 0
+    assert summary["problems"] == {}
+    assert summary["ack_latency_ms"]["p99"] == pytest.approx(1.0)
+    assert summary["response_lateness_ms"]["p50"] == pytest.approx(9.0)
+
+
+def test_summary_counts_own_limit_failures_apart_from_other_failures() -> None:
+    summary = summarize([
+        _answered("1", result="user1_failed", code=503, real_duration=0),
+        _answered("2", result="user2_busy", code=486, real_duration=0),
+        _cb("3", ack_at=0.001, ack_code="fail", acks=1),
+        _answered("4"),
+    ])
+    assert summary["own_limit_failures"] == 2  # the 503 of mss and the ACK code=fail
+    assert summary["outcomes"] == {"user1_failed code=503": 1, "user2_busy code=486": 1, "ACK code=fail": 1,
+                                   "answered code=0": 1}
+    assert summary["problems"] == {}
+
+
+def test_summary_flags_every_broken_promise() -> None:
+    summary = summarize([
+        _cb("no-ack"),
+        _answered("twice", responses=2),
+        _answered("never", responses=0, response_at=None, result=None),
+        _answered("short", real_duration=1),
+        _cb("fail-then-response", ack_at=0.001, ack_code="fail", acks=1, responses=1),
+        _answered("two-acks", acks=2),
+    ])
+    assert summary["problems"] == {
+        "no ACK": 1,
+        "more than one RESPONSE": 1,
+        "no RESPONSE": 1,
+        "real_duration != duration": 1,
+        "RESPONSE after ACK code=fail": 1,
+        "more than one ACK": 1,
+    }
+    assert summary["real_duration_off"] == {"1 for 2": 1}
