@@ -1856,10 +1856,10 @@ cdef class Engine:
             ep.sig.sin_addr.s_addr = htonl(ip)
             ep.sig.sin_port = htons(<uint16_t>port)
             ep.has_sig = 1
-            if ep.state == EP_LATCHED and same_addr(&ep.dest, &ep.sig):
-                ep.exact = 1                    # latched there already: it stays
+            if ep.state == EP_LATCHED and (not changed or same_addr(&ep.dest, &ep.sig)):
+                ep.exact = same_addr(&ep.dest, &ep.sig)   # the same remote again: the leg stays
             else:
-                if kind == KIND_RTP and (changed or ep.state == EP_LATCHED):
+                if kind == KIND_RTP and changed:
                     restart_learning(&s.leg[leg])   # candidates were judged against another remote
                 ep.dest = ep.sig
                 ep.state = EP_EXPECTED

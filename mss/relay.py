@@ -606,6 +606,13 @@ class Relay:
             return self._ports.quarantine(ports, time.monotonic() + seconds)
 
     @property
+    def available(self) -> int:
+        """Sessions that can open now: a free slot and two free port pairs each (pairs in
+        quarantine are not free; pairs another process holds show only when their bind fails)."""
+        with self.lock:
+            return min(len(self._free_slots), self._ports.free // 2)
+
+    @property
     def quarantined(self) -> int:
         """Port pairs in quarantine now (see :meth:`quarantine`)."""
         with self.lock:

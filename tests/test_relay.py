@@ -371,7 +371,9 @@ def test_signalled_remote_is_used_until_a_packet_latches(backend: str) -> None:
             assert natted.recv()[0] == rtp(3)
             assert b.nothing()
             assert s.stats().b.remote == (HOST, natted.port)
-            s.set_remote("b", HOST, natted.port)  # same address again: stays latched
+            s.set_remote("b", HOST, b.port)  # the same SDP again (a refresh): the leg stays as it is
+            assert s.stats().b.remote == (HOST, natted.port) and s.stats().b.latched
+            s.set_remote("b", HOST, natted.port)  # the latched address: stays latched
             assert s.stats().b.latched
             s.set_remote("b", HOST, b.port)  # new address: the media moved, learn it again
             a.send(s.a_port, rtp(4))

@@ -115,12 +115,14 @@ async def _restart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         desk.recover()  # what the service does next: the cut callback gets its RESPONSE
         assert engine.relay is not None
         assert engine.relay.quarantined == 2
+        assert engine.relay.available == 3 and engine.refusal(2) is None and engine.refusal(3)
         assert any("2 RTP port pair(s)" in r.getMessage() for r in caplog.records)
         sessions = [engine.relay.open_session() for _ in range(3)]
         used = {port for s in sessions for port in (s.a_port, s.b_port)}
         assert used == {base, base + 2, base + 6, base + 8, base + 12, base + 14}
         with pytest.raises(PortsExhausted):
             engine.relay.open_session()
+        assert engine.refusal(0) == "no RTP ports left (4 relay sessions)"  # admission knows
         assert RESTART_QUARANTINE >= 30  # long enough for a phone's user to give up on silence
     finally:
         await engine.close()

@@ -142,7 +142,7 @@ class CallEngine:
         if self.relay is None or self.sip is None:
             return "the call engine is not running"
         # ``pending`` callbacks of the same batch are taken but not started: their sessions are not open yet.
-        if self.relay.session_count + pending >= self.relay.capacity:
+        if pending >= self.relay.available:  # ports in quarantine after a crash count as taken
             return f"no RTP ports left ({self.relay.capacity} relay sessions)"
         return None
 
