@@ -86,6 +86,7 @@ def test_huge_content_length_breaks_a_stream() -> None:
         (b"CSeq: 1 INVITE", f"CSeq: {HUGE} INVITE".encode()),
         (b"Content-Length: ", f"Max-Forwards: {HUGE}\r\nContent-Length: ".encode()),
         (b"Content-Length: ", f"Expires: {HUGE}\r\nContent-Length: ".encode()),
+        (b"Content-Length: 0", f"Content-Length: {HUGE}".encode()),
     ],
 )
 def test_huge_number_in_a_response_discards_it(old: bytes, new: bytes) -> None:
