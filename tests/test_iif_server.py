@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import resource
 import select
@@ -31,6 +32,7 @@ from mss.aio.service import Service
 from mss.config import Config, check_text
 from mss.desk import Callback, CallbackDesk, Outcome
 from mss.journal import Journal, NewCallback
+from mss.ratelog import RateLimitedLog
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -1133,3 +1135,56 @@ def test_retention_prunes_delivered_callbacks_off_the_request_path(tmp_path: Pat
             assert rows() == ["talking"]
 
     run(scenario)
+
+
+def test_a_flood_of_bad_lines_over_a_socket_writes_a_bounded_log(tmp_path: Path) -> None:
+    """250,000 bad lines from an allowed peer over TCP: every one answered, a handful of log lines,
+    and the counts of those left out in them."""
+    total = 250_000
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Collect(logging.INFO)
+    logging.getLogger("mss").addHandler(handler)
+
+    async def scenario() -> None:
+        async with live(tmp_path) as mss:
+            desk = mss.service.desk
+            assert desk is not None
+            desk._log = RateLimitedLog(logging.getLogger("mss.desk"), interval=0.5)  # counts within the test
+            reader, writer = await mss.open()
+            bad = [b"request: id=7;user1=1;\n", b"GET / HTTP/1.1\r\n", b"REQUEST: id=x;user1=1;\n"]
+            wire = b"".join(bad[i % 3] for i in range(total))
+
+            async def send() -> None:
+                for start in range(0, len(wire), 1 << 16):
+                    writer.write(wire[start : start + (1 << 16)])
+                    await writer.drain()
+
+            sending = asyncio.create_task(send())
+            answered, tail = 0, b""
+            while answered < total:
+                chunk = await asyncio.wait_for(reader.read(1 << 20), 10)
+                assert chunk
+                data = tail + chunk
+                cut = data.rfind(b"\n") + 1  # count whole lines only
+                answered += data[:cut].count(b";code=fail;\r\n")
+                tail = data[cut:]
+            await sending
+            writer.close()
+            assert desk.refusals[("as1", "malformed")] == total
+
+    try:
+        run(scenario)
+    finally:
+        logging.getLogger("mss").removeHandler(handler)
+    messages = [r.getMessage() for r in records if r.levelno >= logging.WARNING]
+    refusals = [m for m in messages if "refused" in m]
+    assert 1 <= len(refusals) <= 100, len(refusals)
+    left_out = sum(int(m.rsplit("(", 1)[1].split()[0]) for m in refusals if "more since the last report" in m)
+    assert len(refusals) + left_out <= total
+    assert len(refusals) + left_out >= total // 2  # those of the last interval are not reported yet
+    assert len(records) < 200  # everything mss logged, connection lines included
