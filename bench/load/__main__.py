@@ -105,6 +105,7 @@ def soak_table(result: Mapping[str, Any], verdict: Mapping[str, Any], minutes: f
         ("callbacks ordered (paced / sequential)",
          f"{s['requests']:,} ({s['by_kind'].get('paced', 0):,} / {s['by_kind'].get('sequential', 0):,})"),
         ("answered", _fmt(s["answered"])),
+        ("callbacks in progress at once, peak", _fmt(s["peak_concurrent"])),
         ("failed by mss's own limits", _fmt(s["own_limit_failures"])),
         ("failures by cause", _causes(s)),
         ("IIF promise broken", ", ".join(f"{k}: {v}" for k, v in s["problems"].items()) or "never"),
@@ -165,8 +166,8 @@ def sweep_table(results: Sequence[Mapping[str, Any]]) -> str:
     lines = [
         "| rate /s | achieved | callbacks | answered | own-limit failures | other failures | "
         "ACK p50 / p99 ms | lateness p50 / p99 ms | mss CPU ms/cb | Kamailio CPU ms/cb | ratio | "
-        "RSS peak MB | fds peak |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "peak concurrent | RSS peak MB | fds peak |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     notes = []
     for r in results:
@@ -181,7 +182,7 @@ def sweep_table(results: Sequence[Mapping[str, Any]]) -> str:
             f"| {r['spec']['rate']:g} | {r['achieved_rate']:g} | {s['requests']:,} | {s['answered']:,} | "
             f"{s['own_limit_failures']:,} | {other:,} | {_fmt(ack['p50'])} / {_fmt(ack['p99'])} | "
             f"{_fmt(late['p50'])} / {_fmt(late['p99'])} | {_fmt(mss_ms, 2)} | {_fmt(far_ms, 2)} | "
-            f"{_fmt(ratio)} | {rss:.1f} | {_fmt(fds)} |"
+            f"{_fmt(ratio)} | {_fmt(s['peak_concurrent'])} | {rss:.1f} | {_fmt(fds)} |"
         )
         if s["problems"] or other:
             notes.append(f"- {r['spec']['rate']:g}/s: {_causes(s)}; problems {s['problems'] or 'none'}")

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Callback", "Driver", "parse_line", "percentile", "summarize"]
+__all__ = ["Callback", "Driver", "parse_line", "peak_concurrency", "percentile", "summarize"]
 
 # A line mss writes is at most 1024 bytes (SPEC.md); the reader refuses longer ones.
 MAX_LINE = 4096
@@ -285,6 +285,21 @@ def _ms(values: Iterable[float]) -> dict[str, float | None]:
     }
 
 
+def peak_concurrency(callbacks: Iterable[Callback]) -> int:
+    """The most callbacks in progress at once: from ``ACK code=ok`` to the RESPONSE (or to the
+    end, for one never answered)."""
+    edges: list[tuple[float, int]] = []
+    for cb in callbacks:
+        if cb.ack_code == "ok" and cb.ack_at is not None:
+            edges.append((cb.ack_at, 1))
+            edges.append((cb.response_at if cb.response_at is not None else math.inf, -1))
+    peak = current = 0
+    for _, step in sorted(edges, key=lambda e: (e[0], e[1])):  # an end before a start at one instant
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
 def summarize(callbacks: Iterable[Callback]) -> dict[str, Any]:
     """The figures and checks of a run (see the module docstring); plain data, JSON-ready."""
     cbs = list(callbacks)
@@ -335,6 +350,7 @@ def summarize(callbacks: Iterable[Callback]) -> dict[str, Any]:
         "requests": len(cbs),
         "by_kind": dict(collections.Counter(cb.kind for cb in cbs)),
         "answered": answered,
+        "peak_concurrent": peak_concurrency(cbs),
         "own_limit_failures": own_limit,
         "outcomes": dict(outcomes.most_common()),
         "problems": dict(problems.most_common()),

@@ -91,6 +91,7 @@ def test_summary_of_a_clean_run_has_no_problem() -> None:
     assert summary["answered"] == 2
     assert summary["own_limit_failures"] == 0
     assert summary["problems"] == {}
+    assert summary["peak_concurrent"] == 2
     assert summary["ack_latency_ms"]["p99"] == pytest.approx(1.0)
     assert summary["response_lateness_ms"]["p50"] == pytest.approx(9.0)
 
