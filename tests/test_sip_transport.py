@@ -487,3 +487,29 @@ async def test_a_flood_of_bad_datagrams_writes_a_bounded_number_of_log_lines() -
     assert len(lines) <= 4, lines
     assert any("malformed message dropped (400): CSeq 'x OPTIONS'" in line for line in lines), lines
     assert any("not the PSS" in line for line in lines), lines
+
+
+@uv
+async def test_an_event_handler_exception_is_counted_and_the_stack_goes_on() -> None:
+    errors = LoopErrors()
+    seen: list[UAEvent] = []
+
+    def on_event(event: UAEvent) -> None:
+        seen.append(event)
+        raise RuntimeError("the call flow broke")
+
+    async with udp_pss() as (pss, port), running(settings(port), on_event) as sip:
+        sip.ua.invite("L1", "100", SDP, time.monotonic())
+        sip.flush()
+        inv, addr = await pss.next("INVITE")
+        assert pss.transport is not None
+        pss.transport.sendto(answer(inv, 200, SDP), addr)
+        ack, _ = await pss.next("ACK")  # the stack went on: the 200 was ACKed
+        assert str(ack.cseq) == "1 ACK"
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        assert [type(e) for e in seen] == [LegAnswered]
+        assert sip.counters["handler_errors"] == 1
+    assert errors.items == []
