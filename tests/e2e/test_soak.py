@@ -59,6 +59,27 @@ def test_steady_traffic_has_no_own_limit_failures(tmp_path: Path) -> None:
     assert result["mss_alive_at_end"] and result["mss_exit"] == 0, _report(result)
 
 
+
+@pytest.mark.e2e
+@pytest.mark.timeout(90)
+def test_sequential_callbacks_at_a_small_max_calls(tmp_path: Path) -> None:
+    # max_calls = 2 and one callback at a time: a finished call's lingering dialogs and
+    # transactions must not use up the room of the next one (the third used to get 503).
+    base = 40000 + (free_port() % 20) * 1000
+    spec = LoadSpec(
+        seconds=12.0,
+        sequential=True,
+        sequential_duration=1,
+        overrides={"callback": {"max_calls": 2}},
+        rtp_range=(base, base + 99),
+    )
+    result = run_load(spec, tmp_path)
+    summary = result["summary"]
+    assert summary["requests"] >= 8, _report(result)
+    assert summary["own_limit_failures"] == 0, _report(result)
+    assert summary["problems"] == {}, _report(result)
+    assert summary["answered"] == summary["requests"], _report(result)
+
 # ---- the checks the soak relies on: each catches what it is meant to (no processes) ----
 
 
