@@ -164,7 +164,7 @@ def stream(
     interval: float = 0.01,
 ) -> tuple[int, float] | None:
     """``src`` sends RTP to ``relay_port`` every ``interval`` for ``seconds`` (sequence numbers
-    ``seq_step`` apart); returns how many it had sent when ``dst`` first got one of them and when,
+    ``seq_step`` apart); returns which of them (1 for the first sent) ``dst`` got first and when,
     or None when none arrived."""
     first: tuple[int, float] | None = None
     deadline = time.monotonic() + seconds
@@ -178,7 +178,8 @@ def stream(
             if ready:
                 data = dst.rtp.recv(65536)
                 if first is None and data[8:12] == struct.pack("!I", ssrc):
-                    first = (sent, time.monotonic())
+                    seq = struct.unpack("!H", data[2:4])[0]
+                    first = ((seq - 100) // seq_step + 1, time.monotonic())
     return first
 
 
