@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from bench.load.mssproc import keep_days_supported
@@ -118,6 +119,7 @@ def soak_table(result: Mapping[str, Any], verdict: Mapping[str, Any], minutes: f
         ("journal database growth per callback", f"{_fmt(verdict.get('journal_db_bytes_per_callback'))} B"),
         ("descriptors, peak", _fmt(max((x["fds"] for x in samples), default=None))),
         ("mss CPU per callback", f"{_fmt(result['mss_cpu_ms_per_callback'], 2)} ms"),
+        ("mss CPU when idle (before the traffic)", f"{_fmt(result['mss_idle_cpu_pct'], 2)} % of a core"),
         ("Kamailio CPU per callback", f"{_fmt(result['far_cpu_ms_per_callback'], 2)} ms"),
         ("ACK latency p50 / p99 / max", f"{_fmt(ack['p50'])} / {_fmt(ack['p99'])} / {_fmt(ack['max'])} ms"),
         ("RESPONSE lateness p50 / p99 / max",
@@ -157,8 +159,45 @@ def sweep(args: argparse.Namespace) -> int:
     print(table)
     json_path, _ = write_results("sweep", {"runs": results}, table, args.tag)
     print(f"\nresults: {json_path}")
+    if plot_sweep(results, json_path.with_suffix(".png")):
+        print(f"plot: {json_path.with_suffix('.png')}")
     clean = all(r["summary"]["own_limit_failures"] == 0 and not r["summary"]["problems"] for r in results)
     return 0 if clean else 1
+
+
+def plot_sweep(results: Sequence[Mapping[str, Any]], path: Path) -> bool:
+    """Rate against ACK latency and CPU per callback, and peak concurrent callbacks against RSS,
+    as a PNG at ``path``; False (nothing written) when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rates = [r["spec"]["rate"] for r in results]
+    fig, (lat, cpu, mem) = plt.subplots(1, 3, figsize=(15, 4.5))
+    for key, style in (("p50", "o-"), ("p99", "s-"), ("max", "^:")):
+        lat.plot(rates, [r["summary"]["ack_latency_ms"][key] for r in results], style, label=f"ACK {key}")
+    lat.plot(rates, [r["summary"]["response_lateness_ms"]["p99"] for r in results], "d--",
+             label="RESPONSE lateness p99")
+    lat.set(xlabel="callbacks per second", ylabel="ms", yscale="log", title="latency")
+    lat.legend()
+    cpu.plot(rates, [r["mss_cpu_ms_per_callback"] for r in results], "o-", label="mss")
+    cpu.plot(rates, [r["far_cpu_ms_per_callback"] for r in results], "s-", label="Kamailio (far end)")
+    cpu.set(xlabel="callbacks per second", ylabel="CPU ms per callback", title="CPU per callback")
+    cpu.set_ylim(bottom=0)
+    cpu.legend()
+    mem.plot([r["summary"]["peak_concurrent"] for r in results],
+             [max((x["rss"] for x in r["samples"]), default=0) / 2**20 for r in results], "o-")
+    mem.set(xlabel="callbacks in progress at once (peak)", ylabel="mss RSS peak, MB", title="memory")
+    mem.set_ylim(bottom=0)
+    for ax in (lat, cpu, mem):
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
 
 
 def sweep_table(results: Sequence[Mapping[str, Any]]) -> str:

@@ -37,6 +37,8 @@ RESULTS = Path(__file__).with_name("results")
 # send their RESPONSE before the run stops waiting (a lost stateless 200 rings until ring_timeout,
 # and is reported as missing rather than waited for).
 SETTLE_SLACK = 10.0
+# Seconds mss is watched with no traffic before a run, for its idle CPU (timers, heartbeats).
+IDLE_WINDOW = 2.0
 # Longest run the runner accepts (seconds of traffic): every loop here is bounded.
 MAX_SECONDS = 3600.0
 # Sequential callbacks in a run: far more than fit in MAX_SECONDS at one per second.
@@ -110,6 +112,9 @@ def _sample_loop(
 async def _drive(spec: LoadSpec, mss: MssProcess, far: FarEnd) -> dict[str, Any]:
     driver = Driver(mss.iif_address, connections=spec.connections)
     await driver.open()
+    idle0 = procstat.cpu_seconds(mss.pid)
+    await asyncio.sleep(IDLE_WINDOW)
+    idle_cpu = procstat.cpu_seconds(mss.pid) - idle0
     samples: list[procstat.ProcSample] = []
     far_pids = far.process_ids()
     mss_cpu0 = procstat.cpu_seconds(mss.pid)
@@ -160,6 +165,7 @@ async def _drive(spec: LoadSpec, mss: MssProcess, far: FarEnd) -> dict[str, Any]
         "elapsed_s": round(t_end - t0, 3),
         "achieved_rate": round(summary["by_kind"].get("paced", 0) / max(sent_at - t0, 1e-9), 2),
         "finished": done,
+        "mss_idle_cpu_pct": round(100 * idle_cpu / IDLE_WINDOW, 2),
         "mss_cpu_s": round(mss_cpu, 3),
         "far_cpu_s": round(far_cpu, 3),
         "mss_cpu_ms_per_callback": round(1000 * mss_cpu / done, 3) if done else None,
