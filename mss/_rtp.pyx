@@ -22,6 +22,8 @@ and Asterisk's ``strictrtp`` probation. A leg that has not latched accepts, in t
    the leg's first learning packet AND it has sent ``learn_packets`` packets in a row (one SSRC,
    consecutive sequence numbers). A leg with no signalled remote learns every source this way.
    A leg keeps one candidate per preference: another source of the same kind starts the run over.
+   The signalled address alone does not latch at once: every phone behind a carrier's SBC shares
+   that address, so the phones of another (or a crashed) call would pass for the right one.
 Until then a candidate's packets are dropped and counted (``DROP_LEARNING``), never forwarded: a
 stranger's audio must not reach the other phone, and a late start of a NATed phone's audio is the
 price. A latched leg accepts only its source, except that the signalled remote takes over a leg
