@@ -152,7 +152,9 @@ def parse_challenge(value: str, *, proxy: bool) -> Challenge | None:
 
 def _hash(algorithm: str, text: str) -> str:
     name = ALGORITHMS[algorithm.removesuffix("-SESS")]
-    return hashlib.new(name, text.encode("utf-8")).hexdigest()
+    # surrogateescape: a realm or nonce that is not UTF-8 is hashed as the octets that came
+    # (the parser decoded them so), not refused with a UnicodeEncodeError.
+    return hashlib.new(name, text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def digest_response(
