@@ -637,7 +637,9 @@ def _parse_lines(numbered: list[tuple[int, str]]) -> SessionDescription:
     phones: list[str] = []
     connection: Connection | None = None
     bandwidths: list[str] = []
-    times: list[Timing] = []
+    # t= values with their r= values: a Timing is built once at the end, since rebuilding it for
+    # every r= line costs quadratic time (a 16 kB body of r= lines took most of a second).
+    times: list[tuple[str, list[str]]] = []
     attributes: list[Attribute] = []
     media: list[_MediaBuilder] = []
 
@@ -687,11 +689,11 @@ def _parse_lines(numbered: list[tuple[int, str]]) -> SessionDescription:
         elif kind == "b":
             bandwidths.append(value)
         elif kind == "t":
-            times.append(Timing(value=value))
+            times.append((value, []))
         elif kind == "r":
             if not times:
                 raise SdpError(f"line {n}: r= line without a t= line before it")
-            times[-1] = replace(times[-1], repeats=(*times[-1].repeats, value))
+            times[-1][1].append(value)
         elif kind == "e":
             emails.append(value)
         elif kind == "p":
@@ -715,7 +717,7 @@ def _parse_lines(numbered: list[tuple[int, str]]) -> SessionDescription:
         phones=tuple(phones),
         connection=connection,
         bandwidths=tuple(bandwidths),
-        times=tuple(times) or (Timing(),),
+        times=tuple(Timing(value=t, repeats=tuple(r)) for t, r in times) or (Timing(),),
         timezone=single.get("z"),
         key=single.get("k"),
         attributes=tuple(attributes),
