@@ -42,7 +42,7 @@ def available() -> bool:
     return True
 
 
-def fuzz_guided(name: str, inputs: int, seconds: float, seed: int, timeout: float) -> Stats:
+def fuzz_guided(name: str, inputs: int, seconds: float, seed: int, timeout: float, slow: float) -> Stats:
     """Run the child for target ``name`` and read its figures back."""
     from bench.fuzz.run import ROOT, Crash, Stats
 
@@ -50,7 +50,7 @@ def fuzz_guided(name: str, inputs: int, seconds: float, seed: int, timeout: floa
         out = Path(tmp) / "result.json"
         log = Path(tmp) / "libfuzzer.log"
         cmd = [sys.executable, "-m", "bench.fuzz.guided", name, str(inputs), str(seconds), str(seed),
-               str(out), str(timeout)]
+               str(out), str(timeout), str(slow)]
         with log.open("wb") as err:
             done = subprocess.run(cmd, cwd=ROOT, stdout=err, stderr=err, timeout=seconds + GRACE,
                                   check=False)
@@ -66,6 +66,7 @@ def fuzz_guided(name: str, inputs: int, seconds: float, seed: int, timeout: floa
     stats.seconds = result["seconds"]
     stats.refused = result["refused"]
     stats.slowest = result["slowest"]
+    stats.slowest_input = bytes.fromhex(result["slowest_input"])
     stats.corpus = result["corpus"]
     for c in result["crashes"]:
         crash = Crash(name, c["kind"], c["where"], c["message"], bytes.fromhex(c["data"]), c["count"],
@@ -75,7 +76,7 @@ def fuzz_guided(name: str, inputs: int, seconds: float, seed: int, timeout: floa
     return stats
 
 
-def _child(name: str, inputs: int, seconds: float, seed: int, out: Path, timeout: float) -> None:
+def _child(name: str, inputs: int, seconds: float, seed: int, out: Path, timeout: float, slow: float) -> None:
     import atheris
 
     with atheris.instrument_imports(include=["mss"]):
@@ -89,7 +90,7 @@ def _child(name: str, inputs: int, seconds: float, seed: int, out: Path, timeout
         import mss.sip.uri  # noqa: F401
     from bench.fuzz import targets
     from bench.fuzz.mutate import Mutator
-    from bench.fuzz.run import Stats, _alarm, record, run_one, shrink
+    from bench.fuzz.run import Stats, _alarm, confirm_slow, record, run_one, shrink
 
     target = targets.TARGETS[name]
     stats = Stats(name)
@@ -101,11 +102,11 @@ def _child(name: str, inputs: int, seconds: float, seed: int, out: Path, timeout
 
     def finish() -> None:
         for key, crash in stats.crashes.items():
-            if crash.kind != "Hang":
+            if crash.kind not in ("Hang", "Slow"):
                 crash.data = shrink(target, crash.data, key, timeout)
         out.write_text(json.dumps({
             "inputs": stats.inputs, "seconds": time.monotonic() - start, "refused": stats.refused,
-            "slowest": stats.slowest, "corpus": len(seen),
+            "slowest": stats.slowest, "slowest_input": stats.slowest_input.hex(), "corpus": len(seen),
             "crashes": [{"kind": c.kind, "where": c.where, "message": c.message, "data": c.data.hex(),
                          "count": c.count, "trace": c.trace} for c in stats.crashes.values()],
         }), encoding="utf-8")
@@ -115,7 +116,11 @@ def _child(name: str, inputs: int, seconds: float, seed: int, out: Path, timeout
     def one(data: bytes) -> None:
         t0 = time.perf_counter()
         answer = run_one(target, data, timeout)
-        stats.slowest = max(stats.slowest, time.perf_counter() - t0)
+        took = time.perf_counter() - t0
+        if took > stats.slowest:
+            stats.slowest, stats.slowest_input = took, data
+        if took > slow and not isinstance(answer, BaseException):
+            answer = confirm_slow(target, data, slow, timeout) or answer
         stats.inputs += 1
         if isinstance(answer, BaseException):
             record(stats, target, answer, data)
@@ -145,5 +150,7 @@ def _child(name: str, inputs: int, seconds: float, seed: int, out: Path, timeout
 
 
 if __name__ == "__main__":
-    _, target_name, n, secs, rng_seed, result_path, per_input = sys.argv
-    _child(target_name, int(n), float(secs), int(rng_seed), Path(result_path), float(per_input))
+    _, target_name, n, secs, rng_seed, result_path, per_input, slow_input = sys.argv
+    # Instrumented code runs about 3 times slower: the bounds grow with it.
+    _child(target_name, int(n), float(secs), int(rng_seed), Path(result_path), 3 * float(per_input),
+           3 * float(slow_input))

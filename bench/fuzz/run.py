@@ -72,6 +72,7 @@ class Stats:
     refused: int = 0
     corpus: int = 0
     slowest: float = 0.0
+    slowest_input: bytes = b""
     crashes: dict[tuple[str, str], Crash] = field(default_factory=dict)
 
 
@@ -125,8 +126,25 @@ def shrink(target: Target, data: bytes, key: tuple[str, str], timeout: float) ->
     return data
 
 
+class Slow(Exception):
+    """An input took longer than ``--slow`` twice in a row: a CPU cost an attacker can buy."""
+
+
+def confirm_slow(target: Target, data: bytes, slow: float, timeout: float) -> Slow | None:
+    """Run a slow input again (the machine is shared): a :class:`Slow` finding if it is slow again."""
+    t0 = time.perf_counter()
+    run_one(target, data, timeout)
+    took = time.perf_counter() - t0
+    if took <= slow:
+        return None
+    try:
+        raise Slow(f"{len(data)} bytes took {took * 1000:.0f} ms (bound {slow * 1000:.0f} ms)")
+    except Slow as exc:
+        return exc
+
+
 def fuzz_target(
-    target: Target, inputs: int, seconds: float, rng: random.Random, timeout: float
+    target: Target, inputs: int, seconds: float, rng: random.Random, timeout: float, slow: float
 ) -> Stats:
     """Up to ``inputs`` inputs, for at most ``seconds``."""
     stats = Stats(target.name)
@@ -149,7 +167,10 @@ def fuzz_target(
         answer = run_one(target, data, timeout)
         took = time.perf_counter() - t0
         stats.inputs += 1
-        stats.slowest = max(stats.slowest, took)
+        if took > stats.slowest:
+            stats.slowest, stats.slowest_input = took, data
+        if took > slow and not isinstance(answer, BaseException):
+            answer = confirm_slow(target, data, slow, timeout) or answer
         if isinstance(answer, BaseException):
             record(stats, target, answer, data)
             continue
@@ -165,7 +186,7 @@ def fuzz_target(
     stats.seconds = time.monotonic() - start
     stats.corpus = len(corpus)
     for key, crash in stats.crashes.items():
-        if crash.kind != "Hang":
+        if crash.kind not in ("Hang", "Slow"):  # shrinking those would take too long
             crash.data = shrink(target, crash.data, key, timeout)
     return stats
 
@@ -205,6 +226,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--targets", default=",".join(names), help=f"comma-separated, of {', '.join(names)}")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: from the clock)")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds one input may take (a hang)")
+    p.add_argument("--slow", type=float, default=0.25,
+                   help="seconds beyond which an input is a finding when it is slow twice in a row")
     p.add_argument("--json", type=Path, default=None, help="write the figures to this file too")
     p.add_argument(
         "--engine", choices=("auto", "guided", "mutate"), default="auto",
@@ -254,9 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif engine == "guided":
             from bench.fuzz.guided import fuzz_guided
 
-            stats = fuzz_guided(name, share, budget, rng.randrange(1, 2**31), args.timeout)
+            stats = fuzz_guided(name, share, budget, rng.randrange(1, 2**31), args.timeout, args.slow)
         else:
-            stats = fuzz_target(TARGETS[name], share, budget, rng, args.timeout)
+            stats = fuzz_target(TARGETS[name], share, budget, rng, args.timeout, args.slow)
         results.append(stats)
     return report(results, seed, args.json)
 
@@ -277,6 +300,10 @@ def report(results: list[Stats], seed: int, json_path: Path | None) -> int:
         crashes.extend(s.crashes.values())
     rate = total_inputs / total_seconds if total_seconds else 0.0
     print(f"{'total':<12}{total_inputs:>10}{total_seconds:>9.1f}{rate:>10.0f}{'':>30}{len(crashes):>9}")
+    for s in results:
+        if s.slowest_input:
+            CRASHES.mkdir(exist_ok=True)
+            (CRASHES / f"slowest-{s.name}.bin").write_bytes(s.slowest_input)
     for c in crashes:
         path = save(c)
         print(f"\ncrash [{c.target}] {c.kind} at {c.where} x{c.count}: {c.message[:160]}")

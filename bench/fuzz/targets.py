@@ -345,7 +345,7 @@ TARGETS: dict[str, Target] = {
     for t in (
         Target("iif", run_iif, _iif_seeds(), (IIFError,), iif.MAX_IIF_MESSAGE * 6, 25),
         Target("sip", run_sip, _sip_seeds(), (SipError,), message.MAX_MESSAGE_SIZE + 512, 25),
-        Target("sip-values", run_sip_values, _value_seeds(), (SipError,), 16384, 15),
+        Target("sip-values", run_sip_values, _value_seeds(), (SipError,), 6144, 15),
         Target("sdp", run_sdp, _sdp_seeds(), (SdpError,), sdp.MAX_SDP_SIZE + 512, 25),
         _ua_target(),
     )
