@@ -46,6 +46,11 @@ def _causes(summary: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in failures.items()) or "none"
 
 
+def _inexact(summary: Mapping[str, Any]) -> str:
+    off = ", ".join(f"{k}: {v}" for k, v in summary["real_duration_off"].items())
+    return f"{summary['real_duration_inexact']:,}" + (f" ({off})" if off else "")
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     overrides: dict[str, dict[str, object]] = {}
     for item in args.set or []:
@@ -109,6 +114,7 @@ def soak_table(result: Mapping[str, Any], verdict: Mapping[str, Any], minutes: f
         ("callbacks in progress at once, peak", _fmt(s["peak_concurrent"])),
         ("failed by mss's own limits", _fmt(s["own_limit_failures"])),
         ("failures by cause", _causes(s)),
+        ("answered with real_duration ≠ duration", _inexact(s)),
         ("IIF promise broken", ", ".join(f"{k}: {v}" for k, v in s["problems"].items()) or "never"),
         ("RSS at " + " / ".join(f"{m} min" for m in verdict["rss_mb_at_min"]),
          " / ".join(f"{v} MB" for v in verdict["rss_mb_at_min"].values())),

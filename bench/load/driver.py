@@ -13,8 +13,9 @@ REQUEST went out, the ACK (time, code, how many), and the RESPONSE (time, ``real
 ``result`` and ``code`` of an extended RESPONSE, how many). :func:`summarize` turns the records into
 the figures of a run: ACK latency, RESPONSE lateness = arrival − (ACK + duration), every check of
 the IIF promise (an ACK per REQUEST, exactly one RESPONSE per ``ACK code=ok``, ``real_duration``
-equal to ``duration`` for an answered call), and the results tallied, with the failures that
-mss's own limits caused (``ACK code=fail``, ``user1_failed``/``user2_failed`` with code 503) apart.
+within a second of ``duration`` for an answered call, and how often it is not exactly equal), and
+the results tallied, with the failures that mss's own limits caused (``ACK code=fail``,
+``user1_failed``/``user2_failed`` with code 503) apart.
 
 Bounded: a fixed count of REQUESTs per kind and an absolute deadline for everything.
 """
@@ -38,6 +39,10 @@ WRITE_HIGH_WATER = 256 * 1024
 # Results of an extended RESPONSE that mean mss itself refused the leg when the code is 503.
 OWN_LIMIT_RESULTS = frozenset({"user1_failed", "user2_failed"})
 OWN_LIMIT_CODE = 503
+# real_duration of an answered callback may differ from its duration by this much (seconds) before
+# it counts as a broken promise: the duration timer runs from user1's answer and the talk time from
+# user2's, and a loop stall delays the release; an inexact value is still counted and reported.
+REAL_DURATION_SLACK = 1
 # The users of every callback: the far end answers any.
 USER1 = "5551001"
 USER2 = "5551002"
@@ -337,8 +342,8 @@ def summarize(callbacks: Iterable[Callback]) -> dict[str, Any]:
             answered += 1
             if cb.real_duration != cb.duration:
                 duration_off[f"{cb.real_duration} for {cb.duration}"] += 1
-    if duration_off:
-        problems["real_duration != duration"] = sum(duration_off.values())
+                if cb.real_duration is None or abs(cb.real_duration - cb.duration) > REAL_DURATION_SLACK:
+                    problems[f"real_duration off by more than {REAL_DURATION_SLACK} s"] += 1
     ack_latency = [cb.ack_at - cb.sent for cb in cbs if cb.ack_at is not None and cb.sent is not None]
     lateness = [
         cb.response_at - (cb.ack_at + cb.duration)
@@ -354,6 +359,7 @@ def summarize(callbacks: Iterable[Callback]) -> dict[str, Any]:
         "own_limit_failures": own_limit,
         "outcomes": dict(outcomes.most_common()),
         "problems": dict(problems.most_common()),
+        "real_duration_inexact": sum(duration_off.values()),
         "real_duration_off": dict(duration_off.most_common()),
         "ack_latency_ms": _ms(ack_latency),
         "response_lateness_ms": _ms(lateness),

@@ -135,7 +135,8 @@ def test_summary_flags_every_broken_promise() -> None:
         _cb("no-ack"),
         _answered("twice", responses=2),
         _answered("never", responses=0, response_at=None, result=None),
-        _answered("short", real_duration=1),
+        _answered("zero", real_duration=0),
+        _answered("a-second-short", real_duration=1),
         _cb("fail-then-response", ack_at=0.001, ack_code="fail", acks=1, responses=1),
         _answered("two-acks", acks=2),
     ])
@@ -143,8 +144,9 @@ def test_summary_flags_every_broken_promise() -> None:
         "no ACK": 1,
         "more than one RESPONSE": 1,
         "no RESPONSE": 1,
-        "real_duration != duration": 1,
+        "real_duration off by more than 1 s": 1,
         "RESPONSE after ACK code=fail": 1,
         "more than one ACK": 1,
     }
-    assert summary["real_duration_off"] == {"1 for 2": 1}
+    assert summary["real_duration_off"] == {"0 for 2": 1, "1 for 2": 1}
+    assert summary["real_duration_inexact"] == 2
