@@ -191,8 +191,8 @@ class MssProcess:
         return f"--- {self!r} log tail ---\n{self.log_tail()}"
 
     def lines_about(self, callback_id: str, limit: int = MAX_LINES_PER_CALLBACK) -> list[str]:
-        """The first ``limit`` log lines that name ``callback <id>``."""
-        pattern = re.compile(rf"callback {re.escape(callback_id)}\b")
+        """The first ``limit`` log lines that name the callback (``callback <id>``, ``id=<id>``)."""
+        pattern = re.compile(rf"(callback |id=){re.escape(callback_id)}\b")
         found = []
         for line in self.log_text().splitlines():
             if pattern.search(line):

@@ -155,7 +155,12 @@ async def _drive(spec: LoadSpec, mss: MssProcess, far: FarEnd) -> dict[str, Any]
     failure_examples: dict[str, str] = {}
     for cb in driver.callbacks.values():
         if cb.result != "answered":
-            outcome = f"{cb.result} code={cb.code}" if cb.responses else f"ACK code={cb.ack_code}"
+            if cb.responses:
+                outcome = f"{cb.result} code={cb.code}"
+            elif cb.ack_code == "ok":
+                outcome = "no RESPONSE"
+            else:
+                outcome = f"ACK code={cb.ack_code}"
             failure_examples.setdefault(outcome, cb.id)
     done = driver.finished_count
     return {
