@@ -51,6 +51,11 @@ def _inexact(summary: Mapping[str, Any]) -> str:
     return f"{summary['real_duration_inexact']:,}" + (f" ({off})" if off else "")
 
 
+def _source(result: Mapping[str, Any]) -> str:
+    source = result.get("mss_source", {})
+    return f"{source.get('tree', '?')}" + (f" at {source['commit']}" if "commit" in source else "")
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     overrides: dict[str, dict[str, object]] = {}
     for item in args.set or []:
@@ -90,6 +95,7 @@ def soak(args: argparse.Namespace) -> int:
         rtp_range=(args.rtp_min, args.rtp_max),
         far_children=args.far_children,
         mss_cpu=args.cpu,
+        mss_tree=args.mss_tree,
     )
     result = run_load(spec)
     verdict = soak_verdict(result, args.minutes)
@@ -138,7 +144,8 @@ def soak_table(result: Mapping[str, Any], verdict: Mapping[str, Any], minutes: f
         f"soak: {minutes:g} min, paced {spec['rate']:g}/s (durations {spec['durations']}) + sequential "
         f"(duration {spec['sequential_duration']}), config overrides {spec['overrides'] or 'none'}"
     )
-    lines = [head, "", "| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+    lines = [head, f"mss: {_source(result)}", "", "| figure | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
     warnings = _warnings(result)
     if warnings:
         lines += ["", "mss WARNING/ERROR lines (count × first example), failures' log lines:", *warnings]
@@ -158,6 +165,7 @@ def sweep(args: argparse.Namespace) -> int:
             rtp_range=(args.rtp_min, args.rtp_max),
             far_children=args.far_children,
             mss_cpu=args.cpu,
+            mss_tree=args.mss_tree,
         )
         print(f"rate {rate:g}/s ...", file=sys.stderr, flush=True)
         results.append(run_load(spec))
@@ -208,7 +216,10 @@ def plot_sweep(results: Sequence[Mapping[str, Any]], path: Path) -> bool:
 
 def sweep_table(results: Sequence[Mapping[str, Any]]) -> str:
     """One row per rate."""
+    sources = sorted({_source(r) for r in results})
     lines = [
+        f"mss: {', '.join(sources)}; durations {results[0]['spec']['durations'] if results else '-'}",
+        "",
         "| rate /s | achieved | callbacks | answered | own-limit failures | other failures | "
         "ACK p50 / p99 ms | lateness p50 / p99 ms | mss CPU ms/cb | Kamailio CPU ms/cb | ratio | "
         "peak concurrent | RSS peak MB | fds peak |",
@@ -246,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--rtp-min", type=int, default=30000, help="mss [rtp] port_min (30000)")
         p.add_argument("--rtp-max", type=int, default=40000, help="mss [rtp] port_max (40000)")
         p.add_argument("--cpu", type=int, help="pin mss to this CPU")
+        p.add_argument("--mss-tree", metavar="DIR",
+                       help="run the mss of DIR (a checkout or export with its extension built)")
         p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                        help="a config.ini key beyond the defaults, e.g. callback.max_calls=2")
         p.add_argument("--tag", default="", help="suffix of the result files")

@@ -10,9 +10,10 @@ Why server-to-server: the per-callback path is the same in both modes (the state
 challenges nothing), and a registration would only add a start-up dependency to the measurement.
 
 ``MssProcess`` starts ``python -m mss run --config <workdir>/config.ini`` (stderr to
-``<workdir>/mss.log``), waits for "mss ready", and stops it with SIGTERM, then SIGKILL after a
-bound. ``warnings()`` groups the WARNING and ERROR lines of its log, numbers blanked out, so a
-report can say what failed and how often.
+``<workdir>/mss.log``; with ``tree``, the mss of that directory instead of the installed one, e.g.
+an export of another commit with its extension built), waits for "mss ready", and stops it with
+SIGTERM, then SIGKILL after a bound. ``warnings()`` groups the WARNING and ERROR lines of its
+log, numbers blanked out, so a report can say what failed and how often.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class MssProcess:
         host: str = "127.0.0.1",
         overrides: Mapping[str, Mapping[str, object]] | None = None,
         cpu: int | None = None,
+        tree: Path | None = None,
     ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -75,6 +77,13 @@ class MssProcess:
         self.iif_port = free_port(host)
         self.sip_port = free_port(host)
         self.cpu = cpu
+        self.tree = tree
+        self.env = dict(os.environ)
+        if tree is not None:
+            if not (tree / "mss" / "__init__.py").is_file():
+                raise ValueError(f"{tree} holds no mss package")
+            inherited = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
+            self.env["PYTHONPATH"] = os.pathsep.join([str(tree), *inherited])
         sections: dict[str, dict[str, object]] = {
             "callback": {
                 "listen_host": host,
@@ -117,6 +126,23 @@ class MssProcess:
             raise RuntimeError("mss is not running")
         return self.process.pid
 
+    def source(self) -> dict[str, str]:
+        """Which mss runs: the package's directory, and the git commit of that tree (with
+        ``+dirty`` when its mss/ has uncommitted changes), when it is a git checkout."""
+        probe = subprocess.run(
+            [sys.executable, "-c", "import mss, os; print(os.path.dirname(os.path.dirname(mss.__file__)))"],
+            cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=30, check=False,
+        )
+        tree = probe.stdout.strip()
+        found = {"tree": tree}
+        git = subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=False)
+        if git.returncode == 0:
+            dirty = subprocess.run(["git", "-C", tree, "status", "--porcelain", "--", "mss"],
+                                   capture_output=True, text=True, timeout=10, check=False)
+            found["commit"] = git.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+        return found
+
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Start mss and return once it logs "mss ready" (RuntimeError with the log tail if not)."""
         preexec = parent_death_signal()
@@ -132,6 +158,7 @@ class MssProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "mss", "run", "--config", str(self.config_path)],
                 cwd=self.workdir,
+                env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -71,6 +71,8 @@ class LoadSpec:
     """Kamailio worker processes per transport."""
     mss_cpu: int | None = None
     """Pin mss to this CPU (None: no pinning)."""
+    mss_tree: str | None = None
+    """Run the mss package of this directory (None: the installed one)."""
     sample_interval: float = 1.0
     """Seconds between two /proc samples of mss."""
 
@@ -200,7 +202,9 @@ def run_load(spec: LoadSpec, workdir: Path | None = None) -> dict[str, Any]:
                     rtp_range=spec.rtp_range,
                     overrides=spec.overrides,
                     cpu=spec.mss_cpu,
+                    tree=Path(spec.mss_tree) if spec.mss_tree else None,
                 )
+                result["mss_source"] = mss.source()
                 result["config"] = {k: {kk: str(vv) for kk, vv in v.items()} for k, v in mss.config.items()}
                 with mss:
                     result.update(asyncio.run(_drive(spec, mss, far)))
