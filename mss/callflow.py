@@ -23,8 +23,11 @@ Rules (SPEC.md "The job" and the decisions below it):
   relay learn the source again; new payload-type numbers update the relay's rewrite; hold and resume
   are reflected to the other leg with a re-INVITE offering only the codec that leg agreed on.
 
-Inputs are the ``Leg*`` events and :meth:`CallbackCall.handle_timer`; every method returns the
-commands to carry out, in order. ``now`` is monotonic seconds.
+Inputs are the leg events (:class:`Progress`, :class:`Answered`, :class:`Failed`, :class:`Ended`,
+:class:`OfferReceived`: what the engine makes of the SIP user agent's ``Leg*`` events, named apart
+from them) and :meth:`CallbackCall.handle_timer`; every method returns the commands to carry out,
+in order. ``now`` is monotonic seconds. Legs are named for the party they call (:data:`User`); the
+relay's own leg names are the engine's business (:data:`mss.engine.RELAY_LEG`).
 """
 
 from __future__ import annotations
@@ -32,57 +35,112 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from mss import sdp
 from mss.errors import LocalProtocolError, SdpError
 
 __all__ = [
+    "USERS",
     "AnswerOffer",
+    "Answered",
     "CallSettings",
     "CallState",
     "CallbackCall",
     "Command",
+    "Ended",
+    "Failed",
     "Finished",
     "Hangup",
     "Invite",
-    "LegAnswered",
-    "LegEnded",
     "LegEvent",
-    "LegFailed",
-    "LegOffer",
-    "LegProgress",
     "MarkBridged",
+    "OfferReceived",
+    "Progress",
     "Reinvite",
     "RelayBridge",
     "RelayForward",
     "RelayPlay",
     "RelayRemote",
     "RelayStopPlay",
+    "ReleasedBy",
+    "Result",
     "SendResponse",
+    "Timer",
+    "User",
 ]
 
 #: Seconds a release may wait for the legs' final SIP exchanges before the call is dropped anyway
 #: (a BYE transaction times out after 64*T1 = 32 s).
 RELEASE_GUARD = 40.0
 
-Leg = str  # "user1" or "user2"
-_RELAY_LEG = {"user1": "a", "user2": "b"}
-_OTHER = {"user1": "user2", "user2": "user1"}
+User = Literal["user1", "user2"]
+"""A leg of the callback, named for the party it calls (the REQUEST's ``user1`` and ``user2``)."""
+
+#: Both legs, user1 first.
+USERS: tuple[User, ...] = ("user1", "user2")
+
+Result = Literal[
+    "answered",
+    "user1_busy",
+    "user1_no_answer",
+    "user1_rejected",
+    "user1_failed",
+    "user2_busy",
+    "user2_no_answer",
+    "user2_rejected",
+    "user2_failed",
+    "cancelled",
+    "media_timeout",
+    "shutdown",
+]
+"""The callback's outcome: a ``result=`` of the extended RESPONSE (:data:`mss.iif.RESULTS`)."""
+
+ReleasedBy = Literal["user1", "user2", "mss", "as"]
+"""Who released the callback: a party hanging up, mss (a timer, a failure, shutdown) or the AS."""
+
+_LegOutcome = Literal["busy", "no_answer", "rejected", "failed"]
+_LEG_RESULT: dict[User, dict[_LegOutcome, Result]] = {
+    "user1": {"busy": "user1_busy", "no_answer": "user1_no_answer", "rejected": "user1_rejected",
+              "failed": "user1_failed"},
+    "user2": {"busy": "user2_busy", "no_answer": "user2_no_answer", "rejected": "user2_rejected",
+              "failed": "user2_failed"},
+}
+_OTHER: dict[User, User] = {"user1": "user2", "user2": "user1"}
 _NULL_ADDRESSES = frozenset({"0.0.0.0", "::"})
+
+
+class Timer(enum.StrEnum):
+    """The call's timers (:meth:`CallbackCall.get_timer` returns the earliest deadline)."""
+
+    DURATION = "duration"
+    """The REQUEST's ``duration``, from user1's answer."""
+    RING_USER1 = "ring_user1"
+    """``ring_timeout`` of user1's INVITE."""
+    RING_USER2 = "ring_user2"
+    """``ring_timeout`` of user2's INVITE."""
+    MEDIA = "media"
+    """``inactivity_timeout`` of a bridged call."""
+    RELEASE = "release"
+    """:data:`RELEASE_GUARD` of a release waiting for its legs."""
+
+
+_RING_TIMER: dict[User, Timer] = {"user1": Timer.RING_USER1, "user2": Timer.RING_USER2}
+_RINGING: dict[Timer, User] = {timer: user for user, timer in _RING_TIMER.items()}
 
 
 # --- input events ---------------------------------------------------------------------------------
 
 def _check_leg(leg: str) -> None:
-    if leg not in _RELAY_LEG:
+    if leg not in USERS:
         raise LocalProtocolError(f"unknown leg {leg!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LegProgress:
+class Progress:
     """A provisional response (180, 183) on a leg's INVITE."""
 
-    leg: Leg
+    leg: User
     """``user1`` or ``user2``."""
     status: int
     """101-199."""
@@ -96,10 +154,10 @@ class LegProgress:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LegAnswered:
+class Answered:
     """A 2xx to a leg's INVITE."""
 
-    leg: Leg
+    leg: User
     """``user1`` or ``user2``."""
     sdp: bytes | None
     """The SDP answer (None when the 2xx had no body: the leg then fails with 488)."""
@@ -108,10 +166,10 @@ class LegAnswered:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LegFailed:
+class Failed:
     """A leg's INVITE ended without a 2xx (final response, timeout, transport failure)."""
 
-    leg: Leg
+    leg: User
     """``user1`` or ``user2``."""
     status: int
     """The final status (408 for a timeout, 503 for a transport failure)."""
@@ -122,26 +180,26 @@ class LegFailed:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LegEnded:
+class Ended:
     """An established (or cancelled) leg is over: BYE received, or our BYE/CANCEL completed."""
 
-    leg: Leg
+    leg: User
     """``user1`` or ``user2``."""
     by_remote: bool
     """True when the far end sent BYE."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LegOffer:
+class OfferReceived:
     """The far end of an established leg made an SDP offer (re-INVITE or UPDATE)."""
 
-    leg: Leg
+    leg: User
     """``user1`` or ``user2``."""
     sdp: bytes
     """The offer."""
 
 
-LegEvent = LegProgress | LegAnswered | LegFailed | LegEnded | LegOffer
+LegEvent = Progress | Answered | Failed | Ended | OfferReceived
 
 
 # --- output commands ------------------------------------------------------------------------------
@@ -150,7 +208,7 @@ LegEvent = LegProgress | LegAnswered | LegFailed | LegEnded | LegOffer
 class Invite:
     """Send an INVITE to ``user`` through the PSS on ``leg``."""
 
-    leg: Leg
+    leg: User
     """``user1`` or ``user2``."""
     user: str
     """The number to call (the REQUEST's user1 or user2)."""
@@ -162,7 +220,7 @@ class Invite:
 class Hangup:
     """End ``leg``: CANCEL when it is not answered, BYE when it is."""
 
-    leg: Leg
+    leg: User
     """``user1`` or ``user2``."""
 
 
@@ -170,7 +228,7 @@ class Hangup:
 class AnswerOffer:
     """Answer the far end's offer on ``leg`` with ``sdp`` (488 when ``sdp`` is None)."""
 
-    leg: Leg
+    leg: User
     """``user1`` or ``user2``."""
     sdp: bytes | None
     """Our answer, or None to refuse the offer."""
@@ -180,7 +238,7 @@ class AnswerOffer:
 class Reinvite:
     """Send our own re-INVITE on ``leg`` (hold or resume reflected from the other leg)."""
 
-    leg: Leg
+    leg: User
     """``user1`` or ``user2``."""
     sdp: bytes
     """Our new offer."""
@@ -190,8 +248,8 @@ class Reinvite:
 class RelayRemote:
     """Tell the relay where a leg's media is (and to learn the source again)."""
 
-    leg: str
-    """Relay leg, ``a`` (user1) or ``b`` (user2)."""
+    leg: User
+    """The leg whose media this is."""
     host: str
     """The phone's media address."""
     port: int
@@ -204,8 +262,8 @@ class RelayRemote:
 class RelayPlay:
     """Play ringback into relay leg ``leg`` in ``codec`` with ``payload_type`` every ``ptime`` ms."""
 
-    leg: str
-    """Relay leg, ``a`` or ``b``."""
+    leg: User
+    """The leg that hears it."""
     codec: str
     """``PCMU`` or ``PCMA`` (no tone is made for G.729)."""
     payload_type: int
@@ -218,8 +276,8 @@ class RelayPlay:
 class RelayStopPlay:
     """Stop playing into relay leg ``leg``."""
 
-    leg: str
-    """Relay leg, ``a`` or ``b``."""
+    leg: User
+    """The leg that hears it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -253,12 +311,12 @@ class SendResponse:
 
     real_duration: int
     """Bridged seconds, rounded to the nearest."""
-    result: str
-    """One of :data:`mss.iif.RESULTS`."""
+    result: Result
+    """The outcome."""
     code: int
     """Deciding SIP status, 0 when none."""
-    released_by: str
-    """``user1``, ``user2``, ``mss`` or ``as``."""
+    released_by: ReleasedBy
+    """Who released the callback."""
     reason: str
     """What happened, for the log and the CDR."""
 
@@ -343,13 +401,13 @@ class CallbackCall:
         self.duration = duration
         self.settings = settings
         self.state = CallState.CALLING_USER1
-        self.legs = {"user1": _LegState(), "user2": _LegState()}
+        self.legs: dict[User, _LegState] = {"user1": _LegState(), "user2": _LegState()}
         self.bridged_at: float | None = None
         self.released_at: float | None = None
         self.result: SendResponse | None = None
         self._duration_deadline: float | None = None
         self._release_deadline: float | None = None
-        self._last_media = {"user1": 0.0, "user2": 0.0}
+        self._last_media: dict[User, float] = {"user1": 0.0, "user2": 0.0}
         self._pt_maps: tuple[dict[int, int], dict[int, int]] = ({}, {})
 
     # --- state -----------------------------------------------------------------------------------
@@ -375,7 +433,7 @@ class CallbackCall:
         )
         return self._invite("user1", self.user1, offer, now)
 
-    def _invite(self, leg: Leg, user: str, offer: sdp.SessionDescription, now: float) -> list[Command]:
+    def _invite(self, leg: User, user: str, offer: sdp.SessionDescription, now: float) -> list[Command]:
         state = self.legs[leg]
         state.local = sdp.LocalSdp(session_id=self.settings.session_id)
         state.offer = state.local.stamp(offer)
@@ -393,17 +451,17 @@ class CallbackCall:
         """
         if self.legs[event.leg].invited_at is None:
             raise LocalProtocolError(f"{event.leg} was never invited")
-        if isinstance(event, LegProgress):
+        if isinstance(event, Progress):
             return self._progress(event)
-        if isinstance(event, LegAnswered):
+        if isinstance(event, Answered):
             return self._answered(event, now)
-        if isinstance(event, LegFailed):
+        if isinstance(event, Failed):
             return self._failed(event, now)
-        if isinstance(event, LegEnded):
+        if isinstance(event, Ended):
             return self._ended(event, now)
         return self._offer(event, now)
 
-    def _progress(self, event: LegProgress) -> list[Command]:
+    def _progress(self, event: Progress) -> list[Command]:
         leg = self.legs[event.leg]
         if self.state in (CallState.RELEASING, CallState.DONE) or leg.answered_at is not None:
             return []
@@ -419,10 +477,10 @@ class CallbackCall:
         if not leg.early_media:
             leg.early_media = True
             # user2's early media replaces our ringback (SPEC.md "The job", 3).
-            commands += [RelayStopPlay(leg="a"), RelayForward(a_to_b=False, b_to_a=True)]
+            commands += [RelayStopPlay(leg="user1"), RelayForward(a_to_b=False, b_to_a=True)]
         return commands
 
-    def _answered(self, event: LegAnswered, now: float) -> list[Command]:
+    def _answered(self, event: Answered, now: float) -> list[Command]:
         leg = self.legs[event.leg]
         if leg.answered_at is not None:
             # A 2xx retransmission (RFC 6026 passes them up) or another fork's 2xx: the SIP side
@@ -444,7 +502,7 @@ class CallbackCall:
         except SdpError as exc:
             leg.code = 488
             return self._release(
-                now, result=f"{event.leg}_failed", code=488, by="mss",
+                now, result=_LEG_RESULT[event.leg]["failed"], code=488, by="mss",
                 reason=f"{event.leg} answered with unusable SDP: {exc.reason}",
             )
         leg.negotiated = negotiated
@@ -459,7 +517,7 @@ class CallbackCall:
         commands: list[Command] = [self._remote("user1", n1)]
         ptime = n1.ptime if n1.ptime in (10, 20, 30, 40) else 20
         if n1.codec.name.upper() in ("PCMU", "PCMA"):
-            commands.append(RelayPlay(leg="a", codec=n1.codec.name.upper(), payload_type=n1.remote_pt,
+            commands.append(RelayPlay(leg="user1", codec=n1.codec.name.upper(), payload_type=n1.remote_pt,
                                       ptime=ptime))
         offer = sdp.make_bridge_offer(n1, host=s.media_host, port=s.b_port, session_id=s.session_id,
                                       version=1)
@@ -480,12 +538,12 @@ class CallbackCall:
         self._pt_maps = a_to_b, b_to_a
         return [
             self._remote("user2", n2),
-            RelayStopPlay(leg="a"),
+            RelayStopPlay(leg="user1"),
             RelayBridge(a_to_b=a_to_b, b_to_a=b_to_a),
             MarkBridged(),
         ]
 
-    def _failed(self, event: LegFailed, now: float) -> list[Command]:
+    def _failed(self, event: Failed, now: float) -> list[Command]:
         leg = self.legs[event.leg]
         leg.call_id = event.call_id or leg.call_id
         leg.ended = True
@@ -494,6 +552,7 @@ class CallbackCall:
         if self.state in (CallState.RELEASING, CallState.DONE):
             return self._maybe_done()
         status = event.status
+        kind: _LegOutcome
         if status in _BUSY:
             kind = "busy"
         elif status in _REJECTED:
@@ -503,10 +562,10 @@ class CallbackCall:
         else:
             kind = "failed"
         what = f"{event.leg} {status} {event.reason}".rstrip()
-        return self._release(now, result=f"{event.leg}_{kind}", code=status, by=event.leg,
+        return self._release(now, result=_LEG_RESULT[event.leg][kind], code=status, by=event.leg,
                              reason=f"{what}")
 
-    def _ended(self, event: LegEnded, now: float) -> list[Command]:
+    def _ended(self, event: Ended, now: float) -> list[Command]:
         leg = self.legs[event.leg]
         was_ended = leg.ended
         leg.ended = True
@@ -514,13 +573,13 @@ class CallbackCall:
             return self._maybe_done()
         if was_ended:
             return []
-        result = "answered" if self.state is CallState.BRIDGED else f"{event.leg}_failed"
+        result: Result = "answered" if self.state is CallState.BRIDGED else _LEG_RESULT[event.leg]["failed"]
         if self.state is CallState.CALLING_USER2 and event.leg == "user1":
             result = "cancelled"  # user1 gave up while user2 rang
         return self._release(now, result=result, code=0, by=event.leg,
                              reason=f"{event.leg} hung up" if event.by_remote else f"{event.leg} ended")
 
-    def _offer(self, event: LegOffer, now: float) -> list[Command]:
+    def _offer(self, event: OfferReceived, now: float) -> list[Command]:
         leg = self.legs[event.leg]
         live = self.state in (CallState.CALLING_USER2, CallState.BRIDGED)
         if leg.answered_at is None or leg.negotiated is None or not live:
@@ -571,7 +630,7 @@ class CallbackCall:
             commands.append(Reinvite(leg=other, sdp=self._reoffer(other, negotiated.remote_direction)))
         return commands
 
-    def _reoffer(self, name: Leg, direction: sdp.Direction) -> bytes:
+    def _reoffer(self, name: User, direction: sdp.Direction) -> bytes:
         """Our new offer on established leg ``name``: only the codec and telephone-event it agreed on,
         under our numbers, with ``direction``.
 
@@ -589,8 +648,8 @@ class CallbackCall:
         )
         return bytes(state.local.stamp(offer))
 
-    def _remote(self, leg: Leg, n: sdp.Negotiated) -> RelayRemote:
-        return RelayRemote(leg=_RELAY_LEG[leg], host=n.remote_address, port=n.remote_port,
+    def _remote(self, leg: User, n: sdp.Negotiated) -> RelayRemote:
+        return RelayRemote(leg=leg, host=n.remote_address, port=n.remote_port,
                            rtcp_port=n.remote_rtcp_port)
 
     # --- the AS, shutdown and media ------------------------------------------------------------
@@ -607,7 +666,7 @@ class CallbackCall:
             return []
         return self._release(now, result="shutdown", code=0, by="mss", reason="mss shut down")
 
-    def media_seen(self, last_rx: dict[str, float | None]) -> None:
+    def media_seen(self, last_rx: dict[User, float | None]) -> None:
         """The relay's last receive time (monotonic) per leg, polled while bridged."""
         for leg, at in last_rx.items():
             if at is not None and at > self._last_media[leg]:
@@ -620,17 +679,17 @@ class CallbackCall:
         deadlines = [d for d in self._deadlines().values() if d is not None]
         return min(deadlines) if deadlines else None
 
-    def _deadlines(self) -> dict[str, float | None]:
+    def _deadlines(self) -> dict[Timer, float | None]:
         if self.state is CallState.DONE:
             return {}
         if self.state is CallState.RELEASING:
-            return {"release": self._release_deadline}
-        d: dict[str, float | None] = {"duration": self._duration_deadline}
+            return {Timer.RELEASE: self._release_deadline}
+        d: dict[Timer, float | None] = {Timer.DURATION: self._duration_deadline}
         for name, leg in self.legs.items():
             if leg.invited_at is not None and leg.answered_at is None and not leg.ended:
-                d[f"ring_{name}"] = leg.invited_at + self.settings.ring_timeout
+                d[_RING_TIMER[name]] = leg.invited_at + self.settings.ring_timeout
         if self.state is CallState.BRIDGED and self.settings.inactivity_timeout > 0 and not self._held():
-            d["media"] = min(self._last_media.values()) + self.settings.inactivity_timeout
+            d[Timer.MEDIA] = min(self._last_media.values()) + self.settings.inactivity_timeout
         return d
 
     def _held(self) -> bool:
@@ -645,20 +704,20 @@ class CallbackCall:
         if not due:
             return []
         name = due[0][1]
-        if name == "release":
+        if name is Timer.RELEASE:
             for leg in self.legs.values():
                 leg.ended = True
             return self._maybe_done()
-        if name == "duration":
+        if name is Timer.DURATION:
             if self.state is CallState.BRIDGED:
                 return self._release(now, result="answered", code=0, by="mss",
                                      reason=f"duration of {self.duration}s reached")
-            result = "user2_no_answer" if self.state is CallState.CALLING_USER2 else "user1_no_answer"
+            result: Result = "user2_no_answer" if self.state is CallState.CALLING_USER2 else "user1_no_answer"
             return self._release(now, result=result, code=0, by="mss",
                                  reason=f"duration of {self.duration}s reached before user2 answered")
-        if name.startswith("ring_"):
-            who = name[5:]
-            return self._release(now, result=f"{who}_no_answer", code=0, by="mss",
+        who = _RINGING.get(name)
+        if who is not None:
+            return self._release(now, result=_LEG_RESULT[who]["no_answer"], code=0, by="mss",
                                  reason=f"{who} did not answer in {self.settings.ring_timeout:g}s")
         silent = min(self._last_media, key=lambda leg: self._last_media[leg])
         return self._release(now, result="media_timeout", code=0, by="mss",
@@ -666,7 +725,9 @@ class CallbackCall:
 
     # --- release ---------------------------------------------------------------------------------
 
-    def _release(self, now: float, *, result: str, code: int, by: str, reason: str) -> list[Command]:
+    def _release(
+        self, now: float, *, result: Result, code: int, by: ReleasedBy, reason: str
+    ) -> list[Command]:
         """Hang up every leg still up, send the RESPONSE, wait for the legs to end."""
         self.released_at = now
         talk = 0
@@ -680,7 +741,7 @@ class CallbackCall:
             if not leg.ended and not leg.hung_up:
                 leg.hung_up = True
                 commands.append(Hangup(leg=name))
-        commands += [RelayForward(a_to_b=False, b_to_a=False), RelayStopPlay(leg="a"), self.result]
+        commands += [RelayForward(a_to_b=False, b_to_a=False), RelayStopPlay(leg="user1"), self.result]
         if all(leg.ended for leg in self.legs.values()):
             self._set_state(CallState.DONE)
             commands.append(Finished())

@@ -17,21 +17,21 @@ from hypothesis import strategies as st
 
 from mss.callflow import (
     RELEASE_GUARD,
+    Answered,
     AnswerOffer,
     CallbackCall,
     CallSettings,
     CallState,
     Command,
+    Ended,
+    Failed,
     Finished,
     Hangup,
     Invite,
-    LegAnswered,
-    LegEnded,
     LegEvent,
-    LegFailed,
-    LegOffer,
-    LegProgress,
     MarkBridged,
+    OfferReceived,
+    Progress,
     Reinvite,
     RelayBridge,
     RelayForward,
@@ -53,7 +53,7 @@ USER1 = "79001234567"
 USER2 = "79007654321"
 
 #: What every release does to the relay after hanging up the legs: stop forwarding and the ringback.
-RELAY_OFF: list[Command] = [RelayForward(a_to_b=False, b_to_a=False), RelayStopPlay(leg="a")]
+RELAY_OFF: list[Command] = [RelayForward(a_to_b=False, b_to_a=False), RelayStopPlay(leg="user1")]
 
 
 def sdp_fixture(name: str) -> bytes:
@@ -206,21 +206,21 @@ class Harness:
 
     def answer_user1(self, **kw: Any) -> list[Command]:
         """user1 rings for 10 s and answers (by default PCMU from 127.0.0.2:4002, telephone-event 101)."""
-        assert self.start() and self.feed(LegProgress(leg="user1", status=180)) == []
+        assert self.start() and self.feed(Progress(leg="user1", status=180)) == []
         assert self.after(10) == []
-        return self.feed(LegAnswered(leg="user1", sdp=phone_answer(self.offers["user1"], **kw)))
+        return self.feed(Answered(leg="user1", sdp=phone_answer(self.offers["user1"], **kw)))
 
     def bridge(self, user1: dict[str, Any] | None = None, **kw: Any) -> list[Command]:
         """user1 answers, user2 rings for 10 s and answers from 127.0.0.3:4004 (PCMU, telephone-event 101)."""
         self.answer_user1(**(user1 or {}))
-        assert self.feed(LegProgress(leg="user2", status=180)) == []
+        assert self.feed(Progress(leg="user2", status=180)) == []
         assert self.after(10) == []
         kw.setdefault("host", "127.0.0.3")
         kw.setdefault("port", 4004)
         codec = self.call.codec
         assert codec is not None
         kw.setdefault("codec", codec.upper())
-        return self.feed(LegAnswered(leg="user2", sdp=phone_answer(self.offers["user2"], **kw)))
+        return self.feed(Answered(leg="user2", sdp=phone_answer(self.offers["user2"], **kw)))
 
 
 def response_of(commands: list[Command]) -> SendResponse:
@@ -236,11 +236,11 @@ def response_of(commands: list[Command]) -> SendResponse:
 
 def test_events_refuse_an_unknown_leg_and_a_final_status_as_progress() -> None:
     with pytest.raises(LocalProtocolError, match="unknown leg 'user3'"):
-        LegProgress(leg="user3", status=180)
+        Progress(leg="user3", status=180)
     with pytest.raises(LocalProtocolError, match="200 is not a provisional status"):
-        LegProgress(leg="user1", status=200)
+        Progress(leg="user1", status=200)
     with pytest.raises(LocalProtocolError, match="100 is not a provisional status"):
-        LegProgress(leg="user1", status=100)
+        Progress(leg="user1", status=100)
 
 
 @pytest.mark.parametrize(
@@ -271,37 +271,37 @@ def test_happy_path_exact_commands() -> None:
     assert h.start() == [Invite(leg="user1", user=USER1, sdp=OFFER_USER1)]
     assert h.call.state is CallState.CALLING_USER1
     assert h.after(2) == []
-    assert h.feed(LegProgress(leg="user1", status=180)) == []
+    assert h.feed(Progress(leg="user1", status=180)) == []
     assert h.after(8) == []
     answer1 = phone_answer(OFFER_USER1, codec="PCMU", host="127.0.0.2", port=4002)
-    assert h.feed(LegAnswered(leg="user1", sdp=answer1, call_id="c1")) == [
-        RelayRemote(leg="a", host="127.0.0.2", port=4002, rtcp_port=4003),
-        RelayPlay(leg="a", codec="PCMU", payload_type=0, ptime=20),
+    assert h.feed(Answered(leg="user1", sdp=answer1, call_id="c1")) == [
+        RelayRemote(leg="user1", host="127.0.0.2", port=4002, rtcp_port=4003),
+        RelayPlay(leg="user1", codec="PCMU", payload_type=0, ptime=20),
         Invite(leg="user2", user=USER2, sdp=offer_user2(0, "PCMU/8000")),
     ]
     assert h.call.state is CallState.CALLING_USER2
     assert h.call.codec == "PCMU"
     assert h.after(2) == []
-    assert h.feed(LegProgress(leg="user2", status=180)) == []
+    assert h.feed(Progress(leg="user2", status=180)) == []
     assert h.after(8) == []
     answer2 = phone_answer(h.offers["user2"], host="127.0.0.3", port=4004, session=77)
-    assert h.feed(LegAnswered(leg="user2", sdp=answer2, call_id="c2")) == [
-        RelayRemote(leg="b", host="127.0.0.3", port=4004, rtcp_port=4005),
-        RelayStopPlay(leg="a"),
+    assert h.feed(Answered(leg="user2", sdp=answer2, call_id="c2")) == [
+        RelayRemote(leg="user2", host="127.0.0.3", port=4004, rtcp_port=4005),
+        RelayStopPlay(leg="user1"),
         RelayBridge(a_to_b={}, b_to_a={}),
         MarkBridged(),
     ]
     assert h.call.state is CallState.BRIDGED
     assert h.call.bridged_at == T0 + 20
     assert h.talk(180.4) == []
-    assert h.feed(LegEnded(leg="user2", by_remote=True)) == [
+    assert h.feed(Ended(leg="user2", by_remote=True)) == [
         Hangup(leg="user1"),
         *RELAY_OFF,
         SendResponse(real_duration=180, result="answered", code=0, released_by="user2",
                      reason="user2 hung up"),
     ]
     assert h.call.state is CallState.RELEASING
-    assert h.feed(LegEnded(leg="user1", by_remote=False)) == [Finished()]
+    assert h.feed(Ended(leg="user1", by_remote=False)) == [Finished()]
     assert h.call.state is CallState.DONE
     assert h.call.get_timer() is None
     assert h.call.legs["user1"].call_id == "c1"
@@ -311,15 +311,15 @@ def test_happy_path_exact_commands() -> None:
 def test_happy_path_with_the_fixture_answers_of_pjsua2() -> None:
     h = Harness()
     h.start()
-    assert h.feed(LegAnswered(leg="user1", sdp=sdp_fixture("pjsua2_answer_pcma.sdp"))) == [
-        RelayRemote(leg="a", host="127.0.0.2", port=4004, rtcp_port=4005),
-        RelayPlay(leg="a", codec="PCMA", payload_type=8, ptime=20),
+    assert h.feed(Answered(leg="user1", sdp=sdp_fixture("pjsua2_answer_pcma.sdp"))) == [
+        RelayRemote(leg="user1", host="127.0.0.2", port=4004, rtcp_port=4005),
+        RelayPlay(leg="user1", codec="PCMA", payload_type=8, ptime=20),
         Invite(leg="user2", user=USER2, sdp=offer_user2(8, "PCMA/8000")),
     ]
     answer2 = phone_answer(h.offers["user2"], codec="PCMA", host="127.0.0.1", port=4002)
-    assert h.feed(LegAnswered(leg="user2", sdp=answer2))[:3] == [
-        RelayRemote(leg="b", host="127.0.0.1", port=4002, rtcp_port=4003),
-        RelayStopPlay(leg="a"),
+    assert h.feed(Answered(leg="user2", sdp=answer2))[:3] == [
+        RelayRemote(leg="user2", host="127.0.0.1", port=4002, rtcp_port=4003),
+        RelayStopPlay(leg="user1"),
         RelayBridge(a_to_b={}, b_to_a={}),
     ]
 
@@ -337,8 +337,8 @@ def test_the_offer_to_user1_follows_audio_codecs_order() -> None:
 @pytest.mark.parametrize(
     ("codec", "pt", "fmtp", "ringback"),
     [
-        ("PCMU", 0, None, [RelayPlay(leg="a", codec="PCMU", payload_type=0, ptime=20)]),
-        ("PCMA", 8, None, [RelayPlay(leg="a", codec="PCMA", payload_type=8, ptime=20)]),
+        ("PCMU", 0, None, [RelayPlay(leg="user1", codec="PCMU", payload_type=0, ptime=20)]),
+        ("PCMA", 8, None, [RelayPlay(leg="user1", codec="PCMA", payload_type=8, ptime=20)]),
         ("G729", 18, "annexb=no", []),  # no ringback frames for G.729: user1 hears silence
     ],
 )
@@ -348,7 +348,7 @@ def test_user1_codec_decides_ringback_and_the_offer_to_user2(
     h = Harness()
     commands = h.answer_user1(codec=codec, fmtp=fmtp)
     assert commands == [
-        RelayRemote(leg="a", host="127.0.0.2", port=4002, rtcp_port=4003),
+        RelayRemote(leg="user1", host="127.0.0.2", port=4002, rtcp_port=4003),
         *ringback,
         Invite(leg="user2", user=USER2, sdp=offer_user2(pt, _RTPMAP[codec], fmtp=fmtp)),
     ]
@@ -358,7 +358,7 @@ def test_user1_codec_decides_ringback_and_the_offer_to_user2(
 def test_ringback_follows_user1_ptime(ptime: int | None, played: int) -> None:
     h = Harness()
     commands = h.answer_user1(codec="PCMA", ptime=ptime)
-    assert RelayPlay(leg="a", codec="PCMA", payload_type=8, ptime=played) in commands
+    assert RelayPlay(leg="user1", codec="PCMA", payload_type=8, ptime=played) in commands
 
 
 def test_telephone_event_numbers_that_differ_are_mapped() -> None:
@@ -370,13 +370,13 @@ def test_telephone_event_numbers_that_differ_are_mapped() -> None:
 def test_user2_is_offered_user1s_telephone_event_number() -> None:
     h = Harness()
     h.start()
-    commands = h.feed(LegAnswered(leg="user1", sdp=sdp_fixture("trunk_answer_pcmu_te96.sdp")))
+    commands = h.feed(Answered(leg="user1", sdp=sdp_fixture("trunk_answer_pcmu_te96.sdp")))
     assert commands == [
-        RelayRemote(leg="a", host="127.0.0.3", port=16388, rtcp_port=16389),
-        RelayPlay(leg="a", codec="PCMU", payload_type=0, ptime=20),
+        RelayRemote(leg="user1", host="127.0.0.3", port=16388, rtcp_port=16389),
+        RelayPlay(leg="user1", codec="PCMU", payload_type=0, ptime=20),
         Invite(leg="user2", user=USER2, sdp=offer_user2(0, "PCMU/8000", te_pt=96)),
     ]
-    commands = h.feed(LegAnswered(leg="user2", sdp=phone_answer(h.offers["user2"], te_pt=96)))
+    commands = h.feed(Answered(leg="user2", sdp=phone_answer(h.offers["user2"], te_pt=96)))
     # user1 sends 101 (our number) and expects 96 (its own); user2 sends and expects 96.
     assert RelayBridge(a_to_b={101: 96}, b_to_a={}) in commands
 
@@ -385,7 +385,7 @@ def test_user1_without_telephone_event() -> None:
     h = Harness()
     commands = h.answer_user1(te_pt=None)
     assert commands[-1] == Invite(leg="user2", user=USER2, sdp=offer_user2(0, "PCMU/8000"))
-    commands = h.feed(LegAnswered(leg="user2", sdp=phone_answer(h.offers["user2"])))
+    commands = h.feed(Answered(leg="user2", sdp=phone_answer(h.offers["user2"])))
     assert RelayBridge(a_to_b={}, b_to_a={}) in commands
 
 
@@ -397,7 +397,7 @@ def test_real_duration_rounds_to_the_nearest_second(talk: float, seconds: int) -
     h = Harness(duration=86400, inactivity_timeout=0)
     h.bridge()
     h.after(talk)
-    commands = h.feed(LegEnded(leg="user1", by_remote=True))
+    commands = h.feed(Ended(leg="user1", by_remote=True))
     assert commands == [
         Hangup(leg="user2"),
         *RELAY_OFF,
@@ -416,10 +416,10 @@ def test_duration_counts_from_user1_answer_not_from_start() -> None:
     assert h.start()
     assert h.call.get_timer() == T0 + 45  # user1's ring timeout only
     assert h.after(20) == []
-    h.feed(LegAnswered(leg="user1", sdp=phone_answer(h.offers["user1"])))
+    h.feed(Answered(leg="user1", sdp=phone_answer(h.offers["user1"])))
     assert h.call.get_timer() == T0 + 50
     assert h.after(5) == []
-    h.feed(LegAnswered(leg="user2", sdp=phone_answer(h.offers["user2"], host="127.0.0.3")))
+    h.feed(Answered(leg="user2", sdp=phone_answer(h.offers["user2"], host="127.0.0.3")))
     assert h.run_until(T0 + 49.9) == []
     assert h.run_until(T0 + 50) == [
         Hangup(leg="user2"),
@@ -430,14 +430,14 @@ def test_duration_counts_from_user1_answer_not_from_start() -> None:
     ]
     assert h.now == T0 + 50
     assert h.call.get_timer() == T0 + 50 + RELEASE_GUARD
-    assert h.feed(LegEnded(leg="user2", by_remote=False)) == []
-    assert h.feed(LegEnded(leg="user1", by_remote=False)) == [Finished()]
+    assert h.feed(Ended(leg="user2", by_remote=False)) == []
+    assert h.feed(Ended(leg="user1", by_remote=False)) == [Finished()]
 
 
 def test_duration_while_user2_rings_cancels_user2_and_hangs_up_user1() -> None:
     h = Harness(duration=30)
     h.answer_user1()
-    h.feed(LegProgress(leg="user2", status=180))
+    h.feed(Progress(leg="user2", status=180))
     assert h.run_until(T0 + 40) == [
         Hangup(leg="user2"),
         Hangup(leg="user1"),
@@ -445,8 +445,8 @@ def test_duration_while_user2_rings_cancels_user2_and_hangs_up_user1() -> None:
         SendResponse(real_duration=0, result="user2_no_answer", code=0, released_by="mss",
                      reason="duration of 30s reached before user2 answered"),
     ]
-    assert h.feed(LegFailed(leg="user2", status=487, reason="Request Terminated")) == []
-    assert h.feed(LegEnded(leg="user1", by_remote=False)) == [Finished()]
+    assert h.feed(Failed(leg="user2", status=487, reason="Request Terminated")) == []
+    assert h.feed(Ended(leg="user1", by_remote=False)) == [Finished()]
 
 
 def test_a_2xx_that_crosses_the_cancel_is_hung_up_without_a_second_response() -> None:
@@ -455,10 +455,10 @@ def test_a_2xx_that_crosses_the_cancel_is_hung_up_without_a_second_response() ->
     response = response_of(h.run_until(T0 + 40))
     assert response.result == "user2_no_answer"
     late = phone_answer(h.offers["user2"], host="127.0.0.3")
-    assert h.feed(LegAnswered(leg="user2", sdp=late)) == [Hangup(leg="user2")]  # now a BYE
+    assert h.feed(Answered(leg="user2", sdp=late)) == [Hangup(leg="user2")]  # now a BYE
     assert h.call.state is CallState.RELEASING
-    assert h.feed(LegEnded(leg="user1", by_remote=False)) == []
-    assert h.feed(LegEnded(leg="user2", by_remote=False)) == [Finished()]
+    assert h.feed(Ended(leg="user1", by_remote=False)) == []
+    assert h.feed(Ended(leg="user2", by_remote=False)) == [Finished()]
     assert h.call.result == response
 
 
@@ -471,10 +471,10 @@ def test_user1_ring_timeout_holds_after_a_183() -> None:
     h = Harness()
     h.start()
     h.after(1)
-    assert h.feed(LegProgress(leg="user1", status=180)) == []
+    assert h.feed(Progress(leg="user1", status=180)) == []
     h.after(4)
     early = phone_answer(h.offers["user1"], host="127.0.0.2")
-    assert h.feed(LegProgress(leg="user1", status=183, sdp=early)) == []
+    assert h.feed(Progress(leg="user1", status=183, sdp=early)) == []
     assert h.run_until(T0 + 44.9) == []
     assert h.run_until(T0 + 60) == [
         Hangup(leg="user1"),
@@ -483,17 +483,17 @@ def test_user1_ring_timeout_holds_after_a_183() -> None:
                      reason="user1 did not answer in 45s"),
     ]
     assert h.call.released_at == T0 + 45
-    assert h.feed(LegFailed(leg="user1", status=487)) == [Finished()]
+    assert h.feed(Failed(leg="user1", status=487)) == [Finished()]
 
 
 def test_user2_ring_timeout_counts_from_its_own_invite() -> None:
     h = Harness(ring_timeout=30)
     h.answer_user1()  # user2 invited at T0 + 10
-    h.feed(LegProgress(leg="user2", status=183))
+    h.feed(Progress(leg="user2", status=183))
     early = phone_answer(h.offers["user2"], host="127.0.0.3")
     h.after(5)
-    assert h.feed(LegProgress(leg="user2", status=183, sdp=early))[0] == RelayRemote(
-        leg="b", host="127.0.0.3", port=4002, rtcp_port=4003
+    assert h.feed(Progress(leg="user2", status=183, sdp=early))[0] == RelayRemote(
+        leg="user2", host="127.0.0.3", port=4002, rtcp_port=4003
     )
     assert h.run_until(T0 + 39.9) == []
     assert h.run_until(T0 + 60) == [
@@ -517,14 +517,14 @@ def test_release_guard_finishes_a_release_whose_legs_never_end() -> None:
     assert h.call.state is CallState.DONE
     assert h.call.get_timer() is None
     # The INVITE's final answer after the call was dropped changes nothing.
-    assert h.feed(LegFailed(leg="user1", status=487)) == []
+    assert h.feed(Failed(leg="user1", status=487)) == []
 
 
 def test_release_guard_after_a_bridged_release() -> None:
     h = Harness()
     h.bridge()
     h.after(30)
-    h.feed(LegEnded(leg="user1", by_remote=True))
+    h.feed(Ended(leg="user1", by_remote=True))
     assert h.run_until(h.now + RELEASE_GUARD) == [Finished()]
 
 
@@ -553,9 +553,9 @@ def test_user1_failure_classification(status: int, rang: bool, kind: str) -> Non
     h = Harness()
     h.start()
     if rang:
-        h.feed(LegProgress(leg="user1", status=180))
+        h.feed(Progress(leg="user1", status=180))
     h.after(3)
-    assert h.feed(LegFailed(leg="user1", status=status, reason="Why")) == [
+    assert h.feed(Failed(leg="user1", status=status, reason="Why")) == [
         *RELAY_OFF,
         SendResponse(real_duration=0, result=f"user1_{kind}", code=status, released_by="user1",
                      reason=f"user1 {status} Why"),
@@ -570,22 +570,22 @@ def test_user2_failure_classification_hangs_up_user1(status: int, rang: bool, ki
     h = Harness()
     h.answer_user1()
     if rang:
-        h.feed(LegProgress(leg="user2", status=180))
+        h.feed(Progress(leg="user2", status=180))
     h.after(3)
-    assert h.feed(LegFailed(leg="user2", status=status, reason="")) == [
+    assert h.feed(Failed(leg="user2", status=status, reason="")) == [
         Hangup(leg="user1"),
         *RELAY_OFF,
         SendResponse(real_duration=0, result=f"user2_{kind}", code=status, released_by="user2",
                      reason=f"user2 {status}"),
     ]
-    assert h.feed(LegEnded(leg="user1", by_remote=False)) == [Finished()]
+    assert h.feed(Ended(leg="user1", by_remote=False)) == [Finished()]
 
 
 def test_a_183_counts_as_ringing_for_a_later_480() -> None:
     h = Harness()
     h.start()
-    h.feed(LegProgress(leg="user1", status=183))
-    assert response_of(h.feed(LegFailed(leg="user1", status=480))).result == "user1_no_answer"
+    h.feed(Progress(leg="user1", status=183))
+    assert response_of(h.feed(Failed(leg="user1", status=480))).result == "user1_no_answer"
 
 
 @pytest.mark.parametrize(
@@ -600,7 +600,7 @@ def test_a_183_counts_as_ringing_for_a_later_480() -> None:
 def test_user1_2xx_without_usable_sdp_is_a_488_failure_and_hung_up(body: bytes | None, why: str) -> None:
     h = Harness()
     h.start()
-    commands = h.feed(LegAnswered(leg="user1", sdp=body))
+    commands = h.feed(Answered(leg="user1", sdp=body))
     assert commands[:3] == [Hangup(leg="user1"), *RELAY_OFF]
     assert len(commands) == 4
     response = response_of(commands)
@@ -609,25 +609,25 @@ def test_user1_2xx_without_usable_sdp_is_a_488_failure_and_hung_up(body: bytes |
     )
     assert response.reason.startswith("user1 answered with unusable SDP: ")
     assert why in response.reason
-    assert h.feed(LegEnded(leg="user1", by_remote=False)) == [Finished()]
+    assert h.feed(Ended(leg="user1", by_remote=False)) == [Finished()]
 
 
 def test_user2_2xx_with_another_codec_is_a_488_failure() -> None:
     h = Harness()
     h.answer_user1(codec="PCMU")
     pcma = sdp_fixture("pjsua2_answer_pcma.sdp")  # user2 was offered PCMU only
-    commands = h.feed(LegAnswered(leg="user2", sdp=pcma))
+    commands = h.feed(Answered(leg="user2", sdp=pcma))
     assert commands[:4] == [Hangup(leg="user2"), Hangup(leg="user1"), *RELAY_OFF]
     response = response_of(commands)
     assert (response.real_duration, response.result, response.code) == (0, "user2_failed", 488)
-    assert h.feed(LegEnded(leg="user2", by_remote=False)) == []
-    assert h.feed(LegEnded(leg="user1", by_remote=False)) == [Finished()]
+    assert h.feed(Ended(leg="user2", by_remote=False)) == []
+    assert h.feed(Ended(leg="user1", by_remote=False)) == [Finished()]
 
 
 def test_user2_2xx_without_sdp_is_a_488_failure() -> None:
     h = Harness()
     h.answer_user1()
-    response = response_of(h.feed(LegAnswered(leg="user2", sdp=None)))
+    response = response_of(h.feed(Answered(leg="user2", sdp=None)))
     assert (response.result, response.code, response.released_by) == ("user2_failed", 488, "mss")
 
 
@@ -635,7 +635,7 @@ def test_never_bridged_means_real_duration_zero() -> None:
     h = Harness()
     h.answer_user1()
     h.after(30)
-    response = response_of(h.feed(LegFailed(leg="user2", status=486, reason="Busy Here")))
+    response = response_of(h.feed(Failed(leg="user2", status=486, reason="Busy Here")))
     assert response == SendResponse(real_duration=0, result="user2_busy", code=486, released_by="user2",
                                     reason="user2 486 Busy Here")
 
@@ -649,20 +649,20 @@ def test_user2_early_media_replaces_the_ringback() -> None:
     h = Harness()
     h.answer_user1()
     early = phone_answer(h.offers["user2"], host="127.0.0.3", port=4010)
-    assert h.feed(LegProgress(leg="user2", status=183, sdp=early)) == [
-        RelayRemote(leg="b", host="127.0.0.3", port=4010, rtcp_port=4011),
-        RelayStopPlay(leg="a"),
+    assert h.feed(Progress(leg="user2", status=183, sdp=early)) == [
+        RelayRemote(leg="user2", host="127.0.0.3", port=4010, rtcp_port=4011),
+        RelayStopPlay(leg="user1"),
         RelayForward(a_to_b=False, b_to_a=True),
     ]
     moved = phone_answer(h.offers["user2"], host="127.0.0.4", port=4020)
-    assert h.feed(LegProgress(leg="user2", status=183, sdp=moved)) == [
-        RelayRemote(leg="b", host="127.0.0.4", port=4020, rtcp_port=4021),
+    assert h.feed(Progress(leg="user2", status=183, sdp=moved)) == [
+        RelayRemote(leg="user2", host="127.0.0.4", port=4020, rtcp_port=4021),
     ]
-    assert h.feed(LegProgress(leg="user2", status=180)) == []
+    assert h.feed(Progress(leg="user2", status=180)) == []
     final = phone_answer(h.offers["user2"], host="127.0.0.4", port=4020)
-    assert h.feed(LegAnswered(leg="user2", sdp=final)) == [
-        RelayRemote(leg="b", host="127.0.0.4", port=4020, rtcp_port=4021),
-        RelayStopPlay(leg="a"),
+    assert h.feed(Answered(leg="user2", sdp=final)) == [
+        RelayRemote(leg="user2", host="127.0.0.4", port=4020, rtcp_port=4021),
+        RelayStopPlay(leg="user1"),
         RelayBridge(a_to_b={}, b_to_a={}),
         MarkBridged(),
     ]
@@ -679,11 +679,11 @@ def test_user2_early_media_replaces_the_ringback() -> None:
 def test_unusable_early_media_keeps_the_ringback(bad: bytes) -> None:
     h = Harness()
     h.answer_user1()
-    assert h.feed(LegProgress(leg="user2", status=183, sdp=bad)) == []
+    assert h.feed(Progress(leg="user2", status=183, sdp=bad)) == []
     good = phone_answer(h.offers["user2"], host="127.0.0.3")
-    assert h.feed(LegProgress(leg="user2", status=183, sdp=good)) == [
-        RelayRemote(leg="b", host="127.0.0.3", port=4002, rtcp_port=4003),
-        RelayStopPlay(leg="a"),
+    assert h.feed(Progress(leg="user2", status=183, sdp=good)) == [
+        RelayRemote(leg="user2", host="127.0.0.3", port=4002, rtcp_port=4003),
+        RelayStopPlay(leg="user1"),
         RelayForward(a_to_b=False, b_to_a=True),
     ]
 
@@ -692,28 +692,28 @@ def test_early_media_from_user1_is_ignored() -> None:
     h = Harness()
     h.start()
     early = phone_answer(h.offers["user1"])
-    assert h.feed(LegProgress(leg="user1", status=183, sdp=early)) == []
+    assert h.feed(Progress(leg="user1", status=183, sdp=early)) == []
 
 
 def test_user1_hangs_up_while_user2_rings() -> None:
     h = Harness()
     h.answer_user1()
-    h.feed(LegProgress(leg="user2", status=180))
+    h.feed(Progress(leg="user2", status=180))
     h.after(7)
-    assert h.feed(LegEnded(leg="user1", by_remote=True)) == [
+    assert h.feed(Ended(leg="user1", by_remote=True)) == [
         Hangup(leg="user2"),  # the SIP side sends CANCEL: user2 never answered
         *RELAY_OFF,
         SendResponse(real_duration=0, result="cancelled", code=0, released_by="user1",
                      reason="user1 hung up"),
     ]
-    assert h.feed(LegFailed(leg="user2", status=487)) == [Finished()]
+    assert h.feed(Failed(leg="user2", status=487)) == [Finished()]
 
 
 def test_user1_hangs_up_during_user2_early_media() -> None:
     h = Harness()
     h.answer_user1()
-    h.feed(LegProgress(leg="user2", status=183, sdp=phone_answer(h.offers["user2"], host="127.0.0.3")))
-    commands = h.feed(LegEnded(leg="user1", by_remote=True))
+    h.feed(Progress(leg="user2", status=183, sdp=phone_answer(h.offers["user2"], host="127.0.0.3")))
+    commands = h.feed(Ended(leg="user1", by_remote=True))
     assert commands[0] == Hangup(leg="user2")
     assert response_of(commands).result == "cancelled"
 
@@ -731,14 +731,14 @@ class TestCancelAndShutdown:
     def test_calling_user1(self, method: str, result: str, by: str, reason: str) -> None:
         h = Harness()
         h.start()
-        h.feed(LegProgress(leg="user1", status=180))
+        h.feed(Progress(leg="user1", status=180))
         h.after(5)
         assert getattr(h.call, method)(h.now) == [
             Hangup(leg="user1"),
             *RELAY_OFF,
             SendResponse(real_duration=0, result=result, code=0, released_by=by, reason=reason),
         ]
-        assert h.feed(LegFailed(leg="user1", status=487)) == [Finished()]
+        assert h.feed(Failed(leg="user1", status=487)) == [Finished()]
 
     def test_calling_user2(self, method: str, result: str, by: str, reason: str) -> None:
         h = Harness()
@@ -749,8 +749,8 @@ class TestCancelAndShutdown:
             *RELAY_OFF,
             SendResponse(real_duration=0, result=result, code=0, released_by=by, reason=reason),
         ]
-        assert h.feed(LegEnded(leg="user1", by_remote=False)) == []
-        assert h.feed(LegFailed(leg="user2", status=487)) == [Finished()]
+        assert h.feed(Ended(leg="user1", by_remote=False)) == []
+        assert h.feed(Failed(leg="user2", status=487)) == [Finished()]
 
     def test_bridged(self, method: str, result: str, by: str, reason: str) -> None:
         h = Harness()
@@ -766,10 +766,10 @@ class TestCancelAndShutdown:
     def test_releasing_and_done_are_no_ops(self, method: str, result: str, by: str, reason: str) -> None:
         h = Harness()
         h.bridge()
-        h.feed(LegEnded(leg="user2", by_remote=True))
+        h.feed(Ended(leg="user2", by_remote=True))
         assert h.call.state is CallState.RELEASING
         assert getattr(h.call, method)(h.now) == []
-        assert h.feed(LegEnded(leg="user1", by_remote=False)) == [Finished()]
+        assert h.feed(Ended(leg="user1", by_remote=False)) == [Finished()]
         assert getattr(h.call, method)(h.now) == []
         assert h.call.result is not None and h.call.result.result == "answered"
 
@@ -825,7 +825,7 @@ def test_no_inactivity_release_while_a_leg_is_on_hold() -> None:
     h = Harness(duration=3600)
     h.bridge(user1={"host": "127.0.0.1", "port": 4000, "session": 3921304958})
     h.after(5)
-    h.feed(LegOffer(leg="user1", sdp=sdp_fixture("pjsua2_hold_sendonly.sdp")))
+    h.feed(OfferReceived(leg="user1", sdp=sdp_fixture("pjsua2_hold_sendonly.sdp")))
     assert h.call.get_timer() == T0 + 10 + 3600
     assert h.after(600) == []
     assert h.call.state is CallState.BRIDGED
@@ -834,9 +834,9 @@ def test_no_inactivity_release_while_a_leg_is_on_hold() -> None:
 def test_resume_after_a_long_hold_does_not_release_at_once() -> None:
     h = Harness(duration=3600)
     h.bridge(user1={"host": "127.0.0.1", "port": 4000, "session": 3921304958})
-    h.feed(LegOffer(leg="user1", sdp=sdp_fixture("pjsua2_hold_sendonly.sdp")))
+    h.feed(OfferReceived(leg="user1", sdp=sdp_fixture("pjsua2_hold_sendonly.sdp")))
     assert h.after(600) == []
-    h.feed(LegOffer(leg="user1", sdp=sdp_fixture("pjsua2_resume_new_address.sdp")))
+    h.feed(OfferReceived(leg="user1", sdp=sdp_fixture("pjsua2_resume_new_address.sdp")))
     resumed = h.now
     assert h.call.get_timer() == resumed + 60
     assert h.after(59) == []
@@ -868,7 +868,7 @@ def test_hold_and_resume_from_user1_are_answered_and_reflected_to_user2() -> Non
     h.bridge(user1=PJSUA2_USER1)
     h.after(30)
     # pjsua2 puts the call on hold; its own re-offer names telephone-event 121.
-    commands = h.feed(LegOffer(leg="user1", sdp=sdp_fixture("pjsua2_hold_sendonly.sdp")))
+    commands = h.feed(OfferReceived(leg="user1", sdp=sdp_fixture("pjsua2_hold_sendonly.sdp")))
     assert [type(c) for c in commands] == [AnswerOffer, RelayBridge, Reinvite]
     answer, bridge, reinvite = commands
     assert isinstance(answer, AnswerOffer) and answer.leg == "user1"
@@ -892,11 +892,11 @@ a=recvonly
     assert parse_sdp(held).origin.version == SESSION + 1  # user2's o= line moves on from its offer
     assert parse_sdp(held).media[0].formats == ("0", "101")
 
-    commands = h.feed(LegOffer(leg="user1", sdp=sdp_fixture("pjsua2_resume_new_address.sdp")))
+    commands = h.feed(OfferReceived(leg="user1", sdp=sdp_fixture("pjsua2_resume_new_address.sdp")))
     assert [type(c) for c in commands] == [AnswerOffer, RelayRemote, Reinvite]
     assert _direction(_sdp_of(commands[0])) is Direction.SENDRECV
     assert parse_sdp(_sdp_of(commands[0])).origin.version == SESSION + 2
-    assert commands[1] == RelayRemote(leg="a", host="127.0.0.5", port=4010, rtcp_port=4011)
+    assert commands[1] == RelayRemote(leg="user1", host="127.0.0.5", port=4010, rtcp_port=4011)
     resumed = _sdp_of(commands[2])
     assert _direction(resumed) is Direction.SENDRECV
     assert parse_sdp(resumed).origin.version == SESSION + 2
@@ -905,7 +905,7 @@ a=recvonly
 def test_inactive_hold_is_reflected_as_inactive() -> None:
     h = Harness()
     h.bridge(user1=PJSUA2_USER1)
-    commands = h.feed(LegOffer(leg="user1", sdp=sdp_fixture("pjsua2_hold_inactive.sdp")))
+    commands = h.feed(OfferReceived(leg="user1", sdp=sdp_fixture("pjsua2_hold_inactive.sdp")))
     assert _direction(_sdp_of(commands[0])) is Direction.INACTIVE
     assert _direction(_sdp_of(commands[-1])) is Direction.INACTIVE
 
@@ -914,7 +914,7 @@ def test_hold_from_user2_is_reflected_to_user1() -> None:
     h = Harness()
     h.bridge()
     hold = phone_answer(h.offers["user2"], host="127.0.0.3", port=4004, direction="sendonly", version=2)
-    commands = h.feed(LegOffer(leg="user2", sdp=hold))
+    commands = h.feed(OfferReceived(leg="user2", sdp=hold))
     assert [type(c) for c in commands] == [AnswerOffer, Reinvite]
     assert _direction(_sdp_of(commands[0])) is Direction.RECVONLY
     assert commands[1].leg == "user1"
@@ -933,7 +933,7 @@ a=ptime:20
 a=sendonly
 """)
     resume = phone_answer(h.offers["user2"], host="127.0.0.3", port=4004, version=3)
-    commands = h.feed(LegOffer(leg="user2", sdp=resume))
+    commands = h.feed(OfferReceived(leg="user2", sdp=resume))
     assert [type(c) for c in commands] == [AnswerOffer, Reinvite]
     resumed = parse_sdp(_sdp_of(commands[1]))
     assert resumed.direction_of(resumed.media[0]) is Direction.SENDRECV
@@ -945,7 +945,7 @@ def test_hold_reflected_to_a_g729_user1_keeps_its_codec_and_numbers() -> None:
     h.bridge(user1={"codec": "G729", "fmtp": "annexb=no", "te_pt": 96})
     hold = phone_answer(h.offers["user2"], codec="G729", host="127.0.0.3", port=4004,
                         direction="inactive", version=2)
-    commands = h.feed(LegOffer(leg="user2", sdp=hold))
+    commands = h.feed(OfferReceived(leg="user2", sdp=hold))
     reoffer = parse_sdp(_sdp_of(commands[-1]))
     (audio,) = reoffer.media
     # Our numbers on leg a: 18 and the telephone-event 101 we offered user1 (it answered 96).
@@ -957,7 +957,7 @@ def test_hold_reflected_to_a_g729_user1_keeps_its_codec_and_numbers() -> None:
 def test_rfc2543_hold_keeps_the_relay_remote() -> None:
     h = Harness()
     h.bridge(user1={"host": "127.0.0.4", "port": 49170, "session": 2890844526})
-    commands = h.feed(LegOffer(leg="user1", sdp=sdp_fixture("rfc2543_hold.sdp")))
+    commands = h.feed(OfferReceived(leg="user1", sdp=sdp_fixture("rfc2543_hold.sdp")))
     # c=0.0.0.0: no RelayRemote (0.0.0.0 would reach this host), hold reflected as sendonly.
     assert [type(c) for c in commands] == [AnswerOffer, Reinvite]
     assert _direction(_sdp_of(commands[0])) is Direction.RECVONLY
@@ -965,8 +965,8 @@ def test_rfc2543_hold_keeps_the_relay_remote() -> None:
     assert h.call.get_timer() == T0 + 10 + 600  # on hold: no inactivity deadline
     resume = phone_answer(h.offers["user1"], host="127.0.0.4", port=49170, session=2890844526,
                           version=2890844528)
-    commands = h.feed(LegOffer(leg="user1", sdp=resume))
-    assert commands[1] == RelayRemote(leg="a", host="127.0.0.4", port=49170, rtcp_port=49171)
+    commands = h.feed(OfferReceived(leg="user1", sdp=resume))
+    assert commands[1] == RelayRemote(leg="user1", host="127.0.0.4", port=49170, rtcp_port=49171)
     assert _direction(_sdp_of(commands[-1])) is Direction.SENDRECV
 
 
@@ -974,22 +974,22 @@ def test_a_session_refresh_changes_nothing() -> None:
     h = Harness()
     h.bridge(user1=PJSUA2_USER1)
     same = phone_answer(h.offers["user1"], **PJSUA2_USER1)
-    commands = h.feed(LegOffer(leg="user1", sdp=same))
+    commands = h.feed(OfferReceived(leg="user1", sdp=same))
     assert [type(c) for c in commands] == [AnswerOffer]
     assert _direction(_sdp_of(commands[0])) is Direction.SENDRECV
     # Our answer differs from our offer (one codec), so its version moves on once ...
     assert parse_sdp(_sdp_of(commands[0])).origin.version == SESSION + 1
     # ... and a second identical refresh gets the identical answer, same version (RFC 3264 §8).
-    assert h.feed(LegOffer(leg="user1", sdp=same)) == commands
+    assert h.feed(OfferReceived(leg="user1", sdp=same)) == commands
 
 
 def test_a_new_media_address_from_user2_moves_the_relay() -> None:
     h = Harness()
     h.bridge()
     moved = phone_answer(h.offers["user2"], host="127.0.0.9", port=5000, version=3921305013)
-    commands = h.feed(LegOffer(leg="user2", sdp=moved))
+    commands = h.feed(OfferReceived(leg="user2", sdp=moved))
     assert [type(c) for c in commands] == [AnswerOffer, RelayRemote]
-    assert commands[1] == RelayRemote(leg="b", host="127.0.0.9", port=5000, rtcp_port=5001)
+    assert commands[1] == RelayRemote(leg="user2", host="127.0.0.9", port=5000, rtcp_port=5001)
     assert parse_sdp(_sdp_of(commands[0])).media[0].port == 30002
 
 
@@ -1006,7 +1006,7 @@ def test_an_unusable_reoffer_is_refused_and_changes_nothing(offer: bytes) -> Non
     h = Harness()
     h.bridge()
     before = h.call.legs["user1"].negotiated
-    assert h.feed(LegOffer(leg="user1", sdp=offer)) == [AnswerOffer(leg="user1", sdp=None)]
+    assert h.feed(OfferReceived(leg="user1", sdp=offer)) == [AnswerOffer(leg="user1", sdp=None)]
     assert h.call.legs["user1"].negotiated == before
     assert h.call.state is CallState.BRIDGED
 
@@ -1017,16 +1017,16 @@ def test_offers_before_the_bridge() -> None:
     # user1 is up while user2 rings: its offer gets a real answer (its codec only, o= version + 1)
     # and a new address moves the relay's leg a; user2 has nothing to be told yet.
     moved = phone_answer(h.offers["user1"], host="127.0.0.9")
-    commands = h.feed(LegOffer(leg="user1", sdp=moved))
+    commands = h.feed(OfferReceived(leg="user1", sdp=moved))
     assert [type(c) for c in commands] == [AnswerOffer, RelayRemote]
     answer = commands[0].sdp
     assert answer is not None
     assert b" 3921400001 IN IP4" in answer and b"m=audio 30000 RTP/AVP 0 101\r\n" in answer
-    assert commands[1] == RelayRemote(leg="a", host="127.0.0.9", port=commands[1].port,
+    assert commands[1] == RelayRemote(leg="user1", host="127.0.0.9", port=commands[1].port,
                                       rtcp_port=commands[1].rtcp_port)
     # user2 has not answered: an early offer is answered with our offer to it.
     update = phone_answer(h.offers["user2"], host="127.0.0.3")
-    assert h.feed(LegOffer(leg="user2", sdp=update)) == [
+    assert h.feed(OfferReceived(leg="user2", sdp=update)) == [
         AnswerOffer(leg="user2", sdp=offer_user2(0, "PCMU/8000"))
     ]
     assert h.call.state is CallState.CALLING_USER2
@@ -1035,12 +1035,12 @@ def test_offers_before_the_bridge() -> None:
 def test_offers_while_releasing_and_done() -> None:
     h = Harness()
     h.bridge()
-    h.feed(LegEnded(leg="user2", by_remote=True))
-    commands = h.feed(LegOffer(leg="user1", sdp=phone_answer(h.offers["user1"])))
+    h.feed(Ended(leg="user2", by_remote=True))
+    commands = h.feed(OfferReceived(leg="user1", sdp=phone_answer(h.offers["user1"])))
     assert [type(c) for c in commands] == [AnswerOffer]
     assert commands[0].sdp is not None
-    h.feed(LegEnded(leg="user1", by_remote=False))
-    assert h.feed(LegOffer(leg="user1", sdp=phone_answer(h.offers["user1"]))) == [
+    h.feed(Ended(leg="user1", by_remote=False))
+    assert h.feed(OfferReceived(leg="user1", sdp=phone_answer(h.offers["user1"]))) == [
         AnswerOffer(leg="user1", sdp=None)
     ]
 
@@ -1054,29 +1054,29 @@ def test_a_repeated_2xx_is_ignored() -> None:
     h = Harness()
     h.start()
     answer1 = phone_answer(h.offers["user1"])
-    h.feed(LegAnswered(leg="user1", sdp=answer1))
+    h.feed(Answered(leg="user1", sdp=answer1))
     deadline = h.call.get_timer()
     h.after(3)
-    assert h.feed(LegAnswered(leg="user1", sdp=answer1)) == []
+    assert h.feed(Answered(leg="user1", sdp=answer1)) == []
     assert h.call.get_timer() == deadline
     answer2 = phone_answer(h.offers["user2"], host="127.0.0.3")
-    assert MarkBridged() in h.feed(LegAnswered(leg="user2", sdp=answer2))
-    assert h.feed(LegAnswered(leg="user2", sdp=answer2)) == []
-    assert h.feed(LegAnswered(leg="user1", sdp=answer1)) == []
+    assert MarkBridged() in h.feed(Answered(leg="user2", sdp=answer2))
+    assert h.feed(Answered(leg="user2", sdp=answer2)) == []
+    assert h.feed(Answered(leg="user1", sdp=answer1)) == []
     assert h.call.state is CallState.BRIDGED
     assert h.call.bridged_at == T0 + 3
-    h.feed(LegEnded(leg="user1", by_remote=True))
-    assert h.feed(LegAnswered(leg="user1", sdp=answer1)) == []  # no second BYE
+    h.feed(Ended(leg="user1", by_remote=True))
+    assert h.feed(Answered(leg="user1", sdp=answer1)) == []  # no second BYE
 
 
 @pytest.mark.parametrize(
     "event",
     [
-        LegAnswered(leg="user2", sdp=None),
-        LegFailed(leg="user2", status=486),
-        LegProgress(leg="user2", status=180),
-        LegEnded(leg="user2", by_remote=True),
-        LegOffer(leg="user2", sdp=b"v=0\r\n"),
+        Answered(leg="user2", sdp=None),
+        Failed(leg="user2", status=486),
+        Progress(leg="user2", status=180),
+        Ended(leg="user2", by_remote=True),
+        OfferReceived(leg="user2", sdp=b"v=0\r\n"),
     ],
 )
 def test_events_for_a_leg_never_invited_are_our_bug(event: LegEvent) -> None:
@@ -1209,31 +1209,31 @@ def _sip_events(side: SipSide) -> list[tuple[str, str]]:
 
 def _make_event(side: SipSide, leg: str, kind: str, data: st.DataObject) -> LegEvent:
     if kind in ("180", "183 bad"):
-        return LegProgress(leg=leg, status=180) if kind == "180" else LegProgress(
+        return Progress(leg=leg, status=180) if kind == "180" else Progress(
             leg=leg, status=183, sdp=b"v=0\r\n"
         )
     if kind == "183 sdp":
         codecs = parse_sdp(side.offers[leg]).media[0].codecs.values()
         first = next(c.name for c in codecs if not c.is_telephone_event)
         early = phone_answer(side.offers[leg], codec=first, host="127.0.0.7", port=7000)
-        return LegProgress(leg=leg, status=183, sdp=early)
+        return Progress(leg=leg, status=183, sdp=early)
     if kind == "answer":
-        return LegAnswered(leg=leg, sdp=_answer(side, leg, data))
+        return Answered(leg=leg, sdp=_answer(side, leg, data))
     if kind in ("fail", "487"):
         status = 487 if kind == "487" else data.draw(st.sampled_from(GOOD_STATUSES))
-        return LegFailed(leg=leg, status=status)
+        return Failed(leg=leg, status=status)
     if kind in ("update", "reoffer"):
-        return LegOffer(leg=leg, sdp=_reoffer(side, leg, data))
-    return LegEnded(leg=leg, by_remote=kind == "bye")
+        return OfferReceived(leg=leg, sdp=_reoffer(side, leg, data))
+    return Ended(leg=leg, by_remote=kind == "bye")
 
 
 def _feed(h: Harness, side: SipSide, event: LegEvent) -> None:
     state = side.legs[event.leg]
-    if isinstance(event, LegProgress) and state == "calling":
+    if isinstance(event, Progress) and state == "calling":
         side.legs[event.leg] = "early"
-    elif isinstance(event, LegAnswered):
+    elif isinstance(event, Answered):
         side.legs[event.leg] = "up"
-    elif isinstance(event, (LegFailed, LegEnded)):
+    elif isinstance(event, (Failed, Ended)):
         side.legs[event.leg] = "over"
     side.apply(h.feed(event), h.now)
 
@@ -1263,8 +1263,8 @@ def test_any_sip_history_gives_one_response_and_finishes(
     if data.draw(st.booleans(), label="bridge first"):
         # Half the histories start from a bridged call, where hold, media and the duration matter.
         for leg in ("user1", "user2"):
-            _feed(h, side, LegProgress(leg=leg, status=180))
-            _feed(h, side, LegAnswered(leg=leg, sdp=phone_answer(side.offers[leg], codec="PCMA")))
+            _feed(h, side, Progress(leg=leg, status=180))
+            _feed(h, side, Answered(leg=leg, sdp=phone_answer(side.offers[leg], codec="PCMA")))
         assert side.bridged_at is not None
     for _ in range(data.draw(st.integers(min_value=0, max_value=40), label="steps")):
         if side.finished:
@@ -1297,9 +1297,9 @@ def test_any_sip_history_gives_one_response_and_finishes(
     if data.draw(st.booleans(), label="legs end"):
         for leg, state in list(side.legs.items()):
             if state == "cancelling":
-                _feed(h, side, LegFailed(leg=leg, status=487))
+                _feed(h, side, Failed(leg=leg, status=487))
             elif state == "byeing":
-                _feed(h, side, LegEnded(leg=leg, by_remote=False))
+                _feed(h, side, Ended(leg=leg, by_remote=False))
     else:
         side.apply(h.after(RELEASE_GUARD), h.now, h.call.released_at)
     assert side.finished
@@ -1322,11 +1322,11 @@ _ANY_SDP = st.sampled_from(
 )
 _LEGS = st.sampled_from(["user1", "user2"])
 _ANY_EVENT = st.one_of(
-    st.builds(LegProgress, leg=_LEGS, status=st.sampled_from([180, 183]), sdp=_ANY_SDP),
-    st.builds(LegAnswered, leg=_LEGS, sdp=_ANY_SDP),
-    st.builds(LegFailed, leg=_LEGS, status=st.integers(300, 699)),
-    st.builds(LegEnded, leg=_LEGS, by_remote=st.booleans()),
-    st.builds(LegOffer, leg=_LEGS, sdp=_ANY_SDP.map(lambda body: body or b"")),
+    st.builds(Progress, leg=_LEGS, status=st.sampled_from([180, 183]), sdp=_ANY_SDP),
+    st.builds(Answered, leg=_LEGS, sdp=_ANY_SDP),
+    st.builds(Failed, leg=_LEGS, status=st.integers(300, 699)),
+    st.builds(Ended, leg=_LEGS, by_remote=st.booleans()),
+    st.builds(OfferReceived, leg=_LEGS, sdp=_ANY_SDP.map(lambda body: body or b"")),
 )
 
 

@@ -13,13 +13,13 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Literal
 
 from mss import callflow as cf
 from mss import tones
 from mss.aio.sip_transport import SipTransport
 from mss.config import Config
 from mss.desk import Callback, CallbackDesk, Outcome
+from mss.engine import RELAY_LEG, LegRef
 from mss.errors import JournalError, MssError, RelayError
 from mss.journal import Cdr
 from mss.ratelog import RateLimitedLog
@@ -54,23 +54,7 @@ class _Call:
     session: RelaySession
     timer: asyncio.TimerHandle | None = None
     response_sent: bool = False
-    answered_wall: dict[str, float] = field(default_factory=dict)
-
-
-def _leg_id(seq: int, leg: str) -> str:
-    return f"{seq}.{leg}"
-
-
-def _relay_leg(name: str) -> Literal["a", "b"]:
-    """The relay's leg named in a call-flow command (``a`` faces user1, ``b`` user2)."""
-    return "a" if name == "a" else "b"
-
-
-def _split_leg_id(leg_id: str) -> tuple[int, str] | None:
-    seq, _, leg = leg_id.partition(".")
-    if not seq.isdigit() or leg not in ("user1", "user2"):
-        return None
-    return int(seq), leg
+    answered_wall: dict[cf.User, float] = field(default_factory=dict)
 
 
 class CallEngine:
@@ -214,30 +198,29 @@ class CallEngine:
         call = self.calls.get(seq)
         if call is None:
             return
-        if isinstance(flow_event, cf.LegAnswered):
+        if isinstance(flow_event, cf.Answered):
             call.answered_wall[flow_event.leg] = time.time()
         log.debug("callback %s: %s", call.callback.id, flow_event)
         self._run(call, call.flow.handle(flow_event, time.monotonic()))
 
     def _leg_event(self, event: ua.UAEvent) -> tuple[int, cf.LegEvent] | None:
-        leg_id = getattr(event, "leg_id", None)
-        where = _split_leg_id(leg_id) if isinstance(leg_id, str) else None
-        if where is None:
+        ref = getattr(event, "leg_id", None)
+        if not isinstance(ref, LegRef):
             return None
-        seq, leg = where
+        seq, leg = ref.seq, ref.leg
         if isinstance(event, ua.LegProgress):
             if event.status == 100:
                 return None  # the PSS took the INVITE; nothing for the call flow
-            return seq, cf.LegProgress(leg=leg, status=event.status, sdp=event.sdp)
+            return seq, cf.Progress(leg=leg, status=event.status, sdp=event.sdp)
         if isinstance(event, ua.LegAnswered):
-            return seq, cf.LegAnswered(leg=leg, sdp=event.sdp or None, call_id=event.call_id)
+            return seq, cf.Answered(leg=leg, sdp=event.sdp or None, call_id=event.call_id)
         if isinstance(event, ua.LegFailed):
-            return seq, cf.LegFailed(leg=leg, status=event.status, reason=event.reason,
-                                     call_id=event.call_id)
+            return seq, cf.Failed(leg=leg, status=event.status, reason=event.reason,
+                                  call_id=event.call_id)
         if isinstance(event, ua.LegEnded):
-            return seq, cf.LegEnded(leg=leg, by_remote=event.by_remote)
+            return seq, cf.Ended(leg=leg, by_remote=event.by_remote)
         if isinstance(event, ua.LegOffer):
-            return seq, cf.LegOffer(leg=leg, sdp=event.sdp)
+            return seq, cf.OfferReceived(leg=leg, sdp=event.sdp)
         return None
 
     # --- commands ------------------------------------------------------------------------------
@@ -266,16 +249,16 @@ class CallEngine:
         for command in commands:
             if isinstance(command, cf.Invite):
                 log.info("callback %s: calling %s (%s)", call.callback.id, command.user, command.leg)
-                self.sip.ua.invite(_leg_id(seq, command.leg), command.user, command.sdp, now)
+                self.sip.ua.invite(LegRef(seq=seq, leg=command.leg), command.user, command.sdp, now)
             elif isinstance(command, cf.Hangup):
-                self.sip.ua.hangup(_leg_id(seq, command.leg), now)
+                self.sip.ua.hangup(LegRef(seq=seq, leg=command.leg), now)
             elif isinstance(command, cf.AnswerOffer):
                 if command.sdp is None:
-                    self.sip.ua.reject_offer(_leg_id(seq, command.leg), now)
+                    self.sip.ua.reject_offer(LegRef(seq=seq, leg=command.leg), now)
                 else:
-                    self.sip.ua.answer_offer(_leg_id(seq, command.leg), command.sdp, now)
+                    self.sip.ua.answer_offer(LegRef(seq=seq, leg=command.leg), command.sdp, now)
             elif isinstance(command, cf.Reinvite):
-                self.sip.ua.reinvite(_leg_id(seq, command.leg), command.sdp, now)
+                self.sip.ua.reinvite(LegRef(seq=seq, leg=command.leg), command.sdp, now)
             elif isinstance(command, cf.MarkBridged):
                 log.info("callback %s: bridged (%s)", call.callback.id, call.flow.codec)
                 self.desk.bridged(seq)
@@ -293,17 +276,17 @@ class CallEngine:
         if s.closed:
             return
         if isinstance(command, cf.RelayRemote):
-            leg = _relay_leg(command.leg)
+            leg = RELAY_LEG[command.leg]
             s.set_remote(leg, command.host, command.port, command.rtcp_port)
             s.relatch(leg)
         elif isinstance(command, cf.RelayPlay):
             frames = tones.ringback_frames(command.codec, ptime_ms=command.ptime)
             if frames:
                 size = tones.frame_bytes(command.codec, command.ptime)  # G.711: a byte per sample
-                s.play(_relay_leg(command.leg), frames, frame_bytes=size, payload_type=command.payload_type,
+                s.play(RELAY_LEG[command.leg], frames, frame_bytes=size, payload_type=command.payload_type,
                        ptime_ms=command.ptime, samples_per_frame=size)
         elif isinstance(command, cf.RelayStopPlay):
-            s.stop_play(_relay_leg(command.leg))
+            s.stop_play(RELAY_LEG[command.leg])
         elif isinstance(command, cf.RelayForward):
             s.set_forwarding(a_to_b=command.a_to_b, b_to_a=command.b_to_a)
         elif isinstance(command, cf.RelayBridge):
@@ -337,7 +320,7 @@ class CallEngine:
             Outcome(real_duration=command.real_duration, result=command.result, code=command.code, cdr=cdr),
         )
 
-    def _end(self, call: _Call, unanswered: str = "shutdown") -> None:
+    def _end(self, call: _Call, unanswered: cf.Result = "shutdown") -> None:
         """The call is over (or mss is closing): free its relay session and timer.
 
         ``unanswered`` is the result reported if the AS has not had its RESPONSE yet.
@@ -376,9 +359,8 @@ class CallEngine:
         counters = self.relay.counters
         for call in list(self.calls.values()):
             if call.flow.state is cf.CallState.BRIDGED and not call.session.closed:
-                row = counters[call.session.slot, :, _LAST_RX]
-                a_ns, b_ns = int(row[0]), int(row[1])
-                call.flow.media_seen({"user1": a_ns / 1e9 if a_ns else None,
-                                      "user2": b_ns / 1e9 if b_ns else None})
+                row = counters[call.session.slot, :, _LAST_RX]  # a row per relay leg, in RELAY_LEG's order
+                seen = {user: int(ns) / 1e9 if ns else None for user, ns in zip(RELAY_LEG, row, strict=True)}
+                call.flow.media_seen(seen)
                 self._arm(call)
         self._media_timer = asyncio.get_running_loop().call_later(MEDIA_POLL_INTERVAL, self._poll_media)

@@ -10,10 +10,15 @@ Every leg (one outgoing INVITE and its dialog) ends with exactly one terminal ev
 
 After :meth:`~mss.sip.ua.UserAgent.hangup` the only event left for that leg is its
 ``LegEnded(by_remote=False)``. Validation runs at construction: an invalid event cannot be built.
+
+A leg is named by its caller's :data:`LegId`, which the user agent keeps and hands back without
+reading it. These are the SIP layer's events; the call flow has its own, named apart
+(:mod:`mss.callflow`), and :mod:`mss.engine` translates one into the other.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,6 +28,7 @@ __all__ = [
     "LegAnswered",
     "LegEnded",
     "LegFailed",
+    "LegId",
     "LegOffer",
     "LegProgress",
     "LegReinviteResult",
@@ -41,8 +47,13 @@ def _check(ok: bool, what: str) -> None:
         raise LocalProtocolError(what)
 
 
-def _check_leg(leg_id: str) -> None:
-    _check(bool(leg_id), "leg_id must not be empty")
+LegId = Hashable
+"""The caller's key for a leg: any hashable value, handed back in every event of the leg
+(mss's engine uses :class:`mss.engine.LegRef`, the tests short strings)."""
+
+
+def _check_leg(leg_id: LegId) -> None:
+    _check(leg_id is not None and leg_id != "", "leg_id must not be empty")
 
 
 # --- registration (external line mode) ----------------------------------------------------------
@@ -86,7 +97,7 @@ class Unregistered:
 class LegProgress:
     """A provisional response: :class:`LegTrying` (100) or :class:`LegRinging` (101..199)."""
 
-    leg_id: str
+    leg_id: LegId
     """The caller's id of the leg."""
     status: int
     """100..199."""
@@ -127,7 +138,7 @@ class LegRinging(LegProgress):
 class LegAnswered:
     """The far end answered (2xx, ACKed)."""
 
-    leg_id: str
+    leg_id: LegId
     """The caller's id of the leg."""
     sdp: bytes
     """The SDP answer (from the 2xx, else from a reliable 18x); empty when none came."""
@@ -142,7 +153,7 @@ class LegAnswered:
 class LegFailed:
     """The leg ended without being answered, and not because mss hung it up."""
 
-    leg_id: str
+    leg_id: LegId
     """The caller's id of the leg."""
     status: int
     """The final status (300..699): 408 for a timeout, 503 for a transport failure or a limit."""
@@ -160,7 +171,7 @@ class LegFailed:
 class LegEnded:
     """The leg is over: BYE received, or mss's hangup finished, or the dialog died."""
 
-    leg_id: str
+    leg_id: LegId
     """The caller's id of the leg."""
     by_remote: bool
     """True when the far end hung up (BYE received)."""
@@ -180,7 +191,7 @@ class LegOffer:
     If no answer comes within ``UASettings.offer_timeout`` the UA answers with the last local SDP.
     """
 
-    leg_id: str
+    leg_id: LegId
     """The caller's id of the leg."""
     sdp: bytes
     """The offer."""
@@ -196,7 +207,7 @@ class LegOffer:
 class LegRemoteAnswer:
     """The far end answered the SDP offer mss put in its 200 to an offerless re-INVITE (in the ACK)."""
 
-    leg_id: str
+    leg_id: LegId
     """The caller's id of the leg."""
     sdp: bytes
     """The answer."""
@@ -209,7 +220,7 @@ class LegRemoteAnswer:
 class LegReinviteResult:
     """The outcome of mss's own re-INVITE (``UserAgent.reinvite``)."""
 
-    leg_id: str
+    leg_id: LegId
     """The caller's id of the leg."""
     status: int
     """The final status (2xx: accepted)."""

@@ -53,6 +53,7 @@ from mss.sip.events import (
     LegAnswered,
     LegEnded,
     LegFailed,
+    LegId,
     LegOffer,
     LegReinviteResult,
     LegRemoteAnswer,
@@ -211,7 +212,7 @@ class Leg:
     """An outgoing call leg; see the module docstring."""
 
     core: Core
-    leg_id: str
+    leg_id: LegId
     user: str
     local_sdp: bytes
     call_id: str

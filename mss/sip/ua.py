@@ -38,6 +38,7 @@ from mss.sip.events import (
     LegAnswered,
     LegEnded,
     LegFailed,
+    LegId,
     LegOffer,
     LegProgress,
     LegReinviteResult,
@@ -123,7 +124,7 @@ class UserAgent:
         self._events: deque[UAEvent] = deque()
         self._owners: dict[str, Leg | Registration] = {}
         self._ended_tx: list[str] = []
-        self._legs: dict[str, Leg] = {}
+        self._legs: dict[LegId, Leg] = {}
         self._dialogs: dict[tuple[str, str], Leg] = {}  # live and lingering, by (Call-ID, our tag)
         self._lingering: dict[Leg, None] = {}  # finished legs still in _dialogs, oldest first
         self._framers: dict[object, StreamFramer] = {}
@@ -376,7 +377,7 @@ class UserAgent:
             self.emit(Unregistered())
         self._pump(now)
 
-    def invite(self, leg_id: str, user: str, sdp: bytes, now: float) -> None:
+    def invite(self, leg_id: LegId, user: str, sdp: bytes, now: float) -> None:
         """Call ``sip:user@domain`` through the PSS with ``sdp`` as the offer (From: caller)."""
         if leg_id in self._legs:
             raise LocalProtocolError(f"leg {leg_id!r} already exists")
@@ -415,28 +416,28 @@ class UserAgent:
         h.add("Content-Type", "application/sdp")
         return Request("INVITE", target, h, sdp)
 
-    def hangup(self, leg_id: str, now: float) -> None:
+    def hangup(self, leg_id: LegId, now: float) -> None:
         """CANCEL an unanswered leg, BYE an answered one; nothing when it is over or ending."""
         leg = self._legs.get(leg_id)
         if leg is not None:
             leg.hangup(now)
         self._pump(now)
 
-    def answer_offer(self, leg_id: str, sdp: bytes, now: float) -> None:
+    def answer_offer(self, leg_id: LegId, sdp: bytes, now: float) -> None:
         """Answer the far end's pending offer (LegOffer) with ``sdp``."""
         leg = self._legs.get(leg_id)
         if leg is not None:
             leg.answer_offer(sdp, now)
         self._pump(now)
 
-    def reject_offer(self, leg_id: str, now: float, status: int = 488) -> None:
+    def reject_offer(self, leg_id: LegId, now: float, status: int = 488) -> None:
         """Refuse the far end's pending offer (488 Not Acceptable Here by default)."""
         leg = self._legs.get(leg_id)
         if leg is not None:
             leg.reject_offer(status, now)
         self._pump(now)
 
-    def reinvite(self, leg_id: str, sdp: bytes, now: float) -> None:
+    def reinvite(self, leg_id: LegId, sdp: bytes, now: float) -> None:
         """Send our own offer in a re-INVITE; LegReinviteResult follows."""
         leg = self._legs.get(leg_id)
         if leg is not None:
