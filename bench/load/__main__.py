@@ -56,6 +56,26 @@ def _source(result: Mapping[str, Any]) -> str:
     return f"{source.get('tree', '?')}" + (f" at {source['commit']}" if "commit" in source else "")
 
 
+def _lag(result: Mapping[str, Any]) -> str:
+    """Event-loop lag from the probe inside mss: p99 / max, and stalls over 20 ms."""
+    probe = result.get("mss_probe") or {}
+    if not probe.get("loop_probe"):
+        return "not measured"
+    return (f"{_fmt(probe['lag_p99_ms'])} / {_fmt(probe['lag_max_ms'])} ms, "
+            f"{probe['stalls_over_ms'].get('20', 0)} over 20 ms")
+
+
+def _gc(result: Mapping[str, Any]) -> str:
+    """Full (generation 2) collections: how many, the longest, what they freed."""
+    probe = result.get("mss_probe") or {}
+    full = probe.get("gc", {}).get("2")
+    if not probe:
+        return "not measured"
+    if not full:
+        return "none"
+    return f"{full['count']} (longest {full['max_ms']:.0f} ms, {full['collected']:,} objects freed)"
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     overrides: dict[str, dict[str, object]] = {}
     for item in args.set or []:
@@ -133,6 +153,8 @@ def soak_table(result: Mapping[str, Any], verdict: Mapping[str, Any], minutes: f
         ("mss CPU per callback", f"{_fmt(result['mss_cpu_ms_per_callback'], 2)} ms"),
         ("mss CPU when idle (before the traffic)", f"{_fmt(result['mss_idle_cpu_pct'], 2)} % of a core"),
         ("Kamailio CPU per callback", f"{_fmt(result['far_cpu_ms_per_callback'], 2)} ms"),
+        ("event-loop lag p99 / max (probe inside mss)", _lag(result)),
+        ("full garbage collections", _gc(result)),
         ("ACK latency p50 / p99 / max", f"{_fmt(ack['p50'])} / {_fmt(ack['p99'])} / {_fmt(ack['max'])} ms"),
         ("RESPONSE lateness p50 / p99 / max",
          f"{_fmt(late['p50'])} / {_fmt(late['p99'])} / {_fmt(late['max'])} ms"),
@@ -222,8 +244,8 @@ def sweep_table(results: Sequence[Mapping[str, Any]]) -> str:
         "",
         "| rate /s | achieved | callbacks | answered | own-limit failures | other failures | "
         "ACK p50 / p99 ms | lateness p50 / p99 ms | mss CPU ms/cb | Kamailio CPU ms/cb | ratio | "
-        "peak concurrent | RSS peak MB | fds peak |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "peak concurrent | RSS peak MB | fds peak | loop lag p99 / max | full GCs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     notes = []
     for r in results:
@@ -238,7 +260,7 @@ def sweep_table(results: Sequence[Mapping[str, Any]]) -> str:
             f"| {r['spec']['rate']:g} | {r['achieved_rate']:g} | {s['requests']:,} | {s['answered']:,} | "
             f"{s['own_limit_failures']:,} | {other:,} | {_fmt(ack['p50'])} / {_fmt(ack['p99'])} | "
             f"{_fmt(late['p50'])} / {_fmt(late['p99'])} | {_fmt(mss_ms, 2)} | {_fmt(far_ms, 2)} | "
-            f"{_fmt(ratio)} | {_fmt(s['peak_concurrent'])} | {rss:.1f} | {_fmt(fds)} |"
+            f"{_fmt(ratio)} | {_fmt(s['peak_concurrent'])} | {rss:.1f} | {_fmt(fds)} | {_lag(r)} | {_gc(r)} |"
         )
         if s["problems"] or other:
             notes.append(f"- {r['spec']['rate']:g}/s: {_causes(s)}; problems {s['problems'] or 'none'}")

@@ -10,15 +10,18 @@ Why server-to-server: the per-callback path is the same in both modes (the state
 challenges nothing), and a registration would only add a start-up dependency to the measurement.
 
 ``MssProcess`` starts ``python -m mss run --config <workdir>/config.ini`` (stderr to
-``<workdir>/mss.log``; with ``tree``, the mss of that directory instead of the installed one, e.g.
-an export of another commit with its extension built), waits for "mss ready", and stops it with
-SIGTERM, then SIGKILL after a bound. ``warnings()`` groups the WARNING and ERROR lines of its
-log, numbers blanked out, so a report can say what failed and how often.
+``<workdir>/mss.log``), through ``mssprobe.py`` unless ``probe=False`` (it measures the event
+loop's lag and the garbage collections inside mss), and with ``tree`` the mss of that directory
+instead of the installed one (e.g. an export of another commit with its extension built). It
+waits for "mss ready", and stops mss with SIGTERM, then SIGKILL after a bound. ``warnings()``
+groups the WARNING and ERROR lines of its log, numbers blanked out, so a report can say what
+failed and how often.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import os
 import re
 import signal
@@ -34,6 +37,8 @@ from mss.peers.net import check_loopback, free_port, parent_death_signal
 
 __all__ = ["MssProcess", "keep_days_supported"]
 
+# mss with the event-loop and garbage-collection probes (see there).
+PROBE_SCRIPT = Path(__file__).with_name("mssprobe.py")
 # How long mss may take to say "mss ready".
 START_TIMEOUT = 15.0
 # A run's calls are over when it stops mss: the drain that SIGTERM starts should end at once; a
@@ -70,6 +75,7 @@ class MssProcess:
         overrides: Mapping[str, Mapping[str, object]] | None = None,
         cpu: int | None = None,
         tree: Path | None = None,
+        probe: bool = True,
     ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -78,6 +84,7 @@ class MssProcess:
         self.sip_port = free_port(host)
         self.cpu = cpu
         self.tree = tree
+        self.probe_path = workdir / "probe.json" if probe else None
         self.env = dict(os.environ)
         if tree is not None:
             if not (tree / "mss" / "__init__.py").is_file():
@@ -155,8 +162,9 @@ class MssProcess:
                 os.sched_setaffinity(0, {cpu})
 
         with self.log_path.open("ab") as log:
+            launcher = ["-m", "mss"] if self.probe_path is None else [str(PROBE_SCRIPT), str(self.probe_path)]
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "mss", "run", "--config", str(self.config_path)],
+                [sys.executable, *launcher, "run", "--config", str(self.config_path)],
                 cwd=self.workdir,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -216,6 +224,16 @@ class MssProcess:
     def describe(self) -> str:
         """The log tail, for failure reports."""
         return f"--- {self!r} log tail ---\n{self.log_tail()}"
+
+    def probe(self) -> dict[str, object] | None:
+        """What the probes inside mss measured (written when mss exits); None without them."""
+        if self.probe_path is None:
+            return None
+        try:
+            figures: dict[str, object] = json.loads(self.probe_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return figures
 
     def lines_about(self, callback_id: str, limit: int = MAX_LINES_PER_CALLBACK) -> list[str]:
         """The first ``limit`` log lines that name the callback (``callback <id>``, ``id=<id>``)."""

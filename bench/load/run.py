@@ -73,6 +73,8 @@ class LoadSpec:
     """Pin mss to this CPU (None: no pinning)."""
     mss_tree: str | None = None
     """Run the mss package of this directory (None: the installed one)."""
+    probe: bool = True
+    """Measure the event loop's lag and the garbage collections inside mss (``mssprobe.py``)."""
     sample_interval: float = 1.0
     """Seconds between two /proc samples of mss."""
 
@@ -203,6 +205,7 @@ def run_load(spec: LoadSpec, workdir: Path | None = None) -> dict[str, Any]:
                     overrides=spec.overrides,
                     cpu=spec.mss_cpu,
                     tree=Path(spec.mss_tree) if spec.mss_tree else None,
+                    probe=spec.probe,
                 )
                 result["mss_source"] = mss.source()
                 result["config"] = {k: {kk: str(vv) for kk, vv in v.items()} for k, v in mss.config.items()}
@@ -210,6 +213,7 @@ def run_load(spec: LoadSpec, workdir: Path | None = None) -> dict[str, Any]:
                     result.update(asyncio.run(_drive(spec, mss, far)))
                     result["mss_alive_at_end"] = mss.process is not None and mss.process.poll() is None
                 result["mss_exit"] = mss.process.returncode if mss.process else None
+                result["mss_probe"] = mss.probe()
                 result["mss_warnings"] = [
                     {"count": c, "pattern": p, "example": e} for c, p, e in mss.warnings()
                 ]
