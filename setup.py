@@ -1,4 +1,7 @@
-"""Build script: compiles the Cython relay (mss/_rtp.pyx); metadata lives in pyproject.toml."""
+"""Build script: compiles the Cython relay (mss/_rtp.pyx); metadata lives in pyproject.toml.
+
+The Cython compiler directives are on the first line of mss/_rtp.pyx, and only there.
+"""
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -9,15 +12,15 @@ extensions = [
         ["mss/_rtp.pyx"],
         # _rtp_uring.h: raw io_uring system calls over the kernel's own <linux/io_uring.h>
         include_dirs=["mss"],
-        depends=["mss/_rtp_uring.h"],
+        # what _rtp.pyx cimports and includes: a change to one rebuilds it, and sdists ship them
+        depends=[
+            "mss/_rtp_decl.pxd",
+            "mss/_rtp_uring.pxi",
+            "mss/_rtp_epoll.pxi",
+            "mss/_rtp_uring.h",
+        ],
         extra_compile_args=["-O2", "-fno-strict-aliasing"],
     )
 ]
 
-setup(
-    ext_modules=cythonize(
-        extensions,
-        language_level=3,
-        compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
-    )
-)
+setup(ext_modules=cythonize(extensions))

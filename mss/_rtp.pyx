@@ -36,14 +36,21 @@ leg's remote as soon as it has one (signalled or latched), so the kernel hands i
 sends on it need no address, and with io_uring it receives with a plain recv. Every other source
 reaches SK_ANY (and is latched or counted as a stray there). SK_RTCP is the RTCP port.
 
-Back ends:
-- io_uring (the default when the kernel allows it): multishot receives into provided buffers; the
-  batch's sends go into the same system call that waits for the next batch; a busy loop sleeps
-  until ``gather_us`` after the start of its last batch (datagrams arriving meanwhile do not wake it:
-  deferred task work), so one wake-up and one system call serve tens of datagrams; sends name their
-  socket in a registered file table.
-- epoll: level-triggered readiness, recvmmsg per ready socket (at most RX_BATCH, so no socket
-  starves the others), sendmmsg per run of sends through one socket, and the same gathering.
+Back ends, each in its own file included below (``include`` is textual: still one module):
+- io_uring (``_rtp_uring.pxi``), the default when the kernel allows it: multishot receives into
+  provided buffers; the batch's sends go into the same system call that waits for the next batch; a
+  busy loop sleeps until ``gather_us`` after the start of its last batch (datagrams arriving
+  meanwhile do not wake it: deferred task work), so one wake-up and one system call serve tens of
+  datagrams; sends name their socket in a registered file table.
+- epoll (``_rtp_epoll.pxi``): level-triggered readiness, recvmmsg per ready socket (at most
+  RX_BATCH, so no socket starves the others), sendmmsg per run of sends through one socket, and the
+  same gathering.
+A back end receives datagrams into a ``Pkt``, runs ``handle_packet`` on it and flushes the sends it
+queued; the packet path, the send queue, played frames and teardown are shared.
+
+Files: this one holds the bounds, the structures, the packet path, the thread and ``Engine``;
+``_rtp_decl.pxd`` the C declarations (system headers, and ``_rtp_uring.h``: raw io_uring system
+calls); ``_rtp.pyi`` the typed surface. The compiler directives are on this file's first line only.
 """
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
@@ -51,198 +58,9 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset, strerror
 from libc.errno cimport errno
 
-# ---------------------------------------------------------------------------------------------
-# C declarations
-# ---------------------------------------------------------------------------------------------
-
-cdef extern from "<errno.h>" nogil:
-    enum:
-        EAGAIN
-        EWOULDBLOCK
-        EINTR
-        ENOBUFS
-        ECANCELED
-        ETIME
-        EBUSY
-        EINVAL
-        ENOSYS
-
-cdef extern from "<time.h>" nogil:
-    ctypedef long time_t
-    struct timespec:
-        time_t tv_sec
-        long tv_nsec
-    enum:
-        CLOCK_MONOTONIC
-    int clock_gettime(int clk, timespec* ts)
-    int nanosleep(const timespec* req, timespec* rem)
-
-cdef extern from "<unistd.h>" nogil:
-    int close(int fd)
-    long read(int fd, void* buf, size_t n)
-    long write(int fd, const void* buf, size_t n)
-
-cdef extern from "<signal.h>" nogil:
-    ctypedef struct sigset_t:
-        pass
-    int sigfillset(sigset_t* s)
-    enum:
-        SIG_BLOCK
-
-cdef extern from "<sys/prctl.h>" nogil:
-    enum:
-        PR_SET_NAME
-        PR_SET_TIMERSLACK
-    int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5)
-
-cdef extern from "<poll.h>" nogil:
-    struct pollfd:
-        int fd
-        short events
-        short revents
-    enum:
-        POLLIN
-    int ppoll(pollfd* fds, unsigned long nfds, const timespec* timeout, const sigset_t* sigmask)
-
-cdef extern from "<sys/uio.h>" nogil:
-    struct iovec:
-        void* iov_base
-        size_t iov_len
-
-cdef extern from "<netinet/in.h>" nogil:
-    struct in_addr:
-        uint32_t s_addr
-    struct sockaddr_in:
-        unsigned short sin_family
-        uint16_t sin_port
-        in_addr sin_addr
-    enum:
-        AF_INET
-        AF_UNSPEC
-    uint16_t htons(uint16_t)
-    uint16_t ntohs(uint16_t)
-    uint32_t htonl(uint32_t)
-    uint32_t ntohl(uint32_t)
-
-cdef extern from "<sys/socket.h>" nogil:
-    ctypedef uint32_t socklen_t
-    struct sockaddr:
-        unsigned short sa_family
-    struct msghdr:
-        void* msg_name
-        socklen_t msg_namelen
-        iovec* msg_iov
-        size_t msg_iovlen
-        void* msg_control
-        size_t msg_controllen
-        int msg_flags
-    struct mmsghdr:
-        msghdr msg_hdr
-        unsigned int msg_len
-    enum:
-        SOCK_DGRAM
-        SOCK_NONBLOCK
-        SOCK_CLOEXEC
-        MSG_DONTWAIT
-        MSG_TRUNC
-        SOL_SOCKET
-        SO_REUSEPORT
-    int socket(int domain, int type, int protocol)
-    int bind(int fd, const sockaddr* addr, socklen_t len)
-    int connect(int fd, const sockaddr* addr, socklen_t len)
-    int setsockopt(int fd, int level, int name, const void* value, socklen_t len)
-    int sendmmsg(int fd, mmsghdr* msgs, unsigned int vlen, int flags)
-    int recvmmsg(int fd, mmsghdr* msgs, unsigned int vlen, int flags, timespec* timeout)
-
-cdef extern from "<sys/epoll.h>" nogil:
-    ctypedef union epoll_data_t:
-        void* ptr
-        int fd
-        uint32_t u32
-        uint64_t u64
-    struct epoll_event:
-        uint32_t events
-        epoll_data_t data
-    enum:
-        EPOLLIN
-        EPOLL_CTL_ADD
-        EPOLL_CLOEXEC
-    int epoll_create1(int flags)
-    int epoll_ctl(int epfd, int op, int fd, epoll_event* ev)
-    int epoll_wait(int epfd, epoll_event* events, int maxevents, int timeout)
-
-cdef extern from "<sys/eventfd.h>" nogil:
-    enum:
-        EFD_NONBLOCK
-        EFD_CLOEXEC
-    int eventfd(unsigned int initval, int flags)
-
-cdef extern from "<pthread.h>" nogil:
-    ctypedef unsigned long pthread_t
-    ctypedef struct pthread_mutex_t:
-        pass
-    ctypedef struct pthread_cond_t:
-        pass
-    ctypedef void* (*thread_main_t)(void*) noexcept nogil
-    int pthread_create(pthread_t* t, const void* attr, thread_main_t fn, void* arg)
-    int pthread_join(pthread_t t, void** ret)
-    int pthread_mutex_init(pthread_mutex_t* m, const void* attr)
-    int pthread_mutex_destroy(pthread_mutex_t* m)
-    int pthread_mutex_lock(pthread_mutex_t* m)
-    int pthread_mutex_unlock(pthread_mutex_t* m)
-    int pthread_cond_init(pthread_cond_t* c, const void* attr)
-    int pthread_cond_destroy(pthread_cond_t* c)
-    int pthread_cond_wait(pthread_cond_t* c, pthread_mutex_t* m)
-    int pthread_cond_broadcast(pthread_cond_t* c)
-    int pthread_sigmask(int how, const sigset_t* s, sigset_t* old)
-
-cdef extern from "<linux/io_uring.h>" nogil:
-    struct io_uring_sqe:
-        int32_t fd
-        uint8_t flags
-    struct io_uring_cqe:
-        uint64_t user_data
-        int32_t res
-        uint32_t flags
-    struct io_uring_recvmsg_out:
-        uint32_t namelen
-        uint32_t controllen
-        uint32_t payloadlen
-        uint32_t flags
-    enum:
-        IOSQE_FIXED_FILE
-        IORING_CQE_F_BUFFER
-        IORING_CQE_F_MORE
-        IORING_CQE_BUFFER_SHIFT
-
-cdef extern from "_rtp_uring.h" nogil:
-    ctypedef struct mss_uring:
-        int fd
-        unsigned features
-        unsigned setup_flags
-    int mss_uring_init(mss_uring* r, unsigned entries, unsigned cq_entries)
-    void mss_uring_exit(mss_uring* r)
-    int mss_uring_setup_buffers(mss_uring* r, unsigned count, unsigned size)
-    int mss_uring_files_sparse(mss_uring* r, unsigned nr)
-    int mss_uring_files_set(mss_uring* r, unsigned offset, const int* fds, unsigned nr)
-    unsigned char* mss_uring_buf(mss_uring* r, unsigned bid)
-    void mss_uring_buf_give(mss_uring* r, unsigned bid)
-    void mss_uring_buf_publish(mss_uring* r)
-    io_uring_sqe* mss_uring_get_sqe(mss_uring* r)
-    unsigned mss_uring_unsubmitted(mss_uring* r)
-    int mss_uring_enter(mss_uring* r, unsigned wait_nr, long long timeout_ns, int absolute)
-    int mss_uring_has_abs_timer(mss_uring* r)
-    unsigned mss_uring_cq_ready(mss_uring* r)
-    io_uring_cqe* mss_uring_cqe_at(mss_uring* r, unsigned i)
-    void mss_uring_cq_advance(mss_uring* r, unsigned n)
-    void mss_uring_prep_recvmsg_multi(io_uring_sqe* sqe, int fd, msghdr* tmpl, uint64_t user_data)
-    void mss_uring_prep_recv_multi(io_uring_sqe* sqe, int fd, uint64_t user_data)
-    void mss_uring_prep_sendmsg(io_uring_sqe* sqe, int fd, msghdr* msg, uint64_t user_data)
-    void mss_uring_prep_send(io_uring_sqe* sqe, int fd, void* buf, unsigned length,
-                             uint64_t user_data)
-    void mss_uring_prep_poll_multi(io_uring_sqe* sqe, int fd, unsigned events, uint64_t user_data)
-    void mss_uring_prep_poll_wake(io_uring_sqe* sqe, int fd, uint64_t user_data)
-    void mss_uring_prep_cancel(io_uring_sqe* sqe, uint64_t target, uint64_t user_data)
+# the C declarations: every name cimported here is a system call, type or constant, or part of
+# the raw io_uring binding; mss's own types are below
+from mss._rtp_decl cimport *
 
 # ---------------------------------------------------------------------------------------------
 # Bounds and constants
@@ -589,15 +407,11 @@ cdef void connect_rtp(Core* c, uint32_t slot, Leg* leg) noexcept nogil:
     """Connect the leg's SK_RTP socket to its RTP remote: the kernel then hands it that source
     only (everyone else reaches SK_ANY) and sends on it need no address. With io_uring its receive
     becomes a plain recv (no source address to copy out), re-armed by the loop."""
-    cdef Session* s = &c.sessions[slot]
     leg.ep[KIND_RTP].connected = connect(leg.sock[SK_RTP].fd,
                                          <const sockaddr*>&leg.ep[KIND_RTP].dest,
                                          sizeof(sockaddr_in)) == 0
-    if (c.backend == BACKEND_URING and leg.ep[KIND_RTP].connected and not leg.sock[SK_RTP].plain
-            and not s.queued_rearm):
-        s.queued_rearm = 1
-        c.rearm_q[c.n_rearm] = slot
-        c.n_rearm += 1
+    if c.backend == BACKEND_URING and leg.ep[KIND_RTP].connected:
+        uring_queue_plain(c, slot, leg)
 
 
 cdef inline int same_addr(const sockaddr_in* a, const sockaddr_in* b) noexcept nogil:
@@ -844,6 +658,14 @@ cdef inline void queue_send(Core* c, int fd, int32_t fix, const sockaddr_in* dst
     if c.backend == BACKEND_URING:
         uring_queue_send(c, i)
 
+
+cdef void flush_sends(Core* c) noexcept nogil:
+    """Hand the queued sends to the kernel (the back end's way) and empty the queue."""
+    if c.backend == BACKEND_URING:
+        uring_flush(c)
+    else:
+        epoll_flush(c)
+
 # ---------------------------------------------------------------------------------------------
 # Played frames (ringback): a timer per playing leg
 # ---------------------------------------------------------------------------------------------
@@ -997,509 +819,12 @@ cdef void finish_close(Core* c, uint32_t slot) noexcept nogil:
     s.gen += 1
     pthread_cond_broadcast(&c.cv)
 
-cdef void gather(Core* c, uint64_t started) noexcept nogil:
-    """Let work gather: sleep until ``started + gather_ns`` (or the next timer) unless a verb wakes
-    the loop. Called and returns with the lock held; the lock is free while it sleeps."""
-    cdef uint64_t now = mono_ns()
-    cdef uint64_t until = started + c.gather_ns
-    cdef timespec ts
-    cdef pollfd pfd
-    if c.gather_ns == 0 or c.n_closing or c.n_arm or c.n_disarm or c.n_rearm or c.stop:
-        return
-    if c.n_heap and c.heap[0].due < until:
-        until = c.heap[0].due
-    if until <= now + 1000:
-        return
-    ts.tv_sec = <time_t>((until - now) // 1000000000ULL)
-    ts.tv_nsec = <long>((until - now) % 1000000000ULL)
-    pfd.fd = c.efd
-    pfd.events = POLLIN
-    pfd.revents = 0
-    pthread_mutex_unlock(&c.mu)
-    ppoll(&pfd, 1, &ts, NULL)                   # the wake-up fd is read by the next wait, not here
-    pthread_mutex_lock(&c.mu)
-
-
 # ---------------------------------------------------------------------------------------------
-# io_uring back end
+# The back ends
 # ---------------------------------------------------------------------------------------------
 
-cdef io_uring_sqe* uring_sqe(Core* c) noexcept nogil:
-    """A submission slot, flushing the queue to the kernel first when it is full."""
-    cdef io_uring_sqe* sqe = mss_uring_get_sqe(&c.ring)
-    if sqe == NULL:
-        flush_sends(c)
-        sqe = mss_uring_get_sqe(&c.ring)
-    return sqe
-
-
-cdef inline void uring_queue_send(Core* c, uint32_t i) noexcept nogil:
-    cdef io_uring_sqe* sqe = uring_sqe(c)
-    if sqe == NULL:
-        c.loop_errors += 1
-        return
-    if c.out_mm[i].msg_hdr.msg_name == NULL:
-        mss_uring_prep_send(sqe, c.out_fd[i], c.out_iov[i].iov_base, <unsigned>c.out_iov[i].iov_len,
-                            c.out_ud[i])
-    else:
-        mss_uring_prep_sendmsg(sqe, c.out_fd[i], &c.out_mm[i].msg_hdr, c.out_ud[i])
-    if c.fixed:                                 # no per-send file lookup
-        sqe.fd = c.out_fix[i]
-        sqe.flags |= IOSQE_FIXED_FILE
-
-
-cdef void uring_recycle(Core* c) noexcept nogil:
-    """Everything queued has reached the kernel: give the sent datagrams' buffers back."""
-    cdef uint32_t i
-    if mss_uring_unsubmitted(&c.ring):
-        return
-    for i in range(c.n_out):
-        if c.out_bid[i] >= 0:
-            mss_uring_buf_give(&c.ring, <unsigned>c.out_bid[i])
-    c.n_out = 0
-    c.n_scratch = 0
-
-
-cdef void uring_flush(Core* c) noexcept nogil:
-    cdef int tries = 0
-    while mss_uring_unsubmitted(&c.ring) and tries < 8:
-        if mss_uring_enter(&c.ring, 0, -1, 0) < 0:
-            tries += 1
-    uring_recycle(c)
-    if c.n_out:
-        # the kernel refused the submission: lose these sends rather than grow without bound
-        c.loop_errors += 1
-
-
-cdef inline uint64_t recv_ud(Session* s, uint32_t slot, int li, int sk) noexcept nogil:
-    """user_data of a socket's live receive; the rtcp bit marks a plain recv."""
-    return make_ud(OP_RECV, slot, s.gen, li, sk, s.leg[li].sock[sk].plain, 0)
-
-
-cdef void uring_arm(Core* c, uint32_t slot, int li, int sk) noexcept nogil:
-    """Arm a multishot receive: plain recv on a connected SK_RTP, else recvmsg (with source)."""
-    cdef Session* s = &c.sessions[slot]
-    cdef Sock* so = &s.leg[li].sock[sk]
-    cdef io_uring_sqe* sqe = uring_sqe(c)
-    if sqe == NULL:
-        c.loop_errors += 1
-        return
-    so.plain = sk == SK_RTP and s.leg[li].ep[KIND_RTP].connected
-    if so.plain:
-        mss_uring_prep_recv_multi(sqe, so.fd, recv_ud(s, slot, li, sk))
-    else:
-        mss_uring_prep_recvmsg_multi(sqe, so.fd, &c.recv_tmpl, recv_ud(s, slot, li, sk))
-    so.armed = 1
-    so.cancelling = 0
-
-
-cdef void uring_register_files(Core* c, uint32_t slot, int clear) noexcept nogil:
-    """Put the session's sockets in the registered table (or take them out, before closing)."""
-    cdef int fds[6]
-    cdef int k
-    for k in range(2 * N_SOCKS):
-        fds[k] = -1 if clear else c.sessions[slot].leg[k // N_SOCKS].sock[k % N_SOCKS].fd
-    if mss_uring_files_set(&c.ring, <unsigned>fixed_index(slot, 0, 0), fds, 2 * N_SOCKS) < 0:
-        c.loop_errors += 1
-
-
-cdef void uring_commands(Core* c) noexcept nogil:
-    cdef uint32_t i, slot
-    cdef int li, k, live
-    cdef Session* s
-    cdef Sock* so
-    cdef io_uring_sqe* sqe
-    for i in range(c.n_arm):
-        slot = c.arm_q[i]
-        s = &c.sessions[slot]
-        s.queued_arm = 0
-        if s.state == S_OPENING:
-            if c.fixed:
-                uring_register_files(c, slot, 0)
-            for li in range(2):
-                for k in range(N_SOCKS):
-                    uring_arm(c, slot, li, k)
-            s.state = S_ACTIVE
-    c.n_arm = 0
-    for i in range(c.n_disarm):
-        slot = c.disarm_q[i]
-        s = &c.sessions[slot]
-        s.queued_disarm = 0
-        if s.state != S_CLOSING:
-            continue
-        live = 0
-        for li in range(2):
-            for k in range(N_SOCKS):
-                if s.leg[li].sock[k].armed:
-                    live += 1
-                    sqe = uring_sqe(c)
-                    if sqe != NULL:
-                        mss_uring_prep_cancel(sqe, recv_ud(s, slot, li, k),
-                                              make_ud(OP_CANCEL, slot, s.gen, li, k, 0, 0))
-        if live == 0:
-            finish_close(c, slot)
-    c.n_disarm = 0
-    for i in range(c.n_rearm):
-        slot = c.rearm_q[i]
-        s = &c.sessions[slot]
-        s.queued_rearm = 0
-        if s.state != S_ACTIVE:
-            continue
-        for li in range(2):
-            so = &s.leg[li].sock[SK_RTP]
-            if so.armed and not so.cancelling and not so.plain \
-                    and s.leg[li].ep[KIND_RTP].connected:
-                sqe = uring_sqe(c)
-                if sqe != NULL:                 # its end re-arms it as a plain recv
-                    mss_uring_prep_cancel(sqe, recv_ud(s, slot, li, SK_RTP),
-                                          make_ud(OP_CANCEL, slot, s.gen, li, SK_RTP, 0, 0))
-                    so.cancelling = 1
-    c.n_rearm = 0
-
-
-cdef void uring_on_recv(Core* c, io_uring_cqe* cqe, uint64_t now) noexcept nogil:
-    cdef uint64_t ud = cqe.user_data
-    cdef uint32_t slot = ud_slot(ud)
-    cdef Session* s = session_of(c, ud)
-    cdef int li = ud_leg(ud), sk = ud_sock(ud), k, live
-    cdef int has_buf = (cqe.flags & IORING_CQE_F_BUFFER) != 0
-    cdef unsigned bid = cqe.flags >> IORING_CQE_BUFFER_SHIFT
-    cdef unsigned char* buf
-    cdef io_uring_recvmsg_out* out
-    cdef Pkt p
-    cdef int kept = 0
-    cdef int plain = ud_rtcp(ud)
-    if not (cqe.flags & IORING_CQE_F_MORE) and s != NULL:
-        # this receive has ended (cancelled, out of buffers, error): re-arm or finish closing
-        s.leg[li].sock[sk].armed = 0
-        if s.state == S_ACTIVE:
-            if not s.leg[li].sock[sk].cancelling:
-                c.rearms += 1                   # not one we ended on purpose
-            uring_arm(c, slot, li, sk)
-        elif s.state == S_CLOSING:
-            live = 0
-            for k in range(2 * N_SOCKS):
-                live += s.leg[k // N_SOCKS].sock[k % N_SOCKS].armed
-            if live == 0:
-                finish_close(c, slot)
-                s = NULL
-    if plain and cqe.res == 0 and s != NULL and s.state == S_ACTIVE:
-        s.leg[li].ctr[DROP_SHORT] += 1          # an empty datagram
-    if cqe.res <= 0 or not has_buf:
-        if has_buf:
-            mss_uring_buf_give(&c.ring, bid)
-        return
-    if s == NULL or s.state != S_ACTIVE:
-        mss_uring_buf_give(&c.ring, bid)
-        return
-    buf = mss_uring_buf(&c.ring, bid)
-    p.leg = &s.leg[li]
-    if plain:
-        # a connected socket: the source is the remote it is connected to; MSG_TRUNC makes res the
-        # datagram's full length
-        if <uint32_t>cqe.res > RX_BUF:
-            p.leg.ctr[DROP_MALFORMED] += 1
-            mss_uring_buf_give(&c.ring, bid)
-            return
-        p.src = &p.leg.ep[KIND_RTP].dest
-        p.data = buf
-        p.length = <uint32_t>cqe.res
-    else:
-        out = <io_uring_recvmsg_out*>buf
-        if (out.flags & MSG_TRUNC) or out.namelen < sizeof(sockaddr_in) \
-                or out.payloadlen > RX_BUF - sizeof(io_uring_recvmsg_out) - sizeof(sockaddr_in):
-            p.leg.ctr[DROP_MALFORMED] += 1
-            mss_uring_buf_give(&c.ring, bid)
-            return
-        p.src = <const sockaddr_in*>(buf + sizeof(io_uring_recvmsg_out))
-        p.data = buf + sizeof(io_uring_recvmsg_out) + c.recv_tmpl.msg_namelen
-        p.length = out.payloadlen
-    p.core = c
-    p.s = s
-    p.peer = &s.leg[1 - li]
-    p.slot = slot
-    p.li = li
-    p.sock = sk
-    p.kind = kind_of(sk)
-    p.rtcp = 0
-    p.bid = <int32_t>bid
-    kept = handle_packet(&p, now)
-    if not kept:
-        mss_uring_buf_give(&c.ring, bid)
-
-
-cdef unsigned uring_drain(Core* c, uint64_t now) noexcept nogil:
-    """Handle every completion there is; returns how many."""
-    cdef unsigned n, i, total = 0
-    cdef io_uring_cqe* cqe
-    cdef uint32_t op
-    cdef uint64_t junk
-    n = mss_uring_cq_ready(&c.ring)
-    while n:
-        for i in range(n):
-            cqe = mss_uring_cqe_at(&c.ring, i)
-            op = ud_op(cqe.user_data)
-            if op == OP_RECV:
-                uring_on_recv(c, cqe, now)
-            elif op == OP_SEND:
-                if cqe.res < 0:
-                    send_failed(c, cqe.user_data)
-            elif op == OP_WAKE:
-                read(c.efd, &junk, 8)
-                if not (cqe.flags & IORING_CQE_F_MORE):
-                    uring_arm_wake(c)
-        mss_uring_cq_advance(&c.ring, n)
-        total += n
-        n = mss_uring_cq_ready(&c.ring)
-    return total
-
-
-cdef void uring_arm_wake(Core* c) noexcept nogil:
-    cdef io_uring_sqe* sqe = uring_sqe(c)
-    if sqe != NULL:
-        mss_uring_prep_poll_wake(sqe, c.efd, make_ud(OP_WAKE, 0, 0, 0, 0, 0, 0))
-
-
-cdef int uring_setup(Core* c) noexcept nogil:
-    cdef int err = mss_uring_init(&c.ring, URING_SQ, URING_CQ)
-    if err < 0:
-        return err
-    err = mss_uring_setup_buffers(&c.ring, URING_BUFS, RX_BUF)
-    if err < 0:
-        mss_uring_exit(&c.ring)
-        return err
-    memset(&c.recv_tmpl, 0, sizeof(msghdr))
-    c.recv_tmpl.msg_namelen = sizeof(sockaddr_in)
-    # a registered file table saves a file lookup per send; without one (too many files for
-    # RLIMIT_NOFILE, an old kernel) sends name their fd
-    c.fixed = mss_uring_files_sparse(&c.ring, c.capacity * 2 * N_SOCKS) == 0
-    c.abs_timer = mss_uring_has_abs_timer(&c.ring)
-    return 0
-
-
-cdef void uring_wait(Core* c, long long timeout, uint64_t until) noexcept nogil:
-    """Submit what is queued (the last batch's sends leave first), then take completions.
-
-    ``until`` > 0 (work came in the last batch): sleep until that CLOCK_MONOTONIC time, or until
-    URING_DRAIN socket wake-ups are pending, then take them all; datagrams arriving meanwhile do not
-    wake the loop (deferred task work only wakes a waiter once its count is reached), and neither
-    does a verb: a busy loop answers verbs within ``gather_us``. ``until`` = 0 (idle): sleep until
-    the first completion or the timer (``timeout`` ns from now, < 0: none).
-    """
-    cdef int ret
-    cdef uint64_t now
-    if c.n_out > URING_HELD:
-        # a big batch (a backlog): free its buffers before the kernel receives into them again,
-        # or the receives run out of buffers and end (and must all be armed again)
-        uring_flush(c)
-        mss_uring_buf_publish(&c.ring)
-    if until:
-        if timeout >= 0 and mono_ns() + <uint64_t>timeout < until:
-            until = mono_ns() + <uint64_t>timeout
-        if c.abs_timer:                         # one system call: submit, sleep, take
-            ret = mss_uring_enter(&c.ring, URING_DRAIN, <long long>until, 1)
-        else:                                   # the sends' time must not stretch the sleep
-            mss_uring_enter(&c.ring, 0, -1, 0)
-            now = mono_ns()
-            ret = mss_uring_enter(&c.ring, URING_DRAIN,
-                                  <long long>(until - now) if until > now else 0, 0)
-    else:
-        ret = mss_uring_enter(&c.ring, 1, timeout, 0)
-    if ret < 0 and ret != -ETIME and ret != -EINTR and ret != -EBUSY and ret != -EAGAIN:
-        c.loop_errors += 1
-    c.wakeups += 1
-    uring_flush(c)                              # anything the kernel did not take, and recycle
-
-cdef void uring_shutdown(Core* c) noexcept nogil:
-    """Cancel every receive and wait (bounded) for the kernel to end them, so the ports are free
-    when close() returns. Called with the lock held; the lock is kept."""
-    cdef uint32_t slot
-    cdef uint64_t deadline = mono_ns() + <uint64_t>SHUTDOWN_MS * 1000000
-    cdef int live = 0, li, k
-    cdef Session* s
-    for slot in range(c.capacity):
-        s = &c.sessions[slot]
-        if s.state == S_OPENING or s.state == S_ACTIVE:
-            s.state = S_CLOSING
-            c.n_closing += 1
-            if not s.queued_disarm:
-                s.queued_disarm = 1
-                c.disarm_q[c.n_disarm] = slot
-                c.n_disarm += 1
-    c.n_arm = 0
-    uring_commands(c)
-    while mono_ns() < deadline:
-        live = 0
-        for slot in range(c.capacity):
-            s = &c.sessions[slot]
-            if s.state == S_CLOSING:
-                for li in range(2):
-                    for k in range(N_SOCKS):
-                        live += s.leg[li].sock[k].armed
-        if live == 0:
-            break
-        mss_uring_enter(&c.ring, 1, 10000000, 0)
-        uring_recycle(c)
-        uring_drain(c, mono_ns())
-        mss_uring_buf_publish(&c.ring)
-
-
-cdef void uring_loop(Core* c) noexcept nogil:
-    cdef long long timeout
-    cdef uint64_t now = 0, started = 0, until
-    cdef unsigned got = 0
-    pthread_mutex_lock(&c.mu)
-    uring_arm_wake(c)
-    while True:
-        now = mono_ns()
-        timeout = next_timeout_ns(c, now)
-        until = 0
-        if c.n_arm or c.n_disarm or c.n_rearm:
-            until = now                         # verbs to carry out: no sleeping
-        elif got and not c.n_closing:
-            # a busy loop gathers until gather_us after the start of the last batch; a backlog
-            # (the last batch took all it could) or a longer batch means no sleep at all
-            until = started + c.gather_ns
-            if got >= URING_DRAIN or until < now:
-                until = now
-        pthread_mutex_unlock(&c.mu)
-        uring_wait(c, timeout, until)
-        now = mono_ns()
-        started = now
-        pthread_mutex_lock(&c.mu)
-        c.now = now
-        if c.stop:
-            break
-        uring_commands(c)
-        got = uring_drain(c, now)
-        run_timers(c, now)
-        mss_uring_buf_publish(&c.ring)
-    uring_shutdown(c)
-    pthread_mutex_unlock(&c.mu)
-
-# ---------------------------------------------------------------------------------------------
-# epoll back end
-# ---------------------------------------------------------------------------------------------
-
-cdef void epoll_flush(Core* c) noexcept nogil:
-    """sendmmsg each run of sends that leave by the same socket; failures become send drops."""
-    cdef uint32_t i = 0, j, k
-    cdef int sent
-    while i < c.n_out:
-        j = i + 1
-        while j < c.n_out and c.out_fd[j] == c.out_fd[i]:
-            j += 1
-        while i < j:
-            sent = sendmmsg(c.out_fd[i], &c.out_mm[i], j - i, MSG_DONTWAIT)
-            if sent < 0:
-                if errno == EINTR:
-                    continue
-                send_failed(c, c.out_ud[i])     # this one failed; try the rest
-                i += 1
-            else:
-                i += <uint32_t>sent
-                if i < j and sent == 0:
-                    send_failed(c, c.out_ud[i])
-                    i += 1
-        i = j
-    c.n_out = 0
-    c.n_scratch = 0
-
-
-cdef void epoll_read(Core* c, uint64_t ud, uint64_t now) noexcept nogil:
-    cdef Session* s = session_of(c, ud)
-    cdef int li = ud_leg(ud), sk = ud_sock(ud), n, i
-    cdef Pkt p
-    if s == NULL or s.state != S_ACTIVE:
-        return
-    n = recvmmsg(s.leg[li].sock[sk].fd, c.rx_msgs, RX_BATCH, MSG_DONTWAIT, NULL)
-    if n <= 0:
-        return
-    p.core = c
-    p.s = s
-    p.leg = &s.leg[li]
-    p.peer = &s.leg[1 - li]
-    p.slot = ud_slot(ud)
-    p.li = li
-    p.sock = sk
-    p.kind = kind_of(sk)
-    p.bid = -1
-    for i in range(n):
-        if c.rx_msgs[i].msg_hdr.msg_flags & MSG_TRUNC:
-            p.leg.ctr[DROP_MALFORMED] += 1
-            continue
-        p.rtcp = 0
-        p.data = c.rx_bufs + <size_t>i * RX_BUF
-        p.length = c.rx_msgs[i].msg_len
-        p.src = &c.rx_names[i]
-        handle_packet(&p, now)
-    epoll_flush(c)
-    for i in range(n):                              # recvmmsg writes these back
-        c.rx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
-        c.rx_msgs[i].msg_hdr.msg_flags = 0
-
-
-cdef int epoll_setup(Core* c) noexcept nogil:
-    cdef epoll_event ev
-    cdef int i
-    c.epfd = epoll_create1(EPOLL_CLOEXEC)
-    if c.epfd < 0:
-        return -errno
-    c.events = <epoll_event*>calloc(EPOLL_EVENTS, sizeof(epoll_event))
-    c.rx_msgs = <mmsghdr*>calloc(RX_BATCH, sizeof(mmsghdr))
-    c.rx_iov = <iovec*>calloc(RX_BATCH, sizeof(iovec))
-    c.rx_names = <sockaddr_in*>calloc(RX_BATCH, sizeof(sockaddr_in))
-    c.rx_bufs = <unsigned char*>malloc(<size_t>RX_BATCH * RX_BUF)
-    if c.events == NULL or c.rx_msgs == NULL or c.rx_iov == NULL or c.rx_names == NULL \
-            or c.rx_bufs == NULL:
-        return -12
-    for i in range(RX_BATCH):
-        c.rx_iov[i].iov_base = c.rx_bufs + <size_t>i * RX_BUF
-        c.rx_iov[i].iov_len = RX_BUF
-        c.rx_msgs[i].msg_hdr.msg_name = &c.rx_names[i]
-        c.rx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
-        c.rx_msgs[i].msg_hdr.msg_iov = &c.rx_iov[i]
-        c.rx_msgs[i].msg_hdr.msg_iovlen = 1
-    ev.events = EPOLLIN
-    ev.data.u64 = make_ud(OP_WAKE, 0, 0, 0, 0, 0, 0)
-    if epoll_ctl(c.epfd, EPOLL_CTL_ADD, c.efd, &ev) < 0:
-        return -errno
-    return 0
-
-
-cdef void epoll_loop(Core* c) noexcept nogil:
-    cdef long long timeout
-    cdef int n, i, ms
-    cdef uint64_t now, ud, junk
-    pthread_mutex_lock(&c.mu)
-    while True:
-        timeout = next_timeout_ns(c, mono_ns())
-        pthread_mutex_unlock(&c.mu)
-        ms = -1 if timeout < 0 else <int>((timeout + 999999) // 1000000)
-        n = epoll_wait(c.epfd, c.events, EPOLL_EVENTS, ms)
-        now = mono_ns()
-        c.wakeups += 1
-        pthread_mutex_lock(&c.mu)
-        c.now = now
-        if c.stop:
-            break
-        for i in range(n if n > 0 else 0):
-            ud = c.events[i].data.u64
-            if ud_op(ud) == OP_WAKE:
-                read(c.efd, &junk, 8)
-            else:
-                epoll_read(c, ud, now)
-        run_timers(c, now)
-        epoll_flush(c)
-        gather(c, now)
-    pthread_mutex_unlock(&c.mu)
-
-
-cdef void flush_sends(Core* c) noexcept nogil:
-    if c.backend == BACKEND_URING:
-        uring_flush(c)
-    else:
-        epoll_flush(c)
+include "_rtp_uring.pxi"
+include "_rtp_epoll.pxi"
 
 # ---------------------------------------------------------------------------------------------
 # The thread
@@ -1551,8 +876,7 @@ cdef void core_free(Core* c) noexcept nogil:
                 finish_close(c, slot)
     if c.backend == BACKEND_URING:
         mss_uring_exit(&c.ring)             # ends every request still in flight
-    if c.epfd >= 0:
-        close(c.epfd)
+    epoll_free(c)
     if c.efd >= 0:
         close(c.efd)
     free(c.sessions)
@@ -1568,11 +892,6 @@ cdef void core_free(Core* c) noexcept nogil:
     free(c.out_bid)
     free(c.out_ud)
     free(c.scratch)
-    free(c.events)
-    free(c.rx_msgs)
-    free(c.rx_iov)
-    free(c.rx_names)
-    free(c.rx_bufs)
     pthread_cond_destroy(&c.cv)
     pthread_mutex_destroy(&c.mu)
     free(c)
@@ -1767,7 +1086,6 @@ cdef class Engine:
         cdef Session* s
         cdef int fds[6]
         cdef int li, k, i, err = 0
-        cdef epoll_event ev
         if slot < 0 or <uint32_t>slot >= c.capacity:
             raise ValueError(f"no such slot: {slot}")
         if len(a_fds) != N_SOCKS or len(b_fds) != N_SOCKS:
@@ -1795,19 +1113,9 @@ cdef class Engine:
                 s.leg[0].forward = a_to_b
                 s.leg[1].forward = b_to_a
                 if c.backend == BACKEND_URING:
-                    s.state = S_OPENING
-                    s.queued_arm = 1
-                    c.arm_q[c.n_arm] = <uint32_t>slot
-                    c.n_arm += 1
+                    uring_attach(c, <uint32_t>slot)
                 else:
-                    s.state = S_ACTIVE
-                    for i in range(2 * N_SOCKS):
-                        ev.events = EPOLLIN
-                        ev.data.u64 = make_ud(OP_RECV, <uint32_t>slot, s.gen, i // N_SOCKS,
-                                              i % N_SOCKS, 0, 0)
-                        if epoll_ctl(c.epfd, EPOLL_CTL_ADD, fds[i], &ev) < 0:
-                            err = errno
-                        s.leg[i // N_SOCKS].sock[i % N_SOCKS].armed = 1
+                    err = epoll_attach(c, <uint32_t>slot)
             pthread_mutex_unlock(&c.mu)
             if err == 0 and c.backend == BACKEND_URING:
                 wake_loop(c)
@@ -1827,13 +1135,7 @@ cdef class Engine:
             s = &c.sessions[slot]
             if s.state != S_FREE:
                 if c.backend == BACKEND_URING and c.thread_running and not c.stop:
-                    if s.state != S_CLOSING:
-                        c.n_closing += 1
-                    s.state = S_CLOSING
-                    if not s.queued_disarm:
-                        s.queued_disarm = 1
-                        c.disarm_q[c.n_disarm] = <uint32_t>slot
-                        c.n_disarm += 1
+                    uring_queue_close(c, <uint32_t>slot)
                     wake_loop(c)
                     while s.state != S_FREE:
                         pthread_cond_wait(&c.cv, &c.mu)
