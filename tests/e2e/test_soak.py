@@ -48,6 +48,7 @@ def test_steady_traffic_has_no_own_limit_failures(tmp_path: Path) -> None:
         sequential=True,
         sequential_duration=1,
         rtp_range=(base, base + 999),
+        probe=False,  # mss exactly as `mss run` starts it
     )
     result = run_load(spec, tmp_path)
     summary = result["summary"]
@@ -72,6 +73,7 @@ def test_sequential_callbacks_at_a_small_max_calls(tmp_path: Path) -> None:
         sequential_duration=1,
         overrides={"callback": {"max_calls": 2}},
         rtp_range=(base, base + 99),
+        probe=False,
     )
     result = run_load(spec, tmp_path)
     summary = result["summary"]
