@@ -65,6 +65,11 @@ def _lag(result: Mapping[str, Any]) -> str:
             f"{probe['stalls_over_ms'].get('20', 0)} over 20 ms")
 
 
+def _drops(result: Mapping[str, Any]) -> str:
+    drops = result.get("sip_udp_drops") or {}
+    return f"{_fmt(drops.get('mss_sip'))} / {_fmt(drops.get('far_end'))}"
+
+
 def _gc(result: Mapping[str, Any]) -> str:
     """Full (generation 2) collections: how many, the longest, what they freed."""
     probe = result.get("mss_probe") or {}
@@ -154,6 +159,7 @@ def soak_table(result: Mapping[str, Any], verdict: Mapping[str, Any], minutes: f
         ("mss CPU when idle (before the traffic)", f"{_fmt(result['mss_idle_cpu_pct'], 2)} % of a core"),
         ("Kamailio CPU per callback", f"{_fmt(result['far_cpu_ms_per_callback'], 2)} ms"),
         ("event-loop lag p99 / max (probe inside mss)", _lag(result)),
+        ("SIP datagrams dropped by the kernel (mss / far end)", _drops(result)),
         ("full garbage collections", _gc(result)),
         ("ACK latency p50 / p99 / max", f"{_fmt(ack['p50'])} / {_fmt(ack['p99'])} / {_fmt(ack['max'])} ms"),
         ("RESPONSE lateness p50 / p99 / max",
@@ -244,8 +250,9 @@ def sweep_table(results: Sequence[Mapping[str, Any]]) -> str:
         "",
         "| rate /s | achieved | callbacks | answered | own-limit failures | other failures | "
         "ACK p50 / p99 ms | lateness p50 / p99 ms | mss CPU ms/cb | Kamailio CPU ms/cb | ratio | "
-        "peak concurrent | RSS peak MB | fds peak | loop lag p99 / max | full GCs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "peak concurrent | RSS peak MB | fds peak | loop lag p99 / max | full GCs | "
+        "SIP UDP drops mss / far |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     notes = []
     for r in results:
@@ -260,7 +267,8 @@ def sweep_table(results: Sequence[Mapping[str, Any]]) -> str:
             f"| {r['spec']['rate']:g} | {r['achieved_rate']:g} | {s['requests']:,} | {s['answered']:,} | "
             f"{s['own_limit_failures']:,} | {other:,} | {_fmt(ack['p50'])} / {_fmt(ack['p99'])} | "
             f"{_fmt(late['p50'])} / {_fmt(late['p99'])} | {_fmt(mss_ms, 2)} | {_fmt(far_ms, 2)} | "
-            f"{_fmt(ratio)} | {_fmt(s['peak_concurrent'])} | {rss:.1f} | {_fmt(fds)} | {_lag(r)} | {_gc(r)} |"
+            f"{_fmt(ratio)} | {_fmt(s['peak_concurrent'])} | {rss:.1f} | {_fmt(fds)} | {_lag(r)} | "
+            f"{_gc(r)} | {_drops(r)} |"
         )
         if s["problems"] or other:
             notes.append(f"- {r['spec']['rate']:g}/s: {_causes(s)}; problems {s['problems'] or 'none'}")

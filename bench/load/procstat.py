@@ -13,7 +13,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ProcSample", "cpu_seconds", "file_size", "open_fds", "rss_bytes", "sample", "total_cpu_seconds"]
+__all__ = [
+    "ProcSample",
+    "cpu_seconds",
+    "file_size",
+    "open_fds",
+    "rss_bytes",
+    "sample",
+    "total_cpu_seconds",
+    "udp_drops",
+]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -80,6 +89,17 @@ def file_size(path: Path, suffixes: Iterable[str] = ("", "-wal", "-shm")) -> int
             total += Path(str(path) + suffix).stat().st_size
         except FileNotFoundError:
             continue
+    return total
+
+
+def udp_drops(port: int, table: Path = Path("/proc/net/udp")) -> int:
+    """Datagrams the kernel dropped on the UDP sockets bound to local ``port`` (a full receive
+    buffer, mostly): the last column of ``/proc/net/udp``, summed."""
+    total = 0
+    for line in table.read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 13 and int(fields[1].rpartition(":")[2], 16) == port:
+            total += int(fields[12])
     return total
 
 

@@ -123,6 +123,7 @@ async def _drive(spec: LoadSpec, mss: MssProcess, far: FarEnd) -> dict[str, Any]
     far_pids = far.process_ids()
     mss_cpu0 = procstat.cpu_seconds(mss.pid)
     far_cpu0 = procstat.total_cpu_seconds(far_pids)
+    mss_drops0, far_drops0 = procstat.udp_drops(mss.sip_port), procstat.udp_drops(far.port)
     t0 = time.monotonic()
     stop_sampling = _sample_loop(mss, driver, t0, spec.sample_interval, samples)
     longest = max([*spec.durations, spec.sequential_duration])
@@ -150,6 +151,8 @@ async def _drive(spec: LoadSpec, mss: MssProcess, far: FarEnd) -> dict[str, Any]
         t_end = time.monotonic()
         mss_cpu = procstat.cpu_seconds(mss.pid) - mss_cpu0
         far_cpu = procstat.total_cpu_seconds(far_pids) - far_cpu0
+        drops = {"mss_sip": procstat.udp_drops(mss.sip_port) - mss_drops0,
+                 "far_end": procstat.udp_drops(far.port) - far_drops0}
     finally:
         stop_sampling()
     with contextlib.suppress(ProcessLookupError):
@@ -174,6 +177,7 @@ async def _drive(spec: LoadSpec, mss: MssProcess, far: FarEnd) -> dict[str, Any]
         "elapsed_s": round(t_end - t0, 3),
         "achieved_rate": round(summary["by_kind"].get("paced", 0) / max(sent_at - t0, 1e-9), 2),
         "finished": done,
+        "sip_udp_drops": drops,
         "mss_idle_cpu_pct": round(100 * idle_cpu / IDLE_WINDOW, 2),
         "mss_cpu_s": round(mss_cpu, 3),
         "far_cpu_s": round(far_cpu, 3),
