@@ -120,6 +120,7 @@ def soak(args: argparse.Namespace) -> int:
         rtp_range=(args.rtp_min, args.rtp_max),
         far_children=args.far_children,
         mss_cpu=args.cpu,
+        far_cpu=args.far_cpu,
         mss_tree=args.mss_tree,
     )
     result = run_load(spec)
@@ -193,6 +194,7 @@ def sweep(args: argparse.Namespace) -> int:
             rtp_range=(args.rtp_min, args.rtp_max),
             far_children=args.far_children,
             mss_cpu=args.cpu,
+            far_cpu=args.far_cpu,
             mss_tree=args.mss_tree,
         )
         print(f"rate {rate:g}/s ...", file=sys.stderr, flush=True)
@@ -287,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--rtp-min", type=int, default=30000, help="mss [rtp] port_min (30000)")
         p.add_argument("--rtp-max", type=int, default=40000, help="mss [rtp] port_max (40000)")
         p.add_argument("--cpu", type=int, help="pin mss to this CPU")
+        p.add_argument("--far-cpu", type=int, help="pin the far end (Kamailio) to this CPU")
         p.add_argument("--mss-tree", metavar="DIR",
                        help="run the mss of DIR (a checkout or export with its extension built)")
         p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",

@@ -108,6 +108,14 @@ class FarEnd(Kamailio):
             raise KamailioError(f"unfilled placeholders in {TEMPLATE.name}: {sorted(set(left))}")
         return text
 
+    def pin(self, cpu: int) -> None:
+        """Run every process of this instance on ``cpu`` only (call after ``start``)."""
+        for pid in self.process_ids():
+            try:
+                os.sched_setaffinity(pid, {cpu})
+            except ProcessLookupError:
+                continue
+
     def process_ids(self) -> list[int]:
         """The PIDs of every Kamailio process of this instance (its process group)."""
         if self.pid is None:

@@ -71,6 +71,8 @@ class LoadSpec:
     """Kamailio worker processes per transport."""
     mss_cpu: int | None = None
     """Pin mss to this CPU (None: no pinning)."""
+    far_cpu: int | None = None
+    """Pin the far end's processes to this CPU (None: no pinning)."""
     mss_tree: str | None = None
     """Run the mss package of this directory (None: the installed one)."""
     probe: bool = True
@@ -202,6 +204,8 @@ def run_load(spec: LoadSpec, workdir: Path | None = None) -> dict[str, Any]:
         with MediaSink() as sink:
             far = FarEnd(media=(sink.host, sink.port), children=spec.far_children, workdir=base / "far")
             with far:
+                if spec.far_cpu is not None:
+                    far.pin(spec.far_cpu)
                 mss = MssProcess(
                     base / "mss",
                     pss=far.address,
