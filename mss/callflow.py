@@ -58,12 +58,14 @@ __all__ = [
     "OfferReceived",
     "Progress",
     "Reinvite",
+    "ReinviteResult",
     "RelayBridge",
     "RelayForward",
     "RelayPlay",
     "RelayRemote",
     "RelayStopPlay",
     "ReleasedBy",
+    "RemoteAnswer",
     "Result",
     "SendResponse",
     "Timer",
@@ -199,7 +201,38 @@ class OfferReceived:
     """The offer."""
 
 
-LegEvent = Progress | Answered | Failed | Ended | OfferReceived
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReinviteResult:
+    """The far end's final answer to our own re-INVITE (a :class:`Reinvite`) on a leg."""
+
+    leg: User
+    """``user1`` or ``user2``."""
+    status: int
+    """The final status (2xx: accepted; 503 when it could not be sent)."""
+    sdp: bytes | None = None
+    """The far end's SDP answer on 2xx, else None."""
+
+    def __post_init__(self) -> None:
+        _check_leg(self.leg)
+        if not 200 <= self.status <= 699:
+            raise LocalProtocolError(f"{self.status} is not a final status")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteAnswer:
+    """The far end answered, in its ACK, the offer the SIP side put in its 2xx to an offerless
+    re-INVITE (the last SDP we had sent on that leg)."""
+
+    leg: User
+    """``user1`` or ``user2``."""
+    sdp: bytes
+    """The answer."""
+
+    def __post_init__(self) -> None:
+        _check_leg(self.leg)
+
+
+LegEvent = Progress | Answered | Failed | Ended | OfferReceived | ReinviteResult | RemoteAnswer
 
 
 # --- output commands ------------------------------------------------------------------------------
@@ -459,6 +492,13 @@ class CallbackCall:
             return self._failed(event, now)
         if isinstance(event, Ended):
             return self._ended(event, now)
+        if isinstance(event, ReinviteResult | RemoteAnswer):
+            # Ignored for now, on purpose. Our re-INVITE only reflects hold/resume and offers the
+            # codec the leg already agreed on, so a refusal leaves the media as it was; the answer in
+            # an ACK answers our last SDP again. Whether a refused reflection should release the call,
+            # and whether a new address in such an answer should move the relay's remote, is decided
+            # with the work on real networks.
+            return []
         return self._offer(event, now)
 
     def _progress(self, event: Progress) -> list[Command]:

@@ -1,27 +1,59 @@
-"""The call engine's pure part, sans-IO: the names that tie the SIP user agent, the call flow and the
-relay together.
+"""The call engine's pure part, sans-IO: what ties the SIP user agent, the call flow and the relay
+together. :mod:`mss.aio.calls` keeps the sockets, the timers and the relay handle, and calls this.
 
-:class:`LegRef` names one leg of one callback in the user agent (its ``leg_id``);
-:data:`RELAY_LEG` is the one map from a call-flow leg to the relay's leg facing it.
+- :class:`LegRef` names one leg of one callback in the user agent (its ``leg_id``);
+  :data:`RELAY_LEG` is the one map from a call-flow leg to the relay's leg facing it.
+- :func:`flow_event` turns a user-agent event into a call-flow event; :func:`call_settings` makes a
+  call's settings from the config and its relay ports.
+- :func:`carry_out_sip` and :func:`carry_out_relay` carry out the call flow's commands on the
+  (sans-IO) user agent and on a relay session; :class:`CallRecord` keeps what the CDR needs and
+  builds the callback's :class:`~mss.desk.Outcome` once.
+
+``now`` is monotonic seconds (the call flow's and the user agent's clock); ``wall`` is
+:func:`time.time` (the CDR's clock). Both are arguments.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
+from mss import callflow as cf
+from mss import tones
 from mss.callflow import USERS, User
+from mss.desk import Outcome
 from mss.errors import LocalProtocolError
+from mss.journal import Cdr
+from mss.sip import events as ua
 
 if TYPE_CHECKING:
+    from mss.config import Config
     from mss.relay import LegName as RelayLeg
+    from mss.sip.ua import UserAgent
 
-__all__ = ["RELAY_LEG", "LegRef"]
+__all__ = [
+    "RELAY_LEG",
+    "CallRecord",
+    "LegRef",
+    "RelayCommand",
+    "RelayVerbs",
+    "SipCommand",
+    "call_settings",
+    "carry_out_relay",
+    "carry_out_sip",
+    "flow_event",
+]
 
 #: The relay leg facing each party: ``a`` faces user1, ``b`` user2 (the relay's counter rows are in
 #: this order too).
 RELAY_LEG: Mapping[User, RelayLeg] = {"user1": "a", "user2": "b"}
+
+#: The call flow's commands for the SIP user agent.
+SipCommand = cf.Invite | cf.Hangup | cf.AnswerOffer | cf.Reinvite
+
+#: The call flow's commands for the relay.
+RelayCommand = cf.RelayRemote | cf.RelayPlay | cf.RelayStopPlay | cf.RelayForward | cf.RelayBridge
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,3 +73,184 @@ class LegRef:
 
     def __str__(self) -> str:
         return f"{self.seq}.{self.leg}"
+
+
+# --- SIP side -------------------------------------------------------------------------------------
+
+
+def flow_event(event: ua.UAEvent) -> tuple[LegRef, cf.LegEvent] | None:
+    """The call-flow event a user-agent event means, with the leg it is for; None when it means
+    nothing to a call (registration events, 100 Trying, a leg the engine did not name)."""
+    ref = getattr(event, "leg_id", None)
+    if not isinstance(ref, LegRef):
+        return None
+    leg = ref.leg
+    flow: cf.LegEvent
+    if isinstance(event, ua.LegProgress):
+        if event.status == 100:
+            return None  # the PSS took the INVITE; nothing for the call flow
+        flow = cf.Progress(leg=leg, status=event.status, sdp=event.sdp)
+    elif isinstance(event, ua.LegAnswered):
+        flow = cf.Answered(leg=leg, sdp=event.sdp or None, call_id=event.call_id)
+    elif isinstance(event, ua.LegFailed):
+        flow = cf.Failed(leg=leg, status=event.status, reason=event.reason, call_id=event.call_id)
+    elif isinstance(event, ua.LegEnded):
+        flow = cf.Ended(leg=leg, by_remote=event.by_remote)
+    elif isinstance(event, ua.LegOffer):
+        flow = cf.OfferReceived(leg=leg, sdp=event.sdp)
+    elif isinstance(event, ua.LegReinviteResult):
+        flow = cf.ReinviteResult(leg=leg, status=event.status, sdp=event.sdp)
+    elif isinstance(event, ua.LegRemoteAnswer):
+        flow = cf.RemoteAnswer(leg=leg, sdp=event.sdp)
+    else:
+        return None
+    return ref, flow
+
+
+def carry_out_sip(agent: UserAgent, seq: int, command: SipCommand, now: float) -> None:
+    """Carry out a SIP command of callback ``seq``'s call flow on the user agent."""
+    ref = LegRef(seq=seq, leg=command.leg)
+    if isinstance(command, cf.Invite):
+        agent.invite(ref, command.user, command.sdp, now)
+    elif isinstance(command, cf.Hangup):
+        agent.hangup(ref, now)
+    elif isinstance(command, cf.AnswerOffer):
+        if command.sdp is None:
+            agent.reject_offer(ref, now)
+        else:
+            agent.answer_offer(ref, command.sdp, now)
+    else:
+        agent.reinvite(ref, command.sdp, now)
+
+
+# --- relay side -----------------------------------------------------------------------------------
+
+
+class RelayVerbs(Protocol):
+    """The verbs of a relay session the call flow's commands use (:class:`mss.relay.RelaySession`)."""
+
+    @property
+    def closed(self) -> bool:
+        """True once the session is closed."""
+        ...
+
+    def set_remote(self, leg: RelayLeg, host: str, port: int, rtcp_port: int | None = None) -> None:
+        """Where ``leg``'s media goes (and comes from)."""
+        ...
+
+    def relatch(self, leg: RelayLeg) -> None:
+        """Learn ``leg``'s source again."""
+        ...
+
+    def play(
+        self,
+        leg: RelayLeg,
+        frames: bytes,
+        *,
+        frame_bytes: int,
+        payload_type: int,
+        ptime_ms: int,
+        samples_per_frame: int,
+    ) -> None:
+        """Play ``frames`` into ``leg`` as RTP, looping."""
+        ...
+
+    def stop_play(self, leg: RelayLeg) -> None:
+        """Stop playing into ``leg``."""
+        ...
+
+    def set_forwarding(self, *, a_to_b: bool, b_to_a: bool) -> None:
+        """Forwarding per direction."""
+        ...
+
+    def set_pt_rewrite(self, from_leg: RelayLeg, mapping: dict[int, int]) -> None:
+        """Payload types rewritten on packets from ``from_leg``."""
+        ...
+
+    def bridge(self) -> None:
+        """Forward both ways."""
+        ...
+
+
+def carry_out_relay(session: RelayVerbs, command: RelayCommand) -> None:
+    """Carry out a relay command of the call flow on ``session`` (nothing once it is closed)."""
+    if session.closed:
+        return
+    if isinstance(command, cf.RelayRemote):
+        leg = RELAY_LEG[command.leg]
+        session.set_remote(leg, command.host, command.port, command.rtcp_port)
+        session.relatch(leg)
+    elif isinstance(command, cf.RelayPlay):
+        frames = tones.ringback_frames(command.codec, ptime_ms=command.ptime)
+        if frames:
+            size = tones.frame_bytes(command.codec, command.ptime)  # G.711: a byte per sample
+            session.play(RELAY_LEG[command.leg], frames, frame_bytes=size, payload_type=command.payload_type,
+                         ptime_ms=command.ptime, samples_per_frame=size)
+    elif isinstance(command, cf.RelayStopPlay):
+        session.stop_play(RELAY_LEG[command.leg])
+    elif isinstance(command, cf.RelayForward):
+        session.set_forwarding(a_to_b=command.a_to_b, b_to_a=command.b_to_a)
+    else:
+        session.set_pt_rewrite(RELAY_LEG["user1"], command.a_to_b)
+        session.set_pt_rewrite(RELAY_LEG["user2"], command.b_to_a)
+        session.bridge()
+
+
+# --- a call ---------------------------------------------------------------------------------------
+
+
+def call_settings(config: Config, *, a_port: int, b_port: int, session_id: int) -> cf.CallSettings:
+    """A call's settings: ``[callback]`` and ``[rtp]`` of ``config`` and its relay ports."""
+    return cf.CallSettings(
+        codecs=config.callback.audio_codecs,
+        ring_timeout=config.callback.ring_timeout,
+        inactivity_timeout=config.rtp.inactivity_timeout,
+        media_host=config.rtp.host,
+        a_port=a_port,
+        b_port=b_port,
+        session_id=session_id,
+    )
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """What the engine keeps of one callback beside its call flow: the answer times for the CDR,
+    and whether the AS has its outcome (exactly one per callback)."""
+
+    flow: cf.CallbackCall
+    """The callback's call flow."""
+    caller: str
+    """The number presented in From (for the CDR)."""
+    answered_wall: dict[User, float] = field(default_factory=dict)
+    """Wall-clock time of each leg's answer."""
+    reported: bool = False
+    """True once :meth:`outcome` has made the callback's outcome."""
+
+    def handle(self, event: cf.LegEvent, now: float, wall: float) -> list[cf.Command]:
+        """Feed a leg event to the call flow (noting an answer's wall-clock time)."""
+        if isinstance(event, cf.Answered):
+            self.answered_wall[event.leg] = wall
+        return self.flow.handle(event, now)
+
+    def outcome(self, command: cf.SendResponse, wall: float) -> Outcome | None:
+        """The callback's outcome with its CDR, released at ``wall``; None once it was made."""
+        if self.reported:
+            return None
+        self.reported = True
+        legs = self.flow.legs
+        cdr = Cdr(
+            caller=self.caller,
+            leg1_call_id=legs["user1"].call_id or None,
+            leg2_call_id=legs["user2"].call_id or None,
+            leg1_code=legs["user1"].code,
+            leg2_code=legs["user2"].code,
+            codec=self.flow.codec,
+            leg1_answered_at=self.answered_wall.get("user1"),
+            leg2_answered_at=self.answered_wall.get("user2"),
+            released_at=wall,
+            released_by=command.released_by,
+            result=command.result,
+            reason=command.reason,
+        )
+        return Outcome(real_duration=command.real_duration, result=command.result, code=command.code,
+                       cdr=cdr)

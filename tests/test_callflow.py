@@ -33,11 +33,13 @@ from mss.callflow import (
     OfferReceived,
     Progress,
     Reinvite,
+    ReinviteResult,
     RelayBridge,
     RelayForward,
     RelayPlay,
     RelayRemote,
     RelayStopPlay,
+    RemoteAnswer,
     SendResponse,
 )
 from mss.errors import LocalProtocolError, MssError
@@ -242,6 +244,27 @@ def test_events_refuse_an_unknown_leg_and_a_final_status_as_progress() -> None:
     with pytest.raises(LocalProtocolError, match="100 is not a provisional status"):
         Progress(leg="user1", status=100)
 
+
+
+def test_reinvite_results_and_remote_answers_reach_the_call_flow_and_change_nothing_yet() -> None:
+    h = Harness()
+    h.bridge()
+    answer = phone_answer(h.offers["user2"], host="127.0.0.3", port=4004)
+    events: list[LegEvent] = [
+        ReinviteResult(leg="user2", status=200, sdp=answer),
+        ReinviteResult(leg="user1", status=488),
+        RemoteAnswer(leg="user1", sdp=answer),
+    ]
+    for event in events:
+        assert h.feed(event) == []
+    assert h.call.state is CallState.BRIDGED
+    with pytest.raises(LocalProtocolError, match="100 is not a final status"):
+        ReinviteResult(leg="user1", status=100)
+    with pytest.raises(LocalProtocolError, match="unknown leg 'b'"):
+        RemoteAnswer(leg="b", sdp=answer)  # type: ignore[arg-type]
+    fresh = Harness()
+    with pytest.raises(LocalProtocolError, match="user2 was never invited"):
+        fresh.feed(RemoteAnswer(leg="user2", sdp=answer))
 
 @pytest.mark.parametrize(
     ("start", "to", "message"),

@@ -1,9 +1,9 @@
-"""The call engine: runs one :class:`~mss.callflow.CallbackCall` per callback on the event loop.
+"""The call engine's adapter: runs one :class:`~mss.callflow.CallbackCall` per callback on the event loop.
 
-It owns the SIP user agent (through :class:`~mss.aio.sip_transport.SipTransport`) and the media
-relay, turns the user agent's events into call-flow events, carries out the call flow's commands,
-and arms one loop timer per call. The desk starts and cancels callbacks; every callback ends with
-exactly one :meth:`~mss.desk.CallbackDesk.finish`.
+It owns the SIP transport (:class:`~mss.aio.sip_transport.SipTransport`), the media relay and one
+loop timer per call; what is pure (event translation, command mapping, the CDR) is
+:mod:`mss.engine`. The desk starts and cancels callbacks; every callback ends with exactly one
+:meth:`~mss.desk.CallbackDesk.finish`.
 """
 
 from __future__ import annotations
@@ -12,16 +12,15 @@ import asyncio
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mss import callflow as cf
-from mss import tones
+from mss import engine
 from mss.aio.sip_transport import SipTransport
 from mss.config import Config
 from mss.desk import Callback, CallbackDesk, Outcome
-from mss.engine import RELAY_LEG, LegRef
+from mss.engine import RELAY_LEG, CallRecord
 from mss.errors import JournalError, MssError, RelayError
-from mss.journal import Cdr
 from mss.ratelog import RateLimitedLog
 from mss.relay import FIELDS, Relay, RelaySession
 from mss.sip import events as ua
@@ -47,14 +46,17 @@ _LAST_RX = FIELDS.index("last_rx_ns")
 
 @dataclass(slots=True)
 class _Call:
-    """A callback in progress: its state machine, relay session and timer."""
+    """A callback in progress: its record (call flow and CDR data), relay session and timer."""
 
     callback: Callback
-    flow: cf.CallbackCall
+    record: CallRecord
     session: RelaySession
     timer: asyncio.TimerHandle | None = None
-    response_sent: bool = False
-    answered_wall: dict[cf.User, float] = field(default_factory=dict)
+
+    @property
+    def flow(self) -> cf.CallbackCall:
+        """The callback's call flow."""
+        return self.record.flow
 
 
 class CallEngine:
@@ -146,19 +148,12 @@ class CallEngine:
         except JournalError as exc:
             self._journal_log.error("ports", "callback %s: cannot record its relay ports: %s",
                                     callback.id, exc)
-        cfg = self.config
-        settings = cf.CallSettings(
-            codecs=cfg.callback.audio_codecs,
-            ring_timeout=cfg.callback.ring_timeout,
-            inactivity_timeout=cfg.rtp.inactivity_timeout,
-            media_host=cfg.rtp.host,
-            a_port=session.a_port,
-            b_port=session.b_port,
-            session_id=secrets.randbelow(1 << 31) + 1,
-        )
+        settings = engine.call_settings(self.config, a_port=session.a_port, b_port=session.b_port,
+                                        session_id=secrets.randbelow(1 << 31) + 1)
         flow = cf.CallbackCall(user1=callback.user1, user2=callback.user2, duration=callback.duration,
                                settings=settings)
-        call = _Call(callback=callback, flow=flow, session=session)
+        record = CallRecord(flow=flow, caller=self.config.caller)
+        call = _Call(callback=callback, record=record, session=session)
         self.calls[callback.seq] = call
         try:
             commands = flow.start(time.monotonic())
@@ -191,37 +186,12 @@ class CallEngine:
                 log.error("external line registration lost: %d %s", event.status, event.reason)
             self.registered = False
             return
-        leg_event = self._leg_event(event)
-        if leg_event is None:
+        found = engine.flow_event(event)
+        call = self.calls.get(found[0].seq) if found is not None else None
+        if found is None or call is None:
             return
-        seq, flow_event = leg_event
-        call = self.calls.get(seq)
-        if call is None:
-            return
-        if isinstance(flow_event, cf.Answered):
-            call.answered_wall[flow_event.leg] = time.time()
-        log.debug("callback %s: %s", call.callback.id, flow_event)
-        self._run(call, call.flow.handle(flow_event, time.monotonic()))
-
-    def _leg_event(self, event: ua.UAEvent) -> tuple[int, cf.LegEvent] | None:
-        ref = getattr(event, "leg_id", None)
-        if not isinstance(ref, LegRef):
-            return None
-        seq, leg = ref.seq, ref.leg
-        if isinstance(event, ua.LegProgress):
-            if event.status == 100:
-                return None  # the PSS took the INVITE; nothing for the call flow
-            return seq, cf.Progress(leg=leg, status=event.status, sdp=event.sdp)
-        if isinstance(event, ua.LegAnswered):
-            return seq, cf.Answered(leg=leg, sdp=event.sdp or None, call_id=event.call_id)
-        if isinstance(event, ua.LegFailed):
-            return seq, cf.Failed(leg=leg, status=event.status, reason=event.reason,
-                                  call_id=event.call_id)
-        if isinstance(event, ua.LegEnded):
-            return seq, cf.Ended(leg=leg, by_remote=event.by_remote)
-        if isinstance(event, ua.LegOffer):
-            return seq, cf.OfferReceived(leg=leg, sdp=event.sdp)
-        return None
+        log.debug("callback %s: %s", call.callback.id, found[1])
+        self._run(call, call.record.handle(found[1], time.monotonic(), time.time()))
 
     # --- commands ------------------------------------------------------------------------------
 
@@ -249,16 +219,8 @@ class CallEngine:
         for command in commands:
             if isinstance(command, cf.Invite):
                 log.info("callback %s: calling %s (%s)", call.callback.id, command.user, command.leg)
-                self.sip.ua.invite(LegRef(seq=seq, leg=command.leg), command.user, command.sdp, now)
-            elif isinstance(command, cf.Hangup):
-                self.sip.ua.hangup(LegRef(seq=seq, leg=command.leg), now)
-            elif isinstance(command, cf.AnswerOffer):
-                if command.sdp is None:
-                    self.sip.ua.reject_offer(LegRef(seq=seq, leg=command.leg), now)
-                else:
-                    self.sip.ua.answer_offer(LegRef(seq=seq, leg=command.leg), command.sdp, now)
-            elif isinstance(command, cf.Reinvite):
-                self.sip.ua.reinvite(LegRef(seq=seq, leg=command.leg), command.sdp, now)
+            if isinstance(command, cf.Invite | cf.Hangup | cf.AnswerOffer | cf.Reinvite):
+                engine.carry_out_sip(self.sip.ua, seq, command, now)
             elif isinstance(command, cf.MarkBridged):
                 log.info("callback %s: bridged (%s)", call.callback.id, call.flow.codec)
                 self.desk.bridged(seq)
@@ -267,58 +229,16 @@ class CallEngine:
             elif isinstance(command, cf.Finished):
                 self._end(call)
             else:
-                self._relay_command(call, command)
+                engine.carry_out_relay(call.session, command)
         self.sip.flush()
         self._arm(call)
 
-    def _relay_command(self, call: _Call, command: cf.Command) -> None:
-        s = call.session
-        if s.closed:
-            return
-        if isinstance(command, cf.RelayRemote):
-            leg = RELAY_LEG[command.leg]
-            s.set_remote(leg, command.host, command.port, command.rtcp_port)
-            s.relatch(leg)
-        elif isinstance(command, cf.RelayPlay):
-            frames = tones.ringback_frames(command.codec, ptime_ms=command.ptime)
-            if frames:
-                size = tones.frame_bytes(command.codec, command.ptime)  # G.711: a byte per sample
-                s.play(RELAY_LEG[command.leg], frames, frame_bytes=size, payload_type=command.payload_type,
-                       ptime_ms=command.ptime, samples_per_frame=size)
-        elif isinstance(command, cf.RelayStopPlay):
-            s.stop_play(RELAY_LEG[command.leg])
-        elif isinstance(command, cf.RelayForward):
-            s.set_forwarding(a_to_b=command.a_to_b, b_to_a=command.b_to_a)
-        elif isinstance(command, cf.RelayBridge):
-            s.set_pt_rewrite("a", command.a_to_b)
-            s.set_pt_rewrite("b", command.b_to_a)
-            s.bridge()
-
     def _respond(self, call: _Call, command: cf.SendResponse) -> None:
-        if call.response_sent:
+        outcome = call.record.outcome(command, time.time())
+        if outcome is None:
             return
-        call.response_sent = True
-        flow = call.flow
-        legs = flow.legs
-        cdr = Cdr(
-            caller=self.config.caller,
-            leg1_call_id=legs["user1"].call_id or None,
-            leg2_call_id=legs["user2"].call_id or None,
-            leg1_code=legs["user1"].code,
-            leg2_code=legs["user2"].code,
-            codec=flow.codec,
-            leg1_answered_at=call.answered_wall.get("user1"),
-            leg2_answered_at=call.answered_wall.get("user2"),
-            released_at=time.time(),
-            released_by=command.released_by,
-            result=command.result,
-            reason=command.reason,
-        )
         log.info("callback %s: released by %s: %s", call.callback.id, command.released_by, command.reason)
-        self.desk.finish(
-            call.callback.seq,
-            Outcome(real_duration=command.real_duration, result=command.result, code=command.code, cdr=cdr),
-        )
+        self.desk.finish(call.callback.seq, outcome)
 
     def _end(self, call: _Call, unanswered: cf.Result = "shutdown") -> None:
         """The call is over (or mss is closing): free its relay session and timer.
@@ -330,7 +250,7 @@ class CallEngine:
             call.timer = None
         call.session.close()
         self.calls.pop(call.callback.seq, None)
-        if not call.response_sent:
+        if not call.record.reported:
             # Closing with the call still up (shutdown past every grace): the AS still gets its answer.
             self._respond(call, cf.SendResponse(real_duration=0, result=unanswered, code=0,
                                                 released_by="mss", reason="mss released it"))
