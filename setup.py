@@ -12,13 +12,8 @@ extensions = [
         ["mss/_rtp.pyx"],
         # _rtp_uring.h: raw io_uring system calls over the kernel's own <linux/io_uring.h>
         include_dirs=["mss"],
-        # what _rtp.pyx cimports and includes: a change to one rebuilds it, and sdists ship them
-        depends=[
-            "mss/_rtp_decl.pxd",
-            "mss/_rtp_uring.pxi",
-            "mss/_rtp_epoll.pxi",
-            "mss/_rtp_uring.h",
-        ],
+        # (cythonize follows the .pxd and .pxi files _rtp.pyx cimports and includes by itself)
+        depends=["mss/_rtp_uring.h"],
         extra_compile_args=["-O2", "-fno-strict-aliasing"],
     )
 ]
