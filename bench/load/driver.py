@@ -120,6 +120,8 @@ class Driver:
         self._writers: list[asyncio.StreamWriter] = []
         self._readers: list[asyncio.Task[None]] = []
         self._open = 0
+        self._interval_acks = 0
+        self._interval_ack_max = 0.0
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -181,6 +183,9 @@ class Driver:
             if cb.acks == 1:
                 cb.ack_at = now
                 cb.ack_code = params.get("code")
+                if cb.sent is not None:
+                    self._interval_acks += 1
+                    self._interval_ack_max = max(self._interval_ack_max, now - cb.sent)
         else:
             cb.responses += 1
             if cb.responses == 1:
@@ -254,6 +259,13 @@ class Driver:
         except TimeoutError:
             return False
         return True
+
+    def take_interval(self) -> dict[str, float | int]:
+        """ACKs received since the previous call, and the slowest of them (ms); then start over."""
+        figures = {"acks": self._interval_acks, "ack_max_ms": round(self._interval_ack_max * 1000, 2)}
+        self._interval_acks = 0
+        self._interval_ack_max = 0.0
+        return figures
 
     @property
     def finished_count(self) -> int:

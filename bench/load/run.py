@@ -3,7 +3,8 @@
 ``run_load(spec, workdir)`` starts the media sink and the stateless Kamailio far end, then mss
 (``mss run`` with a generated config), opens the driver's connections, and runs the paced and the
 sequential traffic of ``spec`` together while a sampler reads mss's CPU, RSS, descriptors and
-journal size from /proc every ``sample_interval`` seconds. It then waits (bounded) for every
+journal size from /proc every ``sample_interval`` seconds (with the ACKs of that interval and the
+slowest of them, so a stall shows on the timeline). It then waits (bounded) for every
 RESPONSE, reads the CPU seconds of mss and of every Kamailio process, stops everything, and
 returns the figures: the driver's summary (see ``driver.summarize``), CPU per callback on each
 side, the samples, and mss's WARNING/ERROR lines grouped.
@@ -89,12 +90,17 @@ class LoadSpec:
             raise ValueError("durations must be whole seconds >= 1")
 
 
-def _sample(mss: MssProcess, driver: Driver, t0: float) -> procstat.ProcSample:
-    return procstat.sample(mss.pid, mss.journal_path, t=time.monotonic() - t0, done=driver.finished_count)
+def _sample(mss: MssProcess, driver: Driver, t0: float) -> dict[str, Any]:
+    """/proc figures of mss now, with the ACKs that arrived since the previous sample."""
+    figures = asdict(
+        procstat.sample(mss.pid, mss.journal_path, t=time.monotonic() - t0, done=driver.finished_count)
+    )
+    figures.update(driver.take_interval())
+    return figures
 
 
 def _sample_loop(
-    mss: MssProcess, driver: Driver, t0: float, interval: float, out: list[procstat.ProcSample]
+    mss: MssProcess, driver: Driver, t0: float, interval: float, out: list[dict[str, Any]]
 ) -> Callable[[], None]:
     """Start sampling mss every ``interval`` s on the running loop; returns the stopper."""
     loop = asyncio.get_running_loop()
@@ -121,7 +127,7 @@ async def _drive(spec: LoadSpec, mss: MssProcess, far: FarEnd) -> dict[str, Any]
     idle0 = procstat.cpu_seconds(mss.pid)
     await asyncio.sleep(IDLE_WINDOW)
     idle_cpu = procstat.cpu_seconds(mss.pid) - idle0
-    samples: list[procstat.ProcSample] = []
+    samples: list[dict[str, Any]] = []
     far_pids = far.process_ids()
     mss_cpu0 = procstat.cpu_seconds(mss.pid)
     far_cpu0 = procstat.total_cpu_seconds(far_pids)
@@ -188,7 +194,7 @@ async def _drive(spec: LoadSpec, mss: MssProcess, far: FarEnd) -> dict[str, Any]
         "unexpected_lines": driver.unexpected_count,
         "unexpected_examples": driver.unexpected,
         "connection_errors": driver.connection_errors,
-        "samples": [asdict(s) for s in samples],
+        "samples": samples,
         "failure_examples": failure_examples,
     }
 
