@@ -130,6 +130,8 @@ def soak(args: argparse.Namespace) -> int:
     print(table)
     json_path, _ = write_results("soak", result, table, args.tag)
     print(f"\nresults: {json_path}")
+    if plot_soak(result, json_path.with_suffix(".png")):
+        print(f"plot: {json_path.with_suffix('.png')}")
     return 0 if verdict["pass"] else 1
 
 
@@ -237,6 +239,40 @@ def plot_sweep(results: Sequence[Mapping[str, Any]], path: Path) -> bool:
     mem.set(xlabel="callbacks in progress at once (peak)", ylabel="mss RSS peak, MB", title="memory")
     mem.set_ylim(bottom=0)
     for ax in (lat, cpu, mem):
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_soak(result: Mapping[str, Any], path: Path) -> bool:
+    """The soak's timeline as a PNG at ``path``: RSS and descriptors, journal size, the slowest ACK
+    of each second; False (nothing written) when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    samples = result["samples"]
+    t = [s["t"] for s in samples]
+    fig, (mem, journal, ack) = plt.subplots(1, 3, figsize=(15, 4.5))
+    mem.plot(t, [s["rss"] / 2**20 for s in samples], "-", label="RSS, MB")
+    mem.plot(t, [s["fds"] / 10 for s in samples], "-", label="descriptors / 10")
+    mem.set(xlabel="seconds", title="mss memory and descriptors")
+    mem.set_ylim(bottom=0)
+    mem.legend()
+    journal.plot(t, [s["journal"] / 1024 for s in samples], "-", label="database + WAL + shm")
+    journal.plot(t, [s["journal_db"] / 1024 for s in samples], "-", label="database file")
+    journal.set(xlabel="seconds", ylabel="KiB", title="journal on disk")
+    journal.set_ylim(bottom=0)
+    journal.legend()
+    with_acks = [s for s in samples if s.get("acks")]
+    ack.plot([s["t"] for s in with_acks], [s["ack_max_ms"] for s in with_acks], ".", markersize=3)
+    ack.set(xlabel="seconds", ylabel="ms", yscale="log", title="slowest ACK of each second")
+    for ax in (mem, journal, ack):
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
