@@ -90,6 +90,7 @@ cdef int epoll_setup(Core* c) noexcept nogil:
         return -errno
     return 0
 
+
 cdef int epoll_attach(Core* c, uint32_t slot) noexcept nogil:
     """Register the session's six sockets for reading; 0, or the errno of a failed registration."""
     cdef Session* s = &c.sessions[slot]
