@@ -11,7 +11,9 @@ Layers, bottom up (each module says which RFC sections it implements):
 ``transaction``    RFC 3261 §17 client/server × INVITE/non-INVITE, timers A-K (+ RFC 6026 L, M)
 ``auth``           digest (RFC 7616/2617): MD5, SHA-256, SHA-512-256, -sess, qop auth/auth-int
 ``dialog``         RFC 3261 §12: tags, route set (loose and strict routing), CSeq, target refresh
-``leg``            one outgoing call: CANCEL, BYE, ACK of 2xx, PRACK, session timers, offers
+``leg``            one outgoing call: CANCEL, BYE, ACK of 2xx, PRACK, our re-INVITE, glare
+``session_timer``  RFC 4028 session timers of a leg: 422 retry, who refreshes, when it expires
+``offers``         far-end re-INVITE/UPDATE offers of a leg and our 2xx until its ACK
 ``registration``   REGISTER with refresh and back-off (external line mode)
 ``events``         what the UA reports to the call flow
 ``settings``       UASettings (built from mss.config)

@@ -24,16 +24,15 @@ Rules, with their RFC:
   within 64·T1 the INVITE is given up. A 2xx that crosses the CANCEL is ACKed and BYEd (§9.1).
 - Every 2xx of the INVITE is ACKed, retransmissions with the same ACK (§13.2.2.4); a 2xx from a
   second fork is ACKed and BYEd.
-- In-dialog requests from the far end: BYE → 200; re-INVITE/UPDATE with an offer → LegOffer and
-  the call flow's answer (or the last local SDP after ``offer_timeout``); a refresh with the same
-  SDP is answered at once; re-INVITE without SDP → 200 with the last local SDP, the answer comes
-  in the ACK; 491 while an offer of ours is pending (RFC 3261 §14.2); our 2xx to a re-INVITE is
-  retransmitted T1…T2 until the ACK, and after 64·T1 without one the dialog is ended with BYE
-  (§13.3.1.4).
-- Session timers (RFC 4028 §10): the refresher refreshes at half the interval (UPDATE when the
-  far end allows it, else re-INVITE with the last local SDP); the other side ends the session with
-  BYE when ``interval - min(32, interval/3)`` passes without a refresh; a refresh that gets 408/481
-  or times out ends the dialog.
+- In-dialog requests from the far end: BYE → 200, OPTIONS → 200; re-INVITE and UPDATE go to the
+  leg's :class:`~mss.sip.offers.FarEndOffers` (offers, their answers, 491/500 on glare, our 2xx
+  retransmitted until its ACK, RFC 3261 §14.2 and §13.3.1.4, RFC 3311).
+- Our own re-INVITE (``reinvite``) is queued while an offer is pending and retried after a 491
+  within :data:`GLARE_RETRY` (RFC 3261 §14.1).
+- Session timers (RFC 4028): the leg's :class:`~mss.sip.session_timer.SessionTimer` says what was
+  agreed and which timer runs; the leg refreshes at half the interval (UPDATE when the far end
+  allows it, else re-INVITE with the last local SDP), ends the session with BYE when the far end's
+  refresh is overdue, and ends the dialog when a refresh gets 408/481 or times out.
 - A finished leg lingers 64·T1 to re-ACK late 2xx copies and answer late requests, then goes.
 """
 
@@ -54,20 +53,25 @@ from mss.sip.events import (
     LegEnded,
     LegFailed,
     LegId,
-    LegOffer,
     LegReinviteResult,
-    LegRemoteAnswer,
     LegRinging,
     LegTrying,
     UAEvent,
 )
 from mss.sip.message import Headers, Request, Response, make_response
-from mss.sip.uri import NameAddr, get_param, parse_params
+from mss.sip.offers import OFFER_TIMERS, FarEndOffers, OfferTimerName
+from mss.sip.session_timer import (  # parse_session_expires: also imported from here by older code
+    SessionRefusal,
+    SessionTimer,
+    SessionTimerName,
+    parse_session_expires,
+)
+from mss.sip.uri import NameAddr
 
 if TYPE_CHECKING:
     from mss.sip.settings import UASettings
 
-__all__ = ["Core", "Leg", "LegState", "parse_session_expires"]
+__all__ = ["Core", "Leg", "LegState", "LegTimerName", "parse_session_expires"]
 
 
 class LegState(enum.Enum):
@@ -91,11 +95,13 @@ _MOVES: dict[LegState, frozenset[LegState]] = {
     L.TERMINATED: frozenset(),
 }
 
-#: RFC 4028 §4: a session interval is at least 90 s.
-MIN_SE_FLOOR = 90
-
 #: RFC 3261 §14.1: after a 491 the owner of the Call-ID retries after 2.1 to 4 s.
 GLARE_RETRY = (2.1, 4.0)
+
+#: A leg's timers: its linger, the CANCEL's guard, the glare back-off, and those of its session
+#: timer and of far-end offers.
+LegTimerName = Literal["linger", "cancel_guard", "glare"] | SessionTimerName | OfferTimerName
+_OFFER_TIMERS: dict[str, OfferTimerName] = {name: name for name in OFFER_TIMERS}
 
 
 class Core(Protocol):
@@ -156,15 +162,6 @@ class Core(Protocol):
         ...
 
 
-def parse_session_expires(value: str) -> tuple[int, str | None]:
-    """``Session-Expires: delta;refresher=uac|uas`` → (seconds, refresher or None)."""
-    delta, _, rest = value.partition(";")
-    seconds = parse_number(delta, "Session-Expires")
-    params = parse_params(";" + rest, "Session-Expires") if rest else ()
-    refresher = get_param(params, "refresher")
-    return seconds, (refresher.lower() if refresher else None)
-
-
 @dataclass(slots=True)
 class _Pending:
     """An in-dialog client request of ours and what its answer is for."""
@@ -173,32 +170,6 @@ class _Pending:
     request: Request
     auth: Authenticator
     dialog: Dialog | None
-
-
-@dataclass(slots=True)
-class _Offer:
-    """A far-end offer waiting for the call flow's answer."""
-
-    key: str
-    request: Request
-    kind: Literal["reinvite", "update"]
-
-
-@dataclass(slots=True)
-class _Accepted:
-    """Our 2xx to a far-end re-INVITE, retransmitted until its ACK."""
-
-    key: str
-    response: Response
-    seq: int
-    offered: bool
-    interval: float
-
-
-@dataclass(slots=True)
-class _SessionTimer:
-    interval: int
-    we_refresh: bool
 
 
 @dataclass(slots=True)
@@ -233,18 +204,20 @@ class Leg:
     _got_provisional: bool = False
     _cancel_sent: bool = False
     _trying_sent: bool = False
-    _session_expires: int = 0
-    _min_se_retry: bool = False
-    _session: _SessionTimer | None = None
-    _offer: _Offer | None = None
-    _offer_session: list[tuple[str, str]] = field(default_factory=list)
-    _accepted: _Accepted | None = None
     _own_reinvite: str | None = None
     _queued_reinvite: bytes | None = None
     _glare_sdp: bytes | None = None
     _bye_key: str | None = None
-    _end_reason: str = ""
     _rng: random.Random = field(default_factory=random.Random)
+    session: SessionTimer = field(init=False)
+    """RFC 4028 session timer (:mod:`mss.sip.session_timer`)."""
+    offers: FarEndOffers = field(init=False)
+    """The far end's re-INVITE/UPDATE offers (:mod:`mss.sip.offers`)."""
+
+    def __post_init__(self) -> None:
+        s = self.core.settings
+        self.session = SessionTimer(requested=s.session_expires, min_se=s.min_se)
+        self.offers = FarEndOffers(self, self._rng)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -260,10 +233,22 @@ class Leg:
         """RFC 3261 T1 of the settings."""
         return self.core.settings.timer_values.t1
 
-    def _timer(self, name: str, deadline: float) -> None:
+    @property
+    def confirmed(self) -> bool:
+        """True while the dialog is confirmed (answered, not ending)."""
+        return self.state is L.CONFIRMED
+
+    @property
+    def offering(self) -> bool:
+        """True while an offer of ours (re-INVITE or refreshing UPDATE) waits for its answer."""
+        return self._own_reinvite is not None
+
+    def timer(self, name: LegTimerName, deadline: float) -> None:
+        """Arm leg timer ``name``."""
         self.core.set_timer(self, name, deadline)
 
-    def _clear(self, *names: str) -> None:
+    def clear(self, *names: str) -> None:
+        """Disarm leg timers."""
         for name in names:
             self.core.clear_timer(self, name)
 
@@ -292,15 +277,12 @@ class Leg:
 
     def _terminate(self, now: float) -> None:
         self._set_state(L.TERMINATED)
-        for name in ("cancel_guard", "session_refresh", "session_expiry", "offer", "2xx_retx", "2xx_giveup",
-                     "glare"):  # fmt: skip
-            self._clear(name)
-        if self._offer is not None:
-            self._respond_safely(self._offer.key, make_response(self._offer.request, 487), now)
-            self._offer = None
-        self._timer("linger", now + 64 * self.t1)
+        self.clear("cancel_guard", "session_refresh", "session_expiry", *OFFER_TIMERS, "glare")
+        self.offers.abandon(now)
+        self.timer("linger", now + 64 * self.t1)
 
-    def _respond_safely(self, key: str, response: Response, now: float) -> None:
+    def respond_safely(self, key: str, response: Response, now: float) -> None:
+        """Answer in server transaction ``key`` unless it is over or answered."""
         with contextlib.suppress(LocalProtocolError):  # the transaction is over or answered already
             self.core.respond(key, response, now)
 
@@ -309,7 +291,6 @@ class Leg:
     def start(self, invite: Request, now: float) -> None:
         """Send the first INVITE (built by the UA)."""
         s = self.core.settings
-        self._session_expires = s.session_expires
         self._auth = Authenticator(s.auth_user or s.caller, s.password or "", self.core.make_cnonce)
         self._send_invite(invite, now)
 
@@ -430,7 +411,7 @@ class Leg:
         self._early.clear()
         self._ack = self._make_ack(dialog, self.invite)
         self.core.send_ack(self._ack)
-        self._clear("cancel_guard")
+        self.clear("cancel_guard")
         if self.hangup_requested:
             # The 2xx crossed our CANCEL: the call is up, and we end it (RFC 3261 §9.1).
             self._set_state(L.TERMINATING)
@@ -440,7 +421,7 @@ class Leg:
         self.answered = True
         if response.body:
             self.remote_sdp = response.body
-        self._setup_session_timer(response, we_are_uac=True, now=now)
+        self._session_from(response, now)
         self.core.emit(LegAnswered(leg_id=self.leg_id, sdp=self.remote_sdp or b"", call_id=self.call_id))
 
     def _make_ack(self, dialog: Dialog, invite: Request) -> Request:
@@ -479,16 +460,11 @@ class Leg:
                 retry = self._retry(self.invite, cseq=self.invite.cseq.seq + 1, extra=extra)
                 self._send_invite(retry, now)
                 return
-        if status == 422 and not self.hangup_requested and not self._min_se_retry:
-            try:
-                min_se = parse_number((response.headers.get("Min-SE") or "").partition(";")[0], "Min-SE")
-            except SipError:
-                min_se = 0  # unreadable: the 422 is a final failure like any other
-            if min_se >= MIN_SE_FLOOR:
-                self._min_se_retry = True
-                self._session_expires = max(min_se, self._session_expires)
+        if status == 422 and not self.hangup_requested:
+            min_se = self.session.retry_after_422(response)  # RFC 4028 §7.4, once
+            if min_se is not None:
                 extra = [
-                    ("Session-Expires", str(self._session_expires)),
+                    ("Session-Expires", str(self.session.requested)),
                     ("Min-SE", str(min_se)),
                     *[
                         (n, v)
@@ -551,13 +527,11 @@ class Leg:
         key = self.core.send_request(self, cancel, now)
         if key is not None:
             self._pending[key] = _Pending("cancel", cancel, self._new_auth(), None)
-        self._timer("cancel_guard", now + 64 * self.t1)
+        self.timer("cancel_guard", now + 64 * self.t1)
 
     def _send_bye(self, now: float) -> None:
         assert self.dialog is not None
-        if self._offer is not None:
-            self._respond_safely(self._offer.key, make_response(self._offer.request, 487), now)
-            self._offer = None
+        self.offers.abandon(now)
         self._bye_key = self._send_in_dialog("BYE", "bye", self.dialog, now)
         if self._bye_key is None:
             self._finish(now, by_remote=False, reason="hangup")
@@ -651,7 +625,7 @@ class Leg:
                 if pending.request.method == "INVITE":
                     self.core.send_ack(self._make_ack(pending.dialog, pending.request))
                 pending.dialog.refresh_target(response)
-                self._setup_session_timer(response, we_are_uac=True, now=now)
+                self._session_from(response, now)
                 if purpose == "reinvite":
                     if response.body:
                         self.remote_sdp = response.body
@@ -662,18 +636,18 @@ class Leg:
                     self.core.emit(
                         LegReinviteResult(leg_id=self.leg_id, status=status, reason=reason, sdp=None)
                     )
-                self._end_dialog(
+                self.end_dialog(
                     now, reason="refresh failed" if purpose == "refresh" else f"re-INVITE got {status}"
                 )
                 return
             elif status == 491 and self.state is L.CONFIRMED:
                 self._glare_sdp = pending.request.body if purpose == "reinvite" else None
-                self._timer("glare", now + self._rng.uniform(*GLARE_RETRY))
+                self.timer("glare", now + self._rng.uniform(*GLARE_RETRY))
                 if purpose == "reinvite":
                     return  # the result comes with the retry
             elif purpose == "reinvite":
                 self.core.emit(LegReinviteResult(leg_id=self.leg_id, status=status, reason=reason, sdp=None))
-            self._maybe_send_queued(now)
+            self.send_queued_reinvite(now)
 
     # -- requests from the far end ------------------------------------------------------------
 
@@ -684,37 +658,37 @@ class Leg:
         if dialog is None or not dialog.matches(request, incoming_request=True):
             early = self._early.get(request.from_.tag or "")
             if method == "UPDATE" and early is not None and self.state is L.EARLY:
-                self._on_update(key, request, early.dialog, now)
+                self.offers.on_update(key, request, early.dialog, now)
                 return
-            self._respond_safely(key, make_response(request, 481), now)
+            self.respond_safely(key, make_response(request, 481), now)
             return
         try:
             dialog.check_remote_cseq(request)
         except SipError as exc:
-            self._respond_safely(key, make_response(request, exc.status, exc.reason), now)
+            self.respond_safely(key, make_response(request, exc.status, exc.reason), now)
             return
         if method == "BYE":
-            self._respond_safely(key, self._ok(request), now)
+            self.respond_safely(key, self.ok(request), now)
             if self.state is L.CONFIRMED:
-                self._clear("2xx_retx", "2xx_giveup")
-                self._accepted = None
+                self.offers.forget_accepted()
                 self._finish(now, by_remote=True, reason="BYE")
             return
         if self.state is not L.CONFIRMED:
-            self._respond_safely(key, make_response(request, 481), now)
+            self.respond_safely(key, make_response(request, 481), now)
             return
         if method == "INVITE":
-            self._on_reinvite(key, request, dialog, now)
+            self.offers.on_reinvite(key, request, dialog, now)
         elif method == "UPDATE":
-            self._on_update(key, request, dialog, now)
+            self.offers.on_update(key, request, dialog, now)
         elif method == "OPTIONS":
-            self._respond_safely(key, self._ok(request), now)
+            self.respond_safely(key, self.ok(request), now)
         else:
-            self._respond_safely(key, make_response(request, 481), now)
+            self.respond_safely(key, make_response(request, 481), now)
 
-    def _ok(
+    def ok(
         self, request: Request, *, body: bytes = b"", extra: list[tuple[str, str]] | None = None
     ) -> Response:
+        """Our 200 to an in-dialog request (Contact on INVITE and UPDATE)."""
         s = self.core.settings
         headers = (
             [("Contact", str(self.core.contact(s.caller)))] if request.method in ("INVITE", "UPDATE") else []
@@ -725,143 +699,32 @@ class Leg:
         return make_response(request, 200, to_tag=self.local_tag, headers=headers, body=body)
 
     def _busy_with_offer(self) -> bool:
-        return self._own_reinvite is not None or self._offer is not None
+        return self.offering or self.offers.pending
 
-    def _session_headers(self, request: Request, now: float) -> list[tuple[str, str]] | Response:
-        """Apply RFC 4028 to a far-end refresh; the headers for our 2xx, or a 422 to send."""
-        value = request.headers.get("Session-Expires")
-        if value is None:
-            self._set_session(None, now)
-            return []
-        try:
-            interval, refresher = parse_session_expires(value)
-        except SipError as exc:
-            return make_response(request, 400, exc.reason, to_tag=self.local_tag)
-        min_se = self.core.settings.min_se
-        if interval < min_se:
-            return make_response(request, 422, to_tag=self.local_tag, headers=[("Min-SE", str(min_se))])
-        refresher = refresher or "uac"
-        self._set_session(_SessionTimer(interval, we_refresh=refresher == "uas"), now)
-        out = [("Session-Expires", f"{interval};refresher={refresher}")]
-        if "timer" in request.headers.tokens("Supported"):
-            out.append(("Require", "timer"))
-        return out
-
-    def _on_reinvite(self, key: str, request: Request, dialog: Dialog, now: float) -> None:
-        if self._own_reinvite is not None:
-            self._respond_safely(key, make_response(request, 491, to_tag=self.local_tag), now)
-            return
-        if self._offer is not None or (self._accepted is not None and self._accepted.offered):
-            retry = str(self._rng.randint(0, 10))
-            self._respond_safely(
-                key, make_response(request, 500, to_tag=self.local_tag, headers=[("Retry-After", retry)]), now
-            )
-            return
-        session = self._session_headers(request, now)
-        if isinstance(session, Response):
-            self._respond_safely(key, session, now)
-            return
-        dialog.refresh_target(request)
-        dialog.note_allow(request)
-        if not request.body:
-            # Offerless re-INVITE: our offer goes in the 2xx, their answer comes in the ACK.
-            self._accept_reinvite(key, request, self.local_sdp, now, offered=True, extra=session)
-            return
-        if request.body == self.remote_sdp:
-            # A session refresh with the same SDP: same answer, no need to ask the call flow.
-            self._accept_reinvite(key, request, self.local_sdp, now, offered=False, extra=session)
-            return
-        self._offer = _Offer(key, request, "reinvite")
-        self._offer_session = session
-        self._timer("offer", now + self.core.settings.offer_timeout)
-        self.core.emit(LegOffer(leg_id=self.leg_id, sdp=request.body, kind="reinvite"))
-
-    def _accept_reinvite(
-        self,
-        key: str,
-        request: Request,
-        sdp: bytes,
-        now: float,
-        *,
-        offered: bool,
-        extra: list[tuple[str, str]],
-    ) -> None:
-        if not offered:
-            self.remote_sdp = request.body
-        self.local_sdp = sdp
-        response = self._ok(request, body=sdp, extra=extra)
-        self._respond_safely(key, response, now)
-        self._accepted = _Accepted(key, response, request.cseq.seq, offered, self.t1)
-        self._timer("2xx_retx", now + self.t1)
-        self._timer("2xx_giveup", now + 64 * self.t1)
-
-    def _on_update(self, key: str, request: Request, dialog: Dialog, now: float) -> None:
-        if request.body and self._busy_with_offer():
-            self._respond_safely(key, make_response(request, 491, to_tag=self.local_tag), now)
-            return
-        session = self._session_headers(request, now) if self.state is L.CONFIRMED else []
-        if isinstance(session, Response):
-            self._respond_safely(key, session, now)
-            return
-        dialog.refresh_target(request)
-        if not request.body:
-            self._respond_safely(key, self._ok(request, extra=session), now)
-            return
-        if request.body == self.remote_sdp:
-            self._respond_safely(key, self._ok(request, body=self.local_sdp, extra=session), now)
-            return
-        self._offer = _Offer(key, request, "update")
-        self._offer_session = session
-        self._timer("offer", now + self.core.settings.offer_timeout)
-        self.core.emit(LegOffer(leg_id=self.leg_id, sdp=request.body, kind="update"))
+    def session_answer(self, request: Request, now: float) -> list[tuple[str, str]] | Response:
+        """Apply RFC 4028 to a far-end refresh; the headers for our 2xx, or a 400/422 to send."""
+        answer = self.session.on_request(request)
+        if isinstance(answer, SessionRefusal):
+            return make_response(request, answer.status, answer.reason, to_tag=self.local_tag,
+                                 headers=answer.headers)  # fmt: skip
+        self._arm_session(now)
+        return answer
 
     def answer_offer(self, sdp: bytes, now: float) -> None:
         """The call flow's answer to the pending LegOffer."""
-        offer = self._offer
-        if offer is None or (self.state is not L.CONFIRMED and offer.kind == "reinvite"):
-            return
-        self._offer = None
-        self._clear("offer")
-        if offer.kind == "reinvite":
-            self._accept_reinvite(
-                offer.key, offer.request, sdp, now, offered=False, extra=self._offer_session
-            )
-        else:
-            self.remote_sdp = offer.request.body
-            self.local_sdp = sdp
-            self._respond_safely(offer.key, self._ok(offer.request, body=sdp, extra=self._offer_session), now)
-        self._maybe_send_queued(now)
+        self.offers.answer(sdp, now)
 
     def reject_offer(self, status: int, now: float) -> None:
         """Refuse the pending LegOffer (488 Not Acceptable Here by default)."""
-        offer = self._offer
-        if offer is None:
-            return
-        self._offer = None
-        self._clear("offer")
-        self._respond_safely(offer.key, make_response(offer.request, status, to_tag=self.local_tag), now)
-        self._maybe_send_queued(now)
+        self.offers.reject(status, now)
 
     def on_cancel(self, invite_key: str, now: float) -> bool:
         """A CANCEL for a far-end re-INVITE; True when it matched one still waiting for our answer."""
-        offer = self._offer
-        if offer is None or offer.key != invite_key:
-            return False
-        self._offer = None
-        self._clear("offer")
-        self._respond_safely(offer.key, make_response(offer.request, 487, to_tag=self.local_tag), now)
-        return True
+        return self.offers.on_cancel(invite_key, now)
 
     def on_ack(self, ack: Request, now: float) -> None:
         """An ACK for a 2xx of ours (to a far-end re-INVITE)."""
-        accepted = self._accepted
-        if accepted is None or ack.cseq.seq != accepted.seq:
-            return
-        self._accepted = None
-        self._clear("2xx_retx", "2xx_giveup")
-        if accepted.offered and ack.body and self.state is L.CONFIRMED:
-            self.remote_sdp = ack.body
-            self.core.emit(LegRemoteAnswer(leg_id=self.leg_id, sdp=ack.body))
+        self.offers.on_ack(ack, now)
 
     # -- our re-INVITE ------------------------------------------------------------------------
 
@@ -869,7 +732,7 @@ class Leg:
         """Send our own offer (e.g. to reflect hold from the other leg); queued while one is pending."""
         if self.state is not L.CONFIRMED or self.hangup_requested:
             return
-        if self._busy_with_offer() or (self._accepted is not None and self._accepted.offered):
+        if self._busy_with_offer() or self.offers.answer_in_ack:
             self._queued_reinvite = sdp
             return
         self._send_reinvite(sdp, now, purpose="reinvite")
@@ -877,10 +740,7 @@ class Leg:
     def _send_reinvite(self, sdp: bytes, now: float, *, purpose: Literal["reinvite", "refresh"]) -> None:
         assert self.dialog is not None
         self.local_sdp = sdp
-        headers = [("Supported", "100rel, timer")]
-        if self._session is not None:
-            headers.append(("Session-Expires", f"{self._session.interval};refresher=uac"))
-            headers.append(("Min-SE", str(self.core.settings.min_se)))
+        headers = [("Supported", "100rel, timer"), *self.session.refresh_headers()]
         self._own_reinvite = self._send_in_dialog(
             "INVITE", purpose, self.dialog, now, headers=headers, body=sdp
         )
@@ -889,47 +749,35 @@ class Leg:
                 LegReinviteResult(leg_id=self.leg_id, status=503, reason="Service Unavailable", sdp=None)
             )
 
-    def _maybe_send_queued(self, now: float) -> None:
+    def send_queued_reinvite(self, now: float) -> None:
+        """Send our queued re-INVITE once no offer is pending."""
         if self._queued_reinvite is not None and not self._busy_with_offer() and self.state is L.CONFIRMED:
             sdp, self._queued_reinvite = self._queued_reinvite, None
             self._send_reinvite(sdp, now, purpose="reinvite")
 
     # -- session timers -----------------------------------------------------------------------
 
-    def _setup_session_timer(self, response: Response, *, we_are_uac: bool, now: float) -> None:
-        value = response.headers.get("Session-Expires")
-        if value is None:
-            self._set_session(None, now)
-            return
-        try:
-            interval, refresher = parse_session_expires(value)
-        except SipError:
-            self._set_session(None, now)
-            return
-        interval = max(interval, MIN_SE_FLOOR)
-        we_refresh = (refresher or "uac") == ("uac" if we_are_uac else "uas")
-        self._set_session(_SessionTimer(interval, we_refresh), now)
+    def _session_from(self, response: Response, now: float) -> None:
+        """A 2xx to our INVITE, re-INVITE or UPDATE sets the session timer (RFC 4028 §7.2)."""
+        self.session.on_response(response, we_are_uac=True)
+        self._arm_session(now)
 
-    def _set_session(self, session: _SessionTimer | None, now: float) -> None:
-        self._session = session
-        self._clear("session_refresh", "session_expiry")
-        if session is None:
-            return
-        if session.we_refresh:
-            self._timer("session_refresh", now + session.interval / 2)
-        else:
-            self._timer("session_expiry", now + session.interval - min(32, session.interval / 3))
+    def _arm_session(self, now: float) -> None:
+        self.clear("session_refresh", "session_expiry")
+        due = self.session.next_timer(now)
+        if due is not None:
+            self.timer(*due)
 
     def _refresh(self, now: float) -> None:
         dialog = self.dialog
-        if dialog is None or self._session is None or self.state is not L.CONFIRMED:
+        interval = self.session.interval
+        if dialog is None or interval is None or self.state is not L.CONFIRMED:
             return
         if self._busy_with_offer():
-            self._timer("session_refresh", now + 2.0)  # try again when the exchange is over
+            self.timer("session_refresh", now + 2.0)  # try again when the exchange is over
             return
-        interval = self._session.interval
         # The refresh is also bounded: if it never succeeds, the session ends at its expiry.
-        self._timer("session_expiry", now + interval / 2)
+        self.timer("session_expiry", now + interval / 2)
         if "UPDATE" in dialog.remote_allow:
             self._own_reinvite = self._send_in_dialog(
                 "UPDATE",
@@ -937,14 +785,14 @@ class Leg:
                 dialog,
                 now,
                 headers=[("Session-Expires", f"{interval};refresher=uac"), ("Supported", "timer"),
-                         ("Min-SE", str(self.core.settings.min_se))],
+                         ("Min-SE", str(self.session.min_se))],
             )  # fmt: skip
         else:
             self._send_reinvite(self.local_sdp, now, purpose="refresh")
 
     # -- dialog death ---------------------------------------------------------------------------
 
-    def _end_dialog(self, now: float, *, reason: str) -> None:
+    def end_dialog(self, now: float, *, reason: str) -> None:
         """End a confirmed dialog ourselves (no ACK, session expired, refresh failed): BYE and report."""
         if self.state is not L.CONFIRMED:
             return
@@ -962,24 +810,12 @@ class Leg:
             if self.state is L.CANCELLING and self.invite_key is not None:
                 self.core.give_up_invite(self.invite_key)
                 self._finish(now, by_remote=False, reason="cancelled")
-        elif name == "offer":
-            if self._offer is not None:
-                self.answer_offer(self.local_sdp, now)
-        elif name == "2xx_retx":
-            accepted = self._accepted
-            if accepted is not None and self.state is L.CONFIRMED:
-                self._respond_safely(accepted.key, accepted.response, now)
-                accepted.interval = min(2 * accepted.interval, self.core.settings.timer_values.t2)
-                self._timer("2xx_retx", now + accepted.interval)
-        elif name == "2xx_giveup":
-            if self._accepted is not None:
-                self._accepted = None
-                self._clear("2xx_retx")
-                self._end_dialog(now, reason="no ACK")
+        elif name in _OFFER_TIMERS:
+            self.offers.on_timer(_OFFER_TIMERS[name], now)
         elif name == "session_refresh":
             self._refresh(now)
         elif name == "session_expiry":
-            self._end_dialog(now, reason="session expired")
+            self.end_dialog(now, reason="session expired")
         elif name == "glare" and self.state is L.CONFIRMED:
             sdp = self._glare_sdp
             self._glare_sdp = None
