@@ -30,7 +30,7 @@ DATA = Path(__file__).parent / "data"
 #: One digit past the 4,300 that int() converts (sys.get_int_max_str_digits()).
 HUGE = "9" * 4301
 
-_FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_FAST = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # --- reading everything a parser accepted ---------------------------------------------------------
@@ -262,19 +262,19 @@ def inflate(data: bytes, which: int, digits: str) -> bytes:
     return data[: run.start()] + digits.encode() + data[run.end() :]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(st.sampled_from(_SIP), st.integers(0, 200), _DIGITS)
 def test_sip_with_an_inflated_number(path: Path, which: int, digits: str) -> None:
     sip_accepts_or_refuses(inflate(path.read_bytes(), which, digits))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(st.sampled_from(_SDP), st.integers(0, 200), _DIGITS)
 def test_sdp_with_an_inflated_number(path: Path, which: int, digits: str) -> None:
     sdp_accepts_or_refuses(inflate(path.read_bytes(), which, digits))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.sampled_from(_IIF), st.integers(0, 10), _DIGITS)
 def test_iif_with_an_inflated_number(line: bytes, which: int, digits: str) -> None:
     iif_accepts_or_refuses(inflate(line, which, digits), [7, 100])
