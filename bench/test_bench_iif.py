@@ -7,10 +7,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from mss.iif import Ack, IIFConnection, Request, Response, Role, parse_datagram, parse_message, serialize
+from mss.iif import (
+    Ack,
+    CallbackRequest,
+    CallbackResponse,
+    IIFConnection,
+    Role,
+    parse_datagram,
+    parse_message,
+    serialize,
+)
 
 LINE = b"REQUEST: id=1234567890;user1=+4930123456;user2=+4930654321;duration=3600;"
-EVENT = Request(id="1234567890", user1="+4930123456", user2="+4930654321", duration=3600)
+EVENT = CallbackRequest(id="1234567890", user1="+4930123456", user2="+4930654321", duration=3600)
 
 
 def test_parse_request(benchmark: Any) -> None:
@@ -27,12 +36,12 @@ def test_serialize_ack(benchmark: Any) -> None:
 
 
 def test_serialize_response(benchmark: Any) -> None:
-    response = Response(id="1234567890", real_duration=180)
+    response = CallbackResponse(id="1234567890", real_duration=180)
     assert benchmark(serialize, response) == b"RESPONSE: id=1234567890;real_duration=180;\r\n"
 
 
 def test_serialize_extended_response(benchmark: Any) -> None:
-    response = Response(id="1234567890", real_duration=0, result="user2_busy", code=486)
+    response = CallbackResponse(id="1234567890", real_duration=0, result="user2_busy", code=486)
     assert benchmark(serialize, response).startswith(b"RESPONSE: id=1234567890;real_duration=0;result=")
 
 
@@ -65,4 +74,4 @@ def test_connection_receive_pipelined_100(benchmark: Any) -> None:
 
 def test_build_request_event(benchmark: Any) -> None:
     fields = {"id": "1234567890", "user1": "+4930123456", "user2": "+4930654321", "duration": 3600}
-    assert benchmark(Request, **fields) == EVENT
+    assert benchmark(CallbackRequest, **fields) == EVENT

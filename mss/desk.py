@@ -39,7 +39,7 @@ from typing import Protocol
 
 from mss.config import PeerServer
 from mss.errors import IIFError, JournalError
-from mss.iif import Ack, Cancel, Request, Response, serialize
+from mss.iif import Ack, CallbackRequest, CallbackResponse, Cancel, serialize
 from mss.journal import Cdr, Journal, NewCallback, PendingResponse
 from mss.ratelog import RateLimitedLog
 
@@ -317,7 +317,7 @@ class CallbackDesk:
 
     # --- orders --------------------------------------------------------------------------------
 
-    def handle(self, messages: list[Request | Cancel | IIFError], origin: Origin) -> None:
+    def handle(self, messages: list[CallbackRequest | Cancel | IIFError], origin: Origin) -> None:
         """Answer a batch of messages from one origin, in order; start the callbacks taken.
 
         The REQUESTs of a batch are recorded in one journal transaction. A CANCEL of a REQUEST earlier in
@@ -328,7 +328,7 @@ class CallbackDesk:
             # The AS spoke on this connection (before the batch: a RESPONSE may follow its ACK at once).
             self._proven(origin.outlet)
         answers: list[Ack | None] = []  # None: a REQUEST whose ACK waits for the journal
-        taken: list[tuple[int, Request]] = []
+        taken: list[tuple[int, CallbackRequest]] = []
         taken_ids: set[str] = set()
         for message in messages:
             if isinstance(message, IIFError):
@@ -365,7 +365,9 @@ class CallbackDesk:
         self.refusals[peer, kind] += 1
         self._log.warning((peer, kind), "%s: " + message, peer, *args)
 
-    def _commit(self, answers: list[Ack | None], taken: list[tuple[int, Request]], origin: Origin) -> None:
+    def _commit(
+        self, answers: list[Ack | None], taken: list[tuple[int, CallbackRequest]], origin: Origin
+    ) -> None:
         """Record the REQUESTs taken, write ``answers`` in order, then start the callbacks."""
         callbacks: list[Callback] = []
         if taken:
@@ -407,7 +409,7 @@ class CallbackDesk:
             self.engine.start(callback)
 
     def _refusal(
-        self, req: Request, peer: str, pending: int, pending_ids: set[str]
+        self, req: CallbackRequest, peer: str, pending: int, pending_ids: set[str]
     ) -> tuple[str, str] | None:
         """Why ``req`` is refused, as (kind, reason), or None. ``pending`` REQUESTs (``pending_ids``) were
         taken earlier in the same batch: they count against every limit as if already active."""
@@ -507,10 +509,10 @@ class CallbackDesk:
             log.info("callback %s: peer %s not connected; RESPONSE kept", pending.id, pending.peer)
             self._owed.setdefault(pending.peer, []).append(pending)
 
-    def _response(self, cb_id: str, real_duration: int, result: str, code: int) -> Response:
+    def _response(self, cb_id: str, real_duration: int, result: str, code: int) -> CallbackResponse:
         if self.extended_response:
-            return Response(id=cb_id, real_duration=real_duration, result=result, code=code)
-        return Response(id=cb_id, real_duration=real_duration)
+            return CallbackResponse(id=cb_id, real_duration=real_duration, result=result, code=code)
+        return CallbackResponse(id=cb_id, real_duration=real_duration)
 
     def _deliver_tcp(self, pending: PendingResponse, outlet: Outlet) -> None:
         """Write on a proven connection: delivered once written."""

@@ -40,11 +40,11 @@ __all__ = [
     "MAX_IIF_MESSAGE",
     "RESULTS",
     "Ack",
+    "CallbackRequest",
+    "CallbackResponse",
     "Cancel",
     "Event",
     "IIFConnection",
-    "Request",
-    "Response",
     "Role",
     "parse_datagram",
     "parse_message",
@@ -106,7 +106,7 @@ def _check_count(name: str, value: int, low: int) -> None:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Request:
+class CallbackRequest:
     """``REQUEST``: the AS orders a callback."""
 
     id: str
@@ -154,7 +154,7 @@ class Ack:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Response:
+class CallbackResponse:
     """``RESPONSE``: a callback ended; sent exactly once per REQUEST acknowledged ``ok``."""
 
     id: str
@@ -179,7 +179,7 @@ class Response:
             raise LocalProtocolError(f"invalid SIP code {self.code!r}")
 
 
-Event = Request | Cancel | Ack | Response
+Event = CallbackRequest | Cancel | Ack | CallbackResponse
 
 
 # --- parse and serialize ------------------------------------------------------------------------
@@ -295,7 +295,7 @@ def parse_message(line: bytes, *, role: Role = Role.SERVER, max_duration: int = 
         duration = _int_param(params, "duration", iif_id)
         if not 1 <= duration <= max_duration:
             raise IIFError(f"duration {duration} is outside 1..{max_duration}", iif_id=iif_id)
-        return Request(id=iif_id, user1=user1, user2=user2, duration=duration)
+        return CallbackRequest(id=iif_id, user1=user1, user2=user2, duration=duration)
     if method == "CANCEL":
         return Cancel(id=iif_id)
     if method == "ACK":
@@ -312,12 +312,12 @@ def parse_message(line: bytes, *, role: Role = Role.SERVER, max_duration: int = 
         sip_code = int(code_text)
     if result not in RESULTS or sip_code is None or sip_code > 699:
         result, sip_code = None, None
-    return Response(id=iif_id, real_duration=real_duration, result=result, code=sip_code)
+    return CallbackResponse(id=iif_id, real_duration=real_duration, result=result, code=sip_code)
 
 
 def serialize(event: Event) -> bytes:
     """The wire form of ``event``, CRLF-terminated, exactly as the service guide writes it."""
-    if isinstance(event, Request):
+    if isinstance(event, CallbackRequest):
         text = (
             f"REQUEST: id={event.id};user1={event.user1};user2={event.user2};"
             f"duration={event.duration};"
@@ -459,7 +459,7 @@ class IIFConnection:
 
     def send(self, event: Event) -> bytes:
         """Bytes to write for ``event``."""
-        allowed = (Ack, Response) if self.role is Role.SERVER else (Request, Cancel)
+        allowed = (Ack, CallbackResponse) if self.role is Role.SERVER else (CallbackRequest, Cancel)
         if not isinstance(event, allowed):
             raise LocalProtocolError(f"a {self.role.value} does not send {type(event).__name__}")
         return serialize(event)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mss.errors import JournalError
-from mss.iif import Response, serialize
+from mss.iif import CallbackResponse, serialize
 
 __all__ = [
     "PRUNE_BATCH",
@@ -271,7 +271,7 @@ class Journal:
         with self._transaction("write the heartbeat") as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('heartbeat', ?)", (at,))
 
-    def record_response(self, seq: int, response: Response, at: float, cdr: Cdr | None = None) -> str:
+    def record_response(self, seq: int, response: CallbackResponse, at: float, cdr: Cdr | None = None) -> str:
         """Record the RESPONSE owed for callback ``seq`` (and its CDR) and end the callback.
 
         Returns the line to write (CRLF excluded), exactly as it is kept for redelivery.

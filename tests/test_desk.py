@@ -11,7 +11,7 @@ import pytest
 from mss.config import PeerServer
 from mss.desk import Callback, CallbackDesk, Origin, Outcome
 from mss.errors import IIFError
-from mss.iif import Cancel, Request
+from mss.iif import CallbackRequest, Cancel
 from mss.journal import Cdr, Journal, NewCallback
 from tests.helpers import FakeClock
 
@@ -112,11 +112,11 @@ class Harness:
         self.desk.confirm_trial(outlet)
         return outlet
 
-    def send(self, outlet: Outlet, *messages: Request | Cancel | IIFError) -> None:
+    def send(self, outlet: Outlet, *messages: CallbackRequest | Cancel | IIFError) -> None:
         self.desk.handle(list(messages), Origin(peer=outlet.peer, transport="tcp", outlet=outlet))
 
     def send_udp(
-        self, addr: tuple[str, int], *messages: Request | Cancel | IIFError, peer: str = "as1"
+        self, addr: tuple[str, int], *messages: CallbackRequest | Cancel | IIFError, peer: str = "as1"
     ) -> None:
         self.desk.handle(list(messages), Origin(peer=peer, transport="udp", reply_addr=addr))
 
@@ -128,8 +128,8 @@ def h(tmp_path: Path) -> Iterator[Harness]:
     harness.journal.close()
 
 
-def req(cb_id: str, duration: int = 60) -> Request:
-    return Request(id=cb_id, user1="100", user2="101", duration=duration)
+def req(cb_id: str, duration: int = 60) -> CallbackRequest:
+    return CallbackRequest(id=cb_id, user1="100", user2="101", duration=duration)
 
 
 def ack(cb_id: str, ok: bool = True) -> bytes:
@@ -353,7 +353,7 @@ def test_pipelined_batches_keep_their_order(h: Harness) -> None:
     out = h.connect()
     expected = b""
     for batch in range(5):
-        messages: list[Request | Cancel | IIFError] = [req(f"b{batch}-{i}") for i in range(20)]
+        messages: list[CallbackRequest | Cancel | IIFError] = [req(f"b{batch}-{i}") for i in range(20)]
         h.send(out, *messages)
         expected += b"".join(ack(f"b{batch}-{i}") for i in range(20))
     assert out.wire == expected
@@ -622,12 +622,12 @@ def test_recover_answers_interrupted_callbacks_and_queues_undelivered(tmp_path: 
                         duration=600, received_at=900.0),
         ]
     )
-    from mss.iif import Response
+    from mss.iif import CallbackResponse
 
     before.mark_bridged(talking, 950.0)
-    before.record_response(delivered, Response(id="delivered", real_duration=1), 960.0)
+    before.record_response(delivered, CallbackResponse(id="delivered", real_duration=1), 960.0)
     before.mark_delivered(delivered, 960.0)
-    before.record_response(owed, Response(id="owed", real_duration=2), 961.0)
+    before.record_response(owed, CallbackResponse(id="owed", real_duration=2), 961.0)
     before.heartbeat(995.0)
     before.close()  # the process died with "talking" and "udp" in progress
 

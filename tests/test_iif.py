@@ -16,11 +16,11 @@ from mss.iif import (
     MAX_IIF_MESSAGE,
     RESULTS,
     Ack,
+    CallbackRequest,
+    CallbackResponse,
     Cancel,
     Event,
     IIFConnection,
-    Request,
-    Response,
     Role,
     parse_datagram,
     parse_message,
@@ -32,7 +32,7 @@ DATA = Path(__file__).parent / "data" / "iif"
 MAX_DURATION = 86400
 
 VALID = b"REQUEST: id=1234;user1=100;user2=101;duration=3600;"
-VALID_EVENT = Request(id="1234", user1="100", user2="101", duration=3600)
+VALID_EVENT = CallbackRequest(id="1234", user1="100", user2="101", duration=3600)
 
 
 # --- feeding -------------------------------------------------------------------------------------
@@ -159,7 +159,7 @@ def test_golden_accepted(role: Role) -> None:
             assert len(events) == 1, (g.name, events)
             event = events[0]
             assert not isinstance(event, Refused), (g.name, event)
-            assert isinstance(event, Request | Cancel | Ack | Response)
+            assert isinstance(event, CallbackRequest | Cancel | Ack | CallbackResponse)
             assert serialize(event) == g.canonical + b"\r\n", g.name
         # The same message as a datagram (with and without its line end), and parsed alone.
         assert parse_datagram(g.message, role=role) == event
@@ -188,10 +188,10 @@ def test_golden_refused(role: Role) -> None:
 def test_golden_server_accepted_is_an_event(g: Golden) -> None:
     # Each accepted REQUEST is what its canonical line says, field by field.
     event = parse_message(g.message)
-    if isinstance(event, Request):
+    if isinstance(event, CallbackRequest):
         params = (g.canonical or b"").decode()[len("REQUEST: ") :].split(";")
         fields = dict(p.split("=", 1) for p in params if p)
-        assert event == Request(
+        assert event == CallbackRequest(
             id=fields["id"], user1=fields["user1"], user2=fields["user2"], duration=int(fields["duration"])
         )
     else:
@@ -245,7 +245,7 @@ def test_max_duration_comes_from_the_connection() -> None:
 
     data = b"REQUEST: id=a;user1=1;user2=2;duration=60;\nREQUEST: id=b;user1=1;user2=2;duration=61;\n"
     assert feed_three_ways(make, feed, data) == [
-        Request(id="a", user1="1", user2="2", duration=60),
+        CallbackRequest(id="a", user1="1", user2="2", duration=60),
         Refused(b"ACK: id=b;code=fail;\r\n", "duration 61 is outside 1..60"),
     ]
     with pytest.raises(IIFError, match=r"^duration 61 is outside 1\.\.60$"):
@@ -277,7 +277,7 @@ def test_pipelined_messages_come_out_in_order() -> None:
     conn = IIFConnection()
     conn.receive_data(b"\r\n".join(lines) + b"\r\n", 0.0)
     assert drain(conn) == [
-        Request(id=f"r{i}", user1=f"1{i}", user2=f"2{i}", duration=i + 1) for i in range(50)
+        CallbackRequest(id=f"r{i}", user1=f"1{i}", user2=f"2{i}", duration=i + 1) for i in range(50)
     ]
 
 
@@ -322,7 +322,7 @@ def test_idle_completion_of_several_messages_without_line_ends() -> None:
         conn.handle_timer(clock.advance(0.1))
         assert conn.next_event() is None
         conn.handle_timer(clock.advance(0.1))
-        assert conn.next_event() == Request(id=str(i), user1="1", user2="2", duration=5)
+        assert conn.next_event() == CallbackRequest(id=str(i), user1="1", user2="2", duration=5)
 
 
 @pytest.mark.parametrize(
@@ -414,7 +414,7 @@ def padded(size: int, head: bytes = b"REQUEST: id=big;user1=100;user2=101;durati
     return message
 
 
-BIG_EVENT = Request(id="big", user1="100", user2="101", duration=60)
+BIG_EVENT = CallbackRequest(id="big", user1="100", user2="101", duration=60)
 OVERSIZED = Refused(b"ACK: id=big;code=fail;\r\n", "message longer than 1024 bytes")
 
 
@@ -553,10 +553,10 @@ def test_datagram_bound() -> None:
         (Ack(id="1234", ok=True), b"ACK: id=1234;code=ok;\r\n"),
         (Ack(id="1234", ok=False), b"ACK: id=1234;code=fail;\r\n"),
         (Ack(id="", ok=False), b"ACK: id=;code=fail;\r\n"),
-        (Response(id="1234", real_duration=180), b"RESPONSE: id=1234;real_duration=180;\r\n"),
-        (Response(id="1234", real_duration=0), b"RESPONSE: id=1234;real_duration=0;\r\n"),
+        (CallbackResponse(id="1234", real_duration=180), b"RESPONSE: id=1234;real_duration=180;\r\n"),
+        (CallbackResponse(id="1234", real_duration=0), b"RESPONSE: id=1234;real_duration=0;\r\n"),
         (
-            Response(id="7", real_duration=0, result="user2_busy", code=486),
+            CallbackResponse(id="7", real_duration=0, result="user2_busy", code=486),
             b"RESPONSE: id=7;real_duration=0;result=user2_busy;code=486;\r\n",
         ),
         (VALID_EVENT, VALID + b"\r\n"),
@@ -570,17 +570,17 @@ def test_serialize_exact(event: Event, wire: bytes) -> None:
 def test_send_by_role() -> None:
     server, client = IIFConnection(Role.SERVER), IIFConnection(Role.CLIENT)
     assert server.send(Ack(id="1", ok=True)) == b"ACK: id=1;code=ok;\r\n"
-    assert server.send(Response(id="1", real_duration=3)) == b"RESPONSE: id=1;real_duration=3;\r\n"
+    assert server.send(CallbackResponse(id="1", real_duration=3)) == b"RESPONSE: id=1;real_duration=3;\r\n"
     assert client.send(VALID_EVENT) == VALID + b"\r\n"
     assert client.send(Cancel(id="1")) == b"CANCEL: id=1;\r\n"
-    with pytest.raises(LocalProtocolError, match=r"^a server does not send Request$"):
+    with pytest.raises(LocalProtocolError, match=r"^a server does not send CallbackRequest$"):
         server.send(VALID_EVENT)
     with pytest.raises(LocalProtocolError, match=r"^a server does not send Cancel$"):
         server.send(Cancel(id="1"))
     with pytest.raises(LocalProtocolError, match=r"^a client does not send Ack$"):
         client.send(Ack(id="1", ok=True))
-    with pytest.raises(LocalProtocolError, match=r"^a client does not send Response$"):
-        client.send(Response(id="1", real_duration=3))
+    with pytest.raises(LocalProtocolError, match=r"^a client does not send CallbackResponse$"):
+        client.send(CallbackResponse(id="1", real_duration=3))
 
 
 # --- events cannot be built invalid ---------------------------------------------------------------
@@ -588,29 +588,44 @@ def test_send_by_role() -> None:
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: Request(id="", user1="1", user2="2", duration=5), "invalid IIF id ''"),
-        (lambda: Request(id="a" * 32, user1="1", user2="2", duration=5), f"invalid IIF id '{'a' * 32}'"),
-        (lambda: Request(id="a;b", user1="1", user2="2", duration=5), "invalid IIF id 'a;b'"),
-        (lambda: Request(id="a", user1="", user2="2", duration=5), "invalid IIF user ''"),
-        (lambda: Request(id="a", user1="1", user2="x=y", duration=5), "invalid IIF user 'x=y'"),
-        (lambda: Request(id="a", user1="1", user2="2" * 32, duration=5), f"invalid IIF user '{'2' * 32}'"),
-        (lambda: Request(id="a", user1="1", user2="2", duration=0), "invalid IIF duration 0"),
-        (lambda: Request(id="a", user1="1", user2="2", duration=-1), "invalid IIF duration -1"),
-        (lambda: Request(id="a", user1="1", user2="2", duration=10**10), "invalid IIF duration 10000000000"),
-        (lambda: Request(id="a", user1="1", user2="2", duration=True), "invalid IIF duration True"),
-        (lambda: Request(id="a", user1="1", user2="2", duration="5"), "invalid IIF duration '5'"),
-        (lambda: Request(id=5, user1="1", user2="2", duration=5), "invalid IIF id 5"),
+        (lambda: CallbackRequest(id="", user1="1", user2="2", duration=5), "invalid IIF id ''"),
+        (
+            lambda: CallbackRequest(id="a" * 32, user1="1", user2="2", duration=5),
+            f"invalid IIF id '{'a' * 32}'",
+        ),
+        (lambda: CallbackRequest(id="a;b", user1="1", user2="2", duration=5), "invalid IIF id 'a;b'"),
+        (lambda: CallbackRequest(id="a", user1="", user2="2", duration=5), "invalid IIF user ''"),
+        (lambda: CallbackRequest(id="a", user1="1", user2="x=y", duration=5), "invalid IIF user 'x=y'"),
+        (
+            lambda: CallbackRequest(id="a", user1="1", user2="2" * 32, duration=5),
+            f"invalid IIF user '{'2' * 32}'",
+        ),
+        (lambda: CallbackRequest(id="a", user1="1", user2="2", duration=0), "invalid IIF duration 0"),
+        (lambda: CallbackRequest(id="a", user1="1", user2="2", duration=-1), "invalid IIF duration -1"),
+        (
+            lambda: CallbackRequest(id="a", user1="1", user2="2", duration=10**10),
+            "invalid IIF duration 10000000000",
+        ),
+        (lambda: CallbackRequest(id="a", user1="1", user2="2", duration=True), "invalid IIF duration True"),
+        (lambda: CallbackRequest(id="a", user1="1", user2="2", duration="5"), "invalid IIF duration '5'"),
+        (lambda: CallbackRequest(id=5, user1="1", user2="2", duration=5), "invalid IIF id 5"),
         (lambda: Cancel(id="é"), "invalid IIF id 'é'"),
         (lambda: Ack(id="", ok=True), "invalid IIF id ''"),
         (lambda: Ack(id="a b", ok=False), "invalid IIF id 'a b'"),
         (lambda: Ack(id="a", ok=1), "ACK ok must be True or False, not 1"),
-        (lambda: Response(id="a", real_duration=-1), "invalid IIF real_duration -1"),
-        (lambda: Response(id="a", real_duration=10**10), "invalid IIF real_duration 10000000000"),
-        (lambda: Response(id="a", real_duration=1, result="answered"), "result and code go together"),
-        (lambda: Response(id="a", real_duration=1, code=200), "result and code go together"),
-        (lambda: Response(id="a", real_duration=1, result="won", code=200), "unknown result 'won'"),
-        (lambda: Response(id="a", real_duration=1, result="answered", code=700), "invalid SIP code 700"),
-        (lambda: Response(id="a", real_duration=1, result="answered", code=-1), "invalid SIP code -1"),
+        (lambda: CallbackResponse(id="a", real_duration=-1), "invalid IIF real_duration -1"),
+        (lambda: CallbackResponse(id="a", real_duration=10**10), "invalid IIF real_duration 10000000000"),
+        (lambda: CallbackResponse(id="a", real_duration=1, result="answered"), "result and code go together"),
+        (lambda: CallbackResponse(id="a", real_duration=1, code=200), "result and code go together"),
+        (lambda: CallbackResponse(id="a", real_duration=1, result="won", code=200), "unknown result 'won'"),
+        (
+            lambda: CallbackResponse(id="a", real_duration=1, result="answered", code=700),
+            "invalid SIP code 700",
+        ),
+        (
+            lambda: CallbackResponse(id="a", real_duration=1, result="answered", code=-1),
+            "invalid SIP code -1",
+        ),
     ],
 )
 def test_events_cannot_be_built_invalid(build: object, message: str) -> None:
@@ -631,13 +646,13 @@ ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
 USER_CHARS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ+*#._-"
 ids = st.text(alphabet=ID_CHARS, min_size=1, max_size=31)
 users = st.text(alphabet=USER_CHARS, min_size=1, max_size=31)
-requests = st.builds(Request, id=ids, user1=users, user2=users, duration=st.integers(1, MAX_DURATION))
+requests = st.builds(CallbackRequest, id=ids, user1=users, user2=users, duration=st.integers(1, MAX_DURATION))
 cancels = st.builds(Cancel, id=ids)
 acks = st.one_of(st.builds(Ack, id=ids, ok=st.booleans()), st.just(Ack(id="", ok=False)))
 responses = st.one_of(
-    st.builds(Response, id=ids, real_duration=st.integers(0, 10**10 - 1)),
+    st.builds(CallbackResponse, id=ids, real_duration=st.integers(0, 10**10 - 1)),
     st.builds(
-        Response,
+        CallbackResponse,
         id=ids,
         real_duration=st.integers(0, 10**10 - 1),
         result=st.sampled_from(sorted(RESULTS)),
@@ -673,7 +688,7 @@ def test_round_trip_client(events: list[Event]) -> None:
 
 
 @given(requests)
-def test_round_trip_without_line_ends_by_idle_completion(request: Request) -> None:
+def test_round_trip_without_line_ends_by_idle_completion(request: CallbackRequest) -> None:
     clock = FakeClock()
     conn = IIFConnection()
     conn.receive_data(serialize(request)[:-2], clock())
@@ -683,8 +698,9 @@ def test_round_trip_without_line_ends_by_idle_completion(request: Request) -> No
 
 def _valid(event: object, role: Role, max_duration: int) -> None:
     """An event that came out of the parser is one the constructors accept and round-trips."""
-    assert isinstance(event, Request | Cancel) if role is Role.SERVER else isinstance(event, Ack | Response)
-    if isinstance(event, Request):
+    expected = (CallbackRequest, Cancel) if role is Role.SERVER else (Ack, CallbackResponse)
+    assert isinstance(event, expected)
+    if isinstance(event, CallbackRequest):
         assert 1 <= event.duration <= max_duration
     assert parse_message(serialize(event)[:-2], role=role, max_duration=max_duration) == event
 
@@ -737,7 +753,7 @@ def test_constructors_accept_exactly_the_valid(ident: str, user: str, number: in
     user_ok = re.fullmatch(r"[A-Za-z0-9+*#._-]{1,31}", user) is not None
     number_ok = 1 <= number < 10**10
     try:
-        Request(id=ident, user1=user, user2=user, duration=number)
+        CallbackRequest(id=ident, user1=user, user2=user, duration=number)
     except LocalProtocolError:
         assert not (id_ok and user_ok and number_ok)
     else:
@@ -749,7 +765,7 @@ def test_constructors_accept_exactly_the_valid(ident: str, user: str, number: in
     else:
         assert id_ok
     try:
-        Response(id=ident, real_duration=number)
+        CallbackResponse(id=ident, real_duration=number)
     except LocalProtocolError:
         assert not (id_ok and 0 <= number < 10**10)
     else:

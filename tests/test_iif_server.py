@@ -388,9 +388,9 @@ def test_kept_response_survives_kill_9(tmp_path: Path) -> None:
                      duration=600, received_at=time.time() - 100) for i in ("cut", "owed")]
     )
     earlier.mark_bridged(cut, time.time() - 90)
-    from mss.iif import Response
+    from mss.iif import CallbackResponse
 
-    earlier.record_response(owed, Response(id="owed", real_duration=17), time.time() - 80)
+    earlier.record_response(owed, CallbackResponse(id="owed", real_duration=17), time.time() - 80)
     earlier.heartbeat(time.time() - 90 + 42.4)
     earlier.close()
 
@@ -420,9 +420,9 @@ def test_kept_response_on_trial_survives_kill_9(tmp_path: Path) -> None:
         [NewCallback(id="owed", peer="as1", transport="tcp", reply_addr=None, user1="100", user2="101",
                      duration=600, received_at=time.time() - 100)]
     )
-    from mss.iif import Response
+    from mss.iif import CallbackResponse
 
-    earlier.record_response(owed, Response(id="owed", real_duration=5), time.time() - 80)
+    earlier.record_response(owed, CallbackResponse(id="owed", real_duration=5), time.time() - 80)
     earlier.close()
 
     port = free_port()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mss.errors import JournalError
-from mss.iif import Response
+from mss.iif import CallbackResponse
 from mss.journal import WAL_SIZE_LIMIT, Cdr, InterruptedCallback, Journal, NewCallback, PendingResponse
 
 
@@ -46,10 +46,10 @@ def test_record_response_delivered(journal: Journal) -> None:
     assert len(seqs) == 3 and seqs == sorted(seqs) and len(set(seqs)) == 3
     assert journal.undelivered() == []
 
-    line = journal.record_response(seqs[1], Response(id="b", real_duration=42), at=1100.0)
+    line = journal.record_response(seqs[1], CallbackResponse(id="b", real_duration=42), at=1100.0)
     assert line == "RESPONSE: id=b;real_duration=42;"
     line = journal.record_response(
-        seqs[2], Response(id="c", real_duration=0, result="user1_busy", code=486), at=1101.0
+        seqs[2], CallbackResponse(id="c", real_duration=0, result="user1_busy", code=486), at=1101.0
     )
     assert line == "RESPONSE: id=c;real_duration=0;result=user1_busy;code=486;"
     assert journal.undelivered() == [
@@ -68,20 +68,20 @@ def test_record_response_delivered(journal: Journal) -> None:
 
 def test_one_response_per_callback(journal: Journal) -> None:
     (seq,) = journal.record_requests([new("a")])
-    journal.record_response(seq, Response(id="a", real_duration=1), at=1.0)
+    journal.record_response(seq, CallbackResponse(id="a", real_duration=1), at=1.0)
     with pytest.raises(JournalError, match=rf"^journal: callback a \(#{seq}\) already has its RESPONSE$"):
-        journal.record_response(seq, Response(id="a", real_duration=2), at=2.0)
+        journal.record_response(seq, CallbackResponse(id="a", real_duration=2), at=2.0)
     with pytest.raises(JournalError, match=r"^journal: no callback 999$"):
-        journal.record_response(999, Response(id="a", real_duration=2), at=2.0)
+        journal.record_response(999, CallbackResponse(id="a", real_duration=2), at=2.0)
     assert [p.line for p in journal.undelivered()] == ["RESPONSE: id=a;real_duration=1;"]
 
 
 def test_an_id_may_come_back_after_its_response(journal: Journal) -> None:
     first, = journal.record_requests([new("a")])
-    journal.record_response(first, Response(id="a", real_duration=1), at=1.0)
+    journal.record_response(first, CallbackResponse(id="a", real_duration=1), at=1.0)
     second, = journal.record_requests([new("a")])
     assert second != first
-    journal.record_response(second, Response(id="a", real_duration=2), at=2.0)
+    journal.record_response(second, CallbackResponse(id="a", real_duration=2), at=2.0)
     assert [(p.seq, p.line) for p in journal.undelivered()] == [
         (first, "RESPONSE: id=a;real_duration=1;"),
         (second, "RESPONSE: id=a;real_duration=2;"),
@@ -91,7 +91,7 @@ def test_an_id_may_come_back_after_its_response(journal: Journal) -> None:
 def test_undelivered_oldest_first(journal: Journal) -> None:
     seqs = journal.record_requests([new(f"r{i}") for i in range(4)])
     for seq, at in zip(seqs, [50.0, 10.0, 30.0, 10.0], strict=True):
-        journal.record_response(seq, Response(id="x", real_duration=0), at=at)
+        journal.record_response(seq, CallbackResponse(id="x", real_duration=0), at=at)
     assert [p.seq for p in journal.undelivered()] == [seqs[1], seqs[3], seqs[2], seqs[0]]
 
 
@@ -112,9 +112,9 @@ def test_a_batch_is_all_or_nothing(journal: Journal) -> None:
 def test_undelivered_survive_reopening(path: Path) -> None:
     j = Journal(path)
     a, b, c = j.record_requests([new("a"), new("b", udp=("127.0.0.1", 7)), new("c", peer="as2")])
-    j.record_response(a, Response(id="a", real_duration=5), at=10.0)
-    j.record_response(b, Response(id="b", real_duration=6), at=11.0)
-    j.record_response(c, Response(id="c", real_duration=7), at=12.0)
+    j.record_response(a, CallbackResponse(id="a", real_duration=5), at=10.0)
+    j.record_response(b, CallbackResponse(id="b", real_duration=6), at=11.0)
+    j.record_response(c, CallbackResponse(id="c", real_duration=7), at=12.0)
     j.mark_delivered(a, at=10.5)
     before = j.undelivered()
     j.close()
@@ -139,7 +139,7 @@ def test_interrupted_callbacks_after_a_crash(path: Path) -> None:
     j.mark_bridged(talking, at=1000.0)
     j.mark_bridged(capped, at=1000.0)
     j.mark_bridged(late, at=1031.0)  # bridged after the last heartbeat
-    j.record_response(done, Response(id="done", real_duration=3), at=1010.0)
+    j.record_response(done, CallbackResponse(id="done", real_duration=3), at=1010.0)
     j.heartbeat(1020.0)
     j.heartbeat(1029.6)  # the last one counts
     j.close()  # the process dies without finishing its callbacks
@@ -166,14 +166,14 @@ def test_commits_survive_a_killed_process(path: Path) -> None:
     # The writer exits without closing anything (as a kill would leave it): committed rows stay.
     script = f"""
 import os
-from mss.iif import Response
+from mss.iif import CallbackResponse
 from mss.journal import Journal, NewCallback
 j = Journal({str(path)!r})
 seqs = j.record_requests([NewCallback(id=i, peer="as1", transport="tcp", reply_addr=None, user1="1",
                                       user2="2", duration=60, received_at=1000.0) for i in ("a", "b")])
 j.mark_bridged(seqs[0], 1000.0)
 j.heartbeat(1012.0)
-j.record_response(seqs[1], Response(id="b", real_duration=0), 1001.0)
+j.record_response(seqs[1], CallbackResponse(id="b", real_duration=0), 1001.0)
 os._exit(0)
 """
     subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
@@ -208,7 +208,7 @@ def test_errors_after_close_are_journal_errors(path: Path) -> None:
         lambda: j.record_requests([new("b")]),
         lambda: j.mark_bridged(seq, 1.0),
         lambda: j.heartbeat(1.0),
-        lambda: j.record_response(seq, Response(id="a", real_duration=0), 1.0),
+        lambda: j.record_response(seq, CallbackResponse(id="a", real_duration=0), 1.0),
         lambda: j.mark_delivered(seq, 1.0),
         j.interrupted,
         j.undelivered,
@@ -244,7 +244,7 @@ def test_cdr_rows(journal: Journal) -> None:
         result="answered",
         reason="user2 hung up",
     )
-    journal.record_response(seq, Response(id="a", real_duration=180), at=1190.0, cdr=cdr)
+    journal.record_response(seq, CallbackResponse(id="a", real_duration=180), at=1190.0, cdr=cdr)
     assert journal.cdr("a") == {
         "seq": seq,
         "id": "a",
@@ -271,14 +271,14 @@ def test_cdr_rows(journal: Journal) -> None:
 def test_cdr_minimal_and_latest(journal: Journal) -> None:
     first, = journal.record_requests([new("a")])
     journal.record_response(
-        first, Response(id="a", real_duration=0), at=1.0,
+        first, CallbackResponse(id="a", real_duration=0), at=1.0,
         cdr=Cdr(
             caller="mss", released_at=1.0, released_by="user1", result="user1_busy", reason="486 Busy Here"
         ),
     )
     second, = journal.record_requests([new("a")])
     journal.record_response(
-        second, Response(id="a", real_duration=0), at=2.0,
+        second, CallbackResponse(id="a", real_duration=0), at=2.0,
         cdr=Cdr(
             caller="mss", released_at=2.0, released_by="as", result="cancelled", reason="CANCEL from the AS"
         ),
@@ -290,7 +290,7 @@ def test_cdr_minimal_and_latest(journal: Journal) -> None:
 
 def test_no_cdr_without_one(journal: Journal) -> None:
     (seq,) = journal.record_requests([new("a")])
-    journal.record_response(seq, Response(id="a", real_duration=0), at=1.0)
+    journal.record_response(seq, CallbackResponse(id="a", real_duration=0), at=1.0)
     assert journal.cdr("a") is None
 
 
@@ -320,7 +320,7 @@ def test_a_failed_commit_does_not_break_the_journal(journal: Journal) -> None:
     assert journal.interrupted() == []  # rolled back
     (seq,) = journal.record_requests([new("next")])  # and the journal still works
     assert [c.id for c in journal.interrupted()] == ["next"]
-    journal.record_response(seq, Response(id="next", real_duration=1), at=1.0)
+    journal.record_response(seq, CallbackResponse(id="next", real_duration=1), at=1.0)
     assert [p.id for p in journal.undelivered()] == ["next"]
 
 
@@ -341,10 +341,12 @@ def test_prune_deletes_only_what_was_delivered_before_the_horizon(journal: Journ
     old, old_owed, _old_active, recent = journal.record_requests(
         [new("old"), new("old_owed"), new("old_active"), new("recent")]
     )
-    journal.record_response(old, Response(id="old", real_duration=3), at=1000.0, cdr=_cdr(1000.0))
+    journal.record_response(old, CallbackResponse(id="old", real_duration=3), at=1000.0, cdr=_cdr(1000.0))
     journal.mark_delivered(old, 1000.0)
-    journal.record_response(old_owed, Response(id="old_owed", real_duration=1), at=1000.0, cdr=_cdr(1000.0))
-    journal.record_response(recent, Response(id="recent", real_duration=2), at=1000.0 + 40 * DAY,
+    journal.record_response(
+        old_owed, CallbackResponse(id="old_owed", real_duration=1), at=1000.0, cdr=_cdr(1000.0)
+    )
+    journal.record_response(recent, CallbackResponse(id="recent", real_duration=2), at=1000.0 + 40 * DAY,
                             cdr=_cdr(1000.0 + 40 * DAY))
     journal.mark_delivered(recent, 1000.0 + 40 * DAY)
     now = 1000.0 + 45 * DAY  # keep 30 days: "old" (delivered 45 days ago) goes, nothing else does
@@ -363,7 +365,7 @@ def test_prune_deletes_only_what_was_delivered_before_the_horizon(journal: Journ
 def test_prune_works_in_bounded_batches(journal: Journal) -> None:
     seqs = journal.record_requests([new(f"c{i}") for i in range(25)])
     for seq in seqs:
-        journal.record_response(seq, Response(id=f"c{seq}", real_duration=0), at=1000.0)
+        journal.record_response(seq, CallbackResponse(id=f"c{seq}", real_duration=0), at=1000.0)
         journal.mark_delivered(seq, 1000.0)
     assert [journal.prune(before=2000.0, limit=10) for _ in range(4)] == [10, 10, 5, 0]
     assert _ids(journal, "callbacks") == []
@@ -371,7 +373,7 @@ def test_prune_works_in_bounded_batches(journal: Journal) -> None:
 
 def test_a_seq_is_never_reused_after_a_prune(journal: Journal) -> None:
     (first,) = journal.record_requests([new("a")])
-    journal.record_response(first, Response(id="a", real_duration=0), at=1000.0)
+    journal.record_response(first, CallbackResponse(id="a", real_duration=0), at=1000.0)
     journal.mark_delivered(first, 1000.0)
     assert journal.prune(before=2000.0) == 1
     (second,) = journal.record_requests([new("a")])
@@ -394,7 +396,7 @@ def test_steady_traffic_with_retention_keeps_the_file_bounded(path: Path) -> Non
                          user2="101", duration=60, received_at=now) for i in range(per_cycle)]
         )
         for seq in seqs:
-            journal.record_response(seq, Response(id="x", real_duration=12), at=now, cdr=_cdr(now))
+            journal.record_response(seq, CallbackResponse(id="x", real_duration=12), at=now, cdr=_cdr(now))
             journal.mark_delivered(seq, now)
         for _ in range(per_cycle):  # bounded: a batch a call, until nothing is old enough
             if journal.prune(before=now - keep) == 0:

@@ -15,7 +15,7 @@ from mss.aio.calls import RESTART_QUARANTINE, CallEngine
 from mss.config import load
 from mss.desk import CallbackDesk
 from mss.errors import PortsExhausted
-from mss.iif import Response
+from mss.iif import CallbackResponse
 from mss.journal import Journal, NewCallback
 from mss.peers.net import free_port
 
@@ -35,13 +35,13 @@ def test_ports_of_callbacks_cut_by_a_crash_stay_quarantined_across_a_second_rest
         seqs = journal.record_requests([_request(i, NOW) for i in range(3)])
         for i, seq in enumerate(seqs):
             journal.record_ports(seq, (30000 + 4 * i, 30002 + 4 * i))
-        journal.record_response(seqs[0], Response(id="c0", real_duration=5), NOW)  # ended: BYE sent
+        journal.record_response(seqs[0], CallbackResponse(id="c0", real_duration=5), NOW)  # ended: BYE sent
         journal.heartbeat(NOW + 1)  # then the process was killed
         cut = [30004, 30006, 30008, 30010]
         held = journal.quarantined_ports(NOW + 5, 60)  # the restart, 4 s later
         assert sorted(held) == [(port, NOW + 65) for port in cut]
         for i, seq in enumerate(seqs[1:], 1):  # it answers them (recover), and is killed 10 s later
-            journal.record_response(seq, Response(id=f"c{i}", real_duration=0), NOW + 5)
+            journal.record_response(seq, CallbackResponse(id=f"c{i}", real_duration=0), NOW + 5)
         journal.heartbeat(NOW + 15)
         assert sorted(journal.quarantined_ports(NOW + 16, 60)) == [(port, NOW + 65) for port in cut]
         assert journal.quarantined_ports(NOW + 65, 60) == []  # the period is over
@@ -55,7 +55,7 @@ def test_no_quarantine_after_a_clean_stop_or_a_long_outage(tmp_path: Path) -> No
         done, cut = journal.record_requests([_request(0, NOW), _request(1, NOW)])
         journal.record_ports(done, (30000, 30002))
         journal.record_ports(cut, (30004, 30006))
-        journal.record_response(done, Response(id="c0", real_duration=5), NOW)
+        journal.record_response(done, CallbackResponse(id="c0", real_duration=5), NOW)
         journal.heartbeat(NOW + 1)
         # mss was down longer than the period: the phones of the cut call gave up long ago
         assert journal.quarantined_ports(NOW + 1 + 61, 60) == []
@@ -71,7 +71,7 @@ def test_the_ports_table_forgets_finished_callbacks(tmp_path: Path) -> None:
         for i in range(1, 200):
             seq = journal.record_requests([_request(i, NOW)])[0]
             journal.record_ports(seq, (30004, 30006))
-            journal.record_response(seq, Response(id=f"c{i}", real_duration=1), NOW)
+            journal.record_response(seq, CallbackResponse(id=f"c{i}", real_duration=1), NOW)
         rows = journal._db.execute("SELECT seq FROM relay_ports ORDER BY seq").fetchall()
         assert len(rows) <= 3 and rows[0][0] == live  # a call in progress is never forgotten
     finally:

@@ -10,7 +10,16 @@ import time
 import uvloop
 
 from mss.errors import IIFError
-from mss.iif import Ack, Event, IIFConnection, Request, Response, Role, parse_datagram, serialize
+from mss.iif import (
+    Ack,
+    CallbackRequest,
+    CallbackResponse,
+    Event,
+    IIFConnection,
+    Role,
+    parse_datagram,
+    serialize,
+)
 
 __all__ = ["new_callback_id", "order_callback", "run_callback"]
 
@@ -37,7 +46,9 @@ async def order_callback(
 ) -> int:
     """Send a REQUEST, print the ACK and the RESPONSE; exit status 0 on ``code=ok`` and a RESPONSE."""
     try:
-        request = Request(id=callback_id or new_callback_id(), user1=user1, user2=user2, duration=duration)
+        request = CallbackRequest(
+            id=callback_id or new_callback_id(), user1=user1, user2=user2, duration=duration
+        )
     except Exception as exc:
         print(f"mss callback: {exc}", file=sys.stderr)
         return 2
@@ -70,16 +81,16 @@ def run_callback(
     )
 
 
-def _verdict(event: Event, request: Request, acked: bool) -> int | None:
+def _verdict(event: Event, request: CallbackRequest, acked: bool) -> int | None:
     """Exit status once our ACK (fail) or RESPONSE arrived, else None to keep waiting."""
     if isinstance(event, Ack) and event.id == request.id:
         return None if event.ok else 1
-    if isinstance(event, Response) and event.id == request.id and acked:
+    if isinstance(event, CallbackResponse) and event.id == request.id and acked:
         return 0
     return None
 
 
-async def _over_tcp(host: str, port: int, request: Request) -> int:
+async def _over_tcp(host: str, port: int, request: CallbackRequest) -> int:
     reader, writer = await asyncio.open_connection(host, port)
     conn = IIFConnection(Role.CLIENT)
     writer.write(conn.send(request))
@@ -121,7 +132,7 @@ class _Datagrams(asyncio.DatagramProtocol):
             self.queue.put_nowait(exc)
 
 
-async def _over_udp(host: str, port: int, request: Request) -> int:
+async def _over_udp(host: str, port: int, request: CallbackRequest) -> int:
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.create_datagram_endpoint(_Datagrams, remote_addr=(host, port))
     try:

@@ -27,7 +27,7 @@ from typing import cast
 from mss.config import PeerServer
 from mss.desk import CallbackDesk, Origin
 from mss.errors import IIFError, TransportError
-from mss.iif import Cancel, IIFConnection, Request, Role, parse_datagram
+from mss.iif import CallbackRequest, Cancel, IIFConnection, Role, parse_datagram
 from mss.ratelog import RateLimitedLog
 
 __all__ = ["MAX_CONNECTIONS", "IIFServer", "PeerTable"]
@@ -138,7 +138,7 @@ class _StreamProtocol(asyncio.Protocol):
         return False
 
     def _drain(self) -> None:
-        messages: list[Request | Cancel | IIFError] = []
+        messages: list[CallbackRequest | Cancel | IIFError] = []
         while True:
             try:
                 event = self._conn.next_event()
@@ -147,7 +147,7 @@ class _StreamProtocol(asyncio.Protocol):
                 continue
             if event is None:
                 break
-            assert isinstance(event, Request | Cancel)
+            assert isinstance(event, CallbackRequest | Cancel)
             messages.append(event)
         if messages and self._origin is not None:
             self._server.desk.handle(messages, self._origin)
@@ -277,10 +277,10 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
         if peer is None:
             self._server.peers.log_refusal(host, port, "udp")
             return
-        message: Request | Cancel | IIFError
+        message: CallbackRequest | Cancel | IIFError
         try:
             event = parse_datagram(data, max_duration=self._server.max_duration)
-            assert isinstance(event, Request | Cancel)
+            assert isinstance(event, CallbackRequest | Cancel)
             message = event
         except IIFError as exc:
             message = exc
