@@ -1,7 +1,7 @@
 """The callback desk: takes IIF orders, keeps the journal, routes every RESPONSE home.
 
 The desk is where mss's promise to the AS is kept. It does no socket I/O itself: the IIF adapters hand
-it parsed messages with an :class:`Origin` (who sent them, how to answer), and it writes through
+it parsed messages with an :class:`Sender` (who sent them, how to answer), and it writes through
 :class:`Outlet` objects and a UDP send function they provide. It decides:
 
 * admission: ``ACK code=ok`` only when the id is not in progress, there is capacity (``max_calls``),
@@ -47,9 +47,9 @@ __all__ = [
     "Callback",
     "CallbackDesk",
     "Engine",
-    "Origin",
     "Outcome",
     "Outlet",
+    "Sender",
 ]
 
 log = logging.getLogger("mss.desk")
@@ -72,7 +72,7 @@ class Outlet(Protocol):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Origin:
+class Sender:
     """Who sent a batch of IIF messages and how to answer them."""
 
     peer: str
@@ -99,7 +99,7 @@ class Callback:
     """Called second."""
     duration: int
     """Seconds allowed from user1's answer."""
-    origin: Origin
+    origin: Sender
     """Where the RESPONSE goes."""
     received_at: float
     """Wall clock of the REQUEST."""
@@ -317,7 +317,7 @@ class CallbackDesk:
 
     # --- orders --------------------------------------------------------------------------------
 
-    def handle(self, messages: list[CallbackRequest | Cancel | IIFError], origin: Origin) -> None:
+    def handle(self, messages: list[CallbackRequest | Cancel | IIFError], origin: Sender) -> None:
         """Answer a batch of messages from one origin, in order; start the callbacks taken.
 
         The REQUESTs of a batch are recorded in one journal transaction. A CANCEL of a REQUEST earlier in
@@ -366,7 +366,7 @@ class CallbackDesk:
         self._log.warning((peer, kind), "%s: " + message, peer, *args)
 
     def _commit(
-        self, answers: list[Ack | None], taken: list[tuple[int, CallbackRequest]], origin: Origin
+        self, answers: list[Ack | None], taken: list[tuple[int, CallbackRequest]], origin: Sender
     ) -> None:
         """Record the REQUESTs taken, write ``answers`` in order, then start the callbacks."""
         callbacks: list[Callback] = []
@@ -434,7 +434,7 @@ class CallbackDesk:
             return "peer_max_rate", f"peer {peer} is over its max_rate = {bucket.rate:g}/s"
         return None
 
-    def _cancel(self, message: Cancel, origin: Origin) -> tuple[Ack, int | None]:
+    def _cancel(self, message: Cancel, origin: Sender) -> tuple[Ack, int | None]:
         """The answer to a CANCEL, and the callback to cancel once it is written (None: refused)."""
         seq = self._by_id.get(message.id)
         if seq is None:
@@ -449,7 +449,7 @@ class CallbackDesk:
         log.info("%s: CANCEL id=%s", origin.peer, message.id)
         return Ack(id=message.id, ok=True), seq
 
-    def _answer(self, origin: Origin, data: bytes) -> None:
+    def _answer(self, origin: Sender, data: bytes) -> None:
         if not data:
             return
         if origin.outlet is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mss.config import PeerServer
-from mss.desk import Callback, CallbackDesk, Origin, Outcome
+from mss.desk import Callback, CallbackDesk, Outcome, Sender
 from mss.errors import IIFError
 from mss.iif import CallbackRequest, Cancel
 from mss.journal import Cdr, Journal, NewCallback
@@ -113,12 +113,12 @@ class Harness:
         return outlet
 
     def send(self, outlet: Outlet, *messages: CallbackRequest | Cancel | IIFError) -> None:
-        self.desk.handle(list(messages), Origin(peer=outlet.peer, transport="tcp", outlet=outlet))
+        self.desk.handle(list(messages), Sender(peer=outlet.peer, transport="tcp", outlet=outlet))
 
     def send_udp(
         self, addr: tuple[str, int], *messages: CallbackRequest | Cancel | IIFError, peer: str = "as1"
     ) -> None:
-        self.desk.handle(list(messages), Origin(peer=peer, transport="udp", reply_addr=addr))
+        self.desk.handle(list(messages), Sender(peer=peer, transport="udp", reply_addr=addr))
 
 
 @pytest.fixture

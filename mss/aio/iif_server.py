@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import cast
 
 from mss.config import PeerServer
-from mss.desk import CallbackDesk, Origin
+from mss.desk import CallbackDesk, Sender
 from mss.errors import IIFError, TransportError
 from mss.iif import CallbackRequest, Cancel, IIFConnection, Role, parse_datagram
 from mss.ratelog import RateLimitedLog
@@ -86,7 +86,7 @@ class _StreamProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.peer = ""
-        self._origin: Origin | None = None
+        self._origin: Sender | None = None
         self._closing = False  # the AS ended the stream: nothing more is routed here
         self._trial_timer: asyncio.TimerHandle | None = None  # the probe hold, then the delivery check
         self._drained_at: float | None = None  # when the send queue was first seen empty on trial
@@ -109,7 +109,7 @@ class _StreamProtocol(asyncio.Protocol):
         self._transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self.peer = peer.name
-        self._origin = Origin(peer=peer.name, transport="tcp", outlet=self)
+        self._origin = Sender(peer=peer.name, transport="tcp", outlet=self)
         self._server.connections.add(self)
         self._server.conn_log.info((peer.name, "open"), "IIF connection from %s (%s:%d)", peer.name, host,
                                    port)
@@ -285,7 +285,7 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
         except IIFError as exc:
             message = exc
         reply = (peer.host, peer.port) if peer.port is not None else (host, port)
-        self._server.desk.handle([message], Origin(peer=peer.name, transport="udp", reply_addr=reply))
+        self._server.desk.handle([message], Sender(peer=peer.name, transport="udp", reply_addr=reply))
 
     def error_received(self, exc: Exception) -> None:
         self._server.conn_log.warning(("udp", type(exc).__name__), "IIF udp: %s", exc)
