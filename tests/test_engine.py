@@ -3,7 +3,9 @@ callback driven through the real (sans-IO) user agent on a fake clock, the PSS p
 
 from __future__ import annotations
 
+import ast
 import os
+from pathlib import Path
 from typing import get_args
 
 import pytest
@@ -59,6 +61,17 @@ def test_call_flow_events_are_named_apart_from_the_user_agents() -> None:
     sip = {name for name in ua.__all__ if isinstance(getattr(ua, name), type)}
     assert {"Answered", "Ended", "Failed", "OfferReceived", "Progress"} <= flow
     assert flow & sip == set()
+
+
+def test_no_two_public_classes_in_mss_share_a_name() -> None:
+    where: dict[str, list[str]] = {}
+    root = Path(__file__).parent.parent / "mss"
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                where.setdefault(node.name, []).append(path.relative_to(root).as_posix())
+    assert len(where) > 50
+    assert {name: files for name, files in where.items() if len(files) > 1} == {}
 
 
 def test_timers_are_named() -> None:
