@@ -39,6 +39,7 @@ from typing import Literal
 
 from mss import sdp
 from mss.errors import LocalProtocolError, SdpError
+from mss.iif import Result
 
 __all__ = [
     "USERS",
@@ -82,21 +83,6 @@ User = Literal["user1", "user2"]
 #: Both legs, user1 first.
 USERS: tuple[User, ...] = ("user1", "user2")
 
-Result = Literal[
-    "answered",
-    "user1_busy",
-    "user1_no_answer",
-    "user1_rejected",
-    "user1_failed",
-    "user2_busy",
-    "user2_no_answer",
-    "user2_rejected",
-    "user2_failed",
-    "cancelled",
-    "media_timeout",
-    "shutdown",
-]
-"""The callback's outcome: a ``result=`` of the extended RESPONSE (:data:`mss.iif.RESULTS`)."""
 
 ReleasedBy = Literal["user1", "user2", "mss", "as"]
 """Who released the callback: a party hanging up, mss (a timer, a failure, shutdown) or the AS."""

@@ -39,7 +39,7 @@ from typing import Protocol
 
 from mss.config import PeerServer
 from mss.errors import IIFError, JournalError
-from mss.iif import Ack, CallbackRequest, CallbackResponse, Cancel, serialize
+from mss.iif import Ack, CallbackRequest, CallbackResponse, Cancel, Result, serialize
 from mss.journal import Cdr, Journal, NewCallback, PendingResponse
 from mss.ratelog import RateLimitedLog
 
@@ -111,8 +111,8 @@ class Outcome:
 
     real_duration: int
     """Bridged talk time in whole seconds; 0 when never bridged."""
-    result: str
-    """One of :data:`mss.iif.RESULTS`."""
+    result: Result
+    """The callback's outcome."""
     code: int = 0
     """The deciding SIP status, 0 when none."""
     cdr: Cdr | None = None

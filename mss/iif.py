@@ -31,7 +31,7 @@ import enum
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Literal, NoReturn, get_args
 
 from mss.errors import IIFError, LocalProtocolError
 
@@ -45,6 +45,7 @@ __all__ = [
     "Cancel",
     "Event",
     "IIFConnection",
+    "Result",
     "Role",
     "parse_datagram",
     "parse_message",
@@ -64,23 +65,24 @@ MAX_FIELD = 31
 #: Largest duration written by a well-formed number; bounds int() on hostile input.
 _MAX_DIGITS = 10
 
-#: Values of ``result=`` in an extended RESPONSE (SPEC.md, "Failure causes").
-RESULTS = frozenset(
-    {
-        "answered",
-        "user1_busy",
-        "user1_no_answer",
-        "user1_rejected",
-        "user1_failed",
-        "user2_busy",
-        "user2_no_answer",
-        "user2_rejected",
-        "user2_failed",
-        "cancelled",
-        "media_timeout",
-        "shutdown",
-    }
-)
+Result = Literal[
+    "answered",
+    "user1_busy",
+    "user1_no_answer",
+    "user1_rejected",
+    "user1_failed",
+    "user2_busy",
+    "user2_no_answer",
+    "user2_rejected",
+    "user2_failed",
+    "cancelled",
+    "media_timeout",
+    "shutdown",
+]
+"""A value of ``result=`` in an extended RESPONSE (SPEC.md, "Failure causes"): a callback's outcome."""
+
+#: Every :data:`Result`, for checking what is read from the wire.
+RESULTS: frozenset[str] = frozenset(get_args(Result))
 
 _ID_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_FIELD}}}")
 _USER_RE = re.compile(rf"[A-Za-z0-9+*#._-]{{1,{MAX_FIELD}}}")
