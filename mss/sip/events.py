@@ -1,4 +1,4 @@
-"""Events of the SIP user agent (:class:`~mss.sip.ua.UserAgent`) for the call flow and the service.
+"""Events of the SIP user agent (:class:`~mss.sip.ua.UserAgent`) for the call engine and the service.
 
 Every leg (one outgoing INVITE and its dialog) ends with exactly one terminal event:
 

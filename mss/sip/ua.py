@@ -157,7 +157,7 @@ class UserAgent:
         """True when a live transaction uses TCP peer ``peer`` (the adapter keeps its connection)."""
         return self._tx.live_for(peer)
 
-    def leg_state(self, leg_id: str) -> str | None:
+    def leg_state(self, leg_id: LegId) -> str | None:
         """The state of leg ``leg_id`` (for logs and tests), None when it is over."""
         leg = self._legs.get(leg_id)
         return leg.state.value if leg is not None else None
