@@ -15,9 +15,9 @@ together. :mod:`mss.aio.calls` keeps the sockets, the timers and the relay handl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, SupportsInt
 
 from mss import callflow as cf
 from mss import tones
@@ -43,6 +43,7 @@ __all__ = [
     "carry_out_relay",
     "carry_out_sip",
     "flow_event",
+    "last_rx",
 ]
 
 #: The relay leg facing each party: ``a`` faces user1, ``b`` user2 (the relay's counter rows are in
@@ -170,6 +171,13 @@ class RelayVerbs(Protocol):
     def bridge(self) -> None:
         """Forward both ways."""
         ...
+
+
+def last_rx(row: Iterable[SupportsInt]) -> dict[User, float | None]:
+    """Each party's last RTP receive time (monotonic seconds, None before the first packet) from
+    the relay's ``last_rx_ns`` counters of a session: one per relay leg, in :data:`RELAY_LEG`'s
+    order, 0 before the first packet."""
+    return {user: int(ns) / 1e9 if ns else None for user, ns in zip(RELAY_LEG, row, strict=True)}
 
 
 def carry_out_relay(session: RelayVerbs, command: RelayCommand) -> None:

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import get_args
 
+import numpy as np
 import pytest
 
 from mss import callflow as cf
@@ -22,6 +23,7 @@ from mss.engine import (
     carry_out_relay,
     carry_out_sip,
     flow_event,
+    last_rx,
 )
 from mss.errors import LocalProtocolError
 from mss.iif import RESULTS
@@ -95,6 +97,14 @@ def test_leg_ref_refuses_what_names_no_leg(seq: int, leg: str) -> None:
 def test_one_relay_leg_per_party() -> None:
     assert dict(RELAY_LEG) == {"user1": "a", "user2": "b"}
     assert tuple(RELAY_LEG) == cf.USERS
+
+
+def test_last_rx_reads_the_relay_rows_per_party() -> None:
+    assert last_rx([0, 0]) == {"user1": None, "user2": None}
+    assert last_rx([2_500_000_000, 0]) == {"user1": 2.5, "user2": None}
+    assert last_rx([0, 7_000_000_000]) == {"user1": None, "user2": 7.0}
+    row = np.array([1_000_000_000, 0], dtype=np.uint64)  # as the relay's counters hold them
+    assert last_rx(row) == {"user1": 1.0, "user2": None}
 
 
 # --- a callback through the real (sans-IO) user agent, on a fake clock -----------------------------

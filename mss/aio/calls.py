@@ -19,7 +19,7 @@ from mss import engine
 from mss.aio.sip_transport import SipTransport
 from mss.config import Config
 from mss.desk import Callback, CallbackDesk, Outcome
-from mss.engine import RELAY_LEG, CallRecord
+from mss.engine import CallRecord
 from mss.errors import JournalError, MssError, RelayError
 from mss.ratelog import RateLimitedLog
 from mss.relay import FIELDS, Relay, RelaySession
@@ -279,8 +279,6 @@ class CallEngine:
         counters = self.relay.counters
         for call in list(self.calls.values()):
             if call.flow.state is cf.CallState.BRIDGED and not call.session.closed:
-                row = counters[call.session.slot, :, _LAST_RX]  # a row per relay leg, in RELAY_LEG's order
-                seen = {user: int(ns) / 1e9 if ns else None for user, ns in zip(RELAY_LEG, row, strict=True)}
-                call.flow.media_seen(seen)
+                call.flow.media_seen(engine.last_rx(counters[call.session.slot, :, _LAST_RX]))
                 self._arm(call)
         self._media_timer = asyncio.get_running_loop().call_later(MEDIA_POLL_INTERVAL, self._poll_media)
