@@ -14,12 +14,15 @@ from mss.errors import SipError
 __all__ = [
     "ABSOLUTE_URI_RE",
     "CALL_ID_RE",
+    "CSEQ_FAST_RE",
     "HOST_RE",
     "MAX_NUMBER_DIGITS",
     "METHOD_RE",
+    "NAME_ADDR_FAST_RE",
     "PARAM_VALUE_CHARS",
     "PASSWORD_RE",
     "SCHEME_RE",
+    "SIP_URI_FAST_RE",
     "SIP_URI_NOUSER_RE",
     "SIP_URI_RE",
     "TOKEN_CHARS",
@@ -27,6 +30,7 @@ __all__ = [
     "URI_HEADER_RE",
     "URI_PARAM_RE",
     "USER_RE",
+    "VIA_FAST_RE",
     "WS",
     "is_token",
     "parse_number",
@@ -104,6 +108,39 @@ ABSOLUTE_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>\"\x00-\x1f\x7f]+"
 #        "<" / ">" / ":" / "\" / DQUOTE / "/" / "[" / "]" / "?" / "{" / "}" )
 _WORD = rf"[{_TOKEN_CLASS}()<>:\\\"/\[\]?{{}}]+"
 CALL_ID_RE = re.compile(rf"{_WORD}(?:@{_WORD})?")
+
+
+# --- fast shapes --------------------------------------------------------------------------------
+# Not RFC rules: the shapes real peers write, each matched whole by one regex whose groups give every
+# part. Each accepts a subset of what the general parsers in uri.py accept, and the value built from
+# its groups equals what the general parser returns; a value of another shape takes the general
+# parser (which also names what is wrong). So one match validates a header and its value can be
+# built later, only if it is used (mss.sip.message). Ports are matched as 1-5 digits: the caller
+# checks ``<= 65535`` and takes the general parser otherwise.
+
+# generic-param = token [ EQUAL gen-value ], with no white space and no quoted-string
+_GEN_PARAMS = rf"(?:;[{_TOKEN_CLASS}]+(?:=[{_TOKEN_CLASS}\[\]:]+)?)*"
+
+#: A ``sip:``/``sips:`` URI with a lowercase scheme (str() writes it lowercase) and a port without
+#: leading zeros (str() writes the int), so the text is what ``str()`` of the parsed URI gives.
+#: Groups: scheme, user, password, host, port, uri-parameters, headers.
+SIP_URI_FAST_RE = re.compile(
+    rf"(sips?):(?:({_USER})(?::({_PASSWORD}))?@)?({_HOST})(?::([1-9][0-9]{{0,4}}|0))?"
+    rf"((?:;{_PARAM})*)(?:\?({_HEADER}(?:&{_HEADER})*))?"
+)
+
+#: ``[ "display" / token ] <sip-uri> *( ;param )``: From, To, Contact, Route, Record-Route as
+#: written by real peers. Groups: quoted display (without the quotes, no quoted-pair), token
+#: display, then SIP_URI_FAST_RE's seven, then the header parameters.
+NAME_ADDR_FAST_RE = re.compile(
+    rf'(?:"([^"\\]*)"[ \t]*|([{_TOKEN_CLASS}]+)[ \t]*)?<{SIP_URI_FAST_RE.pattern}>({_GEN_PARAMS})'
+)
+
+#: ``SIP/2.0/transport SP host [ : port ] *( ;param )``. Groups: transport, host, port, parameters.
+VIA_FAST_RE = re.compile(rf"SIP/2\.0/([A-Za-z]+) ({_HOST})(?::([0-9]{{1,5}}))?({_GEN_PARAMS})")
+
+#: ``1*10DIGIT SP Method`` (the caller checks the number is below 2**31). Groups: number, method.
+CSEQ_FAST_RE = re.compile(rf"([0-9]{{1,10}}) ([{_TOKEN_CLASS}]+)")
 
 
 _token_fullmatch = TOKEN_RE.fullmatch

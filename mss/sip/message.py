@@ -8,8 +8,15 @@ for robustness:
 - compact header names (``v``, ``f``, ``i``, ...) are read as their full names; folded lines are
   unfolded; names are matched case-insensitively and written back in their canonical spelling;
 - Via, From, To, Call-ID and CSeq must be present; those and Contact, Route, Record-Route,
-  Max-Forwards, Content-Length, Expires and Date are parsed at once, so a message that is accepted
-  can be used without a second error path; CSeq's method must match a request's method;
+  Max-Forwards, Content-Length, Expires and Date are validated at once, so a message that is
+  accepted can be used without a second error path; CSeq's method must match a request's method;
+- the fast path: the message is split once; each of those header values (and the Request-URI) is
+  validated by one regex of the shape real peers write (``mss.sip._grammar`` "fast shapes") and
+  its value (:class:`~mss.sip.uri.Via`, :class:`~mss.sip.uri.NameAddr`, ...) is built only when
+  a property first asks for it, then kept; a value of another shape takes the general parser at
+  once, which raises the error or gives the value. A property of a parsed message therefore never
+  raises (only :meth:`Message.expires` of a message built locally, and the properties of one
+  built locally with bad headers, do);
 - every number (CSeq, Max-Forwards, Content-Length, Expires, and those the layers above read) goes
   through :func:`~mss.sip._grammar.parse_number`, which bounds its length before ``int()``;
 - ``Content-Length`` frames the body: extra bytes of a datagram are ignored (RFC 3261 §18.3), too
@@ -25,18 +32,32 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from re import Match
 
 from mss.errors import LocalProtocolError, SipError
-from mss.sip._grammar import CALL_ID_RE, MAX_NUMBER_DIGITS, TOKEN_RE, WS, is_token, parse_number
+from mss.sip._grammar import (
+    CALL_ID_RE,
+    CSEQ_FAST_RE,
+    MAX_NUMBER_DIGITS,
+    SIP_URI_FAST_RE,
+    TOKEN_RE,
+    WS,
+    is_token,
+    parse_number,
+)
 from mss.sip.uri import (
     NameAddr,
     SipUri,
     Uri,
     Via,
+    match_name_addr,
+    match_via,
+    name_addr_from_match,
     parse_name_addr,
     parse_uri,
     parse_via,
     split_commas,
+    via_from_match,
 )
 
 __all__ = [
@@ -142,18 +163,21 @@ class Headers:
     :meth:`get_list`).
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_index", "_items")
 
     def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str, str]] = []
+        # key -> values in order, built once by the parser (None: look through _items)
+        self._index: dict[str, list[str]] | None = None
         for name, value in fields:
             key, spelling = canonical_name(name)
             self._items.append((key, spelling, value))
 
     @classmethod
-    def _raw(cls, items: list[tuple[str, str, str]]) -> Headers:
+    def _raw(cls, items: list[tuple[str, str, str]], index: dict[str, list[str]] | None = None) -> Headers:
         h = cls.__new__(cls)
         h._items = items
+        h._index = index
         return h
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
@@ -175,11 +199,16 @@ class Headers:
         if not isinstance(name, str):
             return False
         key = canonical_name(name)[0]
+        if self._index is not None:
+            return key in self._index
         return any(k == key for k, _n, _v in self._items)
 
     def get(self, name: str) -> str | None:
         """The value of the first ``name`` line, None when absent."""
         key = canonical_name(name)[0]
+        if self._index is not None:
+            found = self._index.get(key)
+            return None if found is None else found[0]
         for k, _n, v in self._items:
             if k == key:
                 return v
@@ -188,6 +217,8 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """The values of every ``name`` line, as written."""
         key = canonical_name(name)[0]
+        if self._index is not None:
+            return list(self._index.get(key, ()))
         return [v for k, _n, v in self._items if k == key]
 
     def get_list(self, name: str) -> list[str]:
@@ -209,11 +240,13 @@ class Headers:
         """Append a ``name: value`` line."""
         key, spelling = canonical_name(name)
         self._items.append((key, spelling, value))
+        self._index = None
 
     def set(self, name: str, value: str) -> None:
         """Replace every ``name`` line by one (where the first was, else at the end)."""
         key, spelling = canonical_name(name)
         items = self._items
+        self._index = None
         for i, (k, _n, _v) in enumerate(items):
             if k == key:
                 items[i] = (key, spelling, value)
@@ -225,6 +258,7 @@ class Headers:
         """Remove every ``name`` line."""
         key = canonical_name(name)[0]
         self._items = [it for it in self._items if it[0] != key]
+        self._index = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +281,9 @@ _DATE_RE = re.compile(
 
 
 def _parse_cseq(value: str) -> CSeq:
+    m = _cseq_fast(value)
+    if m is not None and len(m.group(1)) < MAX_NUMBER_DIGITS:  # 9 digits: below 2**31
+        return CSeq(seq=int(m.group(1)), method=m.group(2))
     num, _, method = value.strip(WS).partition(" ")
     num = num.strip(WS)
     method = method.strip(WS)
@@ -263,14 +300,57 @@ def _parse_cseq(value: str) -> CSeq:
     return CSeq(seq=seq, method=method)
 
 
-class Message:
-    """What requests and responses share: headers, body and the parsed common fields."""
+_cseq_fast = CSEQ_FAST_RE.fullmatch
 
-    __slots__ = ("_cache", "body", "headers")
+#: A header value validated by a fast-shape regex and not built yet, or the value itself.
+_Via = Via | Match[str]
+_Addr = NameAddr | Match[str]
+
+
+def _via(v: _Via) -> Via:
+    return v if isinstance(v, Via) else via_from_match(v)
+
+
+def _addr(v: _Addr) -> NameAddr:
+    return v if isinstance(v, NameAddr) else name_addr_from_match(v)
+
+
+class Message:
+    """What requests and responses share: headers, body and the parsed common fields.
+
+    The common fields are properties, each computed once and kept. For a parsed message they hold
+    what :func:`parse_message` validated (a value, or the match of a fast-shape regex that the
+    property turns into the value the first time it is read); for a message built locally they are
+    parsed from its headers when first read (raising :class:`~mss.errors.SipError` when malformed).
+    """
+
+    __slots__ = (
+        "_call_id",
+        "_contact",
+        "_cseq",
+        "_from",
+        "_record_route",
+        "_route",
+        "_to",
+        "_via",
+        "body",
+        "headers",
+    )
 
     headers: Headers
     body: bytes
-    _cache: dict[str, object]
+
+    def __init__(self, headers: Headers, body: bytes) -> None:
+        self.headers = headers
+        self.body = body
+        self._via: list[_Via] | None = None
+        self._from: _Addr | None = None
+        self._to: _Addr | None = None
+        self._call_id: str | None = None
+        self._cseq: CSeq | Match[str] | None = None
+        self._contact: list[_Addr] | None = None
+        self._route: list[_Addr] | None = None
+        self._record_route: list[_Addr] | None = None
 
     def _start_line(self) -> str:
         raise NotImplementedError
@@ -302,42 +382,28 @@ class Message:
 
     # -- parsed fields, computed once ----------------------------------------------------------
 
-    def _get(self, key: str) -> object:
-        cache = self._cache
-        if key in cache:
-            return cache[key]
-        value: object
-        h = self.headers
-        if key == "via":
-            value = [parse_via(v) for v in h.get_list("Via")]
-        elif key == "from":
-            value = _required_addr(h, "From")
-        elif key == "to":
-            value = _required_addr(h, "To")
-        elif key == "call_id":
-            value = _required(h, "Call-ID").strip(WS)
-            if not CALL_ID_RE.fullmatch(str(value)):
-                raise SipError(f"bad Call-ID {value!r}")
-        elif key == "cseq":
-            value = _parse_cseq(_required(h, "CSeq"))
-        elif key in ("contact", "route", "record_route"):
-            name = {"contact": "Contact", "route": "Route", "record_route": "Record-Route"}[key]
-            elems = h.get_list(name)
-            star = key == "contact" and elems == ["*"]
-            value = [] if star else [parse_name_addr(v, name) for v in elems]
-        else:  # pragma: no cover - programming error
-            raise KeyError(key)
-        cache[key] = value
-        return value
-
     @property
     def via(self) -> list[Via]:
         """Every Via value, top first."""
-        return self._get("via")  # type: ignore[return-value]
+        raw = self._via
+        vias = [parse_via(v) for v in self.headers.get_list("Via")] if raw is None else [_via(v) for v in raw]
+        self._via = list(vias)
+        return vias
 
     @property
     def top_via(self) -> Via:
         """The first Via value."""
+        raw = self._via
+        if raw is None:
+            return self._top_via_slow()
+        if not raw:
+            raise SipError("no Via")
+        top = raw[0]
+        if not isinstance(top, Via):
+            top = raw[0] = via_from_match(top)
+        return top
+
+    def _top_via_slow(self) -> Via:
         vias = self.via
         if not vias:
             raise SipError("no Via")
@@ -346,37 +412,75 @@ class Message:
     @property
     def from_(self) -> NameAddr:
         """The From value."""
-        return self._get("from")  # type: ignore[return-value]
+        raw = self._from
+        if isinstance(raw, NameAddr):
+            return raw
+        value = _required_addr(self.headers, "From") if raw is None else name_addr_from_match(raw)
+        self._from = value
+        return value
 
     @property
     def to(self) -> NameAddr:
         """The To value."""
-        return self._get("to")  # type: ignore[return-value]
+        raw = self._to
+        if isinstance(raw, NameAddr):
+            return raw
+        value = _required_addr(self.headers, "To") if raw is None else name_addr_from_match(raw)
+        self._to = value
+        return value
 
     @property
     def call_id(self) -> str:
         """The Call-ID."""
-        return self._get("call_id")  # type: ignore[return-value]
+        value = self._call_id
+        if value is None:
+            value = _required(self.headers, "Call-ID").strip(WS)
+            if not CALL_ID_RE.fullmatch(value):
+                raise SipError(f"bad Call-ID {value!r}")
+            self._call_id = value
+        return value
 
     @property
     def cseq(self) -> CSeq:
         """The CSeq."""
-        return self._get("cseq")  # type: ignore[return-value]
+        raw = self._cseq
+        if isinstance(raw, CSeq):
+            return raw
+        if raw is None:
+            value = _parse_cseq(_required(self.headers, "CSeq"))
+        else:
+            value = CSeq(seq=int(raw.group(1)), method=raw.group(2))
+        self._cseq = value
+        return value
+
+    def _addr_list(self, raw: list[_Addr] | None, name: str) -> list[NameAddr]:
+        if raw is not None:
+            return [_addr(v) for v in raw]
+        elems = self.headers.get_list(name)
+        if name == "Contact" and elems == ["*"]:
+            return []
+        return [parse_name_addr(v, name) for v in elems]
 
     @property
     def contacts(self) -> list[NameAddr]:
         """The Contact values ([] for ``*`` or none)."""
-        return self._get("contact")  # type: ignore[return-value]
+        value = self._addr_list(self._contact, "Contact")
+        self._contact = list(value)
+        return value
 
     @property
     def route(self) -> list[NameAddr]:
         """The Route values, first hop first."""
-        return self._get("route")  # type: ignore[return-value]
+        value = self._addr_list(self._route, "Route")
+        self._route = list(value)
+        return value
 
     @property
     def record_route(self) -> list[NameAddr]:
         """The Record-Route values, as written (nearest proxy to the UAS last)."""
-        return self._get("record_route")  # type: ignore[return-value]
+        value = self._addr_list(self._record_route, "Record-Route")
+        self._record_route = list(value)
+        return value
 
     @property
     def content_type(self) -> str | None:
@@ -406,19 +510,35 @@ def _required_addr(h: Headers, name: str) -> NameAddr:
 class Request(Message):
     """A SIP request."""
 
-    __slots__ = ("method", "uri")
+    __slots__ = ("_uri", "_uri_text", "method")
 
     def __init__(self, method: str, uri: Uri, headers: Headers, body: bytes = b"") -> None:
+        Message.__init__(self, headers, body)
         self.method = method
         """The method (``INVITE``, ...)."""
-        self.uri = uri
+        self._uri: Uri | None = uri
+        self._uri_text = ""  # a parsed Request-URI not built yet: its text, as str() writes it
+
+    @classmethod
+    def _parsed(cls, method: str, uri: Uri | None, uri_text: str, headers: Headers) -> Request:
+        req = cls.__new__(cls)
+        Message.__init__(req, headers, b"")
+        req.method = method
+        req._uri = uri
+        req._uri_text = uri_text
+        return req
+
+    @property
+    def uri(self) -> Uri:
         """The Request-URI."""
-        self.headers = headers
-        self.body = body
-        self._cache = {}
+        uri = self._uri
+        if uri is None:
+            uri = self._uri = parse_uri(self._uri_text)
+        return uri
 
     def _start_line(self) -> str:
-        return f"{self.method} {self.uri} SIP/2.0"
+        uri = self._uri
+        return f"{self.method} {self._uri_text if uri is None else uri} SIP/2.0"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Request):
@@ -442,13 +562,11 @@ class Response(Message):
     __slots__ = ("reason", "status")
 
     def __init__(self, status: int, reason: str, headers: Headers, body: bytes = b"") -> None:
+        Message.__init__(self, headers, body)
         self.status = status
         """The status code, 100..699."""
         self.reason = reason
         """The reason phrase (may be empty)."""
-        self.headers = headers
-        self.body = body
-        self._cache = {}
 
     def _start_line(self) -> str:
         return f"SIP/2.0 {self.status} {self.reason}"
@@ -491,11 +609,14 @@ def split_message(data: bytes) -> tuple[str, list[str], bytes]:
             raise SipError("the header section does not end (no empty line)")
         head_bytes, rest = data[start:end], data[end + 2 :]
     head = head_bytes.decode("utf-8", "surrogateescape")
-    raw_lines = head.split("\n")
-    if "\r" in head:
+    raw_lines = head.split("\r\n")
+    if head.count("\n") != len(raw_lines) - 1:  # some line ends in a bare LF
+        raw_lines = head.split("\n")
         raw_lines = [line[:-1] if line.endswith("\r") else line for line in raw_lines]
     if len(raw_lines) > MAX_HEADERS * 4:
         raise SipError(f"more than {MAX_HEADERS} header lines")
+    if "\n " not in head and "\n\t" not in head:  # no folded line
+        return raw_lines[0], raw_lines[1:], rest
     lines: list[str] = []
     for line in raw_lines[1:]:
         if line[:1] in (" ", "\t"):
@@ -507,10 +628,12 @@ def split_message(data: bytes) -> tuple[str, list[str], bytes]:
     return raw_lines[0], lines, rest
 
 
-def _parse_headers(lines: list[str]) -> list[tuple[str, str, str]]:
+def _parse_headers(lines: list[str]) -> tuple[list[tuple[str, str, str]], dict[str, list[str]]]:
+    """The header fields ``(key, spelling, value)`` in order, and each key's values in order."""
     if len(lines) > MAX_HEADERS:
         raise SipError(f"more than {MAX_HEADERS} header fields")
     items: list[tuple[str, str, str]] = []
+    index: dict[str, list[str]] = {}
     append = items.append
     cache = _name_cache
     for line in lines:
@@ -523,11 +646,19 @@ def _parse_headers(lines: list[str]) -> list[tuple[str, str, str]]:
             if not is_token(name):
                 raise SipError(f"bad header name {name[:40]!r}")
             known = canonical_name(name)
-        append((known[0], known[1], value.strip(WS)))
-    return items
+        key = known[0]
+        value = value.strip(WS)
+        append((key, known[1], value))
+        found = index.get(key)
+        if found is None:
+            index[key] = [value]
+        else:
+            found.append(value)
+    return items, index
 
 
-def _parse_request_line(line: str) -> tuple[str, Uri]:
+def _parse_request_line(line: str) -> tuple[str, Uri | None, str]:
+    """Method, Request-URI (None when only validated) and the Request-URI's text when not built."""
     parts = line.split(" ")
     if len(parts) != 3 or not all(parts):
         if line != line.rstrip(WS):
@@ -541,16 +672,22 @@ def _parse_request_line(line: str) -> tuple[str, Uri]:
     if not TOKEN_RE.fullmatch(method):
         raise SipError(f"bad method {method[:30]!r}")
     _check_version(version)
+    m = _sip_uri_fast(uri_text)
+    if m is not None and m.group(7) is None and (m.group(5) is None or int(m.group(5)) <= 65535):
+        return method, None, uri_text  # valid, no headers, written back as is: built when read
     if uri_text.startswith("<"):
         raise SipError("the Request-URI must not be enclosed in <>")
     uri = parse_uri(uri_text)
     if isinstance(uri, SipUri) and uri.headers:
         raise SipError("the Request-URI must not carry headers ('?...')")
-    return method, uri
+    return method, uri, ""
+
+
+_sip_uri_fast = SIP_URI_FAST_RE.fullmatch
 
 
 def _check_version(version: str) -> None:
-    if version.upper() == "SIP/2.0":
+    if version == "SIP/2.0" or version.upper() == "SIP/2.0":
         return
     if re.fullmatch(r"SIP/\d+\.\d+", version, re.IGNORECASE):
         raise SipError(f"SIP version {version!r} is not supported", status=505)
@@ -571,55 +708,79 @@ def _parse_status_line(line: str) -> tuple[int, str]:
 
 def _values(index: dict[str, list[str]], key: str) -> list[str]:
     """Every element of list header ``key``, across its lines."""
+    found = index.get(key)
+    if found is None:
+        return []
+    if len(found) == 1 and "," not in found[0]:
+        return [found[0]] if found[0] else []
     out: list[str] = []
-    for value in index.get(key, ()):
+    for value in found:
         out.extend(v for v in split_commas(value) if v)
     return out
 
 
-def _validate(msg: Message, items: list[tuple[str, str, str]]) -> None:
-    """Check the fields mss relies on (raises SipError), in one pass; fills the message's cache."""
-    index: dict[str, list[str]] = {}
-    for key, _n, value in items:
-        found = index.get(key)
-        if found is None:
-            index[key] = [value]
-        else:
-            found.append(value)
+def _check_vias(values: list[str]) -> list[_Via]:
+    return [match_via(v) or parse_via(v) for v in values]
+
+
+def _check_addrs(values: list[str], name: str) -> list[_Addr]:
+    return [match_name_addr(v) or parse_name_addr(v, name) for v in values]
+
+
+def _validate(msg: Message, index: dict[str, list[str]]) -> None:
+    """Check the fields mss relies on (raises SipError), in one pass; keeps what it found on ``msg``.
+
+    Each value is matched against its fast shape (kept as the match, built when read) or else
+    parsed by the general parser (kept as the value, or the error raised), in a fixed order, so the
+    error is the one the general parsers give for the first bad field.
+    """
     for key in _SINGLE:
         found = index.get(key)
         if found is not None and len(found) > 1:
             raise SipError(f"{canonical_name(key)[1]} appears {len(found)} times")
-    cache = msg._cache
-    vias = [parse_via(v) for v in _values(index, "via")]
+    vias = _check_vias(_values(index, "via"))
     if not vias:
         raise SipError("no Via header")
-    cache["via"] = vias
-    for key, name in (("from", "From"), ("to", "To")):
-        if key not in index:
-            raise SipError(f"no {name} header")
-        cache[key] = parse_name_addr(index[key][0], name)
-    if "call-id" not in index:
+    msg._via = vias
+    found = index.get("from")
+    if found is None:
+        raise SipError("no From header")
+    msg._from = match_name_addr(found[0]) or parse_name_addr(found[0], "From")
+    found = index.get("to")
+    if found is None:
+        raise SipError("no To header")
+    msg._to = match_name_addr(found[0]) or parse_name_addr(found[0], "To")
+    found = index.get("call-id")
+    if found is None:
         raise SipError("no Call-ID header")
-    call_id = index["call-id"][0]
+    call_id = found[0]
     if not CALL_ID_RE.fullmatch(call_id):
         raise SipError(f"bad Call-ID {call_id!r}")
-    cache["call_id"] = call_id
-    if "cseq" not in index:
+    msg._call_id = call_id
+    found = index.get("cseq")
+    if found is None:
         raise SipError("no CSeq header")
-    cseq = cache["cseq"] = _parse_cseq(index["cseq"][0])
-    if isinstance(msg, Request) and cseq.method != msg.method:
-        raise SipError(f"CSeq method {cseq.method} does not match the request method {msg.method}")
+    m = _cseq_fast(found[0])
+    if m is not None and len(m.group(1)) < MAX_NUMBER_DIGITS:
+        msg._cseq, method = m, m.group(2)
+    else:
+        cseq = msg._cseq = _parse_cseq(found[0])
+        method = cseq.method
+    if isinstance(msg, Request) and method != msg.method:
+        raise SipError(f"CSeq method {method} does not match the request method {msg.method}")
     contacts = _values(index, "contact")
-    cache["contact"] = [] if contacts == ["*"] else [parse_name_addr(v, "Contact") for v in contacts]
-    cache["route"] = [parse_name_addr(v, "Route") for v in _values(index, "route")]
-    cache["record_route"] = [parse_name_addr(v, "Record-Route") for v in _values(index, "record-route")]
-    if "max-forwards" in index:
-        parse_number(index["max-forwards"][0], "Max-Forwards", 255)
-    if "expires" in index:
-        parse_number(index["expires"][0], "Expires", 2**32 - 1)
-    if "date" in index:
-        date = index["date"][0]
+    msg._contact = [] if contacts == ["*"] else _check_addrs(contacts, "Contact")
+    msg._route = _check_addrs(_values(index, "route"), "Route")
+    msg._record_route = _check_addrs(_values(index, "record-route"), "Record-Route")
+    found = index.get("max-forwards")
+    if found is not None:
+        parse_number(found[0], "Max-Forwards", 255)
+    found = index.get("expires")
+    if found is not None:
+        parse_number(found[0], "Expires", 2**32 - 1)
+    found = index.get("date")
+    if found is not None:
+        date = found[0]
         if not _DATE_RE.fullmatch(date):
             raise SipError(f"bad Date {date!r} (RFC 1123 date in GMT expected)")
 
@@ -633,25 +794,26 @@ def parse_message(data: bytes, *, exact: bool = False) -> Request | Response:
     start, lines, rest = split_message(data)
     if not start:
         raise SipError("empty start line")
-    items = _parse_headers(lines)
+    items, index = _parse_headers(lines)
     msg: Request | Response
+    headers = Headers._raw(items, index)
     if start.startswith("SIP/") or start[:4].upper() == "SIP/":
         status, reason = _parse_status_line(start)
-        msg = Response(status, reason, Headers._raw(items))
+        msg = Response(status, reason, headers)
     else:
-        method, uri = _parse_request_line(start)
-        msg = Request(method, uri, Headers._raw(items))
-    cl_text = msg.headers.get("Content-Length")
-    if cl_text is not None:
-        length = parse_number(cl_text, "Content-Length", MAX_MESSAGE_SIZE)
+        method, uri, uri_text = _parse_request_line(start)
+        msg = Request._parsed(method, uri, uri_text, headers)
+    found = index.get("content-length")
+    if found is not None:
+        length = parse_number(found[0], "Content-Length", MAX_MESSAGE_SIZE)
         if length > len(rest):
             raise SipError(f"Content-Length {length} is larger than the {len(rest)} bytes of body")
         if exact and length != len(rest):
             raise SipError(f"{len(rest) - length} bytes after the body")
-        msg.body = rest[:length]
+        msg.body = rest[:length] if length != len(rest) else rest
     else:
         msg.body = rest
-    _validate(msg, items)
+    _validate(msg, index)
     return msg
 
 
@@ -694,7 +856,7 @@ def error_response(data: bytes, status: int, reason: str) -> bytes | None:
     """
     try:
         start, lines, _rest = split_message(data)
-        items = _parse_headers(lines)
+        items, _index = _parse_headers(lines)
     except SipError:
         return None
     method = start.split(" ", 1)[0]

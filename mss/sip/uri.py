@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from re import Match
 from urllib.parse import unquote_to_bytes
 
 from mss.errors import SipError
 from mss.sip._grammar import (
     ABSOLUTE_URI_RE,
     HOST_RE,
+    NAME_ADDR_FAST_RE,
     PARAM_VALUE_CHARS,
     PASSWORD_RE,
     SCHEME_RE,
@@ -34,6 +36,7 @@ from mss.sip._grammar import (
     URI_HEADER_RE,
     URI_PARAM_RE,
     USER_RE,
+    VIA_FAST_RE,
     WS,
     is_token,
 )
@@ -48,6 +51,9 @@ __all__ = [
     "escape_user",
     "get_param",
     "has_param",
+    "match_name_addr",
+    "match_via",
+    "name_addr_from_match",
     "parse_name_addr",
     "parse_params",
     "parse_uri",
@@ -55,6 +61,7 @@ __all__ = [
     "quote",
     "split_commas",
     "unescape",
+    "via_from_match",
 ]
 
 #: Parameters in the order written: ``(name, value)``; ``value`` is None for ``;lr``. A quoted value
@@ -81,6 +88,15 @@ def _set_param(params: Params, name: str, value: str | None) -> Params:
     out = [(k, v) for k, v in params if k.lower() != lname]
     out.append((name, value))
     return tuple(out)
+
+
+def _split_params(text: str) -> Params:
+    """The parameters of ``;a=1;b``-shaped text that a fast-shape regex has already validated."""
+    if not text:
+        return ()
+    return tuple(
+        (name, value if eq else None) for name, eq, value in (p.partition("=") for p in text[1:].split(";"))
+    )
 
 
 def _params_str(params: Params) -> str:
@@ -486,12 +502,55 @@ class NameAddr:
         return self.with_param("tag", tag)
 
 
+def match_name_addr(value: str) -> Match[str] | None:
+    """The match of ``value`` against the common name-addr shape, None when it has another shape.
+
+    A match is a valid value (:func:`name_addr_from_match` builds it, equal to what
+    :func:`parse_name_addr` returns); None says nothing: :func:`parse_name_addr` decides.
+    """
+    m = _name_addr_fast(value)
+    if m is not None and (m.group(7) is None or int(m.group(7)) <= 65535):
+        return m
+    return None
+
+
+def name_addr_from_match(m: Match[str]) -> NameAddr:
+    """The value a :func:`match_name_addr` match stands for."""
+    qdisplay, tdisplay, scheme, user, password, host, port, uparams, uheaders, hparams = m.groups()
+    headers: tuple[tuple[str, str], ...] = ()
+    if uheaders:
+        headers = tuple((h[0], h[2]) for h in (p.partition("=") for p in uheaders.split("&")))
+    uri = SipUri(
+        host=host,
+        user=user,
+        password=password,
+        port=int(port) if port is not None else None,
+        params=_split_params(uparams),
+        headers=headers,
+        scheme=scheme,
+    )
+    return NameAddr(
+        uri=uri, display=qdisplay if qdisplay is not None else tdisplay, params=_split_params(hparams)
+    )
+
+
+_name_addr_fast = NAME_ADDR_FAST_RE.fullmatch
+
+
 def parse_name_addr(value: str, what: str = "address") -> NameAddr:
     """Parse ``name-addr`` or ``addr-spec`` followed by header parameters (RFC 3261 §20.10, §25.1).
 
     In the ``addr-spec`` form (no ``<>``) the URI ends at the first ``;`` (what follows are header
     parameters) and must not contain ``?`` or ``,`` (RFC 3261 §20).
     """
+    m = match_name_addr(value)
+    if m is not None:
+        return name_addr_from_match(m)
+    return _parse_name_addr(value, what)
+
+
+def _parse_name_addr(value: str, what: str) -> NameAddr:
+    """The general name-addr parser: every form, and the exact reason when the value is malformed."""
     s = value.strip(WS)
     if not s:
         raise SipError(f"empty {what}")
@@ -596,22 +655,37 @@ def _skip_ws(s: str, i: int) -> int:
     return i
 
 
-# The common shape, ``SIP/2.0/UDP host:port;params``, without white space inside.
-_VIA_FAST = re.compile(r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9_.\-]+)(?::([0-9]{1,5}))?(;[^\s\"]*)?")
+def match_via(value: str) -> Match[str] | None:
+    """The match of ``value`` against the common Via shape (``SIP/2.0/UDP host:port;params``).
+
+    A match is a valid value (:func:`via_from_match` builds it, equal to what :func:`parse_via`
+    returns); None says nothing: :func:`parse_via` decides.
+    """
+    m = _via_fast(value)
+    if m is not None and (m.group(3) is None or int(m.group(3)) <= 65535):
+        return m
+    return None
+
+
+def via_from_match(m: Match[str]) -> Via:
+    """The value a :func:`match_via` match stands for."""
+    transport, host, port, params = m.groups()
+    return Via(
+        transport=transport.upper(),
+        host=host,
+        port=int(port) if port is not None else None,
+        params=_split_params(params),
+    )
+
+
+_via_fast = VIA_FAST_RE.fullmatch
 
 
 def parse_via(value: str) -> Via:
     """Parse one Via value: ``sent-protocol LWS sent-by *( SEMI via-params )``."""
-    fast = _VIA_FAST.fullmatch(value)
-    if fast is not None and HOST_RE.fullmatch(fast.group(2)):
-        transport, host, port_text, param_text = fast.groups()
-        if port_text is None or int(port_text) <= 65535:
-            return Via(
-                transport=transport.upper(),
-                host=host,
-                port=int(port_text) if port_text is not None else None,
-                params=parse_params(param_text, f"Via {value!r}") if param_text else (),
-            )
+    m = match_via(value)
+    if m is not None:
+        return via_from_match(m)
     s = value.strip(WS)
     parts: list[str] = []
     i = 0
