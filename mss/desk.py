@@ -24,6 +24,17 @@ connection stayed open, or the AS closed it in order) or the connection goes (th
 Kept RESPONSEs are therefore delivered at least once: an AS that read one but whose connection broke
 before the confirmation gets it again.
 
+Group commit: given a ``schedule`` function, the desk makes the journal group its writes
+(:mod:`mss.journal`) and holds back what depends on them: the ACKs of a batch that took a REQUEST
+(and every later answer, so that they stay in order) and each RESPONSE. The adapter calls
+:meth:`CallbackDesk.flush` once per event-loop iteration (``schedule`` is ``loop.call_soon``), which
+commits the group and then, in the order they were made, writes the ACKs (``code=ok`` for the
+REQUESTs committed; ``code=fail`` for every REQUEST of the group when the commit failed) and starts
+their callbacks, and routes the RESPONSEs (sent even when the commit failed: the AS must not wait
+forever). Delivery marks join the next group: after a crash a RESPONSE may be sent again (at least
+once, the rule for kept RESPONSEs). Without ``schedule`` every write is committed before the call
+that made it returns.
+
 The call itself is the :class:`Engine`'s business: the desk starts it, may cancel it, and is told
 its :class:`Outcome` exactly once through :meth:`CallbackDesk.finish`.
 """
@@ -154,6 +165,27 @@ class _Peer:
     """Connections that stayed open the hold time without sending: kept RESPONSEs go there on trial."""
 
 
+@dataclass(slots=True, kw_only=True)
+class _Answers:
+    """A batch's answers to one sender, written once the REQUESTs it took are committed."""
+
+    origin: Sender
+    answers: list[Ack | None]
+    """In message order; None: a REQUEST taken (``code=ok`` once committed)."""
+    taken: list[tuple[int, CallbackRequest, int]]
+    """(index in ``answers``, the REQUEST, its journal key) for each REQUEST recorded."""
+    received_at: float
+
+
+@dataclass(slots=True, kw_only=True)
+class _Reply:
+    """A RESPONSE recorded in the journal's group, routed once the group is committed."""
+
+    pending: PendingResponse
+    outlet: Outlet | None
+    """The connection its REQUEST came on."""
+
+
 @dataclass(slots=True)
 class _TokenBucket:
     """``rate`` tokens a second, at most ``burst`` saved up; a REQUEST taken spends one."""
@@ -185,8 +217,15 @@ class CallbackDesk:
         wall_clock: Callable[[], float],
         peers: Iterable[PeerServer] = (),
         clock: Callable[[], float] = time.monotonic,
+        schedule: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         self.journal = journal
+        if schedule is not None:
+            # Group commit: the first write of a group asks for one flush (the adapter: loop.call_soon).
+            def ask_flush() -> None:
+                schedule(self.flush)
+
+            journal.on_queued = ask_flush
         self.engine: Engine | None = None
         self.max_calls = max_calls
         """Concurrent callbacks at most (the service may lower [callback] max_calls to what fits)."""
@@ -213,6 +252,9 @@ class CallbackDesk:
         """Messages refused, by (peer, kind): malformed, shutting_down, duplicate_id, max_calls,
         peer_max_calls, peer_max_rate, engine, journal, cancel_unknown, cancel_not_owner."""
         self._log = RateLimitedLog(log, clock=clock)
+        self._held: list[_Answers | _Reply] = []  # waiting for the journal's group to be committed
+        self._held_ids: set[str] = set()  # ids of the REQUESTs recorded in the group
+        self._held_by_peer: Counter[str] = Counter()
         self.on_idle: Callable[[], None] | None = None  # called when the last active callback ends
 
     # --- start: what a previous process left --------------------------------------------------
@@ -223,6 +265,7 @@ class CallbackDesk:
         Call once at start, before any connection is accepted. Callbacks this process took already (a
         REQUEST that slipped in first) are not mistaken for cut ones, and nothing is queued twice.
         """
+        self.flush()  # REQUESTs taken already are active, not cut
         for cut in self.journal.interrupted():
             if cut.seq in self.active:
                 continue
@@ -233,6 +276,7 @@ class CallbackDesk:
                 cut.id,
                 cut.real_duration,
             )
+        self.journal.flush()  # committed before any of them is sent
         queued = {pending.seq for kept in [*self._owed.values(), *self._trial.values()] for pending in kept}
         for pending in self.journal.undelivered():
             if pending.seq not in queued:
@@ -320,9 +364,10 @@ class CallbackDesk:
     def handle(self, messages: list[CallbackRequest | Cancel | IIFError], origin: Sender) -> None:
         """Answer a batch of messages from one origin, in order; start the callbacks taken.
 
-        The REQUESTs of a batch are recorded in one journal transaction. A CANCEL of a REQUEST earlier in
-        the batch commits that REQUEST first, and a CANCEL taken writes its ACK before the engine is told
-        (its RESPONSE may follow at once). ACKs go out in message order.
+        The REQUESTs of a batch are recorded in one journal write; their ACKs are written once it is
+        committed (with group commit: by :meth:`flush`). A CANCEL of a REQUEST not committed yet commits
+        (and starts) it first, and a CANCEL taken writes its ACK before the engine is told (its RESPONSE
+        may follow at once). ACKs go out in message order.
         """
         if origin.outlet is not None and not all(isinstance(m, IIFError) for m in messages):
             # The AS spoke on this connection (before the batch: a RESPONSE may follow its ACK at once).
@@ -335,15 +380,17 @@ class CallbackDesk:
                 self._refused(origin.peer, "malformed", "refused a message: %s", message.reason)
                 answers.append(Ack(id=message.iif_id, ok=False))
             elif isinstance(message, Cancel):
-                if message.id in taken_ids:
-                    # Its REQUEST came earlier in this batch: record and start it first.
+                if message.id in taken_ids or message.id in self._held_ids:
+                    # Its REQUEST is not committed yet: record, commit and start it first.
                     self._commit(answers, taken, origin)
+                    self.flush()
                     answers, taken, taken_ids = [], [], set()
                 answer, seq = self._cancel(message, origin)
                 answers.append(answer)
                 if seq is not None:
                     # The RESPONSE may follow at once: the ACKs so far, this one included, go first.
                     self._commit(answers, taken, origin)
+                    self.flush()
                     answers, taken, taken_ids = [], [], set()
                     assert self.engine is not None
                     self.engine.cancel(seq)
@@ -359,6 +406,36 @@ class CallbackDesk:
                     answers.append(Ack(id=message.id, ok=False))
         self._commit(answers, taken, origin)
 
+    def flush(self) -> None:
+        """Commit the journal's group, then write what waited for it, in the order it was made.
+
+        A batch's ACKs: ``code=ok`` for its REQUESTs when the group was committed (and the callbacks are
+        started), ``code=fail`` for all of them when it was not. RESPONSEs are routed either way (one
+        not recorded is logged). The adapter calls this once per event-loop iteration when the journal
+        asks (``schedule``); with nothing held it costs next to nothing.
+        """
+        error: JournalError | None = None
+        try:
+            self.journal.flush()
+        except JournalError as exc:
+            error = exc
+        held, self._held = self._held, []
+        self._held_ids.clear()
+        self._held_by_peer.clear()
+        for item in held:
+            if isinstance(item, _Answers):
+                self._settle_answers(item, error)
+            else:
+                self._settle_reply(item, error)
+
+    def _hold(self, item: _Answers | _Reply) -> bool:
+        """Hold ``item`` for :meth:`flush` when the journal has a group open (or something is held
+        already: answers keep their order); False: settle it now."""
+        if self._held or self.journal.pending:
+            self._held.append(item)
+            return True
+        return False
+
     def _refused(self, peer: str, kind: str, message: str, *args: object) -> None:
         """Count a refusal and log it, at most once per interval for each peer and kind (with the count
         of those left out): a flood of bad lines must not become a flood of log lines."""
@@ -368,37 +445,60 @@ class CallbackDesk:
     def _commit(
         self, answers: list[Ack | None], taken: list[tuple[int, CallbackRequest]], origin: Sender
     ) -> None:
-        """Record the REQUESTs taken, write ``answers`` in order, then start the callbacks."""
-        callbacks: list[Callback] = []
+        """Record the REQUESTs taken; then (now, or at :meth:`flush` with group commit) write ``answers``
+        in order and start the callbacks."""
+        batch = _Answers(origin=origin, answers=answers, taken=[], received_at=0.0)
         if taken:
-            now = self._wall()
+            batch.received_at = self._wall()
             records = [
                 NewCallback(
                     id=req.id, peer=origin.peer, transport=origin.transport, reply_addr=origin.reply_addr,
-                    user1=req.user1, user2=req.user2, duration=req.duration, received_at=now,
+                    user1=req.user1, user2=req.user2, duration=req.duration, received_at=batch.received_at,
                 )
                 for _, req in taken
             ]
             try:
                 seqs = self.journal.record_requests(records)
             except JournalError as exc:
-                self.refusals[origin.peer, "journal"] += len(taken)
-                self._log.error((origin.peer, "journal"), "%s: %d REQUEST(s) refused: %s",
-                                origin.peer, len(taken), exc)
-                for index, req in taken:
-                    answers[index] = Ack(id=req.id, ok=False)
+                self._refuse_unrecorded(origin.peer, answers, taken, exc)
             else:
-                for (index, req), seq in zip(taken, seqs, strict=True):
-                    answers[index] = Ack(id=req.id, ok=True)
-                    callback = Callback(
-                        seq=seq, id=req.id, user1=req.user1, user2=req.user2, duration=req.duration,
-                        origin=origin, received_at=now,
-                    )
-                    self.active[seq] = callback
-                    self._by_id[req.id] = seq
-                    self._active_by_peer[origin.peer] += 1
-                    callbacks.append(callback)
+                batch.taken = [(index, req, seq) for (index, req), seq in zip(taken, seqs, strict=True)]
+        if not answers:
+            return
+        if self._hold(batch):
+            self._held_ids.update(req.id for _, req, _ in batch.taken)
+            self._held_by_peer[origin.peer] += len(batch.taken)
+        else:
+            self._settle_answers(batch, None)
 
+    def _refuse_unrecorded(
+        self, peer: str, answers: list[Ack | None], taken: list[tuple[int, CallbackRequest]],
+        exc: JournalError,
+    ) -> None:
+        """The journal lost the REQUESTs ``taken``: each gets ``code=fail``."""
+        self.refusals[peer, "journal"] += len(taken)
+        self._log.error((peer, "journal"), "%s: %d REQUEST(s) refused: %s", peer, len(taken), exc)
+        for index, req in taken:
+            answers[index] = Ack(id=req.id, ok=False)
+
+    def _settle_answers(self, batch: _Answers, error: JournalError | None) -> None:
+        """Write a batch's answers in order (its REQUESTs taken, unless ``error`` lost them), then start
+        the callbacks."""
+        origin, answers = batch.origin, batch.answers
+        callbacks: list[Callback] = []
+        if error is not None and batch.taken:
+            self._refuse_unrecorded(origin.peer, answers, [(i, req) for i, req, _ in batch.taken], error)
+        else:
+            for index, req, seq in batch.taken:
+                answers[index] = Ack(id=req.id, ok=True)
+                callback = Callback(
+                    seq=seq, id=req.id, user1=req.user1, user2=req.user2, duration=req.duration,
+                    origin=origin, received_at=batch.received_at,
+                )
+                self.active[seq] = callback
+                self._by_id[req.id] = seq
+                self._active_by_peer[origin.peer] += 1
+                callbacks.append(callback)
         self._answer(origin, b"".join(serialize(a) for a in answers if a is not None))
         for callback in callbacks:
             log.info(
@@ -412,20 +512,23 @@ class CallbackDesk:
         self, req: CallbackRequest, peer: str, pending: int, pending_ids: set[str]
     ) -> tuple[str, str] | None:
         """Why ``req`` is refused, as (kind, reason), or None. ``pending`` REQUESTs (``pending_ids``) were
-        taken earlier in the same batch: they count against every limit as if already active."""
+        taken earlier in the same batch: they count against every limit as if already active, and so do
+        the REQUESTs of earlier batches waiting for the journal's group to be committed."""
         if not self.accepting:
             return "shutting_down", "mss is shutting down"
-        if req.id in self._by_id or req.id in pending_ids:
+        if req.id in self._by_id or req.id in pending_ids or req.id in self._held_ids:
             return "duplicate_id", "id already in progress"
-        if len(self.active) + pending >= self.max_calls:
+        held = len(self._held_ids)
+        if len(self.active) + held + pending >= self.max_calls:
             return "max_calls", f"no capacity left (max_calls = {self.max_calls})"
         limits = self._peer_limits.get(peer)
         peer_calls = limits.max_calls if limits is not None else None
-        if peer_calls is not None and self._active_by_peer[peer] + pending >= peer_calls:
+        peer_taken = self._active_by_peer[peer] + self._held_by_peer[peer] + pending
+        if peer_calls is not None and peer_taken >= peer_calls:
             return "peer_max_calls", f"peer {peer} holds its max_calls = {peer_calls}"
         if self.engine is None:
             return "engine", "no call engine"
-        reason = self.engine.refusal(pending)
+        reason = self.engine.refusal(held + pending)
         if reason is not None:
             return "engine", reason
         bucket = self._buckets.get(peer)
@@ -481,14 +584,22 @@ class CallbackDesk:
             line = self.journal.record_response(seq, response, self._wall(), outcome.cdr)
         except JournalError as exc:
             # The journal is broken: still answer, the AS must not wait forever.
-            log.error("callback %s: RESPONSE not recorded: %s", callback.id, exc)
+            self._log.error("unrecorded", "callback %s: RESPONSE not recorded: %s", callback.id, exc)
             line = serialize(response).decode("ascii").rstrip("\r\n")
         log.info("callback %s ended: %s (%s)", callback.id, line, outcome.result)
         pending = PendingResponse(
             seq=seq, id=callback.id, peer=callback.origin.peer, transport=callback.origin.transport,
             reply_addr=callback.origin.reply_addr, line=line,
         )
-        self._route(pending, callback.origin.outlet)
+        reply = _Reply(pending=pending, outlet=callback.origin.outlet)
+        if not self._hold(reply):
+            self._settle_reply(reply, None)
+
+    def _settle_reply(self, reply: _Reply, error: JournalError | None) -> None:
+        """Route a RESPONSE (recorded, unless ``error`` lost it: sent all the same)."""
+        if error is not None:
+            self._log.error("unrecorded", "callback %s: RESPONSE not recorded: %s", reply.pending.id, error)
+        self._route(reply.pending, reply.outlet)
         if not self.active and self.on_idle is not None:
             self.on_idle()
 
@@ -545,5 +656,7 @@ class CallbackDesk:
 
     @property
     def owed(self) -> int:
-        """RESPONSEs kept for peers, written on trial ones included (not yet confirmed delivered)."""
-        return sum(len(v) for v in self._owed.values()) + sum(len(v) for v in self._trial.values())
+        """RESPONSEs not yet confirmed delivered: kept for peers, written on trial, or waiting for the
+        journal's group to be committed."""
+        held = sum(isinstance(item, _Reply) for item in self._held)
+        return held + sum(len(v) for v in self._owed.values()) + sum(len(v) for v in self._trial.values())

@@ -13,7 +13,18 @@ Every REQUEST acknowledged ``ok`` gets exactly one RESPONSE, even across a crash
 
 sqlite3 in WAL mode with ``synchronous=NORMAL``: a commit survives the process being killed (the
 promise is to the AS about mss crashes, not power loss of the host). Calls are synchronous and short
-(tens of microseconds); the service batches the REQUESTs of one read into one transaction.
+(tens of microseconds).
+
+Group commit: a transaction costs far more than the writes in it, so the service commits many writes
+at once. With :attr:`Journal.on_queued` set, the first write after a commit opens a *group* (one
+transaction) and calls it; every later write joins the group (REQUESTs, RESPONSEs, bridges,
+deliveries, heartbeats, relay ports, from any connection or callback) until :meth:`Journal.flush`
+commits it, which the service does once per event-loop iteration. Writes return at once (a REQUEST's
+key, a RESPONSE's line) and reads see the group's writes, but nothing is durable before
+:meth:`Journal.flush` returns: the caller holds back what depends on it (an ``ACK code=ok``, a
+RESPONSE). A group is all or nothing: a write that fails (or a failed commit) rolls the whole group
+back, later writes fail until :meth:`Journal.flush`, which raises the error. Without
+:attr:`Journal.on_queued` every write is a transaction of its own.
 
 Retention (``[journal] keep_days``): :meth:`Journal.prune` deletes callbacks whose RESPONSE was
 delivered more than that long ago, with their RESPONSE and CDR, :data:`PRUNE_BATCH` at a time; the
@@ -29,7 +40,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,14 +240,32 @@ class Journal:
             self._db.executescript(_PORTS_SCHEMA)
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
+        self.on_queued: Callable[[], None] | None = None
+        """Group commit: called when a write opens a group; :meth:`flush` must follow soon (the service
+        calls it once per event-loop iteration). None: every write commits on its own."""
+        self.commits = 0
+        """Transactions committed so far (a group counts once)."""
+        self._group = 0  # writes in the open group; 0: no group open
+        self._lost: JournalError | None = None  # why the group was rolled back, until flush() says so
+
+    @property
+    def pending(self) -> bool:
+        """A group is open (or was lost): :meth:`flush` is owed and decides whether its writes are kept."""
+        return self._group > 0 or self._lost is not None
 
     @contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write: the open group's (:attr:`on_queued` set) or a transaction of its own."""
+        if self.on_queued is not None:
+            with self._in_group(what) as db:
+                yield db
+            return
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
                 self._db.execute("COMMIT")
+                self.commits += 1
             except BaseException:
                 # Also when COMMIT itself failed: a transaction left open would refuse every later BEGIN.
                 if self._db.in_transaction:
@@ -244,6 +273,61 @@ class Journal:
                 raise
         except sqlite3.Error as exc:
             raise JournalError(f"journal: cannot {what}: {exc}") from exc
+
+    @contextmanager
+    def _in_group(self, what: str) -> Iterator[sqlite3.Connection]:
+        """Join the open group, opening it (and calling :attr:`on_queued`) when there is none."""
+        if self._lost is not None:
+            raise JournalError(f"journal: cannot {what}: the group was rolled back ({self._lost})")
+        if not self._group:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal: cannot {what}: {exc}") from exc
+            self._group = 1
+            assert self.on_queued is not None
+            self.on_queued()
+        else:
+            self._group += 1
+        try:
+            yield self._db
+        except JournalError:
+            raise  # a check of ours, made before anything was written
+        except BaseException as exc:
+            # Part of this write may be in the group: the group goes, all of it.
+            error = JournalError(f"journal: cannot {what}: {exc}")
+            self._roll_back(error)
+            if isinstance(exc, sqlite3.Error):
+                raise error from exc
+            raise
+
+    def _roll_back(self, lost: JournalError | None) -> None:
+        """End the open group without keeping anything; ``lost``: what :meth:`flush` will raise."""
+        self._group = 0
+        self._lost = lost
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+
+    def flush(self) -> None:
+        """Commit the open group (nothing to do when none is open).
+
+        Raises :class:`JournalError` when the group is lost (a write in it or the commit failed): none of
+        its writes are kept. The next write opens a new group either way.
+        """
+        lost, self._lost = self._lost, None
+        if lost is not None:
+            raise lost
+        if not self._group:
+            return
+        writes = self._group
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._roll_back(None)
+            raise JournalError(f"journal: cannot commit {writes} write(s): {exc}") from exc
+        self._group = 0
+        self.commits += 1
 
     def record_requests(self, callbacks: Iterable[NewCallback]) -> list[int]:
         """Record REQUESTs in one transaction; returns their keys, in order."""
@@ -373,11 +457,7 @@ class Journal:
                 db.execute(f"DELETE FROM cdrs WHERE seq IN ({marks})", seqs)
                 db.execute(f"DELETE FROM responses WHERE seq IN ({marks})", seqs)
                 db.execute(f"DELETE FROM callbacks WHERE seq IN ({marks}) AND state = 'done'", seqs)
-        if seqs:
-            try:
-                self._db.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES})").fetchall()
-            except sqlite3.Error as exc:
-                raise JournalError(f"journal: cannot hand free pages back: {exc}") from exc
+                db.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES})").fetchall()
         return len(seqs)
 
     def size(self) -> int:
@@ -444,9 +524,17 @@ class Journal:
         return [(int(port), until) for ports, until in rows for port in ports.split() if port.isdigit()]
 
     def close(self) -> None:
-        """Close the database (idempotent)."""
+        """Commit the open group, then close the database (idempotent).
+
+        Raises :class:`JournalError` when the group cannot be committed (it is closed all the same).
+        """
         try:
-            self._db.close()
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal: cannot close: {exc}") from exc
+            if self._group:
+                self.flush()
+        finally:
+            self._group, self._lost = 0, None
+            try:
+                self._db.close()
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal: cannot close: {exc}") from exc
 

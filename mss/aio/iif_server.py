@@ -134,6 +134,7 @@ class _StreamProtocol(asyncio.Protocol):
         desk.close_outlet(self)
         self._conn.receive_data(b"", time.monotonic())
         self._drain()
+        desk.flush()  # the last ACKs are written before the transport closes (group commit holds them)
         self._closing = True
         return False
 

@@ -163,6 +163,7 @@ class Service:
             udp_send=lambda data, addr: self.iif.send_datagram(data, addr) if self.iif else False,
             wall_clock=time.time,
             peers=cfg.peer_servers,
+            schedule=loop.call_soon,  # group commit: the journal's writes of one loop iteration, together
         )
         self.desk = desk
         idle = asyncio.Event()
@@ -188,6 +189,7 @@ class Service:
             await self._stop.wait()
             desk.accepting = False
             self.iif.stop_listening()
+            desk.flush()  # REQUESTs taken before the stop are in progress too
             await self._drain(desk, engine, idle)
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -196,11 +198,13 @@ class Service:
                 self._heartbeat_timer.cancel()
             if self._prune_timer is not None:
                 self._prune_timer.cancel()
+            desk.flush()
             await self._flush()
             await self.iif.close()
             await engine.close()
             if self.ready.is_set():
                 journal.heartbeat(time.time())
+            desk.flush()  # what the engine's close ended, and the last heartbeat
         log.info("mss stopped")
         return 0
 
