@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import ast
 import os
+import socket
+import struct
+import time
 from pathlib import Path
 from typing import get_args
 
@@ -28,7 +31,7 @@ from mss.engine import (
 from mss.errors import LocalProtocolError
 from mss.iif import RESULTS
 from mss.journal import Cdr
-from mss.relay import Relay
+from mss.relay import FIELDS, Relay
 from mss.sip import events as ua
 from mss.sip.message import Request, Response
 from tests.test_callflow import T0, USER1, USER2, make_settings, phone_answer, sdp_fixture
@@ -247,3 +250,25 @@ def test_relay_commands_on_a_real_session() -> None:
         carry_out_relay(session, cf.RelayBridge(a_to_b={101: 96}, b_to_a={96: 101}))
         session.close()
         carry_out_relay(session, cf.RelayStopPlay(leg="user1"))  # a closed session: nothing to do
+
+
+def test_last_rx_of_a_real_session_names_the_party_that_sent() -> None:
+    base = 20000 + (os.getpid() * 17 % 9000) // 4 * 4
+    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with Relay("127.0.0.1", base, base + 39) as relay, phone:
+        phone.bind(("127.0.0.1", 0))
+        session = relay.open_session(bridged=False)
+        host, port = phone.getsockname()
+        carry_out_relay(session, cf.RelayRemote(leg="user2", host=host, port=port, rtcp_port=port + 1))
+        column = FIELDS.index("last_rx_ns")
+        assert last_rx(relay.counters[session.slot, :, column]) == {"user1": None, "user2": None}
+        seen: dict[cf.User, float | None] = {}
+        for seq in range(50):  # user2's phone speaks until the relay has counted a packet (a second at most)
+            packet = struct.pack("!BBHII", 0x80, 0, seq, seq * 160, 0x1234) + bytes(160)  # PCMU, 20 ms
+            phone.sendto(packet, ("127.0.0.1", session.b_port))
+            time.sleep(0.02)
+            seen = last_rx(relay.counters[session.slot, :, column])
+            if seen["user2"] is not None:
+                break
+        assert seen["user1"] is None
+        assert seen["user2"] is not None and abs(seen["user2"] - time.monotonic()) < 5
