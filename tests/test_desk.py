@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -81,11 +83,13 @@ class Engine:
 
 class Harness:
     def __init__(
-        self, path: Path, *, max_calls: int = 1000, extended: bool = False, peers: tuple[PeerServer, ...] = ()
+        self, path: Path, *, max_calls: int = 1000, extended: bool = False,
+        peers: tuple[PeerServer, ...] = (), group: bool = False,
     ) -> None:
         self.clock = FakeClock()
         self.journal = Journal(path)
         self.datagrams: list[tuple[bytes, tuple[str, int]]] = []
+        self.scheduled: list[Callable[[], None]] = []  # group commit: what the loop would call soon
         self.desk = CallbackDesk(
             self.journal,
             max_calls=max_calls,
@@ -94,10 +98,17 @@ class Harness:
             wall_clock=self.clock,
             peers=peers,
             clock=self.clock,
+            schedule=self.scheduled.append if group else None,
         )
         self.engine = Engine()
         self.engine.desk = self.desk
         self.desk.engine = self.engine
+
+    def iteration(self) -> None:
+        """The end of an event-loop iteration: run what was scheduled in it."""
+        scheduled, self.scheduled[:] = list(self.scheduled), []
+        for function in scheduled:
+            function()
 
     def connect(self, peer: str = "as1") -> Outlet:
         outlet = Outlet(peer)
@@ -724,3 +735,124 @@ def test_udp_response_not_sent_stays_owed_for_the_next_start(tmp_path: Path) -> 
     assert after.datagrams == [(resp("a", 6), ("127.0.0.1", 7000))]
     assert after.journal.undelivered() == []
     after.journal.close()
+
+
+# --- group commit: one journal transaction per event-loop iteration -------------------------------
+
+def committed(path: Path, table: str = "callbacks", column: str = "id") -> list[object]:
+    """What another connection sees in the journal: only what was committed."""
+    with contextlib.closing(sqlite3.connect(path)) as other:
+        return [row[0] for row in other.execute(f"SELECT {column} FROM {table} ORDER BY seq")]
+
+
+class FailingCommit:
+    """Wraps the journal's sqlite3 connection: the next COMMIT fails (as a full disk would make it)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self.fail = True
+
+    def execute(self, sql: str, *args: object) -> object:
+        if sql == "COMMIT" and self.fail:
+            self.fail = False
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._db.execute(sql, *args)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._db, name)
+
+
+def test_group_commit_acks_every_connection_after_one_commit(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    h = Harness(path, group=True)
+    seen: list[list[object]] = []  # what was committed when each ACK was written
+    outs = [Outlet("as1", on_write=lambda _data: seen.append(committed(path))) for _ in range(3)]
+    for i, out in enumerate(outs):
+        h.desk.open_outlet(out)
+        h.send(out, req(f"t{i}"))
+    h.send_udp(("127.0.0.1", 7000), req("u"))
+    # Recorded in one open group: nothing written, started or committed yet; one flush asked for.
+    assert [out.wire for out in outs] == [b""] * 3 and h.datagrams == [] and h.engine.started == []
+    assert committed(path) == [] and len(h.scheduled) == 1
+    commits = h.journal.commits
+    h.iteration()
+    assert h.journal.commits == commits + 1
+    assert [out.wire for out in outs] == [ack("t0"), ack("t1"), ack("t2")]
+    assert h.datagrams == [(ack("u"), ("127.0.0.1", 7000))]
+    assert seen == [["t0", "t1", "t2", "u"]] * 3
+    assert [c.id for c in h.engine.started] == ["t0", "t1", "t2", "u"]
+    h.journal.close()
+
+
+def test_group_commit_failure_refuses_every_request_in_the_group(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    h = Harness(path, group=True)
+    first = h.connect()
+    h.send(first, req("a"))
+    h.iteration()
+    b_out, c_out = h.connect(), h.connect("as2")
+    h.engine.finish("a", real_duration=4)  # its RESPONSE joins the group that fails
+    h.send(b_out, req("b1"), req("b2"))
+    h.send(c_out, req("c"))
+    h.journal._db = FailingCommit(h.journal._db)  # type: ignore[assignment]
+    h.iteration()
+    assert b_out.wire == ack("b1", ok=False) + ack("b2", ok=False)
+    assert c_out.wire == ack("c", ok=False)
+    assert first.wire == ack("a") + resp("a", 4)  # never lost
+    assert [c.id for c in h.engine.started] == ["a"] and h.desk.active == {}
+    assert h.desk.refusals["as1", "journal"] == 2 and h.desk.refusals["as2", "journal"] == 1
+    assert committed(path) == ["a"]
+    # The next group is a new one.
+    h.iteration()
+    h.send(b_out, req("b1"))
+    h.iteration()
+    assert b_out.wire.endswith(ack("b1")) and committed(path) == ["a", "b1"]
+    h.journal.close()
+
+
+def test_group_commit_holds_a_response_until_it_is_committed(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    h = Harness(path, group=True)
+    out = h.connect()
+    h.send(out, req("a"))
+    h.iteration()
+    h.engine.finish("a", real_duration=5)
+    assert out.wire == ack("a") and h.desk.owed == 1 and committed(path, "responses") == []
+    h.iteration()
+    assert out.wire == ack("a") + resp("a", 5) and h.desk.owed == 0
+    assert committed(path, "responses") == ["a"]
+    # The delivery mark goes with the next group: it may lag, never lead.
+    assert committed(path, "responses", "delivered_at") == [None] and len(h.scheduled) == 1
+    h.iteration()
+    assert committed(path, "responses", "delivered_at") == [1000.0]
+    h.journal.close()
+
+
+def test_group_commit_keeps_answers_in_order_and_counts_held_requests(tmp_path: Path) -> None:
+    h = Harness(tmp_path / "j.sqlite3", max_calls=2, group=True)
+    out, other = h.connect(), h.connect()
+    h.send(out, req("a"))
+    h.send(out, IIFError("missing parameter 'user1'", iif_id="x"))  # behind a held batch: waits its turn
+    h.send(other, req("a"), req("b"), req("c"))  # "a" is held: a duplicate; "a" and "b" fill max_calls
+    assert out.wire == b"" and other.wire == b""
+    assert h.engine.pending == [0, 1]  # the engine counted the held "a" for "b"
+    h.iteration()
+    assert out.wire == ack("a") + ack("x", ok=False)
+    assert other.wire == ack("a", ok=False) + ack("b") + ack("c", ok=False)
+    assert h.desk.refusals["as1", "duplicate_id"] == 1 and h.desk.refusals["as1", "max_calls"] == 1
+    h.journal.close()
+
+
+def test_group_commit_cancel_of_a_held_request_commits_it_first(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    h = Harness(path, group=True)
+    out = h.connect()
+    h.send(out, req("a"))
+    acks_at_cancel: list[bytes] = []
+    h.engine.cancel = lambda seq: acks_at_cancel.append(out.wire)  # type: ignore[method-assign]
+    h.send(out, Cancel(id="a"), req("b"))
+    assert acks_at_cancel == [ack("a") + ack("a")] and committed(path) == ["a"]
+    assert [c.id for c in h.engine.started] == ["a"]
+    h.iteration()
+    assert out.wire == ack("a") + ack("a") + ack("b")
+    h.journal.close()

@@ -975,6 +975,37 @@ def test_slow_as_that_does_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     run(scenario)
 
 
+def test_group_commit_one_transaction_for_many_connections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """REQUESTs read from many connections in one event-loop iteration are committed in one transaction,
+    and no ACK is written before it is committed (another connection to the journal already sees them)."""
+    monkeypatch.setattr(service, "HEARTBEAT_INTERVAL", 3600.0)  # no other journal write meanwhile
+    count = 8
+
+    async def scenario() -> None:
+        async with live(tmp_path) as mss:
+            desk, iif = mss.service.desk, mss.service.iif
+            assert desk is not None and iif is not None
+            streams = [await mss.open() for _ in range(count)]
+            await mss.until(lambda: len(iif.connections) == count)  # every one accepted
+            commits = desk.journal.commits
+            for i, (_, writer) in enumerate(streams):  # no await: all arrive before the loop reads any
+                writer.write(request(f"g{i}a") + request(f"g{i}b"))
+            first = await lines(streams[0][0], 1)
+            seen = journal_ids(tmp_path / "journal.sqlite3")
+            assert first == [ack("g0a")]
+            assert sorted(seen) == sorted(f"g{i}{x}" for i in range(count) for x in "ab")
+            assert await lines(streams[0][0], 1) == [ack("g0b")]
+            for i, (reader, _) in enumerate(streams[1:], 1):
+                assert await lines(reader, 2) == [ack(f"g{i}a"), ack(f"g{i}b")]
+            assert desk.journal.commits == commits + 1
+            for _, writer in streams:
+                writer.close()
+
+    run(scenario)
+
+
 def test_drain_refuses_new_requests_and_answers_the_calls(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with live(tmp_path, drain_grace="10") as mss:

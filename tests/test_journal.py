@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -413,3 +415,104 @@ def test_steady_traffic_with_retention_keeps_the_file_bounded(path: Path) -> Non
     assert max(wal) < 2 * WAL_SIZE_LIMIT, wal
     assert journal.size() == sizes[-1] + wal[-1]
     journal.close()
+
+
+# --- group commit ---------------------------------------------------------------------------------
+
+def _committed_ids(path: Path) -> list[str]:
+    """What another connection sees: only what was committed."""
+    with contextlib.closing(sqlite3.connect(path)) as other:
+        return [row[0] for row in other.execute("SELECT id FROM callbacks ORDER BY seq")]
+
+
+def _grouped(journal: Journal) -> list[int]:
+    """Turn group commit on; the list counts the groups opened."""
+    opened: list[int] = []
+    journal.on_queued = lambda: opened.append(1)
+    return opened
+
+
+def test_a_group_commits_every_write_at_once(path: Path, journal: Journal) -> None:
+    (done,) = journal.record_requests([new("done")])  # a write of its own: committed at once
+    assert journal.commits == 1 and _committed_ids(path) == ["done"]
+    opened = _grouped(journal)
+    a, b = journal.record_requests([new("a"), new("b", peer="as2")])
+    (c,) = journal.record_requests([new("c", udp=("127.0.0.1", 9000))])
+    journal.mark_bridged(a, 1001.0)
+    journal.record_ports(a, (30000, 30002))
+    assert journal.record_response(done, CallbackResponse(id="done", real_duration=3), 1002.0) == (
+        "RESPONSE: id=done;real_duration=3;"
+    )
+    journal.heartbeat(1003.0)
+    assert opened == [1] and journal.pending
+    # The group reads its own writes; nothing is durable yet.
+    assert [x.id for x in journal.interrupted()] == ["a", "b", "c"]
+    assert [p.id for p in journal.undelivered()] == ["done"]
+    assert _committed_ids(path) == ["done"] and journal.commits == 1
+    journal.flush()
+    assert journal.commits == 2 and not journal.pending
+    assert _committed_ids(path) == ["done", "a", "b", "c"]
+    with contextlib.closing(sqlite3.connect(path)) as other:
+        assert other.execute("SELECT count(*) FROM responses").fetchone() == (1,)
+        assert other.execute("SELECT bridged_at FROM callbacks WHERE seq = ?", (a,)).fetchone() == (1001.0,)
+    journal.flush()  # nothing open: nothing to do
+    assert journal.commits == 2
+    journal.mark_delivered(done, 1004.0)  # the next write opens the next group
+    assert opened == [1, 1] and journal.undelivered() == []
+    journal.flush()
+    assert journal.commits == 3 and (b, c) == (a + 1, a + 2)
+
+
+def test_a_failed_commit_loses_the_whole_group(path: Path, journal: Journal) -> None:
+    opened = _grouped(journal)
+    journal.record_requests([new("a")])
+    journal.record_requests([new("b")])
+    journal._db = _FailingCommit(journal._db)  # type: ignore[assignment]
+    full = r"^journal: cannot commit 2 write\(s\): database or disk is full$"
+    with pytest.raises(JournalError, match=full):
+        journal.flush()
+    assert journal.interrupted() == [] and _committed_ids(path) == [] and not journal.pending
+    journal.record_requests([new("c")])  # a new group, and the journal still works
+    assert opened == [1, 1]
+    journal.flush()
+    assert _committed_ids(path) == ["c"]
+
+
+def test_a_failed_write_loses_the_group_and_later_writes_fail_until_the_flush(
+    path: Path, journal: Journal
+) -> None:
+    opened = _grouped(journal)
+    (a,) = journal.record_requests([new("a")])
+    bad = NewCallback(id="bad", peer="as1", transport="tcp", reply_addr=None, user1=object(),  # type: ignore[arg-type]
+                      user2="101", duration=60, received_at=1000.0)
+    with pytest.raises(JournalError, match=r"^journal: cannot record a request: "):
+        journal.record_requests([new("b"), bad])
+    assert journal.interrupted() == []  # "a" went with the group
+    with pytest.raises(JournalError, match=r"^journal: cannot record a bridge: the group was rolled back"):
+        journal.mark_bridged(a, 1001.0)
+    assert journal.pending
+    with pytest.raises(JournalError, match=r"^journal: cannot record a request: "):
+        journal.flush()  # says the group is lost, once
+    assert not journal.pending and opened == [1]
+    journal.record_requests([new("c")])
+    journal.flush()
+    assert _committed_ids(path) == ["c"]
+
+
+def test_a_check_failing_in_a_group_keeps_the_group(path: Path, journal: Journal) -> None:
+    (seq,) = journal.record_requests([new("a")])
+    journal.record_response(seq, CallbackResponse(id="a", real_duration=1), at=1.0)
+    _grouped(journal)
+    journal.record_requests([new("b")])
+    with pytest.raises(JournalError, match="already has its RESPONSE"):
+        journal.record_response(seq, CallbackResponse(id="a", real_duration=2), at=2.0)
+    journal.flush()
+    assert _committed_ids(path) == ["a", "b"]
+
+
+def test_close_commits_the_open_group(path: Path) -> None:
+    journal = Journal(path)
+    _grouped(journal)
+    journal.record_requests([new("a")])
+    journal.close()
+    assert _committed_ids(path) == ["a"]
