@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -423,10 +424,15 @@ class CallbackDesk:
         self._held_ids.clear()
         self._held_by_peer.clear()
         for item in held:
-            if isinstance(item, _Answers):
-                self._settle_answers(item, error)
-            else:
-                self._settle_reply(item, error)
+            try:
+                if isinstance(item, _Answers):
+                    self._settle_answers(item, error)
+                else:
+                    self._settle_reply(item, error)
+            except Exception as exc:
+                # A bug (the engine's, say) must not cost the rest of the group its ACKs and RESPONSEs.
+                self._log.error(("settle", type(exc).__name__), "a journal group's %s failed: %s",
+                                "ACKs" if isinstance(item, _Answers) else "RESPONSE", traceback.format_exc())
 
     def _hold(self, item: _Answers | _Reply) -> bool:
         """Hold ``item`` for :meth:`flush` when the journal has a group open (or something is held

@@ -255,10 +255,20 @@ class Journal:
 
     @contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
-        """One write: the open group's (:attr:`on_queued` set) or a transaction of its own."""
+        """One write: in the open group (:attr:`on_queued` set) or a transaction of its own."""
         if self.on_queued is not None:
-            with self._in_group(what) as db:
-                yield db
+            self._join_group(what)
+            try:
+                yield self._db
+            except JournalError:
+                raise  # a check of ours, made before anything was written
+            except BaseException as exc:
+                # Part of this write may be in the group: the group goes, all of it.
+                error = JournalError(f"journal: cannot {what}: {exc}")
+                self._roll_back(error)
+                if isinstance(exc, sqlite3.Error):
+                    raise error from exc
+                raise
             return
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -274,32 +284,20 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"journal: cannot {what}: {exc}") from exc
 
-    @contextmanager
-    def _in_group(self, what: str) -> Iterator[sqlite3.Connection]:
-        """Join the open group, opening it (and calling :attr:`on_queued`) when there is none."""
+    def _join_group(self, what: str) -> None:
+        """Count a write into the open group; open one (and call :attr:`on_queued`) when there is none."""
+        if self._group:
+            self._group += 1
+            return
         if self._lost is not None:
             raise JournalError(f"journal: cannot {what}: the group was rolled back ({self._lost})")
-        if not self._group:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise JournalError(f"journal: cannot {what}: {exc}") from exc
-            self._group = 1
-            assert self.on_queued is not None
-            self.on_queued()
-        else:
-            self._group += 1
         try:
-            yield self._db
-        except JournalError:
-            raise  # a check of ours, made before anything was written
-        except BaseException as exc:
-            # Part of this write may be in the group: the group goes, all of it.
-            error = JournalError(f"journal: cannot {what}: {exc}")
-            self._roll_back(error)
-            if isinstance(exc, sqlite3.Error):
-                raise error from exc
-            raise
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal: cannot {what}: {exc}") from exc
+        self._group = 1
+        assert self.on_queued is not None
+        self.on_queued()
 
     def _roll_back(self, lost: JournalError | None) -> None:
         """End the open group without keeping anything; ``lost``: what :meth:`flush` will raise."""

@@ -856,3 +856,31 @@ def test_group_commit_cancel_of_a_held_request_commits_it_first(tmp_path: Path) 
     h.iteration()
     assert out.wire == ack("a") + ack("a") + ack("b")
     h.journal.close()
+
+
+def test_group_commit_a_failing_start_costs_the_rest_of_the_group_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = Harness(tmp_path / "j.sqlite3", group=True)
+    first = h.connect()
+    h.send(first, req("a"))
+    h.iteration()
+    broken, fine = h.connect(), h.connect()
+    h.engine.finish("a", real_duration=2)
+    h.send(broken, req("boom"))
+    h.send(fine, req("b"))
+    started = h.engine.start
+
+    def start(callback: Callback) -> None:
+        if callback.id == "boom":
+            raise RuntimeError("engine bug")
+        started(callback)
+
+    h.engine.start = start  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, "mss.desk"):
+        h.iteration()
+    assert first.wire == ack("a") + resp("a", 2)
+    assert broken.wire == ack("boom") and fine.wire == ack("b")
+    assert [c.id for c in h.engine.started] == ["a", "b"]
+    assert "RuntimeError: engine bug" in caplog.text
+    h.journal.close()
