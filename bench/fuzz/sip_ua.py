@@ -12,6 +12,7 @@ requests with 4xx and drops bad responses).
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from mss.sip.message import Headers, Request, make_response, parse_message
 from mss.sip.settings import UASettings
@@ -22,6 +23,8 @@ __all__ = ["SEPARATOR", "run_ua", "ua_seeds"]
 
 #: Splits an input into the datagrams it stands for.
 SEPARATOR = b"\n--next--\n"
+#: An input that starts with this is a script for a registering UA (answers to its REGISTER).
+REGISTER = b"REGISTER-MODE\n"
 #: Most datagrams one input is split into (a mutation may repeat the separator).
 MAX_DATAGRAMS = 16
 #: Timer rounds run after the script (each jumps to the UA's next deadline).
@@ -38,10 +41,14 @@ ANSWER = _SDP.format("ph", 4000).encode()
 CONTACT = "<sip:100@127.0.0.1:5062>"
 
 
-def _start() -> tuple[UserAgent, float]:
-    ua = UserAgent(SETTINGS, rng=random.Random(7))
+def _start(register: bool = False) -> tuple[UserAgent, float]:
     now = 1000.0
-    ua.invite("L1", "100", OFFER, now)
+    if register:  # external line mode: the UA registers first
+        ua = UserAgent(replace(SETTINGS, register=True), rng=random.Random(7))
+        ua.start(now)
+    else:
+        ua = UserAgent(SETTINGS, rng=random.Random(7))
+        ua.invite("L1", "100", OFFER, now)
     return ua, now
 
 
@@ -55,10 +62,11 @@ def _drain(ua: UserAgent) -> list[bytes]:
 
 def run_ua(data: bytes) -> str:
     """Feed the script; what the UA sent back (status codes and methods) is the outcome."""
-    ua, now = _start()
+    register = data.startswith(REGISTER)
+    ua, now = _start(register)
     _drain(ua)
     out: list[str] = []
-    for datagram in data.split(SEPARATOR)[:MAX_DATAGRAMS]:
+    for datagram in data.removeprefix(REGISTER).split(SEPARATOR)[:MAX_DATAGRAMS]:
         ua.receive_data(datagram, PSS, now)
         now += 0.05
         out += [d[:12].decode("latin-1") for d in _drain(ua)]
@@ -121,5 +129,18 @@ def ua_seeds() -> tuple[bytes, ...]:
         [_reply(inv, 503, extra=[("Retry-After", "5")]), _reply(inv, 486)],
         [_reply(inv, 200, body=ANSWER), _reply(inv, 200, body=ANSWER, tag="ph2")],
     ]
-    return tuple(SEPARATOR.join(parts) for parts in scripts)
+    reg_ua, _now = _start(register=True)
+    reg = parse_message(_drain(reg_ua)[0])
+    assert isinstance(reg, Request) and reg.method == "REGISTER"
+    challenge = [("WWW-Authenticate", 'Digest realm="x", nonce="n3", qop="auth"')]
+    registering = [
+        [_reply(reg, 200, extra=[("Contact", "<sip:mss@127.0.0.1:5070>;expires=3600"), ("Expires", "3600")])],
+        [_reply(reg, 423, extra=[("Min-Expires", "7200")])],
+        [_reply(reg, 401, extra=challenge), _reply(reg, 200, extra=[("Expires", "60")])],
+        [_reply(reg, 503, extra=[("Retry-After", "30")])],
+    ]
+    return (
+        *(SEPARATOR.join(parts) for parts in scripts),
+        *(REGISTER + SEPARATOR.join(parts) for parts in registering),
+    )
 
