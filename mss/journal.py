@@ -2,11 +2,12 @@
 
 Every REQUEST acknowledged ``ok`` gets exactly one RESPONSE, even across a crash:
 
-1. :meth:`Journal.record_requests` stores the REQUEST (state ``active``) *before* ``ACK code=ok`` is written;
+1. :meth:`Journal.record_requests` stores the REQUEST (state ``active``), committed *before* ``ACK code=ok``
+   is written;
 2. :meth:`Journal.mark_bridged` stores when the legs were bridged, and :meth:`Journal.heartbeat` says once a
    second that the process is alive, so the talk time known up to a crash can be computed afterwards;
-3. :meth:`Journal.record_response` stores the RESPONSE line (and ends the callback) *before* it is sent;
-   :meth:`Journal.mark_delivered` records that it was written to the AS;
+3. :meth:`Journal.record_response` stores the RESPONSE line (and ends the callback), committed *before* it
+   is sent; :meth:`Journal.mark_delivered` records that it was written to the AS;
 4. at start, :meth:`Journal.interrupted` lists callbacks that were in progress when the process died
    (they get a RESPONSE with the talk time known up to the last heartbeat), and
    :meth:`Journal.undelivered` the RESPONSEs still owed to each peer.
@@ -15,16 +16,16 @@ sqlite3 in WAL mode with ``synchronous=NORMAL``: a commit survives the process b
 promise is to the AS about mss crashes, not power loss of the host). Calls are synchronous and short
 (tens of microseconds).
 
-Group commit: a transaction costs far more than the writes in it, so the service commits many writes
-at once. With :attr:`Journal.on_queued` set, the first write after a commit opens a *group* (one
-transaction) and calls it; every later write joins the group (REQUESTs, RESPONSEs, bridges,
-deliveries, heartbeats, relay ports, from any connection or callback) until :meth:`Journal.flush`
-commits it, which the service does once per event-loop iteration. Writes return at once (a REQUEST's
-key, a RESPONSE's line) and reads see the group's writes, but nothing is durable before
-:meth:`Journal.flush` returns: the caller holds back what depends on it (an ``ACK code=ok``, a
-RESPONSE). A group is all or nothing: a write that fails (or a failed commit) rolls the whole group
-back, later writes fail until :meth:`Journal.flush`, which raises the error. Without
-:attr:`Journal.on_queued` every write is a transaction of its own.
+Group commit: a transaction (BEGIN, COMMIT, the WAL pages it appends) costs more than the one or two
+statements of a write, so the service commits many writes at once. With :attr:`Journal.on_queued`
+set, the first write after a commit opens a *group* (one transaction) and calls it; every later write
+joins the group (REQUESTs, RESPONSEs, bridges, deliveries, heartbeats, relay ports, from any
+connection or callback) until :meth:`Journal.flush` commits it, which the service does once per
+event-loop iteration. Writes return at once (a REQUEST's key, a RESPONSE's line) and reads see the
+group's writes, but nothing is durable before :meth:`Journal.flush` returns: the caller holds back
+what depends on it (an ``ACK code=ok``, a RESPONSE). A group is all or nothing: a write that fails (or
+a failed commit) rolls the whole group back, later writes fail until :meth:`Journal.flush`, which
+raises the error. Without :attr:`Journal.on_queued` every write is a transaction of its own.
 
 Retention (``[journal] keep_days``): :meth:`Journal.prune` deletes callbacks whose RESPONSE was
 delivered more than that long ago, with their RESPONSE and CDR, :data:`PRUNE_BATCH` at a time; the
