@@ -118,29 +118,46 @@ CALL_ID_RE = re.compile(rf"{_WORD}(?:@{_WORD})?")
 # built later, only if it is used (mss.sip.message). Ports are matched as 1-5 digits: the caller
 # checks ``<= 65535`` and takes the general parser otherwise.
 
+# Quantifiers are possessive (``++``, ``*+``): each repeated class excludes the delimiter that
+# follows it, so giving characters back could never lead to a match; not trying it keeps a failed
+# match linear and a successful one quick.
+
+
+def _many(chars: str, escaped: bool = True, least: int = 1) -> str:
+    """``1*( [chars] / escaped )`` (``*`` when ``least`` is 0), possessive."""
+    unit = rf"[{chars}]++|{_ESCAPED}" if escaped else rf"[{chars}]++"
+    return rf"(?:{unit})++" if least else rf"(?:{unit})*+"
+
+
 # generic-param = token [ EQUAL gen-value ], with no white space and no quoted-string
-_GEN_PARAMS = rf"(?:;[{_TOKEN_CLASS}]+(?:=[{_TOKEN_CLASS}\[\]:]+)?)*"
+_GEN_VALUE_CHARS = rf"{_TOKEN_CLASS}\[\]:"  # token / host
+_GEN_PARAMS = rf"(?:;{_many(_TOKEN_CLASS, False)}(?:={_many(_GEN_VALUE_CHARS, False)})?)*+"
+_PCHARS = rf"{_UNRESERVED}\[\]/:&+$"  # paramchar without escaped
+_HCHARS = rf"{_UNRESERVED}\[\]/?:+$"  # hnv-unreserved / unreserved
+_FAST_DISPLAY = rf'"([^"\\]*+)"[ \t]*+|({_many(_TOKEN_CLASS, False)})[ \t]*+'  # quoted / one token
+# host, as _HOST: the last character of a hostname is not "-" (checked behind, not by backtracking)
+_FAST_HOST = r"\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9_][A-Za-z0-9_.\-]*+(?<!-)"
+_FAST_PARAM = rf"{_many(_PCHARS)}(?:={_many(_PCHARS)})?"
+_FAST_HEADER = rf"{_many(_HCHARS)}={_many(_HCHARS, least=0)}"
 
 #: A ``sip:``/``sips:`` URI with a lowercase scheme (str() writes it lowercase) and a port without
 #: leading zeros (str() writes the int), so the text is what ``str()`` of the parsed URI gives.
 #: Groups: scheme, user, password, host, port, uri-parameters, headers.
 SIP_URI_FAST_RE = re.compile(
-    rf"(sips?):(?:({_USER})(?::({_PASSWORD}))?@)?({_HOST})(?::([1-9][0-9]{{0,4}}|0))?"
-    rf"((?:;{_PARAM})*)(?:\?({_HEADER}(?:&{_HEADER})*))?"
+    rf"(sips?):(?:({_many(_UNRESERVED + '&=+$,;?/')})(?::({_many(_UNRESERVED + '&=+$,', least=0)}))?@)?"
+    rf"({_FAST_HOST})(?::([1-9][0-9]{{0,4}}|0))?((?:;{_FAST_PARAM})*+)(?:\?({_FAST_HEADER}(?:&{_FAST_HEADER})*+))?"
 )
 
 #: ``[ "display" / token ] <sip-uri> *( ;param )``: From, To, Contact, Route, Record-Route as
 #: written by real peers. Groups: quoted display (without the quotes, no quoted-pair), token
 #: display, then SIP_URI_FAST_RE's seven, then the header parameters.
-NAME_ADDR_FAST_RE = re.compile(
-    rf'(?:"([^"\\]*)"[ \t]*|([{_TOKEN_CLASS}]+)[ \t]*)?<{SIP_URI_FAST_RE.pattern}>({_GEN_PARAMS})'
-)
+NAME_ADDR_FAST_RE = re.compile(rf"(?:{_FAST_DISPLAY})?<{SIP_URI_FAST_RE.pattern}>({_GEN_PARAMS})")
 
 #: ``SIP/2.0/transport SP host [ : port ] *( ;param )``. Groups: transport, host, port, parameters.
-VIA_FAST_RE = re.compile(rf"SIP/2\.0/([A-Za-z]+) ({_HOST})(?::([0-9]{{1,5}}))?({_GEN_PARAMS})")
+VIA_FAST_RE = re.compile(rf"SIP/2\.0/([A-Za-z]++) ({_FAST_HOST})(?::([0-9]{{1,5}}))?({_GEN_PARAMS})")
 
 #: ``1*10DIGIT SP Method`` (the caller checks the number is below 2**31). Groups: number, method.
-CSEQ_FAST_RE = re.compile(rf"([0-9]{{1,10}}) ([{_TOKEN_CLASS}]+)")
+CSEQ_FAST_RE = re.compile(rf"([0-9]{{1,10}}) ([{_TOKEN_CLASS}]++)")
 
 
 _token_fullmatch = TOKEN_RE.fullmatch
@@ -168,6 +185,11 @@ def parse_number(text: str, what: str, limit: int = 2**32 - 1) -> int:
     Raises :class:`~mss.errors.SipError` (400) naming ``what`` when it is not a number, has more
     than :data:`MAX_NUMBER_DIGITS` significant digits, or is larger than ``limit``.
     """
+    if len(text) <= MAX_NUMBER_DIGITS and text.isdigit() and text.isascii():  # the common case
+        n = int(text)
+        if n > limit:
+            raise SipError(f"{what} {n} is larger than {limit}")
+        return n
     v = text.strip(WS)
     if _DIGITS_RE.fullmatch(v) is None:
         raise SipError(f"{what} {v[:40]!r} is not a number")

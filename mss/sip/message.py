@@ -167,14 +167,14 @@ class Headers:
 
     def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str, str]] = []
-        # key -> values in order, built once by the parser (None: look through _items)
-        self._index: dict[str, list[str]] | None = None
+        # key -> its first value, built by the parser (None: look through _items)
+        self._index: dict[str, str] | None = None
         for name, value in fields:
             key, spelling = canonical_name(name)
             self._items.append((key, spelling, value))
 
     @classmethod
-    def _raw(cls, items: list[tuple[str, str, str]], index: dict[str, list[str]] | None = None) -> Headers:
+    def _raw(cls, items: list[tuple[str, str, str]], index: dict[str, str] | None = None) -> Headers:
         h = cls.__new__(cls)
         h._items = items
         h._index = index
@@ -207,8 +207,7 @@ class Headers:
         """The value of the first ``name`` line, None when absent."""
         key = canonical_name(name)[0]
         if self._index is not None:
-            found = self._index.get(key)
-            return None if found is None else found[0]
+            return self._index.get(key)
         for k, _n, v in self._items:
             if k == key:
                 return v
@@ -217,8 +216,6 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """The values of every ``name`` line, as written."""
         key = canonical_name(name)[0]
-        if self._index is not None:
-            return list(self._index.get(key, ()))
         return [v for k, _n, v in self._items if k == key]
 
     def get_list(self, name: str) -> list[str]:
@@ -284,6 +281,10 @@ def _parse_cseq(value: str) -> CSeq:
     m = _cseq_fast(value)
     if m is not None and len(m.group(1)) < MAX_NUMBER_DIGITS:  # 9 digits: below 2**31
         return CSeq(seq=int(m.group(1)), method=m.group(2))
+    return _parse_cseq_general(value)
+
+
+def _parse_cseq_general(value: str) -> CSeq:
     num, _, method = value.strip(WS).partition(" ")
     num = num.strip(WS)
     method = method.strip(WS)
@@ -360,20 +361,19 @@ class Message:
 
     def encode(self) -> bytes:
         """The message on the wire; ``Content-Length`` is written from the body (added if missing)."""
-        lines = [self._start_line()]
         cl = str(len(self.body))
-        seen_cl = False
-        for key, name, value in self.headers._items:
-            if key == "content-length":
-                if seen_cl:
-                    continue
-                seen_cl = True
-                value = cl
-            lines.append(f"{name}: {value}")
-        if not seen_cl:
-            lines.append(f"Content-Length: {cl}")
+        lines = [
+            f"{name}: {cl if key == 'content-length' else value}" for key, name, value in self.headers._items
+        ]
+        cl_line = f"Content-Length: {cl}"
+        n = lines.count(cl_line)  # every Content-Length line reads so now
+        if n == 0:
+            lines.append(cl_line)
+        elif n > 1:  # write the first only
+            first = lines.index(cl_line) + 1
+            lines[first:] = [line for line in lines[first:] if line != cl_line]
         lines.append("\r\n")
-        head = "\r\n".join(lines).encode("utf-8", "surrogateescape")
+        head = (self._start_line() + "\r\n" + "\r\n".join(lines)).encode("utf-8", "surrogateescape")
         if len(head) + len(self.body) > MAX_MESSAGE_SIZE:
             raise LocalProtocolError(
                 f"SIP message of {len(head) + len(self.body)} bytes exceeds {MAX_MESSAGE_SIZE}"
@@ -521,8 +521,8 @@ class Request(Message):
 
     @classmethod
     def _parsed(cls, method: str, uri: Uri | None, uri_text: str, headers: Headers) -> Request:
-        req = cls.__new__(cls)
-        Message.__init__(req, headers, b"")
+        req = cls.__new__(cls)  # the parsed fields are set by _validate
+        req.headers = headers
         req.method = method
         req._uri = uri
         req._uri_text = uri_text
@@ -568,6 +568,14 @@ class Response(Message):
         self.reason = reason
         """The reason phrase (may be empty)."""
 
+    @classmethod
+    def _parsed(cls, status: int, reason: str, headers: Headers) -> Response:
+        resp = cls.__new__(cls)  # the parsed fields are set by _validate
+        resp.headers = headers
+        resp.status = status
+        resp.reason = reason
+        return resp
+
     def _start_line(self) -> str:
         return f"SIP/2.0 {self.status} {self.reason}"
 
@@ -610,13 +618,15 @@ def split_message(data: bytes) -> tuple[str, list[str], bytes]:
         head_bytes, rest = data[start:end], data[end + 2 :]
     head = head_bytes.decode("utf-8", "surrogateescape")
     raw_lines = head.split("\r\n")
-    if head.count("\n") != len(raw_lines) - 1:  # some line ends in a bare LF
-        raw_lines = head.split("\n")
+    if len(raw_lines) > MAX_HEADERS * 4:
+        raise SipError(f"more than {MAX_HEADERS} header lines")
+    if head.count("\n") == len(raw_lines) - 1 and _folded(head) is None:  # CRLFs, no folding
+        return raw_lines[0], raw_lines[1:], rest
+    raw_lines = head.split("\n")
+    if "\r" in head:
         raw_lines = [line[:-1] if line.endswith("\r") else line for line in raw_lines]
     if len(raw_lines) > MAX_HEADERS * 4:
         raise SipError(f"more than {MAX_HEADERS} header lines")
-    if "\n " not in head and "\n\t" not in head:  # no folded line
-        return raw_lines[0], raw_lines[1:], rest
     lines: list[str] = []
     for line in raw_lines[1:]:
         if line[:1] in (" ", "\t"):
@@ -628,12 +638,15 @@ def split_message(data: bytes) -> tuple[str, list[str], bytes]:
     return raw_lines[0], lines, rest
 
 
-def _parse_headers(lines: list[str]) -> tuple[list[tuple[str, str, str]], dict[str, list[str]]]:
-    """The header fields ``(key, spelling, value)`` in order, and each key's values in order."""
+# A folded line (RFC 3261 §7.3.1): a line that starts with white space.
+_folded = re.compile("\n[ \t]").search
+
+
+def _parse_headers(lines: list[str]) -> list[tuple[str, str, str]]:
+    """The header fields ``(key, spelling, value)`` in order."""
     if len(lines) > MAX_HEADERS:
         raise SipError(f"more than {MAX_HEADERS} header fields")
     items: list[tuple[str, str, str]] = []
-    index: dict[str, list[str]] = {}
     append = items.append
     cache = _name_cache
     for line in lines:
@@ -646,15 +659,8 @@ def _parse_headers(lines: list[str]) -> tuple[list[tuple[str, str, str]], dict[s
             if not is_token(name):
                 raise SipError(f"bad header name {name[:40]!r}")
             known = canonical_name(name)
-        key = known[0]
-        value = value.strip(WS)
-        append((key, known[1], value))
-        found = index.get(key)
-        if found is None:
-            index[key] = [value]
-        else:
-            found.append(value)
-    return items, index
+        append((known[0], known[1], value.strip(WS)))
+    return items
 
 
 def _parse_request_line(line: str) -> tuple[str, Uri | None, str]:
@@ -706,83 +712,88 @@ def _parse_status_line(line: str) -> tuple[int, str]:
     return status, reason
 
 
-def _values(index: dict[str, list[str]], key: str) -> list[str]:
+def _values(items: list[tuple[str, str, str]], key: str) -> list[str]:
     """Every element of list header ``key``, across its lines."""
-    found = index.get(key)
-    if found is None:
-        return []
-    if len(found) == 1 and "," not in found[0]:
-        return [found[0]] if found[0] else []
     out: list[str] = []
-    for value in found:
-        out.extend(v for v in split_commas(value) if v)
+    for k, _n, value in items:
+        if k == key:
+            out.extend(v for v in split_commas(value) if v)
     return out
 
 
-def _check_vias(values: list[str]) -> list[_Via]:
-    return [match_via(v) or parse_via(v) for v in values]
+def _elements(value: str | None) -> list[str]:
+    """The elements of a list header written on one line (``value``; None when absent)."""
+    if value is None:
+        return []
+    if "," not in value:
+        return [value] if value else []
+    return [v for v in split_commas(value) if v]
 
 
-def _check_addrs(values: list[str], name: str) -> list[_Addr]:
-    return [match_name_addr(v) or parse_name_addr(v, name) for v in values]
-
-
-def _validate(msg: Message, index: dict[str, list[str]]) -> None:
+def _validate(msg: Message, items: list[tuple[str, str, str]], index: dict[str, str], unique: bool) -> None:
     """Check the fields mss relies on (raises SipError), in one pass; keeps what it found on ``msg``.
 
-    Each value is matched against its fast shape (kept as the match, built when read) or else
-    parsed by the general parser (kept as the value, or the error raised), in a fixed order, so the
-    error is the one the general parsers give for the first bad field.
+    ``index`` holds each header's first value; ``unique`` says no header appears twice. Each value
+    is matched against its fast shape (kept as the match, built when read) or else parsed by the
+    general parser (kept as the value, or the error raised), in a fixed order, so the error is the
+    one the general parsers give for the first bad field.
     """
-    for key in _SINGLE:
-        found = index.get(key)
-        if found is not None and len(found) > 1:
-            raise SipError(f"{canonical_name(key)[1]} appears {len(found)} times")
-    vias = _check_vias(_values(index, "via"))
-    if not vias:
+    if not unique:
+        counts: dict[str, int] = {}
+        for key, _n, _v in items:
+            counts[key] = counts.get(key, 0) + 1
+        for key in _SINGLE:
+            if counts.get(key, 0) > 1:
+                raise SipError(f"{canonical_name(key)[1]} appears {counts[key]} times")
+    values = _elements(index.get("via")) if unique else _values(items, "via")
+    if not values:
         raise SipError("no Via header")
-    msg._via = vias
-    found = index.get("from")
-    if found is None:
+    msg._via = [match_via(v) or parse_via(v) for v in values]
+    value = index.get("from")
+    if value is None:
         raise SipError("no From header")
-    msg._from = match_name_addr(found[0]) or parse_name_addr(found[0], "From")
-    found = index.get("to")
-    if found is None:
+    msg._from = match_name_addr(value) or parse_name_addr(value, "From")
+    value = index.get("to")
+    if value is None:
         raise SipError("no To header")
-    msg._to = match_name_addr(found[0]) or parse_name_addr(found[0], "To")
-    found = index.get("call-id")
-    if found is None:
+    msg._to = match_name_addr(value) or parse_name_addr(value, "To")
+    value = index.get("call-id")
+    if value is None:
         raise SipError("no Call-ID header")
-    call_id = found[0]
-    if not CALL_ID_RE.fullmatch(call_id):
-        raise SipError(f"bad Call-ID {call_id!r}")
-    msg._call_id = call_id
-    found = index.get("cseq")
-    if found is None:
+    if not _call_id_ok(value):
+        raise SipError(f"bad Call-ID {value!r}")
+    msg._call_id = value
+    value = index.get("cseq")
+    if value is None:
         raise SipError("no CSeq header")
-    m = _cseq_fast(found[0])
+    m = _cseq_fast(value)
     if m is not None and len(m.group(1)) < MAX_NUMBER_DIGITS:
         msg._cseq, method = m, m.group(2)
     else:
-        cseq = msg._cseq = _parse_cseq(found[0])
+        cseq = msg._cseq = _parse_cseq(value)
         method = cseq.method
     if isinstance(msg, Request) and method != msg.method:
         raise SipError(f"CSeq method {method} does not match the request method {msg.method}")
-    contacts = _values(index, "contact")
-    msg._contact = [] if contacts == ["*"] else _check_addrs(contacts, "Contact")
-    msg._route = _check_addrs(_values(index, "route"), "Route")
-    msg._record_route = _check_addrs(_values(index, "record-route"), "Record-Route")
-    found = index.get("max-forwards")
-    if found is not None:
-        parse_number(found[0], "Max-Forwards", 255)
-    found = index.get("expires")
-    if found is not None:
-        parse_number(found[0], "Expires", 2**32 - 1)
-    found = index.get("date")
-    if found is not None:
-        date = found[0]
-        if not _DATE_RE.fullmatch(date):
-            raise SipError(f"bad Date {date!r} (RFC 1123 date in GMT expected)")
+    addrs: list[list[_Addr]] = []
+    for key, name in (("contact", "Contact"), ("route", "Route"), ("record-route", "Record-Route")):
+        values = _elements(index.get(key)) if unique else _values(items, key)
+        if key == "contact" and values == ["*"]:
+            addrs.append([])
+        else:
+            addrs.append([match_name_addr(v) or parse_name_addr(v, name) for v in values])
+    msg._contact, msg._route, msg._record_route = addrs
+    value = index.get("max-forwards")
+    if value is not None:
+        parse_number(value, "Max-Forwards", 255)
+    value = index.get("expires")
+    if value is not None:
+        parse_number(value, "Expires", 2**32 - 1)
+    value = index.get("date")
+    if value is not None and not _DATE_RE.fullmatch(value):
+        raise SipError(f"bad Date {value!r} (RFC 1123 date in GMT expected)")
+
+
+_call_id_ok = CALL_ID_RE.fullmatch
 
 
 def parse_message(data: bytes, *, exact: bool = False) -> Request | Response:
@@ -794,18 +805,22 @@ def parse_message(data: bytes, *, exact: bool = False) -> Request | Response:
     start, lines, rest = split_message(data)
     if not start:
         raise SipError("empty start line")
-    items, index = _parse_headers(lines)
+    items = _parse_headers(lines)
+    index = {key: value for key, _n, value in items}  # the last value of each key
+    unique = len(index) == len(items)
+    if not unique:
+        index = {key: value for key, _n, value in reversed(items)}  # the first
     msg: Request | Response
     headers = Headers._raw(items, index)
     if start.startswith("SIP/") or start[:4].upper() == "SIP/":
         status, reason = _parse_status_line(start)
-        msg = Response(status, reason, headers)
+        msg = Response._parsed(status, reason, headers)
     else:
         method, uri, uri_text = _parse_request_line(start)
         msg = Request._parsed(method, uri, uri_text, headers)
     found = index.get("content-length")
     if found is not None:
-        length = parse_number(found[0], "Content-Length", MAX_MESSAGE_SIZE)
+        length = parse_number(found, "Content-Length", MAX_MESSAGE_SIZE)
         if length > len(rest):
             raise SipError(f"Content-Length {length} is larger than the {len(rest)} bytes of body")
         if exact and length != len(rest):
@@ -813,7 +828,7 @@ def parse_message(data: bytes, *, exact: bool = False) -> Request | Response:
         msg.body = rest[:length] if length != len(rest) else rest
     else:
         msg.body = rest
-    _validate(msg, index)
+    _validate(msg, items, index, unique)
     return msg
 
 
@@ -856,7 +871,7 @@ def error_response(data: bytes, status: int, reason: str) -> bytes | None:
     """
     try:
         start, lines, _rest = split_message(data)
-        items, _index = _parse_headers(lines)
+        items = _parse_headers(lines)
     except SipError:
         return None
     method = start.split(" ", 1)[0]

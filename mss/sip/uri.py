@@ -686,6 +686,11 @@ def parse_via(value: str) -> Via:
     m = match_via(value)
     if m is not None:
         return via_from_match(m)
+    return _parse_via(value)
+
+
+def _parse_via(value: str) -> Via:
+    """The general Via parser: white space anywhere LWS may be, and the exact reason when malformed."""
     s = value.strip(WS)
     parts: list[str] = []
     i = 0

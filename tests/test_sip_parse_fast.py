@@ -1,0 +1,285 @@
+"""The SIP parse fast path agrees with the general parsers, and a parsed message's fields never raise.
+
+``parse_message`` validates each header mss uses by one regex of its common shape and builds the
+value only when a property reads it; other shapes take the general parser at once. These tests check
+the contract that makes this safe: a fast-shape match always stands for a value the general parser
+accepts, equal to what it returns (properties over generated header values, valid and broken), and a
+message ``parse_message`` accepted has fields that read without an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mss.errors import SipError
+from mss.sip._grammar import SIP_URI_FAST_RE
+from mss.sip.message import (
+    CSeq,
+    Headers,
+    Request,
+    Response,
+    _parse_cseq,
+    _parse_cseq_general,
+    parse_message,
+)
+from mss.sip.uri import (
+    NameAddr,
+    SipUri,
+    Via,
+    _parse_name_addr,
+    _parse_uri_slow,
+    _parse_via,
+    match_name_addr,
+    match_via,
+    name_addr_from_match,
+    parse_name_addr,
+    parse_uri,
+    parse_via,
+    via_from_match,
+)
+
+# Pieces that sit at the edges of the grammar: delimiters, escapes (good and broken), white space,
+# quotes, non-ASCII, ports out of range, uppercase schemes.
+_BITS = [
+    "a", "Z", "0", "9", "-", ".", "_", "!", "~", "*", "'", "(", ")", "&", "=", "+", "$", ",", ";",
+    "?", "/", ":", "@", "%", "%41", "%4", "%zz", "[", "]", "<", ">", '"', "\\", " ", "\t", "#", "é",
+    "sip:", "SIP:", "tel:", "5060", "65536", "0", "lr", "tag", "x",
+]  # fmt: skip
+_text = st.lists(st.sampled_from(_BITS), max_size=8).map("".join)
+
+
+def _pick(good: list[str], bad: list[str]) -> st.SearchStrategy[str]:
+    """Mostly one of the ``good`` forms, sometimes a ``bad`` one or arbitrary pieces."""
+    forms = st.sampled_from(good * 12 + bad)
+    return st.integers(0, 19).flatmap(lambda i: _text if i == 19 else forms)
+
+
+def _some(good: list[str], bad: list[str]) -> st.SearchStrategy[str]:
+    """Zero to three of them, joined."""
+    return st.lists(_pick(good, bad), max_size=3).map("".join)
+
+
+_scheme = _pick(["sip:", "sips:"], ["SIP:", "Sips:", "tel:", "sip"])
+_user = _pick(
+    ["", "100@", "alice@", "*31%23555@", "a;b=c@", "u:pw@", "u:@", "+1-555@"], ["@", "a b@", "%4@", "u:p:w@"]
+)
+_host = _pick(
+    ["h", "127.0.0.1", "pss.example.net", "[::1]", "[2001:db8::1]", "a_b.c", "a."], ["a-", "-a", "[::1", ""]
+)
+_port = _pick(["", ":5060", ":0", ":65535", ":05060"], [":65536", ":99999", ":", ":x"])
+_uparams = _some([";lr", ";transport=tcp", ";ob", ";maddr=[::1]", ";x=%41"], [";=x", ";", ";a b", ";x=%4"])
+_uheaders = _pick(["", "?Subject=hi", "?a=b&c=", "?a=%3C"], ["?x", "?", "?a=b&"])
+_hparams = _some(
+    [";tag=6a1f", ";expires=60", ";q=0.5", ";lr", ";p=[::1]"], [';p="a;b"', " ;x=1", ";;", ";t=a b", ";t="]
+)
+_display = _pick(
+    ["", '"5551000" ', '"A B"', '""', "Bob ", "Bob"], ['"x\\"y" ', "Bob Smith ", "\t", '"x', "a,b "]
+)
+
+
+@st.composite
+def _uris(draw: st.DrawFn) -> str:
+    return draw(_scheme) + draw(_user) + draw(_host) + draw(_port) + draw(_uparams) + draw(_uheaders)
+
+
+@st.composite
+def _name_addrs(draw: st.DrawFn) -> str:
+    uri = draw(_uris())
+    if draw(st.integers(0, 4)):
+        return draw(_display) + "<" + uri + ">" + draw(_hparams)
+    return uri + draw(_hparams)  # the addr-spec form
+
+
+@st.composite
+def _vias(draw: st.DrawFn) -> str:
+    proto = draw(_pick(["SIP/2.0/"], ["SIP / 2.0 / ", "sip/2.0/", "SIP/2.1/"]))
+    transport = draw(_pick(["UDP", "tcp", "TLS"], ["", "U-P"]))
+    sep = draw(_pick([" "], ["  ", "\t", ""]))
+    params = draw(
+        _some([";branch=z9hG4bK1", ";rport", ";received=1.2.3.4", ";rport=5070"], [" ; x = 1", ";", ';b="q"'])
+    )
+    return proto + transport + sep + draw(_host) + draw(_port) + params
+
+
+def _general(parse: Callable[[str], object], value: str) -> object:
+    """What a general parser gives for ``value``: its value, or the SipError's reason."""
+    try:
+        return parse(value)
+    except SipError as exc:
+        return ("error", exc.reason)
+
+
+_SETTINGS = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@_SETTINGS
+@given(st.one_of(_name_addrs(), _text))
+def test_a_name_addr_fast_match_is_what_the_general_parser_gives(value: str) -> None:
+    m = match_name_addr(value)
+    general = _general(lambda v: _parse_name_addr(v, "To"), value)
+    if m is not None:
+        assert name_addr_from_match(m) == general
+    assert _general(lambda v: parse_name_addr(v, "To"), value) == general
+
+
+@_SETTINGS
+@given(st.one_of(_vias(), _text))
+def test_a_via_fast_match_is_what_the_general_parser_gives(value: str) -> None:
+    m = match_via(value)
+    general = _general(_parse_via, value)
+    if m is not None:
+        assert via_from_match(m) == general
+    assert _general(parse_via, value) == general
+
+
+@_SETTINGS
+@given(st.one_of(_uris(), _text))
+def test_a_request_uri_fast_match_parses_and_is_written_back_as_is(value: str) -> None:
+    m = SIP_URI_FAST_RE.fullmatch(value)
+    if m is not None and m.group(7) is None and (m.group(5) is None or int(m.group(5)) <= 65535):
+        assert _parse_uri_slow(value) == parse_uri(value)
+        assert str(parse_uri(value)) == value
+
+
+@_SETTINGS
+@given(
+    st.one_of(
+        st.builds(
+            lambda n, m: f"{n} {m}", st.integers(0, 2**32), _pick(["INVITE", "BYE"], ["x y", "", "IN\\x00"])
+        ),
+        st.builds(lambda z, n: "0" * z + str(n) + " ACK", st.integers(0, 12), st.integers(0, 2**31)),
+        _text,
+    )
+)
+def test_a_cseq_fast_match_is_what_the_general_parser_gives(value: str) -> None:
+    assert _general(_parse_cseq, value) == _general(_parse_cseq_general, value)
+
+
+def _message(via: str, from_: str, to: str, contact: str, route: str, ruri: str) -> bytes:
+    return (
+        f"OPTIONS {ruri} SIP/2.0\r\nVia: {via}\r\nFrom: {from_}\r\nTo: {to}\r\nCall-ID: c1\r\n"
+        f"CSeq: 7 OPTIONS\r\nContact: {contact}\r\nRoute: {route}\r\nRecord-Route: {route}\r\n"
+        f"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode("utf-8", "surrogateescape")
+
+
+def _or(usual: str, values: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """``usual`` two times in three, else a generated value (so most messages have one or two)."""
+    return st.integers(0, 2).flatmap(lambda i: st.just(usual) if i else values)
+
+
+@_SETTINGS
+@given(
+    _or("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1", _vias()),
+    _or('"A" <sip:a@h>;tag=1', _name_addrs()),
+    _or("<sip:b@h>", _name_addrs()),
+    _or("<sip:a@127.0.0.1:5070>", _name_addrs()),
+    _or("<sip:127.0.0.1;lr>", _name_addrs()),
+    _or("sip:b@h", _uris()),
+)
+def test_an_accepted_message_has_fields_that_read_without_error(
+    via: str, from_: str, to: str, contact: str, route: str, ruri: str
+) -> None:
+    if any(c in v for v in (via, from_, to, contact, route, ruri) for c in "\r\n"):
+        return
+    data = _message(via, from_, to, contact, route, ruri)
+    try:
+        msg = parse_message(data)
+    except SipError:
+        return
+    assert isinstance(msg, Request)
+    # Every field reads (the general parsers agree) and the message writes back and reads again.
+    assert msg.via == [parse_via(v) for v in msg.headers.get_list("Via")]
+    assert msg.top_via == msg.via[0]
+    assert msg.from_ == parse_name_addr(from_, "From")
+    assert msg.to == parse_name_addr(to, "To")
+    contacts = msg.headers.get_list("Contact")
+    assert msg.contacts == ([] if contacts == ["*"] else [parse_name_addr(c) for c in contacts])
+    assert msg.route == msg.record_route == [parse_name_addr(r) for r in msg.headers.get_list("Route")]
+    assert msg.uri == parse_uri(ruri)
+    assert (msg.call_id, msg.cseq) == ("c1", CSeq(7, "OPTIONS"))
+    again = parse_message(msg.encode())
+    assert again == msg and again.encode() == msg.encode()
+
+
+INVITE = (
+    b"INVITE sip:100@pss.example.net SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK5f8a;rport\r\n"
+    b"v: SIP/2.0/TCP 10.0.0.1;branch=z9hG4bK0, SIP/2.0/UDP [::1]:5062;branch=z9hG4bK9\r\n"
+    b"Max-Forwards: 70\r\n"
+    b'From: "5551000" <sip:5551000@pss.example.net>;tag=6a1f\r\n'
+    b"To: <sip:100@pss.example.net>\r\n"
+    b"Call-ID: 9c1d@127.0.0.1\r\n"
+    b"CSeq: 2 INVITE\r\n"
+    b"Contact: <sip:5551000@127.0.0.1:5070>\r\n"
+    b"Record-Route: <sip:127.0.0.1;lr;ftag=6a1f>\r\n"
+    b"Record-Route: <sip:10.0.0.1;lr>, <sip:[::2];lr>\r\n"
+    b"Supported: timer\r\n"
+    b"Content-Length: 0\r\n"
+    b"\r\n"
+)
+
+
+def test_fields_are_built_when_read_and_kept() -> None:
+    msg = parse_message(INVITE)
+    assert isinstance(msg, Request)
+    assert [v.host for v in msg.via] == ["127.0.0.1", "10.0.0.1", "[::1]"]
+    assert msg.via is not msg.via and msg.via == msg.via  # a copy each time: the caller may change it
+    assert msg.top_via is msg.top_via and msg.top_via.branch == "z9hG4bK5f8a"
+    assert msg.from_ is msg.from_ and msg.from_.tag == "6a1f" and msg.from_.display == "5551000"
+    assert [str(r.uri) for r in msg.record_route] == [
+        "sip:127.0.0.1;lr;ftag=6a1f",
+        "sip:10.0.0.1;lr",
+        "sip:[::2];lr",
+    ]
+    assert msg.uri is msg.uri and msg.uri == SipUri(host="pss.example.net", user="100")
+    assert msg.cseq is msg.cseq
+    assert msg.encode() == INVITE.replace(b"\r\nv: ", b"\r\nVia: ")
+
+
+def test_the_header_index_follows_changes() -> None:
+    msg = parse_message(INVITE)
+    h = msg.headers
+    assert h.get("v") == "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK5f8a;rport"  # the first line
+    assert h.get_all("Record-Route") == ["<sip:127.0.0.1;lr;ftag=6a1f>", "<sip:10.0.0.1;lr>, <sip:[::2];lr>"]
+    assert "k" in h and "Require" not in h
+    h.set("Supported", "100rel")
+    h.add("Require", "timer")
+    assert (h.get("Supported"), h.get("Require"), "Require" in h) == ("100rel", "timer", True)
+    h.remove("Via")
+    assert h.get("Via") is None and "Via" not in h
+    copy = parse_message(INVITE).headers.copy()
+    copy.add("X-A", "1")
+    assert copy.get("X-A") == "1"
+
+
+def test_locally_built_messages_parse_their_headers_when_read() -> None:
+    h = Headers([("Via", "SIP/2.0/UDP h;branch=z9hG4bK1"), ("From", "<sip:a@h>;tag=1"), ("To", "bad <"),
+                 ("Call-ID", "x"), ("CSeq", "1 OPTIONS"), ("Content-Length", "9"), ("l", "3")])  # fmt: skip
+    req = Request("OPTIONS", parse_uri("sip:h"), h)
+    assert req.from_ == NameAddr(uri=SipUri(host="h", user="a"), params=(("tag", "1"),))
+    assert req.top_via == Via(transport="UDP", host="h", params=(("branch", "z9hG4bK1"),))
+    try:
+        req.to  # noqa: B018 - the property raises: the header was written wrong
+    except SipError as exc:
+        assert exc.reason == "To: '<' without '>'"
+    else:  # pragma: no cover
+        raise AssertionError("a bad To read without an error")
+    # Content-Length comes from the body, once, where the first one was.
+    wire = req.encode()
+    assert wire.count(b"Content-Length") == 1 and b"\r\nContent-Length: 0\r\n\r\n" in wire
+    resp = Response(200, "OK", Headers([("Via", "SIP/2.0/UDP h")]), b"abc")
+    assert resp.encode().endswith(b"\r\nContent-Length: 3\r\n\r\nabc")
+
+
+def test_a_repeated_single_header_is_refused_whatever_the_spelling() -> None:
+    data = INVITE.replace(b"Call-ID: 9c1d@127.0.0.1\r\n", b"Call-ID: 9c1d@127.0.0.1\r\ni: other\r\n")
+    try:
+        parse_message(data)
+    except SipError as exc:
+        assert exc.reason == "Call-ID appears 2 times"
+    else:  # pragma: no cover
+        raise AssertionError("two Call-IDs accepted")
