@@ -420,6 +420,7 @@ class CallbackDesk:
             self.journal.flush()
         except JournalError as exc:
             error = exc
+            self._log.error("group", "%s (nothing of that group was kept)", exc)
         held, self._held = self._held, []
         self._held_ids.clear()
         self._held_by_peer.clear()

@@ -784,7 +784,9 @@ def test_group_commit_acks_every_connection_after_one_commit(tmp_path: Path) -> 
     h.journal.close()
 
 
-def test_group_commit_failure_refuses_every_request_in_the_group(tmp_path: Path) -> None:
+def test_group_commit_failure_refuses_every_request_in_the_group(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "j.sqlite3"
     h = Harness(path, group=True)
     first = h.connect()
@@ -795,7 +797,9 @@ def test_group_commit_failure_refuses_every_request_in_the_group(tmp_path: Path)
     h.send(b_out, req("b1"), req("b2"))
     h.send(c_out, req("c"))
     h.journal._db = FailingCommit(h.journal._db)  # type: ignore[assignment]
-    h.iteration()
+    with caplog.at_level(logging.ERROR, "mss.desk"):
+        h.iteration()
+    assert "journal: cannot commit 3 write(s): database or disk is full" in caplog.text
     assert b_out.wire == ack("b1", ok=False) + ack("b2", ok=False)
     assert c_out.wire == ack("c", ok=False)
     assert first.wire == ack("a") + resp("a", 4)  # never lost
