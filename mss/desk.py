@@ -513,7 +513,16 @@ class CallbackDesk:
                 origin.peer, callback.id, callback.user1, callback.user2, callback.duration,
             )
             assert self.engine is not None
-            self.engine.start(callback)
+            try:
+                self.engine.start(callback)
+            except Exception:
+                # A bug in the engine: the callbacks after this one still start, and this one ends with
+                # its RESPONSE instead of hanging.
+                self._log.error(("start", callback.origin.peer),
+                                "callback %s: the engine could not start it: %s", callback.id,
+                                traceback.format_exc())
+                if callback.seq in self.active:
+                    self.finish(callback.seq, Outcome(real_duration=0, result="user1_failed"))
 
     def _refusal(
         self, req: CallbackRequest, peer: str, pending: int, pending_ids: set[str]

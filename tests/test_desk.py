@@ -865,13 +865,13 @@ def test_group_commit_cancel_of_a_held_request_commits_it_first(tmp_path: Path) 
 def test_group_commit_a_failing_start_costs_the_rest_of_the_group_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    h = Harness(tmp_path / "j.sqlite3", group=True)
+    h = Harness(tmp_path / "j.sqlite3", group=True, extended=True)
     first = h.connect()
     h.send(first, req("a"))
     h.iteration()
     broken, fine = h.connect(), h.connect()
     h.engine.finish("a", real_duration=2)
-    h.send(broken, req("boom"))
+    h.send(broken, req("boom"), req("after"))
     h.send(fine, req("b"))
     started = h.engine.start
 
@@ -883,8 +883,12 @@ def test_group_commit_a_failing_start_costs_the_rest_of_the_group_nothing(
     h.engine.start = start  # type: ignore[method-assign]
     with caplog.at_level(logging.ERROR, "mss.desk"):
         h.iteration()
-    assert first.wire == ack("a") + resp("a", 2)
-    assert broken.wire == ack("boom") and fine.wire == ack("b")
-    assert [c.id for c in h.engine.started] == ["a", "b"]
+    assert first.wire == ack("a") + b"RESPONSE: id=a;real_duration=2;result=answered;code=0;\r\n"
+    assert broken.wire == ack("boom") + ack("after") and fine.wire == ack("b")
+    assert [c.id for c in h.engine.started] == ["a", "after", "b"]
+    assert "callback boom: the engine could not start it" in caplog.text
     assert "RuntimeError: engine bug" in caplog.text
+    h.iteration()  # "boom" ended at once: its RESPONSE, not a callback left hanging
+    assert broken.wire.endswith(b"RESPONSE: id=boom;real_duration=0;result=user1_failed;code=0;\r\n")
+    assert [c.id for c in h.desk.active.values()] == ["after", "b"]
     h.journal.close()
