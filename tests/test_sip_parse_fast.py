@@ -9,20 +9,25 @@ message ``parse_message`` accepted has fields that read without an error.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mss.errors import SipError
+from mss.sip import message
 from mss.sip._grammar import SIP_URI_FAST_RE
 from mss.sip.message import (
     CSeq,
     Headers,
     Request,
     Response,
+    _name_cache,
     _parse_cseq,
     _parse_cseq_general,
+    _split_head_py,
     parse_message,
 )
 from mss.sip.uri import (
@@ -283,3 +288,75 @@ def test_a_repeated_single_header_is_refused_whatever_the_spelling() -> None:
         assert exc.reason == "Call-ID appears 2 times"
     else:  # pragma: no cover
         raise AssertionError("two Call-IDs accepted")
+
+
+# --- the header section cut in C (mss/sip/_head.pyx) gives what the Python gives ------------------
+
+FIXTURES = sorted((Path(__file__).parent / "data" / "sip").rglob("*.sip"))
+
+
+def _outcome(parse: Callable[[], object]) -> object:
+    try:
+        return parse()
+    except SipError as exc:
+        return ("error", exc.status, exc.reason)
+
+
+def _both_ways(data: bytes) -> tuple[object, object]:
+    """parse_message's outcome with the C cutter and with the Python alone, and the cutters' own."""
+    with_c = _outcome(lambda: parse_message(data))
+    saved = message._split_head
+    message._split_head = None
+    try:
+        python = _outcome(lambda: parse_message(data))
+    finally:
+        message._split_head = saved
+    return with_c, python
+
+
+def _check_cutter(data: bytes) -> None:
+    split_head = pytest.importorskip("mss.sip._head").split_head
+    cut = split_head(data, _name_cache)
+    if cut is not None:
+        assert cut == _split_head_py(data)
+    with_c, python = _both_ways(data)
+    assert with_c == python
+    if isinstance(with_c, Request | Response):
+        assert isinstance(python, Request | Response) and with_c.encode() == python.encode()
+
+
+def _variants(data: bytes) -> Iterator[bytes]:
+    yield data
+    yield b"\r\n\r\n" + data  # leading CRLFs
+    yield data.replace(b"\r\n", b"\n")  # bare LFs
+    yield data.replace(b"\r\nTo:", b"\r\n To:")  # a folded line
+    yield data.replace(b"\r\nCall-ID:", b"\r\nCall-ID :")  # a name the cache has not seen
+    yield data.replace(b"\r\nCSeq:", b"\r\nCSeq \xe9:")
+    yield data.replace(b"\r\nFrom:", b"\r\nFrom")  # no colon
+    yield data.split(b"\r\n\r\n")[0]  # no end of the header section
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
+def test_the_c_cutter_gives_what_the_python_gives_for_every_fixture(path: Path) -> None:
+    for data in _variants(path.read_bytes()):
+        _check_cutter(data)
+
+
+def test_the_c_cutter_takes_the_common_form() -> None:
+    split_head = pytest.importorskip("mss.sip._head").split_head
+    parse_message(INVITE)  # the names are in the cache
+    cut = split_head(INVITE, _name_cache)
+    assert cut is not None and cut[0] == "INVITE sip:100@pss.example.net SIP/2.0" and not cut[3]
+    assert cut[2]["via"] == "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK5f8a;rport" and cut[4] == b""
+    assert split_head(b"\xff" * 70000, _name_cache) is None  # larger than a message: Python says so
+
+
+@_SETTINGS
+@given(
+    st.binary(max_size=300),
+    st.sampled_from([INVITE, b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n"]),
+    st.integers(0, 400),
+)
+def test_the_c_cutter_gives_what_the_python_gives_for_any_bytes(junk: bytes, base: bytes, at: int) -> None:
+    _check_cutter(junk)
+    _check_cutter(base[:at] + junk + base[at:])

@@ -30,7 +30,7 @@ Messages are values: build a new one instead of changing the headers of one that
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from re import Match
 
@@ -796,12 +796,11 @@ def _validate(msg: Message, items: list[tuple[str, str, str]], index: dict[str, 
 _call_id_ok = CALL_ID_RE.fullmatch
 
 
-def parse_message(data: bytes, *, exact: bool = False) -> Request | Response:
-    """Parse one message from a datagram (or a frame cut by :class:`~mss.sip.framing.StreamFramer`).
+_Head = tuple[str, list[tuple[str, str, str]], dict[str, str], bool, bytes]
 
-    Bytes beyond ``Content-Length`` are ignored (a datagram's trailing octets) unless ``exact``;
-    without ``Content-Length`` the body is the rest of the data (UDP only, RFC 3261 §18.3).
-    """
+
+def _split_head_py(data: bytes) -> _Head:
+    """Start line, header fields, each key's first value, whether no key repeats, and the rest."""
     start, lines, rest = split_message(data)
     if not start:
         raise SipError("empty start line")
@@ -810,6 +809,33 @@ def parse_message(data: bytes, *, exact: bool = False) -> Request | Response:
     unique = len(index) == len(items)
     if not unique:
         index = {key: value for key, _n, value in reversed(items)}  # the first
+    return start, items, index, unique, rest
+
+
+def _load_split_head() -> Callable[[bytes, dict[str, tuple[str, str]]], _Head | None] | None:
+    """mss.sip._head's cutter in C (setup.py builds it), None in a tree where it is not built."""
+    try:
+        from mss.sip._head import split_head
+    except ImportError:  # pragma: no cover - an unbuilt tree: _split_head_py does the same
+        return None
+    return split_head
+
+
+#: The common form cut in C (None: the Python alone; tests set it so to compare the two).
+_split_head = _load_split_head()
+
+
+def parse_message(data: bytes, *, exact: bool = False) -> Request | Response:
+    """Parse one message from a datagram (or a frame cut by :class:`~mss.sip.framing.StreamFramer`).
+
+    Bytes beyond ``Content-Length`` are ignored (a datagram's trailing octets) unless ``exact``;
+    without ``Content-Length`` the body is the rest of the data (UDP only, RFC 3261 §18.3).
+    """
+    cut = _split_head(data, _name_cache) if _split_head is not None else None
+    if cut is not None:
+        start, items, index, unique, rest = cut
+    else:
+        start, items, index, unique, rest = _split_head_py(data)
     msg: Request | Response
     headers = Headers._raw(items, index)
     if start.startswith("SIP/") or start[:4].upper() == "SIP/":
