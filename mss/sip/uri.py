@@ -502,6 +502,47 @@ class NameAddr:
         return self.with_param("tag", tag)
 
 
+# Values built from a fast-shape match skip the dataclasses' __init__ (and SipUri.__post_init__,
+# which leaves the user and password that shape allows as they are): the slots are set directly,
+# three times cheaper. The objects are the same as the ones __init__ makes.
+_new = object.__new__
+_URI_SLOTS = tuple(
+    SipUri.__dict__[name].__set__
+    for name in ("host", "user", "password", "port", "params", "headers", "scheme")
+)
+_ADDR_SLOTS = tuple(NameAddr.__dict__[name].__set__ for name in ("uri", "display", "params"))
+
+
+def _sip_uri(
+    host: str,
+    user: str | None,
+    password: str | None,
+    port: int | None,
+    params: Params,
+    headers: tuple[tuple[str, str], ...],
+    scheme: str,
+) -> SipUri:
+    uri: SipUri = _new(SipUri)
+    set_host, set_user, set_password, set_port, set_params, set_headers, set_scheme = _URI_SLOTS
+    set_host(uri, host)
+    set_user(uri, user)
+    set_password(uri, password)
+    set_port(uri, port)
+    set_params(uri, params)
+    set_headers(uri, headers)
+    set_scheme(uri, scheme)
+    return uri
+
+
+def _name_addr(uri: Uri, display: str | None, params: Params) -> NameAddr:
+    addr: NameAddr = _new(NameAddr)
+    set_uri, set_display, set_params = _ADDR_SLOTS
+    set_uri(addr, uri)
+    set_display(addr, display)
+    set_params(addr, params)
+    return addr
+
+
 def match_name_addr(value: str) -> Match[str] | None:
     """The match of ``value`` against the common name-addr shape, None when it has another shape.
 
@@ -520,18 +561,10 @@ def name_addr_from_match(m: Match[str]) -> NameAddr:
     headers: tuple[tuple[str, str], ...] = ()
     if uheaders:
         headers = tuple((h[0], h[2]) for h in (p.partition("=") for p in uheaders.split("&")))
-    uri = SipUri(
-        host=host,
-        user=user,
-        password=password,
-        port=int(port) if port is not None else None,
-        params=_split_params(uparams),
-        headers=headers,
-        scheme=scheme,
+    uri = _sip_uri(
+        host, user, password, int(port) if port is not None else None, _split_params(uparams), headers, scheme
     )
-    return NameAddr(
-        uri=uri, display=qdisplay if qdisplay is not None else tdisplay, params=_split_params(hparams)
-    )
+    return _name_addr(uri, qdisplay if qdisplay is not None else tdisplay, _split_params(hparams))
 
 
 _name_addr_fast = NAME_ADDR_FAST_RE.fullmatch
@@ -670,12 +703,17 @@ def match_via(value: str) -> Match[str] | None:
 def via_from_match(m: Match[str]) -> Via:
     """The value a :func:`match_via` match stands for."""
     transport, host, port, params = m.groups()
-    return Via(
-        transport=transport.upper(),
-        host=host,
-        port=int(port) if port is not None else None,
-        params=_split_params(params),
-    )
+    via: Via = _new(Via)  # as for _sip_uri: the slots set directly
+    set_transport, set_host, set_port, set_params, set_protocol = _VIA_SLOTS
+    set_transport(via, transport.upper())
+    set_host(via, host)
+    set_port(via, int(port) if port is not None else None)
+    set_params(via, _split_params(params))
+    set_protocol(via, "SIP/2.0")
+    return via
+
+
+_VIA_SLOTS = tuple(Via.__dict__[name].__set__ for name in ("transport", "host", "port", "params", "protocol"))
 
 
 _via_fast = VIA_FAST_RE.fullmatch
