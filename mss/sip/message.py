@@ -10,13 +10,15 @@ for robustness:
 - Via, From, To, Call-ID and CSeq must be present; those and Contact, Route, Record-Route,
   Max-Forwards, Content-Length, Expires and Date are validated at once, so a message that is
   accepted can be used without a second error path; CSeq's method must match a request's method;
-- the fast path: the message is split once; each of those header values (and the Request-URI) is
+- the fast path: the message is split once (the header section of the common form, CRLF lines
+  without folding, is cut in C by ``mss.sip._head`` when it is built; the same Python runs
+  otherwise and for every other form and error); each of those header values (and the Request-URI) is
   validated by one regex of the shape real peers write (``mss.sip._grammar`` "fast shapes") and
   its value (:class:`~mss.sip.uri.Via`, :class:`~mss.sip.uri.NameAddr`, ...) is built only when
   a property first asks for it, then kept; a value of another shape takes the general parser at
-  once, which raises the error or gives the value. A property of a parsed message therefore never
-  raises (only :meth:`Message.expires` of a message built locally, and the properties of one
-  built locally with bad headers, do);
+  once, which raises the error or gives the value. So the fields (and :meth:`Message.expires`) of
+  a parsed message never raise; those of a message built locally are parsed from its headers when
+  first read, and raise when a header was written wrong;
 - every number (CSeq, Max-Forwards, Content-Length, Expires, and those the layers above read) goes
   through :func:`~mss.sip._grammar.parse_number`, which bounds its length before ``int()``;
 - ``Content-Length`` frames the body: extra bytes of a datagram are ignored (RFC 3261 §18.3), too
