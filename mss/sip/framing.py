@@ -10,6 +10,7 @@ the connection.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -30,23 +31,23 @@ class KeepAlive:
 _KEEPALIVE = KeepAlive()
 
 
+# A Content-Length line (``l`` is its compact form, RFC 3261 §7.3.3): the name at the start of a
+# line after the first (a line starting with white space continues the one before), any case.
+_CONTENT_LENGTH_LINES = re.compile(
+    rb"\r\n(?:content-length|l)[ \t]*:(.*?)(?=\r\n|\Z)", re.IGNORECASE | re.DOTALL
+)
+
+
 def _content_length(head: bytes) -> int:
     """The Content-Length of a header section (``l`` or ``Content-Length``, any case)."""
     found: int | None = None
-    for line in head.split(b"\r\n")[1:]:
-        if line[:1] in (b" ", b"\t"):
-            continue
-        name, colon, value = line.partition(b":")
-        if not colon:
-            continue
-        name = name.rstrip(_WS).lower()
-        if name in (b"content-length", b"l"):
-            text = value.strip(_WS)
-            if not text.isdigit():
-                raise SipError(f"Content-Length {text[:20]!r} is not a number")
-            if found is not None:
-                raise SipError("Content-Length appears twice")
-            found = parse_number(text.decode("ascii"), "Content-Length", MAX_MESSAGE_SIZE)
+    for value in _CONTENT_LENGTH_LINES.findall(head):
+        text = value.strip(_WS)
+        if not text.isdigit():
+            raise SipError(f"Content-Length {text[:20]!r} is not a number")
+        if found is not None:
+            raise SipError("Content-Length appears twice")
+        found = parse_number(text.decode("ascii"), "Content-Length", MAX_MESSAGE_SIZE)
     if found is None:
         raise SipError("a message on a stream has no Content-Length")
     return found
