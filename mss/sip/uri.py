@@ -94,9 +94,11 @@ def _split_params(text: str) -> Params:
     """The parameters of ``;a=1;b``-shaped text that a fast-shape regex has already validated."""
     if not text:
         return ()
-    return tuple(
-        (name, value if eq else None) for name, eq, value in (p.partition("=") for p in text[1:].split(";"))
-    )
+    out: list[tuple[str, str | None]] = []
+    for piece in text[1:].split(";"):
+        name, eq, value = piece.partition("=")
+        out.append((name, value if eq else None))
+    return tuple(out)
 
 
 def _params_str(params: Params) -> str:
