@@ -310,11 +310,11 @@ _Via = Via | Match[str]
 _Addr = NameAddr | Match[str]
 
 
-def _via(v: _Via) -> Via:
+def _built_via(v: _Via) -> Via:
     return v if isinstance(v, Via) else via_from_match(v)
 
 
-def _addr(v: _Addr) -> NameAddr:
+def _built_addr(v: _Addr) -> NameAddr:
     return v if isinstance(v, NameAddr) else name_addr_from_match(v)
 
 
@@ -388,7 +388,10 @@ class Message:
     def via(self) -> list[Via]:
         """Every Via value, top first."""
         raw = self._via
-        vias = [parse_via(v) for v in self.headers.get_list("Via")] if raw is None else [_via(v) for v in raw]
+        if raw is None:
+            vias = [parse_via(v) for v in self.headers.get_list("Via")]
+        else:
+            vias = [_built_via(v) for v in raw]
         self._via = list(vias)
         return vias
 
@@ -457,7 +460,7 @@ class Message:
 
     def _addr_list(self, raw: list[_Addr] | None, name: str) -> list[NameAddr]:
         if raw is not None:
-            return [_addr(v) for v in raw]
+            return [_built_addr(v) for v in raw]
         elems = self.headers.get_list(name)
         if name == "Contact" and elems == ["*"]:
             return []

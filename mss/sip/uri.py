@@ -702,6 +702,9 @@ def match_via(value: str) -> Match[str] | None:
     return None
 
 
+_VIA_SLOTS = tuple(Via.__dict__[name].__set__ for name in ("transport", "host", "port", "params", "protocol"))
+
+
 def via_from_match(m: Match[str]) -> Via:
     """The value a :func:`match_via` match stands for."""
     transport, host, port, params = m.groups()
@@ -713,9 +716,6 @@ def via_from_match(m: Match[str]) -> Via:
     set_params(via, _split_params(params))
     set_protocol(via, "SIP/2.0")
     return via
-
-
-_VIA_SLOTS = tuple(Via.__dict__[name].__set__ for name in ("transport", "host", "port", "params", "protocol"))
 
 
 _via_fast = VIA_FAST_RE.fullmatch
