@@ -9,6 +9,8 @@ message ``parse_message`` accepted has fields that read without an error.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -349,6 +351,31 @@ def test_the_c_cutter_takes_the_common_form() -> None:
     assert cut is not None and cut[0] == "INVITE sip:100@pss.example.net SIP/2.0" and not cut[3]
     assert cut[2]["via"] == "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK5f8a;rport" and cut[4] == b""
     assert split_head(b"\xff" * 70000, _name_cache) is None  # larger than a message: Python says so
+
+
+_FLOOD_FIRST = """
+from mss.errors import SipError
+from mss.sip._head import split_head
+from mss.sip.message import _name_cache, parse_message
+from tests.test_sip_parse_fast import INVITE
+for i in range(2000):  # odd names before any usual message: more than the cache takes
+    try:
+        parse_message(b"OPTIONS sip:h SIP/2.0\\r\\nX-Odd-%d: 1\\r\\n\\r\\n" % i)
+    except SipError:  # no Via
+        pass
+assert len(_name_cache) == 1024, len(_name_cache)
+print(split_head(INVITE, _name_cache) is not None)
+"""
+
+
+def test_the_known_names_stay_cut_fast_after_a_flood_of_odd_ones() -> None:
+    pytest.importorskip("mss.sip._head")
+    root = Path(__file__).parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", _FLOOD_FIRST], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
 
 
 @_SETTINGS

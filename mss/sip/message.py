@@ -158,6 +158,12 @@ def canonical_name(name: str) -> tuple[str, str]:
     return result
 
 
+# The known names as they are usually written are always in the cache, however many odd names a
+# peer sends first (the header section is cut fast only when every name is in it).
+for _spelling in (*_CANONICAL.values(), *_COMPACT, *(n.upper() for n in _COMPACT)):
+    canonical_name(_spelling)
+
+
 class Headers:
     """Header fields in order; names compared case-insensitively, compact forms as full names.
 
