@@ -52,13 +52,17 @@ def fuzz_guided(name: str, inputs: int, seconds: float, seed: int, timeout: floa
         cmd = [sys.executable, "-m", "bench.fuzz.guided", name, str(inputs), str(seconds), str(seed),
                str(out), str(timeout), str(slow)]
         with log.open("wb") as err:
-            done = subprocess.run(cmd, cwd=ROOT, stdout=err, stderr=err, timeout=seconds + GRACE,
-                                  check=False)
+            try:
+                code: int | str = subprocess.run(
+                    cmd, cwd=ROOT, stdout=err, stderr=err, timeout=seconds + GRACE, check=False
+                ).returncode
+            except subprocess.TimeoutExpired:  # the child is killed; its figures are lost
+                code = "killed after its time bound"
         stats = Stats(name)
         if not out.exists():
             tail = log.read_bytes()[-3000:].decode("utf-8", "replace")
             stats.crashes[("ChildDied", name)] = Crash(
-                name, "ChildDied", f"bench/fuzz/guided.py (exit {done.returncode})", tail, b""
+                name, "ChildDied", f"bench/fuzz/guided.py (exit {code})", tail, b""
             )
             return stats
         result = json.loads(out.read_text(encoding="utf-8"))
