@@ -300,3 +300,54 @@ def test_session_timer_numbers_refuse_a_huge_number() -> None:
 
     with pytest.raises(SipError):
         parse_session_expires(f"{HUGE};refresher=uac")
+
+
+# --- properties: the UA's handlers read numbers the parser does not ---------------------------------
+
+_NUMBER_HEADERS = ["Session-Expires", "Min-SE", "RSeq", "Retry-After", "Expires", "Min-Expires"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(_NUMBER_HEADERS),
+    _DIGITS | st.sampled_from(["1800;refresher=" + HUGE, "²", "-1", ""]),
+    st.sampled_from([180, 183, 200, 401, 422, 423, 486, 503]),
+)
+def test_ua_takes_answers_with_inflated_numbers(header: str, value: str, status: int) -> None:
+    # A 2xx with a Session-Expires of 4,301 digits once escaped the UA as a ValueError (issue:
+    # "huge numbers crash handlers"): whatever the number, receive_data and the timers raise nothing,
+    # and a 2xx is still acknowledged.
+    import random
+
+    from mss.sip.settings import UASettings
+    from mss.sip.ua import UserAgent
+
+    settings = UASettings(local_host="127.0.0.1", local_port=5070, transport="udp", pss_host="127.0.0.1",
+                          pss_port=5060, caller="mss", domain="127.0.0.1", register=False,
+                          auth_user="mss", password="secret")
+    ua = UserAgent(settings, rng=random.Random(7))
+    now = 1000.0
+    ua.invite("L1", "100", b"v=0\r\n", now)
+    invite = message.parse_message(ua.data_to_send()[0][0])
+    assert isinstance(invite, message.Request)
+    headers = [("Contact", "<sip:100@127.0.0.1:5062>"), (header, value)]
+    if status in (180, 183):
+        headers.append(("Require", "100rel"))
+    if status == 401:
+        headers.append(("WWW-Authenticate", 'Digest realm="x", nonce="n"'))
+    answer = message.make_response(invite, status, to_tag="t", headers=headers)
+    ua.receive_data(answer.encode(), ("127.0.0.1", 5060), now)
+    sent = [message.parse_message(data) for data, _ in ua.data_to_send()]
+    while ua.next_event() is not None:
+        pass
+    if status == 200 and header != "Expires":  # (a 2xx whose Expires is unreadable is dropped whole)
+        assert any(isinstance(m, message.Request) and m.method in ("ACK", "BYE") for m in sent)
+    for _ in range(50):
+        deadline = ua.get_timer()
+        if deadline is None:
+            break
+        now = max(now, deadline)
+        ua.handle_timer(now)
+        ua.data_to_send()
+        while ua.next_event() is not None:
+            pass
