@@ -44,7 +44,8 @@ def available() -> bool:
 
 def fuzz_guided(name: str, inputs: int, seconds: float, seed: int, timeout: float, slow: float) -> Stats:
     """Run the child for target ``name`` and read its figures back."""
-    from bench.fuzz.run import ROOT, Crash, Stats
+    from bench.fuzz.run import Crash, Stats
+    from bench.fuzz.targets import ROOT
 
     with tempfile.TemporaryDirectory(prefix="mss-fuzz-") as tmp:
         out = Path(tmp) / "result.json"

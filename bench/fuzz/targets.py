@@ -150,9 +150,9 @@ def _read_fields(msg: message.Request | message.Response) -> None:
         for value in msg.headers.get_all(name):
             auth.parse_challenge(value, proxy=name.startswith("Proxy"))
     for name, parse in _NUMBER_HEADERS.items():
-        value = msg.headers.get(name)
-        if value is not None and parse is not None:
-            parse(value)
+        number = msg.headers.get(name)
+        if number is not None and parse is not None:
+            parse(number)
 
 
 def _session_expires(value: str) -> object:
