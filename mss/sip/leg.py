@@ -108,6 +108,8 @@ class Core(Protocol):
     """What a leg needs from the user agent."""
 
     settings: UASettings
+    rng: random.Random
+    """Randomness for back-offs (glare, Retry-After): shared by every leg, none kept per leg."""
 
     def new_branch(self) -> str:
         """A fresh RFC 3261 branch."""
@@ -208,7 +210,6 @@ class Leg:
     _queued_reinvite: bytes | None = None
     _glare_sdp: bytes | None = None
     _bye_key: str | None = None
-    _rng: random.Random = field(default_factory=random.Random)
     session: SessionTimer = field(init=False)
     """RFC 4028 session timer (:mod:`mss.sip.session_timer`)."""
     offers: FarEndOffers = field(init=False)
@@ -217,7 +218,7 @@ class Leg:
     def __post_init__(self) -> None:
         s = self.core.settings
         self.session = SessionTimer(requested=s.session_expires, min_se=s.min_se)
-        self.offers = FarEndOffers(self, self._rng)
+        self.offers = FarEndOffers()
 
     # -- state -----------------------------------------------------------------------------
 
@@ -278,7 +279,7 @@ class Leg:
     def _terminate(self, now: float) -> None:
         self._set_state(L.TERMINATED)
         self.clear("cancel_guard", "session_refresh", "session_expiry", *OFFER_TIMERS, "glare")
-        self.offers.abandon(now)
+        self.offers.abandon(self, now)
         self.timer("linger", now + 64 * self.t1)
 
     def respond_safely(self, key: str, response: Response, now: float) -> None:
@@ -531,7 +532,7 @@ class Leg:
 
     def _send_bye(self, now: float) -> None:
         assert self.dialog is not None
-        self.offers.abandon(now)
+        self.offers.abandon(self, now)
         self._bye_key = self._send_in_dialog("BYE", "bye", self.dialog, now)
         if self._bye_key is None:
             self._finish(now, by_remote=False, reason="hangup")
@@ -642,7 +643,7 @@ class Leg:
                 return
             elif status == 491 and self.state is L.CONFIRMED:
                 self._glare_sdp = pending.request.body if purpose == "reinvite" else None
-                self.timer("glare", now + self._rng.uniform(*GLARE_RETRY))
+                self.timer("glare", now + self.core.rng.uniform(*GLARE_RETRY))
                 if purpose == "reinvite":
                     return  # the result comes with the retry
             elif purpose == "reinvite":
@@ -658,7 +659,7 @@ class Leg:
         if dialog is None or not dialog.matches(request, incoming_request=True):
             early = self._early.get(request.from_.tag or "")
             if method == "UPDATE" and early is not None and self.state is L.EARLY:
-                self.offers.on_update(key, request, early.dialog, now)
+                self.offers.on_update(self, key, request, early.dialog, now)
                 return
             self.respond_safely(key, make_response(request, 481), now)
             return
@@ -670,16 +671,16 @@ class Leg:
         if method == "BYE":
             self.respond_safely(key, self.ok(request), now)
             if self.state is L.CONFIRMED:
-                self.offers.forget_accepted()
+                self.offers.forget_accepted(self)
                 self._finish(now, by_remote=True, reason="BYE")
             return
         if self.state is not L.CONFIRMED:
             self.respond_safely(key, make_response(request, 481), now)
             return
         if method == "INVITE":
-            self.offers.on_reinvite(key, request, dialog, now)
+            self.offers.on_reinvite(self, key, request, dialog, now)
         elif method == "UPDATE":
-            self.offers.on_update(key, request, dialog, now)
+            self.offers.on_update(self, key, request, dialog, now)
         elif method == "OPTIONS":
             self.respond_safely(key, self.ok(request), now)
         else:
@@ -712,19 +713,19 @@ class Leg:
 
     def answer_offer(self, sdp: bytes, now: float) -> None:
         """The call flow's answer to the pending LegOffer."""
-        self.offers.answer(sdp, now)
+        self.offers.answer(self, sdp, now)
 
     def reject_offer(self, status: int, now: float) -> None:
         """Refuse the pending LegOffer (488 Not Acceptable Here by default)."""
-        self.offers.reject(status, now)
+        self.offers.reject(self, status, now)
 
     def on_cancel(self, invite_key: str, now: float) -> bool:
         """A CANCEL for a far-end re-INVITE; True when it matched one still waiting for our answer."""
-        return self.offers.on_cancel(invite_key, now)
+        return self.offers.on_cancel(self, invite_key, now)
 
     def on_ack(self, ack: Request, now: float) -> None:
         """An ACK for a 2xx of ours (to a far-end re-INVITE)."""
-        self.offers.on_ack(ack, now)
+        self.offers.on_ack(self, ack, now)
 
     # -- our re-INVITE ------------------------------------------------------------------------
 
@@ -811,7 +812,7 @@ class Leg:
                 self.core.give_up_invite(self.invite_key)
                 self._finish(now, by_remote=False, reason="cancelled")
         elif name in _OFFER_TIMERS:
-            self.offers.on_timer(_OFFER_TIMERS[name], now)
+            self.offers.on_timer(self, _OFFER_TIMERS[name], now)
         elif name == "session_refresh":
             self._refresh(now)
         elif name == "session_expiry":

@@ -4,7 +4,8 @@ far end, answered by the call flow.
 The leg (:mod:`mss.sip.leg`) owns a :class:`FarEndOffers` and hands it the far end's re-INVITEs,
 UPDATEs, their CANCELs and the ACKs of our 2xx; the call flow answers through
 :meth:`FarEndOffers.answer` / :meth:`FarEndOffers.reject`. What it needs from the leg is
-:class:`OfferLeg`.
+:class:`OfferLeg`, passed to every method: it keeps no reference to its leg, so a finished leg is
+freed by reference counting, with no cycle left for the garbage collector.
 
 - An offer is reported as :class:`~mss.sip.events.LegOffer`; without the call flow's answer within
   ``offer_timeout`` it is answered with the last local SDP.
@@ -19,7 +20,6 @@ UPDATEs, their CANCELs and the ACKs of our 2xx; the call flow answers through
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -99,6 +99,8 @@ class _Offer:
     key: str
     request: Request
     kind: Literal["reinvite", "update"]
+    session: list[tuple[str, str]]
+    """The RFC 4028 headers of our 2xx to it."""
 
 
 @dataclass(slots=True)
@@ -115,13 +117,10 @@ class _Accepted:
 class FarEndOffers:
     """The far end's offers on one leg (see the module docstring)."""
 
-    __slots__ = ("_accepted", "_leg", "_offer", "_offer_session", "_rng")
+    __slots__ = ("_accepted", "_offer")
 
-    def __init__(self, leg: OfferLeg, rng: random.Random) -> None:
-        self._leg = leg
-        self._rng = rng
+    def __init__(self) -> None:
         self._offer: _Offer | None = None
-        self._offer_session: list[tuple[str, str]] = []
         self._accepted: _Accepted | None = None
 
     @property
@@ -134,27 +133,26 @@ class FarEndOffers:
         """True while our 2xx to an offerless re-INVITE (our offer in it) waits for its ACK."""
         return self._accepted is not None and self._accepted.offered
 
-    def abandon(self, now: float) -> None:
+    def abandon(self, leg: OfferLeg, now: float) -> None:
         """The leg is ending: a pending offer gets 487."""
         if self._offer is not None:
-            self._leg.respond_safely(self._offer.key, make_response(self._offer.request, 487), now)
+            leg.respond_safely(self._offer.key, make_response(self._offer.request, 487), now)
             self._offer = None
 
-    def forget_accepted(self) -> None:
+    def forget_accepted(self, leg: OfferLeg) -> None:
         """The far end hung up: stop retransmitting our 2xx."""
-        self._leg.clear("2xx_retx", "2xx_giveup")
+        leg.clear("2xx_retx", "2xx_giveup")
         self._accepted = None
 
     # -- requests from the far end ---------------------------------------------------------------
 
-    def on_reinvite(self, key: str, request: Request, dialog: Dialog, now: float) -> None:
+    def on_reinvite(self, leg: OfferLeg, key: str, request: Request, dialog: Dialog, now: float) -> None:
         """A re-INVITE in the confirmed dialog."""
-        leg = self._leg
         if leg.offering:
             leg.respond_safely(key, make_response(request, 491, to_tag=leg.local_tag), now)
             return
         if self._offer is not None or self.answer_in_ack:
-            retry = str(self._rng.randint(0, 10))
+            retry = str(leg.core.rng.randint(0, 10))
             leg.respond_safely(
                 key, make_response(request, 500, to_tag=leg.local_tag, headers=[("Retry-After", retry)]), now
             )
@@ -167,17 +165,16 @@ class FarEndOffers:
         dialog.note_allow(request)
         if not request.body:
             # Offerless re-INVITE: our offer goes in the 2xx, their answer comes in the ACK.
-            self._accept_reinvite(key, request, leg.local_sdp, now, offered=True, extra=session)
+            self._accept_reinvite(leg, key, request, leg.local_sdp, now, offered=True, extra=session)
             return
         if request.body == leg.remote_sdp:
             # A session refresh with the same SDP: same answer, no need to ask the call flow.
-            self._accept_reinvite(key, request, leg.local_sdp, now, offered=False, extra=session)
+            self._accept_reinvite(leg, key, request, leg.local_sdp, now, offered=False, extra=session)
             return
-        self._take(_Offer(key, request, "reinvite"), session, now)
+        self._take(leg, _Offer(key, request, "reinvite", session), now)
 
-    def on_update(self, key: str, request: Request, dialog: Dialog, now: float) -> None:
+    def on_update(self, leg: OfferLeg, key: str, request: Request, dialog: Dialog, now: float) -> None:
         """An UPDATE in the confirmed dialog or an early one."""
-        leg = self._leg
         if request.body and (leg.offering or self._offer is not None):
             leg.respond_safely(key, make_response(request, 491, to_tag=leg.local_tag), now)
             return
@@ -192,17 +189,16 @@ class FarEndOffers:
         if request.body == leg.remote_sdp:
             leg.respond_safely(key, leg.ok(request, body=leg.local_sdp, extra=session), now)
             return
-        self._take(_Offer(key, request, "update"), session, now)
+        self._take(leg, _Offer(key, request, "update", session), now)
 
-    def _take(self, offer: _Offer, session: list[tuple[str, str]], now: float) -> None:
-        leg = self._leg
+    def _take(self, leg: OfferLeg, offer: _Offer, now: float) -> None:
         self._offer = offer
-        self._offer_session = session
         leg.timer("offer", now + leg.core.settings.offer_timeout)
         leg.core.emit(LegOffer(leg_id=leg.leg_id, sdp=offer.request.body, kind=offer.kind))
 
     def _accept_reinvite(
         self,
+        leg: OfferLeg,
         key: str,
         request: Request,
         sdp: bytes,
@@ -211,7 +207,6 @@ class FarEndOffers:
         offered: bool,
         extra: list[tuple[str, str]],
     ) -> None:
-        leg = self._leg
         if not offered:
             leg.remote_sdp = request.body
         leg.local_sdp = sdp
@@ -223,27 +218,23 @@ class FarEndOffers:
 
     # -- the call flow's answer ------------------------------------------------------------------
 
-    def answer(self, sdp: bytes, now: float) -> None:
+    def answer(self, leg: OfferLeg, sdp: bytes, now: float) -> None:
         """The call flow's answer to the pending LegOffer."""
-        leg = self._leg
         offer = self._offer
         if offer is None or (not leg.confirmed and offer.kind == "reinvite"):
             return
         self._offer = None
         leg.clear("offer")
         if offer.kind == "reinvite":
-            self._accept_reinvite(
-                offer.key, offer.request, sdp, now, offered=False, extra=self._offer_session
-            )
+            self._accept_reinvite(leg, offer.key, offer.request, sdp, now, offered=False, extra=offer.session)
         else:
             leg.remote_sdp = offer.request.body
             leg.local_sdp = sdp
-            leg.respond_safely(offer.key, leg.ok(offer.request, body=sdp, extra=self._offer_session), now)
+            leg.respond_safely(offer.key, leg.ok(offer.request, body=sdp, extra=offer.session), now)
         leg.send_queued_reinvite(now)
 
-    def reject(self, status: int, now: float) -> None:
+    def reject(self, leg: OfferLeg, status: int, now: float) -> None:
         """Refuse the pending LegOffer (488 Not Acceptable Here by default)."""
-        leg = self._leg
         offer = self._offer
         if offer is None:
             return
@@ -252,9 +243,8 @@ class FarEndOffers:
         leg.respond_safely(offer.key, make_response(offer.request, status, to_tag=leg.local_tag), now)
         leg.send_queued_reinvite(now)
 
-    def on_cancel(self, invite_key: str, now: float) -> bool:
+    def on_cancel(self, leg: OfferLeg, invite_key: str, now: float) -> bool:
         """A CANCEL for a far-end re-INVITE; True when it matched one still waiting for our answer."""
-        leg = self._leg
         offer = self._offer
         if offer is None or offer.key != invite_key:
             return False
@@ -263,9 +253,8 @@ class FarEndOffers:
         leg.respond_safely(offer.key, make_response(offer.request, 487, to_tag=leg.local_tag), now)
         return True
 
-    def on_ack(self, ack: Request, now: float) -> None:
+    def on_ack(self, leg: OfferLeg, ack: Request, now: float) -> None:
         """An ACK for a 2xx of ours (to a far-end re-INVITE)."""
-        leg = self._leg
         accepted = self._accepted
         if accepted is None or ack.cseq.seq != accepted.seq:
             return
@@ -277,12 +266,11 @@ class FarEndOffers:
 
     # -- timers ----------------------------------------------------------------------------------
 
-    def on_timer(self, name: OfferTimerName, now: float) -> None:
+    def on_timer(self, leg: OfferLeg, name: OfferTimerName, now: float) -> None:
         """One of :data:`OFFER_TIMERS` fired."""
-        leg = self._leg
         if name == "offer":
             if self._offer is not None:
-                self.answer(leg.local_sdp, now)
+                self.answer(leg, leg.local_sdp, now)
         elif name == "2xx_retx":
             accepted = self._accepted
             if accepted is not None and leg.confirmed:

@@ -113,6 +113,8 @@ class UserAgent:
     def __init__(self, settings: UASettings, *, rng: random.Random | None = None) -> None:
         self.settings = settings
         self._rng = rng or random.SystemRandom()
+        self.rng = self._rng
+        """Randomness for the legs' back-offs (glare retry, Retry-After)."""
         self._tx = TransactionLayer(
             max_transactions=settings.max_transactions,
             max_lingering=settings.max_lingering_transactions,
@@ -389,8 +391,7 @@ class UserAgent:
             return
         call_id = self.new_call_id()
         tag = self.new_tag()
-        leg = Leg(core=self, leg_id=leg_id, user=user, local_sdp=sdp, call_id=call_id, local_tag=tag,
-                  _rng=random.Random(self._rng.getrandbits(32)))  # fmt: skip
+        leg = Leg(core=self, leg_id=leg_id, user=user, local_sdp=sdp, call_id=call_id, local_tag=tag)
         self._legs[leg_id] = leg
         self._dialogs[(call_id, tag)] = leg
         leg.start(self._build_invite(user, sdp, call_id, tag), now)
