@@ -1,22 +1,22 @@
 """Fuzzing the relay's RTP/RTCP packet path (C inside ``mss/_rtp.pyx``) through real sockets.
 
-A real :class:`mss.relay.Relay` on 127.0.0.1 with one bridged session; two phones (UDP sockets) have
-latched both legs. Phone A sends mutated datagrams in batches to leg a's RTP and RTCP ports, each
-batch followed by a valid RTP probe. After every batch:
+A real :class:`mss.relay.Relay` on 127.0.0.1 with one bridged session; two phones (UDP sockets) are
+the signalled remotes of its legs. The phones take turns: one sends a batch of mutated datagrams to
+its leg's RTP and RTCP ports, then a valid RTP probe. After every batch:
 
-* **the stream still flows**: the probe reaches phone B (and, every few batches, one from B reaches
-  A);
-* **nothing is altered**: every datagram B receives is byte for byte one that A sent in the batch
-  (there is no payload-type rewrite in this session);
-* **the counters add up**: every datagram A sent is counted on leg a, either accepted
+* **the stream still flows**: the probe reaches the other phone (and every few batches a probe
+  crosses each way);
+* **nothing is altered**: every datagram the other phone receives is byte for byte one that was
+  sent in the batch (there is no payload-type rewrite in this session);
+* **the counters add up**: every datagram sent is counted on the sender's leg, either accepted
   (``rtp_packets_in``/``rtcp_packets_in``) or dropped before counting (``short``, ``malformed``,
-  ``source``, ``learning``); every accepted one is forwarded (leg b's ``*_packets_out`` plus its
-  ``send`` drops) or dropped for routing (``no_remote``, ``disabled``); B receives exactly leg b's
-  ``*_packets_out``;
+  ``source``, ``learning``); every accepted one is forwarded (the other leg's ``*_packets_out``
+  plus its ``send`` drops) or dropped for routing (``no_remote``, ``disabled``); the other phone
+  receives exactly that leg's ``*_packets_out``;
 * the packet loop reports no unexpected system-call error.
 
-A broken check is a crash; the batch is saved (each datagram as a 2-byte length, a kind byte ``0``
-for the RTP port or ``1`` for the RTCP port, then the bytes).
+A broken check is a crash; the batch is saved: the sending leg (``a`` or ``b``), then each datagram
+as a 2-byte length, a kind byte ``0`` for the RTP port or ``1`` for the RTCP port, and the bytes.
 """
 
 from __future__ import annotations
@@ -133,16 +133,16 @@ class _Phone:
         return False, got
 
 
-def _totals(st: SessionStats) -> dict[str, int]:
-    a, b = st.a, st.b
-    drops_a = dataclasses.asdict(a.drops)
-    before = sum(drops_a.get(k, 0) for k in ("short", "malformed", "source", "learning"))
+def _totals(st: SessionStats, src: str) -> dict[str, int]:
+    """The counters that must add up when leg ``src`` receives and the other leg sends."""
+    a, b = st.leg(src), st.leg("b" if src == "a" else "a")
+    drops = dataclasses.asdict(a.drops)
     return {
-        "a_in": a.rtp_packets_in + a.rtcp_packets_in,
-        "a_dropped_before": before,
-        "a_routing": drops_a.get("no_remote", 0) + drops_a.get("disabled", 0),
-        "b_out": b.rtp_packets_out + b.rtcp_packets_out,
-        "b_send_drops": b.drops.send,
+        "in": a.rtp_packets_in + a.rtcp_packets_in,
+        "dropped_before": sum(drops.get(k, 0) for k in ("short", "malformed", "source", "learning")),
+        "routing": drops.get("no_remote", 0) + drops.get("disabled", 0),
+        "out": b.rtp_packets_out + b.rtcp_packets_out,
+        "send_drops": b.drops.send,
     }
 
 
@@ -220,34 +220,43 @@ class _Run:
         return ok
 
     def batch(self, batch: list[tuple[bytes, int]]) -> None:
+        """Send ``batch`` from one phone (they take turns) and check what came out of the other."""
         self.batches += 1
-        before = _totals(self.s.stats())
+        if self.batches % 2:
+            src, sender, receiver, port = "a", self.a, self.b, self.s.a_port
+        else:
+            src, sender, receiver, port = "b", self.b, self.a, self.s.b_port
+        dst = "b" if src == "a" else "a"
+        before = _totals(self.s.stats(), src)
         for data, kind in batch:
             if kind == RTP:
-                self.a.rtp.sendto(data, (HOST, self.s.a_port))
+                sender.rtp.sendto(data, (HOST, port))
             else:
-                self.a.rtcp.sendto(data, (HOST, self.s.a_port + 1))
-        probe = self.probe(0xA)
-        self.a.rtp.sendto(probe, (HOST, self.s.a_port))
-        arrived, got = self.b.wait_for(probe, SETTLE)
+                sender.rtcp.sendto(data, (HOST, port + 1))
+        probe = self.probe(0xA if src == "a" else 0xB)
+        sender.rtp.sendto(probe, (HOST, port))
+        arrived, got = receiver.wait_for(probe, SETTLE)
         if not arrived:
-            self.finding("RelayStalled", "a valid RTP probe did not cross the relay after the batch", batch)
+            self.finding("RelayStalled", f"a valid RTP probe did not cross {src} -> {dst} after the batch",
+                         batch, src)
             self._resync()
             return
         sent = len(batch) + 1
-        after = self._settled(before, sent)
-        got += self.b.drain(self.b.rtp)
-        got_rtcp = self.b.drain(self.b.rtcp)
+        after = self._settled(before, sent, src)
+        got += receiver.drain(receiver.rtp)
+        got_rtcp = receiver.drain(receiver.rtcp)
         received = len(got) + len(got_rtcp) + 1  # the probe
         d = {k: after[k] - before[k] for k in after}
-        self.stats.refused += d["a_dropped_before"] + d["a_routing"]
+        self.stats.refused += d["dropped_before"] + d["routing"]
         self.forwarded += received - 1
-        if d["a_in"] + d["a_dropped_before"] != sent:
-            self.finding("CountersDisagree", f"{sent} datagrams sent, leg a counted {d}", batch)
-        elif d["a_in"] != d["b_out"] + d["b_send_drops"] + d["a_routing"]:
-            self.finding("CountersDisagree", f"accepted and forwarded differ: {d}", batch)
-        elif received != d["b_out"]:
-            self.finding("CountersDisagree", f"B received {received}, leg b counted {d}", batch)
+        if d["in"] + d["dropped_before"] != sent:
+            self.finding("CountersDisagree", f"{sent} datagrams sent, leg {src} counted {d}", batch, src)
+        elif d["in"] != d["out"] + d["send_drops"] + d["routing"]:
+            self.finding("CountersDisagree", f"{src} -> {dst}: accepted and forwarded differ: {d}",
+                         batch, src)
+        elif received != d["out"]:
+            self.finding("CountersDisagree", f"{received} datagrams reached {dst}'s phone, leg {dst} "
+                         f"counted {d}", batch, src)
         unsent = Counter(data for data, _ in batch)
         altered = []
         for g in (*got, *got_rtcp):
@@ -256,26 +265,26 @@ class _Run:
             else:
                 altered.append(g)
         if altered:
-            self.finding("BytesChanged", f"B received {len(altered)} datagrams A never sent: "
-                         f"{altered[0][:40]!r}", batch)
+            self.finding("BytesChanged", f"{dst}'s phone received {len(altered)} datagrams never sent: "
+                         f"{altered[0][:40]!r}", batch, src)
         errors = self.relay.loop_stats()["errors"]
         if errors != self.errors:
-            self.finding("LoopError", f"the packet loop counted {errors - self.errors} errors", batch)
+            self.finding("LoopError", f"the packet loop counted {errors - self.errors} errors", batch, src)
             self.errors = errors
         if self.batches % REVERSE_EVERY == 0 and not self.check_flow(self.batches):
-            self.finding("RelayStalled", "a valid probe did not cross the relay b -> a", batch)
+            self.finding("RelayStalled", "a valid probe did not cross the relay", batch, src)
             self._resync()
 
-    def _settled(self, before: dict[str, int], sent: int) -> dict[str, int]:
+    def _settled(self, before: dict[str, int], sent: int, src: str) -> dict[str, int]:
         """The counters once every datagram of the batch is counted (or after :data:`SETTLE`)."""
         deadline = time.monotonic() + SETTLE
-        after = _totals(self.s.stats())
+        after = _totals(self.s.stats(), src)
         while time.monotonic() < deadline:
-            counted = sum(after[k] - before[k] for k in ("a_in", "a_dropped_before"))
+            counted = sum(after[k] - before[k] for k in ("in", "dropped_before"))
             if counted >= sent:
                 break
             time.sleep(0.001)
-            after = _totals(self.s.stats())
+            after = _totals(self.s.stats(), src)
         return after
 
     def _resync(self) -> None:
@@ -283,13 +292,13 @@ class _Run:
         for sock in (self.a.rtp, self.a.rtcp, self.b.rtp, self.b.rtcp):
             self.a.drain(sock)
 
-    def finding(self, kind: str, message: str, batch: list[tuple[bytes, int]]) -> None:
+    def finding(self, kind: str, message: str, batch: list[tuple[bytes, int]], src: str) -> None:
         key = (kind, "mss/_rtp.pyx")
         found = self.stats.crashes.get(key)
         if found is not None:
             found.count += 1
             return
         where = "mss/_rtp.pyx (relay packet path)"
-        self.stats.crashes[key] = Crash("rtp", kind, where, message, _pack(batch))
+        self.stats.crashes[key] = Crash("rtp", kind, where, message, src.encode() + _pack(batch))
         print(f"  CRASH rtp: {kind}: {message}", flush=True)
 
