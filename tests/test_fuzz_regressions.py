@@ -177,14 +177,23 @@ def test_a_407_with_a_realm_that_is_not_utf8_does_not_crash_the_ua() -> None:
 def test_an_sdp_of_repeat_lines_parses_in_linear_time() -> None:
     # Found by bench.fuzz (sdp, slowest input): every r= line rebuilt its t= line's tuple of
     # repeats, so a 16 kB body of 4,000 "r=1" lines took 0.8 s of the event loop (6 ms now).
+    # Timed as a ratio (ten times the lines must cost far less than a hundred times the time, the
+    # quadratic figure), the best of a few runs each, so a loaded machine does not decide it.
     import time
 
-    body = (b"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nt=0 0\r\n" + b"r=1\n" * 4090)[: sdp.MAX_SDP_SIZE]
-    start = time.perf_counter()
-    sd = sdp.parse_sdp(body)
-    took = time.perf_counter() - start
-    assert len(sd.times[0].repeats) > 4000
-    assert took < 0.25, f"{took:.3f} s"
+    def best(lines: int) -> float:
+        body = b"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nt=0 0\r\n" + b"r=1\n" * lines
+        assert len(body) <= sdp.MAX_SDP_SIZE
+        runs = []
+        for _ in range(5):
+            start = time.perf_counter()
+            sd = sdp.parse_sdp(body)
+            runs.append(time.perf_counter() - start)
+        assert len(sd.times[0].repeats) == lines
+        return min(runs)
+
+    small, large = best(400), best(4000)
+    assert large < 40 * small, f"{large / small:.0f}x the time for 10x the lines"
 
 
 # --- properties: arbitrary bytes ------------------------------------------------------------------
@@ -304,7 +313,9 @@ def test_session_timer_numbers_refuse_a_huge_number() -> None:
 
 # --- properties: the UA's handlers read numbers the parser does not ---------------------------------
 
-_NUMBER_HEADERS = ["Session-Expires", "Min-SE", "RSeq", "Retry-After", "Expires", "Min-Expires"]
+_NUMBER_HEADERS = [
+    "Session-Expires", "Min-SE", "RSeq", "Retry-After", "Expires", "Min-Expires", "Max-Forwards",
+]
 
 
 @settings(max_examples=150, deadline=None)
@@ -340,7 +351,7 @@ def test_ua_takes_answers_with_inflated_numbers(header: str, value: str, status:
     sent = [message.parse_message(data) for data, _ in ua.data_to_send()]
     while ua.next_event() is not None:
         pass
-    if status == 200 and header != "Expires":  # (a 2xx whose Expires is unreadable is dropped whole)
+    if status == 200:
         assert any(isinstance(m, message.Request) and m.method in ("ACK", "BYE") for m in sent)
     for _ in range(50):
         deadline = ua.get_timer()

@@ -793,6 +793,11 @@ def _validate(msg: Message, items: list[tuple[str, str, str]], index: dict[str, 
         else:
             addrs.append([match_name_addr(v) or parse_name_addr(v, name) for v in values])
     msg._contact, msg._route, msg._record_route = addrs
+    if isinstance(msg, Response):
+        # Max-Forwards, Expires and Date decide nothing in a response mss acts on (a REGISTER's
+        # granted lifetime reads Expires itself and falls back when it is unreadable): a bad one must
+        # not drop an answer, or an answered call would be lost.
+        return
     value = index.get("max-forwards")
     if value is not None:
         parse_number(value, "Max-Forwards", 255)
