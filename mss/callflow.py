@@ -414,6 +414,11 @@ class _LegState:
 class CallbackCall:
     """One callback: user1, then user2, bridged, released."""
 
+    __slots__ = (
+        "_duration_deadline", "_last_media", "_pt_maps", "_release_deadline", "bridged_at", "duration",
+        "legs", "released_at", "result", "settings", "state", "user1", "user2",
+    )
+
     def __init__(self, *, user1: str, user2: str, duration: int, settings: CallSettings) -> None:
         self.user1 = user1
         self.user2 = user2

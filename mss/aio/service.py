@@ -9,6 +9,7 @@ releases at once.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import resource
 import signal
@@ -47,6 +48,30 @@ PRUNE_MIN_INTERVAL = 0.5
 
 #: Seconds between two batches of one retention pass: REQUESTs are served in between.
 PRUNE_PAUSE = 0.05
+
+#: Young-generation threshold of the cyclic garbage collector (CPython's default is 700): a callback
+#: allocates and frees thousands of objects per message by reference counting; with a larger first
+#: generation most are gone before any collection looks at them, so fewer survive into the older
+#: generations and young collections run a fraction as often (each one a fraction of a millisecond).
+GC_GEN0_THRESHOLD = 20_000
+
+#: Young collections between two collections of the middle generation (CPython's default is 10).
+GC_GEN1_THRESHOLD = 20
+
+#: Middle-generation collections before a full one: high enough that the collector never starts one
+#: by itself (a full collection scans every live object: 100-800 ms at 1,000-2,000 callbacks in
+#: progress, an event-loop stall that frees nothing, since the call path makes no cycles).
+GC_GEN2_THRESHOLD = 1_000_000_000
+
+#: Seconds between two looks at whether a full collection is due (run on the loop, see :class:`Service`).
+GC_FULL_CHECK = 30.0
+
+#: Callbacks in progress at most for a full collection to run: it then scans little.
+GC_FULL_IDLE_CALLS = 20
+
+#: Seconds after which a full collection runs even when mss is never that idle: rare cycles (an
+#: exception kept with its traceback, a library's) are still freed, at the price of one stall.
+GC_FULL_MAX_INTERVAL = 3600.0
 
 #: File descriptors one callback holds: the relay's 2 legs × (2 RTP sockets + 1 RTCP socket).
 FDS_PER_CALLBACK = 6
@@ -117,11 +142,39 @@ class ServiceEngine(Engine, Protocol):
 EngineFactory = Callable[[Config, CallbackDesk], ServiceEngine]
 
 
-class Service:
-    """One mss process: ``await Service(config).run()`` returns the exit status."""
+def tune_gc() -> None:
+    """Set mss's garbage-collector policy; call once, after start-up (see :class:`Service`).
 
-    def __init__(self, config: Config, *, engine_factory: EngineFactory | None = None) -> None:
+    Collects what start-up left, moves every object alive now (modules, config, the layers) to the
+    permanent generation with :func:`gc.freeze` so that no collection scans them again, and sets the
+    thresholds: large young generations, no automatic full collection.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, GC_GEN1_THRESHOLD, GC_GEN2_THRESHOLD)
+
+
+class Service:
+    """One mss process: ``await Service(config).run()`` returns the exit status.
+
+    Garbage collection: a finished callback is freed by reference counting (its objects make no
+    reference cycles, checked by ``tests/test_gc.py``), so the cyclic collector only costs time. Once
+    started (journal, layers and sockets ready, the previous process's RESPONSEs answered), ``mss
+    run`` (``manage_gc``) calls :func:`tune_gc`: start-up's objects are frozen out of every later
+    collection, young collections run every :data:`GC_GEN0_THRESHOLD` net allocations, and the
+    collector never starts a full collection itself. The service runs one from the loop instead,
+    every :data:`GC_FULL_CHECK` seconds when at most :data:`GC_FULL_IDLE_CALLS` callbacks are in
+    progress, and after :data:`GC_FULL_MAX_INTERVAL` seconds whatever the load. Measured with
+    ``bench/load`` (bench/README.md, "Stalls and memory").
+    """
+
+    def __init__(
+        self, config: Config, *, engine_factory: EngineFactory | None = None, manage_gc: bool = False
+    ) -> None:
         self.config = config
+        self.manage_gc = manage_gc
+        """True: set the process's garbage-collector policy once started (``mss run``; not in tests that
+        run a service inside their own process)."""
         self._engine_factory = engine_factory
         self._stop = asyncio.Event()
         self._signals = 0
@@ -131,6 +184,8 @@ class Service:
         self.ready = asyncio.Event()
         self._heartbeat_timer: asyncio.TimerHandle | None = None
         self._prune_timer: asyncio.TimerHandle | None = None
+        self._gc_timer: asyncio.TimerHandle | None = None
+        self._last_full_gc = 0.0
         self.pruned = 0
         """Callbacks the retention deleted from the journal so far."""
 
@@ -184,6 +239,10 @@ class Service:
                 self._prune_timer = loop.call_later(self._prune_interval(), self._prune, journal)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
+            if self.manage_gc:
+                tune_gc()
+                self._last_full_gc = time.monotonic()
+                self._gc_timer = loop.call_later(GC_FULL_CHECK, self._full_gc, desk)
             self.ready.set()
             log.info("mss ready")
             await self._stop.wait()
@@ -198,6 +257,8 @@ class Service:
                 self._heartbeat_timer.cancel()
             if self._prune_timer is not None:
                 self._prune_timer.cancel()
+            if self._gc_timer is not None:
+                self._gc_timer.cancel()
             desk.flush()
             await self._flush()
             await self.iif.close()
@@ -259,6 +320,16 @@ class Service:
         delay = PRUNE_PAUSE if deleted >= PRUNE_BATCH else self._prune_interval()
         self._prune_timer = asyncio.get_running_loop().call_later(delay, self._prune, journal)
 
+    def _full_gc(self, desk: CallbackDesk) -> None:
+        """A full collection when few callbacks are in progress, or when the last one is long ago."""
+        now = time.monotonic()
+        if len(desk.active) <= GC_FULL_IDLE_CALLS or now - self._last_full_gc >= GC_FULL_MAX_INTERVAL:
+            freed = gc.collect()
+            self._last_full_gc = time.monotonic()
+            log.debug("full garbage collection: %d objects freed in %.1f ms (%d callbacks in progress)",
+                      freed, (self._last_full_gc - now) * 1000, len(desk.active))
+        self._gc_timer = asyncio.get_running_loop().call_later(GC_FULL_CHECK, self._full_gc, desk)
+
     def _heartbeat(self, journal: Journal) -> None:
         try:
             journal.heartbeat(time.time())
@@ -271,4 +342,4 @@ class Service:
 
 def run(config: Config) -> int:
     """Run mss on a uvloop event loop; returns the exit status."""
-    return uvloop.run(Service(config).run())
+    return uvloop.run(Service(config, manage_gc=True).run())

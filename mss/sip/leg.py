@@ -170,7 +170,8 @@ class _Pending:
 
     purpose: Literal["prack", "bye", "reinvite", "refresh", "fork_bye", "cancel"]
     request: Request
-    auth: Authenticator
+    auth: Authenticator | None
+    """Made at the first challenge (most requests never get one), then kept for the retries."""
     dialog: Dialog | None
 
 
@@ -291,8 +292,6 @@ class Leg:
 
     def start(self, invite: Request, now: float) -> None:
         """Send the first INVITE (built by the UA)."""
-        s = self.core.settings
-        self._auth = Authenticator(s.auth_user or s.caller, s.password or "", self.core.make_cnonce)
         self._send_invite(invite, now)
 
     def _send_invite(self, invite: Request, now: float) -> None:
@@ -451,9 +450,11 @@ class Leg:
         self._send_in_dialog("BYE", "fork_bye", fork, now)
 
     def _on_invite_failure(self, response: Response, now: float) -> None:
-        assert self.invite is not None and self._auth is not None
+        assert self.invite is not None
         status = response.status
         if status in (401, 407) and not self.hangup_requested and self.core.settings.password is not None:
+            if self._auth is None:  # the first challenge: one authenticator for the INVITE and its retries
+                self._auth = self._new_auth()
             extra = self._auth.headers_for(
                 response, method="INVITE", uri=str(self.invite.uri), body=self.invite.body
             )
@@ -527,7 +528,7 @@ class Leg:
         cancel = Request("CANCEL", invite.uri, h)
         key = self.core.send_request(self, cancel, now)
         if key is not None:
-            self._pending[key] = _Pending("cancel", cancel, self._new_auth(), None)
+            self._pending[key] = _Pending("cancel", cancel, None, None)
         self.timer("cancel_guard", now + 64 * self.t1)
 
     def _send_bye(self, now: float) -> None:
@@ -563,7 +564,7 @@ class Leg:
         )
         key = self.core.send_request(self, request, now)
         if key is not None:
-            self._pending[key] = _Pending(purpose, request, self._new_auth(), dialog)
+            self._pending[key] = _Pending(purpose, request, None, dialog)
         return key
 
     def on_response(self, key: str, response: Response, now: float) -> None:
@@ -580,6 +581,8 @@ class Leg:
             and self.core.settings.password is not None
         ):
             request = pending.request
+            if pending.auth is None:
+                pending.auth = self._new_auth()
             extra = pending.auth.headers_for(response, method=request.method, uri=str(request.uri),
                                              body=request.body)  # fmt: skip
             if extra is not None:

@@ -337,7 +337,7 @@ class _Transaction:
 class ClientTransaction(_Transaction):
     """A client INVITE or non-INVITE transaction (RFC 3261 §17.1.1, §17.1.2; RFC 6026 §7.2)."""
 
-    __slots__ = ("_interval", "_wire", "invite", "last_response")
+    __slots__ = ("_interval", "_wire", "invite")
 
     def __init__(
         self, layer: TransactionLayer, key: str, request: Request, dest: Addr, reliable: bool
@@ -352,14 +352,17 @@ class ClientTransaction(_Transaction):
             _CLIENT_INVITE if self.invite else _CLIENT_NON_INVITE,
             S.CALLING if self.invite else S.TRYING,
         )
-        self._wire = request.encode()
+        self._wire: bytes | None = request.encode()
+        """The request as sent, kept for retransmissions until a response ends them (None after)."""
         self._interval = layer.timer_values.t1
-        self.last_response: Response | None = None
 
     def start(self, now: float) -> None:
         """Send the request and arm A/B (INVITE) or E/F (non-INVITE)."""
         t = self.layer.timer_values
+        assert self._wire is not None
         self._send(self._wire)
+        if self.reliable:
+            self._wire = None  # nothing is retransmitted over a stream
         if self.invite:
             if not self.reliable:
                 self._timer("A", t.t1, now)
@@ -376,7 +379,7 @@ class ClientTransaction(_Transaction):
         provisional = response.status < 200
         if self.invite:
             if st in (S.CALLING, S.PROCEEDING):
-                self.last_response = response
+                self._wire = None  # Timer A stops at the first response
                 if provisional:
                     if st is S.CALLING:
                         self._clear("A", "B")
@@ -397,11 +400,11 @@ class ClientTransaction(_Transaction):
                 self._emit(ResponseReceived(key=self.key, response=response))
             return
         if st in (S.TRYING, S.PROCEEDING):
-            self.last_response = response
             if provisional:
                 if st is S.TRYING:
                     self._set_state(S.PROCEEDING)
             else:
+                self._wire = None
                 self._clear("E", "F")
                 self._set_state(S.COMPLETED)
                 self._timer("K", 0.0 if self.reliable else t.t4, now)
@@ -411,11 +414,11 @@ class ClientTransaction(_Transaction):
         """Timer ``name`` fired: retransmit, give up, or end."""
         t = self.layer.timer_values
         st = self.state
-        if name == "A" and st is S.CALLING:
+        if name == "A" and st is S.CALLING and self._wire is not None:
             self._send(self._wire)
             self._interval *= 2
             self._timer("A", self._interval, now)
-        elif name == "E" and st in (S.TRYING, S.PROCEEDING):
+        elif name == "E" and st in (S.TRYING, S.PROCEEDING) and self._wire is not None:
             self._send(self._wire)
             self._interval = t.t2 if st is S.PROCEEDING else min(2 * self._interval, t.t2)
             self._timer("E", self._interval, now)
