@@ -1032,3 +1032,30 @@ def test_numbers_are_ascii_digits(field: str, value: str, message: str) -> None:
 def test_local_sdp_with_an_overlong_numeric_session_id_starts_at_version_1() -> None:
     assert LocalSdp(session_id=HUGE).first_version == 1
     assert LocalSdp(session_id="3921400000").first_version == 3921400000
+
+
+def test_an_out_of_range_port_on_a_long_m_line_is_quoted_cut_short() -> None:
+    # The port is read before the formats, so a long list of them after a port over 65535 was
+    # quoted whole in the error (every other m= error already cut it).
+    value = "70000 RTP/AVP " + " ".join(["0"] * 4000)
+    with pytest.raises(SdpError) as info:
+        parse_sdp(_body(m=value))
+    assert info.value.reason == (
+        f"line 8: bad m= line {_cut('m=audio ' + value)}: port 70000 is out of range"
+    )
+
+
+def test_the_package_is_the_syntax_and_offer_answer_modules() -> None:
+    # mss.sdp re-exports both modules' surfaces, and the syntax knows nothing of offer/answer.
+    import ast
+
+    import mss.sdp
+    from mss.sdp import offer_answer, syntax
+
+    assert sorted(mss.sdp.__all__) == sorted([*syntax.__all__, *offer_answer.__all__])
+    for module in (syntax, offer_answer):
+        for name in module.__all__:
+            assert getattr(mss.sdp, name) is getattr(module, name)
+    tree = ast.parse(Path(syntax.__file__).read_text(encoding="utf-8"))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported == {"__future__", "collections.abc", "dataclasses", "mss.errors"}

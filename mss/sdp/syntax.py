@@ -1,0 +1,794 @@
+"""SDP syntax (RFC 8866), sans-IO: a body parsed into frozen dataclasses and written back.
+
+:func:`parse_sdp` turns a body into a frozen :class:`SessionDescription`; ``bytes(sd)`` writes it back
+with CRLF line ends in the order of RFC 8866 §5. Every line is kept (attributes in their order,
+unknown attributes included), so parse → serialize → parse is stable, and a body that was already in
+canonical order comes back byte for byte. Parsing is tolerant where nothing depends on it (LF or
+CRLF, blank lines, raw ``b=``/``t=`` values) and strict where something does: the ``m=`` line,
+``c=``, ``o=``, and the attributes mss reads (``rtpmap``, ``ptime``, ``maxptime``, ``rtcp`` and the
+direction attributes) raise :class:`~mss.errors.SdpError` naming the line.
+
+What the descriptions mean for the two legs of a call (codecs agreed, hold, payload-type rewrites)
+is :mod:`mss.sdp.offer_answer`'s business; this module knows nothing of offers and answers.
+
+Errors: :class:`~mss.errors.SdpError` (answered 488) for SDP from the network that mss cannot use;
+:class:`~mss.errors.LocalProtocolError` when mss itself builds an invalid description (a bug of ours).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from mss.errors import LocalProtocolError, SdpError
+
+__all__ = [
+    "MAX_SDP_SIZE",
+    "MAX_SESSION_VERSION_DIGITS",
+    "STATIC_PAYLOAD_TYPES",
+    "TELEPHONE_EVENT",
+    "Attribute",
+    "Codec",
+    "Connection",
+    "Direction",
+    "MediaDescription",
+    "Origin",
+    "SessionDescription",
+    "Timing",
+    "parse_sdp",
+]
+
+#: Largest SDP body accepted. An audio offer is well under 2 kB (pjsua2 offering every codec it has
+#: is about 1 kB); anything bigger is not a phone talking to a relay.
+MAX_SDP_SIZE = 16384
+
+#: The encoding name of RFC 4733 named telephone events (DTMF).
+TELEPHONE_EVENT = "telephone-event"
+
+
+class Direction(enum.StrEnum):
+    """A stream's direction attribute (RFC 8866 §6.7), from the point of view of the SDP's author."""
+
+    SENDRECV = "sendrecv"
+    SENDONLY = "sendonly"
+    RECVONLY = "recvonly"
+    INACTIVE = "inactive"
+
+    @property
+    def sends(self) -> bool:
+        """The author of the SDP sends media."""
+        return self in (Direction.SENDRECV, Direction.SENDONLY)
+
+    @property
+    def receives(self) -> bool:
+        """The author of the SDP receives media."""
+        return self in (Direction.SENDRECV, Direction.RECVONLY)
+
+    @classmethod
+    def from_flags(cls, *, send: bool, receive: bool) -> Direction:
+        """The direction that sends and receives as told."""
+        if send:
+            return cls.SENDRECV if receive else cls.SENDONLY
+        return cls.RECVONLY if receive else cls.INACTIVE
+
+    def reverse(self) -> Direction:
+        """The same stream seen from the other end: sendonly ↔ recvonly, the others unchanged."""
+        return Direction.from_flags(send=self.receives, receive=self.sends)
+
+
+def _check_token(value: str, what: str) -> None:
+    # A token goes on a line between spaces: an empty one or one with whitespace would change the
+    # line's meaning, and a CR or LF would inject a line.
+    if not value or any(ch in value for ch in " \t\r\n"):
+        raise LocalProtocolError(f"{what} {shown(value)} is not a single token")
+
+
+def _check_text(value: str, what: str) -> None:
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise LocalProtocolError(f"{what} {shown(value)} contains a CR, LF or NUL")
+
+
+def check_port(port: int, what: str) -> None:
+    """Refuse a port number outside 0-65535 (our own bug: ports from the network are checked when read)."""
+    if not 0 <= port <= 65535:
+        raise LocalProtocolError(f"{what} {port} is not a port number (0-65535)")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Origin:
+    """The ``o=`` line (RFC 8866 §5.2): who made the session and which version of it this is."""
+
+    username: str = "-"
+    """The originator's login, ``-`` when there is none."""
+    session_id: str
+    """The session id, a numeric string kept as written; constant for a session."""
+    version: int
+    """The session version; it increases by one with every change (RFC 3264 §8)."""
+    nettype: str = "IN"
+    """Network type, ``IN``."""
+    addrtype: str = "IP4"
+    """Address type, ``IP4`` or ``IP6``."""
+    address: str
+    """The originator's address."""
+
+    def __post_init__(self) -> None:
+        for name in ("username", "session_id", "nettype", "addrtype", "address"):
+            _check_token(getattr(self, name), f"o= {name}")
+        if self.version < 0:
+            raise LocalProtocolError(f"o= version {self.version} is negative")
+
+    def __str__(self) -> str:
+        return (
+            f"{self.username} {self.session_id} {self.version} {self.nettype} {self.addrtype} {self.address}"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Connection:
+    """A ``c=`` line (RFC 8866 §5.7): where media goes."""
+
+    addrtype: str = "IP4"
+    """``IP4`` or ``IP6``."""
+    address: str
+    """The address as written (an IP literal for any stream mss uses)."""
+    nettype: str = "IN"
+    """Network type; only ``IN`` exists."""
+
+    def __post_init__(self) -> None:
+        if self.nettype != "IN":
+            raise LocalProtocolError(f"c= network type {shown(self.nettype)} is not IN")
+        if self.addrtype not in ("IP4", "IP6"):
+            raise LocalProtocolError(f"c= address type {shown(self.addrtype)} is not IP4 or IP6")
+        _check_token(self.address, "c= address")
+
+    def __str__(self) -> str:
+        return f"{self.nettype} {self.addrtype} {self.address}"
+
+    @property
+    def is_null(self) -> bool:
+        """The address is 0.0.0.0 (or ::): the RFC 2543 way of putting a stream on hold."""
+        return self.address in ("0.0.0.0", "::")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attribute:
+    """An ``a=`` line (RFC 8866 §5.13): ``a=name`` (a flag) or ``a=name:value``."""
+
+    name: str
+    """The attribute name, e.g. ``rtpmap``."""
+    value: str | None = None
+    """Everything after the first colon; None for a flag attribute such as ``sendrecv``."""
+
+    def __post_init__(self) -> None:
+        _check_token(self.name, "attribute name")
+        if ":" in self.name:
+            raise LocalProtocolError(f"attribute name {shown(self.name)} contains a colon")
+        if self.value is not None:
+            _check_text(self.value, f"a={self.name} value")
+
+    def __str__(self) -> str:
+        return self.name if self.value is None else f"{self.name}:{self.value}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timing:
+    """A ``t=`` line with its ``r=`` lines (RFC 8866 §5.9, §5.10), kept as written."""
+
+    value: str = "0 0"
+    """``<start> <stop>``; ``0 0`` is an unbounded session, the usual case for SIP."""
+    repeats: tuple[str, ...] = ()
+    """The ``r=`` values that follow it."""
+
+    def __post_init__(self) -> None:
+        _check_text(self.value, "t= value")
+        for repeat in self.repeats:
+            _check_text(repeat, "r= value")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Codec:
+    """An encoding as ``a=rtpmap`` names it (RFC 8866 §6.6), with its ``a=fmtp`` parameters."""
+
+    name: str
+    """Encoding name as written (compared case-insensitively, RFC 4855 §3)."""
+    clock_rate: int
+    """RTP clock rate in Hz."""
+    channels: int = 1
+    """Audio channels."""
+    fmtp: str | None = None
+    """The format parameters, e.g. ``annexb=no``; None when there is no ``a=fmtp``."""
+
+    def __post_init__(self) -> None:
+        _check_token(self.name, "encoding name")
+        if "/" in self.name:
+            raise LocalProtocolError(f"encoding name {shown(self.name)} contains a slash")
+        if self.clock_rate <= 0 or self.channels <= 0:
+            raise LocalProtocolError(f"codec {self.name}/{self.clock_rate}/{self.channels} is not valid")
+        if self.fmtp is not None:
+            _check_text(self.fmtp, "fmtp")
+
+    def __str__(self) -> str:
+        rtpmap = f"{self.name}/{self.clock_rate}"
+        return rtpmap if self.channels == 1 else f"{rtpmap}/{self.channels}"
+
+    def same_encoding(self, other: Codec) -> bool:
+        """Same encoding name (case-insensitive), clock rate and channels; fmtp is not compared."""
+        return (
+            self.name.casefold() == other.name.casefold()
+            and self.clock_rate == other.clock_rate
+            and self.channels == other.channels
+        )
+
+    @property
+    def is_telephone_event(self) -> bool:
+        """This is RFC 4733 telephone-event, not audio."""
+        return self.name.casefold() == TELEPHONE_EVENT
+
+
+#: The static audio payload types of RFC 3551 §6 (Table 4): known without an ``a=rtpmap``.
+STATIC_PAYLOAD_TYPES: Mapping[int, Codec] = {
+    0: Codec(name="PCMU", clock_rate=8000),
+    3: Codec(name="GSM", clock_rate=8000),
+    4: Codec(name="G723", clock_rate=8000),
+    5: Codec(name="DVI4", clock_rate=8000),
+    6: Codec(name="DVI4", clock_rate=16000),
+    7: Codec(name="LPC", clock_rate=8000),
+    8: Codec(name="PCMA", clock_rate=8000),
+    9: Codec(name="G722", clock_rate=8000),
+    10: Codec(name="L16", clock_rate=44100, channels=2),
+    11: Codec(name="L16", clock_rate=44100),
+    12: Codec(name="QCELP", clock_rate=8000),
+    13: Codec(name="CN", clock_rate=8000),
+    14: Codec(name="MPA", clock_rate=90000),
+    15: Codec(name="G728", clock_rate=8000),
+    16: Codec(name="DVI4", clock_rate=11025),
+    17: Codec(name="DVI4", clock_rate=22050),
+    18: Codec(name="G729", clock_rate=8000),
+}
+
+# Every number read from an SDP has its length bounded before int() or float() sees it: a number
+# of thousands of digits would otherwise cost quadratic time, or raise ValueError past Python's
+# 4,300-digit limit, instead of the SdpError the caller handles. Digits are ASCII only (RFC 8866 §9:
+# DIGIT = %x30-39); int() would also take other scripts' digits.
+
+#: Digits of the o= session version. RFC 3264 §5: "The numeric value of the session id and version
+#: in the o line MUST be representable with a 64 bit signed integer" (19 digits); 20 also takes the
+#: unsigned 64-bit values some stacks write.
+MAX_SESSION_VERSION_DIGITS = 20
+#: Digits of a payload type: they are 0-127 (RFC 3550 §5.1, a 7-bit field).
+_PT_DIGITS = 3
+#: Digits of a port or a number of ports: ports are 0-65535 (16 bits).
+_PORT_DIGITS = 5
+#: Digits of an a=rtpmap clock rate: audio runs at 8-48 kHz, video at 90 kHz; 9 digits is ample.
+_CLOCK_RATE_DIGITS = 9
+#: Digits of an a=rtpmap channel count (audio has a handful of channels).
+_CHANNELS_DIGITS = 3
+#: Digits of a=ptime/a=maxptime milliseconds, before and after the decimal point (99999 ms is
+#: already far beyond any packet time).
+_PTIME_DIGITS = 5
+_PTIME_DECIMALS = 3
+#: Longest piece of input quoted in an error message: enough to recognise the line, too little for
+#: a hostile body to fill a log or a CDR through one error.
+_MAX_SHOWN = 80
+
+# a=rtpmap:<payload type> <encoding name>/<clock rate>[/<encoding parameters>]   (RFC 8866 §6.6)
+_RTPMAP = re.compile(
+    rf"([0-9]{{1,{_PT_DIGITS}}}) ([^/\s]+)/([0-9]{{1,{_CLOCK_RATE_DIGITS}}})"
+    rf"(?:/([0-9]{{1,{_CHANNELS_DIGITS}}}))?"
+)
+# a=rtcp:<port> [<nettype> <addrtype> <connection-address>]                       (RFC 3605 §2.1)
+_RTCP = re.compile(rf"([0-9]{{1,{_PORT_DIGITS}}})(?: IN (IP4|IP6) (\S+))?")
+# a=ptime:<packet time>, a=maxptime:<maximum packet time>: milliseconds, an integer or a decimal
+# (RFC 8866 §6.4, §6.5)
+_PTIME = re.compile(rf"[0-9]{{1,{_PTIME_DIGITS}}}(?:\.[0-9]{{1,{_PTIME_DECIMALS}}})?")
+# m=<media> <port>[/<number of ports>] <proto> <fmt> ...                          (RFC 8866 §5.14)
+_PORT = re.compile(rf"([0-9]{{1,{_PORT_DIGITS}}})(?:/([0-9]{{1,{_PORT_DIGITS}}}))?")
+_PT = re.compile(rf"[0-9]{{1,{_PT_DIGITS}}}")
+#: o=<username> <sess-id> <sess-version> ...: sess-version = 1*DIGIT               (RFC 8866 §9)
+SESSION_VERSION = re.compile(rf"[0-9]{{1,{MAX_SESSION_VERSION_DIGITS}}}")
+
+
+def shown(text: str) -> str:
+    """``text`` quoted for an error message (an SDP's or the offer/answer's), cut at :data:`_MAX_SHOWN`
+    characters."""
+    if len(text) <= _MAX_SHOWN:
+        return repr(text)
+    return f"{text[:_MAX_SHOWN]!r}... ({len(text)} characters)"
+
+
+#: The direction attributes' names (RFC 8866 §6.7), flags without a value.
+DIRECTION_NAMES = frozenset(d.value for d in Direction)
+
+
+def _parse_rtpmap(value: str) -> tuple[int, Codec]:
+    m = _RTPMAP.fullmatch(value)
+    if m is None or int(m[1]) > 127 or int(m[3]) == 0 or m[4] == "0":
+        raise SdpError(
+            f"bad a=rtpmap value {shown(value)}: expected <payload type 0-127> <encoding>/<clock rate>"
+            "[/<channels>]"
+        )
+    return int(m[1]), Codec(name=m[2], clock_rate=int(m[3]), channels=int(m[4] or 1))
+
+
+def _parse_rtcp(value: str) -> tuple[int, str | None]:
+    m = _RTCP.fullmatch(value)
+    if m is None or int(m[1]) > 65535:
+        raise SdpError(f"bad a=rtcp value {shown(value)}: expected <port> [IN <IP4|IP6> <address>]")
+    return int(m[1]), m[3]
+
+
+def _parse_ptime(name: str, value: str) -> int:
+    if _PTIME.fullmatch(value) is None or float(value) == 0:
+        raise SdpError(f"bad a={name} value {shown(value)}: expected milliseconds")
+    return max(1, round(float(value)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaDescription:
+    """One ``m=`` section (RFC 8866 §5.14) with its ``i=``, ``c=``, ``b=``, ``k=`` and ``a=`` lines."""
+
+    media: str = "audio"
+    """Media type: ``audio``, ``video``, ..."""
+    port: int
+    """Transport port; 0 marks a rejected or disabled stream (RFC 3264 §6, §8.2)."""
+    port_count: int | None = None
+    """The ``/<number of ports>`` of the m= line, None when absent."""
+    proto: str = "RTP/AVP"
+    """Transport protocol, e.g. ``RTP/AVP``."""
+    formats: tuple[str, ...]
+    """Media formats; RTP payload type numbers for RTP protocols."""
+    information: str | None = None
+    """The ``i=`` line."""
+    connection: Connection | None = None
+    """The media-level ``c=`` line; None means the session-level one applies."""
+    bandwidths: tuple[str, ...] = ()
+    """``b=`` values as written, e.g. ``TIAS:64000``."""
+    key: str | None = None
+    """The (obsolete) ``k=`` line."""
+    attributes: tuple[Attribute, ...] = ()
+    """All ``a=`` lines in their order."""
+
+    def __post_init__(self) -> None:
+        _check_token(self.media, "media type")
+        check_port(self.port, "m= port")
+        if self.port_count is not None and self.port_count <= 0:
+            raise LocalProtocolError(f"m= number of ports {self.port_count} is not positive")
+        _check_token(self.proto, "m= protocol")
+        if not self.formats:
+            raise LocalProtocolError("an m= line needs at least one format")
+        for fmt in self.formats:
+            _check_token(fmt, "m= format")
+        for text, what in ((self.information, "i= value"), (self.key, "k= value")):
+            if text is not None:
+                _check_text(text, what)
+        for bandwidth in self.bandwidths:
+            _check_text(bandwidth, "b= value")
+
+    def attribute(self, name: str) -> str | None:
+        """The value of the first ``a=name:value`` line, None when there is none (or it is a flag)."""
+        for attr in self.attributes:
+            if attr.name == name:
+                return attr.value
+        return None
+
+    @property
+    def is_rtp(self) -> bool:
+        """The protocol is an RTP profile (``RTP/AVP``, ``RTP/SAVP``, ...): formats are payload types."""
+        return self.proto.upper().startswith("RTP/")
+
+    @property
+    def direction(self) -> Direction | None:
+        """The media-level direction attribute, None when there is none."""
+        return _direction(self.attributes)
+
+    @property
+    def codecs(self) -> dict[int, Codec]:
+        """The payload types of the m= line in its order, mapped to their codecs.
+
+        A payload type is mapped by its ``a=rtpmap`` or else by RFC 3551's static table; a dynamic
+        one without ``a=rtpmap`` is left out. ``a=fmtp`` parameters are attached.
+        """
+        if not self.is_rtp:
+            return {}
+        rtpmaps: dict[int, Codec] = {}
+        fmtps: dict[str, str] = {}
+        for attr in self.attributes:
+            if attr.name == "rtpmap" and attr.value is not None:
+                mapped_pt, mapped = _parse_rtpmap(attr.value)
+                rtpmaps.setdefault(mapped_pt, mapped)
+            elif attr.name == "fmtp" and attr.value is not None:
+                fmt, _, text = attr.value.partition(" ")
+                fmtps.setdefault(fmt, text.strip())
+        result: dict[int, Codec] = {}
+        for fmt in self.formats:
+            pt = int(fmt)
+            codec = rtpmaps.get(pt) or STATIC_PAYLOAD_TYPES.get(pt)
+            if codec is None or pt in result:
+                continue
+            params = fmtps.get(fmt)
+            result[pt] = codec if params is None else replace(codec, fmtp=params)
+        return result
+
+    @property
+    def rtcp(self) -> tuple[int, str | None] | None:
+        """``a=rtcp`` (RFC 3605): the RTCP port and its address when given, None without the line."""
+        value = self.attribute("rtcp")
+        return None if value is None else _parse_rtcp(value)
+
+    @property
+    def ptime(self) -> int | None:
+        """``a=ptime`` in whole milliseconds, None without the line."""
+        value = self.attribute("ptime")
+        return None if value is None else _parse_ptime("ptime", value)
+
+    @property
+    def maxptime(self) -> int | None:
+        """``a=maxptime`` in whole milliseconds, None without the line."""
+        value = self.attribute("maxptime")
+        return None if value is None else _parse_ptime("maxptime", value)
+
+    def lines(self) -> list[str]:
+        """The section's lines in RFC 8866 order (m, i, c, b, k, a), without line ends."""
+        port = str(self.port) if self.port_count is None else f"{self.port}/{self.port_count}"
+        out = [f"m={self.media} {port} {self.proto} {' '.join(self.formats)}"]
+        if self.information is not None:
+            out.append(f"i={self.information}")
+        if self.connection is not None:
+            out.append(f"c={self.connection}")
+        out.extend(f"b={bandwidth}" for bandwidth in self.bandwidths)
+        if self.key is not None:
+            out.append(f"k={self.key}")
+        out.extend(f"a={attr}" for attr in self.attributes)
+        return out
+
+
+def _direction(attributes: Sequence[Attribute]) -> Direction | None:
+    for attr in attributes:
+        if attr.value is None and attr.name in DIRECTION_NAMES:
+            return Direction(attr.name)
+    return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionDescription:
+    """A whole SDP body (RFC 8866 §5): the session-level lines and the media sections."""
+
+    version: int = 0
+    """The ``v=`` line; always 0."""
+    origin: Origin
+    """The ``o=`` line."""
+    session_name: str = "-"
+    """The ``s=`` line."""
+    information: str | None = None
+    """The session-level ``i=`` line."""
+    uri: str | None = None
+    """The ``u=`` line."""
+    emails: tuple[str, ...] = ()
+    """The ``e=`` lines."""
+    phones: tuple[str, ...] = ()
+    """The ``p=`` lines."""
+    connection: Connection | None = None
+    """The session-level ``c=`` line, the default of every media section."""
+    bandwidths: tuple[str, ...] = ()
+    """Session-level ``b=`` values as written, e.g. ``AS:84``."""
+    times: tuple[Timing, ...] = (Timing(),)
+    """The ``t=`` lines with their ``r=`` lines."""
+    timezone: str | None = None
+    """The ``z=`` line."""
+    key: str | None = None
+    """The session-level ``k=`` line."""
+    attributes: tuple[Attribute, ...] = ()
+    """Session-level ``a=`` lines in their order."""
+    media: tuple[MediaDescription, ...] = ()
+    """The media sections in their order."""
+
+    def __post_init__(self) -> None:
+        if self.version != 0:
+            raise LocalProtocolError(f"SDP version {self.version} is not 0")
+        _check_text(self.session_name, "s= value")
+        for text, what in (
+            (self.information, "i= value"),
+            (self.uri, "u= value"),
+            (self.timezone, "z= value"),
+            (self.key, "k= value"),
+        ):
+            if text is not None:
+                _check_text(text, what)
+        for value in (*self.emails, *self.phones):
+            _check_text(value, "e=/p= value")
+        for bandwidth in self.bandwidths:
+            _check_text(bandwidth, "b= value")
+
+    @property
+    def direction(self) -> Direction | None:
+        """The session-level direction attribute, None when there is none."""
+        return _direction(self.attributes)
+
+    def direction_of(self, media: MediaDescription) -> Direction:
+        """A stream's direction: media level, else session level, else sendrecv (RFC 3264 §5.1)."""
+        return media.direction or self.direction or Direction.SENDRECV
+
+    def connection_for(self, media: MediaDescription) -> Connection | None:
+        """A stream's ``c=``: the media-level one, else the session-level one (RFC 8866 §5.7)."""
+        return media.connection or self.connection
+
+    def lines(self) -> list[str]:
+        """The body's lines in RFC 8866 §5 order, without line ends."""
+        out = [f"v={self.version}", f"o={self.origin}", f"s={self.session_name}"]
+        if self.information is not None:
+            out.append(f"i={self.information}")
+        if self.uri is not None:
+            out.append(f"u={self.uri}")
+        out.extend(f"e={email}" for email in self.emails)
+        out.extend(f"p={phone}" for phone in self.phones)
+        if self.connection is not None:
+            out.append(f"c={self.connection}")
+        out.extend(f"b={bandwidth}" for bandwidth in self.bandwidths)
+        for timing in self.times:
+            out.append(f"t={timing.value}")
+            out.extend(f"r={repeat}" for repeat in timing.repeats)
+        if self.timezone is not None:
+            out.append(f"z={self.timezone}")
+        if self.key is not None:
+            out.append(f"k={self.key}")
+        out.extend(f"a={attr}" for attr in self.attributes)
+        for media in self.media:
+            out.extend(media.lines())
+        return out
+
+    def to_bytes(self) -> bytes:
+        """The body as it goes on the wire: every line ended by CRLF (RFC 8866 §5)."""
+        return "".join(f"{line}\r\n" for line in self.lines()).encode("utf-8", "surrogateescape")
+
+    def __bytes__(self) -> bytes:
+        return self.to_bytes()
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------------------
+
+_LINE = re.compile(r"([a-z])=(.*)", re.DOTALL)
+_SESSION_TYPES = frozenset("vosiuepcbtrzka")
+_MEDIA_TYPES = frozenset("icbka")
+
+
+class _MediaBuilder:
+    """The lines of one m= section while it is being read."""
+
+    def __init__(self, lineno: int, m_value: str) -> None:
+        self.lineno = lineno
+        self.m_value = m_value
+        self.information: str | None = None
+        self.connection: Connection | None = None
+        self.bandwidths: list[str] = []
+        self.key: str | None = None
+        self.attributes: list[Attribute] = []
+
+
+def parse_sdp(data: bytes) -> SessionDescription:
+    """Parse an SDP body; raise :class:`~mss.errors.SdpError` with the reason when it is unusable.
+
+    Lines may end with CRLF or LF (RFC 8866 §5: "a parser SHOULD be tolerant and also accept
+    records terminated with a single newline character"); blank lines are skipped.
+    """
+    if len(data) > MAX_SDP_SIZE:
+        raise SdpError(f"SDP body of {len(data)} bytes is over the limit of {MAX_SDP_SIZE}")
+    # Text fields may be in another charset (a=charset); surrogateescape keeps their bytes intact.
+    text = data.decode("utf-8", "surrogateescape")
+    numbered = [
+        (n, line.removesuffix("\r"))
+        for n, line in enumerate(text.split("\n"), start=1)
+        if line.removesuffix("\r")
+    ]
+    if not numbered:
+        raise SdpError("empty SDP body")
+    if numbered[0][1] != "v=0":
+        raise SdpError(f"line {numbered[0][0]}: an SDP body begins with v=0, not {shown(numbered[0][1])}")
+    try:
+        return _parse_lines(numbered[1:])
+    except LocalProtocolError as exc:  # a value the dataclasses refuse, e.g. a CR inside a line
+        raise SdpError(str(exc)) from None
+
+
+def _parse_lines(numbered: list[tuple[int, str]]) -> SessionDescription:
+    origin: Origin | None = None
+    session_name: str | None = None
+    single: dict[str, str] = {}  # i, u, z, k at session level
+    emails: list[str] = []
+    phones: list[str] = []
+    connection: Connection | None = None
+    bandwidths: list[str] = []
+    # t= values with their r= values: a Timing is built once at the end, since rebuilding it for
+    # every r= line costs quadratic time (a 16 kB body of r= lines took most of a second).
+    times: list[tuple[str, list[str]]] = []
+    attributes: list[Attribute] = []
+    media: list[_MediaBuilder] = []
+
+    for n, line in numbered:
+        match = _LINE.fullmatch(line)
+        if match is None:
+            raise SdpError(f"line {n}: {shown(line)} is not a <type>=<value> line")
+        kind, value = match[1], match[2]
+        # RFC 8866 §5: "An SDP parser MUST completely ignore or reject any session description
+        # that contains a type letter that it does not understand."
+        if kind not in _SESSION_TYPES and kind != "m":
+            raise SdpError(f"line {n}: unknown SDP line type {kind!r}")
+        if kind == "m":
+            media.append(_MediaBuilder(n, value))
+            continue
+        if media:
+            current = media[-1]
+            if kind not in _MEDIA_TYPES:
+                raise SdpError(f"line {n}: {kind}= is not allowed in a media section")
+            if kind == "c":
+                if current.connection is not None:
+                    raise SdpError(f"line {n}: a second c= line in the media section")
+                current.connection = _parse_connection(n, value)
+            elif kind == "b":
+                current.bandwidths.append(value)
+            elif kind == "a":
+                current.attributes.append(_parse_attribute(n, value, current.attributes))
+            elif kind == "i":
+                current.information = value
+            else:
+                current.key = value
+            continue
+        if kind == "v":
+            raise SdpError(f"line {n}: a second v= line")
+        if kind == "o":
+            if origin is not None:
+                raise SdpError(f"line {n}: a second o= line")
+            origin = _parse_origin(n, value)
+        elif kind == "s":
+            if session_name is not None:
+                raise SdpError(f"line {n}: a second s= line")
+            session_name = value
+        elif kind == "c":
+            if connection is not None:
+                raise SdpError(f"line {n}: a second session-level c= line")
+            connection = _parse_connection(n, value)
+        elif kind == "b":
+            bandwidths.append(value)
+        elif kind == "t":
+            times.append((value, []))
+        elif kind == "r":
+            if not times:
+                raise SdpError(f"line {n}: r= line without a t= line before it")
+            times[-1][1].append(value)
+        elif kind == "e":
+            emails.append(value)
+        elif kind == "p":
+            phones.append(value)
+        elif kind == "a":
+            attributes.append(_parse_attribute(n, value, attributes))
+        else:  # i, u, z, k
+            if kind in single:
+                raise SdpError(f"line {n}: a second session-level {kind}= line")
+            single[kind] = value
+
+    if origin is None:
+        raise SdpError("the SDP body has no o= line")
+    descriptions = tuple(_build_media(builder, connection) for builder in media)
+    return SessionDescription(
+        origin=origin,
+        session_name="-" if session_name is None else session_name,
+        information=single.get("i"),
+        uri=single.get("u"),
+        emails=tuple(emails),
+        phones=tuple(phones),
+        connection=connection,
+        bandwidths=tuple(bandwidths),
+        times=tuple(Timing(value=t, repeats=tuple(r)) for t, r in times) or (Timing(),),
+        timezone=single.get("z"),
+        key=single.get("k"),
+        attributes=tuple(attributes),
+        media=descriptions,
+    )
+
+
+def _parse_origin(n: int, value: str) -> Origin:
+    line = f"o={value}"
+    parts = value.split()
+    if len(parts) != 6:
+        raise SdpError(
+            f"line {n}: bad o= line {shown(line)}: expected <username> <sess-id> <sess-version> "
+            "<nettype> <addrtype> <address>"
+        )
+    if SESSION_VERSION.fullmatch(parts[2]) is None:
+        if parts[2].isascii() and parts[2].isdigit():
+            raise SdpError(
+                f"line {n}: bad o= line {shown(line)}: session version of {len(parts[2])} digits is "
+                f"longer than {MAX_SESSION_VERSION_DIGITS} (RFC 3264 §5: a 64-bit integer)"
+            )
+        raise SdpError(
+            f"line {n}: bad o= line {shown(line)}: session version {shown(parts[2])} is not a number"
+        )
+    return Origin(
+        username=parts[0],
+        session_id=parts[1],
+        version=int(parts[2]),
+        nettype=parts[3],
+        addrtype=parts[4],
+        address=parts[5],
+    )
+
+
+def _parse_connection(n: int, value: str) -> Connection:
+    line = f"c={value}"
+    parts = value.split()
+    if len(parts) != 3:
+        raise SdpError(f"line {n}: bad c= line {shown(line)}: expected IN <IP4|IP6> <address>")
+    if parts[0] != "IN":
+        raise SdpError(f"line {n}: bad c= line {shown(line)}: network type {shown(parts[0])} is not IN")
+    if parts[1] not in ("IP4", "IP6"):
+        raise SdpError(
+            f"line {n}: bad c= line {shown(line)}: address type {shown(parts[1])} is not IP4 or IP6"
+        )
+    return Connection(addrtype=parts[1], address=parts[2])
+
+
+def _parse_attribute(n: int, value: str, earlier: Sequence[Attribute]) -> Attribute:
+    name, colon, rest = value.partition(":")
+    if not name or any(ch in name for ch in " \t"):
+        raise SdpError(f"line {n}: bad a= line {shown('a=' + value)}: expected <name>[:<value>]")
+    attr = Attribute(name=name, value=rest if colon else None)
+    try:
+        if name == "rtpmap":
+            _parse_rtpmap(rest)
+        elif name == "rtcp":
+            _parse_rtcp(rest)
+        elif name in ("ptime", "maxptime"):
+            _parse_ptime(name, rest)
+        elif name in DIRECTION_NAMES:
+            if colon:
+                raise SdpError(f"a={name} takes no value")
+            # RFC 8866 §6.7: one direction per level; two of them leave the direction unknown.
+            previous = _direction(earlier)
+            if previous is not None:
+                raise SdpError(f"a={name} after a={previous}: two direction attributes")
+    except SdpError as exc:
+        raise SdpError(f"line {n}: {exc.reason}") from None
+    return attr
+
+
+def _build_media(builder: _MediaBuilder, session_connection: Connection | None) -> MediaDescription:
+    n, value = builder.lineno, builder.m_value
+    line = f"m={value}"
+    parts = value.split()
+    if len(parts) < 4:
+        raise SdpError(f"line {n}: bad m= line {shown(line)}: expected <media> <port> <proto> <format> ...")
+    media_type, port_text, proto, formats = parts[0], parts[1], parts[2], tuple(parts[3:])
+    port_match = _PORT.fullmatch(port_text)
+    if port_match is None:
+        raise SdpError(f"line {n}: bad m= line {shown(line)}: port {shown(port_text)} is not a number")
+    port = int(port_match[1])
+    if port > 65535:
+        raise SdpError(f"line {n}: bad m= line {shown(line)}: port {port} is out of range")
+    count = None if port_match[2] is None else int(port_match[2])
+    if count == 0:
+        raise SdpError(f"line {n}: bad m= line {shown(line)}: number of ports is 0")
+    if proto.upper().startswith("RTP/"):
+        for fmt in formats:
+            if _PT.fullmatch(fmt) is None or int(fmt) > 127:
+                raise SdpError(
+                    f"line {n}: bad m= line {shown(line)}: payload type {shown(fmt)} is not a number 0-127"
+                )
+    # RFC 8866 §5.7: a c= line is required in every media section or at session level. A rejected
+    # stream (port 0) carries no media, so its missing address harms nobody.
+    if port != 0 and builder.connection is None and session_connection is None:
+        raise SdpError(f"line {n}: no c= line for the m={media_type} stream, nor at session level")
+    return MediaDescription(
+        media=media_type,
+        port=port,
+        port_count=count,
+        proto=proto,
+        formats=formats,
+        information=builder.information,
+        connection=builder.connection,
+        bandwidths=tuple(builder.bandwidths),
+        key=builder.key,
+        attributes=tuple(builder.attributes),
+    )
