@@ -1172,8 +1172,10 @@ cdef class Engine:
                 if kind == KIND_RTP:            # SK_RTP follows the remote; others reach SK_ANY
                     connect_rtp(c, <uint32_t>slot, &s.leg[leg])
             pthread_mutex_unlock(&c.mu)
-            if c.n_rearm:
-                wake_loop(c)
+        # No wake-up: the re-arm as a plain recv (io_uring) only saves copying out the source
+        # address; until the loop's next turn (the leg's first packet wakes it) the recvmsg
+        # receives from the connected remote just as well. Waking here cost a context switch
+        # per call of this verb (two a leg).
 
     def relatch(self, int slot, int leg):
         cdef Core* c = self._core()

@@ -1067,3 +1067,38 @@ def test_auto_backend_and_library_surface() -> None:
         assert s.stats().a.rtp_packets_in == 1
         s.close()
         assert relay.session_count == 0
+
+
+def _write_syscalls() -> int:
+    """write(2)-family system calls made so far by the calling thread (Linux /proc)."""
+    with open("/proc/thread-self/io") as f:
+        return int(next(line for line in f if line.startswith("syscw:")).split()[1])
+
+
+def test_setting_remotes_does_not_wake_the_packet_loop(backend: str) -> None:
+    """set_remote() is a verb of every call (RTP and RTCP, on both legs): it only writes state the
+    loop reads on its next turn, so it must not write the loop's wake-up eventfd (a system call,
+    and with the loop on the same CPU a context switch) each time. 25 idle sessions get both
+    remotes: no write system call on the caller's thread. The remote still takes effect: a phone's
+    packets reach the other phone through it afterwards."""
+    base = _port_base(BACKENDS.index(backend) + 2)
+    with Relay(HOST, base, base + 199, backend=backend, learn_ms=0, learn_packets=1) as r:
+        sessions = [r.open_session() for _ in range(25)]
+        time.sleep(0.05)
+        before = _write_syscalls()
+        for i, s in enumerate(sessions):
+            s.set_remote("a", HOST, 40000 + 4 * i)
+            s.set_remote("b", HOST, 40002 + 4 * i)
+        assert _write_syscalls() - before == 0
+        pa, pb = Phone(), Phone()
+        try:
+            s = sessions[0]
+            s.set_remote("a", HOST, pa.port)
+            s.set_remote("b", HOST, pb.port)
+            pa.send(s.a_port, rtp(1))
+            assert pb.recv()[0] == rtp(1)
+            pb.send(s.b_port, rtp(2))
+            assert pa.recv()[0] == rtp(2)
+        finally:
+            pa.close()
+            pb.close()
