@@ -52,6 +52,8 @@ class _Call:
     record: CallRecord
     session: RelaySession
     timer: asyncio.TimerHandle | None = None
+    deadline: float = 0.0
+    """The call flow's deadline (monotonic) ``timer`` was armed for."""
 
     @property
     def flow(self) -> cf.CallbackCall:
@@ -258,14 +260,21 @@ class CallEngine:
     # --- timers --------------------------------------------------------------------------------
 
     def _arm(self, call: _Call) -> None:
+        """Arm the call's loop timer for its call flow's deadline.
+
+        A timer armed for an earlier deadline is left alone (it fires, finds nothing due, and is armed
+        again): a deadline that only moves later, as the inactivity deadline does with every media
+        poll, costs no new loop timer.
+        """
+        deadline = call.flow.get_timer() if call.callback.seq in self.calls else None
         if call.timer is not None:
+            if deadline is not None and call.deadline <= deadline:
+                return
             call.timer.cancel()
             call.timer = None
-        if call.callback.seq not in self.calls:
-            return
-        deadline = call.flow.get_timer()
         if deadline is not None:
             loop = asyncio.get_running_loop()
+            call.deadline = deadline
             call.timer = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()),
                                       self._on_timer, call)
 
@@ -276,9 +285,11 @@ class CallEngine:
     def _poll_media(self) -> None:
         """Feed the relay's receive times to bridged calls (inactivity), in one read of the counters."""
         assert self.relay is not None
-        counters = self.relay.counters
+        rows: list[list[int]] | None = None  # every session's receive times, read at once when needed
         for call in list(self.calls.values()):
             if call.flow.state is cf.CallState.BRIDGED and not call.session.closed:
-                call.flow.media_seen(engine.last_rx(counters[call.session.slot, :, _LAST_RX]))
+                if rows is None:
+                    rows = self.relay.counters[:, :, _LAST_RX].tolist()
+                call.flow.media_seen(engine.last_rx(rows[call.session.slot]))
                 self._arm(call)
         self._media_timer = asyncio.get_running_loop().call_later(MEDIA_POLL_INTERVAL, self._poll_media)
