@@ -6,6 +6,8 @@ The load benchmark starts mss through this script so it can see what no outside 
   records how much later than asked it wakes up (a stalled loop answers nothing: IIF, SIP and
   timers all wait for it). It is added by wrapping ``uvloop.run``, which ``mss run`` calls; when
   mss starts its loop some other way the probe reports ``"loop_probe": false``.
+  The longest lags are kept with when they happened and how much CPU the loop's thread had in
+  them: a lag with little CPU is time the thread did not run (another process, a blocking call).
 * **garbage collections**: ``gc.callbacks`` times every collection, by generation, with what it
   freed (a full collection that frees nothing is pure stall).
 
@@ -36,6 +38,8 @@ TOP = 20
 
 _t0 = time.monotonic()
 _lags = array.array("d")
+_lag_at = array.array("d")  # when each lag sample was taken (seconds since the probe's start)
+_lag_cpu = array.array("d")  # CPU seconds the loop's thread ran during each sample's interval
 _gc_start = [0.0]
 _gc: list[tuple[int, float, int, float]] = []  # generation, seconds, collected, when
 _probe_ran = [False]
@@ -53,8 +57,11 @@ async def _probe() -> None:
     _probe_ran[0] = True
     while True:  # cancelled when mss's main coroutine returns
         asked = time.perf_counter() + PROBE_INTERVAL  # loop.time() is whole milliseconds in uvloop
+        cpu = time.thread_time()
         await asyncio.sleep(PROBE_INTERVAL)
         _lags.append(max(0.0, time.perf_counter() - asked))
+        _lag_at.append(time.monotonic() - _t0)
+        _lag_cpu.append(time.thread_time() - cpu)
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -83,6 +90,12 @@ def _report(out: str) -> None:
         "lag_max_ms": lags[-1] * 1000 if lags else None,
         "stalls_over_ms": {str(int(t * 1000)): sum(1 for x in lags if x > t) for t in THRESHOLDS},
         "gc": by_gen,
+        "longest_lags": [
+            # cpu_ms well below ms + the interval: the loop's thread was not running (another
+            # process had the CPU, or a blocking system call), not busy with mss's work
+            {"ms": round(lag * 1000, 2), "at_s": round(at, 2), "cpu_ms": round(cpu * 1000, 2)}
+            for lag, at, cpu in sorted(zip(_lags, _lag_at, _lag_cpu, strict=True), key=lambda e: -e[0])[:TOP]
+        ],
         "longest_gc": [
             {"generation": g, "ms": round(s * 1000, 2), "collected": c, "at_s": round(w, 2)}
             for g, s, c, w in sorted(_gc, key=lambda e: -e[1])[:TOP]
