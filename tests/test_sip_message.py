@@ -856,3 +856,27 @@ def test_mutated_fixtures_raise_only_sip_error() -> None:
         with contextlib.suppress(SipError):
             StreamFramer().feed(raw)
         error_response(raw, 400, "x")  # never raises
+
+
+def test_with_param_copies_equal_the_dataclass_built_values() -> None:
+    """with_param()/with_tag() build their copy by setting the slots (no dataclass __init__): the copy
+    equals what the constructor gives for the same fields, replaces an existing parameter in place of
+    adding a second one, hashes alike, and leaves the original as it was."""
+    uri = parse_uri("sip:a%20b@example.com:5080;transport=tcp;Lr?Subject=x")
+    assert isinstance(uri, SipUri)
+    copy = uri.with_param("lr")
+    assert copy == SipUri(uri.host, uri.user, uri.password, uri.port,
+                          (("transport", "tcp"), ("lr", None)), uri.headers, uri.scheme)
+    assert hash(copy) == hash(parse_uri(str(copy))) and copy == parse_uri(str(copy))
+    assert uri.params == (("transport", "tcp"), ("Lr", None))
+    addr = parse_name_addr('"Bob" <sip:bob@example.com>;tag=old;x=1', "To")
+    tagged = addr.with_tag("new")
+    assert tagged == NameAddr(addr.uri, "Bob", (("x", "1"), ("tag", "new")))
+    assert tagged.tag == "new" and addr.tag == "old"
+    assert tagged == parse_name_addr(str(tagged), "To")
+    via = parse_via("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1;rport")
+    filled = via.with_param("rport", "5062").with_param("received", "127.0.0.2")
+    assert filled == Via("UDP", "127.0.0.1", 5060,
+                         (("branch", "z9hG4bK1"), ("rport", "5062"), ("received", "127.0.0.2")))
+    assert filled.rport == 5062 and via.rport is None
+    assert filled == parse_via(str(filled))

@@ -18,7 +18,7 @@ wrong, so a refused message says why.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from re import Match
 from urllib.parse import unquote_to_bytes
 
@@ -199,7 +199,8 @@ class SipUri:
 
     def with_param(self, name: str, value: str | None = None) -> SipUri:
         """A copy with parameter ``name`` set (replacing an existing one)."""
-        return replace(self, params=_set_param(self.params, name, value))
+        return _sip_uri(self.host, self.user, self.password, self.port,
+                        _set_param(self.params, name, value), self.headers, self.scheme)
 
     @property
     def hostport(self) -> tuple[str, int]:
@@ -497,7 +498,7 @@ class NameAddr:
 
     def with_param(self, name: str, value: str | None = None) -> NameAddr:
         """A copy with header parameter ``name`` set."""
-        return replace(self, params=_set_param(self.params, name, value))
+        return _name_addr(self.uri, self.display, _set_param(self.params, name, value))
 
     def with_tag(self, tag: str) -> NameAddr:
         """A copy with ``;tag=`` set."""
@@ -506,7 +507,8 @@ class NameAddr:
 
 # Values built from a fast-shape match skip the dataclasses' __init__ (and SipUri.__post_init__,
 # which leaves the user and password that shape allows as they are): the slots are set directly,
-# three times cheaper. The objects are the same as the ones __init__ makes.
+# three times cheaper. The objects are the same as the ones __init__ makes. The ``with_param``
+# copies are built the same way: their fields were checked when the original was made.
 _new = object.__new__
 _URI_SLOTS = tuple(
     SipUri.__dict__[name].__set__
@@ -672,7 +674,8 @@ class Via:
 
     def with_param(self, name: str, value: str | None = None) -> Via:
         """A copy with parameter ``name`` set."""
-        return replace(self, params=_set_param(self.params, name, value))
+        return _via(self.transport, self.host, self.port, _set_param(self.params, name, value),
+                    self.protocol)
 
 
 def _take_token(s: str, i: int) -> tuple[str, int]:
@@ -705,17 +708,22 @@ def match_via(value: str) -> Match[str] | None:
 _VIA_SLOTS = tuple(Via.__dict__[name].__set__ for name in ("transport", "host", "port", "params", "protocol"))
 
 
+def _via(transport: str, host: str, port: int | None, params: Params, protocol: str) -> Via:
+    via: Via = _new(Via)  # as for _sip_uri: the slots set directly
+    set_transport, set_host, set_port, set_params, set_protocol = _VIA_SLOTS
+    set_transport(via, transport)
+    set_host(via, host)
+    set_port(via, port)
+    set_params(via, params)
+    set_protocol(via, protocol)
+    return via
+
+
 def via_from_match(m: Match[str]) -> Via:
     """The value a :func:`match_via` match stands for."""
     transport, host, port, params = m.groups()
-    via: Via = _new(Via)  # as for _sip_uri: the slots set directly
-    set_transport, set_host, set_port, set_params, set_protocol = _VIA_SLOTS
-    set_transport(via, transport.upper())
-    set_host(via, host)
-    set_port(via, int(port) if port is not None else None)
-    set_params(via, _split_params(params))
-    set_protocol(via, "SIP/2.0")
-    return via
+    return _via(transport.upper(), host, int(port) if port is not None else None,
+                _split_params(params), "SIP/2.0")
 
 
 _via_fast = VIA_FAST_RE.fullmatch
