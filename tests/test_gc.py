@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import socket
+import struct
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
@@ -20,7 +22,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 from mss import callflow as cf
-from mss.aio.calls import MEDIA_POLL_INTERVAL, CallEngine
+from mss.aio.calls import CallEngine
 from mss.callflow import CallbackCall, User
 from mss.config import load
 from mss.desk import CallbackDesk, Sender
@@ -268,9 +270,13 @@ def test_re_arming_keeps_the_heap_proportional_to_what_is_armed() -> None:
 
 
 class _Pss(asyncio.DatagramProtocol):
-    """The PSS and its phones over UDP: every INVITE rings and is answered, every BYE gets 200."""
+    """The PSS and its phones over UDP: every INVITE rings and is answered, every BYE gets 200. The
+    phones' media is at ``media``."""
 
     transport: asyncio.DatagramTransport
+
+    def __init__(self, media: tuple[str, int]) -> None:
+        self.media = media
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a datagram endpoint's
@@ -282,13 +288,13 @@ class _Pss(asyncio.DatagramProtocol):
         if msg.method == "INVITE" and msg.to.tag is None:
             tag = "ph2" if getattr(msg.uri, "user", None) == USER2 else "ph1"
             self.transport.sendto(reply(msg, 180, tag=tag).encode(), addr)
-            answer = phone_answer(msg.body, host="127.0.0.2", port=4002)
+            answer = phone_answer(msg.body, host=self.media[0], port=self.media[1])
             self.transport.sendto(reply(msg, 200, tag=tag, body=answer).encode(), addr)
         else:
             self.transport.sendto(reply(msg, 200, tag=msg.to.tag).encode(), addr)
 
 
-def _config(tmp_path: Path) -> Path:
+def _config(tmp_path: Path, rtp: str = "") -> Path:
     from mss.peers.net import free_port
 
     base = 12000 + (os.getpid() * 131 + int(time.time())) % 6000 // 128 * 128  # below the load bench's range
@@ -299,7 +305,7 @@ def _config(tmp_path: Path) -> Path:
         "default_caller = 5550000\n"
         f"[sip]\nlocal_host = 127.0.0.1\nlocal_port = {free_port()}\npss_host = 127.0.0.1\n"
         f"pss_port = {pss_port}\n"
-        f"[rtp]\nhost = 127.0.0.1\nport_min = {base}\nport_max = {base + 127}\n"
+        f"[rtp]\nhost = 127.0.0.1\nport_min = {base}\nport_max = {base + 127}\n{rtp}"
         "[peer_servers]\nas1 = 127.0.0.1\n"
         f"[journal]\npath = {tmp_path / 'journal.sqlite3'}\n"
     )
@@ -307,11 +313,12 @@ def _config(tmp_path: Path) -> Path:
 
 
 @asynccontextmanager
-async def running_engine(tmp_path: Path, max_calls: int) -> AsyncIterator[tuple[CallbackDesk, CallEngine,
-                                                                               list[bytes]]]:
+async def running_engine(
+    tmp_path: Path, max_calls: int, rtp: str = "", media: tuple[str, int] = ("127.0.0.2", 4002)
+) -> AsyncIterator[tuple[CallbackDesk, CallEngine, list[bytes]]]:
     """A desk and a call engine on loopback, the PSS played by :class:`_Pss`; what the desk sent
     the AS (over UDP) is collected in the list."""
-    cfg = load(_config(tmp_path))
+    cfg = load(_config(tmp_path, rtp))
     journal = Journal(cfg.journal.path)
     sent: list[bytes] = []
 
@@ -324,7 +331,8 @@ async def running_engine(tmp_path: Path, max_calls: int) -> AsyncIterator[tuple[
     engine = CallEngine(cfg, desk)
     desk.engine = engine
     loop = asyncio.get_running_loop()
-    pss, _ = await loop.create_datagram_endpoint(_Pss, local_addr=("127.0.0.1", cfg.sip.pss_port))
+    pss, _ = await loop.create_datagram_endpoint(lambda: _Pss(media),
+                                                 local_addr=("127.0.0.1", cfg.sip.pss_port))
     try:
         await engine.open()
         yield desk, engine, sent
@@ -360,30 +368,70 @@ def test_callbacks_through_the_asyncio_engine_leave_no_cyclic_garbage(tmp_path: 
     assert garbage == {}
 
 
-# --- the media poll does not re-arm every call's loop timer ---------------------------------------
+# --- no pass over every call: the relay's receive times are read when a call's timer is due -------
 
 
-async def _timers_across_media_polls(tmp_path: Path, count: int) -> tuple[int, int]:
+async def bridged(engine: CallEngine, count: int) -> None:
+    for _ in range(300):
+        if len(engine.calls) == count and all(c.flow.state is cf.CallState.BRIDGED
+                                              for c in engine.calls.values()):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the callbacks were not bridged")
+
+
+async def _timers_while_bridged(tmp_path: Path, count: int) -> tuple[int, int]:
     async with running_engine(tmp_path, count) as (desk, engine, _sent):
         order(desk, count, duration=600)
-        for _ in range(300):
-            if len(engine.calls) == count and all(c.flow.state is cf.CallState.BRIDGED
-                                                  for c in engine.calls.values()):
-                break
-            await asyncio.sleep(0.01)
+        await bridged(engine, count)
         before = {seq: call.timer for seq, call in engine.calls.items()}
         assert len(before) == count and None not in before.values()
-        await asyncio.sleep(MEDIA_POLL_INTERVAL * 2.5)  # two polls feed every call its receive times
+        await asyncio.sleep(2.5)
         kept = sum(engine.calls[seq].timer is timer for seq, timer in before.items())
         engine.release_all()
         return kept, count
 
 
-def test_media_polls_leave_the_calls_loop_timers_alone(tmp_path: Path) -> None:
-    """The inactivity deadline moves later with every poll of the relay; arming a new loop timer for
-    every bridged call every second was thousands of timers a second at 2,000 calls, in one callback."""
-    kept, count = asyncio.run(_timers_across_media_polls(tmp_path, 8))
+def test_bridged_calls_keep_their_loop_timers(tmp_path: Path) -> None:
+    """A poll of the relay every second fed every bridged call its receive times and armed it a new
+    loop timer: at 2,000 calls, thousands of timers a second, in one callback that stalled the loop."""
+    kept, count = asyncio.run(_timers_while_bridged(tmp_path, 8))
     assert kept == count
+
+
+def _rtp(seq: int) -> bytes:
+    return struct.pack("!BBHII", 0x80, 0, seq, seq * 160, 0x1234) + bytes(160)  # PCMU, 20 ms
+
+
+async def _inactivity(tmp_path: Path) -> tuple[bool, float, list[bytes]]:
+    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    phone.bind(("127.0.0.1", 0))
+    media = phone.getsockname()
+    one_second = "inactivity_timeout = 1\n"
+    async with running_engine(tmp_path, 1, rtp=one_second, media=media) as (desk, engine, sent):
+        order(desk, 1, duration=600)
+        await bridged(engine, 1)
+        (call,) = engine.calls.values()
+        with phone:
+            for i in range(60):  # 3 s of RTP from both phones: three times the inactivity timeout
+                for port in (call.session.a_port, call.session.b_port):
+                    phone.sendto(_rtp(i), ("127.0.0.1", port))
+                await asyncio.sleep(0.05)
+            up_while_sending = bool(engine.calls)
+            silent_at = time.monotonic()
+            for _ in range(400):
+                if not engine.calls:
+                    break
+                await asyncio.sleep(0.01)
+        return up_while_sending, time.monotonic() - silent_at, sent
+
+
+def test_inactivity_is_measured_from_the_last_packet(tmp_path: Path) -> None:
+    up_while_sending, released_after, sent = asyncio.run(_inactivity(tmp_path))
+    assert up_while_sending
+    assert 0.5 < released_after < 2.5
+    (response,) = [line for line in sent if line.startswith(b"RESPONSE")]
+    assert b"result=media_timeout" in response
 
 
 def test_the_garbage_check_sees_a_cycle() -> None:

@@ -30,9 +30,6 @@ __all__ = ["CallEngine"]
 
 log = logging.getLogger("mss.call")
 
-#: Seconds between two reads of the relay's receive times (for ``inactivity_timeout``).
-MEDIA_POLL_INTERVAL = 1.0
-
 #: Seconds closing waits for released calls to finish their BYE/CANCEL exchanges.
 CLOSE_WAIT = 5.0
 
@@ -71,7 +68,6 @@ class CallEngine:
         self.sip: SipTransport | None = None
         self.registered = not config.callback.external_line_mode
         self.calls: dict[int, _Call] = {}
-        self._media_timer: asyncio.TimerHandle | None = None
         self._journal_log = RateLimitedLog(log)
 
     # --- lifetime ------------------------------------------------------------------------------
@@ -93,7 +89,6 @@ class CallEngine:
         else:
             log.info("server-to-server mode: calls go to %s:%d from %s", cfg.sip.pss_host, cfg.sip.pss_port,
                      cfg.caller)
-        self._media_timer = asyncio.get_running_loop().call_later(MEDIA_POLL_INTERVAL, self._poll_media)
 
     def _quarantine_cut_ports(self, relay: Relay) -> None:
         """Keep the relay ports of callbacks a crash cut out of use for a while (before any call)."""
@@ -109,8 +104,6 @@ class CallEngine:
                         " to %ds (their phones may still be sending)", pairs, RESTART_QUARANTINE)
 
     async def close(self) -> None:
-        if self._media_timer is not None:
-            self._media_timer.cancel()
         self.release_all()  # normally only released calls are left, their BYEs under way
         deadline = time.monotonic() + CLOSE_WAIT
         while self.calls and time.monotonic() < deadline:
@@ -263,8 +256,8 @@ class CallEngine:
         """Arm the call's loop timer for its call flow's deadline.
 
         A timer armed for an earlier deadline is left alone (it fires, finds nothing due, and is armed
-        again): a deadline that only moves later, as the inactivity deadline does with every media
-        poll, costs no new loop timer.
+        again): a deadline that only moves later, as the inactivity deadline does with every packet,
+        costs no new loop timer.
         """
         deadline = call.flow.get_timer() if call.callback.seq in self.calls else None
         if call.timer is not None:
@@ -280,16 +273,10 @@ class CallEngine:
 
     def _on_timer(self, call: _Call) -> None:
         call.timer = None
+        if call.flow.state is cf.CallState.BRIDGED and not call.session.closed and self.relay is not None:
+            # The relay's receive times are read when a timer of the call is due, not polled: the
+            # inactivity deadline moves to the last packet's time + inactivity_timeout (and is armed
+            # again) or has passed. One read per call per inactivity_timeout, no pass over every call.
+            row = self.relay.counters[call.session.slot, :, _LAST_RX]
+            call.flow.media_seen(engine.last_rx(row))
         self._run(call, call.flow.handle_timer(time.monotonic()))
-
-    def _poll_media(self) -> None:
-        """Feed the relay's receive times to bridged calls (inactivity), in one read of the counters."""
-        assert self.relay is not None
-        rows: list[list[int]] | None = None  # every session's receive times, read at once when needed
-        for call in list(self.calls.values()):
-            if call.flow.state is cf.CallState.BRIDGED and not call.session.closed:
-                if rows is None:
-                    rows = self.relay.counters[:, :, _LAST_RX].tolist()
-                call.flow.media_seen(engine.last_rx(rows[call.session.slot]))
-                self._arm(call)
-        self._media_timer = asyncio.get_running_loop().call_later(MEDIA_POLL_INTERVAL, self._poll_media)
