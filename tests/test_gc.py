@@ -191,16 +191,18 @@ def run_callbacks(stack: Stack, count: int) -> None:
         assert flow.state is cf.CallState.BRIDGED
         leg1, leg2 = leg_of(stack, seq, "user1"), leg_of(stack, seq, "user2")
         assert leg1._ack is not None and leg2._ack is not None
+        ack1, ack2 = parse_message(leg1._ack), parse_message(leg2._ack)
+        assert isinstance(ack1, Request) and isinstance(ack2, Request)
         if kind == "offer":
             # user2's phone holds: its re-INVITE reaches the call flow, which answers and re-INVITEs user1.
             assert leg2.local_sdp is not None
             hold = phone_answer(leg2.local_sdp, host="127.0.0.3", port=4004, direction="sendonly",
                                 version=3921305013)
-            stack.deliver(in_dialog("INVITE", leg2._ack, 2, body=hold, branch=f"z9hG4bKhold{seq}"))
+            stack.deliver(in_dialog("INVITE", ack2, 2, body=hold, branch=f"z9hG4bKhold{seq}"))
             stack.settle()
-            stack.deliver(in_dialog("ACK", leg2._ack, 2, branch=f"z9hG4bKhold{seq}"))
+            stack.deliver(in_dialog("ACK", ack2, 2, branch=f"z9hG4bKhold{seq}"))
         # user1 hangs up; mss ends user2 with a BYE the PSS answers.
-        stack.deliver(in_dialog("BYE", leg1._ack, 3, branch=f"z9hG4bKbye{seq}"))
+        stack.deliver(in_dialog("BYE", ack1, 3, branch=f"z9hG4bKbye{seq}"))
         stack.settle()
         assert seq not in stack.records, record.flow.state
 

@@ -213,9 +213,9 @@ class UserAgent:
         self._owners[key] = owner
         return key
 
-    def send_ack(self, ack: Request) -> None:
-        """Send the ACK of a 2xx to the PSS."""
-        self._tx.send_stateless(ack, self.settings.pss)
+    def send_ack(self, ack: bytes) -> None:
+        """Send the ACK of a 2xx (encoded) to the PSS."""
+        self._tx.send_raw(ack, self.settings.pss)
 
     def respond(self, key: str, response: Response, now: float) -> None:
         """Answer in server transaction ``key`` (LocalProtocolError when it is gone)."""
