@@ -88,6 +88,29 @@ class Dialog:
         dialog.note_allow(response)
         return dialog
 
+    def fork(self, response: Response, *, invite_seq: int) -> Dialog:
+        """The dialog the 2xx of another fork (another To tag) to this dialog's INVITE creates: the same
+        local side, its own remote tag, target and route set (§12.1.2, §13.2.2.4). ``invite_seq`` is
+        the INVITE's CSeq; without a Contact the target is the remote URI (the INVITE's Request-URI)."""
+        remote_tag = response.to.tag
+        if remote_tag is None:
+            raise SipError("a dialog needs a To tag")
+        contacts = response.contacts
+        dialog = Dialog(
+            call_id=self.call_id,
+            local_tag=self.local_tag,
+            remote_tag=remote_tag,
+            local_uri=self.local_uri,
+            remote_uri=self.remote_uri,
+            local_seq=invite_seq,
+            remote_target=contacts[0].uri if contacts else self.remote_uri.uri,
+            route_set=tuple(reversed(response.record_route)),
+            confirmed=True,
+            secure=self.secure,
+        )
+        dialog.note_allow(response)
+        return dialog
+
     def confirm(self, request: Request, response: Response) -> None:
         """The 2xx of the dialog's INVITE arrived: recompute the route set and the target."""
         self.route_set = tuple(reversed(response.record_route))

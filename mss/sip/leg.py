@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -193,6 +194,12 @@ class Leg:
     local_tag: str
     state: LegState = LegState.CALLING
     invite: Request | None = None
+    """Our INVITE, until the call is answered: a fork's 2xx after that is answered from the dialog
+    (:attr:`invite_seq`, :attr:`invite_auth`), so the request is not kept for the life of the call."""
+    invite_seq: int = 0
+    """The CSeq number of our (last) INVITE, once answered."""
+    invite_auth: tuple[tuple[str, str], ...] = ()
+    """The credentials our answered INVITE carried (its ACKs carry them too)."""
     invite_key: str | None = None
     dialog: Dialog | None = None
     remote_sdp: bytes | None = None
@@ -326,9 +333,11 @@ class Leg:
 
     def on_invite_response(self, response: Response, now: float) -> None:
         """A response of the INVITE client transaction (1xx, final, 2xx copies)."""
-        invite = self.invite
-        assert invite is not None
         status = response.status
+        if self.invite is None:  # answered: only 2xx copies and other forks' 2xx matter
+            if 200 <= status < 300:
+                self._on_invite_2xx(response, now)
+            return
         if status < 200:
             self._on_provisional(response, now)
         elif status < 300:
@@ -386,7 +395,6 @@ class Leg:
         )  # fmt: skip
 
     def _on_invite_2xx(self, response: Response, now: float) -> None:
-        assert self.invite is not None
         tag = response.to.tag
         if tag is None:
             return  # not a valid 2xx for a dialog
@@ -400,6 +408,7 @@ class Leg:
         if self.state is L.TERMINATED:
             self._ack_and_bye_fork(response, now)
             return
+        assert self.invite is not None  # no dialog yet: the INVITE is kept
         early = self._early.get(tag)
         if early is not None:
             dialog = early.dialog
@@ -411,7 +420,10 @@ class Leg:
         )
         self.dialog = dialog
         self._early.clear()
-        self._ack = self._make_ack(dialog, self.invite)
+        self.invite_seq = self.invite.cseq.seq
+        self.invite_auth = self._credentials(self.invite)
+        self.invite = None  # the dialog holds what is needed from here on
+        self._ack = self._make_ack(dialog, self.invite_seq, self.invite_auth)
         self.core.send_ack(self._ack)
         self.clear("cancel_guard")
         if self.hangup_requested:
@@ -426,28 +438,36 @@ class Leg:
         self._session_from(response, now)
         self.core.emit(LegAnswered(leg_id=self.leg_id, sdp=self.remote_sdp or b"", call_id=self.call_id))
 
-    def _make_ack(self, dialog: Dialog, invite: Request) -> bytes:
-        auth = [(n, v) for n, v in invite.headers if n in ("Authorization", "Proxy-Authorization")]
-        """The ACK of a 2xx to ``invite`` in ``dialog``, encoded."""
+    def _make_ack(self, dialog: Dialog, seq: int, auth: Iterable[tuple[str, str]]) -> bytes:
+        """The ACK, encoded, of a 2xx in ``dialog`` to the INVITE with CSeq ``seq`` that carried the
+        credentials ``auth``."""
         return dialog.create_request(
             "ACK",
             via=self.core.via(self.core.new_branch()),
-            cseq=invite.cseq.seq,
+            cseq=seq,
             headers=auth,
         ).encode()
 
+    @staticmethod
+    def _credentials(request: Request) -> tuple[tuple[str, str], ...]:
+        return tuple((n, v) for n, v in request.headers if n in ("Authorization", "Proxy-Authorization"))
+
     def _ack_and_bye_fork(self, response: Response, now: float) -> None:
-        assert self.invite is not None
         tag = response.to.tag or ""
         ack = self._forks.get(tag)
         if ack is not None:
             self.core.send_ack(ack)
             return
         try:
-            fork = Dialog.from_response(self.invite, response)
+            if self.invite is not None:
+                fork = Dialog.from_response(self.invite, response)
+                ack = self._make_ack(fork, self.invite.cseq.seq, self._credentials(self.invite))
+            else:
+                assert self.dialog is not None  # the INVITE goes only once the dialog is there
+                fork = self.dialog.fork(response, invite_seq=self.invite_seq)
+                ack = self._make_ack(fork, self.invite_seq, self.invite_auth)
         except SipError:
             return
-        ack = self._make_ack(fork, self.invite)
         self._forks[tag] = ack
         self.core.send_ack(ack)
         self._send_in_dialog("BYE", "fork_bye", fork, now)
@@ -493,7 +513,8 @@ class Leg:
 
     def on_stray_2xx(self, response: Response, now: float) -> None:
         """A 2xx of our INVITE after its transaction ended."""
-        if self.invite is not None and response.cseq.seq == self.invite.cseq.seq:
+        seq = self.invite.cseq.seq if self.invite is not None else self.invite_seq
+        if (self.invite is not None or self.dialog is not None) and response.cseq.seq == seq:
             self._on_invite_2xx(response, now)
 
     # -- hangup and CANCEL --------------------------------------------------------------------
@@ -630,7 +651,9 @@ class Leg:
                 self._own_reinvite = None
             if 200 <= status < 300 and response is not None and pending.dialog is not None:
                 if pending.request.method == "INVITE":
-                    self.core.send_ack(self._make_ack(pending.dialog, pending.request))
+                    request = pending.request
+                    self.core.send_ack(self._make_ack(pending.dialog, request.cseq.seq,
+                                                      self._credentials(request)))
                 pending.dialog.refresh_target(response)
                 self._session_from(response, now)
                 if purpose == "reinvite":

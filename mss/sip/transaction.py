@@ -294,7 +294,9 @@ class _Transaction:
     ) -> None:
         self.layer = layer
         self.key = key
-        self.request = request
+        self.request: Request | None = request
+        """The request; None once the transaction cannot need it again (a client INVITE in Accepted
+        only passes 2xx copies up), so that it is not kept for the 64*T1 of Timer M."""
         self.dest = dest
         self.reliable = reliable
         self._table = table
@@ -304,6 +306,10 @@ class _Transaction:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.key} {self.state.value}>"
+
+    def _req(self) -> Request:
+        assert self.request is not None, f"{self.key}: the request was let go in state {self.state.value}"
+        return self.request
 
     def _set_state(self, new: TxState) -> None:
         if new not in self._table[self.state]:
@@ -388,14 +394,15 @@ class ClientTransaction(_Transaction):
                     self._clear("A", "B")
                     self._set_state(S.ACCEPTED)
                     self._timer("M", 64 * t.t1, now)
+                    self.request = None
                 else:
                     self._clear("A", "B")
                     self._set_state(S.COMPLETED)
-                    self._send(ack_for_non2xx(self.request, response).encode())
+                    self._send(ack_for_non2xx(self._req(), response).encode())
                     self._timer("D", 0.0 if self.reliable else 32.0, now)
                 self._emit(ResponseReceived(key=self.key, response=response))
             elif st is S.COMPLETED and response.status >= 300:
-                self._send(ack_for_non2xx(self.request, response).encode())
+                self._send(ack_for_non2xx(self._req(), response).encode())
             elif st is S.ACCEPTED and 200 <= response.status < 300:
                 self._emit(ResponseReceived(key=self.key, response=response))
             return
@@ -425,7 +432,7 @@ class ClientTransaction(_Transaction):
         elif (name == "B" and st is S.CALLING) or (name == "F" and st in (S.TRYING, S.PROCEEDING)):
             self._clear("A", "E")
             self._set_state(S.TERMINATED)
-            self._emit(TimedOut(key=self.key, request=self.request, client=True))
+            self._emit(TimedOut(key=self.key, request=self._req(), client=True))
         elif name in ("D", "K", "M"):
             self._set_state(S.TERMINATED)
 
@@ -433,7 +440,7 @@ class ClientTransaction(_Transaction):
         """The destination cannot be reached: end with TransportFailed unless already answered."""
         if self.state in (S.CALLING, S.TRYING, S.PROCEEDING):
             self._set_state(S.TERMINATED)
-            self._emit(TransportFailed(key=self.key, request=self.request))
+            self._emit(TransportFailed(key=self.key, request=self._req()))
 
     def cancel_timeout(self) -> None:
         """Stop waiting: the TU gives up on an INVITE in Proceeding (no final after CANCEL)."""
@@ -532,7 +539,7 @@ class ServerTransaction(_Transaction):
         t = self.layer.timer_values
         st = self.state
         if name == "100" and st is S.PROCEEDING and self.status == 0:
-            trying = make_response(self.request, 100)
+            trying = make_response(self._req(), 100)
             self._last = trying.encode()
             self.status = 100
             self._send(self._last)
@@ -543,7 +550,7 @@ class ServerTransaction(_Transaction):
         elif name == "H" and st is S.COMPLETED:
             self._clear("G")
             self._set_state(S.TERMINATED)
-            self._emit(TimedOut(key=self.key, request=self.request, client=False))
+            self._emit(TimedOut(key=self.key, request=self._req(), client=False))
         elif name in ("I", "J", "L"):
             self._set_state(S.TERMINATED)
 
