@@ -880,3 +880,29 @@ def test_with_param_copies_equal_the_dataclass_built_values() -> None:
                          (("branch", "z9hG4bK1"), ("rport", "5062"), ("received", "127.0.0.2")))
     assert filled.rport == 5062 and via.rport is None
     assert filled == parse_via(str(filled))
+
+
+def test_name_addr_values_are_built_once_per_text_and_the_cache_is_bounded() -> None:
+    """A From/To/Contact text seen before gives the value built then (frozen, so shared), equal to
+    what the general parser gives; a text of another shape or a bad one never comes from the cache;
+    ever new texts keep the cache within NAME_ADDR_CACHE."""
+    from mss.sip import uri as uri_module
+
+    first = parse_message(INVITE)
+    seen = (first.from_, first.to, first.contacts)  # read: built, and kept by their text
+    second = parse_message(INVITE.replace(b"branch=z9hG4bKabc", b"branch=z9hG4bKdef"))
+    assert (second.from_, second.to, second.contacts) == seen
+    assert second.from_ is first.from_ and second.to is first.to
+    assert second.contacts[0] is first.contacts[0]
+    assert first.from_ == NameAddr(SipUri("127.0.0.1", "mss"), None, (("tag", "f1"),))
+    assert second.contacts == [parse_name_addr("<sip:mss@127.0.0.1:5070>")]
+    quoted = b'From: "A \\"B\\"" <sip:mss@127.0.0.1>'
+    odd = parse_message(INVITE.replace(b"From: <sip:mss@127.0.0.1>", quoted))
+    assert odd.from_.display == 'A "B"' and odd.from_.tag == "f1"
+    with pytest.raises(SipError):
+        parse_message(INVITE.replace(b"To: <sip:100@127.0.0.1>", b"To: <sip:100@127.0.0.1"))
+    for i in range(uri_module.NAME_ADDR_CACHE + 10):
+        parse_name_addr(f"<sip:{i}@example.com>;tag={i}")
+        assert len(uri_module._known_addrs) <= uri_module.NAME_ADDR_CACHE
+    again = parse_message(INVITE)
+    assert again.from_ == first.from_ and again.to == first.to

@@ -52,7 +52,7 @@ from mss.sip.uri import (
     SipUri,
     Uri,
     Via,
-    match_name_addr,
+    fast_name_addr,
     match_via,
     name_addr_from_match,
     parse_name_addr,
@@ -763,11 +763,11 @@ def _validate(msg: Message, items: list[tuple[str, str, str]], index: dict[str, 
     value = index.get("from")
     if value is None:
         raise SipError("no From header")
-    msg._from = match_name_addr(value) or parse_name_addr(value, "From")
+    msg._from = fast_name_addr(value) or parse_name_addr(value, "From")
     value = index.get("to")
     if value is None:
         raise SipError("no To header")
-    msg._to = match_name_addr(value) or parse_name_addr(value, "To")
+    msg._to = fast_name_addr(value) or parse_name_addr(value, "To")
     value = index.get("call-id")
     if value is None:
         raise SipError("no Call-ID header")
@@ -791,7 +791,7 @@ def _validate(msg: Message, items: list[tuple[str, str, str]], index: dict[str, 
         if key == "contact" and values == ["*"]:
             addrs.append([])
         else:
-            addrs.append([match_name_addr(v) or parse_name_addr(v, name) for v in values])
+            addrs.append([fast_name_addr(v) or parse_name_addr(v, name) for v in values])
     msg._contact, msg._route, msg._record_route = addrs
     if isinstance(msg, Response):
         # Max-Forwards, Expires and Date decide nothing in a response mss acts on (a REGISTER's

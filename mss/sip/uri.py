@@ -42,6 +42,7 @@ from mss.sip._grammar import (
 )
 
 __all__ = [
+    "NAME_ADDR_CACHE",
     "AbsoluteUri",
     "NameAddr",
     "Params",
@@ -49,6 +50,7 @@ __all__ = [
     "Uri",
     "Via",
     "escape_user",
+    "fast_name_addr",
     "get_param",
     "has_param",
     "match_name_addr",
@@ -568,7 +570,26 @@ def name_addr_from_match(m: Match[str]) -> NameAddr:
     uri = _sip_uri(
         host, user, password, int(port) if port is not None else None, _split_params(uparams), headers, scheme
     )
-    return _name_addr(uri, qdisplay if qdisplay is not None else tdisplay, _split_params(hparams))
+    addr = _name_addr(uri, qdisplay if qdisplay is not None else tdisplay, _split_params(hparams))
+    if len(_known_addrs) >= NAME_ADDR_CACHE:
+        _known_addrs.clear()
+    _known_addrs[m.string] = addr
+    return addr
+
+
+#: Fast-shape name-addr values kept by their text (:func:`fast_name_addr`): within a dialog the same
+#: From, To and Contact text comes back in every message (and a far end's Contact in every call), so
+#: most are built once. Bounded: emptied when full, so a peer sending ever new texts only churns it.
+NAME_ADDR_CACHE = 1024
+
+_known_addrs: dict[str, NameAddr] = {}
+
+
+def fast_name_addr(value: str) -> NameAddr | Match[str] | None:
+    """``value``'s parsed name-addr when this text was built from a fast-shape match before (the
+    values are frozen, so one object serves every message), else :func:`match_name_addr`'s match
+    (:func:`name_addr_from_match` builds it), else None (:func:`parse_name_addr` decides)."""
+    return _known_addrs.get(value) or match_name_addr(value)
 
 
 _name_addr_fast = NAME_ADDR_FAST_RE.fullmatch
