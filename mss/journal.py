@@ -137,11 +137,6 @@ CREATE INDEX IF NOT EXISTS relay_ports_quarantined ON relay_ports(quarantined_un
     WHERE quarantined_until IS NOT NULL;
 """
 
-#: Rows of ``relay_ports`` no longer needed that each :meth:`Journal.record_ports` deletes: more
-#: than the one it adds, so the table holds about the callbacks in progress and no more.
-PORTS_FORGET = 2
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NewCallback:
     """A REQUEST to record before it is acknowledged."""
@@ -377,6 +372,8 @@ class Journal:
                 (seq, cb_id, peer, transport, host, port, line, at),
             )
             db.execute("UPDATE callbacks SET state = 'done' WHERE seq = ?", (seq,))
+            # its relay ports are no longer needed after a crash (unless in quarantine)
+            db.execute("DELETE FROM relay_ports WHERE seq = ? AND quarantined_until IS NULL", (seq,))
             if cdr is not None:
                 db.execute(
                     "INSERT INTO cdrs (seq, id, user1, user2, caller, leg1_call_id, leg2_call_id, leg1_code,"
@@ -483,19 +480,15 @@ class Journal:
     def record_ports(self, seq: int, ports: Iterable[int]) -> None:
         """Record the relay's RTP ports of callback ``seq`` (when its media session opens).
 
-        The table stays small on its own: each call also forgets the oldest rows no longer needed
-        (callbacks ended, or deleted, and not in quarantine), :data:`PORTS_FORGET` at a time.
+        The table holds about the callbacks in progress and no more: :meth:`record_response` deletes
+        the row of the callback it ends (unless in quarantine), and :meth:`quarantined_ports` (at
+        start) every row no longer needed. Each is one indexed statement, whatever the number of
+        calls in progress (a sweep here used to scan every call in progress when nothing was left to
+        forget).
         """
         text = " ".join(str(int(port)) for port in ports)
         with self._transaction("record relay ports") as db:
             db.execute("INSERT OR REPLACE INTO relay_ports (seq, ports) VALUES (?, ?)", (seq, text))
-            db.execute(
-                "DELETE FROM relay_ports WHERE seq IN (SELECT p.seq FROM relay_ports p"
-                " LEFT JOIN callbacks c ON c.seq = p.seq"
-                " WHERE (c.seq IS NULL OR c.state != 'active') AND p.quarantined_until IS NULL"
-                " ORDER BY p.seq LIMIT ?)",
-                (PORTS_FORGET,),
-            )
 
     def quarantined_ports(self, now: float, window: float) -> list[tuple[int, float]]:
         """RTP ports to keep out of use at start, each with the wall time it may be used again.
@@ -516,6 +509,11 @@ class Journal:
                 )
             db.execute(
                 "UPDATE relay_ports SET quarantined_until = NULL WHERE quarantined_until <= ?", (now,)
+            )
+            # rows no longer needed: callbacks ended (or deleted) and not in quarantine
+            db.execute(
+                "DELETE FROM relay_ports WHERE quarantined_until IS NULL"
+                " AND seq NOT IN (SELECT seq FROM callbacks WHERE state = 'active')"
             )
             rows = db.execute(
                 "SELECT ports, quarantined_until FROM relay_ports WHERE quarantined_until IS NOT NULL"

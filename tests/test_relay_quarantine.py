@@ -78,6 +78,60 @@ def test_the_ports_table_forgets_finished_callbacks(tmp_path: Path) -> None:
         journal.close()
 
 
+def _steps_of_recording_ports(journal: Journal, in_progress: int, first: int) -> int:
+    """sqlite VM steps of one record_ports() with ``in_progress`` callbacks active (each with its
+    ports recorded) and as many ended."""
+    for i in range(first, first + in_progress):
+        ended, live = journal.record_requests([_request(2 * i, NOW), _request(2 * i + 1, NOW)])
+        journal.record_ports(ended, (30000, 30002))
+        journal.record_ports(live, (30004, 30006))
+        journal.record_response(ended, CallbackResponse(id=f"c{2 * i}", real_duration=1), NOW)
+    seq = journal.record_requests([_request(2 * (first + in_progress), NOW)])[0]
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    journal._db.set_progress_handler(count, 1)
+    try:
+        journal.record_ports(seq, (30008, 30010))
+    finally:
+        journal._db.set_progress_handler(None, 1)
+    return steps[0]
+
+
+def test_recording_ports_costs_the_same_with_many_calls_in_progress(tmp_path: Path) -> None:
+    """record_ports() runs once a callback: its work must not grow with the calls in progress (a
+    sweep for rows to forget scanned every one of them when there was nothing to forget). The
+    table still forgets every ended callback."""
+    journal = Journal(tmp_path / "journal.sqlite3")
+    try:
+        few = _steps_of_recording_ports(journal, 10, 0)
+        many = _steps_of_recording_ports(journal, 600, 10)
+        assert many < few * 2
+        rows = journal._db.execute("SELECT count(*) FROM relay_ports").fetchone()[0]
+        assert rows == 610 + 2  # the calls in progress (and the two measured), no ended one
+    finally:
+        journal.close()
+
+
+def test_a_restart_forgets_the_ports_no_longer_needed(tmp_path: Path) -> None:
+    """Rows whose quarantine is over, of callbacks that have ended since, go at the next start."""
+    journal = Journal(tmp_path / "journal.sqlite3")
+    try:
+        cut = journal.record_requests([_request(0, NOW)])[0]
+        journal.record_ports(cut, (30000, 30002))
+        journal.heartbeat(NOW)
+        assert journal.quarantined_ports(NOW + 1, 60) == [(30000, NOW + 61), (30002, NOW + 61)]
+        journal.record_response(cut, CallbackResponse(id="c0", real_duration=0), NOW + 1)
+        assert journal._db.execute("SELECT count(*) FROM relay_ports").fetchone()[0] == 1  # quarantined
+        assert journal.quarantined_ports(NOW + 62, 60) == []
+        assert journal._db.execute("SELECT count(*) FROM relay_ports").fetchone()[0] == 0
+    finally:
+        journal.close()
+
+
 def _config(tmp_path: Path, port_min: int, port_max: int) -> Path:
     path = tmp_path / "config.ini"
     path.write_text(
