@@ -475,3 +475,32 @@ def test_the_garbage_check_sees_a_cycle() -> None:
             flow.result = flow  # type: ignore[assignment]  # a cycle, on purpose
             del flow
     assert of_mss(garbage)["CallbackCall"] == 3
+
+
+# --- mss run's collector policy ---------------------------------------------------------------------
+
+_POLICY = """
+import gc, json
+from mss.aio.service import tune_gc
+tune_gc()
+full = gc.get_stats()[2]["collections"]
+keep = [[i] for i in range(300_000)]  # survivors enough to set off full collections at the defaults
+stats = gc.get_stats()
+print(json.dumps({"frozen": gc.get_freeze_count(), "threshold": gc.get_threshold(),
+                  "full": stats[2]["collections"] - full, "young": stats[0]["collections"]}))
+"""
+
+
+def test_mss_run_freezes_start_up_and_leaves_full_collections_to_the_loop() -> None:
+    import json
+    import subprocess
+    import sys
+
+    from mss.aio.service import GC_GEN0_THRESHOLD, GC_GEN1_THRESHOLD, GC_GEN2_THRESHOLD
+
+    out = subprocess.run([sys.executable, "-c", _POLICY], capture_output=True, text=True, check=True,
+                         timeout=60)
+    found = json.loads(out.stdout)
+    assert found["frozen"] > 10_000  # the modules mss imported, and what they made
+    assert tuple(found["threshold"]) == (GC_GEN0_THRESHOLD, GC_GEN1_THRESHOLD, GC_GEN2_THRESHOLD)
+    assert found["young"] > 100 and found["full"] == 0

@@ -49,18 +49,20 @@ PRUNE_MIN_INTERVAL = 0.5
 #: Seconds between two batches of one retention pass: REQUESTs are served in between.
 PRUNE_PAUSE = 0.05
 
-#: Young-generation threshold of the cyclic garbage collector (CPython's default is 700): a callback
-#: allocates and frees thousands of objects per message by reference counting; with a larger first
-#: generation most are gone before any collection looks at them, so fewer survive into the older
-#: generations and young collections run a fraction as often (each one a fraction of a millisecond).
-GC_GEN0_THRESHOLD = 20_000
+#: Young-generation threshold of the cyclic garbage collector: CPython's default, on purpose. A young
+#: collection's pause grows with it (measured at 150 callbacks/s: 700 -> under 1 ms; 20,000 -> up to
+#: 25 ms), and a larger one also fills the middle generation faster (5,000 -> a 53 ms collection of it).
+GC_GEN0_THRESHOLD = 700
 
-#: Young collections between two collections of the middle generation (CPython's default is 10).
-GC_GEN1_THRESHOLD = 20
+#: Young collections between two collections of the middle generation (CPython's default; under 10 ms
+#: measured at 150 callbacks/s and at 2,000 callbacks in progress).
+GC_GEN1_THRESHOLD = 10
 
 #: Middle-generation collections before a full one: high enough that the collector never starts one
-#: by itself (a full collection scans every live object: 100-800 ms at 1,000-2,000 callbacks in
-#: progress, an event-loop stall that frees nothing, since the call path makes no cycles).
+#: by itself. A full collection scans every live object and, the call path making no cycles, frees
+#: nothing: 180-370 ms measured at 100-150 callbacks/s and at 2,000 callbacks in progress before
+#: start-up's objects were frozen; 20 ms for the SIP and call-flow objects of 2,000 bridged
+#: callbacks alone after.
 GC_GEN2_THRESHOLD = 1_000_000_000
 
 #: Seconds between two looks at whether a full collection is due (run on the loop, see :class:`Service`).
@@ -147,7 +149,7 @@ def tune_gc() -> None:
 
     Collects what start-up left, moves every object alive now (modules, config, the layers) to the
     permanent generation with :func:`gc.freeze` so that no collection scans them again, and sets the
-    thresholds: large young generations, no automatic full collection.
+    thresholds: the young generations as CPython has them, no automatic full collection.
     """
     gc.collect()
     gc.freeze()
@@ -161,10 +163,11 @@ class Service:
     reference cycles, checked by ``tests/test_gc.py``), so the cyclic collector only costs time. Once
     started (journal, layers and sockets ready, the previous process's RESPONSEs answered), ``mss
     run`` (``manage_gc``) calls :func:`tune_gc`: start-up's objects are frozen out of every later
-    collection, young collections run every :data:`GC_GEN0_THRESHOLD` net allocations, and the
-    collector never starts a full collection itself. The service runs one from the loop instead,
-    every :data:`GC_FULL_CHECK` seconds when at most :data:`GC_FULL_IDLE_CALLS` callbacks are in
-    progress, and after :data:`GC_FULL_MAX_INTERVAL` seconds whatever the load. Measured with
+    collection, young collections run as CPython's defaults have them (:data:`GC_GEN0_THRESHOLD`:
+    larger ones measured longer pauses), and the collector never starts a full collection itself.
+    The service runs one from the loop instead, every :data:`GC_FULL_CHECK` seconds when at most
+    :data:`GC_FULL_IDLE_CALLS` callbacks are in progress, and after :data:`GC_FULL_MAX_INTERVAL`
+    seconds whatever the load. Measured with
     ``bench/load`` (bench/README.md, "Stalls and memory").
     """
 
