@@ -31,6 +31,7 @@ from mss.engine import CallRecord, LegRef, carry_out_sip, flow_event
 from mss.iif import CallbackRequest
 from mss.journal import Journal
 from mss.sip._timers import COMPACT_RATIO, TimerQueue
+from mss.sip.events import LegAnswered
 from mss.sip.leg import Leg
 from mss.sip.message import Request, Response, parse_message
 from mss.sip.transaction import ClientTransaction, ServerTransaction
@@ -504,3 +505,42 @@ def test_mss_run_freezes_start_up_and_leaves_full_collections_to_the_loop() -> N
     assert found["frozen"] > 10_000  # the modules mss imported, and what they made
     assert tuple(found["threshold"]) == (GC_GEN0_THRESHOLD, GC_GEN1_THRESHOLD, GC_GEN2_THRESHOLD)
     assert found["young"] > 100 and found["full"] == 0
+
+
+# --- an answered leg keeps no INVITE, and still answers forks and late copies ---------------------------
+
+
+def test_an_answered_leg_acks_forks_and_late_copies_from_its_dialog() -> None:
+    from tests.test_sip_ua import ANSWER, OFFER
+
+    net = Net()
+    net.ua.invite("L1", "100", OFFER, net.now)
+    inv = net.one("INVITE")
+    challenge = 'Digest realm="127.0.0.1", nonce="abc", qop="auth", algorithm=MD5'
+    net.deliver(reply(inv, 407, extra=[("Proxy-Authenticate", challenge)]))
+    inv2 = next(m for m in net.sent() if isinstance(m, Request) and m.method == "INVITE")
+    auth = inv2.headers.get("Proxy-Authorization")
+    assert auth
+    net.deliver(reply(inv2, 200, body=ANSWER))
+    ack = net.one("ACK")
+    (leg,) = net.ua._legs.values()
+    assert leg.invite is None  # not kept for the life of the call
+
+    # A second fork answers while the INVITE transaction is in Accepted: ACKed (credentials too), BYEd.
+    net.deliver(reply(inv2, 200, tag="ph9", body=ANSWER, contact="<sip:100@127.0.0.1:5064>"))
+    fork_ack, fork_bye = net.requests()
+    assert (fork_ack.method, str(fork_ack.cseq), fork_ack.to.tag) == ("ACK", "2 ACK", "ph9")
+    assert fork_ack.headers.get("Proxy-Authorization") == auth
+    assert (fork_bye.method, str(fork_bye.cseq)) == ("BYE", "3 BYE")
+    assert str(fork_bye.uri) == "sip:100@127.0.0.1:5064"
+    assert fork_bye.headers.get_all("Route") == ack.headers.get_all("Route")
+
+    # After the transaction: a late copy of the answer gets the same ACK; another fork's, ACK and BYE.
+    net.advance(40)
+    net.sent()
+    net.deliver(reply(inv2, 200, body=ANSWER))
+    (again,) = net.requests()
+    assert again.encode() == ack.encode()
+    net.deliver(reply(inv2, 200, tag="ph8", body=ANSWER))
+    assert [(r.method, r.to.tag) for r in net.requests()] == [("ACK", "ph8"), ("BYE", "ph8")]
+    assert [type(e) for e in net.events()] == [LegAnswered]
