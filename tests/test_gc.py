@@ -544,3 +544,41 @@ def test_an_answered_leg_acks_forks_and_late_copies_from_its_dialog() -> None:
     net.deliver(reply(inv2, 200, tag="ph8", body=ANSWER))
     assert [(r.method, r.to.tag) for r in net.requests()] == [("ACK", "ph8"), ("BYE", "ph8")]
     assert [type(e) for e in net.events()] == [LegAnswered]
+
+
+async def _full_collections(tmp_path: Path) -> list[int]:
+    from mss.aio.service import GC_FULL_IDLE_CALLS, GC_FULL_MAX_INTERVAL, Service
+    from mss.desk import Callback
+
+    cfg = load(_config(tmp_path))
+    journal = Journal(cfg.journal.path)
+    desk = CallbackDesk(journal, max_calls=100, extended_response=False, udp_send=lambda d, a: True,
+                        wall_clock=time.time)
+    service = Service(cfg)
+    origin = Sender(peer="as1", transport="udp", reply_addr=("127.0.0.1", 9))
+    ran: list[int] = []
+
+    def check() -> None:
+        before = gc.get_stats()[2]["collections"]
+        service._full_gc(desk)
+        assert service._gc_timer is not None
+        service._gc_timer.cancel()
+        ran.append(gc.get_stats()[2]["collections"] - before)
+
+    try:
+        service._last_full_gc = time.monotonic()
+        check()  # idle: one
+        for seq in range(GC_FULL_IDLE_CALLS + 1):
+            desk.active[seq] = Callback(seq=seq, id=f"b{seq}", user1=USER1, user2=USER2, duration=60,
+                                        origin=origin, received_at=0.0)
+        check()  # busy: none
+        service._last_full_gc = time.monotonic() - GC_FULL_MAX_INTERVAL
+        check()  # busy, but the last one is an hour ago: one
+        check()  # and not again at once
+    finally:
+        journal.close()
+    return ran
+
+
+def test_full_collections_run_when_idle_or_overdue(tmp_path: Path) -> None:
+    assert asyncio.run(_full_collections(tmp_path)) == [1, 0, 1, 0]
