@@ -33,8 +33,8 @@ from mss.journal import Journal
 from mss.sip._timers import COMPACT_RATIO, TimerQueue
 from mss.sip.events import LegAnswered
 from mss.sip.leg import Leg
-from mss.sip.message import Request, Response, parse_message
-from mss.sip.transaction import ClientTransaction, ServerTransaction
+from mss.sip.message import Request, Response, make_response, parse_message
+from mss.sip.transaction import ClientTransaction, RequestReceived, ServerTransaction, TransactionLayer
 from tests.test_callflow import USER1, USER2, make_settings, phone_answer
 from tests.test_sip_ua import Net, in_dialog, reply
 
@@ -582,3 +582,49 @@ async def _full_collections(tmp_path: Path) -> list[int]:
 
 def test_full_collections_run_when_idle_or_overdue(tmp_path: Path) -> None:
     assert asyncio.run(_full_collections(tmp_path)) == [1, 0, 1, 0]
+
+
+# --- answered transactions linger without their requests -----------------------------------------
+
+_FAR_BYE = (
+    "BYE sip:mss@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK{n}\r\n"
+    "Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKphone;rport=5062\r\nMax-Forwards: 69\r\n"
+    "From: <sip:100@127.0.0.1>;tag=ph1\r\nTo: <sip:mss@127.0.0.1>;tag=abc\r\nCall-ID: c{n}@127.0.0.1\r\n"
+    "CSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
+)
+
+#: What an answered BYE from the far end may hold while its server transaction lingers (64*T1 over
+#: UDP, to answer copies): its answer's bytes and the transaction; 4.4 KiB when it kept the parsed BYE.
+LINGERING_BYE_BYTES = 2048
+
+
+def test_an_answered_transaction_lingers_without_its_request() -> None:
+    layer = TransactionLayer()
+
+    def far_end_bye(n: int) -> None:
+        message = parse_message(_FAR_BYE.format(n=n).encode())
+        layer.receive(message, ("127.0.0.1", 5060), reliable=False, now=0.0, in_dialog=True)
+        for event in layer.next_events():
+            assert isinstance(event, RequestReceived)
+            layer.respond(event.key, make_response(event.request, 200, to_tag="abc"), 0.0)
+        layer.data_to_send()
+
+    far_end_bye(0)
+    count = 300
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(1, count + 1):
+            far_end_bye(n)
+        gc.collect()
+        held = (tracemalloc.get_traced_memory()[0] - before) / count
+    finally:
+        tracemalloc.stop()
+    assert layer.lingering == count + 1
+    assert held < LINGERING_BYE_BYTES, f"{held:.0f} bytes per lingering BYE"
+    # A copy of the BYE is still answered from the transaction.
+    layer.receive(parse_message(_FAR_BYE.format(n=7).encode()), ("127.0.0.1", 5060), reliable=False,
+                  now=1.0, in_dialog=True)
+    ((data, _dest),) = layer.data_to_send()
+    assert data.startswith(b"SIP/2.0 200 OK\r\n")

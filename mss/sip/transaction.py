@@ -279,7 +279,9 @@ def _client_key(branch: str, method: str) -> str:
 class _Transaction:
     """What all four machines share: key, request, state with checked moves, timers, output."""
 
-    __slots__ = ("_table", "dest", "in_dialog", "key", "layer", "reliable", "request", "state")
+    __slots__ = ("_table", "dest", "in_dialog", "invite", "key", "layer", "reliable", "request", "state")
+
+    invite: bool
 
     def __init__(
         self,
@@ -295,8 +297,9 @@ class _Transaction:
         self.layer = layer
         self.key = key
         self.request: Request | None = request
-        """The request; None once the transaction cannot need it again (a client INVITE in Accepted
-        only passes 2xx copies up), so that it is not kept for the 64*T1 of Timer M."""
+        """The request; None once the transaction is answered and cannot need it again, so that it
+        is not kept while the transaction lingers (up to 64*T1). Only an INVITE's Completed keeps it:
+        the client ACKs each copy of the non-2xx, the server reports Timer H with it."""
         self.dest = dest
         self.reliable = reliable
         self._table = table
@@ -321,6 +324,8 @@ class _Transaction:
             self.layer._terminated(self)
         elif new in _LINGERING:
             self.layer._lingers(self)
+            if not (self.invite and new is S.COMPLETED):
+                self.request = None
 
     def _timer(self, name: str, delay: float, now: float) -> None:
         self.layer._timers.set(self, name, now + delay)
@@ -343,7 +348,7 @@ class _Transaction:
 class ClientTransaction(_Transaction):
     """A client INVITE or non-INVITE transaction (RFC 3261 §17.1.1, §17.1.2; RFC 6026 §7.2)."""
 
-    __slots__ = ("_interval", "_wire", "invite")
+    __slots__ = ("_interval", "_wire")
 
     def __init__(
         self, layer: TransactionLayer, key: str, request: Request, dest: Addr, reliable: bool
@@ -394,7 +399,6 @@ class ClientTransaction(_Transaction):
                     self._clear("A", "B")
                     self._set_state(S.ACCEPTED)
                     self._timer("M", 64 * t.t1, now)
-                    self.request = None
                 else:
                     self._clear("A", "B")
                     self._set_state(S.COMPLETED)
@@ -451,7 +455,7 @@ class ClientTransaction(_Transaction):
 class ServerTransaction(_Transaction):
     """A server INVITE or non-INVITE transaction (RFC 3261 §17.2.1, §17.2.2; RFC 6026 §7.1)."""
 
-    __slots__ = ("_interval", "_last", "invite", "source", "status")
+    __slots__ = ("_interval", "_last", "source", "status")
 
     def __init__(
         self,
