@@ -698,7 +698,8 @@ class CallbackCall:
         return self._release(now, result="shutdown", code=0, by="mss", reason="mss shut down")
 
     def media_seen(self, last_rx: dict[User, float | None]) -> None:
-        """The relay's last receive time (monotonic) per leg, polled while bridged."""
+        """The relay's last receive time (monotonic) per leg, read while bridged when a timer of the call is
+        due."""
         for leg, at in last_rx.items():
             if at is not None and at > self._last_media[leg]:
                 self._last_media[leg] = at
