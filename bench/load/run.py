@@ -285,7 +285,11 @@ def soak_verdict(result: Mapping[str, Any], minutes: float) -> dict[str, Any]:
         if keep_days_supported() and j_second and j_last:
             verdict["journal_plateau"] = j_last <= RSS_PLATEAU_GROWTH * j_second
             ok = ok and verdict["journal_plateau"]
-    first, final = (samples[0], samples[-1]) if samples else (None, None)
+    # Growth from the first minute on (when the run is that long): retention keeps everything
+    # younger than keep_days, so the file first fills up to that horizon.
+    first = (_at(samples, 60) if minutes >= 2 else None) or (samples[0] if samples else None)
+    final = samples[-1] if samples else None
+    verdict["journal_growth_from_s"] = round(first["t"]) if first else None
     if first and final and final["done"] > first["done"]:
         verdict["journal_db_bytes_per_callback"] = round(
             (final["journal_db"] - first["journal_db"]) / (final["done"] - first["done"]), 1
