@@ -30,6 +30,7 @@ Errors: :class:`~mss.errors.SdpError` (answered 488) for SDP from the network th
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -144,15 +145,30 @@ def _audio_index(sd: SessionDescription) -> int | None:
     return None
 
 
+#: Media addresses whose IP version is kept (:func:`_ip_version`), and local ones whose c= line is:
+#: a carrier's media comes from a few gateways, and ours is one address; bounded, as they come
+#: from SDP.
+REMOTE_ADDRESSES = 1024
+LOCAL_CONNECTIONS = 16
+
+
+@functools.lru_cache(maxsize=REMOTE_ADDRESSES)
+def _ip_version(address: str) -> int | None:
+    """4 or 6 for an IP literal, None for anything else."""
+    try:
+        return ipaddress.ip_address(address).version
+    except ValueError:
+        return None
+
+
 def _remote_address(sd: SessionDescription, media: MediaDescription) -> Connection:
     conn = sd.connection_for(media)
     if conn is None:  # parse_sdp already refuses this; a hand-built description may not
         raise SdpError("the audio stream has no c= address")
-    try:
-        ip = ipaddress.ip_address(conn.address)
-    except ValueError:
-        raise SdpError(f"c= address {shown(conn.address)} is not an IP address") from None
-    if ip.version != (4 if conn.addrtype == "IP4" else 6):
+    version = _ip_version(conn.address)
+    if version is None:
+        raise SdpError(f"c= address {shown(conn.address)} is not an IP address")
+    if version != (4 if conn.addrtype == "IP4" else 6):
         raise SdpError(f"c= address {shown(conn.address)} is not an {conn.addrtype} address")
     return conn
 
@@ -304,7 +320,9 @@ def _is_hold(direction: Direction, conn: Connection) -> bool:
     return not direction.receives or conn.is_null
 
 
+@functools.lru_cache(maxsize=LOCAL_CONNECTIONS)
 def _local_connection(host: str) -> Connection:
+    # Cached: our media address is the same in every SDP we build (the value is frozen).
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:

@@ -1,0 +1,46 @@
+"""The SDP checks made cheaper (a token's characters by one regex search, a message made only when a
+check fails, the IP version of a media address and our own c= line cached) refuse and accept exactly
+what they did, with the same messages, however often the same input comes."""
+
+from __future__ import annotations
+
+import pytest
+
+from mss.errors import LocalProtocolError, SdpError
+from mss.sdp import Attribute, Origin, make_offer, parse_sdp, read_answer
+
+ORIGIN = {"username": "-", "session_id": "1", "version": 1, "nettype": "IN", "addrtype": "IP4",
+          "address": "127.0.0.1"}
+
+
+@pytest.mark.parametrize("field", ["username", "session_id", "nettype", "addrtype", "address"])
+@pytest.mark.parametrize("bad", ["", "a b", "a\tb", "a\rb", "a\nb"])
+def test_every_origin_token_is_checked_and_named(field: str, bad: str) -> None:
+    with pytest.raises(LocalProtocolError, match=rf"^o= {field} .* is not a single token$"):
+        Origin(**{**ORIGIN, field: bad})
+    assert str(Origin(**ORIGIN)) == "- 1 1 IN IP4 127.0.0.1"
+
+
+@pytest.mark.parametrize("bad", ["a\rb", "a\nb", "a\0b"])
+def test_an_attribute_value_with_a_line_break_is_refused_with_its_name(bad: str) -> None:
+    with pytest.raises(LocalProtocolError, match=r"^a=tool value .* contains a CR, LF or NUL$"):
+        Attribute(name="tool", value=bad)
+    assert str(Attribute(name="tool", value="a b:c")) == "tool:a b:c"
+
+
+def _answer(addrtype: str, address: str) -> bytes:
+    return (f"v=0\r\no=- 2 2 IN {addrtype} {address}\r\ns=-\r\nc=IN {addrtype} {address}\r\nt=0 0\r\n"
+            "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n").encode()
+
+
+def test_the_answers_address_is_checked_every_time() -> None:
+    offer = make_offer(host="127.0.0.1", port=30000, codecs=["PCMU"], session_id=1, version=1)
+    for _ in range(2):  # the second time from the cache
+        assert read_answer(offer, parse_sdp(_answer("IP4", "127.0.0.2"))).remote_address == "127.0.0.2"
+        with pytest.raises(SdpError, match=r"^c= address '127.0.0.2' is not an IP6 address$"):
+            read_answer(offer, parse_sdp(_answer("IP6", "127.0.0.2")))
+        with pytest.raises(SdpError, match=r"^c= address 'media.example' is not an IP address$"):
+            read_answer(offer, parse_sdp(_answer("IP4", "media.example")))
+    for _ in range(2):
+        with pytest.raises(LocalProtocolError, match=r"^local media host 'mss.example' is not an IP addr"):
+            make_offer(host="mss.example", port=30000, codecs=["PCMU"], session_id=1, version=1)
