@@ -134,14 +134,14 @@ class MssProcess:
         return self.process.pid
 
     def source(self) -> dict[str, str]:
-        """Which mss runs: the package's directory, and the git commit of that tree (with
+        """Which mss runs: the name of the package's tree, and the git commit of that tree (with
         ``+dirty`` when its mss/ has uncommitted changes), when it is a git checkout."""
         probe = subprocess.run(
             [sys.executable, "-c", "import mss, os; print(os.path.dirname(os.path.dirname(mss.__file__)))"],
             cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=30, check=False,
         )
         tree = probe.stdout.strip()
-        found = {"tree": tree}
+        found = {"tree": os.path.basename(tree) or tree}  # a name, not the machine's path
         git = subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True, timeout=10, check=False)
         if git.returncode == 0:
