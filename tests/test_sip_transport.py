@@ -511,3 +511,22 @@ async def test_an_event_handler_exception_is_counted_and_the_stack_goes_on() -> 
         assert [type(e) for e in seen] == [LegAnswered]
         assert sip.counters["handler_errors"] == 1
     assert errors.items == []
+
+
+@uv
+async def test_the_udp_socket_gets_a_large_receive_buffer() -> None:
+    # With the kernel's default (~208 KiB) a loop busy for a moment lost SIP datagrams at the socket
+    # under load: a stateless far end never resends its 200, so the leg rang until ring_timeout.
+    import os
+    import socket
+
+    from mss.aio.sip_transport import UDP_RECEIVE_BUFFER
+
+    async with udp_pss() as (_pss, port), running(settings(port), Events()) as sip:
+        assert sip._udp is not None
+        sock = sip._udp.get_extra_info("socket")
+        granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+        with open("/proc/sys/net/core/rmem_max") as f:
+            rmem_max = int(f.read())
+        expected = UDP_RECEIVE_BUFFER if os.geteuid() == 0 else min(UDP_RECEIVE_BUFFER, rmem_max)
+        assert granted >= expected

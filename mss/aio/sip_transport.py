@@ -36,6 +36,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -47,7 +48,14 @@ from mss.sip.events import Registered, RegistrationFailed, UAEvent, Unregistered
 from mss.sip.settings import UASettings
 from mss.sip.ua import UserAgent
 
-__all__ = ["IDLE_SWEEP_MAX", "MAX_CONNECTIONS", "MAX_PENDING_BYTES", "MAX_WRITE_BUFFER", "SipTransport"]
+__all__ = [
+    "IDLE_SWEEP_MAX",
+    "MAX_CONNECTIONS",
+    "MAX_PENDING_BYTES",
+    "MAX_WRITE_BUFFER",
+    "UDP_RECEIVE_BUFFER",
+    "SipTransport",
+]
 
 log = logging.getLogger("mss.sip")
 
@@ -59,6 +67,15 @@ MAX_PENDING_BYTES = 1 << 20
 
 #: Bytes a slow connection may hold unwritten before it is closed.
 MAX_WRITE_BUFFER = 4 << 20
+
+#: Bytes asked for the SIP UDP socket's receive queue (the kernel's default is ~208 KiB): while the
+#: loop is busy, datagrams wait there, and one dropped is costly (a stateless far end never sends its
+#: 200 again, so a dropped answer leaves the leg ringing until ring_timeout). About 4,000 typical
+#: messages. As root SO_RCVBUFFORCE passes net.core.rmem_max; otherwise the kernel caps it there.
+UDP_RECEIVE_BUFFER = 8 << 20
+
+#: Linux's SO_RCVBUFFORCE (asm-generic/socket.h), which the socket module does not name.
+_SO_RCVBUFFORCE = 33 if sys.platform.startswith("linux") else None
 
 #: Seconds to wait for a TCP connection to the PSS.
 CONNECT_TIMEOUT = 5.0
@@ -195,6 +212,7 @@ class SipTransport:
                 lambda: _Udp(self), local_addr=(s.local_host, s.local_port)
             )
             self._udp = udp
+            self._grow_receive_buffer(udp.get_extra_info("socket"))
             self._server = await loop.create_server(
                 lambda: _Tcp(self), s.local_host, s.local_port, reuse_address=True
             )
@@ -207,6 +225,24 @@ class SipTransport:
         self.ua.start(time.monotonic())
         self.flush()
         self._arm_sweep()
+
+    @staticmethod
+    def _grow_receive_buffer(sock: socket.socket | None) -> None:
+        """Ask for :data:`UDP_RECEIVE_BUFFER` bytes of receive queue; say what the kernel granted."""
+        if sock is None:
+            return
+        for option in (_SO_RCVBUFFORCE, socket.SO_RCVBUF):
+            if option is None:
+                continue
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, UDP_RECEIVE_BUFFER)
+                break
+            except OSError:  # SO_RCVBUFFORCE needs CAP_NET_ADMIN: the capped option then
+                continue
+        granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2  # Linux reports twice the size
+        if granted < UDP_RECEIVE_BUFFER:
+            log.warning("SIP UDP receive buffer is %d KiB, not the %d KiB asked (net.core.rmem_max)",
+                        granted >> 10, UDP_RECEIVE_BUFFER >> 10)
 
     async def _resolve_pss(self, loop: asyncio.AbstractEventLoop) -> None:
         s = self.ua.settings
