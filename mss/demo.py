@@ -1,161 +1,54 @@
-"""``mss demo``: one whole callback on this machine, with real peers, and what happened, in order.
+"""``mss demo``: one whole callback on this machine, with real peers; the scenario is ``mss_peers.demo``.
 
-It starts Kamailio as the provider's SIP server (registrar and proxy with digest auth), two pjsua2
-phones that register there (user1 plays 440 Hz, user2 plays 1000 Hz and answers after a couple of
-seconds so user1 hears ringback), and mss in external line mode; then it orders a callback as an AS
-would, prints the timeline and checks the audio that crossed the relay in both directions.
+The peers (Kamailio as the provider, pjsua2 phones, audio checks, mss as a process) are test tools,
+not part of the mss package: they are the ``mss_peers`` package of mss's source tree, which no wheel
+carries. ``mss demo`` imports them from where Python finds them, else from the source tree of the
+running mss (an editable install, as ``bash tests/run.sh`` makes), else from the current directory
+(the source tree ``pip install '.[demo]'`` was run in); without them it says so and exits with 2.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import sys
-import tempfile
-import time
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-from mss.peers.audio import tone_fraction
-from mss.peers.kamailio import Kamailio, KamailioError, find_binary
-from mss.peers.net import free_port
-from mss.peers.phone import Phone
-from mss.peers.server import MssServer
+__all__ = ["PEERS", "find_peers", "main"]
 
-__all__ = ["main"]
+#: The peers' package: a directory of this name in mss's source tree, beside ``mss/``.
+PEERS = "mss_peers"
 
-TONE1 = 440.0
-TONE2 = 1000.0
-RINGBACK = 425.0
-#: A heard tone counts when it is the loudest frequency in this share of the frames.
-AUDIO_PASS = 0.8
+#: What ``mss demo`` says when it finds no peers.
+MISSING = (
+    f"the demo's peers ({PEERS}/ of mss's source tree) are not here: they are not part of the mss "
+    "package. Run mss demo in the source tree mss was installed from (pip install '.[demo]' there), "
+    "or install mss editable from one (pip install -e '.[demo]')."
+)
 
 
-@dataclass
-class _Line:
-    at: float
-    what: str
-
-
-def _missing() -> str | None:
-    try:
-        find_binary("kamailio")
-        find_binary("kamcmd")
-    except KamailioError:
-        return ("Kamailio is not installed. On Debian or Ubuntu: sudo apt-get install kamailio "
-                "(bash tests/run.sh installs it too).")
-    if importlib.util.find_spec("pjsua2") is None:
-        return ("The pjsua2 phones are not installed: pip install 'pjsua2-python==2.15.1.post1' "
-                "(CPython 3.10 to 3.12; bash tests/run.sh installs it into .venv).")
+def find_peers(places: Iterable[Path]) -> Path | None:
+    """The first of ``places`` that holds the peers' package (a ``mss_peers/__init__.py``), or None."""
+    for place in places:
+        if (place / PEERS / "__init__.py").is_file():
+            return place
     return None
+
+
+def _places() -> list[Path]:
+    """Where a source tree may be: the one the running mss package is in, then the current directory."""
+    return [Path(__file__).resolve().parents[1], Path.cwd()]
 
 
 def main(*, duration: int = 5, transport: str = "udp", keep: bool = False) -> int:
     """Run the demo; exit status 0 when the callback and the audio check both succeed."""
-    problem = _missing()
-    if problem is not None:
-        print(f"mss demo: {problem}", file=sys.stderr)
-        return 2
-    workdir = Path(tempfile.mkdtemp(prefix="mss-demo-"))
-    try:
-        return _run(workdir, duration, transport)
-    finally:
-        if keep:
-            print(f"\nlogs and recordings kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    spec = importlib.util.find_spec(PEERS)
+    if spec is None or spec.origin is None:  # not found, or a bare directory of that name
+        tree = find_peers(_places())
+        if tree is None:
+            print(f"mss demo: {MISSING}", file=sys.stderr)
+            return 2
+        sys.path.insert(0, str(tree))
+    from mss_peers.demo import main as run
 
-
-def _run(workdir: Path, duration: int, transport: str) -> int:
-    sip_port = free_port()
-    print("starting Kamailio (the PSS), two phones and mss on 127.0.0.1 ...")
-    with Kamailio("auth", users={"100": "pw100", "101": "pw101"}, mss=("127.0.0.1", sip_port),
-                  workdir=workdir / "pss") as pss:
-        user1 = Phone("100", "pw100", pss.address, tone_hz=TONE1, workdir=workdir / "user1",
-                      transport=transport)
-        user2 = Phone("101", "pw101", pss.address, tone_hz=TONE2, behaviour="answer_after:2.0",
-                      workdir=workdir / "user2", transport=transport)
-        server = MssServer(workdir / "mss", pss=pss.address, sip_port=sip_port, transport=transport,
-                           callback={"extended_response": "yes"})
-        try:
-            for device in (user1, user2):
-                device.start()
-                device.wait_registered()
-            server.start()
-            server.wait_log("external line registered")
-            print(f"  PSS {pss.host}:{pss.port}, mss IIF 127.0.0.1:{server.iif_port}, "
-                  f"SIP 127.0.0.1:{sip_port}, phones 100 and 101 registered\n")
-            return _callback(server, user1, user2, duration)
-        finally:
-            for device in (user1, user2):
-                device.begin_stop()
-            for device in (user1, user2):
-                device.stop()
-            server.stop()
-
-
-def _callback(server: MssServer, user1: Phone, user2: Phone, duration: int) -> int:
-    timeline: list[_Line] = []
-    request = f"REQUEST: id=demo-1;user1=100;user2=101;duration={duration};"
-    with server.client() as as1:
-        start = time.time()
-        as1.send(request)
-        timeline.append(_Line(start, f"AS -> mss   {request}"))
-        ack = as1.wait_line(r"^ACK: id=demo-1;", 10)
-        timeline.append(_Line(time.time(), f"mss -> AS   {ack}"))
-        if ack != "ACK: id=demo-1;code=ok;":
-            _print(timeline, start)
-            print(f"\nthe callback was refused; mss log:\n{server.log_tail(30)}")
-            return 1
-        wait = duration + 30.0
-        response = as1.wait_line(r"^RESPONSE: id=demo-1;", wait)
-        timeline.append(_Line(time.time(), f"mss -> AS   {response}"))
-    for device, who in ((user1, "user1 (100)"), (user2, "user2 (101)")):
-        device.wait_event("disconnected", timeout=10)
-        timeline += _phone_lines(device, who)
-    _print(timeline, start)
-    return _audio_check(user1, user2)
-
-
-def _phone_lines(device: Phone, who: str) -> list[_Line]:
-    said = {
-        "incoming": "ringing (INVITE from {from_user})",
-        "confirmed": "answered ({codec})",
-        "disconnected": "released ({reason})",
-    }
-    lines = []
-    for event in device.events():
-        template = said.get(event["event"])
-        if template is not None:
-            fields: dict[str, Any] = {"from_user": "?", "codec": "?", "reason": "?", **event}
-            lines.append(_Line(float(event["time"]), f"{who:12}{template.format(**fields)}"))
-    return lines
-
-
-def _print(timeline: list[_Line], start: float) -> None:
-    print("timeline (seconds from the REQUEST):")
-    for line in sorted(timeline, key=lambda item: item.at):
-        print(f"  {line.at - start:6.2f}  {line.what}")
-
-
-def _audio_check(user1: Phone, user2: Phone) -> int:
-    answered1 = user1.events("confirmed")[0]["time"]
-    bridged = user2.events("confirmed")[0]["time"]
-    ring_s = max(0.0, bridged - answered1)
-    heard1 = user1.recording_path()
-    heard2 = user2.recording_path()
-    checks = [
-        ("user1 heard mss's ringback", tone_fraction(heard1, RINGBACK, skip_s=0.2, until_s=ring_s - 0.2),
-         RINGBACK),
-        ("user1 heard user2's tone", tone_fraction(heard1, TONE2, skip_s=ring_s + 0.5), TONE2),
-        ("user2 heard user1's tone", tone_fraction(heard2, TONE1, skip_s=0.5), TONE1),
-    ]
-    print("\naudio (dominant frequency per 50 ms frame of what each phone recorded):")
-    ok = True
-    for what, fraction, hz in checks:
-        passed = fraction >= AUDIO_PASS
-        ok = ok and passed
-        print(f"  {what:28} {hz:6.0f} Hz in {fraction:4.0%} of frames  {'ok' if passed else 'FAILED'}")
-    print("\nthe callback worked end to end" if ok else "\nthe audio check failed")
-    return 0 if ok else 1
+    return run(duration=duration, transport=transport, keep=keep)

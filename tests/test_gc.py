@@ -329,7 +329,7 @@ class _Pss(asyncio.DatagramProtocol):
 
 
 def _config(tmp_path: Path, rtp: str = "") -> Path:
-    from mss.peers.net import free_port
+    from mss_peers.net import free_port
 
     base = 12000 + (os.getpid() * 131 + int(time.time())) % 6000 // 128 * 128  # below the load bench's range
     pss_port = free_port()

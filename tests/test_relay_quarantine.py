@@ -17,7 +17,7 @@ from mss.desk import CallbackDesk
 from mss.errors import PortsExhausted
 from mss.iif import CallbackResponse
 from mss.journal import Journal, NewCallback
-from mss.peers.net import free_port
+from mss_peers.net import free_port
 
 NOW = 1_800_000_000.0  # a wall-clock time
 

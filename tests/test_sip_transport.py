@@ -17,11 +17,11 @@ import uvloop
 
 from mss.aio.sip_transport import SipTransport
 from mss.errors import TransportError
-from mss.peers.net import free_port
 from mss.sip.events import LegAnswered, LegEnded, LegFailed, UAEvent
 from mss.sip.message import Request, Response, make_response, parse_message
 from mss.sip.settings import UASettings
 from mss.sip.transaction import TimerValues
+from mss_peers.net import free_port
 
 HOST = "127.0.0.1"
 SDP = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,10 @@ IO_MODULES = frozenset({"asyncio", "socket", "selectors", "uvloop"})
 
 
 def may_do_io(path: Path) -> bool:
-    """The adapters, the relay pair, and the real peers that `mss demo` and the e2e tests drive."""
+    """The adapters and the relay pair."""
     rel = path.relative_to(ROOT).as_posix()
-    adapters = ("mss/relay.py", "mss/_rtp.pyx", "mss/demo.py")
-    return rel.startswith(("mss/aio/", "mss/peers/")) or rel in adapters
+    adapters = ("mss/relay.py", "mss/_rtp.pyx")
+    return rel.startswith("mss/aio/") or rel in adapters
 
 
 #: Known exceptions, each with its reason; (file, enclosing function, module).
@@ -108,12 +109,24 @@ def run_tool(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.timeout(300)
 def test_ruff_clean() -> None:
-    done = run_tool(str(BIN / "ruff"), "check", "--output-format", "concise", "mss", "tests", "bench")
+    done = run_tool(str(BIN / "ruff"), "check", "--output-format", "concise",
+                    "mss", "mss_peers", "tests", "bench")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.mark.timeout(300)
 def test_mypy_strict_clean() -> None:
-    done = run_tool(str(BIN / "mypy"))  # strict, files = mss: from pyproject.toml
+    done = run_tool(str(BIN / "mypy"))  # strict, files = mss and mss_peers: from pyproject.toml
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Success: no issues found" in done.stdout
+
+
+def test_the_wheel_holds_every_package_of_mss_and_nothing_else() -> None:
+    # The package list is explicit: a package under mss/ missing from it would be missing from the
+    # wheel, and the test peers (mss_peers/, STYLE.md: "Test peers are not product") stay out.
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(config["tool"]["setuptools"]["packages"])
+    inits = (ROOT / "mss").rglob("__init__.py")
+    on_disk = {init.parent.relative_to(ROOT).as_posix().replace("/", ".") for init in inits}
+    assert listed == on_disk
+    assert (ROOT / "mss_peers" / "__init__.py").is_file() and not (ROOT / "mss" / "peers").exists()

@@ -1,6 +1,6 @@
 """The far end of the load benchmark: Kamailio answering statelessly, plus a silent media sink.
 
-``FarEnd`` is :class:`mss.peers.kamailio.Kamailio` (start, the readiness ping, the port retry, the
+``FarEnd`` is :class:`mss_peers.kamailio.Kamailio` (start, the readiness ping, the port retry, the
 process-group kill) with its own template, ``kamailio.cfg.in`` beside this module: every INVITE
 gets 180 then 200 with an SDP answer, every other request 200, ACKs are dropped. It runs
 ``children`` UDP and TCP workers (4 by default: at 400 callbacks/s it stays under 10 % of a core).
@@ -18,8 +18,8 @@ import socket
 from pathlib import Path
 from types import TracebackType
 
-from mss.peers.kamailio import Kamailio, KamailioError
-from mss.peers.net import check_loopback, free_port
+from mss_peers.kamailio import Kamailio, KamailioError
+from mss_peers.net import check_loopback, free_port
 
 __all__ = ["FarEnd", "MediaSink", "answer_sdp"]
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 
 from mss.config import JournalConfig
-from mss.peers.net import check_loopback, free_port, parent_death_signal
+from mss_peers.net import check_loopback, free_port, parent_death_signal
 
 __all__ = ["MssProcess", "keep_days_supported"]
 

@@ -3,7 +3,7 @@
 ``free_port(host="127.0.0.1") -> int``
     A port free for UDP and TCP on a 127.0.0.x address, never handed out twice in a run.
 ``kamailio(mode="auth", users=None, **kwargs) -> Kamailio``
-    Starts a PSS (see ``mss.peers.kamailio``) with its files in the test's tmp_path; every
+    Starts a PSS (see ``mss_peers.kamailio``) with its files in the test's tmp_path; every
     one started is stopped at teardown. Fails (never skips) when Kamailio is not installed.
 ``phone(user, pss, *, password=<the PSS's>, wait_registered=True, **kwargs) -> Phone``
     Starts a pjsua2 phone registered to ``pss`` (a ``Kamailio`` or a (host, port) pair); the
@@ -34,9 +34,9 @@ from typing import Any
 
 import pytest
 
-from mss.peers.kamailio import Kamailio, KamailioError, Mode, find_binary
-from mss.peers.net import free_port as _free_port
-from mss.peers.phone import Phone
+from mss_peers.kamailio import Kamailio, KamailioError, Mode, find_binary
+from mss_peers.net import free_port as _free_port
+from mss_peers.phone import Phone
 
 # Lines of each peer's log that a failure report quotes.
 REPORT_TAIL_LINES = 150

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from mss.peers.audio import duration, tone_fraction
-from mss.peers.kamailio import Kamailio
-from mss.peers.net import wait_until
-from mss.peers.phone import Phone
-from mss.peers.server import MssServer
+from mss_peers.audio import duration, tone_fraction
+from mss_peers.kamailio import Kamailio
+from mss_peers.net import wait_until
+from mss_peers.phone import Phone
+from mss_peers.server import MssServer
 
 pytestmark = pytest.mark.e2e
 

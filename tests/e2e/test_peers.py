@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 import pytest
 
-from mss.peers import audio
-from mss.peers.kamailio import Kamailio
-from mss.peers.phone import Phone
-from mss.peers.rawsip import RawSipClient, digest_authorization, parse_challenge
+from mss_peers import audio
+from mss_peers.kamailio import Kamailio
+from mss_peers.phone import Phone
+from mss_peers.rawsip import RawSipClient, digest_authorization, parse_challenge
 
 pytestmark = pytest.mark.e2e
 

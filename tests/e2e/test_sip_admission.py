@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from mss.peers.kamailio import Kamailio
-from mss.peers.phone import Phone
-from mss.peers.server import MssServer
+from mss_peers.kamailio import Kamailio
+from mss_peers.phone import Phone
+from mss_peers.server import MssServer
 
 pytestmark = pytest.mark.e2e
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from mss.peers.kamailio import Kamailio
-from mss.peers.phone import Phone
-from mss.peers.rawsip import RawSipClient, digest_authorization
-from mss.peers.server import MssServer
+from mss_peers.kamailio import Kamailio
+from mss_peers.phone import Phone
+from mss_peers.rawsip import RawSipClient, digest_authorization
+from mss_peers.server import MssServer
 
 pytestmark = pytest.mark.e2e
 

@@ -23,8 +23,6 @@ import uvloop
 
 from mss.aio.sip_transport import SipTransport
 from mss.errors import TransportError
-from mss.peers.kamailio import Kamailio
-from mss.peers.phone import Phone
 from mss.sip.events import (
     LegAnswered,
     LegEnded,
@@ -38,6 +36,8 @@ from mss.sip.events import (
 )
 from mss.sip.settings import UASettings
 from mss.sip.ua import UserAgent
+from mss_peers.kamailio import Kamailio
+from mss_peers.phone import Phone
 
 pytestmark = pytest.mark.e2e
 

@@ -22,7 +22,7 @@ import pytest
 
 from bench.load.driver import Callback, parse_line, summarize
 from bench.load.run import LoadSpec, run_load
-from mss.peers.net import free_port
+from mss_peers.net import free_port
 
 # 40 s at 40/s: past the point (~25 s) where lingering state would fill the default tables.
 RATE = 40.0

@@ -53,8 +53,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from mss.peers.net import WaitTimeout, check_loopback, free_port, parent_death_signal, wait_until
-from mss.peers.rawsip import RawSipClient
+from mss_peers.net import WaitTimeout, check_loopback, free_port, parent_death_signal, wait_until
+from mss_peers.rawsip import RawSipClient
 
 __all__ = [
     "KAMAILIO_SEARCH_PATH",

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mss.peers.net import free_port, wait_until
+from mss_peers.net import free_port, wait_until
 
 __all__ = ["AsClient", "MssServer"]
 

@@ -98,7 +98,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from mss.peers.net import check_loopback, parent_death_signal
+from mss_peers.net import check_loopback, parent_death_signal
 
 __all__ = ["Phone", "PhoneError", "PhoneTimeout"]
 

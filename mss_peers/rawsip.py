@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from mss.peers.net import check_loopback
+from mss_peers.net import check_loopback
 
 __all__ = [
     "RawSipClient",

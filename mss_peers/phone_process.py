@@ -1,7 +1,7 @@
-"""One pjsua2 phone in a process of its own, driven over JSON lines (see mss/peers/phone.py).
+"""One pjsua2 phone in a process of its own, driven over JSON lines (see mss_peers/phone.py).
 
 Run as ``python phone_process.py '<config JSON>'``. The config keys are those of
-``mss.peers.phone.Phone`` (user, password, registrar, transport, ...) plus ``workdir`` and
+``mss_peers.phone.Phone`` (user, password, registrar, transport, ...) plus ``workdir`` and
 ``log_path``.
 
 Control protocol (one JSON object per line):
