@@ -15,6 +15,8 @@
     and ``describe()`` or ``log_tail(lines)``.
 ``peer_logs() -> str``
     The events and log tails of every peer of the test, for assertion messages.
+``mss(pss, **config) -> MssServer``
+    Starts an mss process (``mss_peers.server``) towards ``pss``; stopped at teardown.
 
 When a test fails, the report carries each peer's log tail, and the full logs (Kamailio's
 config and log, each phone's log and recordings, any added peer's workdir) are copied to
@@ -37,6 +39,7 @@ import pytest
 from mss_peers.kamailio import Kamailio, KamailioError, Mode, find_binary
 from mss_peers.net import free_port as _free_port
 from mss_peers.phone import Phone
+from mss_peers.server import MssServer
 
 # Lines of each peer's log that a failure report quotes.
 REPORT_TAIL_LINES = 150
@@ -182,3 +185,19 @@ def peer_logs(request: pytest.FixtureRequest) -> Callable[[], str]:
         return "\n".join(_describe(peer) for peer in _peers_of(request))
 
     return text
+
+
+@pytest.fixture
+def mss(add_peer: Callable[[Any], None], tmp_path: Path) -> Iterator[Callable[..., MssServer]]:
+    """Factory: ``mss(pss, **config)`` starts an mss process, stopped at teardown (log kept on failure)."""
+    started: list[MssServer] = []
+
+    def make(pss: Kamailio, **kwargs: Any) -> MssServer:
+        server = MssServer(tmp_path / f"mss-{len(started)}", pss=pss.address, sip_port=pss.mss[1], **kwargs)
+        started.append(server)
+        add_peer(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.stop()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +25,6 @@ pytestmark = pytest.mark.e2e
 
 TONE1 = 440.0
 TONE2 = 1000.0
-
-
-@pytest.fixture
-def mss(add_peer: Callable[[Any], None], tmp_path: Path) -> Iterator[Callable[..., MssServer]]:
-    """Factory: ``mss(pss, **config)`` starts an mss process, stopped at teardown (log kept on failure)."""
-    started: list[MssServer] = []
-
-    def make(pss: Kamailio, **kwargs: Any) -> MssServer:
-        server = MssServer(tmp_path / f"mss-{len(started)}", pss=pss.address, sip_port=pss.mss[1], **kwargs)
-        started.append(server)
-        add_peer(server)
-        return server.start()
-
-    yield make
-    for server in started:
-        server.stop()
 
 
 def _setup(kamailio: Callable[..., Kamailio], free_port: Callable[..., int], mode: str = "auth") -> Kamailio:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
@@ -21,22 +19,6 @@ from mss_peers.phone import Phone
 from mss_peers.server import MssServer
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def mss(add_peer: Callable[[Any], None], tmp_path: Path) -> Iterator[Callable[..., MssServer]]:
-    """Factory: ``mss(pss, **config)`` starts an mss process, stopped at teardown (log kept on failure)."""
-    started: list[MssServer] = []
-
-    def make(pss: Kamailio, **kwargs: Any) -> MssServer:
-        server = MssServer(tmp_path / f"mss-{len(started)}", pss=pss.address, sip_port=pss.mss[1], **kwargs)
-        started.append(server)
-        add_peer(server)
-        return server.start()
-
-    yield make
-    for server in started:
-        server.stop()
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])

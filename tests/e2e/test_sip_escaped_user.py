@@ -9,9 +9,7 @@ Request-URI names a user nobody registered.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
@@ -23,22 +21,6 @@ pytestmark = pytest.mark.e2e
 
 SERVICE = "*31#555"
 ESCAPED = "*31%23555"
-
-
-@pytest.fixture
-def mss(add_peer: Callable[[Any], None], tmp_path: Path) -> Iterator[Callable[..., MssServer]]:
-    """Factory: ``mss(pss, **config)`` starts an mss process, stopped at teardown (log kept on failure)."""
-    started: list[MssServer] = []
-
-    def make(pss: Kamailio, **kwargs: Any) -> MssServer:
-        server = MssServer(tmp_path / f"mss-{len(started)}", pss=pss.address, sip_port=pss.mss[1], **kwargs)
-        started.append(server)
-        add_peer(server)
-        return server.start()
-
-    yield make
-    for server in started:
-        server.stop()
 
 
 def test_callback_to_a_user_with_hash_reaches_the_phone(

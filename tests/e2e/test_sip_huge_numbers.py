@@ -12,9 +12,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
@@ -28,22 +26,6 @@ pytestmark = pytest.mark.e2e
 HUGE = "9" * 5000
 #: Bound (seconds) of every wait of the scripted phone.
 WAIT = 20.0
-
-
-@pytest.fixture
-def mss(add_peer: Callable[[Any], None], tmp_path: Path) -> Iterator[Callable[..., MssServer]]:
-    """Factory: ``mss(pss, **config)`` starts an mss process, stopped at teardown (log kept on failure)."""
-    started: list[MssServer] = []
-
-    def make(pss: Kamailio, **kwargs: Any) -> MssServer:
-        server = MssServer(tmp_path / f"mss-{len(started)}", pss=pss.address, sip_port=pss.mss[1], **kwargs)
-        started.append(server)
-        add_peer(server)
-        return server.start()
-
-    yield make
-    for server in started:
-        server.stop()
 
 
 class ScriptedPhone:
