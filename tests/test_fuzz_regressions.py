@@ -325,9 +325,8 @@ _NUMBER_HEADERS = [
     st.sampled_from([180, 183, 200, 401, 422, 423, 486, 503]),
 )
 def test_ua_takes_answers_with_inflated_numbers(header: str, value: str, status: int) -> None:
-    # A 2xx with a Session-Expires of 4,301 digits once escaped the UA as a ValueError (issue:
-    # "huge numbers crash handlers"): whatever the number, receive_data and the timers raise nothing,
-    # and a 2xx is still acknowledged.
+    # A 2xx with a Session-Expires of 4,301 digits once escaped the UA as a ValueError: whatever the
+    # number, receive_data and the timers raise nothing, and a 2xx is still acknowledged.
     import random
 
     from mss.sip.settings import UASettings
