@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.load.mssproc import keep_days_supported
 from bench.load.run import LoadSpec, run_load, soak_verdict, write_results
 
 # The journal retention of a soak: 0.0005 days = 43 s, so retention runs inside 3 minutes.
@@ -105,7 +104,7 @@ def soak(args: argparse.Namespace) -> int:
     """The soak command."""
     overrides = _overrides(args)
     keep_days = args.keep_days
-    if keep_days is None and keep_days_supported():
+    if keep_days is None:
         keep_days = SOAK_KEEP_DAYS
     if keep_days:
         overrides.setdefault("journal", {})["keep_days"] = keep_days

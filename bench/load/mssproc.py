@@ -32,10 +32,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-from mss.config import JournalConfig
 from mss_peers.net import check_loopback, free_port, parent_death_signal
 
-__all__ = ["MssProcess", "keep_days_supported"]
+__all__ = ["MssProcess"]
 
 # mss with the event-loop and garbage-collection probes (see there).
 PROBE_SCRIPT = Path(__file__).with_name("mssprobe.py")
@@ -55,11 +54,6 @@ MAX_WARNING_GROUPS = 12
 MAX_LINES_PER_CALLBACK = 6
 _LEVEL = re.compile(r"^\S+ \S+ (WARNING|ERROR|CRITICAL) (.*)$")
 _NUMBER = re.compile(r"\d+")
-
-
-def keep_days_supported() -> bool:
-    """True when this mss knows ``[journal] keep_days`` (journal retention)."""
-    return "keep_days" in JournalConfig.__dataclass_fields__
 
 
 class MssProcess:

@@ -29,7 +29,7 @@ from typing import Any
 from bench.load import procstat
 from bench.load.driver import Driver, summarize
 from bench.load.farend import FarEnd, MediaSink
-from bench.load.mssproc import MssProcess, keep_days_supported
+from bench.load.mssproc import MssProcess
 
 __all__ = ["LoadSpec", "run_load", "soak_verdict"]
 
@@ -281,8 +281,10 @@ def soak_verdict(result: Mapping[str, Any], minutes: float) -> dict[str, Any]:
         ok = ok and plateau
         j_second = peak(60, 120, "journal")
         j_last = peak(60 * (minutes - 1), 60 * minutes, "journal")
-        verdict["journal_retention"] = keep_days_supported()
-        if keep_days_supported() and j_second and j_last:
+        # Retention was on when the run's config set a keep_days (0 keeps everything).
+        retention = bool(result["spec"]["overrides"].get("journal", {}).get("keep_days"))
+        verdict["journal_retention"] = retention
+        if retention and j_second and j_last:
             verdict["journal_plateau"] = j_last <= RSS_PLATEAU_GROWTH * j_second
             ok = ok and verdict["journal_plateau"]
     # Growth from the first minute on (when the run is that long): retention keeps everything
