@@ -25,6 +25,7 @@ __all__ = [
     "ConfigCheck",
     "ExternalLineConfig",
     "JournalConfig",
+    "OperationsConfig",
     "PeerServer",
     "RtpConfig",
     "SipConfig",
@@ -121,6 +122,8 @@ class RtpConfig:
     """Highest port the relay may use."""
     inactivity_timeout: int = 60
     """Seconds without RTP on a bridged leg before the call is released (0: never)."""
+    kernel_forwarding: str = "auto"
+    """``auto``, ``yes`` or ``no``: bridged legs forwarded by the kernel (eBPF) when it allows it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,6 +155,18 @@ class JournalConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OperationsConfig:
+    """[metrics], [control] and [log] format: how operators watch and drive mss."""
+
+    metrics_listen: tuple[str, int] | None = None
+    """[metrics] listen: host and port of /metrics and /healthz; None: off."""
+    control_socket: str | None = None
+    """[control] socket: path of the control unix socket; None: off."""
+    log_format: str = "text"
+    """[log] format: ``text`` or ``json`` (one JSON object per line)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole config.ini."""
 
@@ -169,6 +184,8 @@ class Config:
     """[journal]"""
     log_level: str = "info"
     """[log] level: debug, info, warning or error."""
+    operations: OperationsConfig = OperationsConfig()
+    """[metrics], [control] and [log] format."""
 
     @property
     def caller(self) -> str:
@@ -290,6 +307,30 @@ def _transport(text: str) -> str:
     return lowered
 
 
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        lowered = text.lower()
+        if lowered not in choices:
+            raise ValueError(f"{text!r} is not {', '.join(choices[:-1])} or {choices[-1]}")
+        return lowered
+
+    return parse
+
+
+def _listen(text: str) -> tuple[str, int]:
+    # host:port or [ipv6]:port
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise ValueError(f"{text!r} is not host:port")
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = text.rpartition(":")
+        if not colon or ":" in host:
+            raise ValueError(f"{text!r} is not host:port (an IPv6 address goes in brackets)")
+    return _ip(host), _port(port_text)
+
+
 def _log_level(text: str) -> str:
     lowered = text.lower()
     if lowered not in ("debug", "info", "warning", "error"):
@@ -327,8 +368,13 @@ _KNOWN: dict[str, set[str]] = {
     "external_line": set(ExternalLineConfig.__dataclass_fields__),
     "rtp": set(RtpConfig.__dataclass_fields__),
     "journal": set(JournalConfig.__dataclass_fields__),
-    "log": {"level"},
+    "log": {"level", "format"},
+    "metrics": {"listen"},
+    "control": {"socket"},
 }
+
+#: [control] socket when the key is absent (relative to config.ini's directory, like the journal).
+DEFAULT_CONTROL_SOCKET = "mss.sock"
 
 
 class _Reader:
@@ -443,6 +489,9 @@ def check_text(text: str, *, base_dir: Path | None = None) -> ConfigCheck:
         port_min=r.get("rtp", "port_min", _int_in(1024, 65534), d_rtp.port_min),
         port_max=r.get("rtp", "port_max", _int_in(1025, 65535), d_rtp.port_max),
         inactivity_timeout=r.get("rtp", "inactivity_timeout", _int_in(0, 86400), 60),
+        kernel_forwarding=r.get(
+            "rtp", "kernel_forwarding", _one_of("auto", "yes", "no"), d_rtp.kernel_forwarding
+        ),
     )
     if rtp.port_min % 2:
         result.errors.append(ConfigError("rtp", "port_min", f"{rtp.port_min} is odd (RTP ports are even)"))
@@ -475,6 +524,16 @@ def check_text(text: str, *, base_dir: Path | None = None) -> ConfigCheck:
     if base_dir is not None and not Path(journal_path).is_absolute():
         journal_path = str(base_dir / journal_path)
     log_level = r.get("log", "level", _log_level, "info")
+    control_socket: str | None = DEFAULT_CONTROL_SOCKET
+    if parser.has_section("control") and parser.has_option("control", "socket"):
+        control_socket = r.get("control", "socket", str, None)  # present but empty: off
+    if control_socket is not None and base_dir is not None and not Path(control_socket).is_absolute():
+        control_socket = str(base_dir / control_socket)
+    operations = OperationsConfig(
+        metrics_listen=r.get("metrics", "listen", _listen, None),
+        control_socket=control_socket,
+        log_format=r.get("log", "format", _one_of("text", "json"), "text"),
+    )
 
     if not result.errors:
         result.config = Config(
@@ -485,6 +544,7 @@ def check_text(text: str, *, base_dir: Path | None = None) -> ConfigCheck:
             peer_servers=tuple(peers),
             journal=JournalConfig(path=journal_path, keep_days=keep_days),
             log_level=log_level,
+            operations=operations,
         )
     return result
 

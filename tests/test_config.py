@@ -12,6 +12,7 @@ from mss.config import (
     CallbackConfig,
     Config,
     ExternalLineConfig,
+    OperationsConfig,
     PeerServer,
     RtpConfig,
     SipConfig,
@@ -77,6 +78,7 @@ def test_bundled_config_ini_is_valid() -> None:
     assert cfg.peer_servers == (PeerServer(name="as1", host="127.0.0.1"),)
     assert cfg.journal.path == str(ROOT.resolve() / "mss-journal.sqlite3")
     assert cfg.log_level == "info"
+    assert cfg.operations == OperationsConfig(control_socket=str(ROOT.resolve() / "mss.sock"))
     assert cfg.caller == "mss"
 
 
@@ -110,7 +112,8 @@ def test_every_key_read() -> None:
             domain="voip.example.net",
             expires=600,
         ),
-        rtp=RtpConfig(host="127.0.0.4", port_min=20000, port_max=20099, inactivity_timeout=0),
+        rtp=RtpConfig(host="127.0.0.4", port_min=20000, port_max=20099, inactivity_timeout=0,
+                      kernel_forwarding="no"),
         peer_servers=(
             PeerServer(name="as1", host="127.0.0.1"),
             PeerServer(name="as2", host="10.0.0.2", port=7000),
@@ -119,6 +122,9 @@ def test_every_key_read() -> None:
         ),
         journal=cfg.journal,
         log_level="debug",
+        operations=OperationsConfig(
+            metrics_listen=("::1", 9100), control_socket="/run/mss/control.sock", log_format="json"
+        ),
     )
     assert cfg.journal.path == str(DATA.resolve() / "state" / "journal.sqlite3")
     assert cfg.caller == "+4930555"
@@ -289,6 +295,14 @@ def load_text(text: str) -> Config:
         ([("journal", "keep_days", "nan")], "[journal] keep_days: 'nan' is not a decimal number"),
         ([("journal", "keep_days", "3.")], "[journal] keep_days: '3.' is not a decimal number"),
         ([("journal", "keep_days", "40000")], "[journal] keep_days: 40000 is outside 0..36500"),
+        # operations
+        ([("metrics", "listen", "9100")], "[metrics] listen: '9100' is not host:port (an IPv6 address goes in brackets)"),
+        ([("metrics", "listen", "::1:9100")], "[metrics] listen: '::1:9100' is not host:port (an IPv6 address goes in brackets)"),
+        ([("metrics", "listen", "[::1]9100")], "[metrics] listen: '[::1]9100' is not host:port"),
+        ([("metrics", "listen", "localhost:9100")], "[metrics] listen: 'localhost' is not an IP address"),
+        ([("metrics", "listen", "127.0.0.1:0")], "[metrics] listen: 0 is outside 1..65535"),
+        ([("log", "format", "xml")], "[log] format: 'xml' is not text or json"),
+        ([("rtp", "kernel_forwarding", "maybe")], "[rtp] kernel_forwarding: 'maybe' is not auto, yes or no"),
         # per-peer limits
         ([("peer.as2", "max_calls", "5")], "[peer.as2]: 'as2' is not in [peer_servers] (listed: as1)"),
         (
