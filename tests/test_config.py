@@ -58,6 +58,9 @@ def render(*edits: Edit, base: dict[str, dict[str, str]] | None = None) -> str:
     )
 
 
+_IN_BRACKETS = " (an IPv6 address goes in brackets)"
+
+
 def errors_of(text: str) -> list[str]:
     return [str(e) for e in check_text(text).errors]
 
@@ -296,8 +299,8 @@ def load_text(text: str) -> Config:
         ([("journal", "keep_days", "3.")], "[journal] keep_days: '3.' is not a decimal number"),
         ([("journal", "keep_days", "40000")], "[journal] keep_days: 40000 is outside 0..36500"),
         # operations
-        ([("metrics", "listen", "9100")], "[metrics] listen: '9100' is not host:port (an IPv6 address goes in brackets)"),
-        ([("metrics", "listen", "::1:9100")], "[metrics] listen: '::1:9100' is not host:port (an IPv6 address goes in brackets)"),
+        ([("metrics", "listen", "9100")], f"[metrics] listen: '9100' is not host:port{_IN_BRACKETS}"),
+        ([("metrics", "listen", "::1:9100")], f"[metrics] listen: '::1:9100' is not host:port{_IN_BRACKETS}"),
         ([("metrics", "listen", "[::1]9100")], "[metrics] listen: '[::1]9100' is not host:port"),
         ([("metrics", "listen", "localhost:9100")], "[metrics] listen: 'localhost' is not an IP address"),
         ([("metrics", "listen", "127.0.0.1:0")], "[metrics] listen: 0 is outside 1..65535"),
