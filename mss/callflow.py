@@ -731,11 +731,15 @@ class CallbackCall:
         )
 
     def handle_timer(self, now: float) -> list[Command]:
-        """Run whatever timer is due."""
+        """Run whatever timer is due.
+
+        A release by a timer counts the talk time up to the timer's deadline, not up to ``now``: a loop
+        running late must not lengthen (or, for a short call, zero) ``real_duration``.
+        """
         due = sorted((d, name) for name, d in self._deadlines().items() if d is not None and d <= now)
         if not due:
             return []
-        name = due[0][1]
+        deadline, name = due[0]
         if name is Timer.RELEASE:
             for leg in self.legs.values():
                 leg.ended = True
@@ -743,7 +747,7 @@ class CallbackCall:
         if name is Timer.DURATION:
             if self.state is CallState.BRIDGED:
                 return self._release(now, result="answered", code=0, by="mss",
-                                     reason=f"duration of {self.duration}s reached")
+                                     reason=f"duration of {self.duration}s reached", talk_end=deadline)
             result: Result = "user2_no_answer" if self.state is CallState.CALLING_USER2 else "user1_no_answer"
             return self._release(now, result=result, code=0, by="mss",
                                  reason=f"duration of {self.duration}s reached before user2 answered")
@@ -753,18 +757,24 @@ class CallbackCall:
                                  reason=f"{who} did not answer in {self.settings.ring_timeout:g}s")
         silent = min(self._last_media, key=lambda leg: self._last_media[leg])
         return self._release(now, result="media_timeout", code=0, by="mss",
-                             reason=f"no RTP from {silent} for {self.settings.inactivity_timeout:g}s")
+                             reason=f"no RTP from {silent} for {self.settings.inactivity_timeout:g}s",
+                             talk_end=deadline)
 
     # --- release ---------------------------------------------------------------------------------
 
     def _release(
-        self, now: float, *, result: Result, code: int, by: ReleasedBy, reason: str
+        self, now: float, *, result: Result, code: int, by: ReleasedBy, reason: str,
+        talk_end: float | None = None,
     ) -> list[Command]:
-        """Hang up every leg still up, send the RESPONSE, wait for the legs to end."""
+        """Hang up every leg still up, send the RESPONSE, wait for the legs to end.
+
+        The talk time runs from the bridge to ``talk_end`` (a due timer's deadline), else to ``now``.
+        """
         self.released_at = now
         talk = 0
         if self.bridged_at is not None:
-            talk = int(now - self.bridged_at + 0.5)
+            end = now if talk_end is None else min(now, talk_end)
+            talk = max(0, int(end - self.bridged_at + 0.5))
         self.result = SendResponse(real_duration=talk, result=result, code=code, released_by=by,
                                    reason=reason)
         commands: list[Command] = []

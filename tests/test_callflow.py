@@ -457,6 +457,30 @@ def test_duration_counts_from_user1_answer_not_from_start() -> None:
     assert h.feed(Ended(leg="user1", by_remote=False)) == [Finished()]
 
 
+@pytest.mark.parametrize("late", [0.0, 0.6, 1.7, 30.0])
+def test_a_late_duration_timer_does_not_lengthen_real_duration(late: float) -> None:
+    # An overloaded loop runs the duration timer late: the talk time still ends at the deadline.
+    h = Harness(duration=12, inactivity_timeout=0)
+    h.bridge()  # user1 answered 10 s before user2: 2 s of talk are left
+    deadline = h.call.get_timer()
+    assert deadline == h.now + 2
+    h.clock.now = deadline + late
+    response = response_of(h.call.handle_timer(h.now))
+    assert (response.result, response.real_duration) == ("answered", 2)
+
+
+def test_a_late_media_timer_counts_talk_up_to_its_deadline() -> None:
+    h = Harness(duration=86400, inactivity_timeout=60)
+    h.bridge()
+    bridged = h.now
+    h.talk(5)
+    deadline = h.call.get_timer()
+    assert deadline == h.now + 60
+    h.clock.now = deadline + 7.3
+    response = response_of(h.call.handle_timer(h.now))
+    assert (response.result, response.real_duration) == ("media_timeout", round(deadline - bridged))
+
+
 def test_duration_while_user2_rings_cancels_user2_and_hangs_up_user1() -> None:
     h = Harness(duration=30)
     h.answer_user1()
