@@ -7,6 +7,8 @@ it parsed messages with an :class:`Sender` (who sent them, how to answer), and i
 * admission: ``ACK code=ok`` only when the id is not in progress, there is capacity (``max_calls``),
   mss is not draining, the engine can place calls (e.g. the external line is registered), and the
   REQUEST is recorded in the journal;
+* admission on measured load: while the event loop runs late (:mod:`mss.load`), REQUESTs get
+  ``code=fail`` at once instead of being taken and failing late;
 * per-peer limits (``[peer.NAME] max_calls`` and ``max_rate``, a toll-fraud guard); every refusal is
   counted in :attr:`CallbackDesk.refusals` by peer and kind and logged rate-limited;
 * RESPONSE routing: back on the TCP connection the REQUEST came on; if that one is gone, on the
@@ -53,6 +55,7 @@ from mss.config import PeerServer
 from mss.errors import IIFError, JournalError
 from mss.iif import Ack, CallbackRequest, CallbackResponse, Cancel, Result, serialize
 from mss.journal import Cdr, Journal, NewCallback, PendingResponse
+from mss.load import LoadGauge
 from mss.ratelog import RateLimitedLog
 
 __all__ = [
@@ -228,6 +231,8 @@ class CallbackDesk:
 
             journal.on_queued = ask_flush
         self.engine: Engine | None = None
+        self.load: LoadGauge | None = None
+        """Admission on measured load: while it says overloaded, REQUESTs get ``code=fail``."""
         self.max_calls = max_calls
         """Concurrent callbacks at most (the service may lower [callback] max_calls to what fits)."""
         self.extended_response = extended_response
@@ -251,7 +256,7 @@ class CallbackDesk:
         self._trial: dict[Outlet, list[PendingResponse]] = {}  # written, delivery not yet confirmed
         self.refusals: Counter[tuple[str, str]] = Counter()
         """Messages refused, by (peer, kind): malformed, shutting_down, duplicate_id, max_calls,
-        peer_max_calls, peer_max_rate, engine, journal, cancel_unknown, cancel_not_owner."""
+        peer_max_calls, overload, peer_max_rate, engine, journal, cancel_unknown, cancel_not_owner."""
         self._log = RateLimitedLog(log, clock=clock)
         self._held: list[_Answers | _Reply] = []  # waiting for the journal's group to be committed
         self._held_ids: set[str] = set()  # ids of the REQUESTs recorded in the group
@@ -542,6 +547,10 @@ class CallbackDesk:
         peer_taken = self._active_by_peer[peer] + self._held_by_peer[peer] + pending
         if peer_calls is not None and peer_taken >= peer_calls:
             return "peer_max_calls", f"peer {peer} holds its max_calls = {peer_calls}"
+        if self.load is not None:
+            overloaded = self.load.refusal()
+            if overloaded is not None:
+                return "overload", overloaded
         if self.engine is None:
             return "engine", "no call engine"
         reason = self.engine.refusal(held + pending)

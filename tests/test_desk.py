@@ -15,6 +15,7 @@ from mss.desk import Callback, CallbackDesk, Outcome, Sender
 from mss.errors import IIFError
 from mss.iif import CallbackRequest, Cancel
 from mss.journal import Cdr, Journal, NewCallback
+from mss.load import LoadGauge
 from tests.helpers import FakeClock
 
 
@@ -322,6 +323,19 @@ def test_engine_refusal(h: Harness) -> None:
     h.send(out, req("b"))
     assert out.wire == ack("a", ok=False) + ack("b")
     assert [c.id for c in h.journal.interrupted()] == ["b"]
+
+
+def test_an_overloaded_loop_refuses_requests_at_once(h: Harness) -> None:
+    gauge = LoadGauge()
+    h.desk.load = gauge
+    out = h.connect()
+    gauge.overloaded, gauge.lag = True, 0.2
+    h.send(out, req("a"), Cancel(id="zz"))
+    gauge.overloaded = False
+    h.send(out, req("b"))
+    assert out.wire == ack("a", ok=False) + ack("zz", ok=False) + ack("b")
+    assert [c.id for c in h.engine.started] == ["b"]
+    assert h.desk.refusals["as1", "overload"] == 1
 
 
 def test_no_engine_refuses(tmp_path: Path) -> None:

@@ -1219,3 +1219,33 @@ def test_a_flood_of_bad_lines_over_a_socket_writes_a_bounded_log(tmp_path: Path)
     assert len(refusals) + left_out <= total
     assert len(refusals) + left_out >= total // 2  # those of the last interval are not reported yet
     assert len(records) < 200  # everything mss logged, connection lines included
+
+
+def test_an_overloaded_loop_answers_code_fail_at_once_and_takes_requests_again_after(tmp_path: Path) -> None:
+    # Work that keeps the loop 150 ms late (here a CPU hog on the loop itself; in production, more
+    # REQUESTs than the core can run): REQUESTs get code=fail instead of being taken and failing late.
+    async def scenario() -> None:
+        async with live(tmp_path) as mss:
+            loop = asyncio.get_running_loop()
+            hogging = True
+
+            def hog() -> None:
+                if hogging:
+                    time.sleep(0.150)
+                    loop.call_soon(hog)
+
+            loop.call_soon(hog)
+            await mss.until(lambda: mss.service.load.overloaded)
+            reader, writer = await mss.open()
+            writer.write(request("busy"))
+            assert await lines(reader, 1) == [ack("busy", ok=False)]
+            assert mss.engine.started == []
+            desk = mss.service.desk
+            assert desk is not None and desk.refusals["as1", "overload"] == 1
+            hogging = False
+            await mss.until(lambda: not mss.service.load.overloaded)
+            writer.write(request("calm"))
+            assert await lines(reader, 1) == [ack("calm")]
+            writer.close()
+
+    run(scenario)

@@ -22,10 +22,12 @@ import uvloop
 from mss.aio import iif_server, sip_transport
 from mss.aio.calls import CallEngine
 from mss.aio.iif_server import IIFServer
+from mss.aio.loop_probe import LoopProbe
 from mss.config import Config
 from mss.desk import CallbackDesk, Engine
 from mss.errors import JournalError, MssError
 from mss.journal import PRUNE_BATCH, Journal
+from mss.load import LoadGauge
 
 __all__ = ["Service", "run"]
 
@@ -191,6 +193,10 @@ class Service:
         self._last_full_gc = 0.0
         self.pruned = 0
         """Callbacks the retention deleted from the journal so far."""
+        self.load = LoadGauge()
+        """The event loop's measured lag: admission refuses REQUESTs while it says overloaded."""
+        self.loop_probe = LoopProbe(self.load)
+        """Samples the loop's lag into :attr:`load` (and its observers) while the service runs."""
 
     def request_stop(self) -> None:
         """Begin the drain (what SIGTERM does); a second call releases calls at once."""
@@ -224,6 +230,7 @@ class Service:
             schedule=loop.call_soon,  # group commit: the journal's writes of one loop iteration, together
         )
         self.desk = desk
+        desk.load = self.load
         idle = asyncio.Event()
         desk.on_idle = idle.set
         engine = (self._engine_factory or CallEngine)(cfg, desk)
@@ -246,6 +253,7 @@ class Service:
                 tune_gc()
                 self._last_full_gc = time.monotonic()
                 self._gc_timer = loop.call_later(GC_FULL_CHECK, self._full_gc, desk)
+            self.loop_probe.start()
             self.ready.set()
             log.info("mss ready")
             await self._stop.wait()
@@ -254,6 +262,7 @@ class Service:
             desk.flush()  # REQUESTs taken before the stop are in progress too
             await self._drain(desk, engine, idle)
         finally:
+            self.loop_probe.stop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             if self._heartbeat_timer is not None:
