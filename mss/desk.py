@@ -257,6 +257,12 @@ class CallbackDesk:
         self.refusals: Counter[tuple[str, str]] = Counter()
         """Messages refused, by (peer, kind): malformed, shutting_down, duplicate_id, max_calls,
         peer_max_calls, overload, peer_max_rate, engine, journal, cancel_unknown, cancel_not_owner."""
+        self.accepted: Counter[tuple[str, str]] = Counter()
+        """Messages answered ``code=ok``, by (peer, method): REQUEST, CANCEL (for the metrics)."""
+        self.results: Counter[str] = Counter()
+        """Callbacks ended, by result (for the metrics)."""
+        self.on_bridged: Callable[[float], None] | None = None
+        """Called with the seconds from a callback's REQUEST to its bridge (for the metrics)."""
         self._log = RateLimitedLog(log, clock=clock)
         self._held: list[_Answers | _Reply] = []  # waiting for the journal's group to be committed
         self._held_ids: set[str] = set()  # ids of the REQUESTs recorded in the group
@@ -511,6 +517,7 @@ class CallbackDesk:
                 self._by_id[req.id] = seq
                 self._active_by_peer[origin.peer] += 1
                 callbacks.append(callback)
+            self.accepted[origin.peer, "REQUEST"] += len(callbacks)
         self._answer(origin, b"".join(serialize(a) for a in answers if a is not None))
         for callback in callbacks:
             log.info(
@@ -575,6 +582,7 @@ class CallbackDesk:
                           message.id, callback.origin.peer)
             return Ack(id=message.id, ok=False), None
         log.info("%s: CANCEL id=%s", origin.peer, message.id)
+        self.accepted[origin.peer, "CANCEL"] += 1
         return Ack(id=message.id, ok=True), seq
 
     def _answer(self, origin: Sender, data: bytes) -> None:
@@ -589,10 +597,14 @@ class CallbackDesk:
 
     def bridged(self, seq: int) -> None:
         """The engine bridged callback ``seq``'s legs (the talk time starts now)."""
+        now = self._wall()
         try:
-            self.journal.mark_bridged(seq, self._wall())
+            self.journal.mark_bridged(seq, now)
         except JournalError as exc:
             log.error("callback #%d: %s", seq, exc)
+        callback = self.active.get(seq)
+        if callback is not None and self.on_bridged is not None:
+            self.on_bridged(max(0.0, now - callback.received_at))
 
     def finish(self, seq: int, outcome: Outcome) -> None:
         """Callback ``seq`` ended: record its RESPONSE, then send it (exactly once)."""
@@ -601,6 +613,7 @@ class CallbackDesk:
             log.error("callback #%d finished twice or never started; ignored", seq)
             return
         del self._by_id[callback.id]
+        self.results[outcome.result] += 1
         self._active_by_peer[callback.origin.peer] -= 1
         if self._active_by_peer[callback.origin.peer] <= 0:
             del self._active_by_peer[callback.origin.peer]
