@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections import deque
+from collections import Counter, deque
 
 from mss.errors import LocalProtocolError, SipError
 from mss.sip._timers import TimerQueue
@@ -67,6 +67,7 @@ from mss.sip.transaction import (
     TxEvent,
 )
 from mss.sip.uri import NameAddr, SipUri
+from mss.sipkind import message_kind
 
 __all__ = [
     "MAX_NOTICES",
@@ -132,6 +133,8 @@ class UserAgent:
         self._framers: dict[object, StreamFramer] = {}
         self._broken: list[object] = []
         self._counts = dict.fromkeys(_COUNTERS, 0)
+        self.messages: Counter[tuple[str, str]] = Counter()
+        """SIP messages by (direction ``in``/``out``, :func:`~mss.sipkind.message_kind`), for the metrics."""
         self._notices: deque[tuple[str, str, str]] = deque(maxlen=MAX_NOTICES)
         self._reg = Registration(self)
 
@@ -312,6 +315,7 @@ class UserAgent:
         self._pump(now)
 
     def _receive_message(self, frame: bytes, source: Addr, reliable: bool, now: float) -> None:
+        self.messages["in", message_kind(frame)] += 1
         try:
             msg = parse_message(frame, exact=reliable)
         except SipError as exc:
@@ -453,7 +457,10 @@ class UserAgent:
 
     def data_to_send(self) -> list[tuple[bytes, tuple[str, int]]]:
         """What to write and to whom: a datagram, or bytes for the TCP connection to that address."""
-        return self._tx.data_to_send()
+        out = self._tx.data_to_send()
+        for data, _ in out:
+            self.messages["out", message_kind(data)] += 1
+        return out
 
     def notices(self) -> list[tuple[str, str, str]]:
         """Problems since the last call, for the adapter's (rate-limited) log: ``(kind, source IP,
