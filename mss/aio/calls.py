@@ -14,10 +14,14 @@ import secrets
 import time
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 from mss import callflow as cf
 from mss import engine
 from mss.aio.sip_transport import SipTransport
 from mss.config import Config
+from mss.control import CallInfo
 from mss.desk import Callback, CallbackDesk, Outcome
 from mss.engine import CallRecord
 from mss.errors import JournalError, MssError, RelayError
@@ -39,6 +43,8 @@ CLOSE_WAIT = 5.0
 RESTART_QUARANTINE = 60.0
 
 _LAST_RX = FIELDS.index("last_rx_ns")
+_RTP_IN = FIELDS.index("rtp_packets_in")
+_RTP_OUT = FIELDS.index("rtp_packets_out")
 
 
 @dataclass(slots=True)
@@ -69,6 +75,12 @@ class CallEngine:
         self.registered = not config.callback.external_line_mode
         self.calls: dict[int, _Call] = {}
         self._journal_log = RateLimitedLog(log)
+        self.closed_counters: npt.NDArray[np.uint64] = np.zeros(len(FIELDS), dtype=np.uint64)
+        """The relay counters of every session closed so far, both legs summed (see :meth:`relay_totals`)."""
+        self.registration_settled = asyncio.Event()
+        """Set once the first REGISTER got its answer, or at once in server-to-server mode."""
+        if self.registered:
+            self.registration_settled.set()
 
     # --- lifetime ------------------------------------------------------------------------------
 
@@ -175,11 +187,13 @@ class CallEngine:
             if not self.registered:
                 log.info("external line registered (expires %ds)", event.expires)
             self.registered = True
+            self.registration_settled.set()
             return
         if isinstance(event, ua.RegistrationFailed):
             if self.registered:
                 log.error("external line registration lost: %d %s", event.status, event.reason)
             self.registered = False
+            self.registration_settled.set()
             return
         found = engine.flow_event(event)
         call = self.calls.get(found[0].seq) if found is not None else None
@@ -243,7 +257,7 @@ class CallEngine:
         if call.timer is not None:
             call.timer.cancel()
             call.timer = None
-        call.session.close()
+        self._close_session(call.session)
         self.calls.pop(call.callback.seq, None)
         if not call.record.reported:
             # Closing with the call still up (shutdown past every grace): the AS still gets its answer.
@@ -280,3 +294,55 @@ class CallEngine:
             row = self.relay.counters[call.session.slot, :, _LAST_RX]
             call.flow.media_seen(engine.last_rx(row))
         self._run(call, call.flow.handle_timer(time.monotonic()))
+
+    # --- operations: totals, listing and hanging up (the metrics and the control socket) ---------
+
+    def _close_session(self, session: RelaySession) -> None:
+        """Close a call's relay session and add its counters to :attr:`closed_counters`.
+
+        Read after the close: the packet loop no longer writes the row, and the slot is reused only
+        by :meth:`Relay.open_session` on this thread, so the row is whole and final here.
+        """
+        was_open = not session.closed
+        session.close()
+        if was_open and self.relay is not None:
+            self.closed_counters += self.relay.counters[session.slot].sum(axis=0, dtype=np.uint64)
+
+    def relay_totals(self) -> npt.NDArray[np.uint64]:
+        """Every relay counter since start, both legs of every session summed (closed and live): one
+        bulk read of the live rows, never a pass per packet. Indexed like :data:`~mss.relay.FIELDS`;
+        ``last_rx_ns`` and the like are meaningless summed."""
+        totals = self.closed_counters.copy()
+        if self.relay is not None:
+            slots = [call.session.slot for call in self.calls.values() if not call.session.closed]
+            if slots:
+                totals += self.relay.counters[slots].sum(axis=(0, 1), dtype=np.uint64)
+        return totals
+
+    def list_calls(self, now: float) -> list[CallInfo]:
+        """Every callback in progress, oldest first (``now``: the wall clock)."""
+        out = []
+        for call in self.calls.values():
+            cb = call.callback
+            a, b = (0, 0), (0, 0)
+            if self.relay is not None and not call.session.closed:
+                row = self.relay.counters[call.session.slot]
+                a = int(row[0, _RTP_IN]), int(row[0, _RTP_OUT])
+                b = int(row[1, _RTP_IN]), int(row[1, _RTP_OUT])
+            out.append(CallInfo(
+                id=cb.id, peer=cb.origin.peer, state=call.flow.state.value, user1=cb.user1, user2=cb.user2,
+                age=max(0.0, now - cb.received_at), ports=(call.session.a_port, call.session.b_port),
+                packets_from_user1=a[0], packets_to_user1=a[1],
+                packets_from_user2=b[0], packets_to_user2=b[1],
+            ))
+        return out
+
+    def hangup(self, callback_id: str) -> bool:
+        """Release callback ``callback_id`` as an AS's CANCEL does (its RESPONSE follows as usual);
+        False when no callback of that id is in progress."""
+        for seq, call in self.calls.items():
+            if call.callback.id == callback_id:
+                log.info("callback %s: hangup from the control socket", callback_id)
+                self.cancel(seq)
+                return True
+        return False
