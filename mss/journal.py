@@ -27,6 +27,12 @@ what depends on it (an ``ACK code=ok``, a RESPONSE). A group is all or nothing: 
 a failed commit) rolls the whole group back, later writes fail until :meth:`Journal.flush`, which
 raises the error. Without :attr:`Journal.on_queued` every write is a transaction of its own.
 
+CDRs: :meth:`Journal.record_response` writes a callback's CDR (:class:`Cdr`) with its RESPONSE, each
+answered leg's media quality included (:class:`mss.quality.LegQuality`, the ``leg1_*`` and ``leg2_*``
+columns of :data:`CDR_COLUMNS`). A journal made before those columns existed gets them when it is
+opened (``ALTER TABLE ... ADD COLUMN``; its old rows read NULL there). :func:`read_cdrs` reads CDRs
+without writing anything, while mss runs or not (the export, :mod:`mss.cdr`).
+
 Retention (``[journal] keep_days``): :meth:`Journal.prune` deletes callbacks whose RESPONSE was
 delivered more than that long ago, with their RESPONSE and CDR, :data:`PRUNE_BATCH` at a time; the
 service calls it from a timer, never on the REQUEST path. Undelivered RESPONSEs and callbacks in
@@ -48,8 +54,11 @@ from pathlib import Path
 
 from mss.errors import JournalError
 from mss.iif import CallbackResponse, serialize
+from mss.quality import LegQuality
 
 __all__ = [
+    "CDR_COLUMNS",
+    "CDR_READ_BATCH",
     "PRUNE_BATCH",
     "VACUUM_PAGES",
     "WAL_SIZE_LIMIT",
@@ -58,6 +67,7 @@ __all__ = [
     "Journal",
     "NewCallback",
     "PendingResponse",
+    "read_cdrs",
 ]
 
 #: Callbacks deleted in one prune transaction: a few milliseconds of work, so the event loop that
@@ -124,6 +134,37 @@ CREATE TABLE IF NOT EXISTS meta (
     value REAL NOT NULL
 );
 """
+
+# Each answered leg's media quality (mss.quality.LegQuality), added to the cdrs table when missing so
+# that a journal made by an older mss keeps working: (LegQuality field, column type).
+_QUALITY_FIELDS: tuple[tuple[str, str], ...] = (
+    ("packets_in", "INTEGER"),      # RTP packets received from the leg's phone
+    ("bytes_in", "INTEGER"),        # their bytes (UDP payload, RTP header included)
+    ("packets_out", "INTEGER"),     # RTP packets sent to the leg's phone (ringback included)
+    ("bytes_out", "INTEGER"),
+    ("lost", "INTEGER"),            # sequence gaps in the phone's stream
+    ("jitter_mean_ms", "REAL"),     # RFC 3550 interarrival jitter: mean of the samples
+    ("jitter_max_ms", "REAL"),      # and the largest
+    ("mos", "REAL"),                # estimated MOS of the phone's stream (mss.quality)
+)
+_QUALITY_COLUMNS: tuple[tuple[str, str], ...] = tuple(
+    (f"{leg}_{name}", kind) for leg in ("leg1", "leg2") for name, kind in _QUALITY_FIELDS
+)
+
+#: The columns of a CDR, in the order the export writes them.
+CDR_COLUMNS: tuple[str, ...] = (
+    "seq", "id", "user1", "user2", "caller", "leg1_call_id", "leg2_call_id", "leg1_code", "leg2_code",
+    "codec", "requested_at", "leg1_answered_at", "leg2_answered_at", "released_at", "released_by",
+    "result", "reason", "real_duration", *(name for name, _kind in _QUALITY_COLUMNS),
+)
+
+#: CDRs read per read transaction by :func:`read_cdrs`: a short snapshot each, so an export to a
+#: slow reader never holds back the WAL checkpoints of a running mss.
+CDR_READ_BATCH = 500
+
+_INSERT_CDR = (
+    f"INSERT INTO cdrs ({', '.join(CDR_COLUMNS)}) VALUES ({', '.join('?' * len(CDR_COLUMNS))})"
+)
 
 # The relay's ports of each callback, so that after a crash a restarted process keeps the ports of
 # the calls it cut out of use for a while (their phones may still be sending to them).
@@ -217,6 +258,35 @@ class Cdr:
     """Outcome (answered, user1_busy, ...)."""
     reason: str
     """What happened, for the operator."""
+    leg1: LegQuality | None = None
+    """Media quality of user1's leg (relay leg ``a``); None when it was not answered."""
+    leg2: LegQuality | None = None
+    """Media quality of user2's leg (relay leg ``b``); None when it was not answered."""
+
+
+def _quality_values(leg: LegQuality | None) -> tuple[int | float | None, ...]:
+    """A leg's quality columns, in :data:`_QUALITY_FIELDS` order (NULLs when there is none)."""
+    if leg is None:
+        return (None,) * len(_QUALITY_FIELDS)
+    values: tuple[int | float | None, ...] = tuple(getattr(leg, name) for name, _kind in _QUALITY_FIELDS)
+    return values
+
+
+def _add_quality_columns(db: sqlite3.Connection) -> None:
+    """Give a cdrs table made by an older mss the quality columns (its old rows read NULL there)."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(cdrs)")}
+    missing = [(name, kind) for name, kind in _QUALITY_COLUMNS if name not in have]
+    if not missing:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for name, kind in missing:
+            db.execute(f"ALTER TABLE cdrs ADD COLUMN {name} {kind}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 class Journal:
@@ -234,6 +304,7 @@ class Journal:
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
             self._db.executescript(_PORTS_SCHEMA)
+            _add_quality_columns(self._db)
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
         self.on_queued: Callable[[], None] | None = None
@@ -375,18 +446,13 @@ class Journal:
             # its relay ports are no longer needed after a crash (unless in quarantine)
             db.execute("DELETE FROM relay_ports WHERE seq = ? AND quarantined_until IS NULL", (seq,))
             if cdr is not None:
-                db.execute(
-                    "INSERT INTO cdrs (seq, id, user1, user2, caller, leg1_call_id, leg2_call_id, leg1_code,"
-                    " leg2_code, codec, requested_at, leg1_answered_at, leg2_answered_at, released_at,"
-                    " released_by, result, reason, real_duration)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        seq, cb_id, user1, user2, cdr.caller, cdr.leg1_call_id, cdr.leg2_call_id,
-                        cdr.leg1_code, cdr.leg2_code, cdr.codec, received_at, cdr.leg1_answered_at,
-                        cdr.leg2_answered_at, cdr.released_at, cdr.released_by, cdr.result, cdr.reason,
-                        response.real_duration,
-                    ),
+                values = (
+                    seq, cb_id, user1, user2, cdr.caller, cdr.leg1_call_id, cdr.leg2_call_id,
+                    cdr.leg1_code, cdr.leg2_code, cdr.codec, received_at, cdr.leg1_answered_at,
+                    cdr.leg2_answered_at, cdr.released_at, cdr.released_by, cdr.result, cdr.reason,
+                    response.real_duration, *_quality_values(cdr.leg1), *_quality_values(cdr.leg2),
                 )
+                db.execute(_INSERT_CDR, values)
         return line
 
     def mark_delivered(self, seq: int, at: float) -> None:
@@ -535,3 +601,53 @@ class Journal:
             except sqlite3.Error as exc:
                 raise JournalError(f"journal: cannot close: {exc}") from exc
 
+
+
+def read_cdrs(
+    path: str | Path, *, since: float | None = None, batch: int = CDR_READ_BATCH
+) -> Iterator[dict[str, object]]:
+    """The CDRs of the journal at ``path``, oldest first, as :data:`CDR_COLUMNS` → value mappings.
+
+    ``since``: only callbacks received at or after this wall-clock time (epoch seconds). The file is
+    opened read-only and nothing is written to it, so this works while mss runs (WAL: readers and
+    the writer do not wait for each other) and when it does not. Rows are read ``batch`` at a time,
+    each batch one short read transaction. A journal written by an older mss reads NULL in the
+    columns it did not have. Raises :class:`JournalError` when the file is missing or is not a
+    journal.
+    """
+    if batch < 1:
+        raise JournalError(f"journal: a CDR batch must hold at least one row, not {batch}")
+    where = Path(path)
+    if not where.is_file():
+        raise JournalError(f"journal {where} does not exist (is [journal] path right?)")
+    try:
+        db = sqlite3.connect(f"{where.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                             timeout=5.0)
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot open journal {where} read-only: {exc}") from exc
+    try:
+        try:
+            have = {row[1] for row in db.execute("PRAGMA table_info(cdrs)")}
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read journal {where}: {exc}") from exc
+        if not have:
+            raise JournalError(f"{where} holds no CDR table: not an mss journal")
+        picks = ", ".join(name if name in have else f"NULL AS {name}" for name in CDR_COLUMNS)
+        sql = f"SELECT {picks} FROM cdrs WHERE seq > ?"
+        if since is not None:
+            sql += " AND requested_at >= ?"
+        sql += " ORDER BY seq LIMIT ?"
+        last = 0
+        while True:
+            args: tuple[float, ...] = (last, since, batch) if since is not None else (last, batch)
+            try:
+                rows = db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise JournalError(f"cannot read the CDRs of journal {where}: {exc}") from exc
+            for row in rows:
+                yield dict(zip(CDR_COLUMNS, row, strict=True))
+            if len(rows) < batch:
+                return
+            last = rows[-1][0]
+    finally:
+        db.close()

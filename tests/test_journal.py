@@ -13,7 +13,17 @@ import pytest
 
 from mss.errors import JournalError
 from mss.iif import CallbackResponse
-from mss.journal import WAL_SIZE_LIMIT, Cdr, InterruptedCallback, Journal, NewCallback, PendingResponse
+from mss.journal import (
+    CDR_COLUMNS,
+    WAL_SIZE_LIMIT,
+    Cdr,
+    InterruptedCallback,
+    Journal,
+    NewCallback,
+    PendingResponse,
+    read_cdrs,
+)
+from mss.quality import LegQuality
 
 
 def new(
@@ -245,6 +255,10 @@ def test_cdr_rows(journal: Journal) -> None:
         released_by="user2",
         result="answered",
         reason="user2 hung up",
+        leg1=LegQuality(packets_in=9000, bytes_in=1548000, packets_out=9350, bytes_out=1608200, lost=3,
+                        jitter_mean_ms=0.52, jitter_max_ms=1.5, mos=4.4),
+        leg2=LegQuality(packets_in=0, bytes_in=0, packets_out=9000, bytes_out=1548000, lost=0,
+                        jitter_mean_ms=None, jitter_max_ms=None, mos=None),
     )
     journal.record_response(seq, CallbackResponse(id="a", real_duration=180), at=1190.0, cdr=cdr)
     assert journal.cdr("a") == {
@@ -266,8 +280,94 @@ def test_cdr_rows(journal: Journal) -> None:
         "result": "answered",
         "reason": "user2 hung up",
         "real_duration": 180,
+        "leg1_packets_in": 9000,
+        "leg1_bytes_in": 1548000,
+        "leg1_packets_out": 9350,
+        "leg1_bytes_out": 1608200,
+        "leg1_lost": 3,
+        "leg1_jitter_mean_ms": 0.52,
+        "leg1_jitter_max_ms": 1.5,
+        "leg1_mos": 4.4,
+        "leg2_packets_in": 0,
+        "leg2_bytes_in": 0,
+        "leg2_packets_out": 9000,
+        "leg2_bytes_out": 1548000,
+        "leg2_lost": 0,
+        "leg2_jitter_mean_ms": None,
+        "leg2_jitter_max_ms": None,
+        "leg2_mos": None,
     }
     assert journal.cdr("nobody") is None
+
+
+def test_cdr_columns_hold_every_leg_quality_field(journal: Journal) -> None:
+    fields = list(LegQuality.__dataclass_fields__)
+    for leg in ("leg1", "leg2"):
+        named = [c for c in CDR_COLUMNS if c.startswith(leg) and c[5:] in fields]
+        assert named == [f"{leg}_{f}" for f in fields]
+    table = [row[1] for row in journal._db.execute("PRAGMA table_info(cdrs)")]
+    assert table == list(CDR_COLUMNS)
+
+
+def test_unanswered_legs_have_null_quality(journal: Journal) -> None:
+    (seq,) = journal.record_requests([new("a")])
+    cdr = Cdr(caller="mss", released_at=1.0, released_by="user1", result="user1_busy", reason="486 Busy Here")
+    journal.record_response(seq, CallbackResponse(id="a", real_duration=0), at=1.0, cdr=cdr)
+    row = journal.cdr("a")
+    assert row is not None
+    quality = {k: v for k, v in row.items() if k.startswith(("leg1_", "leg2_")) and k[5:] in
+               LegQuality.__dataclass_fields__}
+    assert len(quality) == 16 and set(quality.values()) == {None}
+
+
+# The cdrs table as mss made it before the quality columns (and one row in it).
+_OLD_SCHEMA = """
+CREATE TABLE callbacks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, peer TEXT NOT NULL, transport TEXT NOT NULL,
+    reply_host TEXT, reply_port INTEGER, user1 TEXT NOT NULL, user2 TEXT NOT NULL, duration INTEGER NOT NULL,
+    received_at REAL NOT NULL, bridged_at REAL, state TEXT NOT NULL
+);
+CREATE TABLE cdrs (
+    seq INTEGER PRIMARY KEY REFERENCES callbacks(seq), id TEXT NOT NULL, user1 TEXT NOT NULL,
+    user2 TEXT NOT NULL, caller TEXT NOT NULL, leg1_call_id TEXT, leg2_call_id TEXT, leg1_code INTEGER,
+    leg2_code INTEGER, codec TEXT, requested_at REAL NOT NULL, leg1_answered_at REAL, leg2_answered_at REAL,
+    released_at REAL NOT NULL, released_by TEXT NOT NULL, result TEXT NOT NULL, reason TEXT NOT NULL,
+    real_duration INTEGER NOT NULL
+);
+INSERT INTO callbacks VALUES (1, 'old', 'as1', 'tcp', NULL, NULL, '100', '101', 60, 1000.0, 1010.0, 'done');
+INSERT INTO cdrs VALUES (1, 'old', '100', '101', 'mss', 'c1', 'c2', 200, 200, 'PCMU', 1000.0, 1003.0, 1010.0,
+                         1070.0, 'user1', 'answered', 'user1 hung up', 60);
+"""
+
+
+def test_an_old_journal_gets_the_quality_columns_and_keeps_its_cdrs(path: Path) -> None:
+    old = sqlite3.connect(path)
+    old.executescript(_OLD_SCHEMA)
+    old.close()
+    # read-only, as the export reads it: the old columns as they were, the new ones NULL
+    (before,) = read_cdrs(path)
+    assert (before["id"], before["real_duration"], before["leg1_mos"], before["leg2_packets_in"]) == (
+        "old", 60, None, None
+    )
+    assert list(before) == list(CDR_COLUMNS)
+
+    journal = Journal(path)  # mss opens it: the columns are added
+    try:
+        table = [row[1] for row in journal._db.execute("PRAGMA table_info(cdrs)")]
+        assert table == list(CDR_COLUMNS)
+        assert journal.cdr("old") == before
+        (seq,) = journal.record_requests([new("new")])
+        quality = LegQuality(packets_in=50, bytes_in=8600, packets_out=50, bytes_out=8600, lost=0,
+                             jitter_mean_ms=0.25, jitter_max_ms=0.5, mos=4.41)
+        cdr = Cdr(caller="mss", released_at=1101.0, released_by="user2", result="answered", reason="bye",
+                  leg1=quality, leg2=quality)
+        journal.record_response(seq, CallbackResponse(id="new", real_duration=1), at=1101.0, cdr=cdr)
+        row = journal.cdr("new")
+        assert row is not None and (row["leg1_mos"], row["leg2_packets_out"]) == (4.41, 50)
+    finally:
+        journal.close()
+    Journal(path).close()  # opened again: nothing left to add
+    assert [r["id"] for r in read_cdrs(path)] == ["old", "new"]
 
 
 def test_cdr_minimal_and_latest(journal: Journal) -> None:
