@@ -1,18 +1,25 @@
-"""The ``mss`` command: ``run``, ``check-config``, ``callback``.
+"""The ``mss`` command: ``run``, ``check-config``, ``callback``, ``demo``, and for operators ``status``,
+``calls`` and ``hangup ID`` (through the control socket).
 
-Exit status: 0 success; 1 a callback refused or failed (``callback``), or a runtime failure (``run``);
-2 bad usage or an invalid config.ini.
+Exit status: 0 success; 1 a callback refused or failed (``callback``), a runtime failure (``run``),
+or a control command that failed (mss not running, permission denied, no such callback); 2 bad usage
+or an invalid config.ini (or one with the control socket off).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from mss import __version__
+
+if TYPE_CHECKING:
+    from mss.config import Config
 
 __all__ = ["main"]
 
@@ -48,6 +55,18 @@ def _parser() -> argparse.ArgumentParser:
     cb.add_argument("user1", help="called first")
     cb.add_argument("user2", help="called when user1 answers")
     cb.add_argument("duration", type=int, help="longest talk, in seconds")
+
+    status = sub.add_parser("status", help="uptime, registration, callbacks in progress and load of mss")
+    calls = sub.add_parser("calls", help="each callback in progress: id, peer, state, users, ports, packets")
+    hangup = sub.add_parser("hangup", help="release a callback in progress, as an AS's CANCEL does")
+    hangup.add_argument("id", help="the callback's id (as the AS gave it)")
+    for command in (status, calls, hangup):
+        command.add_argument("--config", default="config.ini", help="config file naming [control] socket "
+                             "(default: config.ini)")
+        command.add_argument("--json", action="store_true", help="print the answer as JSON, for scripts")
+        command.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                             help="wait at most this long for mss (default: 10)")
+
     return parser
 
 
@@ -72,9 +91,14 @@ class LogFormatter(logging.Formatter):
         return self._date
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LogFormatter())
+    if fmt == "json":
+        from mss.logjson import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(LogFormatter())
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     # The format shows no caller, thread or process: do not gather them for every record (finding
     # the caller walks the stack). Half of a log line's cost.
@@ -103,7 +127,8 @@ def _run(path: str, log_level: str | None) -> int:
     from mss.errors import MssError
 
     result = check(path)
-    _setup_logging(log_level or (result.config.log_level if result.config else "info"))
+    _setup_logging(log_level or (result.config.log_level if result.config else "info"),
+                   result.config.operations.log_format if result.config else "text")
     log = logging.getLogger("mss")
     for warning in result.warnings:
         log.warning("%s: %s", path, warning)
@@ -114,7 +139,7 @@ def _run(path: str, log_level: str | None) -> int:
     from mss.aio.service import run  # the call engine is loaded only for a valid config
 
     try:
-        return run(result.config)
+        return run(result.config, config_path=path)
     except MssError as exc:
         log.error("%s", exc)
         return EXIT_FAILED
@@ -134,6 +159,51 @@ def _callback(args: argparse.Namespace) -> int:
     )
 
 
+def _config_or_exit(path: str, command: str) -> Config | int:
+    """The valid config at ``path``, or the exit status after saying why not."""
+    from mss.config import check
+
+    result = check(path)
+    if result.config is None:
+        for error in result.errors:
+            print(f"mss {command}: {path}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return result.config
+
+
+def _control(args: argparse.Namespace) -> int:
+    from mss.aio.control_client import ask
+    from mss.control import ControlError, ControlRequest, render_calls, render_status
+
+    config = _config_or_exit(args.config, args.command)
+    if isinstance(config, int):
+        return config
+    path = config.operations.control_socket
+    if path is None:
+        print(f"mss {args.command}: the control socket is off in {args.config} ([control] socket is empty)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        request = ControlRequest(cmd=args.command, id=getattr(args, "id", None))
+    except ControlError as exc:
+        print(f"mss {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        answer = ask(path, request, timeout=args.timeout)
+    except ControlError as exc:
+        print(f"mss {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(answer, indent=None if args.command == "hangup" else 2))
+    elif args.command == "status":
+        print(render_status(answer))
+    elif args.command == "calls":
+        print(render_calls(answer))
+    else:
+        print(f"callback {answer}: released; its RESPONSE goes to the AS")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mss`` command; returns the exit status."""
     parser = _parser()
@@ -146,4 +216,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mss.demo import main as demo
 
         return demo(duration=args.duration, transport=args.transport, keep=args.keep)
+    if args.command in ("status", "calls", "hangup"):
+        return _control(args)
     return _callback(args)

@@ -4,13 +4,23 @@ Shutdown (SPEC.md, ``mss run``): on SIGTERM or SIGINT mss stops taking requests 
 closes; REQUESTs on open connections get ``code=fail``), lets calls in progress run for up to
 ``drain_grace`` seconds, then releases the rest, sends every RESPONSE and exits 0. A second signal
 releases at once.
+
+Operations (docs/operations.md): ``[metrics] listen`` serves ``/metrics`` and ``/healthz``
+(:mod:`mss.aio.metrics`); ``[control] socket`` answers ``mss status``, ``calls`` and ``hangup``
+(:mod:`mss.aio.control`); under systemd the service manager hears ``READY=1`` once mss listens and
+the first REGISTER is answered (at once in server-to-server mode), ``STOPPING=1`` when the drain
+begins, a ``STATUS=`` line every :data:`STATUS_INTERVAL` seconds and ``WATCHDOG=1`` when the unit
+asks for it (:mod:`mss.aio.sdnotify`). SIGHUP re-reads the config file: ``[log] level`` takes
+effect at once; any other change is logged as needing a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
+import os
 import resource
 import signal
 import time
@@ -19,11 +29,16 @@ from typing import Protocol
 
 import uvloop
 
+from mss import __version__
 from mss.aio import iif_server, sip_transport
 from mss.aio.calls import CallEngine
+from mss.aio.control import ControlServer
 from mss.aio.iif_server import IIFServer
 from mss.aio.loop_probe import LoopProbe
-from mss.config import Config
+from mss.aio.metrics import MetricsServer, ServiceView
+from mss.aio.sdnotify import Notifier
+from mss.config import Config, check
+from mss.control import ControlError, ControlRequest, StatusInfo, encode_answer
 from mss.desk import CallbackDesk, Engine
 from mss.errors import JournalError, MssError
 from mss.journal import PRUNE_BATCH, Journal
@@ -76,6 +91,21 @@ GC_FULL_IDLE_CALLS = 20
 #: Seconds after which a full collection runs even when mss is never that idle: rare cycles (an
 #: exception kept with its traceback, a library's) are still freed, at the price of one stall.
 GC_FULL_MAX_INTERVAL = 3600.0
+
+#: Seconds READY=1 waits at most for the first REGISTER's answer (its transaction times out after
+#: 64·T1 = 32 s, and that counts as an answer too).
+READY_WAIT = 40.0
+
+#: Seconds between two STATUS= lines to the service manager (``systemctl status`` shows the last).
+STATUS_INTERVAL = 5.0
+
+#: Config fields a SIGHUP applies; any other change needs a restart (said in the log).
+RELOADABLE = frozenset({"log_level"})
+
+#: The config sections behind each field of :class:`~mss.config.Config`, for the reload's log line.
+_SECTIONS = {"callback": "[callback]", "sip": "[sip]", "external_line": "[external_line]", "rtp": "[rtp]",
+             "peer_servers": "[peer_servers] / [peer.*]", "journal": "[journal]",
+             "operations": "[metrics] / [control] / [log] format"}
 
 #: File descriptors one callback holds: the relay's 2 legs × (2 RTP sockets + 1 RTCP socket).
 FDS_PER_CALLBACK = 6
@@ -174,9 +204,19 @@ class Service:
     """
 
     def __init__(
-        self, config: Config, *, engine_factory: EngineFactory | None = None, manage_gc: bool = False
+        self, config: Config, *, engine_factory: EngineFactory | None = None, manage_gc: bool = False,
+        config_path: str | None = None, notifier: Notifier | None = None,
     ) -> None:
         self.config = config
+        self.config_path = config_path
+        """The file SIGHUP re-reads (None: SIGHUP only says it cannot)."""
+        self.notifier = notifier if notifier is not None else Notifier()
+        """systemd's notify socket (does nothing when not run by systemd)."""
+        self.started = time.monotonic()
+        self.metrics: MetricsServer | None = None
+        self.control: ControlServer | None = None
+        self._ops_timers: dict[str, asyncio.TimerHandle] = {}
+        self._ready_task: asyncio.Task[None] | None = None
         self.manage_gc = manage_gc
         """True: set the process's garbage-collector policy once started (``mss run``; not in tests that
         run a service inside their own process)."""
@@ -208,6 +248,11 @@ class Service:
             self.engine.release_all()
         self._stop.set()
 
+    @property
+    def draining(self) -> bool:
+        """True once a stop signal began the drain."""
+        return self._signals > 0
+
     async def run(self) -> int:
         """Run until stopped; returns the exit status (0 after a clean drain)."""
         cfg = self.config
@@ -238,6 +283,8 @@ class Service:
         desk.engine = engine
         self.iif = IIFServer(desk, cfg.peer_servers, max_duration=cfg.callback.max_duration)
         try:
+            self.notifier.status("starting")
+            await self._start_operations(desk)
             await engine.open()
             self._say_relay_room(engine, desk.max_calls)
             # Bind, answer what a previous process left, and only then take new orders.
@@ -249,6 +296,7 @@ class Service:
                 self._prune_timer = loop.call_later(self._prune_interval(), self._prune, journal)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
             if self.manage_gc:
                 tune_gc()
                 self._last_full_gc = time.monotonic()
@@ -256,15 +304,24 @@ class Service:
             self.loop_probe.start()
             self.ready.set()
             log.info("mss ready")
+            self._ready_task = loop.create_task(self._notify_ready(engine))
+            self._status_line()
+            if self.notifier.watchdog_interval is not None:
+                self._watchdog()
             await self._stop.wait()
+            self.notifier.stopping(f"draining: {len(desk.active)} callback(s) in progress")
             desk.accepting = False
             self.iif.stop_listening()
             desk.flush()  # REQUESTs taken before the stop are in progress too
             await self._drain(desk, engine, idle)
         finally:
             self.loop_probe.stop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            if self._ready_task is not None:
+                self._ready_task.cancel()
+            for timer in self._ops_timers.values():
+                timer.cancel()
             if self._heartbeat_timer is not None:
                 self._heartbeat_timer.cancel()
             if self._prune_timer is not None:
@@ -278,8 +335,125 @@ class Service:
             if self.ready.is_set():
                 journal.heartbeat(time.time())
             desk.flush()  # what the engine's close ended, and the last heartbeat
+            await self._stop_operations()
         log.info("mss stopped")
         return 0
+
+    # --- operations: metrics, control socket, service manager, reload ----------------------------
+
+    async def _start_operations(self, desk: CallbackDesk) -> None:
+        """The control socket first (it refuses to start a second mss on the same config), then the
+        metrics listener; both before the engine registers or binds anything."""
+        ops = self.config.operations
+        if ops.control_socket is not None:
+            self.control = ControlServer(ops.control_socket, self._control)
+            await self.control.start()
+        if ops.metrics_listen is not None:
+            view = ServiceView(
+                desk=lambda: self.desk, engine=lambda: self.engine, draining=lambda: self.draining,
+                external_line=self.config.callback.external_line_mode,
+                peers=tuple(p.name for p in self.config.peer_servers),
+            )
+            self.metrics = MetricsServer(view)
+            desk.on_bridged = self.metrics.setup_seconds.observe
+            self.loop_probe.observers.append(self.metrics.loop_lag_seconds.observe)
+            await self.metrics.start(*ops.metrics_listen)
+
+    async def _stop_operations(self) -> None:
+        if self.metrics is not None:
+            await self.metrics.close()
+        if self.control is not None:
+            await self.control.close()
+        self.notifier.close()
+
+    def _control(self, request: ControlRequest) -> bytes:
+        """Answer one control request (:mod:`mss.control`)."""
+        engine = self.engine
+        if request.cmd == "status":
+            return encode_answer("status", self.status())
+        if request.cmd == "calls":
+            calls = engine.list_calls(time.time()) if isinstance(engine, CallEngine) else []
+            return encode_answer("calls", calls)
+        assert request.id is not None  # a hangup request always has one (ControlRequest checks)
+        if not isinstance(engine, CallEngine) or not engine.hangup(request.id):
+            raise ControlError(f"no callback {request.id} in progress")
+        return encode_answer("hangup", request.id)
+
+    def status(self) -> StatusInfo:
+        """The server at a glance (``mss status``)."""
+        desk, engine = self.desk, self.engine
+        if not self.config.callback.external_line_mode:
+            registration = "n/a"
+        else:
+            registered = isinstance(engine, CallEngine) and engine.registered
+            registration = "registered" if registered else "not registered"
+        relay = engine.relay if isinstance(engine, CallEngine) else None
+        return StatusInfo(
+            version=__version__, pid=os.getpid(), uptime=time.monotonic() - self.started,
+            state="draining" if self.draining else "serving", registration=registration,
+            calls=len(desk.active) if desk is not None else 0,
+            max_calls=desk.max_calls if desk is not None else self.config.callback.max_calls,
+            relay_sessions=relay.session_count if relay is not None and not relay.closed else 0,
+            loop_lag_ms=round(self.load.lag * 1000, 3), overloaded=self.load.overloaded,
+        )
+
+    def _status_text(self) -> str:
+        s = self.status()
+        line = "" if s.registration == "n/a" else f", line {s.registration}"
+        return f"{s.state}: {s.calls} callback(s) in progress{line}"
+
+    async def _notify_ready(self, engine: ServiceEngine) -> None:
+        """READY=1 once the first REGISTER is answered (at once without registration)."""
+        if isinstance(engine, CallEngine):
+            try:
+                await asyncio.wait_for(engine.registration_settled.wait(), READY_WAIT)
+            except TimeoutError:
+                log.warning("the first REGISTER has no answer after %.0fs; telling systemd mss is ready",
+                            READY_WAIT)
+        self.notifier.ready(self._status_text())
+
+    def _status_line(self) -> None:
+        if not self.notifier.enabled:
+            return
+        self.notifier.status(self._status_text())
+        self._later("status", STATUS_INTERVAL, self._status_line)
+
+    def _watchdog(self) -> None:
+        """WATCHDOG=1 from the loop itself: a stuck loop stops them and systemd restarts mss."""
+        interval = self.notifier.watchdog_interval
+        if interval is None:
+            return
+        self.notifier.watchdog()
+        self._later("watchdog", interval, self._watchdog)
+
+    def _later(self, name: str, delay: float, callback: Callable[[], None]) -> None:
+        self._ops_timers[name] = asyncio.get_running_loop().call_later(delay, callback)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config file; apply what can change while running (``[log] level``) and
+        log every other change as needing a restart. An invalid file changes nothing."""
+        if self.config_path is None:
+            log.warning("SIGHUP: no config file to re-read")
+            return
+        self.notifier.reloading(f"re-reading {self.config_path}")
+        try:
+            result = check(self.config_path)
+            new = result.config
+            if new is None:
+                log.error("SIGHUP: %s not applied: %s", self.config_path,
+                          "; ".join(str(e) for e in result.errors))
+                return
+            if new.log_level != self.config.log_level:
+                logging.getLogger().setLevel(getattr(logging, new.log_level.upper()))
+                log.warning("SIGHUP: log level %s (was %s)", new.log_level, self.config.log_level)
+            for f in dataclasses.fields(Config):
+                if f.name not in RELOADABLE and getattr(new, f.name) != getattr(self.config, f.name):
+                    log.warning("SIGHUP: %s changed in %s; it takes effect after a restart",
+                                _SECTIONS.get(f.name, f.name), self.config_path)
+            self.config = dataclasses.replace(self.config, log_level=new.log_level)
+            log.info("SIGHUP: %s re-read", self.config_path)
+        finally:
+            self.notifier.ready(self._status_text())
 
     def _say_relay_room(self, engine: Engine, max_calls: int) -> None:
         """Log when the relay's port range holds fewer sessions than max_calls (the engine refuses more)."""
@@ -352,6 +526,7 @@ class Service:
         )
 
 
-def run(config: Config) -> int:
-    """Run mss on a uvloop event loop; returns the exit status."""
-    return uvloop.run(Service(config, manage_gc=True).run())
+def run(config: Config, config_path: str | None = None) -> int:
+    """Run mss on a uvloop event loop; returns the exit status. ``config_path`` is the file SIGHUP
+    re-reads."""
+    return uvloop.run(Service(config, manage_gc=True, config_path=config_path).run())
