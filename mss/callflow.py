@@ -39,7 +39,7 @@ from typing import Literal
 
 from mss import sdp
 from mss.errors import LocalProtocolError, SdpError
-from mss.iif import Result
+from mss.iif import CallbackState, Result
 
 __all__ = [
     "USERS",
@@ -56,6 +56,7 @@ __all__ = [
     "Invite",
     "LegEvent",
     "MarkBridged",
+    "Notify",
     "OfferReceived",
     "Progress",
     "Reinvite",
@@ -341,13 +342,21 @@ class SendResponse:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Notify:
+    """Tell the AS how far the callback has come (an EVENT line; only with ``progress_events``)."""
+
+    state: CallbackState
+    """``user1_ringing``, ``user1_answered``, ``user2_ringing`` or ``bridged``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Finished:
     """Both legs are over: close the relay session and forget the call."""
 
 
 Command = (
     Invite | Hangup | AnswerOffer | Reinvite | RelayRemote | RelayPlay | RelayStopPlay | RelayForward
-    | RelayBridge | MarkBridged | SendResponse | Finished
+    | RelayBridge | MarkBridged | Notify | SendResponse | Finished
 )
 
 
@@ -392,6 +401,8 @@ class CallSettings:
     """Relay RTP port facing user2."""
     session_id: int
     """o= session id of our SDPs."""
+    progress_events: bool = False
+    """Say how far the call has come with :class:`Notify` commands (the AS's ``events = yes``)."""
 
 
 @dataclass(slots=True)
@@ -496,15 +507,18 @@ class CallbackCall:
         leg = self.legs[event.leg]
         if self.state in (CallState.RELEASING, CallState.DONE) or leg.answered_at is not None:
             return []
+        commands: list[Command] = []
+        if not leg.ringing and self.settings.progress_events:
+            commands.append(Notify(state="user1_ringing" if event.leg == "user1" else "user2_ringing"))
         leg.ringing = True
         if event.leg != "user2" or event.sdp is None or self.state is not CallState.CALLING_USER2:
-            return []
+            return commands
         assert leg.offer is not None
         try:
             early = sdp.read_answer(leg.offer, sdp.parse_sdp(event.sdp))
         except SdpError:
-            return []  # unusable early media: keep the local ringback
-        commands: list[Command] = [self._remote("user2", early)]
+            return commands  # unusable early media: keep the local ringback
+        commands.append(self._remote("user2", early))
         if not leg.early_media:
             leg.early_media = True
             # user2's early media replaces our ringback (SPEC.md "The job", 3).
@@ -545,7 +559,8 @@ class CallbackCall:
         self._set_state(CallState.CALLING_USER2)
         self._duration_deadline = now + self.duration
         s = self.settings
-        commands: list[Command] = [self._remote("user1", n1)]
+        commands: list[Command] = [Notify(state="user1_answered")] if s.progress_events else []
+        commands.append(self._remote("user1", n1))
         ptime = n1.ptime if n1.ptime in (10, 20, 30, 40) else 20
         if n1.codec.name.upper() in ("PCMU", "PCMA"):
             commands.append(RelayPlay(leg="user1", codec=n1.codec.name.upper(), payload_type=n1.remote_pt,
@@ -567,12 +582,15 @@ class CallbackCall:
         self.bridged_at = now
         self._last_media = {"user1": now, "user2": now}
         self._pt_maps = a_to_b, b_to_a
-        return [
+        commands: list[Command] = [
             self._remote("user2", n2),
             RelayStopPlay(leg="user1"),
             RelayBridge(a_to_b=a_to_b, b_to_a=b_to_a),
             MarkBridged(),
         ]
+        if self.settings.progress_events:
+            commands.append(Notify(state="bridged"))
+        return commands
 
     def _failed(self, event: Failed, now: float) -> list[Command]:
         leg = self.legs[event.leg]

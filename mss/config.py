@@ -141,7 +141,7 @@ class PeerServer:
     max_rate: float | None = None
     """[peer.NAME] max_rate: REQUESTs per second this peer may order; None: no limit."""
     events: bool = False
-    """[peer.NAME] events: EVENT lines on this peer's TCP connections (parsed and checked; not sent yet)."""
+    """[peer.NAME] events: EVENT lines on this peer's TCP connections (after the ACK, before the RESPONSE)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -53,7 +53,16 @@ from typing import Protocol
 
 from mss.config import PeerServer
 from mss.errors import IIFError, JournalError
-from mss.iif import Ack, CallbackRequest, CallbackResponse, Cancel, Result, serialize
+from mss.iif import (
+    Ack,
+    CallbackRequest,
+    CallbackResponse,
+    CallbackState,
+    Cancel,
+    ProgressEvent,
+    Result,
+    serialize,
+)
 from mss.journal import Cdr, Journal, NewCallback, PendingResponse
 from mss.load import LoadGauge
 from mss.ratelog import RateLimitedLog
@@ -243,6 +252,9 @@ class CallbackDesk:
         self.active: dict[int, Callback] = {}
         self._by_id: dict[str, int] = {}
         self._peer_limits = {p.name: p for p in peers}
+        self._events = frozenset(p.name for p in peers if p.events)  # peers taking EVENT lines
+        self.events_sent = 0
+        """EVENT lines written (best effort: a closed connection's are not counted)."""
         self._active_by_peer: Counter[str] = Counter()
         self._buckets = {
             # A burst of one second's worth (at least one REQUEST), starting full.
@@ -605,6 +617,30 @@ class CallbackDesk:
         callback = self.active.get(seq)
         if callback is not None and self.on_bridged is not None:
             self.on_bridged(max(0.0, now - callback.received_at))
+
+    def progress(self, seq: int, state: CallbackState) -> None:
+        """Callback ``seq`` came to ``state``: an EVENT line to its AS when the peer has ``events = yes``.
+
+        Best effort and not journaled: on the connection the REQUEST came on, else on the peer's newest
+        connection that has shown it is the AS, else nowhere. Never before the ACK (the engine starts
+        a callback once its ACK is written) and never after the RESPONSE (a finished callback is no
+        longer :attr:`active`).
+        """
+        callback = self.active.get(seq)
+        if callback is None or callback.origin.transport != "tcp" or callback.origin.peer not in self._events:
+            return
+        peer = self._peers.get(callback.origin.peer)
+        if peer is None:
+            return
+        outlet = callback.origin.outlet
+        if outlet not in peer.outlets:
+            outlet = peer.proven[-1] if peer.proven else None
+        if outlet is not None and outlet.write(serialize(ProgressEvent(id=callback.id, state=state))):
+            self.events_sent += 1
+
+    def wants_events(self, callback: Callback) -> bool:
+        """True when ``callback``'s AS takes EVENT lines (``events = yes``, over TCP)."""
+        return callback.origin.transport == "tcp" and callback.origin.peer in self._events
 
     def finish(self, seq: int, outcome: Outcome) -> None:
         """Callback ``seq`` ended: record its RESPONSE, then send it (exactly once)."""

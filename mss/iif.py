@@ -6,6 +6,7 @@ Wire format (SPEC.md, "IIF wire format")::
     CANCEL: id=1234;                                        AS -> mss
     ACK: id=1234;code=ok;                                   mss -> AS
     RESPONSE: id=1234;real_duration=180;                    mss -> AS
+    EVENT: id=1234;state=user1_ringing;                     mss -> AS (peers with events = yes)
 
 Rules kept here:
 
@@ -36,15 +37,18 @@ from typing import Literal, NoReturn, get_args
 from mss.errors import IIFError, LocalProtocolError
 
 __all__ = [
+    "EVENT_STATES",
     "IDLE_COMPLETION",
     "MAX_IIF_MESSAGE",
     "RESULTS",
     "Ack",
     "CallbackRequest",
     "CallbackResponse",
+    "CallbackState",
     "Cancel",
     "Event",
     "IIFConnection",
+    "ProgressEvent",
     "Result",
     "Role",
     "parse_datagram",
@@ -80,6 +84,12 @@ Result = Literal[
     "shutdown",
 ]
 """A value of ``result=`` in an extended RESPONSE (SPEC.md, "Failure causes"): a callback's outcome."""
+
+CallbackState = Literal["user1_ringing", "user1_answered", "user2_ringing", "bridged"]
+"""A value of ``state=`` in an EVENT line (SPEC.md, "Additions"): how far a callback has come."""
+
+#: Every :data:`CallbackState`, for checking what is read from the wire.
+EVENT_STATES: frozenset[str] = frozenset(get_args(CallbackState))
 
 #: Every :data:`Result`, for checking what is read from the wire.
 RESULTS: frozenset[str] = frozenset(get_args(Result))
@@ -181,7 +191,23 @@ class CallbackResponse:
             raise LocalProtocolError(f"invalid SIP code {self.code!r}")
 
 
-Event = CallbackRequest | Cancel | Ack | CallbackResponse
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProgressEvent:
+    """``EVENT``: how far a callback has come, for peers with ``events = yes`` (best effort, TCP only,
+    after the ACK and before the RESPONSE)."""
+
+    id: str
+    """The callback's id."""
+    state: CallbackState
+    """``user1_ringing``, ``user1_answered``, ``user2_ringing`` or ``bridged``."""
+
+    def __post_init__(self) -> None:
+        _check_id(self.id)
+        if self.state not in EVENT_STATES:
+            raise LocalProtocolError(f"unknown callback state {self.state!r}")
+
+
+Event = CallbackRequest | Cancel | Ack | CallbackResponse | ProgressEvent
 
 
 # --- parse and serialize ------------------------------------------------------------------------
@@ -190,10 +216,10 @@ class Role(enum.Enum):
     """Which side of IIF a connection is: what it accepts."""
 
     SERVER = "server"  # mss: accepts REQUEST and CANCEL
-    CLIENT = "client"  # an AS: accepts ACK and RESPONSE
+    CLIENT = "client"  # an AS: accepts ACK, RESPONSE and EVENT
 
 
-_ACCEPTS = {Role.SERVER: ("REQUEST", "CANCEL"), Role.CLIENT: ("ACK", "RESPONSE")}
+_ACCEPTS = {Role.SERVER: ("REQUEST", "CANCEL"), Role.CLIENT: ("ACK", "RESPONSE", "EVENT")}
 
 
 def _readable_id(params: dict[str, str]) -> str:
@@ -305,6 +331,11 @@ def parse_message(line: bytes, *, role: Role = Role.SERVER, max_duration: int = 
         if code not in ("ok", "fail"):
             raise IIFError(f"code {code!r} is not ok or fail", iif_id=iif_id)
         return Ack(id=iif_id, ok=code == "ok")
+    if method == "EVENT":
+        state = _required(params, "state", iif_id)
+        if state not in EVENT_STATES:
+            raise IIFError(f"state {state!r} is not one of {', '.join(sorted(EVENT_STATES))}", iif_id=iif_id)
+        return ProgressEvent(id=iif_id, state=state)  # type: ignore[arg-type]  # checked just above
     real_duration = _int_param(params, "real_duration", iif_id)
     # An extended response whose cause we cannot read is still a RESPONSE: keep the duration.
     result = params.get("result")
@@ -328,6 +359,8 @@ def serialize(event: Event) -> bytes:
         text = f"CANCEL: id={event.id};"
     elif isinstance(event, Ack):
         text = f"ACK: id={event.id};code={'ok' if event.ok else 'fail'};"
+    elif isinstance(event, ProgressEvent):
+        text = f"EVENT: id={event.id};state={event.state};"
     else:
         text = f"RESPONSE: id={event.id};real_duration={event.real_duration};"
         if event.result is not None:
@@ -461,7 +494,9 @@ class IIFConnection:
 
     def send(self, event: Event) -> bytes:
         """Bytes to write for ``event``."""
-        allowed = (Ack, CallbackResponse) if self.role is Role.SERVER else (CallbackRequest, Cancel)
+        allowed: tuple[type, ...] = (
+            (Ack, CallbackResponse, ProgressEvent) if self.role is Role.SERVER else (CallbackRequest, Cancel)
+        )
         if not isinstance(event, allowed):
             raise LocalProtocolError(f"a {self.role.value} does not send {type(event).__name__}")
         return serialize(event)

@@ -190,6 +190,9 @@ class AsClient:
         self.sock = socket.create_connection(address, timeout=timeout)
         self._buffer = b""
         self.lines: list[str] = []
+        """Lines received and not yet taken by a wait."""
+        self.history: list[str] = []
+        """Every line received, in order."""
 
     def send(self, text: str) -> None:
         self.sock.sendall(text.encode("ascii") + b"\r\n")
@@ -226,7 +229,9 @@ class AsClient:
                 raise AssertionError(f"mss closed the IIF connection; lines: {self.lines}")
             self._buffer += data
             *complete, self._buffer = self._buffer.split(b"\n")
-            self.lines += [c.decode("ascii").rstrip("\r") for c in complete]
+            received = [c.decode("ascii").rstrip("\r") for c in complete]
+            self.lines += received
+            self.history += received
 
     def close(self) -> None:
         self.sock.close()

@@ -30,6 +30,7 @@ from mss.callflow import (
     Invite,
     LegEvent,
     MarkBridged,
+    Notify,
     OfferReceived,
     Progress,
     Reinvite,
@@ -329,6 +330,41 @@ def test_happy_path_exact_commands() -> None:
     assert h.call.get_timer() is None
     assert h.call.legs["user1"].call_id == "c1"
     assert h.call.legs["user2"].call_id == "c2"
+
+
+def test_progress_events_mark_each_step_once() -> None:
+    h = Harness(progress_events=True)
+    h.start()
+    assert h.feed(Progress(leg="user1", status=180)) == [Notify(state="user1_ringing")]
+    assert h.feed(Progress(leg="user1", status=183)) == []  # once per leg
+    commands = h.feed(Answered(leg="user1", sdp=phone_answer(h.offers["user1"])))
+    assert commands[0] == Notify(state="user1_answered")
+    assert [c for c in commands if isinstance(c, Notify)] == [Notify(state="user1_answered")]
+    assert h.feed(Progress(leg="user2", status=180)) == [Notify(state="user2_ringing")]
+    assert h.feed(Progress(leg="user2", status=180)) == []
+    commands = h.feed(Answered(leg="user2", sdp=phone_answer(h.offers["user2"], host="127.0.0.3")))
+    assert commands[-2:] == [MarkBridged(), Notify(state="bridged")]
+    assert not any(isinstance(c, Notify) for c in h.feed(Ended(leg="user2", by_remote=True)))
+
+
+def test_progress_events_when_a_leg_answers_without_ringing_and_user2_brings_early_media() -> None:
+    h = Harness(progress_events=True)
+    h.start()
+    commands = h.feed(Answered(leg="user1", sdp=phone_answer(h.offers["user1"])))
+    assert [c for c in commands if isinstance(c, Notify)] == [Notify(state="user1_answered")]
+    early = phone_answer(h.offers["user2"], host="127.0.0.3", port=4004)
+    commands = h.feed(Progress(leg="user2", status=183, sdp=early))
+    assert commands[0] == Notify(state="user2_ringing")
+    assert RelayForward(a_to_b=False, b_to_a=True) in commands
+
+
+def test_a_release_before_the_answer_sends_no_later_event() -> None:
+    h = Harness(progress_events=True)
+    h.start()
+    h.feed(Progress(leg="user1", status=180))
+    h.call.cancel(h.now)
+    assert h.feed(Progress(leg="user1", status=180)) == []
+    assert not any(isinstance(c, Notify) for c in h.feed(Answered(leg="user1", sdp=None)))
 
 
 def test_happy_path_with_the_fixture_answers_of_pjsua2() -> None:

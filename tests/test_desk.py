@@ -906,3 +906,47 @@ def test_group_commit_a_failing_start_costs_the_rest_of_the_group_nothing(
     assert broken.wire.endswith(b"RESPONSE: id=boom;real_duration=0;result=user1_failed;code=0;\r\n")
     assert [c.id for c in h.desk.active.values()] == ["after", "b"]
     h.journal.close()
+
+
+# --- EVENT lines ------------------------------------------------------------------------------------
+
+def test_events_go_to_peers_that_asked_between_ack_and_response(tmp_path: Path) -> None:
+    peers = (PeerServer(name="as1", host="127.0.0.1", events=True), PeerServer(name="as2", host="127.0.0.2"))
+    h = Harness(tmp_path / "j.sqlite3", peers=peers)
+    out1, out2 = h.connect("as1"), h.connect("as2")
+    h.send(out1, req("a"))
+    h.send(out2, req("b"))
+    a, b = h.engine.started
+    assert h.desk.wants_events(a) and not h.desk.wants_events(b)
+    for state in ("user1_ringing", "user1_answered", "user2_ringing", "bridged"):
+        h.desk.progress(a.seq, state)  # type: ignore[arg-type]
+        h.desk.progress(b.seq, state)  # type: ignore[arg-type]
+    h.engine.finish("a", real_duration=3)
+    h.desk.progress(a.seq, "bridged")  # after the RESPONSE: nothing
+    assert out1.wire == ack("a") + b"".join(
+        f"EVENT: id=a;state={s};\r\n".encode()
+        for s in ("user1_ringing", "user1_answered", "user2_ringing", "bridged")
+    ) + resp("a", 3)
+    assert out2.wire == ack("b")
+    assert h.desk.events_sent == 4
+
+
+def test_events_follow_the_as_to_its_newest_proven_connection_and_never_go_over_udp(tmp_path: Path) -> None:
+    peers = (PeerServer(name="as1", host="127.0.0.1", events=True),)
+    h = Harness(tmp_path / "j.sqlite3", peers=peers)
+    first = h.connect()
+    h.send(first, req("a"))
+    h.send_udp(("127.0.0.1", 7000), req("u"))
+    a, u = h.engine.started
+    first.open = False
+    h.desk.close_outlet(first)
+    h.desk.progress(a.seq, "user1_ringing")  # no connection at all: dropped, not kept
+    silent = h.connect()  # has sent nothing: not known to be the AS
+    h.desk.progress(a.seq, "user1_answered")
+    second = h.connect()
+    h.send(second, Cancel(id="zz"))  # proves it is the AS
+    h.desk.progress(a.seq, "user2_ringing")
+    h.desk.progress(u.seq, "user2_ringing")
+    assert silent.wire == b""
+    assert second.wire == ack("zz", ok=False) + b"EVENT: id=a;state=user2_ringing;\r\n"
+    assert all(not data.startswith(b"EVENT") for data, _ in h.datagrams)

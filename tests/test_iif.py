@@ -21,6 +21,7 @@ from mss.iif import (
     Cancel,
     Event,
     IIFConnection,
+    ProgressEvent,
     Role,
     parse_datagram,
     parse_message,
@@ -561,6 +562,8 @@ def test_datagram_bound() -> None:
         ),
         (VALID_EVENT, VALID + b"\r\n"),
         (Cancel(id="1234"), b"CANCEL: id=1234;\r\n"),
+        (ProgressEvent(id="1234", state="user1_ringing"), b"EVENT: id=1234;state=user1_ringing;\r\n"),
+        (ProgressEvent(id="9", state="bridged"), b"EVENT: id=9;state=bridged;\r\n"),
     ],
 )
 def test_serialize_exact(event: Event, wire: bytes) -> None:
@@ -677,7 +680,13 @@ def test_round_trip_server(events: list[Event], data: st.DataObject) -> None:
     assert got == events
 
 
-@given(st.lists(st.one_of(acks, responses), min_size=1, max_size=8))
+progress_events = st.builds(
+    ProgressEvent, id=ids,
+    state=st.sampled_from(["user1_ringing", "user1_answered", "user2_ringing", "bridged"]),
+)
+
+
+@given(st.lists(st.one_of(acks, responses, progress_events), min_size=1, max_size=8))
 def test_round_trip_client(events: list[Event]) -> None:
     wire = b"".join(serialize(e) for e in events)
     conn = IIFConnection(Role.CLIENT)
@@ -770,3 +779,20 @@ def test_constructors_accept_exactly_the_valid(ident: str, user: str, number: in
         assert not (id_ok and 0 <= number < 10**10)
     else:
         assert id_ok and 0 <= number < 10**10
+
+
+def test_event_lines_are_for_the_as_only_and_checked() -> None:
+    line = b"EVENT: id=7;state=user2_ringing;"
+    assert parse_message(line, role=Role.CLIENT) == ProgressEvent(id="7", state="user2_ringing")
+    assert IIFConnection(Role.SERVER).send(ProgressEvent(id="7", state="bridged")) == (
+        b"EVENT: id=7;state=bridged;\r\n"
+    )
+    with pytest.raises(IIFError, match="unknown method 'EVENT'") as refused:
+        parse_message(line)  # an AS does not send EVENT to mss
+    assert refused.value.iif_id == "7"
+    with pytest.raises(IIFError, match="state 'talking' is not one of bridged, user1_answered"):
+        parse_message(b"EVENT: id=7;state=talking;", role=Role.CLIENT)
+    with pytest.raises(IIFError, match="missing parameter 'state'"):
+        parse_message(b"EVENT: id=7;", role=Role.CLIENT)
+    with pytest.raises(LocalProtocolError, match="unknown callback state 'talking'"):
+        ProgressEvent(id="7", state="talking")  # type: ignore[arg-type]
