@@ -1,0 +1,146 @@
+"""SDP offer/answer and call-flow costs (pytest-benchmark; not part of the test suite).
+
+Run: .venv/bin/pytest bench/test_bench_callflow.py --benchmark-only --benchmark-columns=median,min,rounds
+
+- SDP: the offer to user1, reading user1's answer (a pjsua2 phone's, parsed from bytes), the offer to
+  user2, each as the call flow does it; ``sdp_callback`` is all the SDP work of one callback.
+- Call flow: the step that costs most (user1 answers: its answer is read, the ringback starts, user2
+  is invited) and a whole callback's events from the REQUEST to the last leg ending, with the
+  commands the engine would carry out (no SIP, no relay: the call flow alone).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mss import sdp
+from mss.callflow import (
+    Answered,
+    CallbackCall,
+    CallSettings,
+    Command,
+    Ended,
+    Finished,
+    Invite,
+    Progress,
+    SendResponse,
+)
+
+SESSION = 1_700_000_000
+SETTINGS = CallSettings(codecs=("PCMU", "PCMA", "G729"), ring_timeout=45.0, inactivity_timeout=60.0,
+                        media_host="127.0.0.1", a_port=30000, b_port=30002, session_id=SESSION)
+
+
+def _crlf(text: str) -> bytes:
+    return "".join(f"{line}\r\n" for line in text.strip().splitlines()).encode()
+
+
+def phone_answer(port: int, pt: int = 0) -> bytes:
+    """What a pjsua2 phone answers to mss's offer (PCMU and telephone-event, its own RTCP port)."""
+    return _crlf(f"""
+v=0
+o=- 3921305012 3921305012 IN IP4 127.0.0.1
+s=pjmedia
+b=AS:84
+t=0 0
+a=X-nat:0
+m=audio {port} RTP/AVP {pt} 101
+c=IN IP4 127.0.0.1
+b=TIAS:64000
+a=rtcp:{port + 1} IN IP4 127.0.0.1
+a=sendrecv
+a=rtpmap:{pt} PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-16
+a=ssrc:840713942 cname:5d1a7f2c0b6e4a39
+""")
+
+
+ANSWER_USER1 = phone_answer(4002)
+ANSWER_USER2 = phone_answer(4004)
+
+
+def offer_user1() -> bytes:
+    offer = sdp.make_offer(host="127.0.0.1", port=30000, codecs=SETTINGS.codecs, session_id=SESSION,
+                           version=1)
+    return bytes(sdp.LocalSdp(session_id=SESSION).stamp(offer))
+
+
+def test_sdp_offer_user1(benchmark: Any) -> None:
+    assert benchmark(offer_user1).startswith(b"v=0\r\n")
+
+
+def test_sdp_read_answer_user1(benchmark: Any) -> None:
+    offer = sdp.parse_sdp(offer_user1())
+
+    def read() -> sdp.Negotiated:
+        return sdp.read_answer(offer, sdp.parse_sdp(ANSWER_USER1))
+
+    negotiated = benchmark(read)
+    assert (negotiated.codec.name, negotiated.remote_port) == ("PCMU", 4002)
+
+
+def test_sdp_offer_user2(benchmark: Any) -> None:
+    user1 = sdp.read_answer(sdp.parse_sdp(offer_user1()), sdp.parse_sdp(ANSWER_USER1))
+
+    def offer() -> bytes:
+        bridge = sdp.make_bridge_offer(user1, host="127.0.0.1", port=30002, session_id=SESSION, version=1)
+        return bytes(sdp.LocalSdp(session_id=SESSION).stamp(bridge))
+
+    assert b"m=audio 30002 RTP/AVP 0 101\r\n" in benchmark(offer)
+
+
+def test_sdp_callback(benchmark: Any) -> None:
+    """Every SDP step of one callback: two offers made, two answers parsed and read, the mapping."""
+
+    def callback() -> tuple[dict[int, int], dict[int, int]]:
+        offer1 = sdp.parse_sdp(offer_user1())
+        user1 = sdp.read_answer(offer1, sdp.parse_sdp(ANSWER_USER1))
+        bridge = sdp.make_bridge_offer(user1, host="127.0.0.1", port=30002, session_id=SESSION, version=1)
+        offer2 = bytes(sdp.LocalSdp(session_id=SESSION).stamp(bridge))
+        user2 = sdp.read_answer(sdp.parse_sdp(offer2), sdp.parse_sdp(ANSWER_USER2))
+        return sdp.pt_mapping(user1, user2)
+
+    assert benchmark(callback) == ({}, {})
+
+
+def _answered_user1() -> tuple[CallbackCall, float]:
+    call = CallbackCall(user1="100", user2="101", duration=60, settings=SETTINGS)
+    now = 1000.0
+    call.start(now)
+    call.handle(Progress(leg="user1", status=180), now + 1)
+    return call, now + 5
+
+
+def test_callflow_user1_answers(benchmark: Any) -> None:
+    """The heaviest step: user1's answer read, the ringback started, user2 invited with its offer."""
+
+    def setup() -> tuple[tuple[CallbackCall, Answered, float], dict[str, Any]]:
+        call, now = _answered_user1()
+        return (call, Answered(leg="user1", sdp=ANSWER_USER1), now), {}
+
+    def step(call: CallbackCall, event: Answered, now: float) -> list[Command]:
+        return call.handle(event, now)
+
+    commands = benchmark.pedantic(step, setup=setup, rounds=2000)
+    assert isinstance(commands[-1], Invite) and commands[-1].leg == "user2"
+
+
+def whole_callback() -> list[Command]:
+    call = CallbackCall(user1="100", user2="101", duration=60, settings=SETTINGS)
+    now = 1000.0
+    out = call.start(now)
+    out += call.handle(Progress(leg="user1", status=180), now + 1)
+    out += call.handle(Answered(leg="user1", sdp=ANSWER_USER1), now + 5)
+    out += call.handle(Progress(leg="user2", status=180), now + 6)
+    out += call.handle(Answered(leg="user2", sdp=ANSWER_USER2), now + 10)
+    out += call.handle(Ended(leg="user1", by_remote=True), now + 70)
+    out += call.handle(Ended(leg="user2", by_remote=False), now + 70.1)
+    return out
+
+
+def test_callflow_whole_callback(benchmark: Any) -> None:
+    commands = benchmark(whole_callback)
+    response = next(c for c in commands if isinstance(c, SendResponse))
+    assert (response.result, response.real_duration) == ("answered", 60)
+    assert isinstance(commands[-1], Finished)
