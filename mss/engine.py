@@ -6,8 +6,9 @@ together. :mod:`mss.aio.calls` keeps the sockets, the timers and the relay handl
 - :func:`flow_event` turns a user-agent event into a call-flow event; :func:`call_settings` makes a
   call's settings from the config and its relay ports.
 - :func:`carry_out_sip` and :func:`carry_out_relay` carry out the call flow's commands on the
-  (sans-IO) user agent and on a relay session; :class:`CallRecord` keeps what the CDR needs and
-  builds the callback's :class:`~mss.desk.Outcome` once.
+  (sans-IO) user agent and on a relay session; :class:`CallRecord` keeps what the CDR needs (answer
+  times, jitter samples) and builds the callback's :class:`~mss.desk.Outcome` once, with each
+  answered leg's media quality (:mod:`mss.quality`) from the relay session's last statistics.
 
 ``now`` is monotonic seconds (the call flow's and the user agent's clock); ``wall`` is
 :func:`time.time` (the CDR's clock). Both are arguments.
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, SupportsInt
 
 from mss import callflow as cf
-from mss import tones
+from mss import quality, tones
 from mss.callflow import USERS, User
 from mss.desk import Outcome
 from mss.errors import LocalProtocolError
@@ -30,6 +31,7 @@ from mss.sip import events as ua
 if TYPE_CHECKING:
     from mss.config import Config
     from mss.relay import LegName as RelayLeg
+    from mss.relay import SessionStats
     from mss.sip.ua import UserAgent
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "carry_out_relay",
     "carry_out_sip",
     "flow_event",
+    "jitter_ms",
     "last_rx",
 ]
 
@@ -180,6 +183,17 @@ def last_rx(row: Iterable[SupportsInt]) -> dict[User, float | None]:
     return {user: int(ns) / 1e9 if ns else None for user, ns in zip(RELAY_LEG, row, strict=True)}
 
 
+#: The relay keeps RFC 3550's jitter estimate as ``J * 16`` (A.8) in 8 kHz timestamp units, 8 a
+#: millisecond: one unit of its counter is 1/128 ms.
+_JITTER_Q4_PER_MS = 16 * 8
+
+
+def jitter_ms(row: Iterable[SupportsInt]) -> dict[User, float]:
+    """Each party's RFC 3550 jitter estimate in milliseconds from the relay's ``jitter_q4`` counters
+    of a session (one per relay leg, in :data:`RELAY_LEG`'s order)."""
+    return {user: int(q4) / _JITTER_Q4_PER_MS for user, q4 in zip(RELAY_LEG, row, strict=True)}
+
+
 def carry_out_relay(session: RelayVerbs, command: RelayCommand) -> None:
     """Carry out a relay command of the call flow on ``session`` (nothing once it is closed)."""
     if session.closed:
@@ -207,8 +221,11 @@ def carry_out_relay(session: RelayVerbs, command: RelayCommand) -> None:
 # --- a call ---------------------------------------------------------------------------------------
 
 
-def call_settings(config: Config, *, a_port: int, b_port: int, session_id: int) -> cf.CallSettings:
-    """A call's settings: ``[callback]`` and ``[rtp]`` of ``config`` and its relay ports."""
+def call_settings(
+    config: Config, *, a_port: int, b_port: int, session_id: int, progress_events: bool = False
+) -> cf.CallSettings:
+    """A call's settings: ``[callback]`` and ``[rtp]`` of ``config``, its relay ports, and whether its
+    AS takes EVENT lines."""
     return cf.CallSettings(
         codecs=config.callback.audio_codecs,
         ring_timeout=config.callback.ring_timeout,
@@ -217,6 +234,7 @@ def call_settings(config: Config, *, a_port: int, b_port: int, session_id: int) 
         a_port=a_port,
         b_port=b_port,
         session_id=session_id,
+        progress_events=progress_events,
     )
 
 
@@ -233,6 +251,41 @@ class CallRecord:
     """Wall-clock time of each leg's answer."""
     reported: bool = False
     """True once :meth:`outcome` has made the callback's outcome."""
+    jitter: dict[User, quality.JitterSamples] = field(
+        default_factory=lambda: {user: quality.JitterSamples() for user in USERS}
+    )
+    """Samples of each party's jitter estimate (:meth:`sample_jitter`), for the CDR's mean and max."""
+
+    def sample_jitter(self, jitter_q4: Iterable[SupportsInt], last_rx_ns: Iterable[SupportsInt]) -> None:
+        """Take a sample of each party's jitter estimate from the relay's ``jitter_q4`` and
+        ``last_rx_ns`` counters of the call's session (one per relay leg, in :data:`RELAY_LEG`'s
+        order); a party that has sent nothing yet is not sampled.
+
+        The engine calls it when the call's timer reads the relay while bridged (no poll of its
+        own), and :meth:`outcome` takes a last sample from the session's final statistics.
+        """
+        seen = last_rx(last_rx_ns)
+        for user, ms in jitter_ms(jitter_q4).items():
+            if seen[user] is not None:
+                self.jitter[user].add(ms)
+
+    def _quality(self, user: User, stats: SessionStats | None) -> quality.LegQuality | None:
+        """The CDR quality of ``user``'s leg: None when it was never answered or nothing is known."""
+        if stats is None or user not in self.answered_wall:
+            return None
+        leg = stats.leg(RELAY_LEG[user])
+        samples = self.jitter[user]
+        if leg.rtp_packets_in:
+            samples.add(leg.jitter_ms)  # the estimate at the release
+        return quality.leg_quality(
+            self.flow.codec,
+            packets_in=leg.rtp_packets_in,
+            bytes_in=leg.rtp_bytes_in,
+            packets_out=leg.rtp_packets_out,
+            bytes_out=leg.rtp_bytes_out,
+            lost=leg.seq_gaps,
+            jitter=samples,
+        )
 
     def handle(self, event: cf.LegEvent, now: float, wall: float) -> list[cf.Command]:
         """Feed a leg event to the call flow (noting an answer's wall-clock time)."""
@@ -240,8 +293,14 @@ class CallRecord:
             self.answered_wall[event.leg] = wall
         return self.flow.handle(event, now)
 
-    def outcome(self, command: cf.SendResponse, wall: float) -> Outcome | None:
-        """The callback's outcome with its CDR, released at ``wall``; None once it was made."""
+    def outcome(
+        self, command: cf.SendResponse, wall: float, stats: SessionStats | None = None
+    ) -> Outcome | None:
+        """The callback's outcome with its CDR, released at ``wall``; None once it was made.
+
+        ``stats``: the relay session's statistics read at the release, for each answered leg's
+        quality (None: the CDR has no quality, as for unanswered legs).
+        """
         if self.reported:
             return None
         self.reported = True
@@ -259,6 +318,8 @@ class CallRecord:
             released_by=command.released_by,
             result=command.result,
             reason=command.reason,
+            leg1=self._quality("user1", stats),
+            leg2=self._quality("user2", stats),
         )
         return Outcome(real_duration=command.real_duration, result=command.result, code=command.code,
                        cdr=cdr)

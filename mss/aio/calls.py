@@ -43,6 +43,7 @@ CLOSE_WAIT = 5.0
 RESTART_QUARANTINE = 60.0
 
 _LAST_RX = FIELDS.index("last_rx_ns")
+_JITTER_Q4 = FIELDS.index("jitter_q4")
 _RTP_IN = FIELDS.index("rtp_packets_in")
 _RTP_OUT = FIELDS.index("rtp_packets_out")
 
@@ -243,7 +244,16 @@ class CallEngine:
         self._arm(call)
 
     def _respond(self, call: _Call, command: cf.SendResponse) -> None:
-        outcome = call.record.outcome(command, time.time())
+        if call.record.reported:
+            return
+        stats = None  # the CDR's media quality: the session's counters read before it closes
+        if not call.session.closed:
+            try:
+                stats = call.session.stats()
+            except RelayError as exc:
+                self._journal_log.error("quality", "callback %s: no media quality in its CDR: %s",
+                                        call.callback.id, exc)
+        outcome = call.record.outcome(command, time.time(), stats)
         if outcome is None:
             return
         log.info("callback %s: released by %s: %s", call.callback.id, command.released_by, command.reason)
@@ -293,6 +303,8 @@ class CallEngine:
             # again) or has passed. One read per call per inactivity_timeout, no pass over every call.
             row = self.relay.counters[call.session.slot, :, _LAST_RX]
             call.flow.media_seen(engine.last_rx(row))
+            # and each party's jitter estimate sampled for the CDR (its mean and max over the call)
+            call.record.sample_jitter(self.relay.counters[call.session.slot, :, _JITTER_Q4], row)
         self._run(call, call.flow.handle_timer(time.monotonic()))
 
     # --- operations: totals, listing and hanging up (the metrics and the control socket) ---------
