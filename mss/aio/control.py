@@ -35,6 +35,7 @@ __all__ = [
     "REQUEST_TIMEOUT",
     "SOCKET_MODE",
     "ControlServer",
+    "abort_connections",
     "unix_address",
 ]
 
@@ -76,6 +77,16 @@ def unix_address(path: str) -> Iterator[str]:
         os.close(fd)
 
 
+async def abort_connections(writers: set[asyncio.StreamWriter]) -> None:
+    """Abort the connections still open (at close): their tasks end on their own, not cancelled."""
+    for writer in list(writers):
+        writer.transport.abort()
+    for _ in range(3):  # the aborted connections' tasks see it within a loop iteration or two
+        if not writers:
+            break
+        await asyncio.sleep(0)
+
+
 def _answers(path: str) -> bool:
     """True when something accepts connections on the socket file ``path``."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
@@ -100,7 +111,7 @@ class ControlServer:
         self.handler = handler
         self._server: asyncio.Server | None = None
         self._inode: tuple[int, int] | None = None
-        self._open = 0
+        self._open: set[asyncio.StreamWriter] = set()
         self._log = RateLimitedLog(log)
 
     async def start(self) -> None:
@@ -150,6 +161,7 @@ class ControlServer:
         if self._server is not None:
             self._server.close()
             self._server = None
+        await abort_connections(self._open)
         if self._inode is not None:
             with contextlib.suppress(OSError):
                 st = os.lstat(self.path)
@@ -158,13 +170,13 @@ class ControlServer:
             self._inode = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._open >= MAX_CONNECTIONS:
-            self._log.warning("busy", "control: %d connections open already; one refused", self._open)
+        if len(self._open) >= MAX_CONNECTIONS:
+            self._log.warning("busy", "control: %d connections open already; one refused", len(self._open))
             with contextlib.suppress(OSError):
                 writer.write(encode_error(f"busy: {MAX_CONNECTIONS} control connections open"))
             writer.close()
             return
-        self._open += 1
+        self._open.add(writer)
         try:
             answer = await self._answer(reader)
             writer.write(answer)
@@ -172,7 +184,7 @@ class ControlServer:
         except (OSError, TimeoutError):
             pass  # the client went away or stalled
         finally:
-            self._open -= 1
+            self._open.discard(writer)
             writer.close()
 
     async def _answer(self, reader: asyncio.StreamReader) -> bytes:
@@ -182,8 +194,8 @@ class ControlServer:
             return encode_error(f"no request line within {REQUEST_TIMEOUT:g}s")
         except asyncio.LimitOverrunError:
             return encode_error(f"request longer than {MAX_LINE} bytes")
-        except asyncio.IncompleteReadError as exc:
-            if not exc.partial.strip():
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            if not isinstance(exc, asyncio.IncompleteReadError) or not exc.partial.strip():
                 return b""
             line = exc.partial  # a last line without its line end
         try:

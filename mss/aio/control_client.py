@@ -12,7 +12,7 @@ import socket
 import time
 from typing import Any
 
-from mss.aio.control import unix_address
+from mss.aio.control import MAX_CONNECTIONS, unix_address
 from mss.control import MAX_ANSWER, ControlError, ControlRequest, encode_request, read_answer
 from mss.errors import MssError
 
@@ -78,6 +78,9 @@ def ask(path: str, request: ControlRequest, *, timeout: float = DEFAULT_TIMEOUT)
                     raise ControlError(f"the answer is longer than {MAX_ANSWER} bytes")
         except TimeoutError:
             raise ControlError(f"mss did not answer within {timeout:g}s") from None
+        except ConnectionResetError:
+            raise ControlError(f"mss reset the control connection (it serves {MAX_CONNECTIONS} at once: "
+                               "try again)") from None
         except OSError as exc:
             raise ControlError(f"the control connection failed: {exc.strerror or exc}") from None
     if not data:

@@ -29,6 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from mss.aio.calls import CallEngine
+from mss.aio.control import abort_connections
 from mss.desk import CallbackDesk
 from mss.errors import MssError
 from mss.iif import Result
@@ -221,7 +222,7 @@ class MetricsServer:
             "mss_loop_lag_seconds", "How late the event loop ran a timer (sampled every 25 ms)",
             buckets=LOOP_LAG_BUCKETS, registry=self.registry)
         self._server: asyncio.Server | None = None
-        self._open = 0
+        self._open: set[asyncio.StreamWriter] = set()
         self._log = RateLimitedLog(log)
 
     @property
@@ -246,17 +247,18 @@ class MetricsServer:
         if self._server is not None:
             self._server.close()
             self._server = None
+        await abort_connections(self._open)
 
     def render(self) -> bytes:
         """The exposition text of every family now."""
         return generate_latest(self.registry)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._open >= MAX_CONNECTIONS:
-            self._log.warning("busy", "metrics: %d connections open already; one refused", self._open)
+        if len(self._open) >= MAX_CONNECTIONS:
+            self._log.warning("busy", "metrics: %d connections open already; one refused", len(self._open))
             writer.close()
             return
-        self._open += 1
+        self._open.add(writer)
         try:
             status, ctype, body, head_only = await self._answer(reader)
             reason = _REASONS.get(status, "")
@@ -269,7 +271,7 @@ class MetricsServer:
         except (OSError, TimeoutError):
             pass  # the client went away or stalled: nothing to answer
         finally:
-            self._open -= 1
+            self._open.discard(writer)
             writer.close()
 
     async def _answer(self, reader: asyncio.StreamReader) -> tuple[int, str, bytes, bool]:
