@@ -24,7 +24,13 @@ import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -213,6 +219,9 @@ class MetricsServer:
 
     def __init__(self, view: ServiceView) -> None:
         self.view = view
+        # No ``*_created`` series: in the text format they are extra families of their own, and
+        # Prometheus does not need them (the process's start is in mss status).
+        disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(MssCollector(view))
         self.setup_seconds = Histogram(
