@@ -103,5 +103,22 @@ class Engine:
         """Copy ``slot``'s counters into ``out`` (shape ``(2, len(FIELDS))``) under the mutex."""
     def remote(self, slot: int, leg: int, kind: int) -> tuple[int, int, bool] | None:
         """``(ip, port, latched)`` where ``leg`` sends ``kind`` now, or None."""
+    def kernel_enable(self, map_fd: int) -> None:
+        """Hand bridged directions to the kernel fast path whose map is ``map_fd`` (see
+        ``mss/bpf/kfwd.h``): from now on each direction that is latched, forwarding and has a
+        destination gets an entry, taken out again before any verb changes it and when its session
+        ends. The fd must stay open until :meth:`kernel_disable` or :meth:`close`."""
+    def kernel_disable(self) -> None:
+        """Take every entry out of the map (counters merged) and forward in userspace only."""
+    def kernel_sync(self) -> None:
+        """Merge every entry's counters into the counters array now (the loop does it every
+        second by itself)."""
+    def kernel_entries(self, slot: int) -> tuple[int, int, int, int]:
+        """Which of ``slot``'s directions are in the kernel: (a RTP, a RTCP, b RTP, b RTCP), each
+        the direction of what that leg receives."""
+    @property
+    def kernel_stats(self) -> dict[str, int]:
+        """``entries``, ``installs``, ``removals``, ``errors`` and ``install_ns`` of the kernel
+        fast path."""
     def close(self) -> None:
         """Stop and join the thread, close every socket, free the memory. Idempotent."""

@@ -85,6 +85,9 @@ cdef enum:
     SHUTDOWN_MS = 200        # how long close() waits for the kernel to end the receives
     MAX_LEARN_MS = 60000     # endpoint learning window: a minute of a phone's audio is the most to lose
     MAX_LEARN_PACKETS = 1000 # packets in a row a candidate must send (20 s of 20 ms packets)
+    KSYNC_MS = 1000          # kernel path: its counters reach the counters array at most this late
+                             # (inactivity is judged in seconds; stats() reads a session at once)
+    KSYNC_BATCH = 256        # kernel path: entries read per bpf() call of a sync (64 KiB of buffer)
 
 # Counter fields: the last axis of the counters array, named in FIELDS below.
 cdef enum:
@@ -195,6 +198,13 @@ ctypedef struct Play:
 
 ctypedef struct Leg:
     Sock sock[3]
+    uint16_t port              # the leg's RTP port (RTCP: port + 1)
+    uint8_t kin[2]             # per kind: what this leg receives is forwarded by the kernel
+    uint64_t kpackets[2]       # per kind: what of the kernel entry's counts is merged already
+    uint64_t kbytes[2]
+    uint64_t kgaps
+    sockaddr_in ksrc[2]        # per kind: the entry's source and destination as installed
+    sockaddr_in kdst[2]
     Endpoint ep[2]
     uint8_t forward            # forward what this leg receives to the other leg
     uint8_t rtcp_pinned        # the RTCP destination came from signalling
@@ -249,6 +259,16 @@ ctypedef struct Core:
     uint64_t rearms            # io_uring: multishot receives that ended and were armed again
     uint64_t loop_errors
     uint32_t n_closing         # sessions in S_CLOSING
+    # the kernel fast path (kfd < 0: off)
+    int kfd                    # the BPF map of mss/bpf/kfwd.h
+    uint32_t kentries          # entries in it now
+    uint64_t ksync_due
+    uint64_t kinstalls
+    uint64_t kremovals
+    uint64_t kerrors           # failed map operations (a full map: that direction stays here)
+    uint64_t kinstall_ns       # time spent in installing system calls
+    kf_key* kkeys              # KSYNC_BATCH each: the sync's buffers
+    kf_entry* kvals
     # io_uring
     mss_uring ring
     msghdr recv_tmpl
@@ -298,6 +318,7 @@ ctypedef struct Pkt:
     uint32_t length
     const sockaddr_in* src
     int32_t bid                # io_uring buffer holding it, or -1
+    int latched                # it latched its leg: the kernel entries are judged again
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers
@@ -414,6 +435,15 @@ cdef void connect_rtp(Core* c, uint32_t slot, Leg* leg) noexcept nogil:
         uring_queue_plain(c, slot, leg)
 
 
+cdef inline uint16_t local_port(int fd) noexcept nogil:
+    """The port a socket is bound on (host order), 0 when unknown."""
+    cdef sockaddr_in addr
+    cdef socklen_t n = sizeof(addr)
+    if getsockname(fd, <sockaddr*>&addr, &n) < 0:
+        return 0
+    return ntohs(addr.sin_port)
+
+
 cdef inline int same_addr(const sockaddr_in* a, const sockaddr_in* b) noexcept nogil:
     return a.sin_port == b.sin_port and a.sin_addr.s_addr == b.sin_addr.s_addr
 
@@ -434,6 +464,7 @@ cdef inline void latch(Pkt* p, Endpoint* ep) noexcept nogil:
         ep.dest.sin_port = p.src.sin_port
         ep.dest.sin_addr.s_addr = p.src.sin_addr.s_addr
     ep.state = EP_LATCHED
+    p.latched = 1
     if p.kind == KIND_RTP and (moved or not ep.connected):
         connect_rtp(p.core, p.slot, p.leg)
     if p.kind == KIND_RTP and not p.leg.rtcp_pinned:
@@ -591,12 +622,15 @@ cdef inline int forward(Pkt* p) noexcept nogil:
 cdef inline int handle_packet(Pkt* p, uint64_t now) noexcept nogil:
     """One datagram through the path; returns 1 when a queued send now owns its buffer."""
     cdef int drop = parse(p)
+    p.latched = 0
     if drop == 0:
         drop = check_source(p, now)
     if drop:
         p.leg.ctr[drop] += 1
         return 0
     count(p, now)
+    if p.latched and p.core.kfd >= 0:
+        kernel_refresh(p.core, p.slot)          # after count(): the entry starts from this packet
     drop = route(p)
     if drop:
         p.leg.ctr[drop] += 1
@@ -779,14 +813,20 @@ cdef void run_timers(Core* c, uint64_t now) noexcept nogil:
         if due + 5 * leg.play.period_ns < now:  # the loop stalled: resume from now, don't burst
             due = now + leg.play.period_ns
         heap_push(c, due, t.slot, t.gen, t.leg, t.serial)
+    if c.kfd >= 0 and c.kentries and c.ksync_due <= now:
+        kernel_sync(c)
+        c.ksync_due = now + <uint64_t>KSYNC_MS * 1000000
 
 
 cdef inline long long next_timeout_ns(Core* c, uint64_t now) noexcept nogil:
-    if c.n_heap == 0:
-        return -1
-    if c.heap[0].due <= now:
-        return 0
-    return <long long>(c.heap[0].due - now)
+    cdef long long t = -1, k
+    if c.n_heap:
+        t = 0 if c.heap[0].due <= now else <long long>(c.heap[0].due - now)
+    if c.kfd >= 0 and c.kentries:               # the kernel path's counters are due
+        k = 0 if c.ksync_due <= now else <long long>(c.ksync_due - now)
+        if t < 0 or k < t:
+            t = k
+    return t
 
 
 cdef void free_play(Leg* leg) noexcept nogil:
@@ -796,6 +836,200 @@ cdef void free_play(Leg* leg) noexcept nogil:
         leg.play = NULL
 
 # ---------------------------------------------------------------------------------------------
+# The kernel fast path: bridged directions handed to the BPF program of mss/bpf/
+# ---------------------------------------------------------------------------------------------
+#
+# An entry per direction and kind (what leg li receives as RTP or RTCP, forwarded to the other
+# leg) is in the kernel's map exactly while kernel_want() holds: the session is active, that
+# direction forwards, the other leg is not playing, leg li has latched (the entry's strict source)
+# and the other leg has a remote. The packet path calls kernel_refresh() after a latch; every verb
+# that changes any of this removes the session's entries first (kernel_unload) and refreshes
+# after; finish_close() removes them before the sockets close. Entries are taken out with their
+# last counters, which are merged into the counters array (kernel_merge), as kernel_sync() does
+# every KSYNC_MS for all of them.
+
+cdef inline void kernel_key(Core* c, Leg* leg, int kind, kf_key* key) noexcept nogil:
+    memset(key, 0, sizeof(kf_key))
+    key.family = 4
+    key.port = htons(<uint16_t>(leg.port + kind))
+    memcpy(key.addr, &c.host, 4)
+
+
+cdef inline int kernel_want(Session* s, int li, int kind) noexcept nogil:
+    cdef Leg* leg = &s.leg[li]
+    cdef Leg* peer = &s.leg[1 - li]
+    return (s.state == S_ACTIVE and leg.forward and peer.play == NULL
+            and leg.ep[kind].state == EP_LATCHED and peer.ep[kind].state != EP_NONE
+            and leg.port != 0 and peer.port != 0)
+
+
+cdef void kernel_merge(Session* s, int li, int kind, const kf_entry* v) noexcept nogil:
+    """Add what the kernel counted since the last merge to the legs' counters."""
+    cdef Leg* leg = &s.leg[li]
+    cdef Leg* peer = &s.leg[1 - li]
+    cdef uint64_t dp = v.packets - leg.kpackets[kind]
+    cdef uint64_t db = v.bytes - leg.kbytes[kind]
+    if dp == 0:
+        return
+    leg.kpackets[kind] = v.packets
+    leg.kbytes[kind] = v.bytes
+    if kind == KIND_RTCP:
+        leg.ctr[RTCP_PACKETS_IN] += dp
+        leg.ctr[RTCP_BYTES_IN] += db
+        peer.ctr[RTCP_PACKETS_OUT] += dp
+        peer.ctr[RTCP_BYTES_OUT] += db
+        if v.last_ns > leg.ctr[LAST_RTCP_RX_NS]:
+            leg.ctr[LAST_RTCP_RX_NS] = v.last_ns
+        return
+    leg.ctr[RTP_PACKETS_IN] += dp
+    leg.ctr[RTP_BYTES_IN] += db
+    peer.ctr[RTP_PACKETS_OUT] += dp
+    peer.ctr[RTP_BYTES_OUT] += db
+    if v.last_ns > leg.ctr[LAST_RX_NS]:
+        leg.ctr[LAST_RX_NS] = v.last_ns
+    leg.ctr[SEQ_GAPS] += v.seq_gaps - leg.kgaps
+    leg.kgaps = v.seq_gaps
+    leg.ctr[SSRC] = v.ssrc
+    leg.ctr[JITTER_Q4] = v.jitter_q4
+    # the sequence and jitter state goes on from the kernel's (packets it passed up use it)
+    leg.ssrc = v.ssrc
+    leg.seq_valid = v.seq_valid
+    leg.max_seq = v.max_seq
+    leg.transit = v.transit
+    leg.transit_valid = v.transit_valid
+
+
+cdef void kernel_install(Core* c, uint32_t slot, int li, int kind) noexcept nogil:
+    cdef Session* s = &c.sessions[slot]
+    cdef Leg* leg = &s.leg[li]
+    cdef Leg* peer = &s.leg[1 - li]
+    cdef kf_key key
+    cdef kf_entry e
+    cdef uint64_t t0
+    cdef int i, err
+    kernel_key(c, leg, kind, &key)
+    memset(&e, 0, sizeof(kf_entry))
+    memcpy(e.src, &leg.ep[kind].dest.sin_addr.s_addr, 4)
+    e.src_port = leg.ep[kind].dest.sin_port
+    memcpy(e.out_src, &c.host, 4)
+    e.out_sport = htons(<uint16_t>(peer.port + kind))
+    memcpy(e.out_dst, &peer.ep[kind].dest.sin_addr.s_addr, 4)
+    e.out_dport = peer.ep[kind].dest.sin_port
+    e.rtcp = <uint8_t>kind
+    e.cookie = (slot << 2) | <uint32_t>(li << 1) | <uint32_t>kind
+    if kind == KIND_RTP:
+        for i in range(128):
+            e.pt_map[i] = leg.pt_map[i]
+            if leg.pt_map[i] != i:
+                e.pt_rewrite = 1
+        e.ssrc = leg.ssrc                       # go on with the relay's sequence and jitter state
+        e.seq_valid = leg.seq_valid
+        e.max_seq = leg.max_seq
+        e.transit = leg.transit
+        e.transit_valid = leg.transit_valid
+        e.jitter_q4 = leg.ctr[JITTER_Q4]
+    t0 = mono_ns()
+    err = kf_put(c.kfd, &key, &e)
+    c.kinstall_ns += mono_ns() - t0
+    if err:
+        c.kerrors += 1                          # the map is full: this direction stays here
+        return
+    leg.kin[kind] = 1
+    leg.kpackets[kind] = 0
+    leg.kbytes[kind] = 0
+    if kind == KIND_RTP:
+        leg.kgaps = 0
+    leg.ksrc[kind] = leg.ep[kind].dest
+    leg.kdst[kind] = peer.ep[kind].dest
+    c.kentries += 1
+    c.kinstalls += 1
+
+
+cdef void kernel_remove(Core* c, uint32_t slot, int li, int kind) noexcept nogil:
+    cdef Session* s = &c.sessions[slot]
+    cdef Leg* leg = &s.leg[li]
+    cdef kf_key key
+    cdef kf_entry v
+    if not leg.kin[kind]:
+        return
+    kernel_key(c, leg, kind, &key)
+    if kf_take(c.kfd, &key, &v) == 0:
+        kernel_merge(s, li, kind, &v)
+    else:
+        c.kerrors += 1
+    leg.kin[kind] = 0
+    c.kentries -= 1
+    c.kremovals += 1
+
+
+cdef void kernel_unload(Core* c, uint32_t slot) noexcept nogil:
+    """Take the session's entries out of the kernel (their counters merged)."""
+    cdef int li, kind
+    if c.kfd < 0:
+        return
+    for li in range(2):
+        for kind in range(2):
+            kernel_remove(c, slot, li, kind)
+
+
+cdef void kernel_refresh(Core* c, uint32_t slot) noexcept nogil:
+    """Make the session's entries what kernel_want() says, with the current remotes."""
+    cdef Session* s = &c.sessions[slot]
+    cdef Leg* leg
+    cdef int li, kind, want
+    if c.kfd < 0:
+        return
+    for li in range(2):
+        leg = &s.leg[li]
+        for kind in range(2):
+            want = kernel_want(s, li, kind)
+            if leg.kin[kind] and (not want or not same_addr(&leg.ksrc[kind], &leg.ep[kind].dest)
+                                  or not same_addr(&leg.kdst[kind], &s.leg[1 - li].ep[kind].dest)):
+                kernel_remove(c, slot, li, kind)
+            if want and not leg.kin[kind]:
+                kernel_install(c, slot, li, kind)
+
+
+cdef void kernel_sync_session(Core* c, uint32_t slot) noexcept nogil:
+    """Merge one session's entries now (for a consistent snapshot)."""
+    cdef Session* s = &c.sessions[slot]
+    cdef kf_key key
+    cdef kf_entry v
+    cdef int li, kind
+    if c.kfd < 0:
+        return
+    for li in range(2):
+        for kind in range(2):
+            if s.leg[li].kin[kind]:
+                kernel_key(c, &s.leg[li], kind, &key)
+                if kf_get(c.kfd, &key, &v) == 0:
+                    kernel_merge(s, li, kind, &v)
+
+
+cdef void kernel_sync(Core* c) noexcept nogil:
+    """Merge every entry's counters, read from the map in batches."""
+    cdef uint32_t token = 0, n, i, slot, rounds
+    cdef int err, first = 1, li, kind
+    cdef Session* s
+    for rounds in range(c.capacity * 4 // KSYNC_BATCH + 2):   # bounded: the map's size
+        n = KSYNC_BATCH
+        err = kf_batch(c.kfd, not first, &token, c.kkeys, c.kvals, &n)
+        first = 0
+        if err and err != ENOENT:
+            c.kerrors += 1
+            return
+        for i in range(n):
+            slot = c.kvals[i].cookie >> 2
+            li = (c.kvals[i].cookie >> 1) & 1
+            kind = c.kvals[i].cookie & 1
+            if slot < c.capacity:
+                s = &c.sessions[slot]
+                if s.leg[li].kin[kind]:
+                    kernel_merge(s, li, kind, &c.kvals[i])
+        if err == ENOENT:
+            return
+
+# ---------------------------------------------------------------------------------------------
 # Session teardown (shared)
 # ---------------------------------------------------------------------------------------------
 
@@ -803,6 +1037,7 @@ cdef void finish_close(Core* c, uint32_t slot) noexcept nogil:
     """Close the six sockets and free the slot; wakes a detach() waiting for it."""
     cdef Session* s = &c.sessions[slot]
     cdef int li, k
+    kernel_unload(c, slot)                      # the entries never outlive their session
     if s.state == S_CLOSING:
         c.n_closing -= 1
     if c.backend == BACKEND_URING and c.fixed and c.thread_running and not c.stopped:
@@ -892,6 +1127,8 @@ cdef void core_free(Core* c) noexcept nogil:
     free(c.out_bid)
     free(c.out_ud)
     free(c.scratch)
+    free(c.kkeys)
+    free(c.kvals)
     pthread_cond_destroy(&c.cv)
     pthread_mutex_destroy(&c.mu)
     free(c)
@@ -944,6 +1181,7 @@ cdef class Engine:
         self.c = c
         c.efd = -1
         c.epfd = -1
+        c.kfd = -1
         c.ring.fd = -1
         pthread_mutex_init(&c.mu, NULL)
         pthread_cond_init(&c.cv, NULL)
@@ -1110,6 +1348,7 @@ cdef class Engine:
                         s.leg[li].pt_map[i] = <uint8_t>i
                     for k in range(N_SOCKS):
                         s.leg[li].sock[k].fd = fds[li * N_SOCKS + k]
+                    s.leg[li].port = local_port(fds[li * N_SOCKS + SK_RTP])
                 s.leg[0].forward = a_to_b
                 s.leg[1].forward = b_to_a
                 if c.backend == BACKEND_URING:
@@ -1134,6 +1373,7 @@ cdef class Engine:
             pthread_mutex_lock(&c.mu)
             s = &c.sessions[slot]
             if s.state != S_FREE:
+                kernel_unload(c, <uint32_t>slot)    # first: nothing forwarded while it closes
                 if c.backend == BACKEND_URING and c.thread_running and not c.stop:
                     uring_queue_close(c, <uint32_t>slot)
                     wake_loop(c)
@@ -1152,6 +1392,7 @@ cdef class Engine:
             raise ValueError("bad leg, kind or port")
         with nogil:
             pthread_mutex_lock(&c.mu)
+            kernel_unload(c, <uint32_t>slot)
             ep = &s.leg[leg].ep[kind]
             if kind == KIND_RTCP:
                 s.leg[leg].rtcp_pinned = pinned
@@ -1171,6 +1412,7 @@ cdef class Engine:
                 ep.exact = 0
                 if kind == KIND_RTP:            # SK_RTP follows the remote; others reach SK_ANY
                     connect_rtp(c, <uint32_t>slot, &s.leg[leg])
+            kernel_refresh(c, <uint32_t>slot)
             pthread_mutex_unlock(&c.mu)
         # No wake-up: the re-arm as a plain recv (io_uring) only saves copying out the source
         # address; until the loop's next turn (the leg's first packet wakes it) the recvmsg
@@ -1185,11 +1427,13 @@ cdef class Engine:
             raise ValueError("bad leg")
         with nogil:
             pthread_mutex_lock(&c.mu)
+            kernel_unload(c, <uint32_t>slot)
             for k in range(2):
                 if s.leg[leg].ep[k].state == EP_LATCHED:
                     s.leg[leg].ep[k].state = EP_EXPECTED
                 s.leg[leg].ep[k].exact = 0
             restart_learning(&s.leg[leg])
+            kernel_refresh(c, <uint32_t>slot)
             pthread_mutex_unlock(&c.mu)
 
     def set_forwarding(self, int slot, bint a_to_b, bint b_to_a):
@@ -1197,8 +1441,10 @@ cdef class Engine:
         cdef Session* s = self._session(slot)
         with nogil:
             pthread_mutex_lock(&c.mu)
+            kernel_unload(c, <uint32_t>slot)
             s.leg[0].forward = a_to_b
             s.leg[1].forward = b_to_a
+            kernel_refresh(c, <uint32_t>slot)
             pthread_mutex_unlock(&c.mu)
 
     def set_pt_map(self, int slot, int leg, bytes table):
@@ -1210,8 +1456,10 @@ cdef class Engine:
             raise ValueError("a payload-type map is 128 bytes of values 0..127")
         with nogil:
             pthread_mutex_lock(&c.mu)
+            kernel_unload(c, <uint32_t>slot)
             for i in range(128):
                 s.leg[leg].pt_map[i] = t[i]
+            kernel_refresh(c, <uint32_t>slot)
             pthread_mutex_unlock(&c.mu)
 
     def play(self, int slot, int leg, bytes frames, int frame_bytes, int payload_type,
@@ -1252,6 +1500,7 @@ cdef class Engine:
         pl.period_ns = <uint64_t>ptime_ms * 1000000
         with nogil:
             pthread_mutex_lock(&c.mu)
+            kernel_unload(c, <uint32_t>slot)        # nothing is forwarded into a playing leg
             free_play(&s.leg[leg])
             s.leg[leg].play_serial += 1
             pl.serial = s.leg[leg].play_serial
@@ -1261,6 +1510,7 @@ cdef class Engine:
                 free(pl)
             else:
                 s.leg[leg].play = pl
+            kernel_refresh(c, <uint32_t>slot)
             pthread_mutex_unlock(&c.mu)
             wake_loop(c)
         if err:
@@ -1273,7 +1523,9 @@ cdef class Engine:
             raise ValueError("bad leg")
         with nogil:
             pthread_mutex_lock(&c.mu)
+            kernel_unload(c, <uint32_t>slot)
             free_play(&s.leg[leg])
+            kernel_refresh(c, <uint32_t>slot)
             pthread_mutex_unlock(&c.mu)
 
     def playing(self, int slot, int leg):
@@ -1290,6 +1542,8 @@ cdef class Engine:
             raise ValueError("bad slot or output shape")
         with nogil:
             pthread_mutex_lock(&c.mu)
+            if c.sessions[slot].state != S_FREE:
+                kernel_sync_session(c, <uint32_t>slot)
             memcpy(d, &c.counters[<size_t>slot * 2 * N_FIELDS], sizeof(uint64_t) * 2 * N_FIELDS)
             pthread_mutex_unlock(&c.mu)
 
@@ -1305,6 +1559,54 @@ cdef class Engine:
         if ep.state == EP_NONE:
             return None
         return ntohl(ep.dest.sin_addr.s_addr), ntohs(ep.dest.sin_port), ep.state == EP_LATCHED
+
+    def kernel_enable(self, int map_fd):
+        cdef Core* c = self._core()
+        cdef uint32_t slot
+        if map_fd < 0:
+            raise ValueError("map_fd must be an open BPF map")
+        if c.kkeys == NULL:
+            c.kkeys = <kf_key*>calloc(KSYNC_BATCH, sizeof(kf_key))
+            c.kvals = <kf_entry*>calloc(KSYNC_BATCH, sizeof(kf_entry))
+            if c.kkeys == NULL or c.kvals == NULL:
+                raise MemoryError()
+        with nogil:
+            pthread_mutex_lock(&c.mu)
+            c.kfd = map_fd
+            for slot in range(c.capacity):      # sessions bridged already go to the kernel too
+                if c.sessions[slot].state != S_FREE:
+                    kernel_refresh(c, slot)
+            pthread_mutex_unlock(&c.mu)
+
+    def kernel_disable(self):
+        cdef Core* c = self._core()
+        cdef uint32_t slot
+        with nogil:
+            pthread_mutex_lock(&c.mu)
+            if c.kfd >= 0:
+                for slot in range(c.capacity):
+                    if c.sessions[slot].state != S_FREE:
+                        kernel_unload(c, slot)
+            c.kfd = -1
+            pthread_mutex_unlock(&c.mu)
+
+    def kernel_sync(self):
+        cdef Core* c = self._core()
+        with nogil:
+            pthread_mutex_lock(&c.mu)
+            if c.kfd >= 0 and c.kentries:
+                kernel_sync(c)
+            pthread_mutex_unlock(&c.mu)
+
+    def kernel_entries(self, int slot):
+        cdef Session* s = self._session(slot)
+        return (s.leg[0].kin[0], s.leg[0].kin[1], s.leg[1].kin[0], s.leg[1].kin[1])
+
+    @property
+    def kernel_stats(self):
+        cdef Core* c = self._core()
+        return {"entries": c.kentries, "installs": c.kinstalls, "removals": c.kremovals,
+                "errors": c.kerrors, "install_ns": c.kinstall_ns}
 
     def close(self):
         if self.c != NULL:

@@ -19,6 +19,7 @@ cdef extern from "<errno.h>" nogil:
         EBUSY
         EINVAL
         ENOSYS
+        ENOENT
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -103,6 +104,7 @@ cdef extern from "<sys/socket.h>" nogil:
     int socket(int domain, int type, int protocol)
     int bind(int fd, const sockaddr* addr, socklen_t len)
     int connect(int fd, const sockaddr* addr, socklen_t len)
+    int getsockname(int fd, sockaddr* addr, socklen_t* len)
     int setsockopt(int fd, int level, int name, const void* value, socklen_t len)
     int sendmmsg(int fd, mmsghdr* msgs, unsigned int vlen, int flags)
     int recvmmsg(int fd, mmsghdr* msgs, unsigned int vlen, int flags, timespec* timeout)
@@ -200,3 +202,36 @@ cdef extern from "_rtp_uring.h" nogil:
     void mss_uring_prep_poll_multi(io_uring_sqe* sqe, int fd, unsigned events, uint64_t user_data)
     void mss_uring_prep_poll_wake(io_uring_sqe* sqe, int fd, uint64_t user_data)
     void mss_uring_prep_cancel(io_uring_sqe* sqe, uint64_t target, uint64_t user_data)
+
+# the kernel fast path's map (mss/bpf/kfwd.h) through the bpf() system call
+cdef extern from "_rtp_kfwd.h" nogil:
+    ctypedef struct kf_key:
+        uint8_t family
+        uint16_t port
+        uint8_t addr[16]
+    ctypedef struct kf_entry:
+        uint8_t src[16]
+        uint8_t out_src[16]
+        uint8_t out_dst[16]
+        uint16_t src_port
+        uint16_t out_sport
+        uint16_t out_dport
+        uint8_t rtcp
+        uint8_t pt_rewrite
+        uint32_t cookie
+        uint64_t packets
+        uint64_t bytes
+        uint64_t last_ns
+        uint64_t seq_gaps
+        uint64_t jitter_q4
+        uint32_t ssrc
+        int32_t transit
+        uint16_t max_seq
+        uint8_t seq_valid
+        uint8_t transit_valid
+        uint8_t pt_map[128]
+    int kf_put(int fd, const kf_key* key, const kf_entry* value)
+    int kf_take(int fd, const kf_key* key, kf_entry* value)
+    int kf_get(int fd, const kf_key* key, kf_entry* value)
+    int kf_batch(int fd, int has_token, uint32_t* token, kf_key* keys, kf_entry* values,
+                 uint32_t* count)

@@ -49,6 +49,23 @@ latched) one is connected to it (the kernel then hands it that source only and s
 address) and the other takes datagrams from everyone else, so they are latched or counted there.
 The RTCP port has one socket.
 
+Kernel fast path (``kernel_forwarding``, IPv4 on a loopback ``host``): a tcx ingress BPF program
+(``mss/bpf/``, loaded by ``mss._kfwd``) forwards a bridged direction in the kernel once the relay
+has latched it. The packet loop hands each direction (RTP and RTCP, each way) to the program's map
+as soon as its source is latched, it forwards and the other leg has a remote and is not playing,
+with **strict source** (only the latched address and port) and the payload-type map; whatever the
+program does not forward (another source, RTCP multiplexed on the RTP port, headers with CSRCs,
+an extension or padding, short or oversized datagrams) comes up to the loop as before. Every verb
+that changes any of this (``set_remote``, ``relatch``, ``set_forwarding``, ``set_pt_rewrite``,
+``play``, ``stop_play``, close) takes the session's entries out first, and a latch in the packet
+loop judges them again. The program counts what it forwards (packets, bytes, last receive time,
+SSRC, sequence gaps and jitter, as the loop does) and the loop merges those counts into
+:attr:`Relay.counters` every second (``KSYNC_MS``) and when an entry is taken out, and
+:meth:`RelaySession.stats` reads its session's entries at once. What stays in userspace: played
+frames (ringback), learning, drops and their counters (the program drops nothing), and a send the
+kernel could not deliver (a full socket buffer of the far phone) is counted by the kernel's UDP
+statistics, not as a ``send`` drop.
+
 Threading: every verb holds one lock (:attr:`Relay.lock` on the Python side, and the packet loop's
 own mutex on the C side); the packet loop never takes the GIL. The loop takes the mutex for each
 batch, so a verb waits at most one batch; with the io_uring back end a busy loop also answers a
@@ -61,7 +78,9 @@ import errno
 import functools
 import heapq
 import ipaddress
+import logging
 import secrets
+import socket
 import struct
 import threading
 import time
@@ -74,18 +93,27 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from mss import _rtp
+from mss import _kfwd, _rtp
 from mss.errors import PortsExhausted, RelayError
 
 __all__ = [
     "FIELDS",
     "Drops",
+    "KernelPathUnavailable",
     "LegStats",
     "PortAllocator",
     "Relay",
     "RelaySession",
     "SessionStats",
 ]
+
+log = logging.getLogger(__name__)
+
+KernelPathUnavailable = _kfwd.KernelPathUnavailable
+
+#: ``kernel_forwarding`` values: ``no`` (userspace only), ``yes`` (the kernel path or an error),
+#: ``auto`` (the kernel path when it loads, else a log line and userspace).
+KERNEL_FORWARDING = ("no", "yes", "auto")
 
 LegName = Literal["a", "b"]
 
@@ -555,7 +583,9 @@ class Relay:
     it). ``gather_us`` is how long a busy loop lets work gather before it wakes (latency traded for
     CPU; 0 wakes for every datagram). ``learn_ms`` and ``learn_packets`` are the endpoint-learning
     window and run (see the module docstring; 0 and 1 latch any first source at once, as a relay
-    without learning would).
+    without learning would). ``kernel_forwarding`` is ``"no"``, ``"yes"`` (the kernel fast path,
+    or :class:`KernelPathUnavailable` saying why not) or ``"auto"`` (the kernel fast path when it
+    loads, else a warning in the log and userspace); :attr:`kernel_forwarding_active` tells.
     """
 
     def __init__(
@@ -568,8 +598,14 @@ class Relay:
         gather_us: int = 200,
         learn_ms: int = LEARN_WINDOW_MS,
         learn_packets: int = LEARN_PACKETS,
+        kernel_forwarding: str = "no",
     ) -> None:
         _ipv4(host)
+        if kernel_forwarding not in KERNEL_FORWARDING:
+            raise RelayError(
+                f"kernel_forwarding must be 'no', 'yes' or 'auto', not {kernel_forwarding!r}"
+            )
+        self._kernel: _kfwd.KernelPath | None = None
         self.host = host
         """Address the ports are bound on."""
         self.lock = threading.Lock()
@@ -596,6 +632,40 @@ class Relay:
             )
         except (OSError, ValueError) as exc:
             raise RelayError(f"cannot start the relay: {exc}") from exc
+        if kernel_forwarding != "no":
+            try:
+                self._start_kernel_path(capacity)
+            except KernelPathUnavailable as exc:
+                if kernel_forwarding == "yes":
+                    self.close()
+                    raise KernelPathUnavailable(f"kernel_forwarding = yes: {exc}") from exc
+                log.warning("relay: kernel forwarding unavailable, forwarding in userspace: %s", exc)
+
+    def _start_kernel_path(self, capacity: int) -> None:
+        if not ipaddress.IPv4Address(self.host).is_loopback:
+            # A packet rewritten on another interface's ingress would still have to be routed out
+            # (a FIB lookup and a redirect in the program): not built yet.
+            raise KernelPathUnavailable(
+                f"only a loopback relay address is forwarded in the kernel, not {self.host}"
+            )
+        try:
+            ifindex = socket.if_nametoindex("lo")
+        except OSError as exc:
+            raise KernelPathUnavailable(f"no loopback interface: {exc}") from None
+        self._kernel = _kfwd.load(ifindex, capacity)
+        self._live().kernel_enable(self._kernel.map_fd)
+
+    @property
+    def kernel_forwarding_active(self) -> bool:
+        """True when bridged legs are forwarded by the kernel fast path (see the module docstring)."""
+        return self._kernel is not None and self._engine is not None
+
+    def kernel_stats(self) -> dict[str, int]:
+        """The kernel fast path's own counters: ``entries`` in the map now, ``installs``,
+        ``removals``, ``errors`` (map operations that failed, e.g. a full map: that direction stays
+        in userspace) and ``install_ns`` (control-plane time spent installing entries)."""
+        stats: dict[str, int] = self._live().kernel_stats
+        return stats
 
     @property
     def backend(self) -> str:
@@ -718,11 +788,14 @@ class Relay:
         """Stop the packet loop and close every session's sockets. Idempotent."""
         with self.lock:
             engine, self._engine = self._engine, None
+            kernel, self._kernel = self._kernel, None
             for session in self._sessions.values():
                 session.closed = True
             self._sessions.clear()
         if engine is not None:
-            engine.close()
+            engine.close()  # takes every entry out of the map first
+        if kernel is not None:
+            kernel.close()
 
     def __enter__(self) -> Relay:
         return self
@@ -739,3 +812,6 @@ class Relay:
         engine = getattr(self, "_engine", None)
         if engine is not None:
             engine.close()
+        kernel = getattr(self, "_kernel", None)
+        if kernel is not None:
+            kernel.close()

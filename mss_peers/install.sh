@@ -1,6 +1,8 @@
 # Shared by the README's two commands (sourced, not run): what the demo and the tests need on a fresh
 # machine. install_kamailio: Kamailio from Debian's packages when it is missing. install_venv EXTRA:
-# a virtual environment .venv with mss and the named extra (demo or test).
+# a virtual environment .venv with mss and the named extra (demo or test), after install_bpf_toolchain:
+# clang and libbpf-dev from Debian's packages when they are missing, so the build compiles the relay's
+# kernel fast path (mss/bpf/; without them mss builds and relays in userspace).
 
 install_kamailio() {
     if ! command -v kamailio >/dev/null 2>&1 && [ ! -x /usr/sbin/kamailio ]; then
@@ -13,7 +15,22 @@ install_kamailio() {
     export PATH="$PATH:/usr/sbin:/sbin"
 }
 
+install_bpf_toolchain() {
+    if ! command -v clang >/dev/null 2>&1 || [ ! -f /usr/include/bpf/bpf_helpers.h ]; then
+        if ! command -v apt-get >/dev/null 2>&1; then
+            echo "no apt-get: the relay's kernel fast path is not built (clang, libbpf-dev missing)" >&2
+            return 0
+        fi
+        echo "installing clang and libbpf-dev (the build of the relay's kernel fast path)" >&2
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q clang libbpf-dev >/dev/null
+    fi
+}
+
 install_venv() {
+    install_bpf_toolchain
     local python=${PYTHON:-python3}
     [ -x .venv/bin/python ] || "$python" -m venv .venv
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null

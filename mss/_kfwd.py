@@ -1,0 +1,147 @@
+"""The kernel fast path's loader: the BPF program of ``mss/bpf/`` through libbpf, attached by tcx.
+
+:func:`load` opens the object setup.py built (``mss/bpf/kfwd.bpf.o``) with libbpf (``libbpf.so.1``,
+through ctypes: nothing to compile, and without libbpf mss simply relays in userspace), sizes its
+map, loads it and attaches the program to an interface's ingress with a **tcx link**
+(``BPF_LINK_CREATE`` with ``BPF_TCX_INGRESS``, Linux 6.6 and later). The link is a file descriptor
+of this process, never pinned: closing it, or the process dying in any way, detaches the program,
+and the map goes with the last reference, so a crash leaves nothing behind and there is nothing to
+clean up at start. Debian 12's libbpf (1.1) has no ``bpf_program__attach_tcx`` (1.3), but its
+``bpf_link_create`` passes the attach type through to the kernel, which is all a tcx link needs;
+the netlink TC hook of older libbpf (``bpf_tc_attach``) would outlive a crash.
+
+tcx runs every attached program in turn: this one passes what it does not forward on with
+``TC_ACT_UNSPEC`` (the next program), so several relays (or processes) share an interface.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from pathlib import Path
+
+from mss.errors import RelayError
+
+__all__ = ["OBJECT", "KernelPath", "KernelPathUnavailable", "load"]
+
+#: The compiled program (setup.py builds it when clang and libbpf-dev are found).
+OBJECT = Path(__file__).parent / "bpf" / "kfwd.bpf.o"
+
+#: Names inside the object (mss/bpf/kfwd.h).
+_MAP = b"kf_entries"
+_PROG = b"kf_ingress"
+
+#: ``BPF_TCX_INGRESS`` of ``enum bpf_attach_type`` (Linux 6.6; Debian 12's headers predate it).
+BPF_TCX_INGRESS = 46
+
+#: Map entries a relay session needs: RTP and RTCP, each way.
+ENTRIES_PER_SESSION = 4
+
+
+class KernelPathUnavailable(RelayError):
+    """The kernel fast path cannot run here; the message says why (and what would fix it)."""
+
+
+_lib: ctypes.CDLL | None = None
+
+
+def _libbpf() -> ctypes.CDLL:
+    global _lib
+    if _lib is None:
+        try:
+            lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+        except OSError as exc:
+            raise KernelPathUnavailable(f"libbpf is not installed (libbpf1): {exc}") from None
+        vp, cp, i = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
+        for name, restype, argtypes in (
+            ("libbpf_set_print", vp, [vp]),
+            ("bpf_object__open_file", vp, [cp, vp]),
+            ("bpf_object__find_map_by_name", vp, [vp, cp]),
+            ("bpf_map__set_max_entries", i, [vp, ctypes.c_uint32]),
+            ("bpf_object__load", i, [vp]),
+            ("bpf_object__find_program_by_name", vp, [vp, cp]),
+            ("bpf_program__fd", i, [vp]),
+            ("bpf_map__fd", i, [vp]),
+            ("bpf_link_create", i, [i, i, i, vp]),
+            ("bpf_object__close", None, [vp]),
+        ):
+            fn = getattr(lib, name)
+            fn.restype = restype
+            fn.argtypes = argtypes
+        lib.libbpf_set_print(None)  # its messages would go to stderr; the errors say enough
+        _lib = lib
+    return _lib
+
+
+def _why(err: int, step: str) -> str:
+    if err in (errno.EPERM, errno.EACCES):
+        return f"{step}: not permitted (needs CAP_BPF and CAP_NET_ADMIN, or root)"
+    if step == "attach" and err in (errno.EINVAL, errno.EOPNOTSUPP):
+        return f"{step}: this kernel has no tcx ingress links (Linux 6.6 or later)"
+    return f"{step}: {os.strerror(err)}"
+
+
+class KernelPath:
+    """The loaded program, its map and its tcx link; all of it ends with :meth:`close` or the
+    process."""
+
+    def __init__(self, obj: int, map_fd: int, link_fd: int, ifindex: int, max_entries: int) -> None:
+        self._obj: int | None = obj
+        self.map_fd = map_fd
+        """The map's descriptor (mss/bpf/kfwd.h), valid until :meth:`close`."""
+        self.link_fd = link_fd
+        """The tcx link's descriptor: closing it detaches the program."""
+        self.ifindex = ifindex
+        """The interface whose ingress the program is attached to."""
+        self.max_entries = max_entries
+        """The map's size."""
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run."""
+        return self._obj is None
+
+    def close(self) -> None:
+        """Detach the program and free the map. Idempotent."""
+        obj, self._obj = self._obj, None
+        if obj is not None:
+            os.close(self.link_fd)
+            _libbpf().bpf_object__close(obj)
+
+    def __del__(self) -> None:
+        if getattr(self, "_obj", None) is not None:
+            self.close()
+
+
+def load(ifindex: int, sessions: int, *, path: Path = OBJECT) -> KernelPath:
+    """Load the program for up to ``sessions`` relay sessions and attach it to ``ifindex``'s
+    ingress; raises :class:`KernelPathUnavailable` with the reason when it cannot."""
+    if not path.exists():
+        raise KernelPathUnavailable(
+            f"the BPF program was not built ({path.name} is missing: clang and libbpf-dev were not"
+            " found when mss was installed)"
+        )
+    lib = _libbpf()
+    max_entries = max(1, sessions) * ENTRIES_PER_SESSION
+    obj = lib.bpf_object__open_file(str(path).encode(), None)
+    if not obj:
+        raise KernelPathUnavailable(_why(ctypes.get_errno(), f"open {path.name}"))
+    try:
+        bpf_map = lib.bpf_object__find_map_by_name(obj, _MAP)
+        prog = lib.bpf_object__find_program_by_name(obj, _PROG)
+        if not bpf_map or not prog:
+            raise KernelPathUnavailable(f"{path.name} is not mss's kernel fast path")
+        err = lib.bpf_map__set_max_entries(bpf_map, max_entries)
+        if err < 0:
+            raise KernelPathUnavailable(_why(-err, "size the map"))
+        err = lib.bpf_object__load(obj)
+        if err < 0:
+            raise KernelPathUnavailable(_why(-err, "load"))
+        link = lib.bpf_link_create(lib.bpf_program__fd(prog), ifindex, BPF_TCX_INGRESS, None)
+        if link < 0:
+            raise KernelPathUnavailable(_why(-link, "attach"))
+    except BaseException:
+        lib.bpf_object__close(obj)
+        raise
+    return KernelPath(obj, lib.bpf_map__fd(bpf_map), link, ifindex, max_entries)
