@@ -88,11 +88,13 @@ class CallEngine:
     async def open(self) -> None:
         cfg = self.config
         try:
-            self.relay = Relay(host=cfg.rtp.host, port_min=cfg.rtp.port_min, port_max=cfg.rtp.port_max)
+            self.relay = Relay(host=cfg.rtp.host, port_min=cfg.rtp.port_min, port_max=cfg.rtp.port_max,
+                               kernel_forwarding=cfg.rtp.kernel_forwarding)
         except RelayError as exc:
             raise MssError(f"[rtp]: {exc}") from exc
-        log.info("relay on %s ports %d..%d (%d sessions, %s)", cfg.rtp.host, cfg.rtp.port_min,
-                 cfg.rtp.port_max, self.relay.capacity, self.relay.backend)
+        log.info("relay on %s ports %d..%d (%d sessions, %s, bridged legs forwarded %s)", cfg.rtp.host,
+                 cfg.rtp.port_min, cfg.rtp.port_max, self.relay.capacity, self.relay.backend,
+                 "in the kernel" if self.relay.kernel_forwarding_active else "in userspace")
         self._quarantine_cut_ports(self.relay)
         self.sip = SipTransport(UASettings.from_config(cfg), on_event=self._on_sip_event)
         await self.sip.open()
