@@ -70,7 +70,10 @@ the call in this phone, 0, 1, ...):
                  486, 404, 480, or 487 at a callee whose INVITE was cancelled), ``role``
                  (``caller``/``callee``), ``call_id``, ``remote_uri``, ``codec``; a
                  ``disconnected`` event comes after the recording file is closed
-                 (complete) and has ``recording``, ``recording_closed`` and ``dtmf``
+                 (complete) and has ``recording``, ``recording_closed``, ``dtmf`` and
+                 ``stream_stat`` (the audio stream's own RTCP counts as the call ended: ``rx_packets``,
+                 ``rx_bytes``, ``rx_loss``, ``rx_jitter_mean_ms``, ``rx_jitter_max_ms``,
+                 ``tx_packets``, ``tx_bytes``; None without audio; ``info()`` has it too)
 ``media``        ``status`` (``active``, ``local_hold``, ``remote_hold``, ``none``), ``codec``
 ``recording``    a recorder was started: ``path``
 ``dtmf``         a received digit: ``digit``, ``method`` (``rfc4733``), ``digits`` so far

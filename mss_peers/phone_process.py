@@ -176,6 +176,8 @@ class PhoneCall(pj.Call):  # type: ignore[misc]
         self.state = "null"
         self.finished = False
         self.sip_call_id = ""
+        self.audio_index: int | None = None  # the call's audio media, once active
+        self.last_stream_stat: dict[str, Any] | None = None  # read at the end of the call
 
     # -- helpers --
 
@@ -194,6 +196,24 @@ class PhoneCall(pj.Call):  # type: ignore[misc]
             "dtmf": self.dtmf,
             "recording": self.recording,
             "call_id": self.sip_call_id,
+            "stream_stat": self.stream_stat() or self.last_stream_stat,
+        }
+
+    def stream_stat(self) -> dict[str, Any] | None:
+        """The audio stream's own RTCP statistics (pjsua2 ``getStreamStat``): RTP packets and bytes
+        received and sent, packets lost and jitter as the phone measured them; None without one."""
+        if self.audio_index is None:
+            return None
+        try:
+            rtcp = self.getStreamStat(self.audio_index).rtcp
+        except pj.Error:
+            return None
+        rx, tx = rtcp.rxStat, rtcp.txStat
+        return {
+            "rx_packets": int(rx.pkt), "rx_bytes": int(rx.bytes), "rx_loss": int(rx.loss),
+            "rx_jitter_mean_ms": float(rx.jitterUsec.mean) / 1000,
+            "rx_jitter_max_ms": float(rx.jitterUsec.max) / 1000,
+            "tx_packets": int(tx.pkt), "tx_bytes": int(tx.bytes),
         }
 
     # -- callbacks --
@@ -215,6 +235,8 @@ class PhoneCall(pj.Call):  # type: ignore[misc]
             "codec": self.codec,
         }
         if self.state == "disconnected":
+            self.last_stream_stat = self.stream_stat() or self.last_stream_stat
+            fields["stream_stat"] = self.last_stream_stat
             # The recorder is closed (and the WAV header written) in the main loop; the
             # "disconnected" event follows then.
             self.phone.later(0.0, lambda: self.phone.finish_call(self, fields))
@@ -230,6 +252,7 @@ class PhoneCall(pj.Call):  # type: ignore[misc]
             status = MEDIA_NAMES.get(media[i].status, str(media[i].status))
             self.media_status = status
             if status in ("active", "remote_hold"):
+                self.audio_index = i
                 self.codec = self.stream_codec(i)
                 self.phone.connect_audio(self, self.getAudioMedia(i))
             self.ev("media", status=status, codec=self.codec)
@@ -241,6 +264,10 @@ class PhoneCall(pj.Call):  # type: ignore[misc]
         except pj.Error:
             return None
         return str(si.codecName)
+
+    def onStreamDestroyed(self, prm: pj.OnStreamDestroyedParam) -> None:
+        # the last moment the stream's statistics can be read (DISCONNECTED comes after it)
+        self.last_stream_stat = self.stream_stat() or self.last_stream_stat
 
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
         digit = str(prm.digit)
