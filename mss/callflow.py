@@ -112,10 +112,23 @@ class Timer(enum.StrEnum):
     """``inactivity_timeout`` of a bridged call."""
     RELEASE = "release"
     """:data:`RELEASE_GUARD` of a release waiting for its legs."""
+    REOFFER_USER1 = "reoffer_user1"
+    """Our re-INVITE to user1 met a glare (491) or could not be sent: try it again."""
+    REOFFER_USER2 = "reoffer_user2"
+    """The same for user2."""
 
 
 _RING_TIMER: dict[User, Timer] = {"user1": Timer.RING_USER1, "user2": Timer.RING_USER2}
 _RINGING: dict[Timer, User] = {timer: user for user, timer in _RING_TIMER.items()}
+_REOFFER_TIMER: dict[User, Timer] = {"user1": Timer.REOFFER_USER1, "user2": Timer.REOFFER_USER2}
+_REOFFERING: dict[Timer, User] = {timer: user for user, timer in _REOFFER_TIMER.items()}
+
+#: Final statuses to our re-INVITE after which it is sent again: 491 (RFC 3261 §14.1: the two ends
+#: offered at once) and 503 (the SIP side could not send it, e.g. while an earlier one was pending).
+_RETRY_REOFFER = frozenset({491, 503})
+
+#: Tries of one re-offer after such statuses, before the leg's media is left as it is.
+MAX_REOFFER_RETRIES = 3
 
 
 # --- input events ---------------------------------------------------------------------------------
@@ -420,13 +433,22 @@ class _LegState:
     code: int | None = None
     call_id: str = ""
     local: sdp.LocalSdp | None = None
+    wants: sdp.Direction = sdp.Direction.SENDRECV
+    """The direction the party itself asks for: what its own offers say, and what its answers to ours
+    say where our offer left it free. mss offers each party the other's wish (holds from both sides
+    merge) and forwards media in a direction only when the sender sends and the receiver receives."""
+    reoffer_at: float | None = None
+    """When our re-offer is sent again (after a glare), None when none waits."""
+    reoffer_tries: int = 0
+    """Re-offers sent again in a row on this leg (bounded by :data:`MAX_REOFFER_RETRIES`)."""
 
 
 class CallbackCall:
     """One callback: user1, then user2, bridged, released."""
 
     __slots__ = (
-        "_duration_deadline", "_last_media", "_pt_maps", "_release_deadline", "bridged_at", "duration",
+        "_duration_deadline", "_forward", "_last_media", "_pt_maps", "_release_deadline", "bridged_at",
+        "duration",
         "legs", "released_at", "result", "settings", "state", "user1", "user2",
     )
 
@@ -444,6 +466,7 @@ class CallbackCall:
         self._release_deadline: float | None = None
         self._last_media: dict[User, float] = {"user1": 0.0, "user2": 0.0}
         self._pt_maps: tuple[dict[int, int], dict[int, int]] = ({}, {})
+        self._forward = (False, False)  # the relay's forwarding (a to b, b to a) while bridged
 
     # --- state -----------------------------------------------------------------------------------
 
@@ -494,13 +517,10 @@ class CallbackCall:
             return self._failed(event, now)
         if isinstance(event, Ended):
             return self._ended(event, now)
-        if isinstance(event, ReinviteResult | RemoteAnswer):
-            # Ignored for now, on purpose. Our re-INVITE only reflects hold/resume and offers the
-            # codec the leg already agreed on, so a refusal leaves the media as it was; the answer in
-            # an ACK answers our last SDP again. Whether a refused reflection should release the call,
-            # and whether a new address in such an answer should move the relay's remote, is decided
-            # with the work on real networks.
-            return []
+        if isinstance(event, ReinviteResult):
+            return self._reinvite_result(event, now)
+        if isinstance(event, RemoteAnswer):
+            return self._answer_to_us(event.leg, event.sdp, now)
         return self._offer(event, now)
 
     def _progress(self, event: Progress) -> list[Command]:
@@ -551,6 +571,7 @@ class CallbackCall:
                 reason=f"{event.leg} answered with unusable SDP: {exc.reason}",
             )
         leg.negotiated = negotiated
+        leg.wants = negotiated.remote_direction
         if event.leg == "user1":
             return self._user1_answered(negotiated, now)
         return self._user2_answered(negotiated, now)
@@ -582,10 +603,12 @@ class CallbackCall:
         self.bridged_at = now
         self._last_media = {"user1": now, "user2": now}
         self._pt_maps = a_to_b, b_to_a
+        self._forward = (True, True)
         commands: list[Command] = [
             self._remote("user2", n2),
             RelayStopPlay(leg="user1"),
             RelayBridge(a_to_b=a_to_b, b_to_a=b_to_a),
+            *self._forwarding(),  # a party that answered on hold
             MarkBridged(),
         ]
         if self.settings.progress_events:
@@ -640,51 +663,126 @@ class CallbackCall:
         before = leg.negotiated
         # While user2 still rings only user1 is up: its offer moves its own media, nothing else.
         bridged = self.state is CallState.BRIDGED
+        other = self.legs[_OTHER[event.leg]]
         try:
             answer, negotiated = sdp.make_answer(
                 sdp.parse_sdp(event.sdp), host=s.media_host, port=port, codecs=[before.codec.name],
                 session_id=s.session_id, version=1,
+                # What the other party wants is what mss can do on this leg (holds merge).
+                direction=other.wants if bridged else sdp.Direction.SENDRECV,
             )
-            pt_maps = None
-            if bridged:
-                legs = {event.leg: negotiated, _OTHER[event.leg]: self.legs[_OTHER[event.leg]].negotiated}
-                n1, n2 = legs["user1"], legs["user2"]
-                assert n1 is not None and n2 is not None
-                pt_maps = sdp.pt_mapping(n1, n2)
+            pt_maps = self._pt_mapping(event.leg, negotiated) if bridged else None
         except SdpError:
             return [AnswerOffer(leg=event.leg, sdp=None)]
         assert leg.local is not None
         commands: list[Command] = [AnswerOffer(leg=event.leg, sdp=bytes(leg.local.stamp(answer)))]
+        return commands + self._renegotiated(event.leg, negotiated, pt_maps, negotiated.remote_direction, now)
+
+    def _reinvite_result(self, event: ReinviteResult, now: float) -> list[Command]:
+        """The far end's final answer to our re-INVITE on a leg."""
+        leg = self.legs[event.leg]
+        if self.state is not CallState.BRIDGED:
+            return []
+        if 200 <= event.status < 300:
+            leg.reoffer_tries = 0
+            return [] if event.sdp is None else self._answer_to_us(event.leg, event.sdp, now)
+        if event.status in _RETRY_REOFFER and leg.reoffer_tries < MAX_REOFFER_RETRIES:
+            # RFC 3261 §14.1: "If the UAC is the owner of the Call-ID of the dialog ID (meaning it
+            # generated the value), T has a randomly chosen value between 2.1 and 4 seconds". mss made
+            # both dialogs; the session id spreads the calls over that range.
+            leg.reoffer_tries += 1
+            leg.reoffer_at = now + 2.1 + (self.settings.session_id % 1901) / 1000
+            return []
+        # RFC 3261 §14.1: after another non-2xx "the session parameters MUST remain unchanged": the
+        # leg keeps its media as it was; the relay's forwarding already follows both parties' wishes.
+        leg.reoffer_tries = 0
+        return []
+
+    def _answer_to_us(self, name: User, body: bytes, now: float) -> list[Command]:
+        """The far end answered our last offer on leg ``name`` (in a 2xx to our re-INVITE, or in the
+        ACK of an offerless re-INVITE): move the relay as the answer says."""
+        leg = self.legs[name]
+        ours = leg.local.last if leg.local is not None else None
+        if self.state is not CallState.BRIDGED or leg.negotiated is None or ours is None:
+            return []
+        try:
+            negotiated = sdp.read_answer(ours, sdp.parse_sdp(body))
+            pt_maps = self._pt_mapping(name, negotiated)
+        except SdpError:
+            return []  # an unusable answer changes nothing: the leg keeps its media as it was
+        # Where our offer left the party free (a direction we would take), its answer says what it
+        # wants; where it did not, its answer says nothing of its own wish.
+        free = negotiated.local_direction.reverse()
+        said = negotiated.remote_direction
+        wants = sdp.Direction.from_flags(
+            send=said.sends if free.sends else leg.wants.sends,
+            receive=said.receives if free.receives else leg.wants.receives,
+        )
+        return self._renegotiated(name, negotiated, pt_maps, wants, now)
+
+    def _pt_mapping(self, name: User, negotiated: sdp.Negotiated) -> tuple[dict[int, int], dict[int, int]]:
+        """The relay's payload-type rewrites once leg ``name`` agreed on ``negotiated``."""
+        legs = {name: negotiated, _OTHER[name]: self.legs[_OTHER[name]].negotiated}
+        n1, n2 = legs["user1"], legs["user2"]
+        assert n1 is not None and n2 is not None
+        return sdp.pt_mapping(n1, n2)
+
+    def _renegotiated(
+        self, name: User, negotiated: sdp.Negotiated, pt_maps: tuple[dict[int, int], dict[int, int]] | None,
+        wants: sdp.Direction, now: float,
+    ) -> list[Command]:
+        """Leg ``name`` agreed on ``negotiated`` anew and its party wants ``wants``: move the relay's
+        remote, rewrites and forwarding, and offer the other party the new wish."""
+        leg = self.legs[name]
+        before = leg.negotiated
+        assert before is not None
         was_held = self._held()
+        was_wants = leg.wants
         leg.negotiated = negotiated
+        leg.wants = wants
+        commands: list[Command] = []
         where = negotiated.remote_address, negotiated.remote_port
         moved = where != (before.remote_address, before.remote_port)
         if moved and negotiated.remote_address not in _NULL_ADDRESSES:
             # An RFC 2543 hold (c=0.0.0.0) is a direction, not a place: sending there would reach
             # this host itself, so the relay keeps the old remote.
-            commands.append(self._remote(event.leg, negotiated))
+            commands.append(self._remote(name, negotiated))
         if pt_maps is None:
             return commands
         if pt_maps != self._pt_maps:
-            # The phone's new offer numbered its payload types (telephone-event, typically) anew:
-            # RTP it sends now carries the numbers of our answer (RFC 3264 §5.1), so rewrite them.
+            # The phone numbered its payload types (telephone-event, typically) anew: RTP it sends
+            # now carries the numbers of our SDP (RFC 3264 §5.1), so rewrite them.
             self._pt_maps = pt_maps
             commands.append(RelayBridge(a_to_b=pt_maps[0], b_to_a=pt_maps[1]))
+            self._forward = (True, True)  # what a bridge does
+        commands += self._forwarding()
         if self._held() != was_held:
             # No RTP was due while on hold: count the inactivity afresh from the change.
             self._last_media = {"user1": now, "user2": now}
-        if negotiated.hold != before.hold or negotiated.remote_direction != before.remote_direction:
-            # Reflect hold/resume to the other leg so its media follows (RFC 3264 §8.4).
-            other = _OTHER[event.leg]
-            commands.append(Reinvite(leg=other, sdp=self._reoffer(other, negotiated.remote_direction)))
+        if wants != was_wants:
+            # Offer the other party the new wish so its media follows (RFC 3264 §8.4).
+            other = _OTHER[name]
+            self.legs[other].reoffer_at = None  # this offer supersedes one waiting to be sent again
+            self.legs[other].reoffer_tries = 0
+            commands.append(Reinvite(leg=other, sdp=self._reoffer(other, wants)))
         return commands
+
+    def _forwarding(self) -> list[Command]:
+        """A :class:`RelayForward` when the parties' wishes change what the relay should forward: a
+        direction flows only when its sender sends and its receiver receives."""
+        w1, w2 = self.legs["user1"].wants, self.legs["user2"].wants
+        forward = (w1.sends and w2.receives, w2.sends and w1.receives)
+        if forward == self._forward:
+            return []
+        self._forward = forward
+        return [RelayForward(a_to_b=forward[0], b_to_a=forward[1])]
 
     def _reoffer(self, name: User, direction: sdp.Direction) -> bytes:
         """Our new offer on established leg ``name``: only the codec and telephone-event it agreed on,
         under our numbers, with ``direction``.
 
         Not our first offer again: that one lists every ``audio_codecs`` entry for user1, and the
-        answer to a re-INVITE is not reported back, so the leg must not be free to pick another codec.
+        other leg's codec is fixed (media passes untouched), so this leg must not pick another.
         """
         state = self.legs[name]
         n = state.negotiated
@@ -738,14 +836,18 @@ class CallbackCall:
         for name, leg in self.legs.items():
             if leg.invited_at is not None and leg.answered_at is None and not leg.ended:
                 d[_RING_TIMER[name]] = leg.invited_at + self.settings.ring_timeout
+            if leg.reoffer_at is not None and self.state is CallState.BRIDGED:
+                d[_REOFFER_TIMER[name]] = leg.reoffer_at
         if self.state is CallState.BRIDGED and self.settings.inactivity_timeout > 0 and not self._held():
             d[Timer.MEDIA] = min(self._last_media.values()) + self.settings.inactivity_timeout
         return d
 
     def _held(self) -> bool:
-        # A held leg may legitimately send nothing; so may the leg facing it.
+        # A held leg may legitimately send nothing; so may the leg facing it, and any party that said
+        # it does not send (recvonly, inactive).
         return any(
-            state.negotiated is not None and state.negotiated.hold for state in self.legs.values()
+            (n := state.negotiated) is not None and (n.hold or not n.remote_direction.sends)
+            for state in self.legs.values()
         )
 
     def handle_timer(self, now: float) -> list[Command]:
@@ -769,6 +871,10 @@ class CallbackCall:
             result: Result = "user2_no_answer" if self.state is CallState.CALLING_USER2 else "user1_no_answer"
             return self._release(now, result=result, code=0, by="mss",
                                  reason=f"duration of {self.duration}s reached before user2 answered")
+        again = _REOFFERING.get(name)
+        if again is not None:
+            self.legs[again].reoffer_at = None
+            return [Reinvite(leg=again, sdp=self._reoffer(again, self.legs[_OTHER[again]].wants))]
         who = _RINGING.get(name)
         if who is not None:
             return self._release(now, result=_LEG_RESULT[who]["no_answer"], code=0, by="mss",

@@ -247,18 +247,8 @@ def test_events_refuse_an_unknown_leg_and_a_final_status_as_progress() -> None:
 
 
 
-def test_reinvite_results_and_remote_answers_reach_the_call_flow_and_change_nothing_yet() -> None:
-    h = Harness()
-    h.bridge()
-    answer = phone_answer(h.offers["user2"], host="127.0.0.3", port=4004)
-    events: list[LegEvent] = [
-        ReinviteResult(leg="user2", status=200, sdp=answer),
-        ReinviteResult(leg="user1", status=488),
-        RemoteAnswer(leg="user1", sdp=answer),
-    ]
-    for event in events:
-        assert h.feed(event) == []
-    assert h.call.state is CallState.BRIDGED
+def test_events_are_checked() -> None:
+    answer = phone_answer(OFFER_USER1)
     with pytest.raises(LocalProtocolError, match="100 is not a final status"):
         ReinviteResult(leg="user1", status=100)
     with pytest.raises(LocalProtocolError, match="unknown leg 'b'"):
@@ -266,6 +256,7 @@ def test_reinvite_results_and_remote_answers_reach_the_call_flow_and_change_noth
     fresh = Harness()
     with pytest.raises(LocalProtocolError, match="user2 was never invited"):
         fresh.feed(RemoteAnswer(leg="user2", sdp=answer))
+
 
 @pytest.mark.parametrize(
     ("start", "to", "message"),
@@ -952,8 +943,10 @@ def test_hold_and_resume_from_user1_are_answered_and_reflected_to_user2() -> Non
     h.after(30)
     # pjsua2 puts the call on hold; its own re-offer names telephone-event 121.
     commands = h.feed(OfferReceived(leg="user1", sdp=sdp_fixture("pjsua2_hold_sendonly.sdp")))
-    assert [type(c) for c in commands] == [AnswerOffer, RelayBridge, Reinvite]
-    answer, bridge, reinvite = commands
+    assert [type(c) for c in commands] == [AnswerOffer, RelayBridge, RelayForward, Reinvite]
+    answer, bridge, forward, reinvite = commands
+    # user1 sends (music on hold) and takes nothing: the relay stops forwarding to it.
+    assert forward == RelayForward(a_to_b=True, b_to_a=False)
     assert isinstance(answer, AnswerOffer) and answer.leg == "user1"
     assert _sdp_of(answer) == crlf(f"""
 v=0
@@ -976,11 +969,12 @@ a=recvonly
     assert parse_sdp(held).media[0].formats == ("0", "101")
 
     commands = h.feed(OfferReceived(leg="user1", sdp=sdp_fixture("pjsua2_resume_new_address.sdp")))
-    assert [type(c) for c in commands] == [AnswerOffer, RelayRemote, Reinvite]
+    assert [type(c) for c in commands] == [AnswerOffer, RelayRemote, RelayForward, Reinvite]
     assert _direction(_sdp_of(commands[0])) is Direction.SENDRECV
     assert parse_sdp(_sdp_of(commands[0])).origin.version == SESSION + 2
     assert commands[1] == RelayRemote(leg="user1", host="127.0.0.5", port=4010, rtcp_port=4011)
-    resumed = _sdp_of(commands[2])
+    assert commands[2] == RelayForward(a_to_b=True, b_to_a=True)
+    resumed = _sdp_of(commands[3])
     assert _direction(resumed) is Direction.SENDRECV
     assert parse_sdp(resumed).origin.version == SESSION + 2
 
@@ -998,11 +992,12 @@ def test_hold_from_user2_is_reflected_to_user1() -> None:
     h.bridge()
     hold = phone_answer(h.offers["user2"], host="127.0.0.3", port=4004, direction="sendonly", version=2)
     commands = h.feed(OfferReceived(leg="user2", sdp=hold))
-    assert [type(c) for c in commands] == [AnswerOffer, Reinvite]
+    assert [type(c) for c in commands] == [AnswerOffer, RelayForward, Reinvite]
     assert _direction(_sdp_of(commands[0])) is Direction.RECVONLY
-    assert commands[1].leg == "user1"
-    # Only the codec user1 agreed on: its answer to our re-INVITE is not read, so it may not pick.
-    assert _sdp_of(commands[1]) == crlf(f"""
+    assert commands[1] == RelayForward(a_to_b=False, b_to_a=True)
+    assert commands[2].leg == "user1"
+    # Only the codec user1 agreed on: user2's codec is fixed, so user1 may not pick another.
+    assert _sdp_of(commands[2]) == crlf(f"""
 v=0
 o=- {SESSION} {SESSION + 1} IN IP4 127.0.0.1
 s=mss
@@ -1017,8 +1012,8 @@ a=sendonly
 """)
     resume = phone_answer(h.offers["user2"], host="127.0.0.3", port=4004, version=3)
     commands = h.feed(OfferReceived(leg="user2", sdp=resume))
-    assert [type(c) for c in commands] == [AnswerOffer, Reinvite]
-    resumed = parse_sdp(_sdp_of(commands[1]))
+    assert [type(c) for c in commands] == [AnswerOffer, RelayForward, Reinvite]
+    resumed = parse_sdp(_sdp_of(commands[2]))
     assert resumed.direction_of(resumed.media[0]) is Direction.SENDRECV
     assert resumed.origin.version == SESSION + 2
 
@@ -1041,10 +1036,12 @@ def test_rfc2543_hold_keeps_the_relay_remote() -> None:
     h = Harness()
     h.bridge(user1={"host": "127.0.0.4", "port": 49170, "session": 2890844526})
     commands = h.feed(OfferReceived(leg="user1", sdp=sdp_fixture("rfc2543_hold.sdp")))
-    # c=0.0.0.0: no RelayRemote (0.0.0.0 would reach this host), hold reflected as sendonly.
-    assert [type(c) for c in commands] == [AnswerOffer, Reinvite]
+    # c=0.0.0.0: no RelayRemote (0.0.0.0 would reach this host), nothing forwarded to user1 (it
+    # receives nothing there), hold reflected as sendonly.
+    assert [type(c) for c in commands] == [AnswerOffer, RelayForward, Reinvite]
     assert _direction(_sdp_of(commands[0])) is Direction.RECVONLY
-    assert _direction(_sdp_of(commands[1])) is Direction.SENDONLY
+    assert commands[1] == RelayForward(a_to_b=True, b_to_a=False)
+    assert _direction(_sdp_of(commands[2])) is Direction.SENDONLY
     assert h.call.get_timer() == T0 + 10 + 600  # on hold: no inactivity deadline
     resume = phone_answer(h.offers["user1"], host="127.0.0.4", port=49170, session=2890844526,
                           version=2890844528)
@@ -1447,3 +1444,142 @@ def test_any_event_order_raises_only_documented_errors(steps: list[LegEvent | fl
     finished += sum(isinstance(c, Finished) for c in commands)
     assert responses == 1 and finished == 1
     assert h.call.state is CallState.DONE
+
+
+# --------------------------------------------------------------------------------------------------
+# Answers to our own re-INVITEs, and holds from both sides
+# --------------------------------------------------------------------------------------------------
+
+
+def _user1_holds(h: Harness) -> bytes:
+    """user1 (pjsua2) puts the call on hold; returns our re-offer to user2 (sendonly)."""
+    h.bridge(user1=PJSUA2_USER1)
+    commands = h.feed(OfferReceived(leg="user1", sdp=sdp_fixture("pjsua2_hold_sendonly.sdp")))
+    reinvite = commands[-1]
+    assert isinstance(reinvite, Reinvite) and reinvite.leg == "user2"
+    return reinvite.sdp
+
+
+def test_a_renumbered_payload_type_in_the_answer_to_our_reinvite_reaches_the_relay() -> None:
+    h = Harness()
+    offer = _user1_holds(h)
+    answer = phone_answer(offer, host="127.0.0.3", port=4004, te_pt=96, direction="recvonly", version=2)
+    commands = h.feed(ReinviteResult(leg="user2", status=200, sdp=answer))
+    # user2 now expects telephone-event as 96: user1's 121 is rewritten to it (and user2's 96 or our
+    # 101 to user1's 121); the bridge that sets the rewrite forwards both ways, so the hold's
+    # forwarding is set again after it.
+    assert commands == [
+        RelayBridge(a_to_b={121: 96}, b_to_a={101: 121, 96: 121}),
+        RelayForward(a_to_b=True, b_to_a=False),
+    ]
+    assert h.call.legs["user2"].negotiated is not None
+    assert h.call.legs["user2"].negotiated.remote_direction is Direction.RECVONLY
+
+
+def test_a_new_address_in_the_answer_to_our_reinvite_moves_the_relay() -> None:
+    h = Harness()
+    offer = _user1_holds(h)
+    answer = phone_answer(offer, host="127.0.0.8", port=5008, direction="recvonly", version=2)
+    assert h.feed(ReinviteResult(leg="user2", status=200, sdp=answer)) == [
+        RelayRemote(leg="user2", host="127.0.0.8", port=5008, rtcp_port=5009),
+    ]
+
+
+def test_a_refused_reflection_leaves_the_leg_as_it_was_and_the_relay_enforces_the_hold() -> None:
+    h = Harness()
+    _user1_holds(h)
+    before = h.call.legs["user2"].negotiated
+    assert h.feed(ReinviteResult(leg="user2", status=488)) == []
+    assert h.call.legs["user2"].negotiated == before  # RFC 3261 §14.1: parameters unchanged
+    assert h.call.state is CallState.BRIDGED
+    assert h.call.get_timer() == h.call._duration_deadline  # no retry, no inactivity deadline on hold
+    # The relay was told at the hold: user1 gets nothing from user2 whatever user2 does.
+    assert h.call._forward == (True, False)
+
+
+def test_a_glare_is_retried_after_2_1_to_4_s_with_the_current_wish_and_at_most_three_times() -> None:
+    h = Harness()
+    _user1_holds(h)
+    t0 = h.now
+    assert h.feed(ReinviteResult(leg="user2", status=491)) == []
+    retry_at = h.call.get_timer()
+    assert retry_at is not None and t0 + 2.1 <= retry_at <= t0 + 4.0
+    commands = h.run_until(retry_at)
+    assert [type(c) for c in commands] == [Reinvite]
+    assert commands[0].leg == "user2" and _direction(_sdp_of(commands[0])) is Direction.SENDONLY
+    for _ in range(2):
+        assert h.feed(ReinviteResult(leg="user2", status=491)) == []
+        assert [type(c) for c in h.after(4.0)] == [Reinvite]
+    assert h.feed(ReinviteResult(leg="user2", status=491)) == []
+    assert h.after(4.0) == []  # three tries spent: the leg keeps its media as it is
+
+
+def test_a_resume_while_a_retry_waits_replaces_it() -> None:
+    h = Harness()
+    _user1_holds(h)
+    h.feed(ReinviteResult(leg="user2", status=503))
+    commands = h.feed(OfferReceived(leg="user1", sdp=phone_answer(h.offers["user1"], **PJSUA2_USER1)))
+    assert _direction(_sdp_of(commands[-1])) is Direction.SENDRECV
+    assert [c for c in h.after(4.0) if isinstance(c, Reinvite)] == []
+
+
+def test_holds_from_both_sides_merge() -> None:
+    h = Harness()
+    offer = _user1_holds(h)
+    answer = phone_answer(offer, host="127.0.0.3", port=4004, direction="recvonly", version=2)
+    h.feed(ReinviteResult(leg="user2", status=200, sdp=answer))
+    # user2 holds too: mss answers inactive (user1 takes nothing, user2 takes nothing) and offers
+    # user1 user2's wish; the relay forwards nothing.
+    hold2 = phone_answer(h.offers["user2"], host="127.0.0.3", port=4004, direction="sendonly", version=3)
+    commands = h.feed(OfferReceived(leg="user2", sdp=hold2))
+    assert _direction(_sdp_of(commands[0])) is Direction.INACTIVE
+    assert RelayForward(a_to_b=False, b_to_a=False) in commands
+    reoffer1 = commands[-1]
+    assert isinstance(reoffer1, Reinvite) and reoffer1.leg == "user1"
+    assert _direction(reoffer1.sdp) is Direction.SENDONLY
+    # user1, still holding, answers inactive (telephone-event now under our 101): its own wish
+    # (sendonly) stands, so nothing is offered again and the forwarding stays off.
+    answer1 = phone_answer(reoffer1.sdp, **PJSUA2_USER1, direction="inactive", version=3921304960)
+    commands = h.feed(ReinviteResult(leg="user1", status=200, sdp=answer1))
+    # (Our re-offer carried user1's 121, which it sends; it now expects 101, as user2 does.)
+    assert commands == [RelayBridge(a_to_b={121: 101}, b_to_a={}), RelayForward(a_to_b=False, b_to_a=False)]
+    assert h.call.legs["user1"].wants is Direction.SENDONLY
+    # user1 resumes: it hears user2's music (sendonly to it), user2 gets nothing it does not want,
+    # and user2 is offered sendrecv; still holding, it answers sendonly and stays held.
+    resume1 = phone_answer(h.offers["user1"], **PJSUA2_USER1, version=3921304961)
+    commands = h.feed(OfferReceived(leg="user1", sdp=resume1))
+    assert _direction(_sdp_of(commands[0])) is Direction.SENDONLY
+    assert RelayForward(a_to_b=False, b_to_a=True) in commands
+    reoffer2 = commands[-1]
+    assert isinstance(reoffer2, Reinvite) and _direction(reoffer2.sdp) is Direction.SENDRECV
+    answer2 = phone_answer(reoffer2.sdp, host="127.0.0.3", port=4004, direction="sendonly", version=4)
+    assert h.feed(ReinviteResult(leg="user2", status=200, sdp=answer2)) == []
+    assert h.call.get_timer() == h.call._duration_deadline  # still on hold: no inactivity deadline
+    # user2 resumes at last: everything flows again.
+    resume2 = phone_answer(h.offers["user2"], host="127.0.0.3", port=4004, version=5)
+    commands = h.feed(OfferReceived(leg="user2", sdp=resume2))
+    assert _direction(_sdp_of(commands[0])) is Direction.SENDRECV
+    assert RelayForward(a_to_b=True, b_to_a=True) in commands
+
+
+def test_the_answer_in_the_ack_of_an_offerless_reinvite_moves_the_relay() -> None:
+    h = Harness()
+    h.bridge()
+    # user2 re-INVITEd without SDP; the SIP side offered our last SDP in its 2xx; the ACK answers.
+    ours = h.call.legs["user2"].local
+    assert ours is not None and ours.last is not None
+    answer = phone_answer(bytes(ours.last), host="127.0.0.7", port=4070, version=2)
+    assert h.feed(RemoteAnswer(leg="user2", sdp=answer)) == [
+        RelayRemote(leg="user2", host="127.0.0.7", port=4070, rtcp_port=4071),
+    ]
+    assert h.feed(RemoteAnswer(leg="user2", sdp=b"garbage")) == []  # unusable: nothing moves
+
+
+def test_answers_to_our_offers_outside_the_bridge_change_nothing() -> None:
+    h = Harness()
+    h.answer_user1()
+    answer = phone_answer(h.offers["user1"])
+    assert h.feed(ReinviteResult(leg="user1", status=200, sdp=answer)) == []
+    assert h.feed(RemoteAnswer(leg="user1", sdp=answer)) == []
+    assert h.feed(ReinviteResult(leg="user1", status=491)) == []
+    assert h.call.legs["user1"].reoffer_at is None  # nothing is retried before the bridge

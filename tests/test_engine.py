@@ -80,7 +80,9 @@ def test_no_two_public_classes_in_mss_share_a_name() -> None:
 
 
 def test_timers_are_named() -> None:
-    assert [t.value for t in cf.Timer] == ["duration", "ring_user1", "ring_user2", "media", "release"]
+    assert [t.value for t in cf.Timer] == [
+        "duration", "ring_user1", "ring_user2", "media", "release", "reoffer_user1", "reoffer_user2",
+    ]
 
 
 def test_leg_ref_is_a_value() -> None:
