@@ -159,7 +159,8 @@ class CallEngine:
             self._journal_log.error("ports", "callback %s: cannot record its relay ports: %s",
                                     callback.id, exc)
         settings = engine.call_settings(self.config, a_port=session.a_port, b_port=session.b_port,
-                                        session_id=secrets.randbelow(1 << 31) + 1)
+                                        session_id=secrets.randbelow(1 << 31) + 1,
+                                        progress_events=self.desk.wants_events(callback))
         flow = cf.CallbackCall(user1=callback.user1, user2=callback.user2, duration=callback.duration,
                                settings=settings)
         record = CallRecord(flow=flow, caller=self.config.caller)
@@ -230,12 +231,14 @@ class CallEngine:
         now = time.monotonic()
         for command in commands:
             if isinstance(command, cf.Invite):
-                log.info("callback %s: calling %s (%s)", call.callback.id, command.user, command.leg)
+                log.debug("callback %s: calling %s (%s)", call.callback.id, command.user, command.leg)
             if isinstance(command, cf.Invite | cf.Hangup | cf.AnswerOffer | cf.Reinvite):
                 engine.carry_out_sip(self.sip.ua, seq, command, now)
             elif isinstance(command, cf.MarkBridged):
-                log.info("callback %s: bridged (%s)", call.callback.id, call.flow.codec)
+                log.debug("callback %s: bridged (%s)", call.callback.id, call.flow.codec)
                 self.desk.bridged(seq)
+            elif isinstance(command, cf.Notify):
+                self.desk.progress(seq, command.state)
             elif isinstance(command, cf.SendResponse):
                 self._respond(call, command)
             elif isinstance(command, cf.Finished):
@@ -258,7 +261,7 @@ class CallEngine:
         outcome = call.record.outcome(command, time.time(), stats)
         if outcome is None:
             return
-        log.info("callback %s: released by %s: %s", call.callback.id, command.released_by, command.reason)
+        log.debug("callback %s: released by %s: %s", call.callback.id, command.released_by, command.reason)
         self.desk.finish(call.callback.seq, outcome)
 
     def _end(self, call: _Call, unanswered: cf.Result = "shutdown") -> None:
