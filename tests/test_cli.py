@@ -3,6 +3,7 @@ callback's usage errors; `python -m mss` and the installed `mss` script are the 
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -125,7 +126,7 @@ def test_check_config_unreadable_file(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_check_config_warnings_exit_0(tmp_path: Path) -> None:
-    text = (ROOT / "config.ini").read_text() + "\n[metrics]\nport = 9100\n"
+    text = (ROOT / "config.ini").read_text() + "\n[stats]\nport = 9100\n"
     text = text.replace("[sip]", "[sip]\nkeepalive = 30", 1)
     path = tmp_path / "c.ini"
     path.write_text(text)
@@ -134,7 +135,7 @@ def test_check_config_warnings_exit_0(tmp_path: Path) -> None:
     assert done.stdout == f"{path}: ok\n"
     assert done.stderr == (
         f"{path}: warning: [sip] keepalive: unknown key, ignored\n"
-        f"{path}: warning: [metrics]: unknown section, ignored\n"
+        f"{path}: warning: [stats]: unknown section, ignored\n"
     )
 
 
@@ -214,3 +215,52 @@ def test_python_dash_m_is_the_same_program() -> None:
     done = mss()
     assert done.returncode == 2
     assert "usage: mss" in done.stderr
+
+
+# --- status, calls, hangup: against a real mss, and when there is none ----------------------------
+
+def _ops_config(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "mss.ini"
+    path.write_text(config_text(free_port(), tmp_path / "j.sqlite3") + extra)
+    return path
+
+
+def test_status_calls_and_hangup_against_a_running_mss(tmp_path: Path) -> None:
+    from tests.test_iif_server import mss_process
+
+    with mss_process(tmp_path, _ops_config(tmp_path).read_text()) as process:
+        config = str(process.config)
+        status = mss("status", "--config", config)
+        assert status.returncode == 0, status.stderr
+        lines = status.stdout.splitlines()
+        assert lines[0].startswith(f"mss:          {__version__} (pid ") and lines[0].endswith("), serving")
+        assert "registration: n/a" in lines
+        assert "calls:        0 in progress (max 1000), 0 relay sessions" in lines
+        as_json = json.loads(mss("status", "--config", config, "--json").stdout)
+        assert as_json["state"] == "serving" and as_json["calls"] == 0 and as_json["uptime"] >= 0
+        calls = mss("calls", "--config", config)
+        assert (calls.returncode, calls.stdout) == (0, "no callbacks in progress\n")
+        assert json.loads(mss("calls", "--config", config, "--json").stdout) == []
+        hangup = mss("hangup", "cb-1", "--config", config)
+        assert (hangup.returncode, hangup.stdout) == (1, "")
+        assert hangup.stderr == "mss hangup: no callback cb-1 in progress\n"
+
+
+def test_control_commands_when_mss_is_not_running(tmp_path: Path) -> None:
+    config = str(_ops_config(tmp_path))
+    for command in (["status"], ["calls"], ["hangup", "cb-1"]):
+        done = mss(*command, "--config", config)
+        assert done.returncode == 1 and done.stdout == ""
+        socket_path = tmp_path / "mss.sock"
+        assert done.stderr == f"mss {command[0]}: mss is not running: no control socket at {socket_path}\n"
+
+
+def test_control_commands_usage_and_config_errors(tmp_path: Path) -> None:
+    off = _ops_config(tmp_path, "[control]\nsocket =\n")
+    done = mss("status", "--config", str(off))
+    assert done.returncode == 2
+    assert done.stderr == f"mss status: the control socket is off in {off} ([control] socket is empty)\n"
+    done = mss("calls", "--config", str(tmp_path / "missing.ini"))
+    assert done.returncode == 2 and "cannot read" in done.stderr
+    done = mss("hangup", "a;b", "--config", str(_ops_config(tmp_path)))
+    assert done.returncode == 2 and "hangup needs a callback id" in done.stderr

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import stat
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -289,3 +291,45 @@ def test_close_ends_open_connections(tmp_path: Path) -> None:
 
     assert _serve(path, body) == b""
     assert not path.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_another_user_is_told_permission_denied() -> None:
+    """The socket is 0660: a user neither mss's nor in its group cannot connect, and is told so. The
+    client runs in a forked child that became ``nobody`` (root itself is never refused)."""
+    shared = Path(tempfile.mkdtemp(prefix="mss-perm-"))  # reachable by others; the socket is not
+    path = shared / "mss.sock"
+    try:
+        shared.chmod(0o755)
+
+        async def body(server: ControlServer) -> str:
+            return await asyncio.to_thread(_ask_as_nobody, path)
+
+        said = _serve(path, body)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+    assert said.startswith(f"permission denied on {path}: run as the user mss runs as"), said
+
+
+def _ask_as_nobody(path: Path) -> str:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to nobody, ask, report the error text, exit at once
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                ask(str(path), ControlRequest(cmd="status"), timeout=5.0)
+                text = "answered"
+            except ControlError as exc:
+                text = str(exc)
+            os.write(write, text.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        said = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return said
