@@ -221,7 +221,7 @@ class MetricsServer:
         self.view = view
         # No ``*_created`` series: in the text format they are extra families of their own, and
         # Prometheus does not need them (the process's start is in mss status).
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(MssCollector(view))
         self.setup_seconds = Histogram(
