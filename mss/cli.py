@@ -1,5 +1,5 @@
 """The ``mss`` command: ``run``, ``check-config``, ``callback``, ``demo``, and for operators ``status``,
-``calls`` and ``hangup ID`` (through the control socket).
+``calls``, ``hangup ID`` (through the control socket) and ``cdr`` (from the journal).
 
 Exit status: 0 success; 1 a callback refused or failed (``callback``), a runtime failure (``run``),
 or a control command that failed (mss not running, permission denied, no such callback); 2 bad usage
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -67,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                              help="wait at most this long for mss (default: 10)")
 
+    cdr = sub.add_parser("cdr", help="export call detail records from the journal (CSV or JSON lines)")
+    cdr.add_argument("--config", default="config.ini", help="config file naming [journal] path "
+                     "(default: config.ini)")
+    cdr.add_argument("--since", metavar="ISO8601", help="only callbacks ordered at or after this time "
+                     "(e.g. 2026-01-31 or 2026-01-31T08:00:00+01:00; UTC when no offset is given)")
+    cdr.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="output format (default: csv)")
     return parser
 
 
@@ -204,6 +211,30 @@ def _control(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cdr(args: argparse.Namespace) -> int:
+    from mss.cdr import export, parse_since
+    from mss.errors import MssError
+
+    try:
+        since = parse_since(args.since) if args.since is not None else None
+    except MssError as exc:
+        print(f"mss cdr: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    config = _config_or_exit(args.config, "cdr")
+    if isinstance(config, int):
+        return config
+    try:
+        export(config, since, args.format, sys.stdout)
+        sys.stdout.flush()
+    except MssError as exc:
+        print(f"mss cdr: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except BrokenPipeError:  # `mss cdr | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mss`` command; returns the exit status."""
     parser = _parser()
@@ -218,4 +249,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return demo(duration=args.duration, transport=args.transport, keep=args.keep)
     if args.command in ("status", "calls", "hangup"):
         return _control(args)
+    if args.command == "cdr":
+        return _cdr(args)
     return _callback(args)

@@ -3,6 +3,8 @@ callback's usage errors; `python -m mss` and the installed `mss` script are the 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import socket
 import subprocess
@@ -264,3 +266,43 @@ def test_control_commands_usage_and_config_errors(tmp_path: Path) -> None:
     assert done.returncode == 2 and "cannot read" in done.stderr
     done = mss("hangup", "a;b", "--config", str(_ops_config(tmp_path)))
     assert done.returncode == 2 and "hangup needs a callback id" in done.stderr
+
+
+# --- cdr --------------------------------------------------------------------------------------------
+
+def test_cdr_exports_the_journal(tmp_path: Path) -> None:
+    from mss.journal import Cdr, Journal
+    from tests.test_cdr_export import CONFIG, QUALITY, T9, add, config_in
+
+    config = config_in(tmp_path)
+    journal = Journal(config.journal.path)
+    for n, cb_id in enumerate(("early", "late")):
+        add(journal, cb_id, T9 + n * 3600, Cdr(
+            caller="4930100", leg1_call_id=f"c{n}", leg2_call_id=f"d{n}", leg1_code=200, leg2_code=200,
+            codec="PCMU", leg1_answered_at=T9 + n * 3600 + 2, leg2_answered_at=T9 + n * 3600 + 5,
+            released_at=T9 + n * 3600 + 35, released_by="user2", result="answered", reason="user2 hung up",
+            leg1=QUALITY, leg2=QUALITY,
+        ), real_duration=30)
+    journal.close()
+    path = tmp_path / "config.ini"
+    path.write_text(CONFIG)  # the same file config_in read: its journal beside it
+
+    every = mss("cdr", "--config", str(path))
+    assert every.returncode == 0, every.stderr
+    rows = list(csv.DictReader(io.StringIO(every.stdout)))
+    assert [r["id"] for r in rows] == ["early", "late"]
+    late = mss("cdr", "--config", str(path), "--since", "2026-12-06T09:30:00Z", "--format", "jsonl")
+    assert late.returncode == 0, late.stderr
+    (record,) = [json.loads(line) for line in late.stdout.splitlines()]
+    assert record["id"] == "late" and record["result"] == "answered"
+
+
+def test_cdr_errors(tmp_path: Path) -> None:
+    done = mss("cdr", "--since", "yesterday", "--config", str(ROOT / "config.ini"))
+    assert done.returncode == 2 and "mss cdr: --since 'yesterday' is not an ISO 8601" in done.stderr
+    path = tmp_path / "c.ini"
+    path.write_text(config_text(free_port(), tmp_path / "no-journal-here.sqlite3"))
+    done = mss("cdr", "--config", str(path))
+    assert done.returncode == 1 and done.stdout == "" and done.stderr.startswith("mss cdr: ")
+    done = mss("cdr", "--format", "xml", "--config", str(path))
+    assert done.returncode == 2 and "invalid choice: 'xml'" in done.stderr
