@@ -486,8 +486,10 @@ class CallbackCall:
     def start(self, now: float) -> list[Command]:
         """Call user1."""
         s = self.settings
+        # Made with the o= line LocalSdp stamps first (version = the numeric session id, as pjmedia
+        # does), so that stamping it copies nothing.
         offer = sdp.make_offer(
-            host=s.media_host, port=s.a_port, codecs=s.codecs, session_id=s.session_id, version=1
+            host=s.media_host, port=s.a_port, codecs=s.codecs, session_id=s.session_id, version=s.session_id
         )
         return self._invite("user1", self.user1, offer, now)
 
@@ -587,7 +589,7 @@ class CallbackCall:
             commands.append(RelayPlay(leg="user1", codec=n1.codec.name.upper(), payload_type=n1.remote_pt,
                                       ptime=ptime))
         offer = sdp.make_bridge_offer(n1, host=s.media_host, port=s.b_port, session_id=s.session_id,
-                                      version=1)
+                                      version=s.session_id)
         return commands + self._invite("user2", self.user2, offer, now)
 
     def _user2_answered(self, n2: sdp.Negotiated, now: float) -> list[Command]:

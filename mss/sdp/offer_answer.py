@@ -627,9 +627,12 @@ class LocalSdp:
     def stamp(self, sd: SessionDescription) -> SessionDescription:
         """``sd`` with this leg's o= line and the right version; remembered as :attr:`last`."""
         if self.last is None:
-            stamped = replace(
-                sd, origin=replace(sd.origin, session_id=self.session_id, version=self.first_version)
-            )
+            origin = sd.origin
+            if origin.session_id == self.session_id and origin.version == self.first_version:
+                stamped = sd  # made with this leg's o= line already (the usual first offer)
+            else:
+                origin = replace(origin, session_id=self.session_id, version=self.first_version)
+                stamped = replace(sd, origin=origin)
         else:
             stamped = replace(sd, origin=self.last.origin)
             if stamped != self.last:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from mss.errors import LocalProtocolError, SdpError
 
@@ -359,6 +359,8 @@ class MediaDescription:
     """The (obsolete) ``k=`` line."""
     attributes: tuple[Attribute, ...] = ()
     """All ``a=`` lines in their order."""
+    _codecs: dict[int, Codec] | None = field(default=None, init=False, repr=False, compare=False)
+    # :attr:`codecs`, made once (by the parser, which has read the rtpmaps already, or on first use)
 
     def __post_init__(self) -> None:
         _check_token(self.media, "media type")
@@ -400,26 +402,11 @@ class MediaDescription:
         A payload type is mapped by its ``a=rtpmap`` or else by RFC 3551's static table; a dynamic
         one without ``a=rtpmap`` is left out. ``a=fmtp`` parameters are attached.
         """
-        if not self.is_rtp:
-            return {}
-        rtpmaps: dict[int, Codec] = {}
-        fmtps: dict[str, str] = {}
-        for attr in self.attributes:
-            if attr.name == "rtpmap" and attr.value is not None:
-                mapped_pt, mapped = _parse_rtpmap(attr.value)
-                rtpmaps.setdefault(mapped_pt, mapped)
-            elif attr.name == "fmtp" and attr.value is not None:
-                fmt, _, text = attr.value.partition(" ")
-                fmtps.setdefault(fmt, text.strip())
-        result: dict[int, Codec] = {}
-        for fmt in self.formats:
-            pt = int(fmt)
-            codec = rtpmaps.get(pt) or STATIC_PAYLOAD_TYPES.get(pt)
-            if codec is None or pt in result:
-                continue
-            params = fmtps.get(fmt)
-            result[pt] = codec if params is None else replace(codec, fmtp=params)
-        return result
+        codecs = self._codecs
+        if codecs is None:
+            codecs = _codecs_of(self, None)
+            object.__setattr__(self, "_codecs", codecs)
+        return dict(codecs)  # a copy: the description stays as it was whatever the caller does
 
     @property
     def rtcp(self) -> tuple[int, str | None] | None:
@@ -452,6 +439,35 @@ class MediaDescription:
             out.append(f"k={self.key}")
         out.extend(f"a={attr}" for attr in self.attributes)
         return out
+
+
+def _codecs_of(media: MediaDescription, rtpmaps: dict[int, Codec] | None) -> dict[int, Codec]:
+    """:attr:`MediaDescription.codecs` of ``media``; ``rtpmaps``: its a=rtpmap lines already read
+    (the first of each payload type), else they are read here."""
+    if not media.is_rtp:
+        return {}
+    fmtps: dict[str, str] = {}
+    read = rtpmaps is None
+    if read:
+        rtpmaps = {}
+    assert rtpmaps is not None
+    for attr in media.attributes:
+        if attr.name == "rtpmap" and attr.value is not None:
+            if read:
+                mapped_pt, mapped = _parse_rtpmap(attr.value)
+                rtpmaps.setdefault(mapped_pt, mapped)
+        elif attr.name == "fmtp" and attr.value is not None:
+            fmt, _, text = attr.value.partition(" ")
+            fmtps.setdefault(fmt, text.strip())
+    result: dict[int, Codec] = {}
+    for fmt in media.formats:
+        pt = int(fmt)
+        codec = rtpmaps.get(pt) or STATIC_PAYLOAD_TYPES.get(pt)
+        if codec is None or pt in result:
+            continue
+        params = fmtps.get(fmt)
+        result[pt] = codec if params is None else replace(codec, fmtp=params)
+    return result
 
 
 def _direction(attributes: Sequence[Attribute]) -> Direction | None:
@@ -560,7 +576,7 @@ class SessionDescription:
 # Parsing
 # --------------------------------------------------------------------------------------------------
 
-_LINE = re.compile(r"([a-z])=(.*)", re.DOTALL)
+_TYPE_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyz")
 _SESSION_TYPES = frozenset("vosiuepcbtrzka")
 _MEDIA_TYPES = frozenset("icbka")
 
@@ -576,6 +592,7 @@ class _MediaBuilder:
         self.bandwidths: list[str] = []
         self.key: str | None = None
         self.attributes: list[Attribute] = []
+        self.rtpmaps: dict[int, Codec] = {}  # the first a=rtpmap of each payload type, as read
 
 
 def parse_sdp(data: bytes) -> SessionDescription:
@@ -618,10 +635,10 @@ def _parse_lines(numbered: list[tuple[int, str]]) -> SessionDescription:
     media: list[_MediaBuilder] = []
 
     for n, line in numbered:
-        match = _LINE.fullmatch(line)
-        if match is None:
+        kind = line[0]
+        if line[1:2] != "=" or kind not in _TYPE_LETTERS:  # <type>=<value>, type one letter a-z
             raise SdpError(f"line {n}: {shown(line)} is not a <type>=<value> line")
-        kind, value = match[1], match[2]
+        value = line[2:]
         # RFC 8866 §5: "An SDP parser MUST completely ignore or reject any session description
         # that contains a type letter that it does not understand."
         if kind not in _SESSION_TYPES and kind != "m":
@@ -640,7 +657,7 @@ def _parse_lines(numbered: list[tuple[int, str]]) -> SessionDescription:
             elif kind == "b":
                 current.bandwidths.append(value)
             elif kind == "a":
-                current.attributes.append(_parse_attribute(n, value, current.attributes))
+                current.attributes.append(_parse_attribute(n, value, current.attributes, current.rtpmaps))
             elif kind == "i":
                 current.information = value
             else:
@@ -740,14 +757,18 @@ def _parse_connection(n: int, value: str) -> Connection:
     return Connection(addrtype=parts[1], address=parts[2])
 
 
-def _parse_attribute(n: int, value: str, earlier: Sequence[Attribute]) -> Attribute:
+def _parse_attribute(
+    n: int, value: str, earlier: Sequence[Attribute], rtpmaps: dict[int, Codec] | None = None
+) -> Attribute:
     name, colon, rest = value.partition(":")
     if not name or any(ch in name for ch in " \t"):
         raise SdpError(f"line {n}: bad a= line {shown('a=' + value)}: expected <name>[:<value>]")
     attr = Attribute(name=name, value=rest if colon else None)
     try:
         if name == "rtpmap":
-            _parse_rtpmap(rest)
+            pt, codec = _parse_rtpmap(rest)
+            if rtpmaps is not None:
+                rtpmaps.setdefault(pt, codec)
         elif name == "rtcp":
             _parse_rtcp(rest)
         elif name in ("ptime", "maxptime"):
@@ -790,7 +811,7 @@ def _build_media(builder: _MediaBuilder, session_connection: Connection | None) 
     # stream (port 0) carries no media, so its missing address harms nobody.
     if port != 0 and builder.connection is None and session_connection is None:
         raise SdpError(f"line {n}: no c= line for the m={media_type} stream, nor at session level")
-    return MediaDescription(
+    description = MediaDescription(
         media=media_type,
         port=port,
         port_count=count,
@@ -802,3 +823,5 @@ def _build_media(builder: _MediaBuilder, session_connection: Connection | None) 
         key=builder.key,
         attributes=tuple(builder.attributes),
     )
+    object.__setattr__(description, "_codecs", _codecs_of(description, builder.rtpmaps))
+    return description
