@@ -9,11 +9,13 @@ those.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,6 +46,15 @@ def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+def _notification(sock: socket.socket, field: str) -> str:
+    """The first notification carrying ``field`` (bounded: a few STATUS lines come first at most)."""
+    for _ in range(20):
+        text = sock.recv(4096).decode()
+        if field in text.split("\n"):
+            return text
+    raise AssertionError(f"no {field} among 20 notifications")
+
+
 def _health(port: int) -> int:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
@@ -54,13 +65,21 @@ def _health(port: int) -> int:
 
 def test_metrics_status_calls_and_hangup(
     kamailio: Callable[..., Kamailio], phone: Callable[..., Phone], mss: Callable[..., MssServer],
-    free_port: Callable[..., int],
+    free_port: Callable[..., int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pss = kamailio("auth", users={"100": "pw100", "101": "pw101"}, mss=("127.0.0.1", free_port()))
     p1 = phone("100", pss, tone_hz=440.0)
     p2 = phone("101", pss, tone_hz=1000.0)
     port = free_port()
-    server = mss(pss, extra=f"[metrics]\nlisten = 127.0.0.1:{port}")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:  # systemd's end of sd_notify
+        manager.bind(str(tmp_path / "notify"))
+        manager.settimeout(15)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+        server = mss(pss, extra=f"[metrics]\nlisten = 127.0.0.1:{port}")
+        monkeypatch.delenv("NOTIFY_SOCKET")
+        # READY=1 waits for the first REGISTER's answer: its status line says the line is registered.
+        ready = _notification(manager, "READY=1")
+    assert "STATUS=serving: 0 callback(s) in progress, line registered" in ready
     server.wait_log("external line registered")
     wait_until(lambda: _health(port) == 200, 5.0)
 
