@@ -306,3 +306,28 @@ def test_cdr_errors(tmp_path: Path) -> None:
     assert done.returncode == 1 and done.stdout == "" and done.stderr.startswith("mss cdr: ")
     done = mss("cdr", "--format", "xml", "--config", str(path))
     assert done.returncode == 2 and "invalid choice: 'xml'" in done.stderr
+
+
+def test_run_a_second_mss_on_the_same_config_exit_1(tmp_path: Path) -> None:
+    """Its control socket answers: the second one stops before it binds or registers anything, and
+    leaves the first one's socket alone."""
+    from tests.test_iif_server import mss_process
+
+    with mss_process(tmp_path, _ops_config(tmp_path).read_text()) as first:
+        done = mss("run", "--config", str(first.config))
+        assert done.returncode == 1
+        assert f"[control] socket {tmp_path / 'mss.sock'}: another mss answers there" in done.stderr
+        assert mss("status", "--config", str(first.config)).returncode == 0
+
+
+def test_run_metrics_port_in_use_exit_1(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind((LOCAL, 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        path = _ops_config(tmp_path, f"[metrics]\nlisten = {LOCAL}:{port}\n")
+        done = mss("run", "--config", str(path))
+    assert done.returncode == 1
+    error = f"ERROR mss: [metrics] listen: cannot listen on {LOCAL}:{port}: Address already in use\n"
+    assert error in done.stderr
+    assert not (tmp_path / "mss.sock").exists()  # the control socket it had opened is gone again

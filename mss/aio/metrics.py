@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -248,7 +249,7 @@ class MetricsServer:
             self._server = await asyncio.start_server(self._serve, host, port, limit=MAX_REQUEST,
                                                       reuse_address=True)
         except OSError as exc:
-            reason = exc.strerror or str(exc)
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)  # uvloop's text names no errno
             raise MssError(f"[metrics] listen: cannot listen on {host}:{port}: {reason}") from exc
         log.info("metrics on http://%s:%d/metrics (and /healthz)", *self.address)
 
