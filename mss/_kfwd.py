@@ -23,7 +23,7 @@ from pathlib import Path
 
 from mss.errors import RelayError
 
-__all__ = ["OBJECT", "KernelPath", "KernelPathUnavailable", "load"]
+__all__ = ["OBJECT", "KernelPath", "KernelPathUnavailable", "link_alive", "load"]
 
 #: The compiled program (setup.py builds it when clang and libbpf-dev are found).
 OBJECT = Path(__file__).parent / "bpf" / "kfwd.bpf.o"
@@ -65,6 +65,10 @@ def _libbpf() -> ctypes.CDLL:
             ("bpf_map__fd", i, [vp]),
             ("bpf_link_create", i, [i, i, i, vp]),
             ("bpf_object__close", None, [vp]),
+            ("bpf_map_update_elem", i, [i, vp, vp, ctypes.c_uint64]),
+            ("bpf_map_lookup_elem", i, [i, vp, vp]),
+            ("bpf_obj_get_info_by_fd", i, [i, vp, ctypes.POINTER(ctypes.c_uint32)]),
+            ("bpf_link_get_fd_by_id", i, [ctypes.c_uint32]),
         ):
             fn = getattr(lib, name)
             fn.restype = restype
@@ -96,6 +100,33 @@ class KernelPath:
         """The interface whose ingress the program is attached to."""
         self.max_entries = max_entries
         """The map's size."""
+
+    @property
+    def link_id(self) -> int:
+        """The tcx link's id (``bpftool link show`` lists it while it lives)."""
+        info = (ctypes.c_uint32 * 16)()  # struct bpf_link_info begins: type, id, prog_id
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        err = _libbpf().bpf_obj_get_info_by_fd(self.link_fd, info, ctypes.byref(size))
+        if err < 0:
+            raise KernelPathUnavailable(_why(-err, "link info"))
+        return int(info[1])
+
+    def put(self, key: bytes, value: bytes) -> None:
+        """Write one map entry (``struct kf_key`` and ``struct kf_entry`` as bytes): the relay
+        writes its own from C; this is for checks and tools."""
+        err = _libbpf().bpf_map_update_elem(self.map_fd, key, value, 0)
+        if err < 0:
+            raise RelayError(f"map update: {os.strerror(-err)}")
+
+    def get(self, key: bytes, size: int) -> bytes | None:
+        """Read one map entry of ``size`` bytes, or None when there is none."""
+        out = ctypes.create_string_buffer(size)
+        err = _libbpf().bpf_map_lookup_elem(self.map_fd, key, out)
+        if err == -errno.ENOENT:
+            return None
+        if err < 0:
+            raise RelayError(f"map lookup: {os.strerror(-err)}")
+        return out.raw
 
     @property
     def closed(self) -> bool:
@@ -145,3 +176,12 @@ def load(ifindex: int, sessions: int, *, path: Path = OBJECT) -> KernelPath:
         lib.bpf_object__close(obj)
         raise
     return KernelPath(obj, lib.bpf_map__fd(bpf_map), link, ifindex, max_entries)
+
+
+def link_alive(link_id: int) -> bool:
+    """True while a BPF link of this id exists (in any process)."""
+    fd = _libbpf().bpf_link_get_fd_by_id(link_id)
+    if fd < 0:
+        return False
+    os.close(fd)
+    return True

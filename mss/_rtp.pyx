@@ -203,6 +203,8 @@ ctypedef struct Leg:
     uint64_t kpackets[2]       # per kind: what of the kernel entry's counts is merged already
     uint64_t kbytes[2]
     uint64_t kgaps
+    uint64_t kmux_packets      # the RTP entry's RTCP multiplexed on the RTP port, likewise
+    uint64_t kmux_bytes
     sockaddr_in ksrc[2]        # per kind: the entry's source and destination as installed
     sockaddr_in kdst[2]
     Endpoint ep[2]
@@ -869,6 +871,16 @@ cdef void kernel_merge(Session* s, int li, int kind, const kf_entry* v) noexcept
     cdef Leg* peer = &s.leg[1 - li]
     cdef uint64_t dp = v.packets - leg.kpackets[kind]
     cdef uint64_t db = v.bytes - leg.kbytes[kind]
+    cdef uint64_t dm = v.mux_packets - leg.kmux_packets
+    if kind == KIND_RTP and dm:
+        leg.ctr[RTCP_PACKETS_IN] += dm
+        leg.ctr[RTCP_BYTES_IN] += v.mux_bytes - leg.kmux_bytes
+        peer.ctr[RTCP_PACKETS_OUT] += dm
+        peer.ctr[RTCP_BYTES_OUT] += v.mux_bytes - leg.kmux_bytes
+        if v.mux_last_ns > leg.ctr[LAST_RTCP_RX_NS]:
+            leg.ctr[LAST_RTCP_RX_NS] = v.mux_last_ns
+        leg.kmux_packets = v.mux_packets
+        leg.kmux_bytes = v.mux_bytes
     if dp == 0:
         return
     leg.kpackets[kind] = v.packets
@@ -939,6 +951,8 @@ cdef void kernel_install(Core* c, uint32_t slot, int li, int kind) noexcept nogi
     leg.kbytes[kind] = 0
     if kind == KIND_RTP:
         leg.kgaps = 0
+        leg.kmux_packets = 0
+        leg.kmux_bytes = 0
     leg.ksrc[kind] = leg.ep[kind].dest
     leg.kdst[kind] = peer.ep[kind].dest
     c.kentries += 1

@@ -229,6 +229,9 @@ cdef extern from "_rtp_kfwd.h" nogil:
         uint16_t max_seq
         uint8_t seq_valid
         uint8_t transit_valid
+        uint64_t mux_packets
+        uint64_t mux_bytes
+        uint64_t mux_last_ns
         uint8_t pt_map[128]
     int kf_put(int fd, const kf_key* key, const kf_entry* value)
     int kf_take(int fd, const kf_key* key, kf_entry* value)

@@ -550,6 +550,14 @@ class RelaySession:
             rb = self._engine.remote(self._slot, 1, 0)
         return SessionStats(a=_leg_stats(out[0], ra), b=_leg_stats(out[1], rb))
 
+    def in_kernel(self) -> dict[str, bool]:
+        """Which directions the kernel fast path forwards now: ``"a rtp"``, ``"a rtcp"``, ``"b rtp"``
+        and ``"b rtcp"``, each what that leg receives (all False without the kernel path)."""
+        with self._relay.lock:
+            self._check()
+            flags = self._engine.kernel_entries(self._slot)
+        return dict(zip(("a rtp", "a rtcp", "b rtp", "b rtcp"), map(bool, flags), strict=True))
+
     def last_rx(self) -> float | None:
         """``time.monotonic()`` of the last RTP packet received on either leg, or None."""
         with self._relay.lock:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from mss import _kfwd
 from mss.errors import PortsExhausted, RelayError
 from mss.relay import FIELDS, PortAllocator, Relay, RelaySession
 from tests.helpers import FakeClock
@@ -30,6 +31,40 @@ LEARN_PACKETS = 4
 
 BACKENDS = ["io_uring", "epoll"]
 
+#: Where bridged legs are forwarded: the packet loop alone, or the kernel fast path (mss/bpf/).
+PATHS = ["userspace", "kernel"]
+
+
+def _kernel_path_missing() -> str | None:
+    """Why the kernel fast path cannot load on this machine, or None when it can."""
+    try:
+        _kfwd.load(socket.if_nametoindex("lo"), 1).close()
+    except RelayError as exc:
+        return str(exc)
+    return None
+
+
+KERNEL_MISSING = _kernel_path_missing()
+
+
+@pytest.fixture(params=PATHS)
+def path(request: pytest.FixtureRequest) -> str:
+    if request.param == "kernel" and KERNEL_MISSING is not None:
+        pytest.skip(f"the kernel fast path cannot load here: {KERNEL_MISSING}")
+    return str(request.param)
+
+
+def kf(path: str) -> str:
+    """The ``kernel_forwarding`` argument of a path."""
+    return "yes" if path == "kernel" else "no"
+
+
+def assert_path(relay: Relay, s: RelaySession, *directions: str) -> None:
+    """On the kernel path, these directions (``"a rtp"``, ...) are forwarded by the kernel now;
+    on the userspace path, none is."""
+    want = relay.kernel_forwarding_active
+    assert {d: s.in_kernel()[d] for d in directions} == dict.fromkeys(directions, want)
+
 
 def _port_base(worker_salt: int) -> int:
     # spread test relays over 20000..29999 so parallel runs rarely meet (bind conflicts are skipped)
@@ -42,10 +77,11 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def relay(backend: str) -> Iterator[Relay]:
+def relay(backend: str, path: str) -> Iterator[Relay]:
     base = _port_base(BACKENDS.index(backend))
-    with Relay(HOST, base, base + 199, backend=backend) as r:
+    with Relay(HOST, base, base + 199, backend=backend, kernel_forwarding=kf(path)) as r:
         assert r.backend == backend
+        assert r.kernel_forwarding_active == (path == "kernel")
         yield r
 
 
@@ -212,6 +248,7 @@ def test_bytes_in_equal_bytes_out(relay: Relay, phones: tuple[Phone, Phone], cod
     got_a = [a.recv()[0] for _ in sent_ba]
     assert got_b == sent_ab
     assert got_a == sent_ba
+    assert_path(relay, s, "a rtp", "b rtp")
 
 
 def test_headers_with_csrcs_extension_and_padding_pass_untouched(
@@ -253,14 +290,16 @@ def test_rtcp_is_relayed_both_ways(relay: Relay, phones: tuple[Phone, Phone]) ->
     s = relay.open_session()
     latch_both(s, a, b)  # latching RTP points RTCP at RTP + 1, where each phone's RTCP socket is
     sr_a, sr_b = rtcp_sr(1), rtcp_sr(2) + struct.pack("!BBH", 0x81, 203, 1) + b"\x00\x00\x00\x02"
-    a.send_rtcp(s.a_port, sr_a)
-    assert b.recv(rtcp=True)[0] == sr_a
-    b.send_rtcp(s.b_port, sr_b)
-    assert a.recv(rtcp=True)[0] == sr_b
+    for _ in range(2):  # the first latches each leg's RTCP, the second goes by the kernel path
+        a.send_rtcp(s.a_port, sr_a)
+        assert b.recv(rtcp=True)[0] == sr_a
+        b.send_rtcp(s.b_port, sr_b)
+        assert a.recv(rtcp=True)[0] == sr_b
+    assert_path(relay, s, "a rtcp", "b rtcp")
     st = s.stats()
-    assert (st.a.rtcp_packets_in, st.b.rtcp_packets_out) == (1, 1)
-    assert (st.b.rtcp_packets_in, st.a.rtcp_packets_out) == (1, 1)
-    assert st.a.rtcp_bytes_in == len(sr_a)
+    assert (st.a.rtcp_packets_in, st.b.rtcp_packets_out) == (2, 2)
+    assert (st.b.rtcp_packets_in, st.a.rtcp_packets_out) == (2, 2)
+    assert st.a.rtcp_bytes_in == 2 * len(sr_a)
     assert st.a.last_rtcp_rx is not None
 
 
@@ -289,10 +328,12 @@ def test_rtcp_multiplexed_on_the_rtp_port_is_relayed_untouched(
     latch_both(s, a, b)
     s.set_pt_rewrite("a", {72: 0, 73: 0, 0: 8})  # must not touch RTCP types 200/201 (72/73 + M)
     sr = rtcp_sr()
+    assert_path(relay, s, "a rtp")
     a.send(s.a_port, sr)
     assert b.recv()[0] == sr
     st = s.stats()
     assert st.a.rtcp_packets_in == 1 and st.b.rtcp_packets_out == 1
+    assert st.a.rtp_packets_in == 1  # only the latching packet
 
 
 # --- latching and strict source ------------------------------------------------------------------
@@ -306,6 +347,7 @@ def test_latches_first_source_then_drops_others(relay: Relay, phones: tuple[Phon
         latch_both(s, a, b)
         a.send_rtcp(s.a_port, rtcp_sr())  # RTCP latches on its own first packet
         assert b.recv(rtcp=True)[0] == rtcp_sr()
+        assert_path(relay, s, "a rtp", "a rtcp")
         intruder.send(s.a_port, rtp(50, payload=b"evil"))
         intruder.send_rtcp(s.a_port, rtcp_sr(666))
         a.send(s.a_port, rtp(2))
@@ -350,12 +392,14 @@ def test_relatch_follows_the_media_when_signalling_says_so(
         moved.close()
 
 
-def test_signalled_remote_is_used_until_a_packet_latches(backend: str) -> None:
+def test_signalled_remote_is_used_until_a_packet_latches(backend: str, path: str) -> None:
     base = _port_base(21 + BACKENDS.index(backend))
     a, b = Phone(), Phone()
     natted = Phone()  # b's packets really come from here (a NAT changed the port), not from the SDP's
     try:
-        with Relay(HOST, base, base + 99, backend=backend, learn_ms=LEARN_MS) as relay:
+        with Relay(
+            HOST, base, base + 99, backend=backend, learn_ms=LEARN_MS, kernel_forwarding=kf(path)
+        ) as relay:
             s = relay.open_session()
             s.set_remote("b", HOST, b.port)
             s.set_remote("a", HOST, a.port)
@@ -418,11 +462,11 @@ def test_a_stranger_sending_first_does_not_capture_the_leg(
         stranger.close()
 
 
-def test_a_spray_over_the_port_range_captures_no_leg(backend: str) -> None:
+def test_a_spray_over_the_port_range_captures_no_leg(backend: str, path: str) -> None:
     base = _port_base(25 + BACKENDS.index(backend))
     sprayer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sprayer.bind((STRANGER, 0))
-    with Relay(HOST, base, base + 99, backend=backend) as relay:
+    with Relay(HOST, base, base + 99, backend=backend, kernel_forwarding=kf(path)) as relay:
         sessions = [relay.open_session() for _ in range(8)]
         pairs = [(Phone(), Phone()) for _ in sessions]
         try:
@@ -480,12 +524,14 @@ def test_an_unsignalled_source_latches_only_after_the_window_and_a_run(backend: 
         b.close()
 
 
-def test_the_signalled_phone_takes_over_from_a_learned_stranger(backend: str) -> None:
+def test_the_signalled_phone_takes_over_from_a_learned_stranger(backend: str, path: str) -> None:
     base = _port_base(29 + BACKENDS.index(backend))
     a, b = Phone(), Phone()
     stranger = Phone(STRANGER)
     try:
-        with Relay(HOST, base, base + 99, backend=backend, learn_ms=LEARN_MS) as relay:
+        with Relay(
+            HOST, base, base + 99, backend=backend, learn_ms=LEARN_MS, kernel_forwarding=kf(path)
+        ) as relay:
             s = relay.open_session()
             s.set_remote("a", HOST, a.port)
             s.set_remote("b", HOST, b.port)
@@ -638,6 +684,7 @@ def test_stats_count_everything(relay: Relay, phones: tuple[Phone, Phone]) -> No
     for seq in (2, 3, 6, 7):  # 4 and 5 lost: two gaps
         a.send(s.a_port, rtp(seq, ts=160 * seq, ssrc=1))
         b.recv()
+    assert_path(relay, s, "a rtp")
     st = s.stats()
     assert st.a.rtp_packets_in == 5 and st.a.rtp_bytes_in == 5 * 172
     assert st.b.rtp_packets_out == 5 and st.b.rtp_bytes_out == 5 * 172
@@ -664,6 +711,7 @@ def test_jitter_follows_rfc3550(relay: Relay, phones: tuple[Phone, Phone]) -> No
     for i in range(30):
         a.send(s.a_port, rtp(10 + i, ts=80 * i, ssrc=5))
         time.sleep(0.02)
+    assert_path(relay, s, "a rtp")
     st = s.stats()
     assert 5.0 < st.a.jitter_ms < 12.0  # converges towards 10 ms
     assert st.b.jitter_ms == 0.0
@@ -772,9 +820,9 @@ def test_a_flood_on_one_leg_does_not_starve_the_others(backend: str) -> None:
                 b.close()
 
 
-def test_a_flood_from_a_latched_phone_does_not_starve_the_others(backend: str) -> None:
+def test_a_flood_from_a_latched_phone_does_not_starve_the_others(backend: str, path: str) -> None:
     base = _port_base(17 + BACKENDS.index(backend))
-    with Relay(HOST, base, base + 199, backend=backend) as relay:
+    with Relay(HOST, base, base + 199, backend=backend, kernel_forwarding=kf(path)) as relay:
         sessions = [relay.open_session() for _ in range(3)]
         pairs = [(Phone(), Phone()) for _ in sessions]
         stop = threading.Event()
@@ -1001,12 +1049,15 @@ def test_open_close_cycles_leak_no_descriptors(backend: str) -> None:
     assert threading.active_count() == threads
 
 
-def test_close_with_traffic_flowing(backend: str) -> None:
+def test_close_with_traffic_flowing(backend: str, path: str) -> None:
     base = _port_base(13 + BACKENDS.index(backend))
     fds = open_fds()
-    relay = Relay(HOST, base, base + 199, backend=backend)
+    relay = Relay(HOST, base, base + 199, backend=backend, kernel_forwarding=kf(path))
     sessions = [relay.open_session() for _ in range(20)]
     pairs = [(Phone(), Phone()) for _ in sessions]
+    for s, (a, b) in zip(sessions, pairs, strict=True):  # bridged: forwarded (by the kernel) as it closes
+        s.set_remote("a", HOST, a.port)
+        s.set_remote("b", HOST, b.port)
     stop = threading.Event()
     sent = [0]
 
@@ -1025,6 +1076,8 @@ def test_close_with_traffic_flowing(backend: str) -> None:
     th.start()
     try:
         time.sleep(0.2)
+        for s in sessions:
+            assert_path(relay, s, "a rtp", "b rtp")
         for s in sessions[::2]:  # half of them close mid-stream
             s.close()
         time.sleep(0.1)

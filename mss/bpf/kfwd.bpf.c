@@ -8,10 +8,13 @@
  * helpers, and optionally its RTP payload type mapped. On loopback the packet then goes on to the
  * destination socket as if the relay had sent it: nothing more is needed.
  *
- * Anything else goes up the stack unchanged (TC_ACT_UNSPEC: the next tcx program, then the relay's
- * socket), so the relay keeps its own rules for it: another source (counted as a source drop or
- * learned), a header the relay would judge (CSRCs, extension, padding, RTCP multiplexed on the RTP
- * port, short or long datagrams), IP options, fragments and IPv6 extension headers.
+ * The program forwards what the relay would forward from that source (parse() holds the relay's
+ * header checks: CSRCs, extension and padding are checked, RTCP multiplexed on the RTP port passes
+ * as it is), so a stream's packets never overtake each other between the two paths. Anything else
+ * goes up the stack unchanged (TC_ACT_UNSPEC: the next tcx program, then the relay's socket), so
+ * the relay keeps its own rules for it: another source (counted as a source drop or learned), a
+ * datagram the relay drops (short, malformed, too long), IP options, fragments and IPv6 extension
+ * headers.
  *
  * The entry keeps what it forwarded: packets, bytes, the last packet's time and, for RTP, sequence
  * gaps, SSRC and interarrival jitter computed exactly as the relay computes them (RFC 3550 A.1 and
@@ -59,23 +62,46 @@ static __always_inline int same16(const __u8 *a, const __u8 *b, int n)
     return 1;
 }
 
-/* The RTP/RTCP header checks of the relay's parse(); 0 when the kernel may forward it. */
-static __always_inline int plain_header(const struct kf_entry *e, const __u8 *h, __u32 len)
-{
-    __u8 pt = h[1] & 0x7F;
+enum { KF_UP = -1, KF_RTP = 0, KF_MUX = 1 };
 
-    if (len > KF_MAX_PAYLOAD)
-        return -1;
-    if (e->rtcp)
-        return (len >= RTCP_HDR && (h[0] >> 6) == 2 && h[1] >= 192 && h[1] <= 223) ? 0 : -1;
-    /* version 2 with no padding, extension or CSRCs; RTCP multiplexed on the RTP port goes up */
-    if (len < RTP_HDR || h[0] != 0x80 || (pt >= 64 && pt <= 95))
-        return -1;
-    return 0;
+/* The relay's parse(): what it would forward, the kernel forwards (so a stream's packets never
+ * overtake each other between the two paths); anything it would drop goes up to be counted there.
+ * KF_RTP, KF_MUX (RTCP on the RTP port) or KF_UP. The entry's own kind for an RTCP entry. */
+static __always_inline int parse(struct __sk_buff *skb, const struct kf_entry *e, const __u8 *h,
+                                 __u32 len, __u32 payload_off)
+{
+    if (len > KF_MAX_PAYLOAD || len < RTCP_HDR || (h[0] >> 6) != 2)
+        return KF_UP;
+    __u8 pt = h[1] & 0x7F;
+    if (e->rtcp || (pt >= 64 && pt <= 95))                  /* RFC 5761 section 4 */
+        return (h[1] >= 192 && h[1] <= 223) ? (e->rtcp ? KF_RTP : KF_MUX) : KF_UP;
+    if (len < RTP_HDR)
+        return KF_UP;
+    __u32 hdr = RTP_HDR + 4 * (h[0] & 0x0F);                /* CSRC list */
+    if (h[0] & 0x10) {                                      /* extension: 4 bytes + length words */
+        __u8 ext[4];
+        if (hdr + 4 > len || bpf_skb_load_bytes(skb, payload_off + hdr, ext, 4) < 0)
+            return KF_UP;
+        hdr += 4 + 4 * (((__u32)ext[2] << 8) | ext[3]);
+    }
+    if (hdr > len)
+        return KF_UP;
+    if (h[0] & 0x20) {                                      /* padding: count in the last byte */
+        __u8 pad;
+        if (bpf_skb_load_bytes(skb, payload_off + len - 1, &pad, 1) < 0 || pad == 0 || pad > len - hdr)
+            return KF_UP;
+    }
+    return KF_RTP;
 }
 
-static __always_inline void count(struct kf_entry *e, const __u8 *h, __u32 len, __u64 now)
+static __always_inline void count(struct kf_entry *e, const __u8 *h, __u32 len, int kind, __u64 now)
 {
+    if (kind == KF_MUX) {
+        __sync_fetch_and_add(&e->mux_packets, 1);
+        __sync_fetch_and_add(&e->mux_bytes, len);
+        e->mux_last_ns = now;
+        return;
+    }
     __sync_fetch_and_add(&e->packets, 1);
     __sync_fetch_and_add(&e->bytes, len);
     e->last_ns = now;
@@ -115,12 +141,12 @@ static __always_inline void count(struct kf_entry *e, const __u8 *h, __u32 len, 
 
 /* The payload type map (fixed offset: the second byte of the UDP payload), checksum mended. */
 static __always_inline int rewrite_pt(struct __sk_buff *skb, const struct kf_entry *e, const __u8 *h,
-                                      __u32 udp_off)
+                                      int kind, __u32 udp_off)
 {
     __u8 pt = h[1] & 0x7F;
     __u8 b1 = (h[1] & 0x80) | (e->pt_map[pt] & 0x7F);
 
-    if (!e->pt_rewrite || e->rtcp || b1 == h[1])
+    if (!e->pt_rewrite || e->rtcp || kind != KF_RTP || b1 == h[1])
         return 0;
     __be16 old = bpf_htons(((__u16)h[0] << 8) | h[1]);
     __be16 new = bpf_htons(((__u16)h[0] << 8) | b1);
@@ -168,9 +194,10 @@ static __always_inline int forward4(struct __sk_buff *skb)
     if (len < sizeof(struct udphdr) || IP_OFF + sizeof(p.ip) + len > skb->len)
         return TC_ACT_UNSPEC;
     len -= sizeof(struct udphdr);
-    if (plain_header(e, p.rtp, len))
+    int kind = parse(skb, e, p.rtp, len, UDP4_OFF + sizeof(struct udphdr));
+    if (kind == KF_UP)
         return TC_ACT_UNSPEC;
-    count(e, p.rtp, len, bpf_ktime_get_ns());
+    count(e, p.rtp, len, kind, bpf_ktime_get_ns());
 
     __be32 saddr, daddr;
     __builtin_memcpy(&saddr, e->out_src, 4);
@@ -183,7 +210,7 @@ static __always_inline int forward4(struct __sk_buff *skb)
         bpf_l3_csum_replace(skb, ip_check, p.ip.daddr, daddr, 4) ||
         bpf_skb_store_bytes(skb, IP_OFF + offsetof(struct iphdr, saddr), &saddr, 4, 0) ||
         bpf_skb_store_bytes(skb, IP_OFF + offsetof(struct iphdr, daddr), &daddr, 4, 0) ||
-        rewrite_ports(skb, e, &p.udp, UDP4_OFF) || rewrite_pt(skb, e, p.rtp, UDP4_OFF))
+        rewrite_ports(skb, e, &p.udp, UDP4_OFF) || rewrite_pt(skb, e, p.rtp, kind, UDP4_OFF))
         return TC_ACT_SHOT;                                 /* half rewritten: never deliver it */
     return TC_ACT_OK;
 }
@@ -212,9 +239,10 @@ static __always_inline int forward6(struct __sk_buff *skb)
     if (len < sizeof(struct udphdr) || IP_OFF + sizeof(p.ip) + len > skb->len)
         return TC_ACT_UNSPEC;
     len -= sizeof(struct udphdr);
-    if (plain_header(e, p.rtp, len))
+    int kind = parse(skb, e, p.rtp, len, UDP6_OFF + sizeof(struct udphdr));
+    if (kind == KF_UP)
         return TC_ACT_UNSPEC;
-    count(e, p.rtp, len, bpf_ktime_get_ns());
+    count(e, p.rtp, len, kind, bpf_ktime_get_ns());
 
     __u32 addrs_old[8], addrs_new[8];
     __builtin_memcpy(addrs_old, &p.ip.saddr, 32);           /* saddr and daddr are adjacent */
@@ -225,7 +253,7 @@ static __always_inline int forward6(struct __sk_buff *skb)
         return TC_ACT_SHOT;
     if (bpf_l4_csum_replace(skb, UDP6_OFF + offsetof(struct udphdr, check), 0, diff, BPF_F_PSEUDO_HDR) ||
         bpf_skb_store_bytes(skb, IP_OFF + offsetof(struct ipv6hdr, saddr), addrs_new, 32, 0) ||
-        rewrite_ports(skb, e, &p.udp, UDP6_OFF) || rewrite_pt(skb, e, p.rtp, UDP6_OFF))
+        rewrite_ports(skb, e, &p.udp, UDP6_OFF) || rewrite_pt(skb, e, p.rtp, kind, UDP6_OFF))
         return TC_ACT_SHOT;
     return TC_ACT_OK;
 }

@@ -48,6 +48,9 @@ struct kf_entry {
     __u8 seq_valid;
     __u8 transit_valid;
     __u32 pad1;
+    __u64 mux_packets; /* RTCP multiplexed on the RTP port (RFC 5761), forwarded as it came */
+    __u64 mux_bytes;
+    __u64 mux_last_ns;
     __u8 pt_map[128];  /* payload type rewrite (RTP only) */
 };
 

@@ -1,0 +1,214 @@
+"""The kernel fast path on its own: loading, falling back, IPv6 in the program, nothing left behind.
+
+The relay's cases on the kernel path are in test_relay.py (its ``path`` parameter); here is what is
+the kernel path's alone. Real BPF on ``lo``: the tests skip, with the reason, where it cannot load.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mss import _kfwd
+from mss.errors import RelayError
+from mss.relay import FIELDS, KernelPathUnavailable, Relay
+from tests.test_relay import KERNEL_MISSING, Phone, latch_both, rtp
+
+ROOT = Path(__file__).parent.parent
+
+needs_kernel_path = pytest.mark.skipif(
+    KERNEL_MISSING is not None, reason=f"the kernel fast path cannot load here: {KERNEL_MISSING}"
+)
+
+# struct kf_key and struct kf_entry of mss/bpf/kfwd.h (native order, no padding: laid out by hand)
+KEY = struct.Struct("=BB2s16s")
+ENTRY = struct.Struct("=16s16s16s2s2s2sBBII5QIiHBBI3Q128s")
+assert ENTRY.size == 272
+
+
+def _port(n: int) -> bytes:
+    return struct.pack("!H", n)
+
+
+def _base(salt: int) -> int:
+    return 20000 + ((os.getpid() * 7 + salt * 400) % 9000) // 4 * 4
+
+
+def test_kernel_forwarding_takes_three_values() -> None:
+    with pytest.raises(RelayError, match="kernel_forwarding must be 'no', 'yes' or 'auto'"):
+        Relay("127.0.0.1", 20000, 20100, kernel_forwarding="maybe")
+
+
+def test_yes_refuses_what_it_cannot_forward_and_auto_falls_back(caplog: pytest.LogCaptureFixture) -> None:
+    # 192.0.2.1 (TEST-NET-1) is never bound here: the relay binds at open_session, not before
+    with pytest.raises(KernelPathUnavailable, match="kernel_forwarding = yes: only a loopback"):
+        Relay("192.0.2.1", 20000, 20100, kernel_forwarding="yes")
+    with caplog.at_level(logging.WARNING, logger="mss.relay"), Relay(
+        "192.0.2.1", 20000, 20100, kernel_forwarding="auto"
+    ) as relay:
+        assert not relay.kernel_forwarding_active
+    assert "kernel forwarding unavailable, forwarding in userspace: only a loopback" in caplog.text
+
+
+_WITHOUT_CAPS = textwrap.dedent(
+    """
+    import json, socket
+    from mss.relay import FIELDS, KernelPathUnavailable, Relay
+    from tests.test_relay import Phone, latch_both, rtp
+    out = {}
+    try:
+        Relay("127.0.0.1", BASE, BASE + 99, kernel_forwarding="yes")
+    except KernelPathUnavailable as exc:
+        out["yes"] = str(exc)
+    with Relay("127.0.0.1", BASE, BASE + 99, kernel_forwarding="auto") as relay:
+        out["auto_active"] = relay.kernel_forwarding_active
+        a, b = Phone(), Phone()
+        s = relay.open_session()
+        latch_both(s, a, b)
+        a.send(s.a_port, rtp(2))
+        out["forwarded"] = b.recv()[0] == rtp(2)
+    print(json.dumps(out))
+    """
+)
+
+
+@needs_kernel_path
+def test_without_bpf_privileges_yes_fails_clearly_and_auto_runs_in_userspace() -> None:
+    """A real loading failure: the same process, without CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN and
+    CAP_PERFMON (dropped from the bounding set, so not even root has them after exec)."""
+    if os.geteuid() != 0:
+        pytest.skip("dropping capabilities from the bounding set needs root")
+    drop = "-bpf,-net_admin,-sys_admin,-perfmon"
+    code = _WITHOUT_CAPS.replace("BASE", str(_base(31)))
+    result = subprocess.run(
+        ["setpriv", f"--bounding-set={drop}", sys.executable, "-c", code],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["yes"].startswith("kernel_forwarding = yes: load: not permitted (needs CAP_BPF")
+    assert out["auto_active"] is False and out["forwarded"] is True
+    assert "kernel forwarding unavailable, forwarding in userspace: load: not permitted" in result.stderr
+
+
+@needs_kernel_path
+def test_the_program_forwards_ipv6_with_strict_source() -> None:
+    """The relay binds IPv4 only; the program's IPv6 half, through an entry written here: a packet
+    to [::1]:X from phone a's exact address leaves from [::1]:Y to phone b, anything else reaches
+    X's own socket untouched."""
+    kp = _kfwd.load(socket.if_nametoindex("lo"), 1)
+    sockets: list[socket.socket] = []
+
+    def udp6() -> socket.socket:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.bind(("::1", 0))
+        s.settimeout(1.0)
+        sockets.append(s)
+        return s
+
+    try:
+        relay_x, relay_y, a, b, stranger = (udp6() for _ in range(5))
+        x, y = relay_x.getsockname()[1], relay_y.getsockname()[1]
+        loop6 = socket.inet_pton(socket.AF_INET6, "::1")
+        key = KEY.pack(6, 0, _port(x), loop6)
+        pt_map = bytes(range(128))
+        kp.put(key, ENTRY.pack(loop6, loop6, loop6, _port(a.getsockname()[1]), _port(y),
+                               _port(b.getsockname()[1]), 0, 0, 7, 0, 0, 0, 0, 0, 0,
+                               0, 0, 0, 0, 0, 0, 0, 0, 0, pt_map))
+        packets = [rtp(seq, ts=160 * seq, ssrc=0xABC) for seq in (1, 2, 4)]
+        for p in packets:
+            a.sendto(p, ("::1", x))
+            data, src = b.recvfrom(2048)
+            assert data == p and src[:2] == ("::1", y)
+        stranger.sendto(rtp(9), ("::1", x))
+        data, src = relay_x.recvfrom(2048)  # not the latched source: up to the relay's socket
+        assert data == rtp(9) and src[1] == stranger.getsockname()[1]
+        raw = kp.get(key, ENTRY.size)
+        assert raw is not None
+        entry = ENTRY.unpack(raw)
+        packets_, bytes_, _, gaps = entry[10:14]
+        assert (packets_, bytes_, gaps) == (3, 3 * 172, 1)
+        assert entry[15] == 0xABC  # ssrc
+    finally:
+        kp.close()
+        for s in sockets:
+            s.close()
+
+
+_HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from mss.relay import Relay
+    relay = Relay("127.0.0.1", BASE, BASE + 99, kernel_forwarding="yes")
+    print(relay._kernel.link_id, flush=True)
+    time.sleep(60)
+    """
+)
+
+
+@needs_kernel_path
+def test_a_killed_process_leaves_no_program_attached() -> None:
+    """The tcx link belongs to the process (no pinning): SIGKILL, and the link is gone with it."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER.replace("BASE", str(_base(33)))],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert child.stdout is not None
+        link_id = int(child.stdout.readline())
+        assert _kfwd.link_alive(link_id)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    # the kernel releases the link when the dead process's files are closed (at exit, done by now)
+    assert not _kfwd.link_alive(link_id)
+
+
+@needs_kernel_path
+def test_setup_and_release_of_a_bridged_call_keep_the_map_exact() -> None:
+    """Entries are installed on latching, taken out by every verb that changes the session and
+    never outlive it; the kernel's counts reach the counters array without a stats() call."""
+    base = _base(35)
+    with Relay("127.0.0.1", base, base + 99, kernel_forwarding="yes") as relay:
+        a, b = Phone(), Phone()
+        try:
+            s = relay.open_session()
+            latch_both(s, a, b)
+            a.send(s.a_port, rtp(2))
+            b.recv()
+            assert s.in_kernel() == {"a rtp": True, "a rtcp": False, "b rtp": True, "b rtcp": False}
+            s.play("b", b"\x00" * 160, frame_bytes=160, payload_type=0)  # ringback into b
+            assert s.in_kernel()["a rtp"] is False and s.in_kernel()["b rtp"] is True
+            s.stop_play("b")
+            assert s.in_kernel()["a rtp"] is True
+            s.unbridge()
+            assert not any(s.in_kernel().values())
+            s.bridge()
+            s.relatch("a")
+            assert s.in_kernel() == {"a rtp": False, "a rtcp": False, "b rtp": True, "b rtcp": False}
+            a.send(s.a_port, rtp(3))  # the signalled phone latches again at once
+            b.recv_all()
+            assert s.in_kernel()["a rtp"] is True
+            for seq in range(4, 14):
+                a.send(s.a_port, rtp(seq))
+                b.recv()
+            relay._live().kernel_sync()  # what the loop does every second by itself
+            col = relay.counters[s.slot, 0]
+            assert int(col[FIELDS.index("rtp_packets_in")]) == 13
+            stats = relay.kernel_stats()
+            s.close()
+            after = relay.kernel_stats()
+            assert stats["entries"] == 2 and after["entries"] == 0 and after["errors"] == 0
+        finally:
+            a.close()
+            b.close()
