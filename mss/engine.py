@@ -16,6 +16,7 @@ together. :mod:`mss.aio.calls` keeps the sockets, the timers and the relay handl
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, SupportsInt
@@ -26,6 +27,7 @@ from mss.callflow import USERS, User
 from mss.desk import Outcome
 from mss.errors import LocalProtocolError
 from mss.journal import Cdr
+from mss.ratelog import RateLimitedLog
 from mss.sip import events as ua
 
 if TYPE_CHECKING:
@@ -48,6 +50,10 @@ __all__ = [
     "jitter_ms",
     "last_rx",
 ]
+
+# A failure while the CDR's media quality is worked out costs the CDR its quality, never the
+# callback its RESPONSE; said at most once per interval (a bug would hit every callback).
+_quality_log = RateLimitedLog(logging.getLogger("mss.call"))
 
 #: The relay leg facing each party: ``a`` faces user1, ``b`` user2 (the relay's counter rows are in
 #: this order too).
@@ -304,6 +310,12 @@ class CallRecord:
         if self.reported:
             return None
         self.reported = True
+        try:
+            leg1, leg2 = self._quality("user1", stats), self._quality("user2", stats)
+        except Exception as exc:  # a bug here must not cost the AS its RESPONSE
+            _quality_log.error("quality", "a CDR goes without media quality (%s: %s)",
+                               type(exc).__name__, exc)
+            leg1 = leg2 = None
         legs = self.flow.legs
         cdr = Cdr(
             caller=self.caller,
@@ -318,8 +330,8 @@ class CallRecord:
             released_by=command.released_by,
             result=command.result,
             reason=command.reason,
-            leg1=self._quality("user1", stats),
-            leg2=self._quality("user2", stats),
+            leg1=leg1,
+            leg2=leg2,
         )
         return Outcome(real_duration=command.real_duration, result=command.result, code=command.code,
                        cdr=cdr)

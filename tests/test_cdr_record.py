@@ -4,6 +4,7 @@ builds holds what the relay counted, with known sequence gaps as lost packets an
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from mss import callflow as cf
 from mss.callflow import CallbackCall
 from mss.engine import CallRecord, carry_out_relay, jitter_ms
 from mss.journal import Cdr
-from mss.relay import FIELDS, Relay, RelaySession
+from mss.relay import FIELDS, Relay, RelaySession, SessionStats
 from tests.test_callflow import T0, USER1, USER2, make_settings, phone_answer
 from tests.test_relay import HOST, Phone, rtp, wait_for
 
@@ -165,3 +166,23 @@ def test_jitter_ms_reads_the_relay_counters_as_the_relay_does(
                                                                   "user2": stats.b.jitter_ms}
     assert jitter_ms([128, 16]) == {"user1": 1.0, "user2": 0.125}
     session.close()
+
+
+def test_counters_that_make_no_sense_cost_the_cdr_its_quality_not_the_response(
+    relay: Relay, phones: tuple[Phone, Phone], caplog: pytest.LogCaptureFixture
+) -> None:
+    user1, user2 = phones
+    callback = Callback(relay.open_session(bridged=False))
+    callback.answer("user1", user1)
+    callback.answer("user2", user2)
+    callback.feed(cf.Ended(leg="user1", by_remote=True))
+    (command,) = callback.responses
+    real = callback.session.stats()
+    callback.session.close()
+    broken = SessionStats(a=dataclasses.replace(real.a, rtp_packets_in=-1), b=real.b)
+    outcome = callback.record.outcome(command, WALL0, broken)
+    assert outcome is not None and outcome.cdr is not None
+    assert (outcome.result, outcome.cdr.leg1, outcome.cdr.leg2) == ("answered", None, None)
+    assert "a CDR goes without media quality (LocalProtocolError: packet counts must not be negative" in (
+        caplog.text
+    )
