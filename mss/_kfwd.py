@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import ipaddress
 import os
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 from mss.errors import RelayError
 
-__all__ = ["OBJECT", "KernelPath", "KernelPathUnavailable", "link_alive", "load"]
+__all__ = ["OBJECT", "Entry", "KernelPath", "KernelPathUnavailable", "entries", "link_alive", "load"]
 
 #: The compiled program (setup.py builds it when clang and libbpf-dev are found).
 OBJECT = Path(__file__).parent / "bpf" / "kfwd.bpf.o"
@@ -69,6 +72,9 @@ def _libbpf() -> ctypes.CDLL:
             ("bpf_map_lookup_elem", i, [i, vp, vp]),
             ("bpf_obj_get_info_by_fd", i, [i, vp, ctypes.POINTER(ctypes.c_uint32)]),
             ("bpf_link_get_fd_by_id", i, [ctypes.c_uint32]),
+            ("bpf_map_get_next_id", i, [ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32)]),
+            ("bpf_map_get_fd_by_id", i, [ctypes.c_uint32]),
+            ("bpf_map_get_next_key", i, [i, vp, vp]),
         ):
             fn = getattr(lib, name)
             fn.restype = restype
@@ -185,3 +191,71 @@ def link_alive(link_id: int) -> bool:
         return False
     os.close(fd)
     return True
+
+
+# struct kf_key and the statistics of struct kf_entry (mss/bpf/kfwd.h), for entries()
+_KEY = struct.Struct("=BB2s16s")
+_ENTRY_HEAD = struct.Struct("=48x6xBB8x5Q")
+_ENTRY_SIZE = 272
+#: Map ids looked at by entries() at most: every BPF map on the machine, bounded.
+MAX_MAPS = 65536
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Entry:
+    """One forwarded direction as the kernel holds it (see mss/bpf/kfwd.h)."""
+
+    address: str
+    """The relay's address the packets are sent to."""
+    port: int
+    """The relay's port the packets are sent to."""
+    rtcp: bool
+    """An RTCP entry."""
+    packets: int
+    """Packets the kernel forwarded for it."""
+    bytes: int
+    """Their UDP payload bytes."""
+
+
+def entries() -> list[Entry]:
+    """Every entry of every mss relay's kernel path on this machine (a diagnostic: which relay
+    ports the kernel forwards for, and how much)."""
+    lib = _libbpf()
+    found: list[Entry] = []
+    map_id = ctypes.c_uint32(0)
+    for _ in range(MAX_MAPS):
+        if lib.bpf_map_get_next_id(map_id.value, ctypes.byref(map_id)) < 0:
+            break
+        fd = lib.bpf_map_get_fd_by_id(map_id.value)
+        if fd < 0:
+            continue
+        try:
+            info = ctypes.create_string_buffer(80)  # struct bpf_map_info: the name at offset 24
+            size = ctypes.c_uint32(80)
+            if lib.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)) < 0:
+                continue
+            if info.raw[24:40].rstrip(b"\0") != _MAP:
+                continue
+            found.extend(_read_map(lib, fd))
+        finally:
+            os.close(fd)
+    return found
+
+
+def _read_map(lib: ctypes.CDLL, fd: int) -> list[Entry]:
+    out: list[Entry] = []
+    key = ctypes.create_string_buffer(_KEY.size)
+    value = ctypes.create_string_buffer(_ENTRY_SIZE)
+    prev: ctypes.Array[ctypes.c_char] | None = None
+    for _ in range(1 << 22):  # bounded: no map of mss holds more entries
+        if lib.bpf_map_get_next_key(fd, prev, key) < 0:
+            break
+        prev = ctypes.create_string_buffer(key.raw, _KEY.size)
+        if lib.bpf_map_lookup_elem(fd, key, value) < 0:
+            continue
+        family, _, port, addr = _KEY.unpack(key.raw)
+        rtcp, _, packets, nbytes, *_ = _ENTRY_HEAD.unpack_from(value.raw)
+        ip = ipaddress.IPv4Address(addr[:4]) if family == 4 else ipaddress.IPv6Address(addr)
+        out.append(Entry(address=str(ip), port=struct.unpack("!H", port)[0], rtcp=bool(rtcp),
+                         packets=packets, bytes=nbytes))
+    return out
