@@ -256,11 +256,15 @@ class Service:
     async def run(self) -> int:
         """Run until stopped; returns the exit status (0 after a clean drain)."""
         cfg = self.config
-        journal = Journal(cfg.journal.path)
         try:
-            return await self._run(journal)
+            await self._start_control()  # before the journal: a second mss on this config stops here
+            journal = Journal(cfg.journal.path)
+            try:
+                return await self._run(journal)
+            finally:
+                journal.close()
         finally:
-            journal.close()
+            await self._stop_operations()
 
     async def _run(self, journal: Journal) -> int:
         cfg = self.config
@@ -284,7 +288,7 @@ class Service:
         self.iif = IIFServer(desk, cfg.peer_servers, max_duration=cfg.callback.max_duration)
         try:
             self.notifier.status("starting")
-            await self._start_operations(desk)
+            await self._start_metrics(desk)
             await engine.open()
             self._say_relay_room(engine, desk.max_calls)
             # Bind, answer what a previous process left, and only then take new orders.
@@ -335,19 +339,21 @@ class Service:
             if self.ready.is_set():
                 journal.heartbeat(time.time())
             desk.flush()  # what the engine's close ended, and the last heartbeat
-            await self._stop_operations()
         log.info("mss stopped")
         return 0
 
     # --- operations: metrics, control socket, service manager, reload ----------------------------
 
-    async def _start_operations(self, desk: CallbackDesk) -> None:
-        """The control socket first (it refuses to start a second mss on the same config), then the
-        metrics listener; both before the engine registers or binds anything."""
-        ops = self.config.operations
-        if ops.control_socket is not None:
-            self.control = ControlServer(ops.control_socket, self._control)
+    async def _start_control(self) -> None:
+        """The control socket, first of all: it refuses to start a second mss on the same config."""
+        path = self.config.operations.control_socket
+        if path is not None:
+            self.control = ControlServer(path, self._control)
             await self.control.start()
+
+    async def _start_metrics(self, desk: CallbackDesk) -> None:
+        """The metrics listener, before the engine registers or binds anything."""
+        ops = self.config.operations
         if ops.metrics_listen is not None:
             view = ServiceView(
                 desk=lambda: self.desk, engine=lambda: self.engine, draining=lambda: self.draining,
