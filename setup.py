@@ -73,4 +73,14 @@ extensions = [
     Extension("mss.sip._head", ["mss/sip/_head.pyx"], extra_compile_args=["-O2"]),
 ]
 
+# --- G.729 ringback (optional): mss/_g729.pyx binds bcg729 when its headers are found ---------------
+# (Debian libbcg729-dev). Without it mss installs and runs, and plays no ringback on a G.729 leg.
+G729_HEADER = "/usr/include/bcg729/encoder.h"
+if os.path.exists(G729_HEADER):
+    extensions.append(Extension("mss._g729", ["mss/_g729.pyx"], libraries=["bcg729"],
+                                extra_compile_args=["-O2"]))
+else:
+    _say(f"{G729_HEADER} not found (libbcg729-dev): no G.729 ringback (user1 hears silence)")
+# --- end of G.729 ringback -------------------------------------------------------------------------
+
 setup(ext_modules=cythonize(extensions), cmdclass={"build_ext": BuildExtWithBpf})

@@ -298,7 +298,7 @@ class RelayPlay:
     leg: User
     """The leg that hears it."""
     codec: str
-    """``PCMU`` or ``PCMA`` (no tone is made for G.729)."""
+    """``PCMU``, ``PCMA`` or ``G729`` (silent where mss was built without bcg729)."""
     payload_type: int
     """The payload type the phone expects for the codec (from its SDP)."""
     ptime: int
@@ -585,7 +585,7 @@ class CallbackCall:
         commands: list[Command] = [Notify(state="user1_answered")] if s.progress_events else []
         commands.append(self._remote("user1", n1))
         ptime = n1.ptime if n1.ptime in (10, 20, 30, 40) else 20
-        if n1.codec.name.upper() in ("PCMU", "PCMA"):
+        if n1.codec.name.upper() in ("PCMU", "PCMA", "G729"):  # G.729: silent when built without bcg729
             commands.append(RelayPlay(leg="user1", codec=n1.codec.name.upper(), payload_type=n1.remote_pt,
                                       ptime=ptime))
         offer = sdp.make_bridge_offer(n1, host=s.media_host, port=s.b_port, session_id=s.session_id,

@@ -1,8 +1,8 @@
 """Ringback that mss plays to user1 while user2 rings: ready-to-send RTP payload, computed once.
 
-The relay never transcodes, so the tone is made in the codec user1 negotiated: one full cadence
-period (tone on, then silence) of G.711 payload, cut into frames of ``ptime_ms`` by the caller
-(:func:`frame_bytes` per frame). It is computed on first use and cached.
+The relay never transcodes, so the tone is made in the codec user1 negotiated: whole cadence
+periods (tone on, then silence) of G.711 or G.729 payload, cut into frames of ``ptime_ms`` by the
+caller (:func:`frame_bytes` per frame). It is computed on first use and cached.
 
 **G.711.** :func:`encode_ulaw`, :func:`encode_alaw` and their inverses implement ITU-T G.711 on
 16-bit linear samples, vectorised with numpy. μ-law uses the 14 most significant bits and A-law the
@@ -11,20 +11,27 @@ ITU-T G.191 reference implementation: the characteristic is symmetric about −�
 0. Decoding returns the middle of each quantisation interval; decode then encode gives back every
 code except μ-law's negative zero 0x7F, which decodes to 0 and encodes as positive zero 0xFF.
 
-**G.729.** There is no G.729 encoder here, and G.729 frames cannot be written by hand, so mss sends
-*no* ringback on a G.729 leg: :func:`ringback_frames` returns ``b""`` for it. Sending nothing is
-legitimate RTP (a receiver plays silence or comfort noise across the gap; with Annex B it is the
-"untransmitted" frame type of discontinuous transmission), whereas a made-up SID or speech frame
-would be noise at best. user1 hears silence until user2 answers, or user2's early media when it
-sends some (the relay forwards that untouched).
+**G.729.** G.729 frames cannot be written by hand (each 10 ms frame is the parameters of a
+predictive model), so the tone goes through a real encoder: the optional extension ``mss._g729``
+binds bcg729 (built when Debian's ``libbcg729-dev`` is found). :func:`encode_g729` runs it with VAD
+off, so no Annex B: every frame is a 10-byte speech frame and the tone plays the same whether or not
+user1's phone takes ``annexb=yes``, and its silence is coded silence rather than SID frames and gaps
+that a phone would fill with its own comfort noise. The cadence is encoded twice in a row by one
+encoder and only the second pass is kept: it starts from the state the end of a period leaves, so
+looping it is as seamless as one long encoding. Without the extension (:func:`g729_unavailable`
+says why) :func:`ringback_frames` returns ``b""`` for G.729 and mss sends nothing: legitimate RTP (a
+receiver plays silence across the gap) and better than a made-up frame, which would be noise.
+user1 then hears silence until user2 answers, or user2's early media when it sends some.
 
 **The tone.** :class:`RingTone` describes a cadence; :data:`DEFAULT_RINGBACK` is the European one,
 425 Hz, 1 s on, 4 s off (the CEPT/ETSI harmonised ringing tone; ITU-T E.180 Supplement 2 lists the
 tones in use country by country), and
 :data:`NORTH_AMERICAN_RINGBACK` is 440 + 480 Hz, 2 s on, 4 s off. Each burst fades in and out over a
-few milliseconds so that it starts and stops without a click.
+few milliseconds so that it starts and stops without a click. When the period is not a whole number
+of frames (5 s in 30 ms frames) the frames hold as many periods as it takes (three) to end on a
+frame boundary, so the loop keeps the cadence exactly.
 
-Only numpy and arithmetic: no I/O.
+Only numpy, the codec extension and arithmetic: no I/O.
 """
 
 from __future__ import annotations
@@ -42,16 +49,20 @@ __all__ = [
     "DBM0_PEAK",
     "DEFAULT_RINGBACK",
     "EUROPEAN_RINGBACK",
+    "MAX_CADENCE_REPEATS",
     "NORTH_AMERICAN_RINGBACK",
     "RAMP_MS",
     "SAMPLE_RATE",
     "RingTone",
     "decode_alaw",
+    "decode_g729",
     "decode_ulaw",
     "dominant_frequency",
     "encode_alaw",
+    "encode_g729",
     "encode_ulaw",
     "frame_bytes",
+    "g729_unavailable",
     "ringback_frames",
     "tone_pcm",
 ]
@@ -67,6 +78,10 @@ DBM0_PEAK = 32636 * 10 ** (-3.17 / 20)
 #: Length of the fade at each end of a burst: long enough to avoid a click, short enough not to
 #: change the cadence.
 RAMP_MS = 5
+
+#: The most cadence periods one loop of frames holds to end on a frame boundary: three for 5 s in
+#: 30 ms frames; a ptime that needs more is refused rather than cached as megabytes of tone.
+MAX_CADENCE_REPEATS = 8
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,6 +203,53 @@ def decode_alaw(data: bytes) -> npt.NDArray[np.int16]:
     return samples
 
 
+#: Samples in one 10 ms G.729 frame; each becomes 10 bytes (RFC 3551 §4.5.6).
+_G729_FRAME_SAMPLES = 80
+
+
+@functools.cache
+def g729_unavailable() -> str | None:
+    """Why mss cannot encode G.729 (its bcg729 extension is not built or does not load), or None."""
+    try:
+        from mss import _g729  # noqa: F401
+    except ImportError as exc:
+        return f"mss was built without bcg729 (Debian libbcg729-dev): {exc}"
+    return None
+
+
+def encode_g729(pcm: npt.ArrayLike) -> bytes:
+    """G.729 frames (VAD off: 10 bytes per 80 samples) of 16-bit linear samples at 8 kHz.
+
+    One fresh encoder codes the whole of ``pcm``, which must be whole 10 ms frames.
+    """
+    x = _samples(pcm)
+    if x.size % _G729_FRAME_SAMPLES:
+        raise LocalProtocolError(f"{x.size} samples are not whole 10 ms G.729 frames (80 samples each)")
+    try:
+        from mss import _g729
+    except ImportError as exc:
+        raise LocalProtocolError(f"no G.729 encoder: {g729_unavailable()}") from exc
+    try:
+        return _g729.encode(x.astype("<i2").tobytes())
+    except ValueError as exc:
+        raise LocalProtocolError(f"G.729: {exc}") from exc
+
+
+def decode_g729(data: bytes) -> npt.NDArray[np.int16]:
+    """16-bit linear samples (80 per 10-byte frame) of G.729 speech frames, from a fresh decoder."""
+    if len(data) % 10:
+        raise LocalProtocolError(f"{len(data)} bytes are not whole 10-byte G.729 frames")
+    try:
+        from mss import _g729
+    except ImportError as exc:
+        raise LocalProtocolError(f"no G.729 decoder: {g729_unavailable()}") from exc
+    try:
+        pcm = _g729.decode(data)
+    except ValueError as exc:
+        raise LocalProtocolError(f"G.729: {exc}") from exc
+    return np.frombuffer(pcm, dtype="<i2").astype(np.int16)
+
+
 def tone_pcm(tone: RingTone = DEFAULT_RINGBACK, *, rate: int = SAMPLE_RATE) -> npt.NDArray[np.int16]:
     """One cadence period of ``tone`` as 16-bit linear samples at ``rate`` Hz."""
     on = tone.on_ms * rate // 1000
@@ -229,30 +291,40 @@ def frame_bytes(codec: str, ptime_ms: int = 20) -> int:
 
 
 def ringback_frames(codec: str, *, ptime_ms: int = 20, tone: RingTone = DEFAULT_RINGBACK) -> bytes:
-    """One full cadence of ringback in ``codec`` as concatenated payload frames of ``ptime_ms``.
+    """Whole cadences of ringback in ``codec`` as concatenated payload frames of ``ptime_ms``.
 
-    For PCMU and PCMA that is ``tone.period_ms / ptime_ms`` frames of :func:`frame_bytes` bytes
-    (250 frames of 160 bytes for the default tone at 20 ms); play them in order and loop. For G729
-    it is ``b""``: mss has no G.729 encoder and sends nothing (see the module notes). Cached: the
-    same bytes object comes back for the same arguments.
+    Play the frames (:func:`frame_bytes` each) in order and loop. It is one period when the period
+    is a whole number of frames (250 frames for the default tone at 20 ms: 160 bytes each in G.711,
+    20 in G.729), else as many periods as fill whole frames (three at 30 ms), at most
+    :data:`MAX_CADENCE_REPEATS`. For G729 without the bcg729 extension it is ``b""`` and nothing is
+    sent (see the module notes). Cached: the same bytes object comes back for the same arguments.
     """
     name = _codec(codec)
     size = frame_bytes(name, ptime_ms)
-    if tone.period_ms % ptime_ms:
+    periods = math.lcm(tone.period_ms, ptime_ms) // tone.period_ms
+    if periods > MAX_CADENCE_REPEATS:
         raise LocalProtocolError(
-            f"the cadence period of {tone.period_ms} ms is not a whole number of {ptime_ms} ms frames"
+            f"the cadence period of {tone.period_ms} ms fills whole {ptime_ms} ms frames only after "
+            f"{periods} periods (at most {MAX_CADENCE_REPEATS})"
         )
-    frames = _ringback(name, tone)
-    assert name == "G729" or len(frames) % size == 0
+    frames = _ringback(name, tone, periods)
+    assert len(frames) % size == 0
     return frames
 
 
 @functools.lru_cache(maxsize=16)
-def _ringback(name: str, tone: RingTone) -> bytes:
-    if name == "G729":
+def _ringback(name: str, tone: RingTone, periods: int) -> bytes:
+    pcm = np.tile(tone_pcm(tone), periods)
+    if name == "PCMU":
+        return encode_ulaw(pcm)
+    if name == "PCMA":
+        return encode_alaw(pcm)
+    if g729_unavailable() is not None:
         return b""
-    pcm = tone_pcm(tone)
-    return encode_ulaw(pcm) if name == "PCMU" else encode_alaw(pcm)
+    # The loop coded twice by one encoder, the second pass kept: it starts from the encoder state
+    # that the end of the loop leaves, so playing it round and round has no seam.
+    coded = encode_g729(np.tile(pcm, 2))
+    return coded[len(coded) // 2 :]
 
 
 def dominant_frequency(pcm: npt.ArrayLike, rate: int = SAMPLE_RATE) -> float:

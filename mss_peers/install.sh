@@ -29,8 +29,25 @@ install_bpf_toolchain() {
     fi
 }
 
+# G.729 ringback: bcg729's headers and library (Debian libbcg729-dev) when they are missing, so the
+# build compiles mss/_g729.pyx (without them mss builds and plays no ringback on a G.729 leg).
+install_bcg729() {
+    if [ ! -f /usr/include/bcg729/encoder.h ]; then
+        if ! command -v apt-get >/dev/null 2>&1; then
+            echo "no apt-get: mss is built without G.729 ringback (libbcg729-dev missing)" >&2
+            return 0
+        fi
+        echo "installing libbcg729-dev (the build of mss's G.729 ringback)" >&2
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q libbcg729-dev >/dev/null
+    fi
+}
+
 install_venv() {
     install_bpf_toolchain
+    install_bcg729
     local python=${PYTHON:-python3}
     [ -x .venv/bin/python ] || "$python" -m venv .venv
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null

@@ -389,7 +389,7 @@ def test_the_offer_to_user1_follows_audio_codecs_order() -> None:
     [
         ("PCMU", 0, None, [RelayPlay(leg="user1", codec="PCMU", payload_type=0, ptime=20)]),
         ("PCMA", 8, None, [RelayPlay(leg="user1", codec="PCMA", payload_type=8, ptime=20)]),
-        ("G729", 18, "annexb=no", []),  # no ringback frames for G.729: user1 hears silence
+        ("G729", 18, "annexb=no", [RelayPlay(leg="user1", codec="G729", payload_type=18, ptime=20)]),
     ],
 )
 def test_user1_codec_decides_ringback_and_the_offer_to_user2(

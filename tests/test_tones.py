@@ -1,4 +1,4 @@
-"""G.711 codecs against reference values, and the ringback frames measured by FFT."""
+"""G.711 codecs against reference values, and the ringback frames (G.711 and G.729) measured by FFT."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from mss.tones import (
     SAMPLE_RATE,
     RingTone,
     decode_alaw,
+    decode_g729,
     decode_ulaw,
     dominant_frequency,
     encode_alaw,
@@ -29,6 +30,7 @@ from mss.tones import (
     ringback_frames,
     tone_pcm,
 )
+from tests.test_g729 import requires_bcg729
 
 ALL_CODES = bytes(range(256))
 ALL_SAMPLES = np.arange(-32768, 32768, dtype=np.int16)
@@ -197,8 +199,64 @@ def test_frames_are_cached() -> None:
     assert ringback_frames("PCMU") != ringback_frames("PCMA")
 
 
-def test_g729_sends_nothing() -> None:
-    assert ringback_frames("G729") == b""
+@pytest.mark.parametrize(("ptime", "periods"), [(10, 1), (20, 1), (30, 3), (40, 1)])
+def test_g711_ringback_ends_on_a_frame_boundary(ptime: int, periods: int) -> None:
+    data = ringback_frames("PCMA", ptime_ms=ptime)
+    assert len(data) == periods * 40000
+    # Three periods at 30 ms: each starts with the burst exactly 5 s after the one before.
+    assert data == ringback_frames("PCMA") * periods
+
+
+# --------------------------------------------------------------------------------------------------
+# G.729 ringback (through the bcg729 binding; tests/test_g729.py tests the binding itself)
+# --------------------------------------------------------------------------------------------------
+
+
+@requires_bcg729
+def test_g729_ringback_cadence_and_frequency() -> None:
+    data = ringback_frames("G729")
+    assert frame_bytes("G729") == 20  # two 10-byte frames per 20 ms packet
+    packets = _frames(data, 20)
+    assert len(packets) == 250  # 5 s: 1 s on, 4 s off
+    pcm = decode_g729(data + data)[40000:]  # decoded as played: the second time round the loop
+    blocks = pcm.reshape(-1, 400).astype(np.float64)  # 50 ms each
+    rms = np.sqrt(np.mean(blocks**2, axis=1))
+    assert (rms[:20] > 1000).all() and (rms[21:] < 20).all()  # the burst's last block fades out
+    for block in blocks[1:19]:
+        assert abs(dominant_frequency(block) - 425) < 10
+    assert abs(dominant_frequency(pcm[:8000]) - 425) < 1
+    rms_on = float(np.sqrt(np.mean(pcm[400:7600].astype(np.float64) ** 2)))
+    level = 20 * math.log10(rms_on * math.sqrt(2) / DBM0_PEAK)
+    assert abs(level - DEFAULT_RINGBACK.level_dbm0) < 3
+
+
+@requires_bcg729
+@pytest.mark.parametrize(
+    ("ptime", "size", "count", "periods"),
+    [(10, 10, 500, 1), (20, 20, 250, 1), (30, 30, 500, 3), (40, 40, 125, 1)],
+)
+def test_g729_packet_times(ptime: int, size: int, count: int, periods: int) -> None:
+    assert frame_bytes("G729", ptime) == size
+    data = ringback_frames("G729", ptime_ms=ptime)
+    assert len(_frames(data, size)) == count  # at 30 ms: three periods, 15 s
+    # Each period: a second of tone, four of silence.
+    seconds = decode_g729(data + data)[periods * 40000 :].reshape(-1, 8000).astype(np.float64)
+    loud = np.sqrt(np.mean(seconds**2, axis=1)) > 1000
+    assert loud.tolist() == [True, False, False, False, False] * periods
+
+
+@requires_bcg729
+def test_g729_frames_are_cached_and_other_tones_encode_too() -> None:
+    assert ringback_frames("G729") is ringback_frames("g729", ptime_ms=10)
+    data = ringback_frames("G729", tone=NORTH_AMERICAN_RINGBACK)
+    assert len(data) == 6000
+    pcm = decode_g729(data + data)[48000 + 800 : 48000 + 16000].astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(pcm * np.hanning(pcm.size)))
+    freqs = np.fft.rfftfreq(pcm.size, 1 / SAMPLE_RATE)
+    assert sorted(freqs[np.argsort(spectrum)[-2:]]) == [440.0, 480.0]
+
+
+def test_g729_frame_bytes() -> None:
     assert frame_bytes("G729") == 20  # 10 bytes per 10 ms frame
     assert frame_bytes("G729", 30) == 30
 
@@ -208,8 +266,8 @@ def test_g729_sends_nothing() -> None:
     [
         (lambda: ringback_frames("GSM"), "no ringback for codec 'GSM' (PCMU, PCMA or G729)"),
         (
-            lambda: ringback_frames("PCMU", ptime_ms=30),
-            "cadence period of 5000 ms is not a whole number of 30 ms",
+            lambda: ringback_frames("PCMU", ptime_ms=9),
+            "cadence period of 5000 ms fills whole 9 ms frames only after 9 periods (at most 8)",
         ),
         (lambda: ringback_frames("PCMU", ptime_ms=0), "ptime 0 ms is not positive"),
         (lambda: frame_bytes("G729", 25), "not a multiple of G.729's 10 ms frame"),

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mss import callflow as cf
-from mss import engine
+from mss import engine, tones
 from mss.aio.sip_transport import SipTransport
 from mss.config import Config
 from mss.control import CallInfo
@@ -96,6 +96,10 @@ class CallEngine:
                  cfg.rtp.port_min, cfg.rtp.port_max, self.relay.capacity, self.relay.backend,
                  "in the kernel" if self.relay.kernel_forwarding_active else "in userspace")
         self._quarantine_cut_ports(self.relay)
+        # G.729 ringback: encoded here once rather than by the first call that needs it
+        if "G729" in cfg.callback.audio_codecs and not tones.ringback_frames("G729"):
+            log.warning("G.729 ringback is off (%s): user1 hears silence while user2 rings on a G.729 call",
+                        tones.g729_unavailable())
         self.sip = SipTransport(UASettings.from_config(cfg), on_event=self._on_sip_event)
         await self.sip.open()
         if cfg.external_line is not None:
