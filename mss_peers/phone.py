@@ -44,6 +44,9 @@ Constructor (keyword arguments after ``password``):
     offered.
 ``prack``
     ``"no"`` (default), ``"optional"`` or ``"mandatory"`` 100rel (RFC 3262).
+``tx_drop_pct``
+    Drop about this percentage of the RTP packets the phone sends, at random, after counting them
+    as sent (pjsua's ``txDropPct``: real loss on the wire for whoever receives them).
 ``display``, ``expires``, ``log_level``, ``workdir``, ``name``
     Display name in From; registration expiry; pjlib log level (4 logs SIP messages);
     where recordings and the log go (a temp dir by default); a label for messages.
@@ -144,6 +147,7 @@ class Phone:
         record: bool = True,
         codecs: Sequence[str] = ("PCMU", "PCMA"),
         prack: str = "no",
+        tx_drop_pct: int = 0,
         auth_user: str | None = None,
         display: str | None = None,
         expires: int = 300,
@@ -155,6 +159,8 @@ class Phone:
             raise ValueError(f"transport must be 'udp' or 'tcp', not {transport!r}")
         if prack not in ("no", "optional", "mandatory"):
             raise ValueError(f"prack must be no, optional or mandatory, not {prack!r}")
+        if not 0 <= tx_drop_pct <= 100:
+            raise ValueError(f"tx_drop_pct must be 0..100, not {tx_drop_pct!r}")
         self.user = user
         self.password = password
         self.registrar = (check_loopback(registrar[0]), int(registrar[1]))
@@ -182,6 +188,7 @@ class Phone:
             "record": record,
             "codecs": list(codecs),
             "prack": prack,
+            "tx_drop_pct": tx_drop_pct,
             "display": display,
             "expires": expires,
             "log_level": log_level,

@@ -364,6 +364,7 @@ class PhoneApp:
         ep_cfg.medConfig.noVad = True  # keep RTP flowing during silence
         ep_cfg.medConfig.ecTailLen = 0
         ep_cfg.medConfig.clockRate = CLOCK_RATE
+        ep_cfg.medConfig.txDropPct = int(c.get("tx_drop_pct") or 0)  # simulated loss on the wire
         ep.libInit(ep_cfg)
 
         tp_cfg = pj.TransportConfig()

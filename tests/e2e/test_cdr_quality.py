@@ -1,7 +1,8 @@
 """CDR quality against the phones: a real callback through Kamailio between two pjsua2 phones, and
 the CDR that ``mss cdr`` exports (read beside the running mss) holds, per leg, the packets each
 phone says it sent and received (pjsua2's own RTCP statistics), no loss, small jitter and a MOS
-above 4 for G.711."""
+above 4 for G.711; with a phone that loses packets on the way, the loss both the relay and the
+far phone count, and a lower MOS."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from mss.cdr import export
 from mss.config import load
+from mss.quality import estimate_mos
 from mss_peers.kamailio import Kamailio
 from mss_peers.phone import Phone
 from mss_peers.server import MssServer
@@ -35,32 +37,39 @@ def near(relay: object, phone: int, what: str, per_packet: int = 1) -> None:
     assert abs(relay - phone) <= SLACK_PACKETS * per_packet, f"{what}: the relay {relay}, the phone {phone}"
 
 
-def test_cdr_quality_matches_what_the_phones_measured(
+def callback(
     kamailio: Callable[..., Kamailio], phone: Callable[..., Phone], mss: Callable[..., MssServer],
-    free_port: Callable[..., int], peer_logs: Callable[[], str],
-) -> None:
+    free_port: Callable[..., int], peer_logs: Callable[[], str], **user1: Any,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A 4 s callback between two G.711 phones (``user1``: more of user1's phone's options); its CDR
+    as ``mss cdr`` exports it beside the running mss, and each phone's own stream statistics."""
     pss = kamailio("auth", users={"100": "pw100", "101": "pw101"}, mss=("127.0.0.1", free_port()))
-    user1 = phone("100", pss, tone_hz=440.0, codecs=["PCMU"])
-    user2 = phone("101", pss, tone_hz=1000.0, codecs=["PCMU"])
+    user1_phone = phone("100", pss, tone_hz=440.0, codecs=["PCMU"], **user1)
+    user2_phone = phone("101", pss, tone_hz=1000.0, codecs=["PCMU"])
     server = mss(pss)
     server.wait_log("external line registered")
     with server.client() as as1:
         assert as1.request("q1", "100", "101", 4) == "ACK: id=q1;code=ok;"
         response = as1.response("q1", timeout=20)
     assert response["result"] == "answered", peer_logs()
-    ended1 = user1.wait_event("disconnected", timeout=10)
-    ended2 = user2.wait_event("disconnected", timeout=10)
-    seen1: dict[str, Any] = ended1["stream_stat"]
-    seen2: dict[str, Any] = ended2["stream_stat"]
-    assert seen1 is not None and seen2 is not None, (ended1, ended2)
+    ended1 = user1_phone.wait_event("disconnected", timeout=10)
+    ended2 = user2_phone.wait_event("disconnected", timeout=10)
+    assert ended1["stream_stat"] is not None and ended2["stream_stat"] is not None, (ended1, ended2)
 
-    out = io.StringIO()  # the export, beside the running mss
+    out = io.StringIO()
     assert export(load(server.config_path), None, "jsonl", out) == 1
-    cdr = json.loads(out.getvalue())
+    cdr: dict[str, Any] = json.loads(out.getvalue())
     assert (cdr["id"], cdr["codec"], cdr["result"]) == ("q1", "PCMU", "answered")
-
     # a 4 s callback: some 200 packets each way
-    assert min(seen1["tx_packets"], seen2["tx_packets"]) > 100, (seen1, seen2)
+    assert min(ended1["stream_stat"]["tx_packets"], ended2["stream_stat"]["tx_packets"]) > 100
+    return cdr, ended1["stream_stat"], ended2["stream_stat"]
+
+
+def test_cdr_quality_matches_what_the_phones_measured(
+    kamailio: Callable[..., Kamailio], phone: Callable[..., Phone], mss: Callable[..., MssServer],
+    free_port: Callable[..., int], peer_logs: Callable[[], str],
+) -> None:
+    cdr, seen1, seen2 = callback(kamailio, phone, mss, free_port, peer_logs)
     # user1's leg: what the phone sent reached the relay; the ringback and user2's audio reached it
     near(cdr["leg1_packets_in"], seen1["tx_packets"], "packets from user1")
     near(cdr["leg1_packets_out"], seen1["rx_packets"], "packets to user1")
@@ -81,3 +90,25 @@ def test_cdr_quality_matches_what_the_phones_measured(
     assert max(seen1["rx_jitter_mean_ms"], seen2["rx_jitter_mean_ms"]) < 10, (seen1, seen2)
     # G.711 without loss on loopback: R = 93.2, MOS 4.41
     assert cdr["leg1_mos"] > 4.0 and cdr["leg2_mos"] > 4.0, cdr
+
+
+def test_packets_lost_on_the_way_to_the_relay_are_counted_and_lower_the_mos(
+    kamailio: Callable[..., Kamailio], phone: Callable[..., Phone], mss: Callable[..., MssServer],
+    free_port: Callable[..., int], peer_logs: Callable[[], str],
+) -> None:
+    """user1's phone drops some 5 % of what it sends after counting it sent: the relay counts the
+    gaps as user1's lost packets, user2's phone (which gets the stream as the relay got it) counts
+    the same loss, and user1's MOS falls below user2's."""
+    cdr, seen1, seen2 = callback(kamailio, phone, mss, free_port, peer_logs, tx_drop_pct=5)
+    lost = cdr["leg1_lost"]
+    assert lost > 0 and cdr["leg2_lost"] == 0, cdr
+    # every packet user1's phone counted as sent either reached the relay or is missing there
+    near(cdr["leg1_packets_in"] + lost, seen1["tx_packets"], "packets from user1, received or lost")
+    # user2's phone sees the same gaps (before the bridge user1's packets reach nobody)
+    assert abs(seen2["rx_loss"] - lost) <= 3, (cdr, seen2)
+    assert seen1["rx_loss"] == 0, seen1
+    # the MOS is the E-model's for the counts in the CDR, and below the clean leg's
+    expected = estimate_mos("PCMU", lost=lost, received=cdr["leg1_packets_in"],
+                            jitter_ms=cdr["leg1_jitter_mean_ms"])
+    assert expected is not None and abs(cdr["leg1_mos"] - expected) <= 0.01, cdr
+    assert cdr["leg1_mos"] < cdr["leg2_mos"], cdr
