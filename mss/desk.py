@@ -251,18 +251,13 @@ class CallbackDesk:
         self.accepting = True
         self.active: dict[int, Callback] = {}
         self._by_id: dict[str, int] = {}
-        self._peer_limits = {p.name: p for p in peers}
-        self._events = frozenset(p.name for p in peers if p.events)  # peers taking EVENT lines
+        self._peer_limits: dict[str, PeerServer] = {}
+        self._events: frozenset[str] = frozenset()  # peers taking EVENT lines
+        self._buckets: dict[str, _TokenBucket] = {}
+        self.set_peer_limits(peers)
         self.events_sent = 0
         """EVENT lines written (best effort: a closed connection's are not counted)."""
         self._active_by_peer: Counter[str] = Counter()
-        self._buckets = {
-            # A burst of one second's worth (at least one REQUEST), starting full.
-            p.name: _TokenBucket(rate=p.max_rate, burst=max(1.0, p.max_rate), tokens=max(1.0, p.max_rate),
-                                 last=clock())
-            for p in self._peer_limits.values()
-            if p.max_rate is not None
-        }
         self._peers: dict[str, _Peer] = {}
         self._owed: dict[str, list[PendingResponse]] = {}  # TCP responses waiting for a connection
         self._trial: dict[Outlet, list[PendingResponse]] = {}  # written, delivery not yet confirmed
@@ -280,6 +275,27 @@ class CallbackDesk:
         self._held_ids: set[str] = set()  # ids of the REQUESTs recorded in the group
         self._held_by_peer: Counter[str] = Counter()
         self.on_idle: Callable[[], None] | None = None  # called when the last active callback ends
+
+    def set_peer_limits(self, peers: Iterable[PeerServer]) -> None:
+        """Take each peer's ``[peer.NAME]`` limits and ``events`` (at start, and again on a reload).
+
+        They hold for the next REQUESTs; callbacks in progress are kept even beyond a lowered
+        ``max_calls``. A peer whose ``max_rate`` is unchanged keeps its bucket as it is; a new or
+        changed rate starts with a full bucket.
+        """
+        self._peer_limits = {p.name: p for p in peers}
+        self._events = frozenset(p.name for p in self._peer_limits.values() if p.events)
+        buckets = {}
+        for p in self._peer_limits.values():
+            if p.max_rate is None:
+                continue
+            bucket = self._buckets.get(p.name)
+            if bucket is None or bucket.rate != p.max_rate:
+                # A burst of one second's worth (at least one REQUEST), starting full.
+                burst = max(1.0, p.max_rate)
+                bucket = _TokenBucket(rate=p.max_rate, burst=burst, tokens=burst, last=self._clock())
+            buckets[p.name] = bucket
+        self._buckets = buckets
 
     # --- start: what a previous process left --------------------------------------------------
 

@@ -211,3 +211,43 @@ def test_the_stop_timeout_covers_the_drain() -> None:
     drain = CallbackConfig.__dataclass_fields__["drain_grace"].default
     assert isinstance(drain, int)
     assert int(fields["TimeoutStopSec"]) > drain + RELEASE_WAIT + FLUSH_WAIT + CLOSE_WAIT
+
+
+def test_sighup_applies_peer_limits_to_the_next_requests(tmp_path: Path) -> None:
+    """[peer.as1] max_rate added by a reload: REQUESTs beyond it get code=fail from then on, while
+    the callbacks already taken go on."""
+    from mss_peers.server import AsClient
+
+    config = _config(tmp_path, "info")
+    text = config.read_text().replace("external_line_mode = no", "external_line_mode = no\ndrain_grace = 0")
+    config.write_text(text)
+    iif_port = int(text.split("listen_port = ")[1].split("\n")[0])
+    log = (tmp_path / "mss.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "mss", "run", "--config", str(config)],
+                               cwd=tmp_path, stdout=log, stderr=log)
+    log.close()
+    try:
+        _wait_log(tmp_path / "mss.log", "mss ready")
+        with AsClient(("127.0.0.1", iif_port)) as as1:
+            before = [as1.request(f"b{n}", "100", "101", 60) for n in range(2)]
+            config.write_text(text + "[peer.as1]\nmax_rate = 0.001\n")
+            process.send_signal(signal.SIGHUP)
+            _wait_log(tmp_path / "mss.log", "SIGHUP: peer limits now as1: max_calls -, max_rate 0.001/s")
+            after = [as1.request(f"a{n}", "100", "101", 60) for n in range(2)]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(WAIT) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+    assert before == ["ACK: id=b0;code=ok;", "ACK: id=b1;code=ok;"]
+    assert after == ["ACK: id=a0;code=ok;", "ACK: id=a1;code=fail;"]  # a burst of one, then the rate
+    assert "changed in" not in (tmp_path / "mss.log").read_text()  # nothing left for a restart
+
+
+def _wait_log(path: Path, needle: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while needle not in path.read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {needle!r} in the log within {WAIT}s:\n{path.read_text()}")
+        time.sleep(0.02)

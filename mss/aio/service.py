@@ -10,8 +10,9 @@ Operations (docs/operations.md): ``[metrics] listen`` serves ``/metrics`` and ``
 (:mod:`mss.aio.control`); under systemd the service manager hears ``READY=1`` once mss listens and
 the first REGISTER is answered (at once in server-to-server mode), ``STOPPING=1`` when the drain
 begins, a ``STATUS=`` line every :data:`STATUS_INTERVAL` seconds and ``WATCHDOG=1`` when the unit
-asks for it (:mod:`mss.aio.sdnotify`). SIGHUP re-reads the config file: ``[log] level`` takes
-effect at once; any other change is logged as needing a restart.
+asks for it (:mod:`mss.aio.sdnotify`). SIGHUP re-reads the config file: ``[log] level`` and the
+``[peer.NAME]`` limits of the peers listed take effect at once; any other change is logged as
+needing a restart.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from mss.aio.iif_server import IIFServer
 from mss.aio.loop_probe import LoopProbe
 from mss.aio.metrics import MetricsServer, ServiceView
 from mss.aio.sdnotify import Notifier
-from mss.config import Config, check
+from mss.config import Config, PeerServer, check
 from mss.control import ControlError, ControlRequest, StatusInfo, encode_answer
 from mss.desk import CallbackDesk, Engine
 from mss.errors import JournalError, MssError
@@ -99,9 +100,6 @@ READY_WAIT = 40.0
 #: Seconds between two STATUS= lines to the service manager (``systemctl status`` shows the last).
 STATUS_INTERVAL = 5.0
 
-#: Config fields a SIGHUP applies; any other change needs a restart (said in the log).
-RELOADABLE = frozenset({"log_level"})
-
 #: The config sections behind each field of :class:`~mss.config.Config`, for the reload's log line.
 _SECTIONS = {"callback": "[callback]", "sip": "[sip]", "external_line": "[external_line]", "rtp": "[rtp]",
              "peer_servers": "[peer_servers] / [peer.*]", "journal": "[journal]",
@@ -117,6 +115,18 @@ FDS_BASE = 64
 #: Descriptors kept for everything but the callbacks: the process itself, and every IIF and SIP TCP
 #: connection the limits allow.
 FDS_RESERVED = FDS_BASE + iif_server.MAX_CONNECTIONS + sip_transport.MAX_CONNECTIONS
+
+
+def _addresses(config: Config) -> list[tuple[str, str, int | None]]:
+    """Who the peers are (name, host, port): a reload may change their limits, not these."""
+    return [(p.name, p.host, p.port) for p in config.peer_servers]
+
+
+def _limits(peer: PeerServer) -> str:
+    """A peer's limits for the reload's log line."""
+    calls = "-" if peer.max_calls is None else str(peer.max_calls)
+    rate = "-" if peer.max_rate is None else f"{peer.max_rate:g}/s"
+    return f"{peer.name}: max_calls {calls}, max_rate {rate}, events {'yes' if peer.events else 'no'}"
 
 
 def raise_nofile_limit() -> int:
@@ -436,8 +446,9 @@ class Service:
         self._ops_timers[name] = asyncio.get_running_loop().call_later(delay, callback)
 
     def reload(self) -> None:
-        """SIGHUP: re-read the config file; apply what can change while running (``[log] level``) and
-        log every other change as needing a restart. An invalid file changes nothing."""
+        """SIGHUP: re-read the config file; apply what can change while running (``[log] level``, and
+        the ``[peer.NAME]`` limits and events of the peers listed) and log every other change as
+        needing a restart. An invalid file changes nothing."""
         if self.config_path is None:
             log.warning("SIGHUP: no config file to re-read")
             return
@@ -452,11 +463,16 @@ class Service:
             if new.log_level != self.config.log_level:
                 logging.getLogger().setLevel(getattr(logging, new.log_level.upper()))
                 log.warning("SIGHUP: log level %s (was %s)", new.log_level, self.config.log_level)
+                self.config = dataclasses.replace(self.config, log_level=new.log_level)
+            if new.peer_servers != self.config.peer_servers and self.desk is not None \
+                    and _addresses(new) == _addresses(self.config):
+                self.desk.set_peer_limits(new.peer_servers)
+                log.warning("SIGHUP: peer limits now %s", ", ".join(_limits(p) for p in new.peer_servers))
+                self.config = dataclasses.replace(self.config, peer_servers=new.peer_servers)
             for f in dataclasses.fields(Config):
-                if f.name not in RELOADABLE and getattr(new, f.name) != getattr(self.config, f.name):
+                if getattr(new, f.name) != getattr(self.config, f.name):
                     log.warning("SIGHUP: %s changed in %s; it takes effect after a restart",
                                 _SECTIONS.get(f.name, f.name), self.config_path)
-            self.config = dataclasses.replace(self.config, log_level=new.log_level)
             log.info("SIGHUP: %s re-read", self.config_path)
         finally:
             self.notifier.ready(self._status_text())
