@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from mss.errors import ConfigError
+from mss.sip.targets import parse_host_list, parse_hostport
 
 __all__ = [
     "CODECS",
@@ -77,9 +78,12 @@ class SipConfig:
     transport: str = "udp"
     """``udp`` or ``tcp`` towards the PSS."""
     pss_host: str = "127.0.0.1"
-    """The peer SIP server (the VoIP provider)."""
+    """The peer SIP server (the VoIP provider): an IP address, a DNS name (RFC 3263: SRV, then
+    A/AAAA) or a comma-separated list of ``host[:port]`` tried in order."""
     pss_port: int = 5060
-    """Port of the peer SIP server."""
+    """Port of the peer SIP server (of an entry without one, when no SRV record gives it)."""
+    outbound_proxy: str | None = None
+    """``host[:port]`` every request is sent to first (loose-route Route header); None: none."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -273,6 +277,17 @@ def _host(text: str) -> str:
     return text
 
 
+def _pss_hosts(text: str) -> str:
+    # [sip] pss_host: host[:port], or a comma-separated list of them (mss.sip.targets).
+    parse_host_list(text)
+    return ", ".join(part.strip() for part in text.split(","))
+
+
+def _proxy(text: str) -> str:
+    # [sip] outbound_proxy: one host[:port].
+    return str(parse_hostport(text))
+
+
 def _is_ipv6(text: str) -> bool:
     try:
         return ipaddress.ip_address(text).version == 6
@@ -464,8 +479,9 @@ def check_text(text: str, *, base_dir: Path | None = None) -> ConfigCheck:
         local_host=r.get("sip", "local_host", _ip, d_sip.local_host),
         local_port=r.get("sip", "local_port", _port, d_sip.local_port),
         transport=r.get("sip", "transport", _transport, d_sip.transport),
-        pss_host=r.get("sip", "pss_host", _host, d_sip.pss_host, required=True),
+        pss_host=r.get("sip", "pss_host", _pss_hosts, d_sip.pss_host, required=True),
         pss_port=r.get("sip", "pss_port", _port, d_sip.pss_port),
+        outbound_proxy=r.get("sip", "outbound_proxy", _proxy, None),
     )
 
     external_line: ExternalLineConfig | None = None

@@ -255,8 +255,16 @@ def load_text(text: str) -> Config:
         ),
         ([("rtp", "host", "127.0.0.256")], "[rtp] host: '127.0.0.256' is not an IP address"),
         (
-            [("sip", "pss_host", "10.0.0.1:5060")],
-            "[sip] pss_host: '10.0.0.1:5060' is not a host name or IP address",
+            [("sip", "pss_host", "10.0.0.1:")],
+            "[sip] pss_host: '10.0.0.1:': the port is missing after ':'",
+        ),
+        (
+            [("sip", "pss_host", "pss1.example.net, ,10.0.0.2")],
+            "[sip] pss_host: 'pss1.example.net, ,10.0.0.2': an empty entry in the list",
+        ),
+        (
+            [("sip", "outbound_proxy", "proxy.example.net:70000")],
+            "[sip] outbound_proxy: 'proxy.example.net:70000': '70000' is not a port (1..65535)",
         ),
         # numbers in range
         ([("callback", "ring_timeout", "0")], "[callback] ring_timeout: 0 is outside 1..3600"),

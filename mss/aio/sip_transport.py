@@ -10,8 +10,16 @@ requests that came on a connection, our requests on the reused connection to the
 ``transport = tcp``, over a new connection to that address (reconnecting after a loss; a failed
 connect is reported to the UA as a transport failure); else as a UDP datagram.
 
-Strangers: a TCP connection from an address that is not the PSS is closed before anything is read;
-a datagram from one is dropped by the UA (counted). Every refusal is logged, rate-limited.
+Strangers: a TCP connection from an address that is not the PSS's (any of its addresses, or the
+outbound proxy's) is closed before anything is read; a datagram from one is dropped by the UA
+(counted). Every refusal is logged, rate-limited.
+
+DNS (:mod:`mss.sip.targets`, :mod:`mss.aio.dns`): :meth:`SipTransport.open` resolves pss_host (and
+the outbound proxy) before the UA starts and refuses to start when no address is known; later the
+UA's timer brings expired answers back into :meth:`UserAgent.dns_queries`, and each flush starts
+those lookups as tasks (one per query at most) whose outcome goes back with
+:meth:`UserAgent.dns_answer`. A change of addresses is logged, and so is a failed lookup (the last
+good answer is kept).
 
 TCP connections (RFC 3261 §18.3, RFC 5626 §3.5.1):
 
@@ -33,19 +41,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import cast
 
+from mss.aio.dns import Resolver
 from mss.errors import TransportError
 from mss.ratelog import RateLimitedLog
 from mss.sip.events import Registered, RegistrationFailed, UAEvent, Unregistered
 from mss.sip.settings import UASettings
+from mss.sip.targets import DnsAnswer, DnsFailure, DnsQuery
 from mss.sip.ua import UserAgent
 
 __all__ = [
@@ -76,6 +84,9 @@ UDP_RECEIVE_BUFFER = 8 << 20
 
 #: Linux's SO_RCVBUFFORCE (asm-generic/socket.h), which the socket module does not name.
 _SO_RCVBUFFORCE = 33 if sys.platform.startswith("linux") else None
+
+#: Rounds of lookups at start: SRV, then the targets' A/AAAA (one more for a slow answer).
+RESOLVE_ROUNDS = 4
 
 #: Seconds to wait for a TCP connection to the PSS.
 CONNECT_TIMEOUT = 5.0
@@ -122,7 +133,7 @@ class _Tcp(asyncio.Protocol):
         name = transport.get_extra_info("peername")
         peer = (str(name[0]), int(name[1])) if name else self.peer
         if not self.outgoing:
-            if peer[0] != owner.ua.settings.pss_host:
+            if not owner.ua.accepts(peer[0]):
                 owner.log_refusal(peer, "tcp")
                 transport.abort()
                 return
@@ -180,8 +191,13 @@ class _Tcp(asyncio.Protocol):
 class SipTransport:
     """The asyncio side of mss's SIP: sockets, the UA's timer, and its events to ``on_event``."""
 
-    def __init__(self, settings: UASettings, *, on_event: Callable[[UAEvent], None]) -> None:
+    def __init__(
+        self, settings: UASettings, *, on_event: Callable[[UAEvent], None], resolver: Resolver | None = None
+    ) -> None:
         self.ua = UserAgent(settings)
+        self.resolver = resolver or Resolver()
+        """DNS lookups for pss_host and the outbound proxy (the system's resolv.conf by default)."""
+        self._lookups: dict[DnsQuery, asyncio.Task[None]] = {}
         self.on_event = on_event
         self.connections: dict[Addr, _Tcp] = {}
         self._udp: asyncio.DatagramTransport | None = None
@@ -205,7 +221,7 @@ class SipTransport:
     async def open(self) -> None:
         """Bind UDP and TCP, then start the UA (REGISTER in external line mode)."""
         loop = asyncio.get_running_loop()
-        await self._resolve_pss(loop)
+        await self._resolve_targets()
         s = self.ua.settings
         try:
             udp, _ = await loop.create_datagram_endpoint(
@@ -220,8 +236,9 @@ class SipTransport:
             await self.close(unregister=False)
             reason = exc.strerror or str(exc)
             raise TransportError(f"cannot bind SIP on {s.local_host}:{s.local_port}: {reason}") from exc
-        log.info("SIP on %s:%d (udp+tcp), PSS %s:%d over %s", s.local_host, s.local_port, s.pss_host,
-                 s.pss_port, s.transport)  # fmt: skip
+        proxy = f", outbound proxy {self.ua.proxy.describe()}" if self.ua.proxy is not None else ""
+        log.info("SIP on %s:%d (udp+tcp), PSS %s over %s%s", s.local_host, s.local_port,
+                 self.ua.targets.describe(), s.transport, proxy)  # fmt: skip
         self.ua.start(time.monotonic())
         self.flush()
         self._arm_sweep()
@@ -244,20 +261,63 @@ class SipTransport:
             log.warning("SIP UDP receive buffer is %d KiB, not the %d KiB asked (net.core.rmem_max)",
                         granted >> 10, UDP_RECEIVE_BUFFER >> 10)
 
-    async def _resolve_pss(self, loop: asyncio.AbstractEventLoop) -> None:
-        s = self.ua.settings
+    async def _resolve_targets(self) -> None:
+        """Look pss_host (and the outbound proxy) up before the UA starts; TransportError when
+        mss would have nowhere to send."""
+        ua = self.ua
+        for _round in range(RESOLVE_ROUNDS):
+            queries = ua.dns_queries(time.monotonic())
+            if not queries:
+                break
+            results = await asyncio.gather(*(self.resolver.lookup(q) for q in queries))
+            for query, result in zip(queries, results, strict=True):
+                self._dns_result(query, result)
+        s = ua.settings
+        if ua.proxy is None and not ua.targets.candidates():
+            failures = "; ".join(f"{q}: {why}" for q, why in ua.targets.failures().items())
+            raise TransportError(f"cannot resolve the PSS {s.pss_host!r}: {failures or 'no address found'}")
+        if ua.proxy is not None and not ua.proxy.candidates():
+            failures = "; ".join(f"{q}: {why}" for q, why in ua.proxy.failures().items())
+            raise TransportError(
+                f"cannot resolve the outbound proxy {s.outbound_proxy!r}: {failures or 'no address found'}"
+            )
+        if any(not entry.literal for entry in ua.targets.entries):
+            log.info("PSS %s is %s", s.pss_host, ua.targets.describe())
+
+    def _dns_result(self, query: DnsQuery, result: DnsAnswer | DnsFailure) -> None:
+        """Hand a lookup's outcome to the UA; log a failure and a change of addresses."""
+        ua = self.ua
+        before = (ua.targets.describe(), ua.proxy.describe() if ua.proxy is not None else "")
+        ua.dns_answer(query, result, time.monotonic())
+        if isinstance(result, DnsFailure):
+            self.log.warning(("dns", str(query)), "DNS lookup %s failed: %s (the last answer is kept)", query,
+                             result.reason)  # fmt: skip
+        after = (ua.targets.describe(), ua.proxy.describe() if ua.proxy is not None else "")
+        if self._udp is not None and after != before:  # at start, open() says it once
+            if after[0] != before[0]:
+                log.info("PSS %s is now %s", ua.settings.pss_host, after[0])
+            if after[1] != before[1]:
+                log.info("outbound proxy %s is now %s", ua.settings.outbound_proxy, after[1])
+
+    def _start_lookups(self) -> None:
+        """Start the lookups the UA wants now, one task per query."""
+        for query in self.ua.dns_queries(time.monotonic()):
+            if query in self._lookups:
+                continue
+            self._lookups[query] = asyncio.get_running_loop().create_task(self._lookup(query))
+
+    async def _lookup(self, query: DnsQuery) -> None:
         try:
-            ipaddress.ip_address(s.pss_host)
+            result = await self.resolver.lookup(query)
+        finally:
+            self._lookups.pop(query, None)
+        if self._closed:
             return
-        except ValueError:
-            pass
         try:
-            infos = await loop.getaddrinfo(s.pss_host, s.pss_port, type=socket.SOCK_DGRAM)
-        except OSError as exc:
-            raise TransportError(f"cannot resolve the PSS {s.pss_host!r}: {exc}") from exc
-        ip = str(infos[0][4][0])
-        log.info("PSS %s is %s", s.pss_host, ip)
-        self.ua = UserAgent(replace(s, pss_host=ip, domain=s.domain))
+            self._dns_result(query, result)
+        except Exception as exc:
+            self._handler_failed(exc, f"DNS answer to {query}")
+        self.flush()
 
     async def close(self, *, unregister: bool = True, timeout: float = 3.0) -> None:
         """Un-REGISTER (waiting at most ``timeout`` s), then close every socket."""
@@ -275,7 +335,7 @@ class SipTransport:
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
-        for task in list(self._tasks):
+        for task in [*self._tasks, *self._lookups.values()]:
             task.cancel()
         for conn in list(self.connections.values()):
             conn.abort()
@@ -328,6 +388,8 @@ class SipTransport:
                 for kind, source, text in ua.notices():
                     self.log.warning((kind, source), "%s", text)
                 self._transmit()
+                if not self._closed:
+                    self._start_lookups()
                 for stream in ua.streams_to_close():
                     if isinstance(stream, _Tcp):
                         stream.abort()
@@ -444,7 +506,7 @@ class SipTransport:
 
     def note_stranger(self, source: Addr, transport: str) -> None:
         """Log a datagram the UA dropped because it did not come from the PSS."""
-        if source[0] != self.ua.settings.pss_host:
+        if not self.ua.accepts(source[0]):
             self.log_refusal(source, transport)
 
     def log_refusal(self, peer: Addr, transport: str) -> None:

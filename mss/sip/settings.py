@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from mss.config import Config
 from mss.errors import ConfigError
+from mss.sip.targets import parse_host_list, parse_hostport
 from mss.sip.transaction import TimerValues
 
 __all__ = ["UASettings"]
@@ -22,9 +23,11 @@ class UASettings:
     transport: str
     """``udp`` or ``tcp`` towards the PSS."""
     pss_host: str
-    """The PSS's IP address: every request goes there, and SIP from any other address is dropped."""
+    """The PSS: an IP address, a DNS name (RFC 3263: SRV, then A/AAAA) or a comma-separated list
+    of ``host[:port]`` tried in order (:mod:`mss.sip.targets`). SIP from any address but its
+    addresses (and the outbound proxy's) is dropped."""
     pss_port: int
-    """The PSS's port."""
+    """The port of a pss_host entry without one, when no SRV record gives it."""
     caller: str
     """User part of From for both legs (line number, username or default_caller)."""
     domain: str
@@ -65,10 +68,21 @@ class UASettings:
     """Seconds to wait for ``answer_offer`` before answering a far-end offer with the last local SDP."""
     timer_values: TimerValues = field(default_factory=TimerValues)
     """RFC 3261 T1/T2/T4."""
+    outbound_proxy: str | None = None
+    """``host[:port]``: every request is sent there first, with a loose-route Route header
+    (RFC 3261 §8.1.2); None: straight to the PSS."""
 
     def __post_init__(self) -> None:
         if self.transport not in ("udp", "tcp"):
             raise ConfigError("sip", "transport", f"{self.transport!r} is not udp or tcp")
+        for key, text in (("pss_host", self.pss_host), ("outbound_proxy", self.outbound_proxy)):
+            try:
+                if key == "pss_host":
+                    parse_host_list(text or "")
+                elif text is not None:
+                    parse_hostport(text)
+            except ValueError as exc:
+                raise ConfigError("sip", key, str(exc)) from None
         for key in ("local_port", "pss_port"):
             port = getattr(self, key)
             if not 0 <= port <= 65535:
@@ -95,8 +109,9 @@ class UASettings:
 
     @property
     def pss(self) -> tuple[str, int]:
-        """The PSS address."""
-        return (self.pss_host, self.pss_port)
+        """The first pss_host entry and its port (``pss_port`` when it names none), for logs."""
+        entry = parse_host_list(self.pss_host)[0]
+        return (entry.host, entry.port or self.pss_port)
 
     @property
     def aor_user(self) -> str:
@@ -107,7 +122,7 @@ class UASettings:
     def from_config(
         cls, config: Config, *, pss_ip: str | None = None, max_calls: int | None = None
     ) -> UASettings:
-        """Settings for ``config``. ``pss_ip``: the resolved address when pss_host is a name."""
+        """Settings for ``config``. ``pss_ip``: replaces pss_host (an address or a list, as there)."""
         sip = config.sip
         line = config.external_line
         calls = max_calls if max_calls is not None else config.callback.max_calls
@@ -118,7 +133,8 @@ class UASettings:
             pss_host=pss_ip or sip.pss_host,
             pss_port=sip.pss_port,
             caller=config.caller,
-            domain=(line.domain if line is not None and line.domain else sip.pss_host),
+            # A list's first entry (host alone) names the domain unless [external_line] domain does.
+            domain=(line.domain if line is not None and line.domain else _first_host(sip.pss_host)),
             register=line is not None,
             line_user=line.username if line is not None else None,
             auth_user=line.digest_user if line is not None else None,
@@ -131,4 +147,14 @@ class UASettings:
             max_lingering_dialogs=max(64, 2 * calls),
             max_lingering_transactions=max(256, 8 * calls),
             max_out_of_dialog=max(64, calls // 4),
+            outbound_proxy=sip.outbound_proxy,
         )
+
+
+def _first_host(pss_host: str) -> str:
+    """The host of pss_host's first entry (IPv6 in brackets, as in a URI)."""
+    try:
+        host = parse_host_list(pss_host)[0].host
+    except ValueError:
+        return pss_host  # reported by UASettings itself
+    return f"[{host}]" if ":" in host else host

@@ -8,9 +8,24 @@ Layers, bottom up: bytes → :mod:`~mss.sip.framing` / :mod:`~mss.sip.message` �
 commands (:meth:`invite`, :meth:`hangup`, :meth:`answer_offer`, :meth:`reinvite`) and reads
 :meth:`next_event`.
 
+Where requests go (:mod:`mss.sip.targets`; RFC 3263 §4.3): a new out-of-dialog request (REGISTER,
+an INVITE that starts a leg) goes to the first PSS address that is not marked down (in external
+line mode an INVITE goes first to where the registration is); when it times out (Timer B/F), its
+transport fails, or it gets 503, the address is marked down (:data:`DOWN_TIME`, or the 503's
+Retry-After) and the same request, with a new branch, goes to the next address, at most
+:data:`MAX_TRIES` addresses per request and never for a leg being hung up. The owner (leg or
+registration) sees one transaction: the key of its first try. Everything else of an owner (auth
+retries, CANCEL, in-dialog requests, ACKs) goes where its last out-of-dialog request went, so the
+registration moves with the address that answered, and when the address it is registered at is
+marked down it registers again at once (at the next one). With ``outbound_proxy`` every request
+goes to the proxy's addresses instead, out-of-dialog ones with a loose-route ``Route`` header
+(RFC 3261 §8.1.2). DNS lookups are the adapter's (:meth:`UserAgent.dns_queries`,
+:meth:`UserAgent.dns_answer`).
+
 Security (the PSS is mss's only SIP peer):
 
-- SIP from any address but ``pss_host`` is dropped unread and counted (``dropped_strangers``);
+- SIP from any address but the PSS's (all its addresses, and the outbound proxy's) is dropped
+  unread and counted (``dropped_strangers``);
 - a new INVITE (no To tag) is always refused with 403: no call can be placed through mss except
   by IIF; other out-of-dialog requests get 481, OPTIONS gets 200;
 - live state and lingering state are counted apart. A new ``invite`` is admitted while fewer than
@@ -29,7 +44,9 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 from collections import Counter, deque
+from dataclasses import dataclass, replace
 
 from mss.errors import LocalProtocolError, SipError
 from mss.sip._timers import TimerQueue
@@ -53,8 +70,19 @@ from mss.sip.events import (
 from mss.sip.framing import KeepAlive, StreamFramer
 from mss.sip.leg import Leg
 from mss.sip.message import Headers, Request, Response, error_response, make_response, parse_message
-from mss.sip.registration import Registration
+from mss.sip.registration import Registration, RegState
 from mss.sip.settings import UASettings
+from mss.sip.targets import (
+    Addr as TargetAddr,
+)
+from mss.sip.targets import (
+    DnsAnswer,
+    DnsFailure,
+    DnsQuery,
+    TargetList,
+    families_for,
+    parse_hostport,
+)
 from mss.sip.transaction import (
     Addr,
     RequestReceived,
@@ -70,8 +98,11 @@ from mss.sip.uri import NameAddr, SipUri
 from mss.sipkind import message_kind
 
 __all__ = [
+    "DOWN_TIME",
+    "MAX_DOWN_TIME",
     "MAX_NOTICES",
     "MAX_STREAMS",
+    "MAX_TRIES",
     "LegAnswered",
     "LegEnded",
     "LegFailed",
@@ -96,7 +127,38 @@ MAX_STREAMS = 64
 #: (they are counted in :attr:`UserAgent.counters` anyway).
 MAX_NOTICES = 64
 
+#: Addresses one out-of-dialog request is sent to at most (RFC 3263 §4.3 failover): each try may
+#: last 64·T1, so this bounds a request's whole life to a few minutes.
+MAX_TRIES = 4
+
+#: Seconds a PSS address that timed out, failed or sent 503 (without Retry-After) is tried last.
+DOWN_TIME = 60.0
+#: The longest Retry-After of a 503 honoured, seconds (a bigger one is a mistake or an attack).
+MAX_DOWN_TIME = 600.0
+
+_OUT_OF_DIALOG = frozenset({"INVITE", "REGISTER", "OPTIONS"})
+_LEADING_NUMBER = re.compile(r"[0-9]{1,9}")  # Retry-After: delta-seconds [comment] *(;params)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Try:
+    """An out-of-dialog request of ours in flight, and the addresses it was sent to."""
+
+    owner: Leg | Registration
+    request: Request
+    """The request as last sent (its top Via names the live transaction)."""
+    first_key: str
+    """The transaction key its owner knows."""
+    tried: tuple[TargetAddr, ...]
+    """Addresses tried, the live one last."""
+    sent: float
+    """When the live try went out."""
+    answered: bool = False
+    """A provisional response came: a server has the request, it is not sent elsewhere."""
+
+
 _COUNTERS = (
+    "failovers",  # out-of-dialog requests sent again to the next PSS address
     "dropped_strangers",  # datagrams / stream bytes from an address that is not the PSS
     "parse_errors",  # messages that failed to parse (a 400 went back when possible)
     "misrouted",  # responses whose top Via is not ours
@@ -137,6 +199,30 @@ class UserAgent:
         """SIP messages by (direction ``in``/``out``, :func:`~mss.sipkind.message_kind`), for the metrics."""
         self._notices: deque[tuple[str, str, str]] = deque(maxlen=MAX_NOTICES)
         self._reg = Registration(self)
+        self.targets = self._target_list(settings.pss_host)
+        """The PSS's addresses (pss_host)."""
+        self.proxy: TargetList | None = None
+        """The outbound proxy's addresses, when there is one: every request goes there."""
+        self._route: str | None = None
+        if settings.outbound_proxy:
+            self.proxy = self._target_list(settings.outbound_proxy)
+            entry = parse_hostport(settings.outbound_proxy)
+            proxy_uri = SipUri(host=f"[{entry.host}]" if ":" in entry.host else entry.host, port=entry.port)
+            if settings.reliable:
+                proxy_uri = proxy_uri.with_param("transport", "tcp")
+            self._route = f"<{proxy_uri.with_param('lr')}>"
+        self._accepted = self._known_addresses()
+        self._dns_dirty = True
+        self._down: dict[TargetAddr, float] = {}  # address -> until when it is tried last
+        self._tries: dict[str, _Try] = {}  # live transaction key -> its out-of-dialog try
+        self._first_key: dict[str, str] = {}  # a failover's transaction key -> the owner's key
+        self._live_key: dict[str, str] = {}  # the owner's key -> the live try's key
+        self._bound: dict[Leg | Registration, TargetAddr] = {}  # where an owner's requests go
+
+    def _target_list(self, text: str) -> TargetList:
+        s = self.settings
+        return TargetList.parse(text, default_port=s.pss_port, transport=s.transport,
+                                families=families_for(s.local_host), rng=self._rng)  # fmt: skip
 
     # -- state for the service ------------------------------------------------------------------
 
@@ -207,18 +293,171 @@ class UserAgent:
         A new leg's INVITE was admitted by :meth:`invite`; everything else (its auth retries, CANCEL,
         BYE, PRACK, re-INVITE, REGISTER) is work for what exists and is not refused for admission.
         """
+        fresh = request.method in _OUT_OF_DIALOG and request.to.tag is None
+        if fresh:
+            if self._route is not None and "Route" not in request.headers:
+                request.headers.add("Route", self._route)
+            dest = self._first_choice(owner, now)
+        elif request.method == "CANCEL":
+            dest = self._cancel_destination(owner, request)
+        else:
+            dest = self._bound.get(owner) or self._first_choice(owner, now)
+        if dest is None:
+            self._notice_target("no_target", "", f"no address for the PSS ({self._route_list().describe()}):"
+                                f" {request.method} not sent")  # fmt: skip
+            return None
         try:
             key = self._tx.send_request(
-                request, self.settings.pss, reliable=self.settings.reliable, now=now, in_dialog=True
+                request, dest, reliable=self.settings.reliable, now=now, in_dialog=True
             )
         except LocalProtocolError:
             return None
         self._owners[key] = owner
+        if fresh:
+            self._bound[owner] = dest
+            self._tries[key] = _Try(owner=owner, request=request, first_key=key, tried=(dest,), sent=now)
         return key
 
     def send_ack(self, ack: bytes) -> None:
-        """Send the ACK of a 2xx (encoded) to the PSS."""
-        self._tx.send_raw(ack, self.settings.pss)
+        """Send the ACK of a 2xx (encoded) where its leg's requests go."""
+        dest: TargetAddr | None = None
+        if len(set(self._bound.values())) > 1:  # more than one address in use: find the leg's
+            with contextlib.suppress(SipError):
+                msg = parse_message(ack)
+                leg = self._dialogs.get((msg.call_id, msg.from_.tag or ""))
+                dest = self._bound.get(leg) if leg is not None else None
+        if dest is None:
+            dest = next(iter(self._bound.values()), None) or self._first_choice(None, 0.0)
+        if dest is not None:
+            self._tx.send_raw(ack, dest)
+
+    # -- targets and failover (RFC 3263 §4.3) ---------------------------------------------------
+
+    def _route_list(self) -> TargetList:
+        return self.proxy if self.proxy is not None else self.targets
+
+    def candidates(self, now: float) -> list[TargetAddr]:
+        """Where a new request may go, in order: addresses marked down last."""
+        ordered = self._route_list().candidates()
+        for addr, until in list(self._down.items()):
+            if until <= now or addr not in ordered:
+                del self._down[addr]  # bounded by the candidates
+        return [a for a in ordered if a not in self._down] + [a for a in ordered if a in self._down]
+
+    def _first_choice(self, owner: Leg | Registration | None, now: float) -> TargetAddr | None:
+        """An owner keeps its address while it is up; a new leg in external line mode starts
+        where the registration is; else the first candidate."""
+        for addr in (self._bound.get(owner) if owner is not None else None,
+                     self._bound.get(self._reg) if self.settings.register else None):  # fmt: skip
+            if addr is not None and (self._down.get(addr, 0.0) <= now) and addr in self._route_list_set():
+                return addr
+        choices = self.candidates(now)
+        return choices[0] if choices else None
+
+    def _route_list_set(self) -> frozenset[TargetAddr]:
+        return frozenset(self._route_list().candidates(ordered=False))
+
+    def _cancel_destination(self, owner: Leg | Registration, cancel: Request) -> TargetAddr | None:
+        """A CANCEL goes with its INVITE: after a failover, to the live try, with its Via."""
+        if isinstance(owner, Leg) and owner.invite_key is not None:
+            live = self._tries.get(self._live_key.get(owner.invite_key, owner.invite_key))
+            if live is not None:
+                cancel.headers.set("Via", live.request.headers.get_list("Via")[0])
+                return live.tried[-1]
+        return self._bound.get(owner)
+
+    def _mark_down(self, addr: TargetAddr, now: float, seconds: float = DOWN_TIME) -> None:
+        self._down[addr] = now + min(MAX_DOWN_TIME, max(0.0, seconds))
+        reg = self._reg
+        if self.settings.register and self._bound.get(reg) == addr and reg.state is RegState.REGISTERED:
+            # Registered at an address that failed: register at the next one now (the refresh
+            # is sent where the registration's requests go unless that address is down).
+            others = [a for a in self.candidates(now) if a not in self._down]
+            if others:
+                self._notice_target("registration_moves", addr[0],
+                                    f"registration moves from {_fmt(addr)} to {_fmt(others[0])}")  # fmt: skip
+                del self._bound[self._reg]
+                self._reg.on_timer("refresh", now)
+
+    def _failover(self, key: str, now: float, why: str, *, down_for: float = DOWN_TIME) -> bool:
+        """Send the out-of-dialog request of transaction ``key`` to the next address; False when
+        there is none (or the owner no longer wants it): the failure then goes to the owner."""
+        attempt = self._tries.pop(key, None)
+        if attempt is None:
+            return False
+        failed = attempt.tried[-1]
+        self._mark_down(failed, now, down_for)
+        owner = attempt.owner
+        method = attempt.request.method
+        text = f"PSS {_fmt(failed)} {why} {method}"
+        if why == "did not answer":
+            text += f" in {now - attempt.sent:.0f} s"
+        if attempt.answered or (isinstance(owner, Leg) and owner.hangup_requested):
+            return False  # a server has it (a provisional came), or the leg is being given up
+        following = [a for a in self.candidates(now) if a not in attempt.tried]
+        if len(attempt.tried) >= MAX_TRIES or not following:
+            tried = ", ".join(_fmt(a) for a in attempt.tried)
+            self._notice_target("failover", failed[0], f"{text}; no other address to try (tried {tried})")
+            return False
+        nxt = following[0]
+        request = _with_via(attempt.request, self.via(self.new_branch()))
+        try:
+            new_key = self._tx.send_request(
+                request, nxt, reliable=self.settings.reliable, now=now, in_dialog=True
+            )
+        except LocalProtocolError:
+            return False
+        self._counts["failovers"] += 1
+        self._notice_target("failover", failed[0], f"{text}; trying {_fmt(nxt)}")
+        self._owners[new_key] = owner
+        self._tries[new_key] = replace(attempt, request=request, tried=(*attempt.tried, nxt), sent=now)
+        self._first_key[new_key] = attempt.first_key
+        self._live_key[attempt.first_key] = new_key
+        self._bound[owner] = nxt
+        return True
+
+    def _notice_target(self, kind: str, source_ip: str, text: str) -> None:
+        self._notices.append((kind, source_ip, text))
+
+    # -- DNS (the adapter makes the lookups) ----------------------------------------------------
+
+    def _lists(self) -> list[TargetList]:
+        return [self.targets] if self.proxy is None else [self.targets, self.proxy]
+
+    def dns_queries(self, now: float) -> list[DnsQuery]:
+        """The lookups due now; each must be answered with :meth:`dns_answer`."""
+        if not self._dns_dirty:
+            due = self._dns_timer()
+            if due is None or due > now:
+                return []
+        self._dns_dirty = False
+        out: list[DnsQuery] = []
+        for targets in self._lists():
+            out.extend(q for q in targets.queries(now) if q not in out)
+        return out
+
+    def dns_answer(self, query: DnsQuery, result: DnsAnswer | DnsFailure, now: float) -> None:
+        """The outcome of a lookup from :meth:`dns_queries`."""
+        for targets in self._lists():
+            targets.answer(query, result, now)
+        self._accepted = self._known_addresses()
+        self._dns_dirty = True  # an answer may call for more lookups (the targets of SRV records)
+
+    def _dns_timer(self) -> float | None:
+        times = [t for t in (lst.get_timer() for lst in self._lists()) if t is not None]
+        return min(times) if times else None
+
+    @property
+    def dns_settled(self) -> bool:
+        """True when every lookup needed so far has had an outcome."""
+        return all(lst.settled for lst in self._lists())
+
+    def _known_addresses(self) -> frozenset[str]:
+        return frozenset().union(*(lst.addresses() for lst in self._lists()))
+
+    def accepts(self, ip: str) -> bool:
+        """True when SIP from ``ip`` is read: an address of the PSS or of the outbound proxy."""
+        return ip in self._accepted
 
     def respond(self, key: str, response: Response, now: float) -> None:
         """Answer in server transaction ``key`` (LocalProtocolError when it is gone)."""
@@ -226,7 +465,7 @@ class UserAgent:
 
     def give_up_invite(self, key: str) -> None:
         """Stop waiting for the final response of client INVITE ``key``."""
-        tx = self._tx.client(key)
+        tx = self._tx.client(self._live_key.get(key, key))
         if tx is not None:
             tx.cancel_timeout()
 
@@ -255,6 +494,7 @@ class UserAgent:
     def leg_gone(self, leg: Leg) -> None:
         """``leg`` lingered long enough (or was dropped for room): forget it."""
         self._timers.clear_owner(leg)
+        self._bound.pop(leg, None)
         self._lingering.pop(leg, None)
         key = (leg.call_id, leg.local_tag)
         if self._dialogs.get(key) is leg:
@@ -272,7 +512,7 @@ class UserAgent:
         self, data: bytes, source: tuple[str, int], now: float, *, stream: object | None = None
     ) -> None:
         """A UDP datagram (``stream`` None) or bytes read from TCP connection ``stream``."""
-        if source[0] != self.settings.pss_host:
+        if source[0] not in self._accepted:
             self._counts["dropped_strangers"] += 1
             if stream is not None and stream not in self._broken:
                 self._broken.append(stream)
@@ -351,12 +591,11 @@ class UserAgent:
     # -- timers ---------------------------------------------------------------------------------
 
     def get_timer(self) -> float | None:
-        """When :meth:`handle_timer` must next run, None when nothing is pending."""
-        a = self._tx.get_timer()
-        b = self._timers.next_deadline()
-        if a is None:
-            return b
-        return a if b is None else min(a, b)
+        """When :meth:`handle_timer` must next run (a DNS answer's expiry included: the adapter
+        then finds the lookup in :meth:`dns_queries`), None when nothing is pending."""
+        times = [t for t in (self._tx.get_timer(), self._timers.next_deadline(), self._dns_timer())
+                 if t is not None]  # fmt: skip
+        return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
         """Run every timer due at ``now``."""
@@ -489,9 +728,17 @@ class UserAgent:
         if self._ended_tx:
             for key in self._ended_tx:
                 self._owners.pop(key, None)
+                self._tries.pop(key, None)
+                first = self._first_key.pop(key, key)
+                if self._live_key.get(first) == key:
+                    del self._live_key[first]
             self._ended_tx.clear()
 
     def _dispatch(self, event: TxEvent, now: float) -> None:
+        if isinstance(event, ResponseReceived | TimedOut | TransportFailed) and event.key in self._tries:
+            if not self._on_try_event(event, now):
+                return
+            event = replace(event, key=self._first_key.get(event.key, event.key))
         if isinstance(event, RequestReceived):
             self._on_request(event.key, event.request, now)
         elif isinstance(event, ResponseReceived):
@@ -527,6 +774,28 @@ class UserAgent:
             leg = self._dialogs.get((ack.call_id, ack.to.tag or ""))
             if leg is not None:
                 leg.on_ack(ack, now)
+
+    def _on_try_event(self, event: ResponseReceived | TimedOut | TransportFailed, now: float) -> bool:
+        """An out-of-dialog try's outcome: False when a failover took it over (the owner sees
+        nothing), True when it goes to the owner (under the key the owner knows)."""
+        key = event.key
+        attempt = self._tries[key]
+        if isinstance(event, ResponseReceived):
+            status = event.response.status
+            self._down.pop(attempt.tried[-1], None)  # it answered: up
+            if status == 503:
+                found = _LEADING_NUMBER.match(event.response.headers.get("Retry-After") or "")
+                seconds = float(found.group()) if found else DOWN_TIME
+                return not self._failover(key, now, "answered 503 to", down_for=seconds)
+            if status >= 200:
+                del self._tries[key]
+            elif not attempt.answered:
+                self._tries[key] = replace(attempt, answered=True)  # kept for a CANCEL's Via
+            return True
+        if isinstance(event, TimedOut) and not event.client:
+            return True
+        why = "could not be reached for" if isinstance(event, TransportFailed) else "did not answer"
+        return not self._failover(key, now, why)
 
     def _answer(self, key: str, response: Response, now: float) -> None:
         with contextlib.suppress(LocalProtocolError):  # a new server transaction takes its first answer
@@ -572,3 +841,15 @@ class UserAgent:
             )
             return
         self._answer(key, make_response(request, 481, to_tag=to_tag), now)
+
+
+def _fmt(addr: TargetAddr) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _with_via(request: Request, via: str) -> Request:
+    """A copy of ``request`` with ``via`` as its only Via (a new try is a new transaction)."""
+    headers = request.headers.copy()
+    headers.set("Via", via)
+    return Request(request.method, request.uri, headers, request.body)
