@@ -34,9 +34,10 @@ class State:
     def __init__(self, harness: Harness, *, external_line: bool = False) -> None:
         self.harness = harness
         self.draining = False
+        self.ready = True
         self.view = ServiceView(desk=lambda: harness.desk, engine=lambda: None,
-                                draining=lambda: self.draining, external_line=external_line,
-                                peers=("as1", "as2"))
+                                draining=lambda: self.draining, ready=lambda: self.ready,
+                                external_line=external_line, peers=("as1", "as2"))
 
 
 @pytest.fixture
@@ -115,6 +116,9 @@ def test_the_desk_reports_each_bridge_with_its_setup_time(h: Harness) -> None:
 
 def test_health(h: Harness) -> None:
     state = State(h)
+    state.ready = False
+    assert metrics_module.health(state.view) == (503, "starting")
+    state.ready = True
     assert metrics_module.health(state.view) == (200, "ok")
     state.draining = True
     assert metrics_module.health(state.view) == (503, "draining")
@@ -250,3 +254,62 @@ def test_every_method_is_told_by_its_first_four_bytes() -> None:
     assert len({(m + " ")[:4] for m in METHODS}) == len(METHODS)
     for method in METHODS:
         assert message_kind(f"{method} sip:x SIP/2.0\r\n".encode()) == method
+
+
+def test_a_real_mss_answers_503_while_it_drains(tmp_path: Path) -> None:
+    """``mss run`` with a callback in progress (its PSS swallows the INVITE): after SIGTERM /healthz
+    says 503 draining and ``mss status`` says draining, until the drain ends."""
+    import json
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from mss_peers.net import free_port, wait_until
+    from mss_peers.server import AsClient
+
+    pss = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a PSS that never answers
+    pss.bind(("127.0.0.1", 0))
+    ports = {name: free_port() for name in ("iif", "sip", "metrics")}
+    config = tmp_path / "config.ini"
+    config.write_text(
+        f"[callback]\nlisten_port = {ports['iif']}\nexternal_line_mode = no\ndefault_caller = 5550100\n"
+        "drain_grace = 30\n"
+        f"[sip]\nlocal_port = {ports['sip']}\npss_host = 127.0.0.1\npss_port = {pss.getsockname()[1]}\n"
+        "[rtp]\nport_min = 16940\nport_max = 16959\n[peer_servers]\nas1 = 127.0.0.1\n"
+        f"[journal]\npath = journal.sqlite3\n[metrics]\nlisten = 127.0.0.1:{ports['metrics']}\n"
+    )
+
+    def health() -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/healthz", timeout=5) as answer:
+                return int(answer.status), answer.read()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read()
+        except OSError:
+            return 0, b""
+
+    def status() -> dict[str, Any]:
+        done = subprocess.run([sys.executable, "-m", "mss", "status", "--json", "--config", str(config)],
+                              capture_output=True, text=True, timeout=30)
+        return dict(json.loads(done.stdout))
+
+    log = (tmp_path / "mss.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "mss", "run", "--config", str(config)],
+                               cwd=tmp_path, stdout=log, stderr=log)
+    log.close()
+    try:
+        wait_until(lambda: health()[0] == 200, 15.0)
+        with AsClient(("127.0.0.1", ports["iif"])) as as1:
+            assert as1.request("d1", "100", "101", 60) == "ACK: id=d1;code=ok;"
+            pss.settimeout(10)
+            assert pss.recv(65536).startswith(b"INVITE ")  # the callback is in progress
+            process.send_signal(signal.SIGTERM)
+            wait_until(lambda: health() == (503, b"draining\n"), 10.0)
+            assert status()["state"] == "draining" and status()["calls"] == 1
+    finally:
+        process.kill()
+        process.wait(10)
+        pss.close()

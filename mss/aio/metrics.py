@@ -8,8 +8,8 @@ rows), so serving metrics adds no work per packet and one dict increment per mes
 two histograms are observed when their event happens: a callback bridged, a lag sample of the
 loop probe.
 
-``/healthz`` answers 200 while mss serves, 503 while it drains or while the external line is not
-registered (server-to-server mode has no registration to wait for).
+``/healthz`` answers 200 while mss serves, 503 while it starts, while it drains, or while the
+external line is not registered (server-to-server mode has no registration to wait for).
 
 The HTTP side is a small HTTP/1.1 responder on the service's event loop (no thread touches loop
 state): GET or HEAD of ``/metrics`` and ``/healthz``, 404 for other paths, 405 for other methods,
@@ -105,6 +105,8 @@ class ServiceView:
     """The call engine, once made (relay and SIP figures only from a :class:`CallEngine`)."""
     draining: Callable[[], bool]
     """True once the drain began."""
+    ready: Callable[[], bool]
+    """True once mss takes orders (the IIF listener is up)."""
     external_line: bool
     """True in external line mode (registration applies)."""
     peers: tuple[str, ...]
@@ -203,6 +205,8 @@ class MssCollector(Collector):
 
 def health(view: ServiceView) -> tuple[int, str]:
     """``/healthz``: (HTTP status, one line saying why)."""
+    if not view.ready():
+        return 503, "starting"
     if view.draining():
         return 503, "draining"
     if _registered(view) is False:

@@ -367,6 +367,7 @@ class Service:
         if ops.metrics_listen is not None:
             view = ServiceView(
                 desk=lambda: self.desk, engine=lambda: self.engine, draining=lambda: self.draining,
+                ready=self.ready.is_set,
                 external_line=self.config.callback.external_line_mode,
                 peers=tuple(p.name for p in self.config.peer_servers),
             )
