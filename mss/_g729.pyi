@@ -5,7 +5,14 @@ frame is 10 ms: 80 samples, 10 bytes. Lengths that are not whole frames raise ``
 non-buffer ``TypeError``. Built only when bcg729's headers are found (Debian ``libbcg729-dev``).
 """
 
+from typing import Any, TypeAlias
+
+import numpy as np
 from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
+
+#: What the functions take: bytes, bytearray, memoryview, a numpy array (numpy declares its
+#: buffer protocol to type checkers from Python 3.12 only).
+Data: TypeAlias = Buffer | np.ndarray[Any, Any]
 
 #: Samples in one 10 ms frame at 8 kHz.
 FRAME_SAMPLES: int
@@ -20,18 +27,18 @@ class Encoder:
     """One encoder channel with VAD off (no Annex B: every frame is speech); stateful across calls."""
 
     def __init__(self) -> None: ...
-    def encode(self, pcm: Buffer) -> bytes:
+    def encode(self, pcm: Data) -> bytes:
         """G.729 frames (10 bytes per 80 samples) of ``pcm``."""
 
 class Decoder:
     """One decoder channel; stateful across calls."""
 
     def __init__(self) -> None: ...
-    def decode(self, frames: Buffer) -> bytes:
+    def decode(self, frames: Data) -> bytes:
         """16-bit little-endian PCM (80 samples per 10-byte frame) of G.729 speech ``frames``."""
 
-def encode(pcm: Buffer) -> bytes:
+def encode(pcm: Data) -> bytes:
     """G.729 frames of ``pcm`` from a fresh encoder."""
 
-def decode(frames: Buffer) -> bytes:
+def decode(frames: Data) -> bytes:
     """PCM of ``frames`` from a fresh decoder."""

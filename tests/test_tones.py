@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
+import sys
 import warnings
 from types import ModuleType
 
@@ -254,6 +256,29 @@ def test_g729_frames_are_cached_and_other_tones_encode_too() -> None:
     spectrum = np.abs(np.fft.rfft(pcm * np.hanning(pcm.size)))
     freqs = np.fft.rfftfreq(pcm.size, 1 / SAMPLE_RATE)
     assert sorted(freqs[np.argsort(spectrum)[-2:]]) == [440.0, 480.0]
+
+
+def test_without_the_g729_extension_ringback_is_silent() -> None:
+    # A fresh interpreter in which the extension cannot be imported, as in a build without bcg729.
+    script = (
+        "import sys; sys.modules['mss._g729'] = None\n"
+        "from mss import tones\n"
+        "from mss.errors import LocalProtocolError\n"
+        "assert tones.ringback_frames('G729') == b''\n"
+        "assert tones.ringback_frames('PCMU')\n"
+        "print(tones.g729_unavailable())\n"
+        "for call in (lambda: tones.encode_g729([0] * 80), lambda: tones.decode_g729(bytes(10))):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except LocalProtocolError as exc:\n"
+        "        print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    reason, encode, decode = done.stdout.splitlines()
+    assert reason.startswith("mss was built without bcg729 (Debian libbcg729-dev): ")
+    assert encode == f"no G.729 encoder: {reason}" and decode == f"no G.729 decoder: {reason}"
 
 
 def test_g729_frame_bytes() -> None:
