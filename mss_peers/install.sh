@@ -45,7 +45,21 @@ install_bcg729() {
     fi
 }
 
+# systemd-analyze (Debian systemd, without what it recommends) for the tests only: tests/test_sdnotify.py
+# verifies packaging/systemd/mss.service with it, and skips that check when it is missing.
+install_systemd_analyze() {
+    if ! command -v systemd-analyze >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+        echo "installing systemd (systemd-analyze verifies mss's unit file in the tests)" >&2
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        { $sudo apt-get update -qq \
+            && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends systemd >/dev/null; } \
+            || echo "systemd not installed: the unit file check is skipped" >&2
+    fi
+}
+
 install_venv() {
+    [ "$1" != test ] || install_systemd_analyze
     install_bpf_toolchain
     install_bcg729
     local python=${PYTHON:-python3}
