@@ -28,8 +28,9 @@ user1 then hears silence until user2 answers, or user2's early media when it sen
 tones in use country by country), and
 :data:`NORTH_AMERICAN_RINGBACK` is 440 + 480 Hz, 2 s on, 4 s off. Each burst fades in and out over a
 few milliseconds so that it starts and stops without a click. When the period is not a whole number
-of frames (5 s in 30 ms frames) the frames hold as many periods as it takes (three) to end on a
-frame boundary, so the loop keeps the cadence exactly.
+of frames (5 s in 30 ms frames) its silence is lengthened to the next whole frame (5.01 s): a
+difference no one hears, where repeating the period until it ends on a frame boundary would hold
+three periods in every ringing session's memory.
 
 Only numpy, the codec extension and arithmetic: no I/O.
 """
@@ -49,7 +50,6 @@ __all__ = [
     "DBM0_PEAK",
     "DEFAULT_RINGBACK",
     "EUROPEAN_RINGBACK",
-    "MAX_CADENCE_REPEATS",
     "NORTH_AMERICAN_RINGBACK",
     "RAMP_MS",
     "SAMPLE_RATE",
@@ -78,10 +78,6 @@ DBM0_PEAK = 32636 * 10 ** (-3.17 / 20)
 #: Length of the fade at each end of a burst: long enough to avoid a click, short enough not to
 #: change the cadence.
 RAMP_MS = 5
-
-#: The most cadence periods one loop of frames holds to end on a frame boundary: three for 5 s in
-#: 30 ms frames; a ptime that needs more is refused rather than cached as megabytes of tone.
-MAX_CADENCE_REPEATS = 8
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -291,30 +287,26 @@ def frame_bytes(codec: str, ptime_ms: int = 20) -> int:
 
 
 def ringback_frames(codec: str, *, ptime_ms: int = 20, tone: RingTone = DEFAULT_RINGBACK) -> bytes:
-    """Whole cadences of ringback in ``codec`` as concatenated payload frames of ``ptime_ms``.
+    """One cadence of ringback in ``codec`` as concatenated payload frames of ``ptime_ms``.
 
-    Play the frames (:func:`frame_bytes` each) in order and loop. It is one period when the period
-    is a whole number of frames (250 frames for the default tone at 20 ms: 160 bytes each in G.711,
-    20 in G.729), else as many periods as fill whole frames (three at 30 ms), at most
-    :data:`MAX_CADENCE_REPEATS`. For G729 without the bcg729 extension it is ``b""`` and nothing is
-    sent (see the module notes). Cached: the same bytes object comes back for the same arguments.
+    Play the frames (:func:`frame_bytes` each) in order and loop: 250 frames for the default tone
+    at 20 ms, 160 bytes each in G.711, 20 in G.729. A period that is not a whole number of frames
+    gets its silence lengthened to the next one (167 frames of 30 ms: 5.01 s). For G729 without
+    the bcg729 extension it is ``b""`` and nothing is sent (see the module notes). Cached: the same
+    bytes object comes back for the same arguments.
     """
     name = _codec(codec)
     size = frame_bytes(name, ptime_ms)
-    periods = math.lcm(tone.period_ms, ptime_ms) // tone.period_ms
-    if periods > MAX_CADENCE_REPEATS:
-        raise LocalProtocolError(
-            f"the cadence period of {tone.period_ms} ms fills whole {ptime_ms} ms frames only after "
-            f"{periods} periods (at most {MAX_CADENCE_REPEATS})"
-        )
-    frames = _ringback(name, tone, periods)
+    loop_ms = -(-tone.period_ms // ptime_ms) * ptime_ms
+    frames = _ringback(name, tone, loop_ms)
     assert len(frames) % size == 0
     return frames
 
 
 @functools.lru_cache(maxsize=16)
-def _ringback(name: str, tone: RingTone, periods: int) -> bytes:
-    pcm = np.tile(tone_pcm(tone), periods)
+def _ringback(name: str, tone: RingTone, loop_ms: int) -> bytes:
+    pcm = tone_pcm(tone)
+    pcm = np.concatenate([pcm, np.zeros(loop_ms * SAMPLE_RATE // 1000 - pcm.size, dtype=np.int16)])
     if name == "PCMU":
         return encode_ulaw(pcm)
     if name == "PCMA":
