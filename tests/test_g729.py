@@ -136,13 +136,14 @@ def test_the_tones_wrappers_speak_in_samples() -> None:
 
 # --- ringback played by a real relay session ------------------------------------------------------
 
-#: Enough packets for one second of tone (the burst) and a margin into the silence.
-PACKETS = 60
+#: Enough packets for one second of tone (the burst) at 20 or 30 ms, and a margin into the silence.
+PACKETS = 55
 #: Receive timeout per packet: 20 ms packets, so a long silence means the relay stopped playing.
 RECV_TIMEOUT = 2.0
 
 
-def test_relay_plays_g729_ringback_with_an_8_khz_clock() -> None:
+@pytest.mark.parametrize("ptime", [20, 30])
+def test_relay_plays_g729_ringback_with_an_8_khz_clock(ptime: int) -> None:
     base = 20000 + (os.getpid() * 29 % 9000) // 4 * 4
     phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with Relay("127.0.0.1", base, base + 39) as relay, phone:
@@ -151,17 +152,18 @@ def test_relay_plays_g729_ringback_with_an_8_khz_clock() -> None:
         port = phone.getsockname()[1]
         session = relay.open_session(bridged=False)
         carry_out_relay(session, cf.RelayRemote(leg="user1", host="127.0.0.1", port=port, rtcp_port=port + 1))
-        carry_out_relay(session, cf.RelayPlay(leg="user1", codec="G729", payload_type=18, ptime=20))
+        carry_out_relay(session, cf.RelayPlay(leg="user1", codec="G729", payload_type=18, ptime=ptime))
         assert session.playing("a")
         packets = [phone.recv(2048) for _ in range(PACKETS)]
         session.close()
     headers = [struct.unpack("!BBHII", p[:12]) for p in packets]
-    assert all(len(p) == 12 + 20 for p in packets)  # two 10-byte frames per 20 ms packet
+    assert all(len(p) == 12 + ptime for p in packets)  # a 10-byte frame per 10 ms
     assert all(b0 == 0x80 for b0, *_ in headers)  # RTP version 2, no padding, extension or CSRC
     assert headers[0][1] == 0x80 | 18 and all(h[1] == 18 for h in headers[1:])  # marker on the first
     assert len({h[4] for h in headers}) == 1  # one SSRC
     assert all((b[2] - a[2]) % 65536 == 1 for a, b in itertools.pairwise(headers))
-    assert all((b[3] - a[3]) % 2**32 == 160 for a, b in itertools.pairwise(headers))
-    assert b"".join(p[12:] for p in packets) == tones.ringback_frames("G729")[: PACKETS * 20]
-    pcm = tones.decode_g729(b"".join(p[12:] for p in packets[:50]))
-    assert abs(tones.dominant_frequency(pcm[800:]) - 425) < 2
+    assert all((b[3] - a[3]) % 2**32 == ptime * 8 for a, b in itertools.pairwise(headers))
+    payload = b"".join(p[12:] for p in packets)
+    assert payload == tones.ringback_frames("G729", ptime_ms=ptime)[: len(payload)]
+    pcm = tones.decode_g729(payload[:1000])  # the first second: the burst
+    assert abs(tones.dominant_frequency(pcm[800:7600]) - 425) < 2
