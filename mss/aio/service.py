@@ -266,6 +266,8 @@ class Service:
     async def run(self) -> int:
         """Run until stopped; returns the exit status (0 after a clean drain)."""
         cfg = self.config
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self.reload)  # from the start: its default ends the process
         try:
             await self._start_control()  # before the journal: a second mss on this config stops here
             journal = Journal(cfg.journal.path)
@@ -274,6 +276,7 @@ class Service:
             finally:
                 journal.close()
         finally:
+            loop.remove_signal_handler(signal.SIGHUP)
             await self._stop_operations()
 
     async def _run(self, journal: Journal) -> int:
@@ -310,7 +313,6 @@ class Service:
                 self._prune_timer = loop.call_later(self._prune_interval(), self._prune, journal)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
-            loop.add_signal_handler(signal.SIGHUP, self.reload)
             if self.manage_gc:
                 tune_gc()
                 self._last_full_gc = time.monotonic()
@@ -330,7 +332,7 @@ class Service:
             await self._drain(desk, engine, idle)
         finally:
             self.loop_probe.stop()
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             if self._ready_task is not None:
                 self._ready_task.cancel()
