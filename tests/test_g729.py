@@ -41,7 +41,8 @@ def sine(freq: float, seconds: float, amplitude: float = 3000.0) -> np.ndarray:
 
 def test_the_extension_is_built_where_bcg729_is() -> None:
     # The header is here, so a missing or broken extension is a build failure, not a reason to skip.
-    assert tones.g729_unavailable() is None
+    missing = tones.g729_unavailable()
+    assert missing is None, f"{missing}: rebuild (pip install -e . or python setup.py build_ext --inplace)"
     from mss import _g729
 
     assert (_g729.FRAME_SAMPLES, _g729.PCM_FRAME_BYTES, _g729.FRAME_BYTES) == (80, 160, 10)
