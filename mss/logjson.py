@@ -2,8 +2,9 @@
 
 Fields: ``ts`` (ISO 8601, UTC, milliseconds), ``level``, ``logger``, ``msg`` (the formatted message),
 then where present: ``callback`` (the AS's callback id: given with ``extra={"callback": ...}``, or
-read from a message that names it as ``callback <id>``), ``worker`` (``extra={"worker": n}``), and
-``exc`` (a traceback). A line is always one line: JSON escapes the newlines of a traceback.
+the argument a message's format string names as ``callback %s``, as mss's own lines do),
+``worker`` (``extra={"worker": n}``), and ``exc`` (a traceback). A line is always one line: JSON
+escapes the newlines of a traceback.
 """
 
 from __future__ import annotations
@@ -16,8 +17,22 @@ from typing import Any
 
 __all__ = ["JsonFormatter"]
 
-#: How mss's messages name a callback: ``callback <id>`` (ids as IIF allows them, SPEC.md).
-_CALLBACK = re.compile(r"\bcallback ([A-Za-z0-9._-]{1,31})\b")
+#: How mss's format strings name a callback: ``"callback %s: ..."`` with the id as that argument.
+_CALLBACK = re.compile(r"\bcallback %s")
+
+#: A %-placeholder of a format string (``%%`` is none: it takes no argument).
+_PLACEHOLDER = re.compile(r"%(?:%|\(\w+\)|[-#0 +]*(?:\d+|\*)?(?:\.(?:\d+|\*))?[a-zA-Z])")
+
+
+def _callback_of(record: logging.LogRecord) -> object | None:
+    """The argument a record's format string names as its callback, or None."""
+    if not isinstance(record.msg, str) or not isinstance(record.args, tuple):
+        return None
+    found = _CALLBACK.search(record.msg)
+    if found is None:
+        return None
+    index = sum(p != "%%" for p in _PLACEHOLDER.findall(record.msg, 0, found.start()))
+    return record.args[index] if index < len(record.args) else None
 
 
 class JsonFormatter(logging.Formatter):
@@ -45,8 +60,7 @@ class JsonFormatter(logging.Formatter):
         }
         callback = getattr(record, "callback", None)
         if callback is None:
-            found = _CALLBACK.search(msg)
-            callback = found.group(1) if found else None
+            callback = _callback_of(record)
         if callback is not None:
             out["callback"] = str(callback)
         worker = getattr(record, "worker", None)

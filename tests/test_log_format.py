@@ -60,6 +60,12 @@ def test_json_lines_carry_the_fields_and_the_callback() -> None:
         "ts": "2026-11-30T00:53:20.250Z", "level": "info", "logger": "mss.call",
         "msg": "callback p406: calling 5551001 (user1)", "callback": "p406",
     }
+    second = logging.LogRecord("mss.desk", logging.INFO, __file__, 1, "%s: %d%% callback %s taken",
+                               ("as1", 5, "cb-3"), None)
+    assert json.loads(formatter.format(second))["callback"] == "cb-3"
+    prose = logging.LogRecord("mss", logging.ERROR, __file__, 1, "callback call cannot go from %s", ("x",),
+                              None)
+    assert "callback" not in json.loads(formatter.format(prose))
     plain = logging.LogRecord("mss", logging.WARNING, __file__, 1, "late by %d ms", (12,), None)
     assert set(json.loads(formatter.format(plain))) == {"ts", "level", "logger", "msg"}
     given = logging.LogRecord("mss.desk", logging.INFO, __file__, 1, "taken", (), None)
