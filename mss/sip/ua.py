@@ -727,11 +727,14 @@ class UserAgent:
                 self._dispatch(event, now)
         if self._ended_tx:
             for key in self._ended_tx:
-                self._owners.pop(key, None)
                 self._tries.pop(key, None)
                 first = self._first_key.pop(key, key)
-                if self._live_key.get(first) == key:
-                    del self._live_key[first]
+                if key != first:
+                    self._owners.pop(key, None)  # a failover's try
+                live = self._live_key.get(first)
+                if live is None or live == key:  # the owner's key is over (no later try lives on)
+                    self._owners.pop(first, None)
+                    self._live_key.pop(first, None)
             self._ended_tx.clear()
 
     def _dispatch(self, event: TxEvent, now: float) -> None:
