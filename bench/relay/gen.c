@@ -108,6 +108,20 @@ static int64_t proc_cpu_ns(int pid) {
     return total;
 }
 
+/* On-CPU time of every thread of each pid of a comma-separated list (--also-pids), in ns. */
+static int64_t pids_cpu_ns(const char *pids) {
+    int64_t total = 0;
+    const char *p = pids;
+    for (int n = 0; p && *p && n < 256; n++) {   /* bounded: a few ksoftirqd threads */
+        int pid = atoi(p);
+        int64_t t = proc_cpu_ns(pid);
+        if (t > 0) total += t;
+        p = strchr(p, ',');
+        if (p) p++;
+    }
+    return total;
+}
+
 /* Busy and total jiffies of one CPU from /proc/stat. */
 static void cpu_jiffies(int cpu, long long *busy, long long *total) {
     char line[256], name[16];
@@ -222,7 +236,7 @@ int main(int argc, char **argv) {
     int calls = 0, pps = 50, payload = 160, pt = 0, relay_pid = 0, relay_cpu = 0;
     int flood_calls = 0, flood_pps = 0;
     double warmup = 2, measure = 5, drain = 0.3;
-    const char *src = "127.0.0.2", *dst = "127.0.0.1", *flood_src = "127.0.0.3";
+    const char *src = "127.0.0.2", *dst = "127.0.0.1", *flood_src = "127.0.0.3", *also_pids = "";
     struct rlimit rl;
     int flood_fd = -1, err;
 
@@ -240,6 +254,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--src")) src = v;
         else if (!strcmp(k, "--dst")) dst = v;
         else if (!strcmp(k, "--flood-src")) flood_src = v;
+        else if (!strcmp(k, "--also-pids")) also_pids = v;
         else if (!strcmp(k, "--flood-calls")) flood_calls = atoi(v);
         else if (!strcmp(k, "--flood-pps")) flood_pps = atoi(v);
         else {
@@ -323,7 +338,7 @@ int main(int argc, char **argv) {
     uint64_t k = 0, sent_total = 0, sent_measured = 0, rx_total = 0, rx_measured = 0;
     uint64_t rx_in_window = 0, rx_foreign = 0, flood_sent = 0, flood_forwarded = 0;
     uint64_t send_errors = 0, late_sends = 0, rx_truncated = 0, rearms = 0, rx_no_ts = 0;
-    int64_t relay_cpu0 = 0, relay_cpu1 = 0, gen_cpu0 = 0, gen_cpu1 = 0;
+    int64_t relay_cpu0 = 0, relay_cpu1 = 0, gen_cpu0 = 0, gen_cpu1 = 0, also_cpu0 = 0, also_cpu1 = 0;
     long long core_busy0 = 0, core_total0 = 0, core_busy1 = 0, core_total1 = 0;
     int measuring = 0, stopped = 0;
     int64_t t_measure_real = 0, window_ns = 0;
@@ -434,6 +449,7 @@ int main(int argc, char **argv) {
             stopped = 1;
             relay_cpu1 = proc_cpu_ns(relay_pid);
             gen_cpu1 = proc_cpu_ns(getpid());
+            also_cpu1 = pids_cpu_ns(also_pids);
             cpu_jiffies(relay_cpu, &core_busy1, &core_total1);
             window_ns = now - t_measure_real;
         }
@@ -445,6 +461,7 @@ int main(int argc, char **argv) {
             t_measure_real = now;
             relay_cpu0 = proc_cpu_ns(relay_pid);
             gen_cpu0 = proc_cpu_ns(getpid());
+            also_cpu0 = pids_cpu_ns(also_pids);
             cpu_jiffies(relay_cpu, &core_busy0, &core_total0);
         }
         /* sends that are due: leg k % nlegs at t_start + (k / nlegs) * period + phase */
@@ -522,7 +539,7 @@ int main(int argc, char **argv) {
            "\"send_errors\": %llu, \"late_sends\": %llu, \"rx_truncated\": %llu, \"rearms\": %llu, \"rx_no_ts\": %llu, "
            "\"loss\": %.6g, \"lat_p50_us\": %.1f, \"lat_p90_us\": %.1f, \"lat_p99_us\": %.1f, "
            "\"lat_p999_us\": %.1f, \"lat_max_us\": %.1f, "
-           "\"relay_cpu_s\": %.6f, \"gen_cpu_s\": %.6f, \"relay_core_util\": %.4f, "
+           "\"relay_cpu_s\": %.6f, \"gen_cpu_s\": %.6f, \"also_cpu_s\": %.6f, \"relay_core_util\": %.4f, "
            "\"flood_sent\": %llu, \"flood_forwarded\": %llu, \"streams\": %d, "
            "\"worst_stream_ratio\": %.4f, \"mean_stream_ratio\": %.4f, "
            "\"streams_below_half\": %d, \"streams_silent\": %d, \"worst_silence_ms\": %.1f}\n",
@@ -534,7 +551,8 @@ int main(int argc, char **argv) {
            (unsigned long long)rearms, (unsigned long long)rx_no_ts,
            sent_measured ? 1.0 - (double)rx_measured / (double)sent_measured : 0.0,
            hist_q(0.5), hist_q(0.9), hist_q(0.99), hist_q(0.999), hist_q(1.0),
-           (double)(relay_cpu1 - relay_cpu0) / 1e9, (double)(gen_cpu1 - gen_cpu0) / 1e9, core_util,
+           (double)(relay_cpu1 - relay_cpu0) / 1e9, (double)(gen_cpu1 - gen_cpu0) / 1e9,
+           (double)(also_cpu1 - also_cpu0) / 1e9, core_util,
            (unsigned long long)flood_sent, (unsigned long long)flood_forwarded, nlegs, worst_ratio,
            nlegs ? sum_ratio / nlegs : 0, streams_below_half, streams_silent,
            (double)worst_silence / 1e6);

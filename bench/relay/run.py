@@ -72,10 +72,17 @@ POINTS = [
     Point("flood-50", 50, flood_pps=100_000),
 ]
 RELAYS = ["mss", "rtpengine", "cfwd"]
-OPTIONAL = ["mss-epoll"]  # mss on its fallback back end, for comparison (--relays ...,mss-epoll)
+# mss on its fallback back end (--relays ...,mss-epoll); mss with the kernel fast path, and no
+# relay at all (the phones send to each other: the baseline the kernel path is measured against)
+OPTIONAL = ["mss-epoll", "mss-kernel", "direct"]
+#: The kernel fast path's comparison (--kernel): whole-machine attributable CPU per packet.
+KERNEL_RELAYS = ["mss-kernel", "mss", "rtpengine", "direct"]
+KERNEL_POINTS = ["g711-500", "g711-1000"]
 LABELS = {
     "mss": "mss",
     "mss-epoll": "mss, epoll fallback",
+    "mss-kernel": "mss, kernel fast path",
+    "direct": "no relay",
     "rtpengine": "rtpengine (userspace)",
     "cfwd": "C forwarder (epoll + mmsg)",
 }
@@ -157,7 +164,9 @@ def start_relay(
             prefix=rt(opts),
         )
         return None, engine, engine.pid
-    if kind in ("mss", "mss-epoll"):
+    if kind == "direct":
+        return None, None, 0
+    if kind in ("mss", "mss-epoll", "mss-kernel"):
         cmd = [
             sys.executable,
             str(HERE / "mss_host.py"),
@@ -166,6 +175,7 @@ def start_relay(
             f"--port-max={PORT_MAX}",
             f"--backend={'epoll' if kind == 'mss-epoll' else opts.mss_backend}",
             f"--gather-us={opts.mss_gather_us}",
+            f"--kernel-forwarding={'yes' if kind == 'mss-kernel' else 'no'}",
         ]
     else:
         cmd = [str(BUILD / "fwd"), RELAY_HOST, str(PORT_MIN), str(calls)]
@@ -194,8 +204,48 @@ def stop_relay(proc: subprocess.Popen[str] | None, engine: RtpEngine | None) -> 
         engine.close()
 
 
+def softirq_pids() -> str:
+    """The ksoftirqd threads: softirq work deferred out of the sender's context lands there."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().startswith("ksoftirqd/"):
+                    pids.append(entry.name)
+            except OSError:
+                continue
+    return ",".join(pids)
+
+
+def kernel_stats(kind: str) -> dict[str, int]:
+    """The KSTATS line mss_host wrote to its log (the kernel path's control-plane counters)."""
+    for line in (BUILD / f"{kind}.log").read_text().splitlines():
+        if line.startswith("KSTATS "):
+            installs, install_ns, entries, errors = (int(x) for x in line.split()[1:])
+            return {"installs": installs, "install_ns": install_ns, "entries": entries,
+                    "errors": errors}
+    return {}
+
+
+def bpf_runs() -> dict[int, tuple[int, int]]:
+    """run_time_ns and run_cnt of every loaded kf_ingress program (bpftool; kept by the kernel only
+    while the kernel.bpf_stats_enabled sysctl is 1)."""
+    if not shutil.which("bpftool"):
+        return {}
+    out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True, check=False)
+    try:
+        progs = json.loads(out.stdout or "[]")
+    except json.JSONDecodeError:
+        return {}
+    return {
+        p["id"]: (p.get("run_time_ns", 0), p.get("run_cnt", 0))
+        for p in progs
+        if p.get("name") == "kf_ingress"
+    }
+
+
 def measure(
-    kind: str, point: Point, opts: argparse.Namespace, perf: bool = False
+    kind: str, point: Point, opts: argparse.Namespace, perf: bool = False, bpf_stats: bool = False
 ) -> dict[str, object]:
     """One relay on one point: set up the calls, run the generator, collect its report."""
     proc, engine, pid = start_relay(kind, point.calls, opts)
@@ -211,13 +261,16 @@ def measure(
             *("--calls", str(point.calls), "--payload", str(point.payload)),
             *("--pt", str(point.pt), "--warmup", str(opts.warmup)),
             *("--measure", str(opts.measure), "--relay-pid", str(pid)),
-            *("--relay-cpu", str(RELAY_CPU), "--src", PHONE_HOST, "--dst", RELAY_HOST),
-            *("--flood-src", FLOOD_HOST),
+            *("--relay-cpu", str(RELAY_CPU), "--src", PHONE_HOST),
+            *("--dst", PHONE_HOST if kind == "direct" else RELAY_HOST),
+            *("--flood-src", FLOOD_HOST, "--also-pids", softirq_pids()),
         ]
         if point.flood_pps:
             gen_cmd += ["--flood-calls", str(point.calls), "--flood-pps", str(point.flood_pps)]
         gen = subprocess.Popen(gen_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         phones = read_tagged(gen, "PORTS")
+        if kind == "direct":  # each phone sends straight to the other one
+            relay_ports = [port for c in range(point.calls) for port in (phones[2 * c + 1], phones[2 * c])]
         if engine is not None:
             for c in range(point.calls):
                 a = (PHONE_HOST, phones[2 * c])
@@ -230,6 +283,7 @@ def measure(
         sockets = {RELAY_HOST: set(relay_ports), PHONE_HOST: set(phones)}
         time.sleep(opts.warmup * 0.8)
         drops0 = udp_drops(sockets)
+        runs0 = bpf_runs() if kind == "mss-kernel" and bpf_stats else {}
         perf_thread = None
         if perf:
             perf_out = BUILD / f"perf-{kind}.txt"
@@ -246,6 +300,7 @@ def measure(
         out = gen.stdout.read()
         gen.wait(timeout=60)
         drops1 = udp_drops(sockets)
+        runs1 = bpf_runs() if runs0 else {}
         if perf_thread is not None:
             perf_thread.join()
         result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
@@ -260,12 +315,21 @@ def measure(
         rx = int(result["rx_in_window"])  # type: ignore[call-overload]
         result["pps_per_cpu_s"] = rx / cpu if cpu > 0 else 0.0
         result["forwarded_pps"] = rx / num(result, "measure_s")
-        return result
+        # everything the run costs the machine: relay, generator (its sends' loopback delivery and
+        # softirqs, where an in-kernel forwarder's work lands) and the ksoftirqd threads
+        machine = cpu + num(result, "gen_cpu_s") + num(result, "also_cpu_s")
+        result["machine_us_per_pkt"] = machine / rx * 1e6 if rx else 0.0
+        ran = [(runs1[i][0] - t, runs1[i][1] - n) for i, (t, n) in runs0.items() if i in runs1]
+        if ran and sum(n for _, n in ran):
+            result["bpf_ns_per_run"] = sum(t for t, _ in ran) / sum(n for _, n in ran)
     finally:
         if gen is not None and gen.poll() is None:
             gen.kill()
             gen.wait()
         stop_relay(proc, engine)
+    if kind == "mss-kernel":
+        result["kernel"] = kernel_stats(kind)
+    return result
 
 
 def num(r: dict[str, object], key: str) -> float:
@@ -346,6 +410,99 @@ def summarize(
     return "\n".join(lines) + "\n", summary
 
 
+def summarize_kernel(
+    results: list[dict[str, object]], points: list[Point], relays: list[str]
+) -> tuple[str, dict[str, object]]:
+    """The kernel fast path's table: whole-machine CPU per forwarded packet attributable to the
+    relay (the run's machine CPU per packet minus the no-relay run's, same run and point), and the
+    ratios to mss in userspace and rtpengine, run by run; the BPF program's own run time from the
+    rows of the statistics pass."""
+    stats_rows = [r for r in results if r.get("bpf_stats_pass")]
+    results = [r for r in results if not r.get("bpf_stats_pass")]
+    base = {
+        (r["run"], r["point"]): num(r, "machine_us_per_pkt") for r in results if r["relay"] == "direct"
+    }
+
+    def attributable(r: dict[str, object]) -> float | None:
+        b = base.get((r["run"], r["point"]))
+        return None if b is None else num(r, "machine_us_per_pkt") - b
+
+    def spread(xs: list[float], fmt: str) -> str:
+        if not xs:
+            return "-"
+        mid = format(statistics.median(xs), fmt)
+        return f"{mid} ({format(min(xs), fmt)}..{format(max(xs), fmt)})" if len(xs) > 1 else mid
+
+    lines = [
+        "| point | relay | attributable CPU, µs per forwarded packet | machine CPU, µs per packet "
+        "| relay process CPU, % of a core | loss % | p50 µs | p99 µs | streams flowing |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    summary: dict[str, object] = {}
+    for p in points:
+        for relay in relays:
+            rs = [r for r in results if r["point"] == p.name and r["relay"] == relay]
+            if not rs:
+                continue
+            att = [a for r in rs if (a := attributable(r)) is not None]
+            whole = [num(r, "machine_us_per_pkt") for r in rs]
+            cpu = [num(r, "relay_cpu_s") / num(r, "measure_s") * 100 for r in rs]
+            loss = [num(r, "loss") * 100 for r in rs]
+            p50 = [num(r, "lat_p50_us") for r in rs]
+            p99 = [num(r, "lat_p99_us") for r in rs]
+            flowing = [num(r, "streams") - num(r, "streams_below_half") for r in rs]
+            lines.append(
+                f"| {p.name} | {LABELS[relay]} | {'(baseline)' if relay == 'direct' else spread(att, '.2f')} "
+                f"| {spread(whole, '.2f')} | {spread(cpu, '.1f')} | {spread(loss, '.3f')} "
+                f"| {spread(p50, '.0f')} | {spread(p99, '.0f')} "
+                f"| {statistics.median(flowing):.0f} / {2 * p.calls} |"
+            )
+            summary[f"{p.name}/{relay}"] = {
+                "attributable_us_per_pkt": statistics.median(att) if att else None,
+                "machine_us_per_pkt": statistics.median(whole),
+                "loss_pct": statistics.median(loss),
+                "p99_us": statistics.median(p99),
+                "runs": len(rs),
+            }
+    lines += [
+        "",
+        "Ratios of attributable CPU per packet to the kernel path's, run by run, median (min..max):",
+        "",
+        "| point | mss userspace / mss kernel | rtpengine / mss kernel |",
+        "|---|---|---|",
+    ]
+    for p in points:
+        kern = {
+            r["run"]: attributable(r) for r in results if r["point"] == p.name and r["relay"] == "mss-kernel"
+        }
+        cells = []
+        for other in ("mss", "rtpengine"):
+            xs = []
+            for r in results:
+                if r["point"] == p.name and r["relay"] == other:
+                    k, a = kern.get(r["run"]), attributable(r)
+                    if k and a is not None and k > 0:
+                        xs.append(a / k)
+            cells.append(spread(xs, ".1f"))
+            summary[f"{p.name}/{other}_over_kernel"] = statistics.median(xs) if xs else None
+        lines.append(f"| {p.name} | {cells[0]} | {cells[1]} |")
+    bpf = [num(r, "bpf_ns_per_run") / 1000 for r in stats_rows if "bpf_ns_per_run" in r]
+    if bpf:
+        lines += ["", f"The BPF program's own run time (bpf_stats): {spread(bpf, '.3f')} µs per packet."]
+        summary["bpf_us_per_run"] = statistics.median(bpf)
+    setup = [r["kernel"] for r in results if r["relay"] == "mss-kernel" and r.get("kernel")]
+    per_entry = [k["install_ns"] / k["installs"] / 1000 for k in setup if k.get("installs")]  # type: ignore[index,operator]
+    if per_entry:
+        lines += [
+            "",
+            f"Handing a direction to the kernel (one map entry, in the packet loop): "
+            f"{spread(per_entry, '.1f')} µs; a call is four entries (RTP and RTCP each way): "
+            f"{spread([4 * x for x in per_entry], '.1f')} µs.",
+        ]
+        summary["install_us_per_entry"] = statistics.median(per_entry)
+    return "\n".join(lines) + "\n", summary
+
+
 def plot(
     results: list[dict[str, object]], points: list[Point], relays: list[str], path: Path
 ) -> None:
@@ -359,7 +516,8 @@ def plot(
     import matplotlib.pyplot as plt
 
     g711 = [p for p in points if p.name.startswith("g711")]
-    colors = {"mss": "tab:blue", "mss-epoll": "tab:cyan", "rtpengine": "tab:red", "cfwd": "tab:gray"}
+    colors = {"mss": "tab:blue", "mss-epoll": "tab:cyan", "mss-kernel": "tab:green", "direct": "black",
+              "rtpengine": "tab:red", "cfwd": "tab:gray"}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     for relay in relays:
         xs: list[int] = []
@@ -419,7 +577,24 @@ def main() -> int:
         "--syscalls", action="store_true", help="also count syscalls per packet (perf), g711-1000"
     )
     ap.add_argument("--tag", default="", help="suffix of the result files")
+    ap.add_argument(
+        "--bpf-stats",
+        action="store_true",
+        help="with mss-kernel: one more mss-kernel run per point for the BPF program's own run time per"
+        " packet (kernel.bpf_stats_enabled set during it only; bpftool)",
+    )
+    ap.add_argument(
+        "--kernel",
+        action="store_true",
+        help=f"the kernel fast path's comparison: {','.join(KERNEL_RELAYS)} on {','.join(KERNEL_POINTS)}"
+        " (unless --relays/--points say otherwise), whole-machine CPU per packet",
+    )
     opts = ap.parse_args()
+    if opts.kernel:
+        if opts.points == "all":
+            opts.points = ",".join(KERNEL_POINTS)
+        if opts.relays == ",".join(RELAYS):
+            opts.relays = ",".join(KERNEL_RELAYS)
     names = opts.points.split(",")
     points = POINTS if opts.points == "all" else [p for p in POINTS if p.name in names]
     relays = [r for r in opts.relays.split(",") if r in RELAYS + OPTIONAL]
@@ -453,7 +628,25 @@ def main() -> int:
                     f"load {num(r, 'loadavg'):.1f}",
                     flush=True,
                 )
+    if opts.bpf_stats and "mss-kernel" in relays:
+        # apart from the runs above: the statistics cost the program two clock reads per packet
+        subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
+        try:
+            for p in points:
+                r = measure("mss-kernel", p, opts, bpf_stats=True)
+                r.update(run=-1, bpf_stats_pass=True)
+                results.append(r)
+                print(f"bpf-stats {p.name:10} {num(r, 'bpf_ns_per_run'):.0f} ns per run", flush=True)
+        finally:
+            subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"], check=False)
+        raw_path.write_text(json.dumps(results, indent=1))
+    stats_pass = [r for r in results if r.get("bpf_stats_pass")]
+    results = [r for r in results if not r.get("bpf_stats_pass")]
     table, summary = summarize(results, points, relays)
+    if "direct" in relays:
+        ktable, ksummary = summarize_kernel(results + stats_pass, points, relays)
+        table += "\n" + ktable
+        summary["kernel"] = ksummary
     if opts.syscalls:
         g = next(p for p in POINTS if p.name == "g711-1000")
         rows = []
