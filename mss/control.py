@@ -117,7 +117,7 @@ class StatusInfo:
     uptime: float
     """Seconds since the service started."""
     state: str
-    """``serving`` or ``draining``."""
+    """``starting`` (not taking orders yet), ``serving`` or ``draining``."""
     registration: str
     """``registered``, ``not registered``, or ``n/a`` (server-to-server mode)."""
     calls: int

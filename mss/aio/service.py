@@ -409,7 +409,8 @@ class Service:
         relay = engine.relay if isinstance(engine, CallEngine) else None
         return StatusInfo(
             version=__version__, pid=os.getpid(), uptime=time.monotonic() - self.started,
-            state="draining" if self.draining else "serving", registration=registration,
+            state="draining" if self.draining else "serving" if self.ready.is_set() else "starting",
+            registration=registration,
             calls=len(desk.active) if desk is not None else 0,
             max_calls=desk.max_calls if desk is not None else self.config.callback.max_calls,
             relay_sessions=relay.session_count if relay is not None and not relay.closed else 0,
