@@ -11,6 +11,9 @@ loop probe.
 ``/healthz`` answers 200 while mss serves, 503 while it starts, while it drains, or while the
 external line is not registered (server-to-server mode has no registration to wait for).
 
+Beside them, prometheus_client's standard ``process_*`` families: CPU seconds, resident memory, open
+file descriptors and their limit (each callback holds six).
+
 The HTTP side is a small HTTP/1.1 responder on the service's event loop (no thread touches loop
 state): GET or HEAD of ``/metrics`` and ``/healthz``, 404 for other paths, 405 for other methods,
 one request per connection, every read bounded in size and time.
@@ -29,6 +32,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -229,6 +233,9 @@ class MetricsServer:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(MssCollector(view))
+        # prometheus_client's process_* families (CPU, memory, open descriptors against the limit), read
+        # from /proc when scraped.
+        ProcessCollector(registry=self.registry)
         self.setup_seconds = Histogram(
             "mss_callback_setup_seconds", "Seconds from a callback's REQUEST to its legs bridged",
             buckets=SETUP_BUCKETS, registry=self.registry)
