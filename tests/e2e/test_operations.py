@@ -161,3 +161,26 @@ def test_metrics_status_calls_and_hangup(
     assert not (server.workdir / "mss.sock").exists()
     gone = _mss(server, "status")
     assert gone.returncode == 1 and "mss is not running" in gone.stderr
+
+
+def test_a_refused_line_is_ready_but_unhealthy(
+    kamailio: Callable[..., Kamailio], mss: Callable[..., MssServer], free_port: Callable[..., int],
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The PSS refuses the line's password: systemd still hears READY=1 once that first REGISTER is
+    answered, while /healthz, the registration gauge and mss status say the line is down."""
+    pss = kamailio("auth", users={"100": "pw100"}, mss=("127.0.0.1", free_port()))
+    port = free_port()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        manager.bind(str(tmp_path / "notify"))
+        manager.settimeout(15)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+        server = mss(pss, external_line=("mss", "not-the-password"),
+                     extra=f"[metrics]\nlisten = 127.0.0.1:{port}")
+        monkeypatch.delenv("NOTIFY_SOCKET")
+        ready = _notification(manager, "READY=1")
+    assert "STATUS=serving: 0 callback(s) in progress, line not registered" in ready
+    assert _health(port) == 503
+    assert _scrape(port)["mss_registration_up", ()] == 0
+    status = _mss(server, "status", "--json")
+    assert json.loads(status.stdout)["registration"] == "not registered"
