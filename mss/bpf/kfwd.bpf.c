@@ -139,121 +139,137 @@ static __always_inline void count(struct kf_entry *e, const __u8 *h, __u32 len, 
     }
 }
 
-/* The payload type map (fixed offset: the second byte of the UDP payload), checksum mended. */
-static __always_inline int rewrite_pt(struct __sk_buff *skb, const struct kf_entry *e, const __u8 *h,
-                                      int kind, __u32 udp_off)
+/* The payload type after the entry's map (RTP only; RTCP and multiplexed RTCP pass as they came). */
+static __always_inline __u8 mapped_b1(const struct kf_entry *e, const __u8 *h, int kind)
 {
-    __u8 pt = h[1] & 0x7F;
-    __u8 b1 = (h[1] & 0x80) | (e->pt_map[pt] & 0x7F);
-
-    if (!e->pt_rewrite || e->rtcp || kind != KF_RTP || b1 == h[1])
-        return 0;
-    __be16 old = bpf_htons(((__u16)h[0] << 8) | h[1]);
-    __be16 new = bpf_htons(((__u16)h[0] << 8) | b1);
-    if (bpf_l4_csum_replace(skb, udp_off + offsetof(struct udphdr, check), old, new,
-                            BPF_F_MARK_MANGLED_0 | 2))
-        return -1;
-    return bpf_skb_store_bytes(skb, udp_off + sizeof(struct udphdr) + 1, &b1, 1, 0);
+    if (!e->pt_rewrite || e->rtcp || kind != KF_RTP)
+        return h[1];
+    return (h[1] & 0x80) | (e->pt_map[h[1] & 0x7F] & 0x7F);
 }
 
-static __always_inline int rewrite_ports(struct __sk_buff *skb, const struct kf_entry *e,
-                                         const struct udphdr *udp, __u32 udp_off)
-{
-    __u32 check = udp_off + offsetof(struct udphdr, check);
+/* Headers read and written in place (direct packet access); the checksums mended afterwards from
+ * differences computed on copies, each with one helper call: the IPv4 header checksum and the UDP
+ * checksum's pseudo header for the addresses, the UDP checksum for the ports and the RTP header's
+ * second byte (on a CHECKSUM_PARTIAL loopback packet the helper leaves that one to the final sum,
+ * as it should). The program never gives up half way: every check is done before the first write. */
 
-    if (bpf_l4_csum_replace(skb, check, udp->source, e->out_sport, BPF_F_MARK_MANGLED_0 | 2) ||
-        bpf_l4_csum_replace(skb, check, udp->dest, e->out_dport, BPF_F_MARK_MANGLED_0 | 2))
+struct words {                                             /* what a rewrite changes outside the IP addresses */
+    __be16 sport;
+    __be16 dport;
+    __u8 rtp01[2];                                         /* the RTP header's first two bytes */
+    __u8 pad[2];
+};
+
+static __always_inline int fix_udp(struct __sk_buff *skb, __u32 check_off, struct words *old,
+                                   struct words *new, __s64 addr_diff)
+{
+    __s64 diff = bpf_csum_diff((__be32 *)old, sizeof(*old), (__be32 *)new, sizeof(*new), 0);
+    if (addr_diff < 0 || diff < 0)
         return -1;
-    if (bpf_skb_store_bytes(skb, udp_off + offsetof(struct udphdr, source), &e->out_sport, 2, 0) ||
-        bpf_skb_store_bytes(skb, udp_off + offsetof(struct udphdr, dest), &e->out_dport, 2, 0))
+    if (bpf_l4_csum_replace(skb, check_off, 0, addr_diff, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0))
         return -1;
-    return 0;
+    return bpf_l4_csum_replace(skb, check_off, 0, diff, BPF_F_MARK_MANGLED_0);
 }
 
 static __always_inline int forward4(struct __sk_buff *skb)
 {
-    struct {
-        struct iphdr ip;
-        struct udphdr udp;
-        __u8 rtp[RTP_HDR];
-    } p;
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    struct iphdr *ip = data + IP_OFF;
+    struct udphdr *udp = (void *)(ip + 1);
+    __u8 *h = (void *)(udp + 1);
     struct kf_key key = {.family = 4};
 
-    if (bpf_skb_load_bytes(skb, IP_OFF, &p, sizeof(p)) < 0)
+    if ((void *)(h + RTP_HDR) > end)                        /* short, or headers not linear: up */
         return TC_ACT_UNSPEC;
-    if (p.ip.ihl != 5 || p.ip.protocol != IPPROTO_UDP || (p.ip.frag_off & bpf_htons(0x3FFF)))
+    if (ip->ihl != 5 || ip->protocol != IPPROTO_UDP || (ip->frag_off & bpf_htons(0x3FFF)))
         return TC_ACT_UNSPEC;
-    key.port = p.udp.dest;
-    __builtin_memcpy(key.addr, &p.ip.daddr, 4);
+    key.port = udp->dest;
+    __builtin_memcpy(key.addr, &ip->daddr, 4);
     struct kf_entry *e = bpf_map_lookup_elem(&kf_entries, &key);
     if (!e)
         return TC_ACT_UNSPEC;
-    if (p.udp.source != e->src_port || !same16((__u8 *)&p.ip.saddr, e->src, 4))
+    if (udp->source != e->src_port || ip->saddr != *(__be32 *)e->src)
         return TC_ACT_UNSPEC;                               /* strict source: the relay judges it */
-    __u32 len = bpf_ntohs(p.udp.len);
-    if (len < sizeof(struct udphdr) || IP_OFF + sizeof(p.ip) + len > skb->len)
+    __u32 len = bpf_ntohs(udp->len);
+    if (len < sizeof(struct udphdr) || UDP4_OFF + len > skb->len)
         return TC_ACT_UNSPEC;
     len -= sizeof(struct udphdr);
-    int kind = parse(skb, e, p.rtp, len, UDP4_OFF + sizeof(struct udphdr));
+    int kind = parse(skb, e, h, len, UDP4_OFF + sizeof(struct udphdr));
     if (kind == KF_UP)
         return TC_ACT_UNSPEC;
-    count(e, p.rtp, len, kind, bpf_ktime_get_ns());
+    /* parse() may have called a helper: the packet pointers are taken again */
+    data = (void *)(long)skb->data;
+    end = (void *)(long)skb->data_end;
+    ip = data + IP_OFF;
+    udp = (void *)(ip + 1);
+    h = (void *)(udp + 1);
+    if ((void *)(h + RTP_HDR) > end)
+        return TC_ACT_UNSPEC;
+    count(e, h, len, kind, bpf_ktime_get_ns());
 
-    __be32 saddr, daddr;
-    __builtin_memcpy(&saddr, e->out_src, 4);
-    __builtin_memcpy(&daddr, e->out_dst, 4);
-    __u32 ip_check = IP_OFF + offsetof(struct iphdr, check);
-    __u32 udp_check = UDP4_OFF + offsetof(struct udphdr, check);
-    if (bpf_l4_csum_replace(skb, udp_check, p.ip.saddr, saddr, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4) ||
-        bpf_l4_csum_replace(skb, udp_check, p.ip.daddr, daddr, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4) ||
-        bpf_l3_csum_replace(skb, ip_check, p.ip.saddr, saddr, 4) ||
-        bpf_l3_csum_replace(skb, ip_check, p.ip.daddr, daddr, 4) ||
-        bpf_skb_store_bytes(skb, IP_OFF + offsetof(struct iphdr, saddr), &saddr, 4, 0) ||
-        bpf_skb_store_bytes(skb, IP_OFF + offsetof(struct iphdr, daddr), &daddr, 4, 0) ||
-        rewrite_ports(skb, e, &p.udp, UDP4_OFF) || rewrite_pt(skb, e, p.rtp, kind, UDP4_OFF))
-        return TC_ACT_SHOT;                                 /* half rewritten: never deliver it */
+    __be32 old_addrs[2] = {ip->saddr, ip->daddr};
+    __be32 new_addrs[2] = {*(__be32 *)e->out_src, *(__be32 *)e->out_dst};
+    struct words old = {.sport = udp->source, .dport = udp->dest, .rtp01 = {h[0], h[1]}};
+    struct words new = {.sport = e->out_sport, .dport = e->out_dport, .rtp01 = {h[0], mapped_b1(e, h, kind)}};
+    ip->saddr = new_addrs[0];
+    ip->daddr = new_addrs[1];
+    udp->source = new.sport;
+    udp->dest = new.dport;
+    h[1] = new.rtp01[1];
+    __s64 addr_diff = bpf_csum_diff(old_addrs, 8, new_addrs, 8, 0);
+    if (addr_diff < 0 || bpf_l3_csum_replace(skb, IP_OFF + offsetof(struct iphdr, check), 0, addr_diff, 0) ||
+        fix_udp(skb, UDP4_OFF + offsetof(struct udphdr, check), &old, &new, addr_diff))
+        return TC_ACT_SHOT;                                 /* rewritten with a bad checksum: never deliver it */
     return TC_ACT_OK;
 }
 
 static __always_inline int forward6(struct __sk_buff *skb)
 {
-    struct {
-        struct ipv6hdr ip;
-        struct udphdr udp;
-        __u8 rtp[RTP_HDR];
-    } p;
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    struct ipv6hdr *ip = data + IP_OFF;
+    struct udphdr *udp = (void *)(ip + 1);
+    __u8 *h = (void *)(udp + 1);
     struct kf_key key = {.family = 6};
 
-    if (bpf_skb_load_bytes(skb, IP_OFF, &p, sizeof(p)) < 0)
+    if ((void *)(h + RTP_HDR) > end)
         return TC_ACT_UNSPEC;
-    if (p.ip.nexthdr != IPPROTO_UDP)
+    if (ip->nexthdr != IPPROTO_UDP)
         return TC_ACT_UNSPEC;
-    key.port = p.udp.dest;
-    __builtin_memcpy(key.addr, &p.ip.daddr, 16);
+    key.port = udp->dest;
+    __builtin_memcpy(key.addr, &ip->daddr, 16);
     struct kf_entry *e = bpf_map_lookup_elem(&kf_entries, &key);
     if (!e)
         return TC_ACT_UNSPEC;
-    if (p.udp.source != e->src_port || !same16((__u8 *)&p.ip.saddr, e->src, 16))
+    if (udp->source != e->src_port || !same16((__u8 *)&ip->saddr, e->src, 16))
         return TC_ACT_UNSPEC;
-    __u32 len = bpf_ntohs(p.udp.len);
-    if (len < sizeof(struct udphdr) || IP_OFF + sizeof(p.ip) + len > skb->len)
+    __u32 len = bpf_ntohs(udp->len);
+    if (len < sizeof(struct udphdr) || UDP6_OFF + len > skb->len)
         return TC_ACT_UNSPEC;
     len -= sizeof(struct udphdr);
-    int kind = parse(skb, e, p.rtp, len, UDP6_OFF + sizeof(struct udphdr));
+    int kind = parse(skb, e, h, len, UDP6_OFF + sizeof(struct udphdr));
     if (kind == KF_UP)
         return TC_ACT_UNSPEC;
-    count(e, p.rtp, len, kind, bpf_ktime_get_ns());
+    data = (void *)(long)skb->data;
+    end = (void *)(long)skb->data_end;
+    ip = data + IP_OFF;
+    udp = (void *)(ip + 1);
+    h = (void *)(udp + 1);
+    if ((void *)(h + RTP_HDR) > end)
+        return TC_ACT_UNSPEC;
+    count(e, h, len, kind, bpf_ktime_get_ns());
 
-    __u32 addrs_old[8], addrs_new[8];
-    __builtin_memcpy(addrs_old, &p.ip.saddr, 32);           /* saddr and daddr are adjacent */
-    __builtin_memcpy(addrs_new, e->out_src, 16);
-    __builtin_memcpy(&addrs_new[4], e->out_dst, 16);
-    __s64 diff = bpf_csum_diff(addrs_old, 32, addrs_new, 32, 0);
-    if (diff < 0)
-        return TC_ACT_SHOT;
-    if (bpf_l4_csum_replace(skb, UDP6_OFF + offsetof(struct udphdr, check), 0, diff, BPF_F_PSEUDO_HDR) ||
-        bpf_skb_store_bytes(skb, IP_OFF + offsetof(struct ipv6hdr, saddr), addrs_new, 32, 0) ||
-        rewrite_ports(skb, e, &p.udp, UDP6_OFF) || rewrite_pt(skb, e, p.rtp, kind, UDP6_OFF))
+    __u32 old_addrs[8], new_addrs[8];
+    __builtin_memcpy(old_addrs, &ip->saddr, 32);            /* saddr and daddr are adjacent */
+    __builtin_memcpy(new_addrs, e->out_src, 16);
+    __builtin_memcpy(&new_addrs[4], e->out_dst, 16);
+    struct words old = {.sport = udp->source, .dport = udp->dest, .rtp01 = {h[0], h[1]}};
+    struct words new = {.sport = e->out_sport, .dport = e->out_dport, .rtp01 = {h[0], mapped_b1(e, h, kind)}};
+    __builtin_memcpy(&ip->saddr, new_addrs, 32);
+    udp->source = new.sport;
+    udp->dest = new.dport;
+    h[1] = new.rtp01[1];
+    if (fix_udp(skb, UDP6_OFF + offsetof(struct udphdr, check), &old, &new,
+                bpf_csum_diff(old_addrs, 32, new_addrs, 32, 0)))
         return TC_ACT_SHOT;
     return TC_ACT_OK;
 }
