@@ -314,3 +314,14 @@ def test_a_name_is_resolved_through_the_adapter_and_refreshed_at_its_ttl() -> No
     assert ua.dns_queries(net.clock.now) == [DnsQuery("a.pss.test", "A")]
     ua.invite("L1", "100", SDP, net.clock.now)
     assert net.one("INVITE")[1] == ("127.0.0.5", 5060)
+
+
+def test_a_refused_tcp_connection_fails_over_at_once() -> None:
+    net = Net(replace(TRUNK, transport="tcp"))
+    net.ua.invite("L1", "100", SDP, net.clock.now)
+    assert net.one("INVITE")[1] == A
+    net.ua.transport_failed(A, net.clock.now)  # what the adapter says when the connect is refused
+    retry, dest = net.one("INVITE")
+    assert dest == B and retry.top_via.transport == "TCP"
+    assert net.notices() == ["PSS 127.0.0.5:5060 could not be reached for INVITE; trying 127.0.0.6:5060"]
+    assert net.events() == []

@@ -401,8 +401,10 @@ class SipTransport:
 
     def _note(self, event: UAEvent) -> None:
         if isinstance(event, Registered):
-            log.info("registered as %s@%s (expires %ds)", self.ua.settings.aor_user, self.ua.settings.domain,
-                     event.expires)  # fmt: skip
+            at = self.ua.registrar
+            where = f"{at[0]}:{at[1]}" if at else "the PSS"
+            log.info("registered as %s@%s at %s (expires %ds)", self.ua.settings.aor_user,
+                     self.ua.settings.domain, where, event.expires)  # fmt: skip
         elif isinstance(event, RegistrationFailed):
             log.warning("registration failed: %d %s; retry in %.0fs", event.status, event.reason,
                         max(0.0, event.retry_at - time.monotonic()))  # fmt: skip

@@ -368,6 +368,9 @@ class UserAgent:
 
     def _mark_down(self, addr: TargetAddr, now: float, seconds: float = DOWN_TIME) -> None:
         self._down[addr] = now + min(MAX_DOWN_TIME, max(0.0, seconds))
+
+    def _move_registration(self, addr: TargetAddr, now: float) -> None:
+        """``addr`` failed: if the line is registered there, register at the next address now."""
         reg = self._reg
         if self.settings.register and self._bound.get(reg) == addr and reg.state is RegState.REGISTERED:
             # Registered at an address that failed: register at the next one now (the refresh
@@ -387,6 +390,12 @@ class UserAgent:
             return False
         failed = attempt.tried[-1]
         self._mark_down(failed, now, down_for)
+        moved = self._failover_to_next(attempt, now, why)
+        self._move_registration(failed, now)
+        return moved
+
+    def _failover_to_next(self, attempt: _Try, now: float, why: str) -> bool:
+        failed = attempt.tried[-1]
         owner = attempt.owner
         method = attempt.request.method
         text = f"PSS {_fmt(failed)} {why} {method}"
@@ -446,6 +455,11 @@ class UserAgent:
     def _dns_timer(self) -> float | None:
         times = [t for t in (lst.get_timer() for lst in self._lists()) if t is not None]
         return min(times) if times else None
+
+    @property
+    def registrar(self) -> TargetAddr | None:
+        """Where the registration's requests go (None before the first REGISTER)."""
+        return self._bound.get(self._reg)
 
     @property
     def dns_settled(self) -> bool:
