@@ -93,3 +93,31 @@ def test_callbacks_fail_over_to_the_next_srv_target(
         assert _callback(server, "cb3", b1, b2, timeout=10)["result"] == "answered"
     finally:
         server.stop()
+
+
+def test_every_request_goes_through_the_outbound_proxy(
+    kamailio: Callable[..., Kamailio], phone: Callable[..., Phone], free_port: Callable[..., int],
+    zone: ZoneServer, add_peer: Callable[[Any], None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """[sip] outbound_proxy: the REGISTER and the INVITEs go to the proxy (Kamailio, which drops
+    the preloaded Route and serves the realm) although pss.test's own address is elsewhere
+    (127.0.0.66, where nothing listens); the callback completes through the proxy."""
+    sip_port = free_port()
+    proxy = kamailio("auth", users=USERS, host=HOST_A, realm="pss.test", mss=("127.0.0.1", sip_port))
+    zone.set("pss.test", "A", ["127.0.0.66"], ttl=300)  # no SRV: the name's address, pss_port
+    user1, user2 = phone("100", proxy, record=False), phone("101", proxy, record=False)
+    monkeypatch.setenv("MSS_RESOLV_CONF", str(zone.write_resolv_conf(tmp_path / "resolv.conf")))
+    server = MssServer(tmp_path / "mss", pss=("pss.test", 5060), sip_port=sip_port)
+    config = server.config_path.read_text()
+    server.config_path.write_text(
+        config.replace("pss_port = 5060\n", f"pss_port = 5060\noutbound_proxy = {HOST_A}:{proxy.port}\n")
+    )
+    add_peer(server)
+    try:
+        server.start()
+        server.wait_log(rf"outbound proxy {HOST_A}:{proxy.port}")
+        server.wait_log(rf"registered as mss@pss\.test at {HOST_A}:{proxy.port}")
+        proxy.wait_registered("mss", timeout=5)
+        assert _callback(server, "cb1", user1, user2, timeout=10)["result"] == "answered"
+    finally:
+        server.stop()
