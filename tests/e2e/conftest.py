@@ -27,9 +27,11 @@ Mark end-to-end tests with ``@pytest.mark.e2e`` (or ``pytestmark = pytest.mark.e
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import re
 import shutil
+import stat
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,18 @@ def _describe(peer: Any) -> str:
     return repr(peer)
 
 
+def _sockets_and_fifos(directory: str, names: list[str]) -> set[str]:
+    """What a failure report does not copy: unix sockets (mss's control socket) and FIFOs, which
+    cannot be copied as files."""
+    skipped = set()
+    for name in names:
+        with contextlib.suppress(OSError):
+            mode = (Path(directory) / name).lstat().st_mode
+            if stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode):
+                skipped.add(name)
+    return skipped
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     """On failure: quote every peer's log tail in the report and keep the full logs."""
@@ -87,7 +101,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             workdir = getattr(peer, "workdir", None)
             if workdir is not None and Path(workdir).is_dir():
                 target = keep / f"{index}-{Path(workdir).name}"
-                shutil.copytree(workdir, target, dirs_exist_ok=True, ignore_dangling_symlinks=True)
+                shutil.copytree(workdir, target, dirs_exist_ok=True, ignore_dangling_symlinks=True,
+                                ignore=_sockets_and_fifos)
         report.sections.append(("peer logs kept in", str(keep)))
     except (OSError, shutil.Error) as exc:
         report.sections.append(("peer logs not kept", str(exc)))
