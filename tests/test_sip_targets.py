@@ -103,9 +103,10 @@ def test_srv_then_addresses_of_each_target() -> None:
     assert targets.candidates() == [("192.0.2.1", 5060), ("192.0.2.3", 5060), ("192.0.2.2", 5062)]
 
 
-def test_tcp_asks_for_the_tcp_service() -> None:
-    targets = TargetList.parse("pss.example.net", transport="tcp")
-    assert targets.queries(0.0) == [DnsQuery("_sip._tcp.pss.example.net", "SRV")]
+def test_each_transport_asks_for_its_service() -> None:
+    for transport, service in (("udp", "_sip._udp"), ("tcp", "_sip._tcp"), ("tls", "_sips._tcp")):
+        targets = TargetList.parse("pss.example.net", transport=transport)
+        assert targets.queries(0.0) == [DnsQuery(f"{service}.pss.example.net", "SRV")]
 
 
 def test_no_srv_records_fall_back_to_the_name_with_the_default_port() -> None:

@@ -4,7 +4,8 @@
 
 - an IP literal (``192.0.2.1``, ``[2001:db8::1]``): that address, its port or ``pss_port``;
 - a name with a port: its A/AAAA records with that port (RFC 3263 §4.2);
-- a name without a port: its SRV records ``_sip._udp.NAME`` or ``_sip._tcp.NAME`` (by transport),
+- a name without a port: its SRV records ``_sip._udp.NAME``, ``_sip._tcp.NAME`` or
+  ``_sips._tcp.NAME`` (by transport),
   ordered by priority and, within a priority, weighted at random (RFC 2782), each target's A/AAAA
   records with the SRV port; no SRV record at all: the name's A/AAAA records with ``pss_port``
   (5060 unless configured otherwise). An SRV target ``.`` means "no service here".
@@ -245,7 +246,7 @@ class TargetList:
     default_port: int = 5060
     """Port of an entry with none when no SRV applies (``pss_port``)."""
     transport: str = "udp"
-    """``udp`` or ``tcp``: which SRV service is asked for."""
+    """``udp``, ``tcp`` or ``tls``: which SRV service is asked for."""
     families: tuple[RecordType, ...] = ("A",)
     """Address records asked for (see :func:`families_for`)."""
     rng: random.Random = field(default_factory=random.SystemRandom)
@@ -265,7 +266,9 @@ class TargetList:
     # -- what to ask ------------------------------------------------------------------------------
 
     def _srv_name(self, host: str) -> str:
-        return f"_sip._{'tcp' if self.transport == 'tcp' else 'udp'}.{host}"
+        # RFC 3263 §4.1: the service of each transport (TLS is SIPS over TCP).
+        service = {"tcp": "_sip._tcp", "tls": "_sips._tcp"}.get(self.transport, "_sip._udp")
+        return f"{service}.{host}"
 
     def _needed(self) -> list[DnsQuery]:
         """Every lookup the current answers call for, in the order they matter."""
