@@ -17,6 +17,7 @@ Layers, bottom up (each module says which RFC sections it implements):
 ``registration``   REGISTER with refresh and back-off (external line mode)
 ``events``         what the UA reports to the call flow
 ``settings``       UASettings (built from mss.config)
+``targets``        RFC 3263 §4: where requests go (pss_host entries, SRV/A/AAAA answers, TTLs)
 ``ua``             UserAgent: the facade, security limits, counters
 =================  ==============================================================================
 
@@ -33,8 +34,8 @@ state are counted apart (admission counts live legs and transactions only, linge
 their own bound with the oldest dropped, in-dialog requests are always served, out-of-dialog ones
 have their own budget); problems come out as rate-limited notices for the adapter's log.
 
-Not in: TLS/SIPS and WebSocket transports, DNS NAPTR/SRV (RFC 3263: the PSS is an address), UDP→TCP
-switch for large requests (§18.1.1), following 3xx redirects (they end the leg), failover on 503,
+Not in: TLS/SIPS and WebSocket transports, DNS NAPTR (RFC 3263 §4.1), UDP→TCP
+switch for large requests (§18.1.1), following 3xx redirects (they end the leg),
 merged-request detection (482), incoming calls (always 403), reliable provisionals sent by mss,
 RFC 5626 outbound registrations, RFC 3891 Replaces, REFER, SUBSCRIBE/NOTIFY, INFO (405), S/MIME.
 """
