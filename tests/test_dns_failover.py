@@ -325,3 +325,36 @@ def test_a_refused_tcp_connection_fails_over_at_once() -> None:
     assert dest == B and retry.top_via.transport == "TCP"
     assert net.notices() == ["PSS 127.0.0.5:5060 could not be reached for INVITE; trying 127.0.0.6:5060"]
     assert net.events() == []
+
+
+def test_a_2xx_copy_after_a_failover_is_acked_again() -> None:
+    net = Net()
+    net.ua.invite("L1", "100", SDP, net.clock.now)
+    first, _ = net.one("INVITE")
+    net.deliver(answer(first, 503), A)
+    retry = next(m for m, d in net.sent() if isinstance(m, Request) and m.method == "INVITE")
+    ok = answer(retry, 200)
+    net.deliver(ok, B)
+    assert [type(e) for e in net.events()] == [LegAnswered]
+    assert net.one("ACK")[1] == B
+    net.deliver(ok, B)  # the 200 again: its ACK was lost
+    assert net.one("ACK")[1] == B
+
+
+def test_a_call_keeps_its_server_when_the_dns_stops_naming_it() -> None:
+    net = Net(replace(TRUNK, pss_host="pss.test:5060"))
+    ua = net.ua
+    query = DnsQuery("pss.test", "A")
+    assert ua.dns_queries(net.clock.now) == [query]
+    ua.dns_answer(query, DnsAnswer(ttl=60, addresses=("127.0.0.5",)), net.clock.now)
+    ua.invite("L1", "100", SDP, net.clock.now)
+    invite, _ = net.one("INVITE")
+    net.deliver(answer(invite, 200), A)
+    net.events()
+    net.advance(60.0)
+    assert ua.dns_queries(net.clock.now) == [query]
+    ua.dns_answer(query, DnsAnswer(ttl=60, addresses=("127.0.0.6",)), net.clock.now)
+    assert ua.candidates(net.clock.now) == [B]
+    assert ua.accepts("127.0.0.5")  # the call's server may still send its BYE
+    ua.hangup("L1", net.clock.now)
+    assert net.one("BYE")[1] == A

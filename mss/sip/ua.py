@@ -211,13 +211,13 @@ class UserAgent:
             if settings.reliable:
                 proxy_uri = proxy_uri.with_param("transport", "tcp")
             self._route = f"<{proxy_uri.with_param('lr')}>"
+        self._bound: dict[Leg | Registration, TargetAddr] = {}  # where an owner's requests go
         self._accepted = self._known_addresses()
         self._dns_dirty = True
         self._down: dict[TargetAddr, float] = {}  # address -> until when it is tried last
         self._tries: dict[str, _Try] = {}  # live transaction key -> its out-of-dialog try
         self._first_key: dict[str, str] = {}  # a failover's transaction key -> the owner's key
         self._live_key: dict[str, str] = {}  # the owner's key -> the live try's key
-        self._bound: dict[Leg | Registration, TargetAddr] = {}  # where an owner's requests go
 
     def _target_list(self, text: str) -> TargetList:
         s = self.settings
@@ -467,7 +467,10 @@ class UserAgent:
         return all(lst.settled for lst in self._lists())
 
     def _known_addresses(self) -> frozenset[str]:
-        return frozenset().union(*(lst.addresses() for lst in self._lists()))
+        # The answers' addresses, and those calls and the registration still use (an address the
+        # DNS no longer names still sends the BYE of a call it took).
+        bound = {addr[0] for addr in self._bound.values()}
+        return frozenset().union(bound, *(lst.addresses() for lst in self._lists()))
 
     def accepts(self, ip: str) -> bool:
         """True when SIP from ``ip`` is read: an address of the PSS or of the outbound proxy."""
@@ -752,10 +755,12 @@ class UserAgent:
             self._ended_tx.clear()
 
     def _dispatch(self, event: TxEvent, now: float) -> None:
-        if isinstance(event, ResponseReceived | TimedOut | TransportFailed) and event.key in self._tries:
-            if not self._on_try_event(event, now):
+        if isinstance(event, ResponseReceived | TimedOut | TransportFailed):
+            if event.key in self._tries and not self._on_try_event(event, now):
                 return
-            event = replace(event, key=self._first_key.get(event.key, event.key))
+            first = self._first_key.get(event.key)
+            if first is not None:  # a failover's try: its owner knows the first try's key
+                event = replace(event, key=first)
         if isinstance(event, RequestReceived):
             self._on_request(event.key, event.request, now)
         elif isinstance(event, ResponseReceived):
