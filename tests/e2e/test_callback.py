@@ -19,7 +19,7 @@ from mss_peers.audio import duration, tone_fraction
 from mss_peers.kamailio import Kamailio
 from mss_peers.net import wait_until
 from mss_peers.phone import Phone
-from mss_peers.server import MssServer
+from mss_peers.server import AsClient, MssServer
 
 pytestmark = pytest.mark.e2e
 
@@ -240,13 +240,42 @@ def test_hold_and_resume(kamailio, phone, mss, free_port) -> None:  # type: igno
         p1.wait_event("media", status="local_hold", since=mark1, timeout=10)
         p2.wait_event("media", status="remote_hold", since=mark2, timeout=10)
         time.sleep(1.0)
+        _resume_and_finish(as1, "hold", p1, p2, resumer=p1)
+
+
+def test_both_phones_hold_then_resume_one_by_one(kamailio, phone, mss, free_port) -> None:  # type: ignore[no-untyped-def]
+    # Holds from both sides merge: each phone sees the other's hold, nothing is released for
+    # inactivity while both hold, and audio flows again only once both have resumed.
+    _, p1, p2, server = _start(kamailio, phone, mss, free_port, rtp={"inactivity_timeout": 3})
+    with server.client() as as1:
+        assert as1.request("both", "100", "101", 60) == "ACK: id=both;code=ok;"
+        _bridge(p1, p2)
+        time.sleep(1.0)
         mark1, mark2 = p1.mark(), p2.mark()
-        p1.unhold()
-        p1.wait_event("media", status="active", since=mark1, timeout=10)
-        p2.wait_event("media", status="active", since=mark2, timeout=10)
-        time.sleep(2.0)
-        p1.hangup()
-        response = as1.response("hold", timeout=10)
+        p1.hold()
+        p1.wait_event("media", status="local_hold", since=mark1, timeout=10)
+        p2.wait_event("media", status="remote_hold", since=mark2, timeout=10)
+        mark2 = p2.mark()
+        p2.hold()
+        p2.wait_event("media", status="local_hold", since=mark2, timeout=10)
+        time.sleep(4.0)  # longer than inactivity_timeout: both on hold, nothing is released
+        assert as1.lines == []
+        mark1 = p1.mark()
+        p1.unhold()  # user2 still holds: user1 is told it is held now
+        p1.wait_event("media", status="remote_hold", since=mark1, timeout=10)
+        _resume_and_finish(as1, "both", p1, p2, resumer=p2)
+
+
+def _resume_and_finish(as1: AsClient, cb_id: str, p1: Phone, p2: Phone, *, resumer: Phone) -> None:
+    """``resumer`` takes the call off hold: both phones are active, they talk 2 s, user1 hangs up; the
+    callback was answered and each phone heard the other's tone at the end."""
+    mark1, mark2 = p1.mark(), p2.mark()
+    resumer.unhold()
+    p1.wait_event("media", status="active", since=mark1, timeout=10)
+    p2.wait_event("media", status="active", since=mark2, timeout=10)
+    time.sleep(2.0)
+    p1.hangup()
+    response = as1.response(cb_id, timeout=10)
     assert response["result"] == "answered"
     p2.wait_event("disconnected", timeout=10)
     assert _tail_tone(p1.recording_path(), TONE2, 1.5) > 0.7
