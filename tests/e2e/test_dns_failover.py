@@ -2,8 +2,8 @@
 names two Kamailio instances by SRV (priority 10: A on 127.0.0.5, priority 20: B on 127.0.0.6);
 mss, configured with the name alone and pointed at that server by MSS_RESOLV_CONF, registers at A
 and calls through it; A is stopped mid-test; the next callback's INVITE gets no answer from A
-(Timer B, 32 s), goes to B with a new branch, the registration moves to B, and the callback
-completes; the one after goes straight to B.
+(over UDP: Timer B, 32 s; over TCP: the connection is refused at once), goes to B with a new
+branch, the registration moves to B, and the callback completes; the one after goes straight to B.
 
 The two instances do not share registrations (each has its own location table), so each phone
 user has a phone registered at each instance: the callbacks through A ring A's phones, those
@@ -51,22 +51,24 @@ def _callback(server: MssServer, cb_id: str, user1: Phone, user2: Phone, timeout
     return response
 
 
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_callbacks_fail_over_to_the_next_srv_target(
     kamailio: Callable[..., Kamailio], phone: Callable[..., Phone], free_port: Callable[..., int],
     zone: ZoneServer, add_peer: Callable[[Any], None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    transport: str,
 ) -> None:  # fmt: skip
     sip_port = free_port()
     pss_a = kamailio("auth", users=USERS, host=HOST_A, realm="pss.test", mss=("127.0.0.1", sip_port))
     pss_b = kamailio("auth", users=USERS, host=HOST_B, realm="pss.test", mss=("127.0.0.1", sip_port))
     srv = [(10, 1, pss_a.port, "a.pss.test"), (20, 1, pss_b.port, "b.pss.test")]
-    zone.set("_sip._udp.pss.test", "SRV", srv, ttl=300)
+    zone.set(f"_sip._{transport}.pss.test", "SRV", srv, ttl=300)
     zone.set("a.pss.test", "A", [HOST_A], ttl=300)
     zone.set("b.pss.test", "A", [HOST_B], ttl=300)
     a1, a2 = phone("100", pss_a, record=False), phone("101", pss_a, record=False)
     b1, b2 = phone("100", pss_b, record=False), phone("101", pss_b, record=False)
 
     monkeypatch.setenv("MSS_RESOLV_CONF", str(zone.write_resolv_conf(tmp_path / "resolv.conf")))
-    server = MssServer(tmp_path / "mss", pss=("pss.test", 5060), sip_port=sip_port,
+    server = MssServer(tmp_path / "mss", pss=("pss.test", 5060), sip_port=sip_port, transport=transport,
                        callback={"ring_timeout": 60})  # fmt: skip
     add_peer(server)
     try:
@@ -74,7 +76,7 @@ def test_callbacks_fail_over_to_the_next_srv_target(
         server.wait_log(rf"PSS pss\.test is {HOST_A}:{pss_a.port}, {HOST_B}:{pss_b.port}")
         server.wait_log("external line registered")
         pss_a.wait_registered("mss", timeout=5)
-        assert zone.asked[0] == "SRV _sip._udp.pss.test"
+        assert zone.asked[0] == f"SRV _sip._{transport}.pss.test"
 
         # Through A while it is up.
         assert _callback(server, "cb1", a1, a2, timeout=10)["result"] == "answered"
@@ -83,9 +85,8 @@ def test_callbacks_fail_over_to_the_next_srv_target(
         # A goes away: the next callback waits Timer B at A, then goes to B.
         pss_a.stop()
         assert _callback(server, "cb2", b1, b2, timeout=FAILOVER_WAIT)["result"] == "answered"
-        server.wait_log(
-            rf"PSS {HOST_A}:{pss_a.port} did not answer INVITE in 32 s; trying {HOST_B}:{pss_b.port}"
-        )
+        why = "did not answer INVITE in 32 s" if transport == "udp" else "could not be reached for INVITE"
+        server.wait_log(rf"PSS {HOST_A}:{pss_a.port} {why}; trying {HOST_B}:{pss_b.port}")
         server.wait_log(rf"registration moves from {HOST_A}:{pss_a.port} to {HOST_B}:{pss_b.port}")
         pss_b.wait_registered("mss", timeout=10)
 
