@@ -22,7 +22,7 @@ import pytest
 from mss import _kfwd
 from mss.errors import RelayError
 from mss.relay import FIELDS, KernelPathUnavailable, Relay
-from tests.test_relay import KERNEL_MISSING, Phone, latch_both, rtp
+from tests.test_relay import KERNEL_MISSING, Phone, latch_both, rtp, wait_for
 
 ROOT = Path(__file__).parent.parent
 
@@ -264,5 +264,29 @@ def test_the_rewritten_checksums_are_right() -> None:
             assert s.stats().a.rtp_packets_in == 4  # forwarded (and counted) by the kernel path
         finally:
             raw.close()
+            a.close()
+            b.close()
+
+
+@needs_kernel_path
+def test_the_loop_merges_the_kernels_counts_by_itself() -> None:
+    """Inactivity release polls the counters array without stats(): what the kernel forwards must
+    reach it on its own (the loop merges every KSYNC_MS), receive time included."""
+    base = _base(39)
+    with Relay("127.0.0.1", base, base + 99, kernel_forwarding="yes") as relay:
+        a, b = Phone(), Phone()
+        try:
+            s = relay.open_session()
+            latch_both(s, a, b)
+            latched_at = int(relay.counters[s.slot, 0, FIELDS.index("last_rx_ns")])
+            for seq in range(2, 12):
+                a.send(s.a_port, rtp(seq))
+                b.recv()
+            assert s.in_kernel()["a rtp"]
+            row = relay.counters[s.slot, 0]
+            wait_for(lambda: int(row[FIELDS.index("rtp_packets_in")]) == 11, timeout=5.0)
+            assert int(row[FIELDS.index("last_rx_ns")]) > latched_at
+            assert int(relay.counters[s.slot, 1, FIELDS.index("rtp_packets_out")]) == 11
+        finally:
             a.close()
             b.close()
