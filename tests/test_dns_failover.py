@@ -358,3 +358,26 @@ def test_a_call_keeps_its_server_when_the_dns_stops_naming_it() -> None:
     assert ua.accepts("127.0.0.5")  # the call's server may still send its BYE
     ua.hangup("L1", net.clock.now)
     assert net.one("BYE")[1] == A
+
+
+def test_each_call_acks_and_ends_at_its_own_server() -> None:
+    net = Net()
+    net.ua.invite("L1", "100", SDP, net.clock.now)
+    first, _ = net.one("INVITE")
+    net.deliver(answer(first, 503, extra=[("Retry-After", "5")]), A)
+    on_b = next(m for m, d in net.sent() if isinstance(m, Request) and m.method == "INVITE")
+    net.advance(6.0)  # A is up again: the next call goes there
+    net.sent()
+    net.ua.invite("L2", "101", SDP, net.clock.now)
+    on_a, dest = net.one("INVITE")
+    assert dest == A
+    net.deliver(answer(on_b, 200), B)
+    net.deliver(answer(on_a, 200), A)
+    acks = {(m.call_id, d) for m, d in net.sent() if isinstance(m, Request) and m.method == "ACK"}
+    assert acks == {(on_b.call_id, B), (on_a.call_id, A)}
+    net.deliver(answer(on_b, 200), B)  # a copy: ACKed again, to B
+    assert net.one("ACK")[1] == B
+    net.ua.hangup("L1", net.clock.now)
+    net.ua.hangup("L2", net.clock.now)
+    byes = {(m.call_id, d) for m, d in net.sent() if isinstance(m, Request) and m.method == "BYE"}
+    assert byes == {(on_b.call_id, B), (on_a.call_id, A)}

@@ -212,6 +212,7 @@ class UserAgent:
                 proxy_uri = proxy_uri.with_param("transport", "tcp")
             self._route = f"<{proxy_uri.with_param('lr')}>"
         self._bound: dict[Leg | Registration, TargetAddr] = {}  # where an owner's requests go
+        self._in_use: Counter[TargetAddr] = Counter()  # the values of _bound, counted
         self._accepted = self._known_addresses()
         self._dns_dirty = True
         self._down: dict[TargetAddr, float] = {}  # address -> until when it is tried last
@@ -275,13 +276,13 @@ class UserAgent:
         """Our Via value: ``rport`` asked for over UDP (RFC 3581)."""
         s = self.settings
         if s.reliable:
-            return f"SIP/2.0/TCP {s.local_host}:{s.local_port};branch={branch}"
-        return f"SIP/2.0/UDP {s.local_host}:{s.local_port};branch={branch};rport"
+            return f"SIP/2.0/TCP {s.contact_host}:{s.local_port};branch={branch}"
+        return f"SIP/2.0/UDP {s.contact_host}:{s.local_port};branch={branch};rport"
 
     def contact(self, user: str) -> NameAddr:
         """Our Contact for ``user`` (``transport=tcp`` over TCP)."""
         s = self.settings
-        uri = SipUri(host=s.local_host, user=user, port=s.local_port)
+        uri = SipUri(host=s.contact_host, user=user, port=s.local_port)
         if s.reliable:
             uri = uri.with_param("transport", "tcp")
         return NameAddr(uri)
@@ -314,24 +315,35 @@ class UserAgent:
             return None
         self._owners[key] = owner
         if fresh:
-            self._bound[owner] = dest
+            self._bind(owner, dest)
             self._tries[key] = _Try(owner=owner, request=request, first_key=key, tried=(dest,), sent=now)
         return key
 
     def send_ack(self, ack: bytes) -> None:
         """Send the ACK of a 2xx (encoded) where its leg's requests go."""
         dest: TargetAddr | None = None
-        if len(set(self._bound.values())) > 1:  # more than one address in use: find the leg's
+        if len(self._in_use) > 1:  # more than one address in use: find the leg's
             with contextlib.suppress(SipError):
                 msg = parse_message(ack)
                 leg = self._dialogs.get((msg.call_id, msg.from_.tag or ""))
                 dest = self._bound.get(leg) if leg is not None else None
         if dest is None:
-            dest = next(iter(self._bound.values()), None) or self._first_choice(None, 0.0)
+            dest = next(iter(self._in_use), None) or self._first_choice(None, 0.0)
         if dest is not None:
             self._tx.send_raw(ack, dest)
 
     # -- targets and failover (RFC 3263 §4.3) ---------------------------------------------------
+
+    def _bind(self, owner: Leg | Registration, addr: TargetAddr | None) -> None:
+        """Where ``owner``'s requests go from now on (None: forget it)."""
+        old = self._bound.pop(owner, None)
+        if old is not None:
+            self._in_use[old] -= 1
+            if not self._in_use[old]:
+                del self._in_use[old]
+        if addr is not None:
+            self._bound[owner] = addr
+            self._in_use[addr] += 1
 
     def _route_list(self) -> TargetList:
         return self.proxy if self.proxy is not None else self.targets
@@ -379,7 +391,7 @@ class UserAgent:
             if others:
                 self._notice_target("registration_moves", addr[0],
                                     f"registration moves from {_fmt(addr)} to {_fmt(others[0])}")  # fmt: skip
-                del self._bound[self._reg]
+                self._bind(self._reg, None)
                 self._reg.on_timer("refresh", now)
 
     def _failover(self, key: str, now: float, why: str, *, down_for: float = DOWN_TIME) -> bool:
@@ -422,7 +434,7 @@ class UserAgent:
         self._tries[new_key] = replace(attempt, request=request, tried=(*attempt.tried, nxt), sent=now)
         self._first_key[new_key] = attempt.first_key
         self._live_key[attempt.first_key] = new_key
-        self._bound[owner] = nxt
+        self._bind(owner, nxt)
         return True
 
     def _notice_target(self, kind: str, source_ip: str, text: str) -> None:
@@ -469,7 +481,7 @@ class UserAgent:
     def _known_addresses(self) -> frozenset[str]:
         # The answers' addresses, and those calls and the registration still use (an address the
         # DNS no longer names still sends the BYE of a call it took).
-        bound = {addr[0] for addr in self._bound.values()}
+        bound = {addr[0] for addr in self._in_use}
         return frozenset().union(bound, *(lst.addresses() for lst in self._lists()))
 
     def accepts(self, ip: str) -> bool:
@@ -511,7 +523,7 @@ class UserAgent:
     def leg_gone(self, leg: Leg) -> None:
         """``leg`` lingered long enough (or was dropped for room): forget it."""
         self._timers.clear_owner(leg)
-        self._bound.pop(leg, None)
+        self._bind(leg, None)
         self._lingering.pop(leg, None)
         key = (leg.call_id, leg.local_tag)
         if self._dialogs.get(key) is leg:
@@ -585,7 +597,7 @@ class UserAgent:
         if isinstance(msg, Response):
             via = msg.top_via
             s = self.settings
-            if via.host != s.local_host or (via.port or 5060) != s.local_port:
+            if via.host != s.contact_host or (via.port or 5060) != s.local_port:
                 self._counts["misrouted"] += 1
                 self._notice("misrouted", source, f"response with a Via for {via.host}:{via.port} dropped")
                 return
