@@ -213,3 +213,17 @@ def test_srv_targets_that_left_are_forgotten() -> None:
     assert targets.queries(60.0) == [DnsQuery("b.example.net", "A")]
     assert "a.example.net" not in {q for q in targets.failures()}
     assert targets.addresses() == frozenset()
+
+
+def test_equal_priorities_are_drawn_for_each_request_and_new_answers_count() -> None:
+    targets = TargetList.parse("pss.example.net", rng=random.Random(4))
+    srv_q = DnsQuery("_sip._udp.pss.example.net", "SRV")
+    targets.answer(srv_q, DnsAnswer(ttl=60, srv=(srv(10, 50, 5060, "a.example.net"),
+                                                 srv(10, 50, 5060, "b.example.net"))), 0.0)  # fmt: skip
+    targets.answer(DnsQuery("a.example.net", "A"), DnsAnswer(ttl=60, addresses=("192.0.2.1",)), 0.0)
+    targets.answer(DnsQuery("b.example.net", "A"), DnsAnswer(ttl=60, addresses=("192.0.2.2",)), 0.0)
+    firsts = Counter(targets.candidates()[0][0] for _ in range(1000))
+    assert 400 <= firsts["192.0.2.1"] <= 600 and firsts["192.0.2.1"] + firsts["192.0.2.2"] == 1000
+    targets.answer(srv_q, DnsAnswer(ttl=60, srv=(srv(10, 50, 5060, "a.example.net"),
+                                                 srv(20, 50, 5060, "b.example.net"))), 60.0)  # fmt: skip
+    assert {tuple(targets.candidates()) for _ in range(50)} == {(("192.0.2.1", 5060), ("192.0.2.2", 5060))}

@@ -253,6 +253,10 @@ class TargetList:
     """Randomness for the SRV weights."""
     _cache: dict[DnsQuery, _Cached] = field(default_factory=dict)
     _failures: dict[DnsQuery, str] = field(default_factory=dict)
+    _memo: list[Addr] | None = None
+    """The candidates without a draw, until the next answer (None: to be computed)."""
+    _draws: bool = False
+    """Some SRV priority holds several records: each ordered :meth:`candidates` draws anew."""
 
     @classmethod
     def parse(
@@ -319,6 +323,7 @@ class TargetList:
         self._failures.pop(query, None)
         cached.answer = result
         cached.expires = now + min(MAX_TTL, max(MIN_TTL, result.ttl))
+        self._memo = None
         self._forget_unneeded()
 
     def _forget_unneeded(self) -> None:
@@ -359,7 +364,20 @@ class TargetList:
 
     def candidates(self, *, ordered: bool = True) -> list[Addr]:
         """Every known address in the order to try (SRV weights drawn anew at each call;
-        ``ordered=False``: in the records' order, no draw)."""
+        ``ordered=False``: by priority, records of one priority as the DNS gave them, no draw)."""
+        if self._memo is None:
+            self._memo = self._compute(ordered=False)
+            self._draws = any(
+                len(group) > 1
+                for answer in (c.answer for c in self._cache.values())
+                if answer is not None and answer.srv
+                for group in _priority_groups(answer.srv[:MAX_RECORDS])
+            )
+        if not ordered or not self._draws:
+            return list(self._memo)
+        return self._compute(ordered=True)
+
+    def _compute(self, *, ordered: bool) -> list[Addr]:
         out: list[Addr] = []
         for entry in self.entries:
             if entry.literal:
@@ -375,7 +393,8 @@ class TargetList:
                 out.extend((ip, self.default_port) for ip in self._addresses_of(entry.host))
                 continue
             records = srv.srv[:MAX_RECORDS]
-            for record in order_srv(records, self.rng) if ordered else records:
+            by_priority = sorted(records, key=lambda r: r.priority)
+            for record in order_srv(records, self.rng) if ordered else by_priority:
                 out.extend((ip, record.port) for ip in self._addresses_of(record.target))
         return list(dict.fromkeys(out))
 
@@ -387,6 +406,14 @@ class TargetList:
         """``a:5060, b:5060`` for the log (the candidates when ``addrs`` is None)."""
         addrs = self.candidates() if addrs is None else addrs
         return ", ".join(_format(a) for a in addrs) or "no address"
+
+
+def _priority_groups(records: Sequence[Srv]) -> list[list[Srv]]:
+    groups: dict[int, list[Srv]] = {}
+    for record in records:
+        if record.target != ".":
+            groups.setdefault(record.priority, []).append(record)
+    return list(groups.values())
 
 
 def _format(addr: Addr) -> str:

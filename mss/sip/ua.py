@@ -266,7 +266,7 @@ class UserAgent:
 
     def new_call_id(self) -> str:
         """A fresh Call-ID."""
-        return f"{self._rng.getrandbits(96):024x}@{self.settings.local_host}"
+        return f"{self._rng.getrandbits(96):024x}@{self.settings.contact_host}"
 
     def make_cnonce(self) -> str:
         """A fresh digest client nonce."""
@@ -361,13 +361,13 @@ class UserAgent:
         where the registration is; else the first candidate."""
         for addr in (self._bound.get(owner) if owner is not None else None,
                      self._bound.get(self._reg) if self.settings.register else None):  # fmt: skip
-            if addr is not None and (self._down.get(addr, 0.0) <= now) and addr in self._route_list_set():
+            if addr is not None and self._down.get(addr, 0.0) <= now and addr in self._route_list_set():
                 return addr
         choices = self.candidates(now)
         return choices[0] if choices else None
 
-    def _route_list_set(self) -> frozenset[TargetAddr]:
-        return frozenset(self._route_list().candidates(ordered=False))
+    def _route_list_set(self) -> list[TargetAddr]:
+        return self._route_list().candidates(ordered=False)  # a handful: a list is quicker
 
     def _cancel_destination(self, owner: Leg | Registration, cancel: Request) -> TargetAddr | None:
         """A CANCEL goes with its INVITE: after a failover, to the live try, with its Via."""
