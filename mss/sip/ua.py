@@ -138,6 +138,7 @@ MAX_DOWN_TIME = 600.0
 
 _OUT_OF_DIALOG = frozenset({"INVITE", "REGISTER", "OPTIONS"})
 _LEADING_NUMBER = re.compile(r"[0-9]{1,9}")  # Retry-After: delta-seconds [comment] *(;params)
+_TAG_PARAM = re.compile(r";\s*tag\s*=", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -294,7 +295,8 @@ class UserAgent:
         A new leg's INVITE was admitted by :meth:`invite`; everything else (its auth retries, CANCEL,
         BYE, PRACK, re-INVITE, REGISTER) is work for what exists and is not refused for admission.
         """
-        fresh = request.method in _OUT_OF_DIALOG and request.to.tag is None
+        # Our own request: a To without a tag parameter starts something new (read without parsing).
+        fresh = request.method in _OUT_OF_DIALOG and not _TAG_PARAM.search(request.headers.get("To") or "")
         if fresh:
             if self._route is not None and "Route" not in request.headers:
                 request.headers.add("Route", self._route)
