@@ -84,6 +84,9 @@ class SipConfig:
     """Port of the peer SIP server (of an entry without one, when no SRV record gives it)."""
     outbound_proxy: str | None = None
     """``host[:port]`` every request is sent to first (loose-route Route header); None: none."""
+    advertised_host: str | None = None
+    """Address written into Via and Contact instead of ``local_host`` (mss behind a 1:1 NAT); None:
+    local_host."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +129,8 @@ class RtpConfig:
     """Highest port the relay may use."""
     inactivity_timeout: int = 60
     """Seconds without RTP on a bridged leg before the call is released (0: never)."""
+    advertised_host: str | None = None
+    """Address written into SDP ``c=`` instead of ``host`` (the relay behind a NAT); None: host."""
     kernel_forwarding: str = "auto"
     """``auto``, ``yes`` or ``no``: bridged legs forwarded by the kernel (eBPF) when it allows it."""
 
@@ -482,6 +487,7 @@ def check_text(text: str, *, base_dir: Path | None = None) -> ConfigCheck:
         pss_host=r.get("sip", "pss_host", _pss_hosts, d_sip.pss_host, required=True),
         pss_port=r.get("sip", "pss_port", _port, d_sip.pss_port),
         outbound_proxy=r.get("sip", "outbound_proxy", _proxy, None),
+        advertised_host=r.get("sip", "advertised_host", _ip, None),
     )
 
     external_line: ExternalLineConfig | None = None
@@ -505,6 +511,7 @@ def check_text(text: str, *, base_dir: Path | None = None) -> ConfigCheck:
         port_min=r.get("rtp", "port_min", _int_in(1024, 65534), d_rtp.port_min),
         port_max=r.get("rtp", "port_max", _int_in(1025, 65535), d_rtp.port_max),
         inactivity_timeout=r.get("rtp", "inactivity_timeout", _int_in(0, 86400), 60),
+        advertised_host=r.get("rtp", "advertised_host", _ip, None),
         kernel_forwarding=r.get(
             "rtp", "kernel_forwarding", _one_of("auto", "yes", "no"), d_rtp.kernel_forwarding
         ),

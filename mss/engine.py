@@ -237,7 +237,7 @@ def call_settings(
         codecs=config.callback.audio_codecs,
         ring_timeout=config.callback.ring_timeout,
         inactivity_timeout=config.rtp.inactivity_timeout,
-        media_host=config.rtp.host,
+        media_host=config.rtp.advertised_host or config.rtp.host,
         a_port=a_port,
         b_port=b_port,
         session_id=session_id,

@@ -35,6 +35,7 @@ class MssServer:
         sip_port: int | None = None,
         callback: dict[str, Any] | None = None,
         rtp: dict[str, Any] | None = None,
+        sip: dict[str, Any] | None = None,
         extra: str = "",
     ) -> None:
         self.workdir = workdir
@@ -67,11 +68,14 @@ class MssServer:
             "[callback]",
             *(f"{k} = {v}" for k, v in cb.items()),
             "[sip]",
-            "local_host = 127.0.0.1",
-            f"local_port = {self.sip_port}",
-            f"transport = {transport}",
-            f"pss_host = {pss[0]}",
-            f"pss_port = {pss[1]}",
+            *(f"{k} = {v}" for k, v in {
+                "local_host": "127.0.0.1",
+                "local_port": self.sip_port,
+                "transport": transport,
+                "pss_host": pss[0],
+                "pss_port": pss[1],
+                **(sip or {}),
+            }.items()),
         ]
         if external_line:
             lines += [

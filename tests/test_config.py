@@ -106,6 +106,7 @@ def test_every_key_read() -> None:
             transport="tcp",
             pss_host="pss.example.net",
             pss_port=15060,
+            advertised_host="198.51.100.7",
         ),
         external_line=ExternalLineConfig(
             username="line7",
@@ -116,7 +117,7 @@ def test_every_key_read() -> None:
             expires=600,
         ),
         rtp=RtpConfig(host="127.0.0.4", port_min=20000, port_max=20099, inactivity_timeout=0,
-                      kernel_forwarding="no"),
+                      kernel_forwarding="no", advertised_host="198.51.100.8"),
         peer_servers=(
             PeerServer(name="as1", host="127.0.0.1"),
             PeerServer(name="as2", host="10.0.0.2", port=7000),
@@ -312,6 +313,8 @@ def load_text(text: str) -> Config:
         ([("metrics", "listen", "[::1]9100")], "[metrics] listen: '[::1]9100' is not host:port"),
         ([("metrics", "listen", "localhost:9100")], "[metrics] listen: 'localhost' is not an IP address"),
         ([("metrics", "listen", "127.0.0.1:0")], "[metrics] listen: 0 is outside 1..65535"),
+        ([("sip", "advertised_host", "nat.x")], "[sip] advertised_host: 'nat.x' is not an IP address"),
+        ([("rtp", "advertised_host", "1.2.3")], "[rtp] advertised_host: '1.2.3' is not an IP address"),
         ([("log", "format", "xml")], "[log] format: 'xml' is not text or json"),
         ([("rtp", "kernel_forwarding", "maybe")], "[rtp] kernel_forwarding: 'maybe' is not auto, yes or no"),
         # per-peer limits

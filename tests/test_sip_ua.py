@@ -1091,3 +1091,19 @@ def test_our_reinvite_waits_for_a_pending_far_end_offer() -> None:
     msgs = net.sent()
     assert isinstance(msgs[0], Response) and msgs[0].status == 200
     assert isinstance(msgs[1], Request) and msgs[1].method == "INVITE" and msgs[1].body == hold
+
+
+def test_behind_a_nat_via_and_contact_carry_the_advertised_address() -> None:
+    net = Net(replace(SETTINGS, advertised_host="198.51.100.7"))
+    inv, ack = answered_call(net)  # the 200 OK's top Via is ours as we wrote it: taken, not misrouted
+    for request in (inv, ack):
+        via = request.top_via
+        assert (via.host, via.port) == ("198.51.100.7", 5070)
+    assert [c.uri.host for c in inv.contacts] == ["198.51.100.7"]
+    assert net.ua.counters["misrouted"] == 0
+    # A response whose Via names the bound address, not the advertised one, is not ours.
+    net.ua.invite("L2", "101", OFFER, net.now)
+    inv2 = net.one("INVITE")
+    stray = reply(inv2, 180).encode().replace(b"198.51.100.7:5070", b"127.0.0.1:5070")
+    net.deliver(stray)
+    assert net.ua.counters["misrouted"] == 1

@@ -17,7 +17,7 @@ class UASettings:
     """Settings of :class:`~mss.sip.ua.UserAgent` (invalid values raise ConfigError for [sip])."""
 
     local_host: str
-    """Address mss binds and writes in Via and Contact."""
+    """Address mss binds (and writes in Via and Contact unless ``advertised_host`` is set)."""
     local_port: int
     """Port mss binds (UDP and TCP)."""
     transport: str
@@ -71,6 +71,9 @@ class UASettings:
     outbound_proxy: str | None = None
     """``host[:port]``: every request is sent there first, with a loose-route Route header
     (RFC 3261 §8.1.2); None: straight to the PSS."""
+    advertised_host: str | None = None
+    """The address the PSS reaches mss at, written in Via and Contact, when mss is behind a 1:1 NAT
+    (``[sip] advertised_host``); None: ``local_host``."""
 
     def __post_init__(self) -> None:
         if self.transport not in ("udp", "tcp"):
@@ -103,6 +106,11 @@ class UASettings:
             raise ConfigError("sip", "tcp_idle_timeout", f"{self.tcp_idle_timeout} is not positive")
 
     @property
+    def contact_host(self) -> str:
+        """The address written in Via and Contact (and expected in the Via of responses)."""
+        return self.advertised_host or self.local_host
+
+    @property
     def reliable(self) -> bool:
         """True for TCP."""
         return self.transport == "tcp"
@@ -129,6 +137,7 @@ class UASettings:
         return cls(
             local_host=sip.local_host,
             local_port=sip.local_port,
+            advertised_host=sip.advertised_host,
             transport=sip.transport,
             pss_host=pss_ip or sip.pss_host,
             pss_port=sip.pss_port,
