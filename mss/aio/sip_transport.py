@@ -53,7 +53,7 @@ from mss.errors import TransportError
 from mss.ratelog import RateLimitedLog
 from mss.sip.events import Registered, RegistrationFailed, UAEvent, Unregistered
 from mss.sip.settings import UASettings
-from mss.sip.targets import DnsAnswer, DnsFailure, DnsQuery
+from mss.sip.targets import FAILURE_RETRY, DnsAnswer, DnsFailure, DnsQuery
 from mss.sip.ua import UserAgent
 
 __all__ = [
@@ -290,8 +290,10 @@ class SipTransport:
         before = (ua.targets.describe(), ua.proxy.describe() if ua.proxy is not None else "")
         ua.dns_answer(query, result, time.monotonic())
         if isinstance(result, DnsFailure):
-            self.log.warning(("dns", str(query)), "DNS lookup %s failed: %s (the last answer is kept)", query,
-                             result.reason)  # fmt: skip
+            self.log.warning(
+                ("dns", str(query)), "DNS lookup %s failed: %s; asked again in %.0f s (an earlier answer"
+                " is kept meanwhile)", query, result.reason, FAILURE_RETRY,
+            )  # fmt: skip
         after = (ua.targets.describe(), ua.proxy.describe() if ua.proxy is not None else "")
         if self._udp is not None and after != before:  # at start, open() says it once
             if after[0] != before[0]:
