@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", default="config.ini", help="config file (default: config.ini)")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                      help="override [log] level")
+    run.add_argument("--worker", type=int, metavar="I", help=argparse.SUPPRESS)  # the supervisor's children
 
     check = sub.add_parser("check-config", help="validate config.ini: exit 0 if valid, else 2")
     check.add_argument("--config", default="config.ini", help="config file (default: config.ini)")
@@ -81,12 +82,28 @@ LOG_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s"
 LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
+#: :data:`LOG_FORMAT` of a worker process (``[callback] workers`` > 1): the line names the worker.
+WORKER_LOG_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s worker=%(worker)s %(name)s: %(message)s"
+
+
+class _WorkerField(logging.Filter):
+    """Gives every record the ``worker`` attribute (the text format and the JSON lines show it)."""
+
+    def __init__(self, worker: int) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.worker
+        return True
+
+
 class LogFormatter(logging.Formatter):
     """:data:`LOG_FORMAT` with the date text made once a second, not once a line (mss logs a few INFO
     lines per callback, and ``strftime`` was a fifth of a line's cost)."""
 
-    def __init__(self) -> None:
-        super().__init__(LOG_FORMAT, LOG_DATE_FORMAT)
+    def __init__(self, fmt: str = LOG_FORMAT) -> None:
+        super().__init__(fmt, LOG_DATE_FORMAT)
         self._second = -1
         self._date = ""
 
@@ -98,14 +115,16 @@ class LogFormatter(logging.Formatter):
         return self._date
 
 
-def _setup_logging(level: str, fmt: str = "text") -> None:
+def _setup_logging(level: str, fmt: str = "text", worker: int | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         from mss.logjson import JsonFormatter
 
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(LogFormatter())
+        handler.setFormatter(LogFormatter(LOG_FORMAT if worker is None else WORKER_LOG_FORMAT))
+    if worker is not None:
+        handler.addFilter(_WorkerField(worker))
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     # The format shows no caller, thread or process: do not gather them for every record (finding
     # the caller walks the stack). Half of a log line's cost.
@@ -129,24 +148,33 @@ def _check_config(path: str) -> int:
     return EXIT_OK
 
 
-def _run(path: str, log_level: str | None) -> int:
+def _run(path: str, log_level: str | None, worker: int | None = None) -> int:
     from mss.config import check
     from mss.errors import MssError
 
     result = check(path)
     _setup_logging(log_level or (result.config.log_level if result.config else "info"),
-                   result.config.operations.log_format if result.config else "text")
+                   result.config.operations.log_format if result.config else "text", worker)
     log = logging.getLogger("mss")
-    for warning in result.warnings:
-        log.warning("%s: %s", path, warning)
+    if worker is None:  # a worker's supervisor said these already
+        for warning in result.warnings:
+            log.warning("%s: %s", path, warning)
     if result.config is None:
         for error in result.errors:
             log.error("%s: %s", path, error)
         return EXIT_USAGE
-    from mss.aio.service import run  # the call engine is loaded only for a valid config
-
+    workers = result.config.callback.workers
+    if worker is not None and not 0 <= worker < workers:
+        log.error("%s: --worker %d: [callback] workers = %d", path, worker, workers)
+        return EXIT_USAGE
     try:
-        return run(result.config, config_path=path)
+        if worker is None and workers > 1:
+            from mss.aio.supervisor import run as supervise
+
+            return supervise(result.config, path, log_level)
+        from mss.aio.service import run  # the call engine is loaded only for a valid config
+
+        return run(result.config, config_path=path, worker=worker)
     except MssError as exc:
         log.error("%s", exc)
         return EXIT_FAILED
@@ -242,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         return _check_config(args.config)
     if args.command == "run":
-        return _run(args.config, args.log_level)
+        return _run(args.config, args.log_level, args.worker)
     if args.command == "demo":
         from mss.demo import main as demo
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import ipaddress
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,8 @@ class CallbackConfig:
     """True: a RESPONSE also carries ``result=`` and ``code=``."""
     drain_grace: int = 30
     """Seconds SIGTERM lets calls in progress run before releasing them."""
+    workers: int = 1
+    """Processes under one ``mss run`` (:mod:`mss.aio.supervisor`); 1: one process, as before workers."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -215,6 +218,24 @@ class ConfigCheck:
 
 
 # --- value parsers: each returns the value or raises ValueError with the reason -------------------
+
+def max_workers() -> int:
+    """Largest [callback] workers: four per CPU (more only adds processes waiting for a core)."""
+    return (os.cpu_count() or 1) * 4
+
+
+def _worker_room(callback: CallbackConfig, sip: SipConfig, rtp: RtpConfig) -> list[ConfigError]:
+    """Workers take SIP ports local_port..local_port+workers-1 and a slice of the RTP range each."""
+    n = callback.workers
+    errors = []
+    if n > 1 and sip.local_port + n - 1 > 65535:
+        errors.append(ConfigError("callback", "workers", f"{n} workers need SIP ports {sip.local_port}.."
+                                  f"{sip.local_port + n - 1} ([sip] local_port + worker), beyond 65535"))
+    if n > 1 and (rtp.port_max - rtp.port_min + 1) // n < 4:
+        errors.append(ConfigError("callback", "workers", f"{n} workers cannot each have a relay session in "
+                                  f"[rtp] {rtp.port_min}..{rtp.port_max} (4 ports a session)"))
+    return errors
+
 
 def _int_in(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
@@ -473,6 +494,7 @@ def check_text(text: str, *, base_dir: Path | None = None) -> ConfigCheck:
         max_calls=r.get("callback", "max_calls", _int_in(1, 100_000), d_cb.max_calls),
         extended_response=r.get("callback", "extended_response", _bool, d_cb.extended_response),
         drain_grace=r.get("callback", "drain_grace", _int_in(0, 86400), d_cb.drain_grace),
+        workers=r.get("callback", "workers", _int_in(1, max_workers()), d_cb.workers),
     )
     caller_missing = not callback.external_line_mode and callback.default_caller is None
     if caller_missing and not any(e.key == "default_caller" for e in result.errors):
@@ -527,6 +549,8 @@ def check_text(text: str, *, base_dir: Path | None = None) -> ConfigCheck:
                 "(4 ports)",
             )
         )
+
+    result.errors.extend(_worker_room(callback, sip, rtp))
 
     peers: list[PeerServer] = []
     if parser.has_section("peer_servers"):

@@ -37,6 +37,17 @@ forever). Delivery marks join the next group: after a crash a RESPONSE may be se
 once, the rule for kept RESPONSEs). Without ``schedule`` every write is committed before the call
 that made it returns.
 
+Workers (``[callback] workers`` > 1, the journal naming this process's worker): the AS's
+connections are spread over the worker processes by the kernel, so a RESPONSE kept by one worker may
+be owed on a connection another one holds. Every write of a RESPONSE is then preceded by a claim of its
+journal row (:meth:`mss.journal.Journal.claim_response`; a RESPONSE just recorded is born claimed):
+a claim lost means another worker writes it (or did), and this one drops it. A RESPONSE kept again
+(no connection here, a write that failed, a trial not confirmed) has its claim released. A worker with
+a proven or held connection of a peer looks in the journal for that peer's unclaimed RESPONSEs when
+the connection becomes proven or held and then every :data:`OWED_POLL_INTERVAL` seconds
+(:meth:`CallbackDesk.poll_owed`, called by the service), :data:`OWED_POLL_LIMIT` at a time. The
+single process makes no claim and no such look-up.
+
 The call itself is the :class:`Engine`'s business: the desk starts it, may cancel it, and is told
 its :class:`Outcome` exactly once through :meth:`CallbackDesk.finish`.
 """
@@ -68,6 +79,8 @@ from mss.load import LoadGauge
 from mss.ratelog import RateLimitedLog
 
 __all__ = [
+    "OWED_POLL_INTERVAL",
+    "OWED_POLL_LIMIT",
     "Callback",
     "CallbackDesk",
     "Engine",
@@ -77,6 +90,13 @@ __all__ = [
 ]
 
 log = logging.getLogger("mss.desk")
+
+#: Seconds between two look-ups of RESPONSEs other workers kept, while this worker has a connection
+#: from their peer: one indexed query per such peer, and at most this long for such a RESPONSE to go.
+OWED_POLL_INTERVAL = 0.5
+
+#: RESPONSEs taken into a worker's queue per peer and look-up: bounds the memory and the time of one.
+OWED_POLL_LIMIT = 500
 
 
 class Outlet(Protocol):
@@ -233,6 +253,9 @@ class CallbackDesk:
         schedule: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         self.journal = journal
+        self.shared = journal.worker is not None
+        """True under a supervisor: kept RESPONSEs are claimed in the journal before they are written."""
+        self._claimed: set[int] = set()  # RESPONSEs this worker holds a claim on (shared only)
         if schedule is not None:
             # Group commit: the first write of a group asks for one flush (the adapter: loop.call_soon).
             def ask_flush() -> None:
@@ -306,6 +329,10 @@ class CallbackDesk:
         REQUEST that slipped in first) are not mistaken for cut ones, and nothing is queued twice.
         """
         self.flush()  # REQUESTs taken already are active, not cut
+        if self.shared:
+            released = self.journal.release_claims()
+            if released:
+                log.warning("released %d RESPONSE claim(s) of this worker's previous process", released)
         for cut in self.journal.interrupted():
             if cut.seq in self.active:
                 continue
@@ -335,6 +362,8 @@ class CallbackDesk:
         if peer is None or outlet not in peer.outlets or outlet in peer.proven or outlet in peer.held:
             return
         peer.held.append(outlet)
+        if self.shared:
+            self._look_up_owed(outlet.peer)
         self._flush(outlet.peer)
 
     def on_trial(self, outlet: Outlet) -> int:
@@ -365,6 +394,8 @@ class CallbackDesk:
             )
             owed = self._owed.setdefault(outlet.peer, [])
             owed[:0] = unconfirmed  # oldest first, as they were
+            for pending in unconfirmed:
+                self._release(pending)
             self._flush(outlet.peer)
 
     def _proven(self, outlet: Outlet) -> None:
@@ -377,6 +408,8 @@ class CallbackDesk:
         if outlet in peer.held:
             peer.held.remove(outlet)
         self.confirm_trial(outlet)
+        if self.shared:
+            self._look_up_owed(outlet.peer)
         self._flush(outlet.peer)
 
     def _flush(self, peer_name: str) -> None:
@@ -671,7 +704,9 @@ class CallbackDesk:
             del self._active_by_peer[callback.origin.peer]
         response = self._response(callback.id, outcome.real_duration, outcome.result, outcome.code)
         try:
-            line = self.journal.record_response(seq, response, self._wall(), outcome.cdr)
+            line = self.journal.record_response(seq, response, self._wall(), outcome.cdr, claim=self.shared)
+            if self.shared:
+                self._claimed.add(seq)
         except JournalError as exc:
             # The journal is broken: still answer, the AS must not wait forever.
             self._log.error("unrecorded", "callback %s: RESPONSE not recorded: %s", callback.id, exc)
@@ -714,7 +749,7 @@ class CallbackDesk:
             self._try_tcp(pending, peer.held[-1])
         else:
             log.info("callback %s: peer %s not connected; RESPONSE kept", pending.id, pending.peer)
-            self._owed.setdefault(pending.peer, []).append(pending)
+            self._keep(pending)
 
     def _response(self, cb_id: str, real_duration: int, result: str, code: int) -> CallbackResponse:
         if self.extended_response:
@@ -723,21 +758,83 @@ class CallbackDesk:
 
     def _deliver_tcp(self, pending: PendingResponse, outlet: Outlet) -> None:
         """Write on a proven connection: delivered once written."""
+        if not self._claim(pending):
+            return
         if outlet.write(pending.line.encode("ascii") + b"\r\n"):
             self._delivered(pending)
         else:
-            self._owed.setdefault(pending.peer, []).append(pending)
+            self._keep(pending)
 
     def _try_tcp(self, pending: PendingResponse, outlet: Outlet) -> None:
         """Write on a held connection: on trial until :meth:`confirm_trial` (or kept again)."""
+        if not self._claim(pending):
+            return
         if outlet.write(pending.line.encode("ascii") + b"\r\n"):
             self._trial.setdefault(outlet, []).append(pending)
             outlet.trial_started()
         else:
+            self._keep(pending)
+
+    def _keep(self, pending: PendingResponse) -> None:
+        """Keep ``pending`` for its peer's next connection (workers: free for another worker's too)."""
+        self._owed.setdefault(pending.peer, []).append(pending)
+        self._release(pending)
+
+    def _claim(self, pending: PendingResponse) -> bool:
+        """Workers: hold the journal's claim on ``pending`` before writing it; False: another worker has
+        it (or delivered it), so it is dropped here. Always True for the single process."""
+        if not self.shared or pending.seq in self._claimed:
+            return True
+        try:
+            won = self.journal.claim_response(pending.seq)
+        except JournalError as exc:
+            # Not written now: kept (unclaimed) for the next try.
+            self._log.error("claim", "callback %s: RESPONSE not claimed, kept: %s", pending.id, exc)
             self._owed.setdefault(pending.peer, []).append(pending)
+            return False
+        if not won:
+            log.debug("callback %s: RESPONSE taken by another worker", pending.id)
+            return False
+        self._claimed.add(pending.seq)
+        return True
+
+    def _release(self, pending: PendingResponse) -> None:
+        """Workers: give up the claim on a RESPONSE kept again."""
+        if pending.seq not in self._claimed:
+            return
+        self._claimed.discard(pending.seq)
+        try:
+            self.journal.release_response(pending.seq)
+        except JournalError as exc:
+            # Held until this worker starts again (or writes it itself on its next connection).
+            self._log.error("release", "callback %s: RESPONSE claim not released: %s", pending.id, exc)
+
+    def poll_owed(self) -> None:
+        """Workers: take what other workers kept for every peer connected here (the service calls this
+        every :data:`OWED_POLL_INTERVAL` seconds)."""
+        for name, peer in list(self._peers.items()):
+            if peer.proven or peer.held:
+                self._look_up_owed(name)
+                self._flush(name)
+
+    def _look_up_owed(self, peer_name: str) -> None:
+        """Queue ``peer_name``'s unclaimed RESPONSEs from the journal that are not queued here yet."""
+        try:
+            found = self.journal.owed_to(peer_name, OWED_POLL_LIMIT)
+        except JournalError as exc:
+            self._log.error(("owed", peer_name), "%s", exc)
+            return
+        if not found:
+            return
+        queued = self._claimed | {p.seq for p in self._owed.get(peer_name, ())}
+        fresh = [p for p in found if p.seq not in queued]
+        if fresh:
+            self._owed.setdefault(peer_name, []).extend(fresh)
 
     def _deliver_udp(self, pending: PendingResponse) -> None:
         assert pending.reply_addr is not None
+        if not self._claim(pending):
+            return
         if self._udp_send(pending.line.encode("ascii") + b"\r\n", pending.reply_addr) is False:
             # Not sent (the UDP socket is closed): left undelivered in the journal for the next start.
             log.warning("callback %s: UDP RESPONSE not sent; kept for the next start", pending.id)
@@ -745,6 +842,7 @@ class CallbackDesk:
         self._delivered(pending)
 
     def _delivered(self, pending: PendingResponse) -> None:
+        self._claimed.discard(pending.seq)
         try:
             self.journal.mark_delivered(pending.seq, self._wall())
         except JournalError as exc:

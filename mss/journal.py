@@ -33,6 +33,17 @@ columns of :data:`CDR_COLUMNS`). A journal made before those columns existed get
 opened (``ALTER TABLE ... ADD COLUMN``; its old rows read NULL there). :func:`read_cdrs` reads CDRs
 without writing anything, while mss runs or not (the export, :mod:`mss.cdr`).
 
+Workers (``[callback] workers``): the worker processes of one ``mss run`` share the file (WAL: readers
+never wait; one writer at a time, the others wait up to the busy timeout). Each callback row names the
+worker that owns it (``callbacks.worker``), each worker beats its own heartbeat, and at start a worker
+settles only its own interrupted callbacks (:meth:`Journal.interrupted`): another worker's callbacks
+in progress are not cut. A kept RESPONSE is written by whichever worker holds a connection from its
+AS, exactly once per attempt: the worker first claims the row (:meth:`Journal.claim_response`, one
+``UPDATE ... WHERE claimed_by IS NULL`` in a write transaction, so two workers can never both win),
+releases the claim when it keeps it again (:meth:`Journal.release_response`), and a worker starting
+again releases every claim its dead predecessor held (:meth:`Journal.release_claims`). With one
+process (``worker`` None) no claim is ever made and the queries are those of before.
+
 Retention (``[journal] keep_days``): :meth:`Journal.prune` deletes callbacks whose RESPONSE was
 delivered more than that long ago, with their RESPONSE and CDR, :data:`PRUNE_BATCH` at a time; the
 service calls it from a timer, never on the REQUEST path. Undelivered RESPONSEs and callbacks in
@@ -93,7 +104,8 @@ CREATE TABLE IF NOT EXISTS callbacks (
     duration INTEGER NOT NULL,
     received_at REAL NOT NULL,    -- wall clock (epoch seconds)
     bridged_at REAL,              -- wall clock of user2's 200 OK, NULL when never bridged
-    state TEXT NOT NULL           -- active | done
+    state TEXT NOT NULL,          -- active | done
+    worker INTEGER NOT NULL DEFAULT 0  -- the worker process that owns it ([callback] workers)
 );
 CREATE INDEX IF NOT EXISTS callbacks_active ON callbacks(state) WHERE state = 'active';
 CREATE TABLE IF NOT EXISTS responses (
@@ -105,7 +117,8 @@ CREATE TABLE IF NOT EXISTS responses (
     reply_port INTEGER,
     line TEXT NOT NULL,           -- the RESPONSE exactly as it is written, CRLF excluded
     created_at REAL NOT NULL,
-    delivered_at REAL
+    delivered_at REAL,
+    claimed_by INTEGER            -- the worker writing it now (workers only); NULL: free to take
 );
 CREATE INDEX IF NOT EXISTS responses_owed ON responses(peer) WHERE delivered_at IS NULL;
 CREATE INDEX IF NOT EXISTS responses_delivered ON responses(delivered_at) WHERE delivered_at IS NOT NULL;
@@ -289,11 +302,41 @@ def _add_quality_columns(db: sqlite3.Connection) -> None:
         raise
 
 
-class Journal:
-    """The sqlite3 journal; one per process, used from the event loop thread."""
+def _add_worker_columns(db: sqlite3.Connection) -> None:
+    """Give a journal made before workers the owner and claim columns (old rows: worker 0, unclaimed)."""
+    wanted = (("callbacks", "worker", "INTEGER NOT NULL DEFAULT 0"), ("responses", "claimed_by", "INTEGER"))
+    db.execute("BEGIN IMMEDIATE")  # two workers opening an old file at once: one adds, the other sees it
+    try:
+        for table, column, kind in wanted:
+            if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
-    def __init__(self, path: str | Path) -> None:
+
+def _heartbeat_key(worker: int) -> str:
+    """The meta row of a worker's heartbeat (worker 0's is the single process's, as before workers)."""
+    return "heartbeat" if worker == 0 else f"heartbeat.{worker}"
+
+
+class Journal:
+    """The sqlite3 journal; one per process, used from the event loop thread.
+
+    ``worker``: this process's worker number under a supervisor (``[callback] workers`` > 1), of
+    ``workers`` in all; None for the single process. Worker 0 also settles the callbacks of workers
+    that no longer exist (a config that went from 3 workers to 2).
+    """
+
+    def __init__(self, path: str | Path, *, worker: int | None = None, workers: int = 1) -> None:
         self.path = str(path)
+        self.worker = worker
+        """This worker's number, or None for the single process (no claims)."""
+        self.workers = workers
+        """Workers of the supervisor (1: the single process)."""
+        self._me = 0 if worker is None else worker
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             # Only a file without tables can take auto_vacuum; an older file keeps reusing free pages.
@@ -305,6 +348,7 @@ class Journal:
             self._db.executescript(_SCHEMA)
             self._db.executescript(_PORTS_SCHEMA)
             _add_quality_columns(self._db)
+            _add_worker_columns(self._db)
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
         self.on_queued: Callable[[], None] | None = None
@@ -402,9 +446,9 @@ class Journal:
                 host, port = cb.reply_addr if cb.reply_addr else (None, None)
                 cur = db.execute(
                     "INSERT INTO callbacks (id, peer, transport, reply_host, reply_port, user1, user2,"
-                    " duration, received_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'active')",
+                    " duration, received_at, state, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)",
                     (cb.id, cb.peer, cb.transport, host, port, cb.user1, cb.user2, cb.duration,
-                     cb.received_at),
+                     cb.received_at, self._me),
                 )
                 assert cur.lastrowid is not None
                 seqs.append(cur.lastrowid)
@@ -418,11 +462,16 @@ class Journal:
     def heartbeat(self, at: float) -> None:
         """The process is alive at wall time ``at`` (bounds the talk time of calls cut by a crash)."""
         with self._transaction("write the heartbeat") as db:
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('heartbeat', ?)", (at,))
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                       (_heartbeat_key(self._me), at))
 
-    def record_response(self, seq: int, response: CallbackResponse, at: float, cdr: Cdr | None = None) -> str:
+    def record_response(
+        self, seq: int, response: CallbackResponse, at: float, cdr: Cdr | None = None, *, claim: bool = False
+    ) -> str:
         """Record the RESPONSE owed for callback ``seq`` (and its CDR) and end the callback.
 
+        ``claim`` (workers): the row is born claimed by this worker, so no other worker takes it while
+        this one writes it (release it with :meth:`release_response` when it is kept instead).
         Returns the line to write (CRLF excluded), exactly as it is kept for redelivery.
         """
         line = serialize(response).decode("ascii").rstrip("\r\n")
@@ -438,9 +487,9 @@ class Journal:
             if state != "active":
                 raise JournalError(f"journal: callback {cb_id} (#{seq}) already has its RESPONSE")
             db.execute(
-                "INSERT INTO responses (seq, id, peer, transport, reply_host, reply_port, line, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (seq, cb_id, peer, transport, host, port, line, at),
+                "INSERT INTO responses (seq, id, peer, transport, reply_host, reply_port, line, created_at,"
+                " claimed_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (seq, cb_id, peer, transport, host, port, line, at, self._me if claim else None),
             )
             db.execute("UPDATE callbacks SET state = 'done' WHERE seq = ?", (seq,))
             # its relay ports are no longer needed after a crash (unless in quarantine)
@@ -463,18 +512,23 @@ class Journal:
     def interrupted(self) -> list[InterruptedCallback]:
         """Callbacks left active by a previous process, with the talk time known up to its last heartbeat.
 
-        Call once at start, before taking new REQUESTs.
+        Call once at start, before taking new REQUESTs. A worker sees only its own (and worker 0 those of
+        workers beyond ``workers``): the others' are in progress in live processes.
         """
         try:
-            beat_row = self._db.execute("SELECT value FROM meta WHERE key = 'heartbeat'").fetchone()
+            beats = dict(
+                self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'heartbeat%'").fetchall()
+            )
             rows = self._db.execute(
-                "SELECT seq, id, bridged_at, duration FROM callbacks WHERE state = 'active' ORDER BY seq"
+                f"SELECT seq, id, bridged_at, duration, worker FROM callbacks WHERE state = 'active'"
+                f" AND {self._mine} ORDER BY seq",
+                self._mine_args,
             ).fetchall()
         except sqlite3.Error as exc:
             raise JournalError(f"journal: cannot read interrupted callbacks: {exc}") from exc
-        beat = beat_row[0] if beat_row else None
         result = []
-        for seq, cb_id, bridged_at, duration in rows:
+        for seq, cb_id, bridged_at, duration, worker in rows:
+            beat = beats.get(_heartbeat_key(worker))
             talk = 0
             if bridged_at is not None and beat is not None:
                 talk = round(max(0.0, min(beat, bridged_at + duration) - bridged_at))
@@ -500,6 +554,74 @@ class Journal:
                 line=line,
             )
             for seq, cb_id, peer, transport, host, port, line in rows
+        ]
+
+    # --- workers: who writes a kept RESPONSE --------------------------------------------------
+
+    @property
+    def _mine(self) -> str:
+        """SQL condition on ``callbacks.worker``: the rows this process settles after a crash."""
+        if self.worker is None:
+            return "1"
+        if self.worker == 0:
+            return "(worker = ? OR worker >= ?)"
+        return "worker = ?"
+
+    @property
+    def _mine_args(self) -> tuple[int, ...]:
+        if self.worker is None:
+            return ()
+        if self.worker == 0:
+            return (0, self.workers)
+        return (self.worker,)
+
+    def claim_response(self, seq: int) -> bool:
+        """Take the undelivered, unclaimed RESPONSE ``seq`` for this worker before writing it; False when
+        another worker holds it or it was delivered (then it must not be written)."""
+        with self._transaction("claim a response") as db:
+            cur = db.execute(
+                "UPDATE responses SET claimed_by = ? WHERE seq = ? AND delivered_at IS NULL"
+                " AND claimed_by IS NULL",
+                (self._me, seq),
+            )
+        return cur.rowcount == 1
+
+    def release_response(self, seq: int) -> None:
+        """Give up this worker's claim on RESPONSE ``seq`` (kept again: another worker may write it)."""
+        with self._transaction("release a response") as db:
+            db.execute(
+                "UPDATE responses SET claimed_by = NULL WHERE seq = ? AND claimed_by = ?"
+                " AND delivered_at IS NULL",
+                (seq, self._me),
+            )
+
+    def release_claims(self) -> int:
+        """At start: release every claim this worker's previous process held (worker 0: and the claims
+        of workers that no longer exist); returns how many."""
+        cond = "claimed_by = ?" if self._me != 0 else "(claimed_by = 0 OR claimed_by >= ?)"
+        args = (self._me,) if self._me != 0 else (self.workers,)
+        with self._transaction("release the claims of a previous process") as db:
+            cur = db.execute(
+                f"UPDATE responses SET claimed_by = NULL WHERE {cond} AND delivered_at IS NULL", args
+            )
+        return cur.rowcount
+
+    def owed_to(self, peer: str, limit: int) -> list[PendingResponse]:
+        """Up to ``limit`` TCP RESPONSEs owed to ``peer`` that no worker holds, oldest first (workers: a
+        worker with a connection from ``peer`` looks for those another worker kept)."""
+        try:
+            rows = self._db.execute(
+                "SELECT seq, id, peer, transport, reply_host, reply_port, line FROM responses"
+                " WHERE peer = ? AND delivered_at IS NULL AND claimed_by IS NULL AND transport = 'tcp'"
+                " ORDER BY created_at, seq LIMIT ?",
+                (peer, limit),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal: cannot read the responses owed to {peer}: {exc}") from exc
+        return [
+            PendingResponse(seq=seq, id=cb_id, peer=p, transport=transport,
+                            reply_addr=(host, port) if host is not None else None, line=line)
+            for seq, cb_id, p, transport, host, port, line in rows
         ]
 
     def prune(self, before: float, limit: int = PRUNE_BATCH) -> int:
@@ -566,12 +688,14 @@ class Journal:
         callbacks get their RESPONSE (which ends them).
         """
         with self._transaction("read the relay ports of interrupted callbacks") as db:
-            beat_row = db.execute("SELECT value FROM meta WHERE key = 'heartbeat'").fetchone()
+            beat_row = db.execute(
+                "SELECT value FROM meta WHERE key = ?", (_heartbeat_key(self._me),)
+            ).fetchone()
             if beat_row is None or now - beat_row[0] < window:
                 db.execute(
                     "UPDATE relay_ports SET quarantined_until = ? WHERE seq IN"
-                    " (SELECT seq FROM callbacks WHERE state = 'active')",
-                    (now + window,),
+                    f" (SELECT seq FROM callbacks WHERE state = 'active' AND {self._mine})",
+                    (now + window, *self._mine_args),
                 )
             db.execute(
                 "UPDATE relay_ports SET quarantined_until = NULL WHERE quarantined_until <= ?", (now,)

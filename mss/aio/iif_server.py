@@ -306,18 +306,21 @@ class IIFServer:
         self.serving = False
         self.early_datagrams: list[tuple[bytes, tuple[str, int]]] = []
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
         """Bind TCP and UDP on ``host:port`` without serving yet (see :meth:`serve`).
 
-        Raises :class:`TransportError` when it cannot bind.
+        ``reuse_port``: SO_REUSEPORT on both, so that the workers of one ``mss run`` share the port
+        (the kernel spreads connections and datagrams over them). Raises :class:`TransportError` when
+        it cannot bind.
         """
         loop = asyncio.get_running_loop()
         try:
             self._tcp = await loop.create_server(
-                lambda: _StreamProtocol(self), host, port, reuse_address=True, start_serving=False
+                lambda: _StreamProtocol(self), host, port, reuse_address=True, start_serving=False,
+                reuse_port=reuse_port or None,
             )
             _, protocol = await loop.create_datagram_endpoint(
-                lambda: _DatagramProtocol(self), local_addr=(host, port)
+                lambda: _DatagramProtocol(self), local_addr=(host, port), reuse_port=reuse_port or None
             )
         except OSError as exc:
             if self._tcp is not None:

@@ -13,6 +13,12 @@ begins, a ``STATUS=`` line every :data:`STATUS_INTERVAL` seconds and ``WATCHDOG=
 asks for it (:mod:`mss.aio.sdnotify`). SIGHUP re-reads the config file: ``[log] level`` and the
 ``[peer.NAME]`` limits of the peers listed take effect at once; any other change is logged as
 needing a restart.
+
+Workers (``[callback] workers`` > 1): ``mss run`` is then a supervisor (:mod:`mss.aio.supervisor`)
+and each worker a :class:`Service` with ``worker=i`` and its share of the config
+(:func:`mss.workers.worker_config`): the IIF listeners take SO_REUSEPORT, the journal is shared (its
+rows name their worker), and every :data:`~mss.desk.OWED_POLL_INTERVAL` seconds the desk looks for
+RESPONSEs other workers kept for the peers connected here.
 """
 
 from __future__ import annotations
@@ -40,10 +46,11 @@ from mss.aio.metrics import MetricsServer, ServiceView
 from mss.aio.sdnotify import Notifier
 from mss.config import Config, PeerServer, check
 from mss.control import ControlError, ControlRequest, StatusInfo, encode_answer
-from mss.desk import CallbackDesk, Engine
+from mss.desk import OWED_POLL_INTERVAL, CallbackDesk, Engine
 from mss.errors import JournalError, MssError
 from mss.journal import PRUNE_BATCH, Journal
 from mss.load import LoadGauge
+from mss.workers import worker_config
 
 __all__ = ["Service", "run"]
 
@@ -215,9 +222,12 @@ class Service:
 
     def __init__(
         self, config: Config, *, engine_factory: EngineFactory | None = None, manage_gc: bool = False,
-        config_path: str | None = None, notifier: Notifier | None = None,
+        config_path: str | None = None, notifier: Notifier | None = None, worker: int | None = None,
     ) -> None:
         self.config = config
+        self.worker = worker
+        """This process's worker number under the supervisor (``config`` is its share); None: the single
+        process."""
         self.config_path = config_path
         """The file SIGHUP re-reads (None: SIGHUP only says it cannot)."""
         self.notifier = notifier if notifier is not None else Notifier()
@@ -270,7 +280,7 @@ class Service:
         loop.add_signal_handler(signal.SIGHUP, self.reload)  # from the start: its default ends the process
         try:
             await self._start_control()  # before the journal: a second mss on this config stops here
-            journal = Journal(cfg.journal.path)
+            journal = Journal(cfg.journal.path, worker=self.worker, workers=cfg.callback.workers)
             try:
                 return await self._run(journal)
             finally:
@@ -305,9 +315,14 @@ class Service:
             await engine.open()
             self._say_relay_room(engine, desk.max_calls)
             # Bind, answer what a previous process left, and only then take new orders.
-            await self.iif.start(cfg.callback.listen_host, cfg.callback.listen_port)
+            await self.iif.start(cfg.callback.listen_host, cfg.callback.listen_port,
+                                 reuse_port=self.worker is not None)
             desk.recover()
             await self.iif.serve()
+            if self.worker is not None:
+                log.info("worker %d of %d: SIP port %d, RTP ports %d..%d", self.worker, cfg.callback.workers,
+                         cfg.sip.local_port, cfg.rtp.port_min, cfg.rtp.port_max)
+                self._poll_owed(desk)
             self._heartbeat(journal)
             if cfg.journal.keep_days > 0:  # 0: keep forever
                 self._prune_timer = loop.call_later(self._prune_interval(), self._prune, journal)
@@ -446,6 +461,11 @@ class Service:
         self.notifier.watchdog()
         self._later("watchdog", interval, self._watchdog)
 
+    def _poll_owed(self, desk: CallbackDesk) -> None:
+        """Workers: the RESPONSEs other workers kept for the peers connected here, now and then again."""
+        desk.poll_owed()
+        self._later("owed", OWED_POLL_INTERVAL, lambda: self._poll_owed(desk))
+
     def _later(self, name: str, delay: float, callback: Callable[[], None]) -> None:
         self._ops_timers[name] = asyncio.get_running_loop().call_later(delay, callback)
 
@@ -464,6 +484,8 @@ class Service:
                 log.error("SIGHUP: %s not applied: %s", self.config_path,
                           "; ".join(str(e) for e in result.errors))
                 return
+            if self.worker is not None and new.callback.workers == self.config.callback.workers:
+                new = worker_config(new, self.worker)
             if new.log_level != self.config.log_level:
                 logging.getLogger().setLevel(getattr(logging, new.log_level.upper()))
                 log.warning("SIGHUP: log level %s (was %s)", new.log_level, self.config.log_level)
@@ -552,7 +574,14 @@ class Service:
         )
 
 
-def run(config: Config, config_path: str | None = None) -> int:
+def run(config: Config, config_path: str | None = None, worker: int | None = None) -> int:
     """Run mss on a uvloop event loop; returns the exit status. ``config_path`` is the file SIGHUP
-    re-reads."""
-    return uvloop.run(Service(config, manage_gc=True, config_path=config_path).run())
+    re-reads; ``worker``: this process is that worker of a supervisor (``config`` is the whole one)."""
+    if worker is not None:
+        from mss.aio.supervisor import SUPERVISOR_PID, die_with_parent
+
+        parent = os.environ.get(SUPERVISOR_PID, "")
+        if parent.isdigit():
+            die_with_parent(int(parent))
+        config = worker_config(config, worker)
+    return uvloop.run(Service(config, manage_gc=True, config_path=config_path, worker=worker).run())
