@@ -2,7 +2,7 @@
 
 :func:`load` opens the object setup.py built (``mss/bpf/kfwd.bpf.o``) with libbpf (``libbpf.so.1``,
 through ctypes: nothing to compile, and without libbpf mss simply relays in userspace), sizes its
-map, loads it and attaches the program to an interface's ingress with a **tcx link**
+map, loads it and attaches the program to the ingress of each given interface with a **tcx link**
 (``BPF_LINK_CREATE`` with ``BPF_TCX_INGRESS``, Linux 6.6 and later). The link is a file descriptor
 of this process, never pinned: closing it, or the process dying in any way, detaches the program,
 and the map goes with the last reference, so a crash leaves nothing behind and there is nothing to
@@ -21,6 +21,7 @@ import errno
 import ipaddress
 import os
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def _libbpf() -> ctypes.CDLL:
 def _why(err: int, step: str) -> str:
     if err in (errno.EPERM, errno.EACCES):
         return f"{step}: not permitted (needs CAP_BPF and CAP_NET_ADMIN, or root)"
-    if step == "attach" and err in (errno.EINVAL, errno.EOPNOTSUPP):
+    if step.startswith("attach") and err in (errno.EINVAL, errno.EOPNOTSUPP):
         return f"{step}: this kernel has no tcx ingress links (Linux 6.6 or later)"
     return f"{step}: {os.strerror(err)}"
 
@@ -96,26 +97,27 @@ class KernelPath:
     """The loaded program, its map and its tcx link; all of it ends with :meth:`close` or the
     process."""
 
-    def __init__(self, obj: int, map_fd: int, link_fd: int, ifindex: int, max_entries: int) -> None:
+    def __init__(self, obj: int, map_fd: int, links: dict[int, int], max_entries: int) -> None:
         self._obj: int | None = obj
         self.map_fd = map_fd
         """The map's descriptor (mss/bpf/kfwd.h), valid until :meth:`close`."""
-        self.link_fd = link_fd
-        """The tcx link's descriptor: closing it detaches the program."""
-        self.ifindex = ifindex
-        """The interface whose ingress the program is attached to."""
+        self.links = links
+        """Interface index -> the descriptor of the tcx link on its ingress (closing it detaches)."""
         self.max_entries = max_entries
         """The map's size."""
 
     @property
-    def link_id(self) -> int:
-        """The tcx link's id (``bpftool link show`` lists it while it lives)."""
-        info = (ctypes.c_uint32 * 16)()  # struct bpf_link_info begins: type, id, prog_id
-        size = ctypes.c_uint32(ctypes.sizeof(info))
-        err = _libbpf().bpf_obj_get_info_by_fd(self.link_fd, info, ctypes.byref(size))
-        if err < 0:
-            raise KernelPathUnavailable(_why(-err, "link info"))
-        return int(info[1])
+    def link_ids(self) -> list[int]:
+        """The tcx links' ids (``bpftool link show`` lists them while they live)."""
+        ids = []
+        for fd in self.links.values():
+            info = (ctypes.c_uint32 * 16)()  # struct bpf_link_info begins: type, id, prog_id
+            size = ctypes.c_uint32(ctypes.sizeof(info))
+            err = _libbpf().bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size))
+            if err < 0:
+                raise KernelPathUnavailable(_why(-err, "link info"))
+            ids.append(int(info[1]))
+        return ids
 
     def put(self, key: bytes, value: bytes) -> None:
         """Write one map entry (``struct kf_key`` and ``struct kf_entry`` as bytes): the relay
@@ -143,7 +145,8 @@ class KernelPath:
         """Detach the program and free the map. Idempotent."""
         obj, self._obj = self._obj, None
         if obj is not None:
-            os.close(self.link_fd)
+            for fd in self.links.values():
+                os.close(fd)
             _libbpf().bpf_object__close(obj)
 
     def __del__(self) -> None:
@@ -151,9 +154,10 @@ class KernelPath:
             self.close()
 
 
-def load(ifindex: int, sessions: int, *, path: Path = OBJECT) -> KernelPath:
-    """Load the program for up to ``sessions`` relay sessions and attach it to ``ifindex``'s
-    ingress; raises :class:`KernelPathUnavailable` with the reason when it cannot."""
+def load(ifindexes: Iterable[int], sessions: int, *, path: Path = OBJECT) -> KernelPath:
+    """Load the program for up to ``sessions`` relay sessions and attach it to the ingress of each
+    interface of ``ifindexes``; raises :class:`KernelPathUnavailable` with the reason when it
+    cannot (and leaves nothing attached)."""
     if not path.exists():
         raise KernelPathUnavailable(
             f"the BPF program was not built ({path.name} is missing: clang and libbpf-dev were not"
@@ -164,6 +168,7 @@ def load(ifindex: int, sessions: int, *, path: Path = OBJECT) -> KernelPath:
     obj = lib.bpf_object__open_file(str(path).encode(), None)
     if not obj:
         raise KernelPathUnavailable(_why(ctypes.get_errno(), f"open {path.name}"))
+    links: dict[int, int] = {}
     try:
         bpf_map = lib.bpf_object__find_map_by_name(obj, _MAP)
         prog = lib.bpf_object__find_program_by_name(obj, _PROG)
@@ -175,13 +180,17 @@ def load(ifindex: int, sessions: int, *, path: Path = OBJECT) -> KernelPath:
         err = lib.bpf_object__load(obj)
         if err < 0:
             raise KernelPathUnavailable(_why(-err, "load"))
-        link = lib.bpf_link_create(lib.bpf_program__fd(prog), ifindex, BPF_TCX_INGRESS, None)
-        if link < 0:
-            raise KernelPathUnavailable(_why(-link, "attach"))
+        for ifindex in dict.fromkeys(ifindexes):
+            link = lib.bpf_link_create(lib.bpf_program__fd(prog), ifindex, BPF_TCX_INGRESS, None)
+            if link < 0:
+                raise KernelPathUnavailable(_why(-link, f"attach to interface {ifindex}"))
+            links[ifindex] = link
     except BaseException:
+        for fd in links.values():
+            os.close(fd)
         lib.bpf_object__close(obj)
         raise
-    return KernelPath(obj, lib.bpf_map__fd(bpf_map), link, ifindex, max_entries)
+    return KernelPath(obj, lib.bpf_map__fd(bpf_map), links, max_entries)
 
 
 def link_alive(link_id: int) -> bool:

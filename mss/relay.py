@@ -49,22 +49,24 @@ latched) one is connected to it (the kernel then hands it that source only and s
 address) and the other takes datagrams from everyone else, so they are latched or counted there.
 The RTCP port has one socket.
 
-Kernel fast path (``kernel_forwarding``, IPv4 on a loopback ``host``): a tcx ingress BPF program
-(``mss/bpf/``, loaded by ``mss._kfwd``) forwards a bridged direction in the kernel once the relay
-has latched it. The packet loop hands each direction (RTP and RTCP, each way) to the program's map
-as soon as its source is latched, it forwards and the other leg has a remote and is not playing,
-with **strict source** (only the latched address and port) and the payload-type map; whatever the
-program does not forward (another source, RTCP multiplexed on the RTP port, headers with CSRCs,
-an extension or padding, short or oversized datagrams) comes up to the loop as before. Every verb
-that changes any of this (``set_remote``, ``relatch``, ``set_forwarding``, ``set_pt_rewrite``,
-``play``, ``stop_play``, close) takes the session's entries out first, and a latch in the packet
-loop judges them again. The program counts what it forwards (packets, bytes, last receive time,
-SSRC, sequence gaps and jitter, as the loop does) and the loop merges those counts into
-:attr:`Relay.counters` every second (``KSYNC_MS``) and when an entry is taken out, and
-:meth:`RelaySession.stats` reads its session's entries at once. What stays in userspace: played
-frames (ringback), learning, drops and their counters (the program drops nothing), and a send the
-kernel could not deliver (a full socket buffer of the far phone) is counted by the kernel's UDP
-statistics, not as a ``send`` drop.
+Kernel fast path (``kernel_forwarding``): a tcx ingress BPF program (``mss/bpf/``, loaded by
+``mss._kfwd``, on the interface that holds ``host`` and on ``lo``) forwards a bridged direction in
+the kernel once the relay has latched it: on ``lo`` the rewritten packet goes up to the phone's
+socket; from another interface it leaves by the relay's own route (a FIB lookup and a redirect
+through the neighbour table). The packet loop hands a direction (RTP or RTCP, each way) to the
+program's map as soon as its source is latched, it forwards, and the other leg has a remote and is
+not playing, with **strict source** (only the latched address and port) and the payload-type map.
+The program forwards exactly what the loop would forward from that source (the same header checks;
+RTCP multiplexed on the RTP port passes as RTCP); anything else (another source, a datagram the
+loop drops) comes up to the loop as before. Every verb that changes any of this (``set_remote``,
+``relatch``, ``set_forwarding``, ``set_pt_rewrite``, ``play``, ``stop_play``, close) takes the
+session's entries out first, and a latch in the packet loop judges them again. The program counts
+what it forwards (packets, bytes, last receive time, SSRC, sequence gaps and jitter, as the loop
+does); the loop merges those counts into :attr:`Relay.counters` every second (``KSYNC_MS``) and
+when an entry is taken out, and :meth:`RelaySession.stats` reads its session's entries at once.
+What stays in userspace: learning and latching, drops and their counters (the program drops
+nothing), played frames (ringback); a delivery the kernel could not make (a full socket buffer of
+the far phone) is counted in the kernel's UDP statistics, not as a ``send`` drop.
 
 Threading: every verb holds one lock (:attr:`Relay.lock` on the Python side, and the packet loop's
 own mutex on the C side); the packet loop never takes the GIL. The loop takes the mutex for each
@@ -75,6 +77,7 @@ verb that needs it (open, close) within ``gather_us``.
 from __future__ import annotations
 
 import errno
+import fcntl
 import functools
 import heapq
 import ipaddress
@@ -158,6 +161,24 @@ def _ipv4(host: str) -> int:
         return int(ipaddress.IPv4Address(host))
     except ValueError:
         raise RelayError(f"not an IPv4 address: {host!r}") from None
+
+
+#: ``SIOCGIFADDR`` (<linux/sockios.h>): an interface's IPv4 address.
+_SIOCGIFADDR = 0x8915
+
+
+def _interface_of(host: str) -> int | None:
+    """The index of the interface whose (primary) IPv4 address is ``host``, or None."""
+    packed = socket.inet_aton(host)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for index, name in socket.if_nameindex():
+            try:
+                reply = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()))
+            except OSError:
+                continue  # no IPv4 address
+            if reply[20:24] == packed:
+                return index
+    return None
 
 
 #: Share of the range's pairs that a freed pair waits behind before it may be chosen again: with
@@ -650,17 +671,19 @@ class Relay:
                 log.warning("relay: kernel forwarding unavailable, forwarding in userspace: %s", exc)
 
     def _start_kernel_path(self, capacity: int) -> None:
-        if not ipaddress.IPv4Address(self.host).is_loopback:
-            # A packet rewritten on another interface's ingress would still have to be routed out
-            # (a FIB lookup and a redirect in the program): not built yet.
-            raise KernelPathUnavailable(
-                f"only a loopback relay address is forwarded in the kernel, not {self.host}"
-            )
+        # The program goes on the ingress of the interface that holds the relay's address (where
+        # phones' packets arrive) and of lo (where a phone on this host sends them).
         try:
-            ifindex = socket.if_nametoindex("lo")
+            lo = socket.if_nametoindex("lo")
         except OSError as exc:
             raise KernelPathUnavailable(f"no loopback interface: {exc}") from None
-        self._kernel = _kfwd.load(ifindex, capacity)
+        host = ipaddress.IPv4Address(self.host)
+        if host.is_unspecified:
+            raise KernelPathUnavailable("the kernel path needs the relay's own address, not 0.0.0.0")
+        ifindex = lo if host.is_loopback else _interface_of(self.host)
+        if ifindex is None:
+            raise KernelPathUnavailable(f"no interface holds {self.host}")
+        self._kernel = _kfwd.load([ifindex, lo], capacity)
         self._live().kernel_enable(self._kernel.map_fd)
 
     @property

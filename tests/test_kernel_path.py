@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -51,13 +52,14 @@ def test_kernel_forwarding_takes_three_values() -> None:
 
 def test_yes_refuses_what_it_cannot_forward_and_auto_falls_back(caplog: pytest.LogCaptureFixture) -> None:
     # 192.0.2.1 (TEST-NET-1) is never bound here: the relay binds at open_session, not before
-    with pytest.raises(KernelPathUnavailable, match="kernel_forwarding = yes: only a loopback"):
+    refusal = r"kernel_forwarding = yes: no interface holds 192\.0\.2\.1"
+    with pytest.raises(KernelPathUnavailable, match=refusal):
         Relay("192.0.2.1", 20000, 20100, kernel_forwarding="yes")
     with caplog.at_level(logging.WARNING, logger="mss.relay"), Relay(
         "192.0.2.1", 20000, 20100, kernel_forwarding="auto"
     ) as relay:
         assert not relay.kernel_forwarding_active
-    assert "kernel forwarding unavailable, forwarding in userspace: only a loopback" in caplog.text
+    assert "kernel forwarding unavailable, forwarding in userspace: no interface holds" in caplog.text
 
 
 _WITHOUT_CAPS = textwrap.dedent(
@@ -106,7 +108,7 @@ def test_the_program_forwards_ipv6_with_strict_source() -> None:
     """The relay binds IPv4 only; the program's IPv6 half, through an entry written here: a packet
     to [::1]:X from phone a's exact address leaves from [::1]:Y to phone b, anything else reaches
     X's own socket untouched."""
-    kp = _kfwd.load(socket.if_nametoindex("lo"), 1)
+    kp = _kfwd.load([socket.if_nametoindex("lo")], 1)
     sockets: list[socket.socket] = []
 
     def udp6() -> socket.socket:
@@ -150,7 +152,7 @@ _HOLDER = textwrap.dedent(
     import sys, time
     from mss.relay import Relay
     relay = Relay("127.0.0.1", BASE, BASE + 99, kernel_forwarding="yes")
-    print(relay._kernel.link_id, flush=True)
+    print(relay._kernel.link_ids[0], flush=True)
     time.sleep(60)
     """
 )
@@ -290,3 +292,120 @@ def test_the_loop_merges_the_kernels_counts_by_itself() -> None:
         finally:
             a.close()
             b.close()
+
+
+
+_RELAY_IN_NS = textwrap.dedent(
+    """
+    import json, sys
+    from mss.relay import Relay
+    with Relay("10.77.0.1", 30000, 30099, kernel_forwarding="yes") as relay:
+        s = relay.open_session()
+        print("PORTS", s.a_port, s.b_port, flush=True)
+        pa, pb = (int(x) for x in sys.stdin.readline().split())
+        s.set_remote("a", "10.77.0.2", pa)
+        s.set_remote("b", "10.77.0.3", pb)
+        print("READY", flush=True)
+        sys.stdin.readline()
+        st = s.stats()
+        print(json.dumps({"in_kernel": s.in_kernel(), "a_in": st.a.rtp_packets_in,
+                          "b_out": st.b.rtp_packets_out, "b_in": st.b.rtp_packets_in}), flush=True)
+    """
+)
+
+_PHONES_IN_NS = textwrap.dedent(
+    """
+    import json, socket, sys
+    from tests.test_kernel_path import _udp4
+    from tests.test_relay import rtp
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.bind(("10.77.0.2", 0)); a.settimeout(2)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); b.bind(("10.77.0.3", 0)); b.settimeout(2)
+    print("PHONES", a.getsockname()[1], b.getsockname()[1], flush=True)
+    ra, rb = (int(x) for x in sys.stdin.readline().split())
+    out = {"a_got": [], "b_got": []}
+    a.sendto(rtp(1), ("10.77.0.1", ra)); out["b_got"].append(b.recvfrom(2048))   # latches leg a
+    b.sendto(rtp(1), ("10.77.0.1", rb)); out["a_got"].append(a.recvfrom(2048))   # and leg b
+    for seq in range(2, 22):
+        a.sendto(rtp(seq), ("10.77.0.1", ra)); out["b_got"].append(b.recvfrom(2048))
+        b.sendto(rtp(seq), ("10.77.0.1", rb)); out["a_got"].append(a.recvfrom(2048))
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    raw.sendto(_udp4(("10.77.0.2", a.getsockname()[1]), ("10.77.0.1", ra), rtp(99)), ("10.77.0.1", 0))
+    out["b_got"].append(b.recvfrom(2048))       # a full checksum, verified by b's stack
+    print(json.dumps({k: [(d.hex(), list(src)) for d, src in v] for k, v in out.items()}), flush=True)
+    """
+)
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+@needs_kernel_path
+def test_a_relay_on_a_network_interface_sends_the_packets_out_by_its_route() -> None:
+    """Off loopback: the relay in a network namespace with one interface (10.77.0.1), both phones
+    behind it in another (10.77.0.2 and .3). The program rewrites what arrives on the interface's
+    ingress and sends it back out by the relay's route (a FIB lookup, a redirect through the
+    neighbour table): the phones get each other's packets from the relay's ports, a datagram with a
+    full UDP checksum passes the phone's checksum check, and the kernel counted them."""
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        pytest.skip("network namespaces need root and iproute2")
+    tag = f"{os.getpid() % 100000}"
+    ns_relay, ns_phones = f"mss-kf-r{tag}", f"mss-kf-p{tag}"
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        _ip("netns", "add", ns_relay)
+        _ip("netns", "add", ns_phones)
+        _ip("link", "add", f"kfr{tag}", "netns", ns_relay, "type", "veth", "peer", "name", f"kfp{tag}",
+            "netns", ns_phones)
+        _ip("-n", ns_relay, "addr", "add", "10.77.0.1/24", "dev", f"kfr{tag}")
+        _ip("-n", ns_phones, "addr", "add", "10.77.0.2/24", "dev", f"kfp{tag}")
+        _ip("-n", ns_phones, "addr", "add", "10.77.0.3/24", "dev", f"kfp{tag}")
+        for ns, dev in ((ns_relay, f"kfr{tag}"), (ns_phones, f"kfp{tag}")):
+            _ip("-n", ns, "link", "set", dev, "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+
+        def start(ns: str, code: str) -> subprocess.Popen[str]:
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", ns, sys.executable, "-c", code], cwd=ROOT, text=True,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+            procs.append(proc)
+            return proc
+
+        def line(proc: subprocess.Popen[str]) -> str:
+            assert proc.stdout is not None
+            text = proc.stdout.readline()
+            assert text, proc.stderr.read() if proc.stderr else ""
+            return text
+
+        def say(proc: subprocess.Popen[str], text: str) -> None:
+            assert proc.stdin is not None
+            proc.stdin.write(text + "\n")
+            proc.stdin.flush()
+
+        relay = start(ns_relay, _RELAY_IN_NS)
+        ra, rb = (int(x) for x in line(relay).split()[1:])
+        phones = start(ns_phones, _PHONES_IN_NS)
+        pa, pb = (int(x) for x in line(phones).split()[1:])
+        say(relay, f"{pa} {pb}")
+        assert line(relay).startswith("READY")
+        say(phones, f"{ra} {rb}")
+        got = json.loads(line(phones))
+        entries = [e for e in _kfwd.entries() if e.address == "10.77.0.1"]
+        say(relay, "done")
+        stats = json.loads(line(relay))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+        for ns in (ns_relay, ns_phones):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False, timeout=10)
+    assert [bytes.fromhex(d) for d, _ in got["b_got"]] == [rtp(seq) for seq in range(1, 22)] + [rtp(99)]
+    assert [bytes.fromhex(d) for d, _ in got["a_got"]] == [rtp(seq) for seq in range(1, 22)]
+    assert {tuple(src) for _, src in got["b_got"]} == {("10.77.0.1", rb)}
+    assert {tuple(src) for _, src in got["a_got"]} == {("10.77.0.1", ra)}
+    assert stats["in_kernel"]["a rtp"] and stats["in_kernel"]["b rtp"]
+    assert stats["a_in"] == 22 and stats["b_out"] == 22 and stats["b_in"] == 21
+    by_port = {e.port: e.packets for e in entries if not e.rtcp}
+    assert by_port[ra] >= 20 and by_port[rb] >= 19  # the kernel carried all but the latching ones

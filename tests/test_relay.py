@@ -38,7 +38,7 @@ PATHS = ["userspace", "kernel"]
 def _kernel_path_missing() -> str | None:
     """Why the kernel fast path cannot load on this machine, or None when it can."""
     try:
-        _kfwd.load(socket.if_nametoindex("lo"), 1).close()
+        _kfwd.load([socket.if_nametoindex("lo")], 1).close()
     except RelayError as exc:
         return str(exc)
     return None

@@ -45,6 +45,10 @@ struct {
 #define IP_OFF ETH_HLEN
 #define UDP4_OFF (IP_OFF + sizeof(struct iphdr))            /* no IP options: anything else goes up */
 #define UDP6_OFF (IP_OFF + sizeof(struct ipv6hdr))          /* no extension headers, likewise */
+#define LOOPBACK_IFINDEX 1                                  /* lo is the first device of every netns */
+#define RELAY_TTL 64                                        /* what the relay's own sends carry */
+#define FIB_AF_INET 2                                       /* AF_INET and AF_INET6 (no libc here) */
+#define FIB_AF_INET6 10
 #define RTP_HDR 12
 #define RTCP_HDR 8
 #define CLOCK_NS_PER_SAMPLE 125000ULL                       /* 8 kHz RTP clock */
@@ -171,6 +175,29 @@ static __always_inline int fix_udp(struct __sk_buff *skb, __u32 check_off, struc
     return bpf_l4_csum_replace(skb, check_off, 0, diff, BPF_F_MARK_MANGLED_0);
 }
 
+/* Where the rewritten packet goes. On loopback it simply goes on up the stack to the destination
+ * socket. Arrived on another interface, it leaves by the route the relay's own send would take,
+ * through the neighbour table: the FIB names the interface (an output lookup), or, where the
+ * interface does not forward (bpf_fib_lookup insists on that even for output lookups), it leaves by
+ * the interface it came in on, the usual case of a relay with one interface, with the route and
+ * neighbour looked up there by bpf_redirect_neigh itself. */
+static __always_inline int deliver(struct __sk_buff *skb, struct bpf_fib_lookup *fib)
+{
+    if (skb->ingress_ifindex == LOOPBACK_IFINDEX)
+        return TC_ACT_OK;
+    __u32 in = skb->ingress_ifindex;
+    fib->ifindex = in;
+    fib->l4_protocol = IPPROTO_UDP;
+    long rc = bpf_fib_lookup(skb, fib, sizeof(*fib), BPF_FIB_LOOKUP_OUTPUT);
+    if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+        return bpf_redirect_neigh(fib->ifindex, NULL, 0, 0);
+    if (rc == BPF_FIB_LKUP_RET_FWD_DISABLED)
+        return bpf_redirect_neigh(in, NULL, 0, 0);
+    if (rc == BPF_FIB_LKUP_RET_NOT_FWDED)
+        return TC_ACT_OK;                                   /* the destination is local */
+    return TC_ACT_SHOT;                                     /* no route: as a send that failed */
+}
+
 static __always_inline int forward4(struct __sk_buff *skb)
 {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
@@ -207,8 +234,12 @@ static __always_inline int forward4(struct __sk_buff *skb)
         return TC_ACT_UNSPEC;
     count(e, h, len, kind, bpf_ktime_get_ns());
 
+    __be16 ip_len = ip->tot_len;
     __be32 old_addrs[2] = {ip->saddr, ip->daddr};
     __be32 new_addrs[2] = {*(__be32 *)e->out_src, *(__be32 *)e->out_dst};
+    __be16 old_ttl[2] = {*(__be16 *)&ip->ttl, 0};           /* TTL and protocol: one 16-bit word */
+    ip->ttl = RELAY_TTL;
+    __be16 new_ttl[2] = {*(__be16 *)&ip->ttl, 0};
     struct words old = {.sport = udp->source, .dport = udp->dest, .rtp01 = {h[0], h[1]}};
     struct words new = {.sport = e->out_sport, .dport = e->out_dport, .rtp01 = {h[0], mapped_b1(e, h, kind)}};
     ip->saddr = new_addrs[0];
@@ -217,10 +248,15 @@ static __always_inline int forward4(struct __sk_buff *skb)
     udp->dest = new.dport;
     h[1] = new.rtp01[1];
     __s64 addr_diff = bpf_csum_diff(old_addrs, 8, new_addrs, 8, 0);
-    if (addr_diff < 0 || bpf_l3_csum_replace(skb, IP_OFF + offsetof(struct iphdr, check), 0, addr_diff, 0) ||
+    __s64 ttl_diff = bpf_csum_diff((__be32 *)old_ttl, 4, (__be32 *)new_ttl, 4, addr_diff);
+    if (addr_diff < 0 || ttl_diff < 0 ||
+        bpf_l3_csum_replace(skb, IP_OFF + offsetof(struct iphdr, check), 0, ttl_diff, 0) ||
         fix_udp(skb, UDP4_OFF + offsetof(struct udphdr, check), &old, &new, addr_diff))
         return TC_ACT_SHOT;                                 /* rewritten with a bad checksum: never deliver it */
-    return TC_ACT_OK;
+    struct bpf_fib_lookup fib = {.family = FIB_AF_INET, .tot_len = bpf_ntohs(ip_len)};
+    fib.ipv4_src = new_addrs[0];
+    fib.ipv4_dst = new_addrs[1];
+    return deliver(skb, &fib);
 }
 
 static __always_inline int forward6(struct __sk_buff *skb)
@@ -265,13 +301,18 @@ static __always_inline int forward6(struct __sk_buff *skb)
     struct words old = {.sport = udp->source, .dport = udp->dest, .rtp01 = {h[0], h[1]}};
     struct words new = {.sport = e->out_sport, .dport = e->out_dport, .rtp01 = {h[0], mapped_b1(e, h, kind)}};
     __builtin_memcpy(&ip->saddr, new_addrs, 32);
+    ip->hop_limit = RELAY_TTL;
+    __be16 payload_len = ip->payload_len;
     udp->source = new.sport;
     udp->dest = new.dport;
     h[1] = new.rtp01[1];
     if (fix_udp(skb, UDP6_OFF + offsetof(struct udphdr, check), &old, &new,
                 bpf_csum_diff(old_addrs, 32, new_addrs, 32, 0)))
         return TC_ACT_SHOT;
-    return TC_ACT_OK;
+    struct bpf_fib_lookup fib = {.family = FIB_AF_INET6, .tot_len = bpf_ntohs(payload_len) + sizeof(struct ipv6hdr)};
+    __builtin_memcpy(fib.ipv6_src, new_addrs, 16);
+    __builtin_memcpy(fib.ipv6_dst, &new_addrs[4], 16);
+    return deliver(skb, &fib);
 }
 
 SEC("tc")
