@@ -227,3 +227,13 @@ def test_equal_priorities_are_drawn_for_each_request_and_new_answers_count() -> 
     targets.answer(srv_q, DnsAnswer(ttl=60, srv=(srv(10, 50, 5060, "a.example.net"),
                                                  srv(20, 50, 5060, "b.example.net"))), 60.0)  # fmt: skip
     assert {tuple(targets.candidates()) for _ in range(50)} == {(("192.0.2.1", 5060), ("192.0.2.2", 5060))}
+
+
+def test_an_outcome_the_list_does_not_need_is_dropped() -> None:
+    """A lookup made for another list (the outbound proxy's) or for a target that left: neither its
+    answer nor its failure stays (a stale failure would keep the timer in the past)."""
+    targets = TargetList.parse("pss.example.net:5060")
+    targets.answer(DnsQuery("proxy.example.net", "A"), DnsFailure(reason="SERVFAIL"), 0.0)
+    targets.answer(DnsQuery("other.example.net", "A"), DnsAnswer(ttl=60, addresses=("192.0.2.9",)), 0.0)
+    assert targets.failures() == {} and targets.get_timer() is None
+    assert targets.addresses() == frozenset()

@@ -313,9 +313,15 @@ class TargetList:
         return due
 
     def answer(self, query: DnsQuery, result: DnsAnswer | DnsFailure, now: float) -> None:
-        """The outcome of ``query``: a new answer replaces the old; a failure keeps it."""
+        """The outcome of ``query``: a new answer replaces the old; a failure keeps it. The outcome of
+        a lookup the list does not need (any more) is dropped."""
+        cached = self._cache.get(query)
+        if cached is not None:
+            cached.in_flight = False
+        if query not in self._needed():
+            self._forget_unneeded()
+            return
         cached = self._cache.setdefault(query, _Cached())
-        cached.in_flight = False
         if isinstance(result, DnsFailure):
             self._failures[query] = result.reason
             cached.expires = now + FAILURE_RETRY
