@@ -64,6 +64,9 @@ class MssServer:
         }
         media.update(rtp or {})
         self.rtp_range = (int(media["port_min"]), int(media["port_max"]))
+        workers = int(cb.get("workers", 1))
+        # With [callback] workers > 1 the supervisor says this once every worker is ready.
+        self.ready_line = "mss ready" if workers == 1 else f"all {workers} workers ready"
         lines = [
             "[callback]",
             *(f"{k} = {v}" for k, v in cb.items()),
@@ -115,7 +118,7 @@ class MssServer:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise AssertionError(f"mss exited with {self.process.returncode}:\n{self.log_tail()}")
-            return "mss ready" in self.log_text()[offset:]
+            return self.ready_line in self.log_text()[offset:]
 
         wait_until(ready, timeout)
         return self
