@@ -653,7 +653,9 @@ class Relay:
 
         Read-only and written by the packet loop as packets pass: cheap to poll in bulk (for
         example the ``last_rx_ns`` column for inactivity), each value whole but rows not a
-        snapshot. :meth:`RelaySession.stats` gives a consistent copy.
+        snapshot. What the kernel fast path forwards reaches it within a second (the loop merges
+        the kernel's counts every ``KSYNC_MS``). :meth:`RelaySession.stats` gives a consistent,
+        current copy.
         """
         try:
             self._engine: _rtp.Engine | None = _rtp.Engine(
