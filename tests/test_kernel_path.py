@@ -412,3 +412,36 @@ def test_a_relay_on_a_network_interface_sends_the_packets_out_by_its_route() -> 
     assert stats["a_in"] == 22 and stats["b_out"] == 22 and stats["b_in"] == 21
     by_port = {e.port: e.packets for e in entries if not e.rtcp}
     assert by_port[ra] >= 20 and by_port[rb] >= 19  # the kernel carried all but the latching ones
+
+
+_AS_SERVICE_USER = textwrap.dedent(
+    """
+    import json
+    from mss.relay import Relay
+    from tests.test_relay import Phone, latch_both, rtp
+    with Relay("127.0.0.1", BASE, BASE + 99, kernel_forwarding="yes") as relay:
+        a, b = Phone(), Phone()
+        s = relay.open_session()
+        latch_both(s, a, b)
+        a.send(s.a_port, rtp(2))
+        forwarded = b.recv()[0] == rtp(2)
+        print(json.dumps({"in_kernel": s.in_kernel()["a rtp"], "forwarded": forwarded}))
+    """
+)
+
+
+@needs_kernel_path
+def test_a_service_user_with_cap_bpf_and_cap_net_admin_loads_it() -> None:
+    """What the systemd unit gives mss (packaging/systemd: User=mss with CAP_BPF and CAP_NET_ADMIN
+    as ambient capabilities) is enough: an unprivileged user with those two loads, attaches and
+    hands a call to the kernel."""
+    if os.geteuid() != 0:
+        pytest.skip("changing user and capabilities needs root")
+    caps = "+bpf,+net_admin"
+    result = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", f"--inh-caps={caps}",
+         f"--ambient-caps={caps}", sys.executable, "-c", _AS_SERVICE_USER.replace("BASE", str(_base(41)))],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"in_kernel": True, "forwarded": True}
