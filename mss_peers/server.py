@@ -64,7 +64,7 @@ class MssServer:
         }
         media.update(rtp or {})
         self.rtp_range = (int(media["port_min"]), int(media["port_max"]))
-        workers = int(cb.get("workers", 1))
+        workers = int(str(cb.get("workers", 1)))
         # With [callback] workers > 1 the supervisor says this once every worker is ready.
         self.ready_line = "mss ready" if workers == 1 else f"all {workers} workers ready"
         lines = [
