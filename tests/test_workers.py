@@ -3,6 +3,7 @@ Journal objects on one file are two workers: sqlite's locking is the real one)."
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 
 from mss.config import check_text
 from mss.iif import CallbackResponse
-from mss.journal import Journal, NewCallback
+from mss.journal import Cdr, Journal, NewCallback
+from mss.quality import LegQuality
 from mss.workers import Backoff, rtp_slice, worker_config, worker_socket
 
 CONFIG = """
@@ -146,16 +148,62 @@ def test_a_restarted_worker_releases_the_claims_of_its_dead_process(two: tuple[J
     assert a.owed_to("as2", 10) == []
 
 
-def test_claims_inside_a_group_are_atomic_between_workers(two: tuple[Journal, Journal]) -> None:
-    a, b = two
-    (seq,) = a.record_requests([new("g")])
-    a.record_response(seq, CallbackResponse(id="g", real_duration=0), 2000.0)
-    flushes: list[int] = []
-    a.on_queued = lambda: flushes.append(1)
-    assert a.claim_response(seq)  # in a's open group: the write lock is a's until its flush
-    a.flush()
-    assert flushes == [1]
-    assert not b.claim_response(seq)
+def _rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as db:
+        return db.execute(sql).fetchall()
+
+
+def test_a_workers_group_holds_no_lock_until_its_flush(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    a, b = Journal(path, worker=0, workers=2), Journal(path, worker=1, workers=2)
+    try:
+        flushes: list[int] = []
+        a.on_queued = lambda: flushes.append(1)
+        s1, s2 = a.record_requests([new("g1"), new("g2")])
+        a.mark_bridged(s1, 2000.0)
+        assert flushes == [1] and a.pending
+        assert _rows(path, "SELECT id FROM callbacks") == []  # queued, not written
+        (sb,) = b.record_requests([new("b1")])  # b writes meanwhile: a holds no lock
+        assert len({s1, s2, sb}) == 3  # each worker takes keys from its own block
+        a.flush()
+        assert not a.pending and a.commits >= 1
+        assert _rows(path, "SELECT id, worker, bridged_at FROM callbacks ORDER BY id") == [
+            ("b1", 1, None), ("g1", 0, 2000.0), ("g2", 0, None)]
+        # A RESPONSE queued, then a claim: the claim commits the queue first, so it sees the row.
+        a.record_response(s2, CallbackResponse(id="g2", real_duration=0), 2001.0)
+        assert a.claim_response(s2)
+        assert _rows(path, f"SELECT claimed_by, line FROM responses WHERE seq = {s2}") == [
+            (0, "RESPONSE: id=g2;real_duration=0;")]
+        a.release_response(s2)
+        a.flush()
+        assert [p.id for p in b.owed_to("as1", 10)] == ["g2"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_workers_cdr_is_the_single_process_one(tmp_path: Path) -> None:
+    quality = LegQuality(packets_in=50, bytes_in=8600, packets_out=51, bytes_out=8772, lost=1,
+                         jitter_mean_ms=0.25, jitter_max_ms=0.5, mos=4.4)
+    cdr = Cdr(caller="mss", leg1_call_id="c1", leg2_call_id="c2", leg1_code=200, leg2_code=200,
+              codec="PCMU", leg1_answered_at=1001.0, leg2_answered_at=1002.0, released_at=1010.0,
+              released_by="user2", result="answered", reason="BYE", leg1=quality, leg2=None)
+    rows = []
+    for name, worker in (("single", None), ("worker", 1)):
+        journal = Journal(tmp_path / f"{name}.sqlite3", worker=worker, workers=2)
+        try:
+            journal.on_queued = lambda: None
+            (seq,) = journal.record_requests([new("c")])
+            journal.flush()
+            journal.record_response(seq, CallbackResponse(id="c", real_duration=8), 1010.0, cdr)
+            journal.flush()
+            row = journal.cdr("c")
+            assert row is not None
+            rows.append({k: v for k, v in row.items() if k != "seq"})
+        finally:
+            journal.close()
+    assert rows[0] == rows[1]
+    assert rows[1]["leg1_mos"] == 4.4 and rows[1]["leg2_mos"] is None and rows[1]["requested_at"] == 1000.0
 
 
 def test_single_process_journal_makes_no_claims(tmp_path: Path) -> None:
