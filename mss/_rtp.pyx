@@ -1406,7 +1406,6 @@ cdef class Engine:
             raise ValueError("bad leg, kind or port")
         with nogil:
             pthread_mutex_lock(&c.mu)
-            kernel_unload(c, <uint32_t>slot)
             ep = &s.leg[leg].ep[kind]
             if kind == KIND_RTCP:
                 s.leg[leg].rtcp_pinned = pinned
@@ -1417,8 +1416,10 @@ cdef class Engine:
             ep.sig.sin_port = htons(<uint16_t>port)
             ep.has_sig = 1
             if ep.state == EP_LATCHED and (not changed or same_addr(&ep.dest, &ep.sig)):
-                ep.exact = same_addr(&ep.dest, &ep.sig)   # the same remote again: the leg stays
+                # the same remote again (a session refresh): the leg stays, and so do its entries
+                ep.exact = same_addr(&ep.dest, &ep.sig)
             else:
+                kernel_unload(c, <uint32_t>slot)        # the remote moves: the entries go first
                 if kind == KIND_RTP and changed:
                     restart_learning(&s.leg[leg])   # candidates were judged against another remote
                 ep.dest = ep.sig
@@ -1426,7 +1427,7 @@ cdef class Engine:
                 ep.exact = 0
                 if kind == KIND_RTP:            # SK_RTP follows the remote; others reach SK_ANY
                     connect_rtp(c, <uint32_t>slot, &s.leg[leg])
-            kernel_refresh(c, <uint32_t>slot)
+                kernel_refresh(c, <uint32_t>slot)
             pthread_mutex_unlock(&c.mu)
         # No wake-up: the re-arm as a plain recv (io_uring) only saves copying out the source
         # address; until the loop's next turn (the leg's first packet wakes it) the recvmsg

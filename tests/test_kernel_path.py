@@ -189,6 +189,9 @@ def test_setup_and_release_of_a_bridged_call_keep_the_map_exact() -> None:
             a.send(s.a_port, rtp(2))
             b.recv()
             assert s.in_kernel() == {"a rtp": True, "a rtcp": False, "b rtp": True, "b rtcp": False}
+            installs = relay.kernel_stats()["installs"]
+            s.set_remote("a", "127.0.0.1", a.port)  # a session refresh: the same remote again
+            assert relay.kernel_stats()["installs"] == installs and s.in_kernel()["a rtp"]
             s.play("b", b"\x00" * 160, frame_bytes=160, payload_type=0)  # ringback into b
             assert s.in_kernel()["a rtp"] is False and s.in_kernel()["b rtp"] is True
             s.stop_play("b")
