@@ -101,6 +101,8 @@ class MssProcess:
         for section, values in (overrides or {}).items():
             sections.setdefault(section, {}).update(values)
         self.config = sections
+        self.workers = int(str(sections["callback"].get("workers", 1)))
+        """[callback] workers: mss run is then a supervisor of that many processes."""
         self.config_path = workdir / "config.ini"
         self.config_path.write_text(
             "".join(
@@ -170,11 +172,16 @@ class MssProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"mss exited with {self.process.returncode}:\n{self.log_tail()}")
-            if "mss ready" in self.log_text():
+            if self._ready_line in self.log_text():
                 return
             time.sleep(POLL_INTERVAL)
         self.stop()
         raise RuntimeError(f"mss not ready within {timeout} s:\n{self.log_tail()}")
+
+    @property
+    def _ready_line(self) -> str:
+        """What mss logs once it takes orders (the supervisor: once every worker does)."""
+        return "mss ready" if self.workers == 1 else f"all {self.workers} workers ready"
 
     def stop(self, grace: float = STOP_GRACE, timeout: float = STOP_TIMEOUT) -> int | None:
         """SIGTERM (the drain), after ``grace`` seconds a second SIGTERM (release every call now),

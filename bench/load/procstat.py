@@ -3,13 +3,14 @@
 Every reader takes a PID and returns a number, or raises ``ProcessLookupError`` when the process
 is gone. CPU time is the scheduler's run time of every thread (``/proc/<pid>/task/*/schedstat``, in
 nanoseconds: the tick-based user + system times of ``/proc/<pid>/stat`` lose time in this VM);
-children are not included.
+children are not included, except by the ``tree_`` readers and :func:`sample` (``mss run`` with
+``[callback] workers`` > 1 is a supervisor whose children do the work).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +19,11 @@ __all__ = [
     "cpu_seconds",
     "file_size",
     "open_fds",
+    "process_tree",
     "rss_bytes",
     "sample",
     "total_cpu_seconds",
+    "tree_cpu_seconds",
     "udp_drops",
 ]
 
@@ -66,6 +69,37 @@ def total_cpu_seconds(pids: Iterable[int]) -> float:
         except ProcessLookupError:
             continue
     return total
+
+
+#: Generations of children :func:`process_tree` follows (mss's supervisor and its workers: 1).
+TREE_DEPTH = 3
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (parents read from ``/proc/*/stat``); ProcessLookupError when
+    ``pid`` is gone."""
+    _read(pid, "stat")
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        parents.setdefault(ppid, []).append(int(entry))
+    tree, level = [pid], [pid]
+    for _ in range(TREE_DEPTH):
+        level = [child for parent in level for child in parents.get(parent, ())]
+        tree += level
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live descendants (a worker that died and was replaced takes
+    its seconds with it)."""
+    return total_cpu_seconds(process_tree(pid))
 
 
 def rss_bytes(pid: int) -> int:
@@ -123,13 +157,21 @@ class ProcSample:
     """Callbacks finished (RESPONSE received, or refused) so far."""
 
 
+def _or_zero(read: Callable[[int], int], pid: int) -> int:
+    try:
+        return read(pid)
+    except ProcessLookupError:
+        return 0
+
+
 def sample(pid: int, journal: Path, *, t: float, done: int) -> ProcSample:
-    """Read every figure of ``pid`` now."""
+    """Read every figure of ``pid`` and its descendants (mss's workers) now."""
+    tree = process_tree(pid)
     return ProcSample(
         t=t,
-        cpu_s=cpu_seconds(pid),
-        rss=rss_bytes(pid),
-        fds=open_fds(pid),
+        cpu_s=total_cpu_seconds(tree),
+        rss=rss_bytes(pid) + sum(_or_zero(rss_bytes, child) for child in tree[1:]),
+        fds=open_fds(pid) + sum(_or_zero(open_fds, child) for child in tree[1:]),
         journal=file_size(journal),
         journal_db=file_size(journal, ("",)),
         done=done,

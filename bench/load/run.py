@@ -121,17 +121,22 @@ def _sample_loop(
     return stop
 
 
+def _sip_drops(mss: MssProcess) -> int:
+    """SIP datagrams dropped at mss's sockets (worker i's at local_port + i)."""
+    return sum(procstat.udp_drops(mss.sip_port + i) for i in range(mss.workers))
+
+
 async def _drive(spec: LoadSpec, mss: MssProcess, far: FarEnd) -> dict[str, Any]:
     driver = Driver(mss.iif_address, connections=spec.connections)
     await driver.open()
-    idle0 = procstat.cpu_seconds(mss.pid)
+    idle0 = procstat.tree_cpu_seconds(mss.pid)
     await asyncio.sleep(IDLE_WINDOW)
-    idle_cpu = procstat.cpu_seconds(mss.pid) - idle0
+    idle_cpu = procstat.tree_cpu_seconds(mss.pid) - idle0
     samples: list[dict[str, Any]] = []
     far_pids = far.process_ids()
-    mss_cpu0 = procstat.cpu_seconds(mss.pid)
+    mss_cpu0 = procstat.tree_cpu_seconds(mss.pid)
     far_cpu0 = procstat.total_cpu_seconds(far_pids)
-    mss_drops0, far_drops0 = procstat.udp_drops(mss.sip_port), procstat.udp_drops(far.port)
+    mss_drops0, far_drops0 = _sip_drops(mss), procstat.udp_drops(far.port)
     t0 = time.monotonic()
     stop_sampling = _sample_loop(mss, driver, t0, spec.sample_interval, samples)
     longest = max([*spec.durations, spec.sequential_duration])
@@ -157,9 +162,9 @@ async def _drive(spec: LoadSpec, mss: MssProcess, far: FarEnd) -> dict[str, Any]
         sent_at = time.monotonic()
         settled = await driver.settle(deadline)
         t_end = time.monotonic()
-        mss_cpu = procstat.cpu_seconds(mss.pid) - mss_cpu0
+        mss_cpu = procstat.tree_cpu_seconds(mss.pid) - mss_cpu0
         far_cpu = procstat.total_cpu_seconds(far_pids) - far_cpu0
-        drops = {"mss_sip": procstat.udp_drops(mss.sip_port) - mss_drops0,
+        drops = {"mss_sip": _sip_drops(mss) - mss_drops0,
                  "far_end": procstat.udp_drops(far.port) - far_drops0}
     finally:
         stop_sampling()
