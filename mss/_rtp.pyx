@@ -1419,7 +1419,8 @@ cdef class Engine:
                 # the same remote again (a session refresh): the leg stays, and so do its entries
                 ep.exact = same_addr(&ep.dest, &ep.sig)
             else:
-                kernel_unload(c, <uint32_t>slot)        # the remote moves: the entries go first
+                if not (ep.state == EP_EXPECTED and same_addr(&ep.dest, &ep.sig)):
+                    kernel_unload(c, <uint32_t>slot)    # the remote moves: the entries go first
                 if kind == KIND_RTP and changed:
                     restart_learning(&s.leg[leg])   # candidates were judged against another remote
                 ep.dest = ep.sig
