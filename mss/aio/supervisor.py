@@ -15,7 +15,9 @@ supervisor holds no journal, no call and no IIF socket: it
   (:data:`ASK_TIMEOUT` each): the supervisor has nothing else to do meanwhile;
 * is the workers' service manager: their ``$NOTIFY_SOCKET`` is a socket of the supervisor, which
   tells systemd ``READY=1`` once every worker said it (each after its first REGISTER's answer),
-  and passes on ``STOPPING=1``;
+  and passes on ``STOPPING=1``. Under a unit with ``WatchdogSec`` the supervisor sends systemd
+  ``WATCHDOG=1`` itself and watches each worker's in turn: a worker whose event loop sent none for
+  the whole ``WatchdogSec`` is killed and started again (the others keep their calls);
 * restarts a worker that died (not while stopping), after :class:`mss.workers.Backoff`'s delay,
   with a log line saying how it died; the new process settles what the dead one left
   (:meth:`mss.desk.CallbackDesk.recover`: its interrupted callbacks get their RESPONSE, its claims
@@ -99,6 +101,8 @@ class _Worker:
     process: asyncio.subprocess.Process | None = None
     started: float = 0.0
     ready: bool = False
+    last_ping: float = 0.0
+    """Monotonic time of its last READY=1 or WATCHDOG=1."""
     restarts: int = 0
     backoff: Backoff = field(default_factory=Backoff)
     restart_timer: asyncio.TimerHandle | None = None
@@ -141,6 +145,8 @@ class Supervisor:
             self.notifier.status(f"starting {len(self.workers)} workers")
             for worker in self.workers:
                 await self._start(worker)
+            if self.notifier.watchdog_interval is not None:
+                self._watchdog(self.notifier.watchdog_interval)
             await self._idle.wait()
             failed = {i: rc for i, rc in self._exits.items() if rc != 0}
             if failed:
@@ -174,7 +180,8 @@ class Supervisor:
         return command
 
     def _environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("WATCHDOG_USEC", "WATCHDOG_PID")}
+        # WATCHDOG_USEC stays (without WATCHDOG_PID): the workers send WATCHDOG=1 to the supervisor.
+        env = {k: v for k, v in os.environ.items() if k != "WATCHDOG_PID"}
         env.pop("NOTIFY_SOCKET", None)
         env[SUPERVISOR_PID] = str(os.getpid())
         if self._notify_sock is not None:
@@ -196,6 +203,7 @@ class Supervisor:
             self._schedule_restart(worker, time.monotonic())
             return
         worker.process, worker.started = process, time.monotonic()
+        worker.last_ping = worker.started
         log.info("worker %d started (pid %d)", worker.index, process.pid)
         asyncio.get_running_loop().create_task(self._watch(worker, process))
 
@@ -284,8 +292,29 @@ class Supervisor:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(payload) >= ucred:
                     pid = array.array("i", payload[:ucred])[0]
             worker = next((w for w in self.workers if w.process is not None and w.process.pid == pid), None)
-            if worker is not None and b"READY=1" in data.split(b"\n"):
+            if worker is None:
+                continue
+            fields = data.split(b"\n")
+            if b"READY=1" in fields or b"WATCHDOG=1" in fields:
+                worker.last_ping = time.monotonic()
+            if b"READY=1" in fields:
                 self._worker_ready(worker)
+
+    def _watchdog(self, interval: float) -> None:
+        """WATCHDOG=1 to systemd every ``interval`` (half of WatchdogSec); a worker silent for the whole
+        WatchdogSec is killed, and started again by :meth:`_watch`."""
+        self.notifier.watchdog()
+        now, limit = time.monotonic(), 2 * interval
+        for worker in self.workers:
+            process = worker.process
+            if process is None or process.returncode is not None or self.stopping:
+                continue
+            if now - worker.last_ping > limit:
+                log.error("worker %d (pid %d) sent no WATCHDOG=1 for %.0fs: its loop is stuck; killing it",
+                          worker.index, process.pid, now - worker.last_ping)
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+        asyncio.get_running_loop().call_later(interval, self._watchdog, interval)
 
     def _worker_ready(self, worker: _Worker) -> None:
         if worker.ready:
