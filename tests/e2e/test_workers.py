@@ -35,12 +35,13 @@ MAX_PROBES = 24
 
 def _setup(
     tmp_path: Path, kamailio: Callable[..., Kamailio], phone: Callable[..., Phone],
-    add_peer: Callable[[Any], None], users: tuple[str, ...] = ("100", "101"),
+    add_peer: Callable[[Any], None], kernel_forwarding: str = "no",
 ) -> tuple[MssServer, list[Phone]]:
+    users = ("100", "101")
     pss = kamailio("auth", users={u: f"pw{u}" for u in users})
     phones = [phone(u, pss, tone_hz=440 + 100 * i) for i, u in enumerate(users)]
     server = MssServer(tmp_path / "mss", pss=pss.address, callback={"workers": 2, "drain_grace": 3},
-                       rtp={"kernel_forwarding": "no"})
+                       rtp={"kernel_forwarding": kernel_forwarding})
     add_peer(server)
     server.start(timeout=40)  # every worker's first REGISTER answered
     return server, phones
@@ -82,12 +83,11 @@ def _delivered_at(server: MssServer, cb_id: str) -> float | None:
     return row[0] if row[0] is None else float(row[0])
 
 
-def _status(server: MssServer) -> dict[str, Any]:
-    """``mss status --json``, as an operator runs it."""
-    command = [sys.executable, "-m", "mss", "status", "--json", "--config", str(server.config_path)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=True)
-    status: dict[str, Any] = json.loads(done.stdout)
-    return status
+def _mss_json(server: MssServer, command: str) -> Any:
+    """``mss status --json`` (or ``calls``), as an operator runs it."""
+    argv = [sys.executable, "-m", "mss", command, "--json", "--config", str(server.config_path)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
+    return json.loads(done.stdout)
 
 
 def _no_more_lines(clients: list[AsClient], cb_id: str, wait: float) -> None:
@@ -102,7 +102,8 @@ def test_two_workers_take_callbacks_and_hand_kept_responses_to_each_other(
     add_peer: Callable[[Any], None], tmp_path: Path, kamailio: Callable[..., Kamailio],
     phone: Callable[..., Phone],
 ) -> None:
-    server, (p1, p2) = _setup(tmp_path, kamailio, phone, add_peer)
+    # Each worker's relay attaches its own kernel fast path where the kernel allows it (auto).
+    server, (p1, p2) = _setup(tmp_path, kamailio, phone, add_peer, kernel_forwarding="auto")
     try:
         held = _one_per_worker(server)
         # A whole callback on each worker, on the connection it came on.
@@ -126,13 +127,15 @@ def test_two_workers_take_callbacks_and_hand_kept_responses_to_each_other(
         _no_more_lines([other, late], "kept", 2.0)
         late.close()
         # mss status sums the workers up through the supervisor's control socket.
-        status = _status(server)
+        status = _mss_json(server, "status")
         assert status["state"] == "serving" and status["registration"] == "registered"
         assert [w["worker"] for w in status["workers"]] == [0, 1]
         assert status["max_calls"] == sum(w["max_calls"] for w in status["workers"])
         # SIGTERM: both workers drain, a callback in progress gets its RESPONSE, mss exits 0.
         assert other.request("drained", "100", "101", 60) == "ACK: id=drained;code=ok;"
         p2.wait_event("confirmed", timeout=10)
+        calls = _mss_json(server, "calls")  # every worker's callbacks, through the supervisor
+        assert [(c["id"], c["worker"], c["state"]) for c in calls] == [("drained", 1, "bridged")]
         assert server.process is not None
         server.process.send_signal(signal.SIGTERM)
         response = other.response("drained", timeout=15)
