@@ -986,6 +986,15 @@ cdef void kernel_unload(Core* c, uint32_t slot) noexcept nogil:
             kernel_remove(c, slot, li, kind)
 
 
+cdef void kernel_unload_kind(Core* c, uint32_t slot, int kind) noexcept nogil:
+    """Take out the session's entries of one kind (both directions): what a leg's remote of that
+    kind decides (the leg's own source, the other direction's destination)."""
+    if c.kfd < 0:
+        return
+    kernel_remove(c, slot, 0, kind)
+    kernel_remove(c, slot, 1, kind)
+
+
 cdef void kernel_refresh(Core* c, uint32_t slot) noexcept nogil:
     """Make the session's entries what kernel_want() says, with the current remotes."""
     cdef Session* s = &c.sessions[slot]
@@ -1420,7 +1429,7 @@ cdef class Engine:
                 ep.exact = same_addr(&ep.dest, &ep.sig)
             else:
                 if not (ep.state == EP_EXPECTED and same_addr(&ep.dest, &ep.sig)):
-                    kernel_unload(c, <uint32_t>slot)    # the remote moves: the entries go first
+                    kernel_unload_kind(c, <uint32_t>slot, kind)   # it moves: its entries go first
                 if kind == KIND_RTP and changed:
                     restart_learning(&s.leg[leg])   # candidates were judged against another remote
                 ep.dest = ep.sig

@@ -448,3 +448,30 @@ def test_a_service_user_with_cap_bpf_and_cap_net_admin_loads_it() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"in_kernel": True, "forwarded": True}
+
+
+@needs_kernel_path
+def test_sessions_handed_over_and_closed_leave_nothing() -> None:
+    """Calls come and go through the kernel path: no entry, descriptor or link outlives them."""
+    base = _base(43)
+    fds = len(os.listdir("/proc/self/fd"))
+    a, b = Phone(), Phone()
+    try:
+        with Relay("127.0.0.1", base, base + 99, kernel_forwarding="yes") as relay:
+            assert relay._kernel is not None
+            links = relay._kernel.link_ids
+            for _ in range(200):
+                s = relay.open_session()
+                latch_both(s, a, b)
+                a.send(s.a_port, rtp(2))
+                b.recv()
+                assert s.in_kernel()["a rtp"]
+                s.close()
+                assert relay.kernel_stats()["entries"] == 0
+            stats = relay.kernel_stats()
+            assert stats["installs"] == stats["removals"] == 400 and stats["errors"] == 0
+    finally:
+        a.close()
+        b.close()
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert not any(_kfwd.link_alive(link) for link in links)
