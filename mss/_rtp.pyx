@@ -48,9 +48,17 @@ Back ends, each in its own file included below (``include`` is textual: still on
 A back end receives datagrams into a ``Pkt``, runs ``handle_packet`` on it and flushes the sends it
 queued; the packet path, the send queue, played frames and teardown are shared.
 
+Kernel fast path (``kernel_enable``): a latched, forwarding direction is handed to the BPF program
+of ``mss/bpf/`` as an entry of its map (through the bpf() system call, ``_rtp_kfwd.h``); the
+program forwards that source's packets in the kernel and this loop sees only what it passes up.
+Verbs take the affected entries out before they change anything, a latch judges them again, and
+the loop merges the program's counts into the counters array every ``KSYNC_MS`` (see "The kernel
+fast path" below).
+
 Files: this one holds the bounds, the structures, the packet path, the thread and ``Engine``;
-``_rtp_decl.pxd`` the C declarations (system headers, and ``_rtp_uring.h``: raw io_uring system
-calls); ``_rtp.pyi`` the typed surface. The compiler directives are on this file's first line only.
+``_rtp_decl.pxd`` the C declarations (system headers, ``_rtp_uring.h``: raw io_uring system
+calls, and ``_rtp_kfwd.h``: the kernel path's map operations); ``_rtp.pyi`` the typed surface.
+The compiler directives are on this file's first line only.
 """
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t

@@ -1,6 +1,7 @@
-# The C declarations of mss/_rtp.pyx: the system headers it calls into and the raw io_uring
-# binding of _rtp_uring.h. Declarations only (no code, no mss types): it is cimported at compile
-# time and nothing of it is imported when the extension runs.
+# The C declarations of mss/_rtp.pyx: the system headers it calls into, the raw io_uring
+# binding of _rtp_uring.h and the kernel fast path's map operations of _rtp_kfwd.h. Declarations
+# only (no code, no mss types): it is cimported at compile time and nothing of it is imported when
+# the extension runs.
 
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 
