@@ -5,8 +5,9 @@
  * relay latched on (strict source) is rewritten in place: it leaves from the relay's other leg
  * (source address and port) towards that leg's remote (destination address and port), with the
  * IPv4 header checksum and the UDP checksum (pseudo header included) mended by the checksum
- * helpers, and optionally its RTP payload type mapped. On loopback the packet then goes on to the
- * destination socket as if the relay had sent it: nothing more is needed.
+ * helpers, its TTL that of a send of the relay's, and optionally its RTP payload type mapped. On
+ * loopback the packet then goes on to the destination socket as if the relay had sent it; arrived
+ * on a network interface, it is redirected out by the relay's route (deliver()).
  *
  * The program forwards what the relay would forward from that source (parse() holds the relay's
  * header checks: CSRCs, extension and padding are checked, RTCP multiplexed on the RTP port passes
@@ -14,7 +15,8 @@
  * goes up the stack unchanged (TC_ACT_UNSPEC: the next tcx program, then the relay's socket), so
  * the relay keeps its own rules for it: another source (counted as a source drop or learned), a
  * datagram the relay drops (short, malformed, too long), IP options, fragments and IPv6 extension
- * headers.
+ * headers, and an RTCP packet of 8 to 11 bytes (the headers are read in place, 12 bytes of them),
+ * which the relay forwards itself.
  *
  * The entry keeps what it forwarded: packets, bytes, the last packet's time and, for RTP, sequence
  * gaps, SSRC and interarrival jitter computed exactly as the relay computes them (RFC 3550 A.1 and
