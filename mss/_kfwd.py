@@ -77,7 +77,10 @@ def _libbpf() -> ctypes.CDLL:
             ("bpf_map_get_fd_by_id", i, [ctypes.c_uint32]),
             ("bpf_map_get_next_key", i, [i, vp, vp]),
         ):
-            fn = getattr(lib, name)
+            try:
+                fn = getattr(lib, name)
+            except AttributeError:
+                raise KernelPathUnavailable(f"this libbpf has no {name}") from None
             fn.restype = restype
             fn.argtypes = argtypes
         lib.libbpf_set_print(None)  # its messages would go to stderr; the errors say enough
