@@ -23,7 +23,7 @@ import pytest
 from mss import _kfwd
 from mss.errors import RelayError
 from mss.relay import FIELDS, KernelPathUnavailable, Relay
-from tests.test_relay import KERNEL_MISSING, Phone, latch_both, rtp, wait_for
+from tests.test_relay import KERNEL_MISSING, Phone, latch_both, rtcp_sr, rtp, wait_for
 
 ROOT = Path(__file__).parent.parent
 
@@ -475,3 +475,29 @@ def test_sessions_handed_over_and_closed_leave_nothing() -> None:
         b.close()
     assert len(os.listdir("/proc/self/fd")) == fds
     assert not any(_kfwd.link_alive(link) for link in links)
+
+
+@needs_kernel_path
+def test_the_shortest_rtcp_goes_by_the_kernel_too() -> None:
+    """An RTCP receiver report with no report blocks is 8 bytes: still the kernel's to forward once
+    the leg's RTCP is latched (the relay would forward it, so the kernel does, in order)."""
+    base = _base(45)
+    with Relay("127.0.0.1", base, base + 99, kernel_forwarding="yes") as relay:
+        a, b = Phone(), Phone()
+        try:
+            s = relay.open_session()
+            latch_both(s, a, b)
+            a.send_rtcp(s.a_port, rtcp_sr())  # latches a's RTCP
+            assert b.recv(rtcp=True)[0] == rtcp_sr()
+            assert s.in_kernel()["a rtcp"]
+            rr = struct.pack("!BBHI", 0x80, 201, 1, 0x11223344)
+            before = {e.port: e.packets for e in _kfwd.entries() if e.rtcp}.get(s.a_port + 1, 0)
+            for _ in range(3):
+                a.send_rtcp(s.a_port, rr)
+                assert b.recv(rtcp=True) == (rr, ("127.0.0.1", s.b_port + 1))
+            after = {e.port: e.packets for e in _kfwd.entries() if e.rtcp}[s.a_port + 1]
+            assert after - before == 3
+            assert s.stats().a.rtcp_packets_in == 4
+        finally:
+            a.close()
+            b.close()

@@ -15,8 +15,7 @@
  * goes up the stack unchanged (TC_ACT_UNSPEC: the next tcx program, then the relay's socket), so
  * the relay keeps its own rules for it: another source (counted as a source drop or learned), a
  * datagram the relay drops (short, malformed, too long), IP options, fragments and IPv6 extension
- * headers, and an RTCP packet of 8 to 11 bytes (the headers are read in place, 12 bytes of them),
- * which the relay forwards itself.
+ * headers.
  *
  * The entry keeps what it forwarded: packets, bytes, the last packet's time and, for RTP, sequence
  * gaps, SSRC and interarrival jitter computed exactly as the relay computes them (RFC 3550 A.1 and
@@ -68,11 +67,13 @@ static __always_inline int same16(const __u8 *a, const __u8 *b, int n)
     return 1;
 }
 
-enum { KF_UP = -1, KF_RTP = 0, KF_MUX = 1 };
+enum { KF_UP = -1, KF_RTP = 0, KF_MUX = 1, KF_RTCP = 2 };
 
 /* The relay's parse(): what it would forward, the kernel forwards (so a stream's packets never
  * overtake each other between the two paths); anything it would drop goes up to be counted there.
- * KF_RTP, KF_MUX (RTCP on the RTP port) or KF_UP. The entry's own kind for an RTCP entry. */
+ * KF_RTP, KF_MUX (RTCP on the RTP port), KF_RTCP (an RTCP entry's packet) or KF_UP. Only the
+ * first 8 bytes of the payload are known to be there; parse() reads no further than RTCP needs
+ * until it has seen the length an RTP header needs. */
 static __always_inline int parse(struct __sk_buff *skb, const struct kf_entry *e, const __u8 *h,
                                  __u32 len, __u32 payload_off)
 {
@@ -80,7 +81,7 @@ static __always_inline int parse(struct __sk_buff *skb, const struct kf_entry *e
         return KF_UP;
     __u8 pt = h[1] & 0x7F;
     if (e->rtcp || (pt >= 64 && pt <= 95))                  /* RFC 5761 section 4 */
-        return (h[1] >= 192 && h[1] <= 223) ? (e->rtcp ? KF_RTP : KF_MUX) : KF_UP;
+        return (h[1] >= 192 && h[1] <= 223) ? (e->rtcp ? KF_RTCP : KF_MUX) : KF_UP;
     if (len < RTP_HDR)
         return KF_UP;
     __u32 hdr = RTP_HDR + 4 * (h[0] & 0x0F);                /* CSRC list */
@@ -111,7 +112,7 @@ static __always_inline void count(struct kf_entry *e, const __u8 *h, __u32 len, 
     __sync_fetch_and_add(&e->packets, 1);
     __sync_fetch_and_add(&e->bytes, len);
     e->last_ns = now;
-    if (e->rtcp)
+    if (kind != KF_RTP)                                     /* an RTCP entry's packet */
         return;
     __u16 seq = ((__u16)h[2] << 8) | h[3];
     __u32 ts = ((__u32)h[4] << 24) | ((__u32)h[5] << 16) | ((__u32)h[6] << 8) | h[7];
@@ -208,7 +209,7 @@ static __always_inline int forward4(struct __sk_buff *skb)
     __u8 *h = (void *)(udp + 1);
     struct kf_key key = {.family = 4};
 
-    if ((void *)(h + RTP_HDR) > end)                        /* short, or headers not linear: up */
+    if ((void *)(h + RTCP_HDR) > end)                       /* short, or headers not linear: up */
         return TC_ACT_UNSPEC;
     if (ip->ihl != 5 || ip->protocol != IPPROTO_UDP || (ip->frag_off & bpf_htons(0x3FFF)))
         return TC_ACT_UNSPEC;
@@ -232,7 +233,7 @@ static __always_inline int forward4(struct __sk_buff *skb)
     ip = data + IP_OFF;
     udp = (void *)(ip + 1);
     h = (void *)(udp + 1);
-    if ((void *)(h + RTP_HDR) > end)
+    if ((void *)(h + RTCP_HDR) > end || (kind == KF_RTP && (void *)(h + RTP_HDR) > end))
         return TC_ACT_UNSPEC;
     count(e, h, len, kind, bpf_ktime_get_ns());
 
@@ -269,7 +270,7 @@ static __always_inline int forward6(struct __sk_buff *skb)
     __u8 *h = (void *)(udp + 1);
     struct kf_key key = {.family = 6};
 
-    if ((void *)(h + RTP_HDR) > end)
+    if ((void *)(h + RTCP_HDR) > end)
         return TC_ACT_UNSPEC;
     if (ip->nexthdr != IPPROTO_UDP)
         return TC_ACT_UNSPEC;
@@ -292,7 +293,7 @@ static __always_inline int forward6(struct __sk_buff *skb)
     ip = data + IP_OFF;
     udp = (void *)(ip + 1);
     h = (void *)(udp + 1);
-    if ((void *)(h + RTP_HDR) > end)
+    if ((void *)(h + RTCP_HDR) > end || (kind == KF_RTP && (void *)(h + RTP_HDR) > end))
         return TC_ACT_UNSPEC;
     count(e, h, len, kind, bpf_ktime_get_ns());
 
