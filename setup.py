@@ -31,7 +31,7 @@ def _say(message: str) -> None:
 
 def build_bpf(out: str) -> None:
     """Compile the BPF program into ``out``, or say why not (mss then relays in userspace)."""
-    clang = os.environ.get("MSS_BPF_CLANG") or shutil.which("clang")
+    clang = shutil.which(os.environ.get("MSS_BPF_CLANG") or "clang")
     if clang is None:
         _say("clang not found: the kernel fast path is not built (the relay runs in userspace)")
         return

@@ -501,3 +501,9 @@ def test_the_shortest_rtcp_goes_by_the_kernel_too() -> None:
         finally:
             a.close()
             b.close()
+
+
+def test_a_missing_program_is_reported_as_such(tmp_path: Path) -> None:
+    """A build without clang has no BPF object: loading says so (and `auto` then runs userspace)."""
+    with pytest.raises(KernelPathUnavailable, match="the BPF program was not built"):
+        _kfwd.load([1], 1, path=tmp_path / "kfwd.bpf.o")
