@@ -7,6 +7,10 @@ rate is *sustained* when every callback was answered, no IIF promise was broken 
 under :data:`ACK_P99_LIMIT_MS`; the highest sustained rate of each configuration and their ratio
 close the table. CPU is that of mss's whole process tree (the supervisor and its workers).
 
+``[callback] max_calls`` is 4000 for both (``--max-calls``): at the default 1000 the single process
+refuses REQUESTs for capacity from about 450/s (durations of 2 s keep ~1000 callbacks in progress)
+while two workers hold 1000 each, which would measure the limit, not the CPU.
+
 The AS side opens ``--connections`` TCP connections (16 by default): the kernel spreads connections,
 not REQUESTs, over the workers, so a handful of connections may land unevenly.
 
@@ -66,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--durations", default="2", help="durations of the callbacks (2)")
     parser.add_argument("--connections", type=int, default=16, help="TCP connections of the AS (16)")
     parser.add_argument("--far-children", type=int, default=4, help="Kamailio workers per transport (4)")
+    parser.add_argument("--max-calls", type=int, default=4000,
+                        help="[callback] max_calls of each worker and of the single process (4000)")
     parser.add_argument("--tag", default="", help="suffix of the result files")
     args = parser.parse_args(argv)
     runs: list[dict[str, Any]] = []
@@ -76,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seconds=args.seconds, rate=rate,
                 durations=tuple(int(d) for d in args.durations.split(",") if d.strip()),
                 connections=args.connections, far_children=args.far_children, probe=False,
-                overrides={"callback": {"workers": workers}},
+                overrides={"callback": {"workers": workers, "max_calls": args.max_calls}},
             )
             result = run_load(spec)
             result["workers"] = workers
