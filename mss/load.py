@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["OVERLOAD_LAG", "PROBE_INTERVAL", "RECOVER_LAG", "SMOOTHING", "LoadGauge"]
+__all__ = ["MAX_SAMPLE_SPAN", "OVERLOAD_LAG", "PROBE_INTERVAL", "RECOVER_LAG", "SMOOTHING", "LoadGauge"]
 
 #: Seconds between two lag samples: often enough to see an overload within a few hundred ms, rare
 #: enough to cost nothing (40 timers a second).
@@ -27,13 +27,18 @@ PROBE_INTERVAL = 0.025
 #: Time constant of the smoothing, in seconds: a stall shorter than this moves the mean only in part.
 SMOOTHING = 0.25
 
-#: Smoothed lag at which REQUESTs start being refused. An ACK this late is already far past what an
-#: AS expects (tens of ms), and SIP's first retransmission (T1 = 500 ms) is near.
-OVERLOAD_LAG = 0.080
+#: Probe periods one sample counts for at most (:meth:`LoadGauge.sample`).
+MAX_SAMPLE_SPAN = 2
+
+#: Smoothed lag at which REQUESTs start being refused. A loop that stays this late is past its
+#: capacity: measured with bench/load, callbacks start failing late (durations running out during
+#: setup, legs piling up) while the smoothed lag sits between 40 and 80 ms, and a lone pause (a
+#: garbage collection of 20 ms) moves the mean by a few ms only.
+OVERLOAD_LAG = 0.040
 
 #: Smoothed lag below which REQUESTs are taken again (well below :data:`OVERLOAD_LAG`, so the gauge
 #: does not flap at the boundary).
-RECOVER_LAG = 0.020
+RECOVER_LAG = 0.010
 
 
 class LoadGauge:
@@ -65,8 +70,10 @@ class LoadGauge:
         """One measurement: a timer due at ``now - lag`` ran at ``now`` (monotonic seconds)."""
         lag = max(0.0, lag)
         # The weight of a sample grows with the time it covers, so the smoothing is in seconds
-        # whatever the probe's period (a late probe covers a longer stretch).
-        elapsed = PROBE_INTERVAL + lag if self._last is None else max(0.0, now - self._last)
+        # whatever the probe's period, up to two periods: a lone long stall counts like two late
+        # samples, not like the whole time it lasted.
+        covered = PROBE_INTERVAL + lag if self._last is None else max(0.0, now - self._last)
+        elapsed = min(covered, MAX_SAMPLE_SPAN * PROBE_INTERVAL)
         self._last = now
         weight = 1.0 - math.exp(-elapsed / self.smoothing) if self.smoothing > 0 else 1.0
         self.lag += (lag - self.lag) * weight

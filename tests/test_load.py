@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 import pytest
 
-from mss.load import OVERLOAD_LAG, PROBE_INTERVAL, RECOVER_LAG, LoadGauge
+from mss.load import OVERLOAD_LAG, PROBE_INTERVAL, RECOVER_LAG, SMOOTHING, LoadGauge
 
 
 def feed(gauge: LoadGauge, lag: float, seconds: float, start: float) -> float:
@@ -40,7 +43,7 @@ def test_a_loop_that_stays_late_is_overloaded_then_recovers_below_the_lower_thre
     now = feed(gauge, 0.120, 1.0, 0.0)
     assert gauge.overloaded and gauge.times_overloaded == 1
     reason = gauge.refusal()
-    assert reason is not None and reason.startswith("overloaded: the event loop runs 1")
+    assert reason is not None and re.match(r"overloaded: the event loop runs \d+ ms late", reason)
     assert f"refusing from {OVERLOAD_LAG * 1000:.0f} ms until below {RECOVER_LAG * 1000:.0f} ms" in reason
     # Between the thresholds: still refusing (no flapping at the boundary).
     now = feed(gauge, (OVERLOAD_LAG + RECOVER_LAG) / 2, 3.0, now)
@@ -49,17 +52,23 @@ def test_a_loop_that_stays_late_is_overloaded_then_recovers_below_the_lower_thre
     assert not gauge.overloaded and gauge.times_overloaded == 1
 
 
-def test_smoothing_is_in_seconds_whatever_the_probe_period() -> None:
-    fast, slow = LoadGauge(), LoadGauge()
+def test_a_sample_counts_for_the_time_it_covers_up_to_two_probe_periods() -> None:
+    fast, slower, stalled = LoadGauge(), LoadGauge(), LoadGauge()
     t = 0.0
-    for _ in range(40):  # 1 s of 25 ms samples
-        t += 0.025
-        fast.sample(0.05, t)
+    for _ in range(40):  # 1 s of samples every probe period
+        t += PROBE_INTERVAL
+        fast.sample(0.03, t)
     t = 0.0
-    for _ in range(4):  # the same second in 250 ms samples
-        t += 0.25
-        slow.sample(0.05, t)
-    assert fast.lag == pytest.approx(slow.lag, rel=0.05)
+    for _ in range(20):  # the same second in samples covering two periods each
+        t += 2 * PROBE_INTERVAL
+        slower.sample(0.03, t)
+    assert fast.lag == pytest.approx(slower.lag, rel=0.02)
+    t = 0.0
+    for _ in range(4):  # samples covering ten periods each count as two
+        t += 10 * PROBE_INTERVAL
+        stalled.sample(0.03, t)
+    # four samples of weight 1 - exp(-2 periods / SMOOTHING) each, from 0
+    assert stalled.lag == pytest.approx(0.03 * (1 - math.exp(-8 * PROBE_INTERVAL / SMOOTHING)))
 
 
 def test_thresholds_must_be_ordered() -> None:

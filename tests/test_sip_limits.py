@@ -76,7 +76,7 @@ def callback(net: Net, n: int, *, phone_hangs_up: bool) -> None:
 def test_many_sequential_callbacks_with_max_calls_2_all_succeed() -> None:
     """The 5th sequential callback used to fail with 503 "dialog limit" (lingering dialogs counted)."""
     s = settings_for(2)
-    assert (s.max_dialogs, s.max_transactions) == (4, 16)
+    assert (s.max_dialogs, s.max_transactions) == (8, 16)
     net = net_for(s)
     for n in range(40):
         callback(net, n, phone_hangs_up=n % 2 == 1)
@@ -96,11 +96,12 @@ def test_sequential_callbacks_over_tcp_with_max_calls_2() -> None:
 
 
 def test_live_legs_still_bound_admission() -> None:
-    net = net_for(settings_for(1))  # max_dialogs = 2
-    net.ua.invite("a", "100", OFFER, net.now)
-    net.ua.invite("b", "101", OFFER, net.now)
-    net.ua.invite("c", "102", OFFER, net.now)
-    assert net.events() == [LegFailed(leg_id="c", status=503, reason="Service Unavailable (dialog limit)")]
+    net = net_for(settings_for(1))  # max_dialogs = 4: a callback's two legs and two still hanging up
+    for leg in "abcd":
+        net.ua.invite(leg, "100", OFFER, net.now)
+    assert net.ua.leg_room == 0  # what the call engine's admission reads: a REQUEST now gets code=fail
+    net.ua.invite("e", "102", OFFER, net.now)
+    assert net.events() == [LegFailed(leg_id="e", status=503, reason="Service Unavailable (dialog limit)")]
 
 
 def test_lingering_dialogs_are_bounded_and_the_oldest_is_dropped() -> None:

@@ -144,6 +144,10 @@ class CallEngine:
         # ``pending`` callbacks of the same batch are taken but not started: their sessions are not open yet.
         if pending >= self.relay.available:  # ports in quarantine after a crash count as taken
             return f"no RTP ports left ({self.relay.capacity} relay sessions)"
+        # A callback needs two legs; legs of callbacks already answered to the AS may still be
+        # hanging up. Refused now rather than taken and failed with a 503 of our own later.
+        if self.sip.ua.leg_room < 2 * (pending + 1):
+            return "no SIP legs left (calls still hanging up hold them)"
         return None
 
     def start(self, callback: Callback) -> None:

@@ -149,7 +149,9 @@ class UASettings:
             auth_user=line.digest_user if line is not None else None,
             password=line.password if line is not None else None,
             expires=line.expires if line is not None else 300,
-            max_dialogs=max(2, 2 * calls),
+            # Two legs per callback, and as many again for the legs of callbacks already answered
+            # to the AS that are still hanging up (their BYE in flight): under load they add up.
+            max_dialogs=max(4, 4 * calls),
             max_transactions=max(16, 8 * calls),
             # Lingering state is kept apart from live state: 64·T1 of finished legs and answered
             # transactions at the full call rate; the oldest goes first when more arrive.

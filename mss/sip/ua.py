@@ -246,6 +246,11 @@ class UserAgent:
         out["legs"] = len(self._legs)
         return out
 
+    @property
+    def leg_room(self) -> int:
+        """New legs :meth:`invite` takes now (0 when the transaction layer takes no new work)."""
+        return 0 if self._tx.full else max(0, self.settings.max_dialogs - len(self._legs))
+
     def live_for(self, peer: tuple[str, int]) -> bool:
         """True when a live transaction uses TCP peer ``peer`` (the adapter keeps its connection)."""
         return self._tx.live_for(peer)
