@@ -217,3 +217,18 @@ def test_single_process_journal_makes_no_claims(tmp_path: Path) -> None:
         assert [c.id for c in j.interrupted()] == []
     finally:
         j.close()
+
+
+def test_a_workers_log_lines_name_it() -> None:
+    import json
+    import logging
+
+    from mss.cli import WORKER_LOG_FORMAT, LogFormatter, _WorkerField
+    from mss.logjson import JsonFormatter
+
+    record = logging.LogRecord("mss.desk", logging.INFO, __file__, 1, "callback %s ended", ("x",), None)
+    assert _WorkerField(1).filter(record)
+    text = LogFormatter(WORKER_LOG_FORMAT).format(record)
+    assert text.endswith(" INFO worker=1 mss.desk: callback x ended")
+    line = json.loads(JsonFormatter().format(record))
+    assert (line["worker"], line["callback"], line["msg"]) == (1, "x", "callback x ended")
