@@ -12,10 +12,11 @@ import configparser
 import dataclasses
 import ipaddress
 import os
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from mss.errors import ConfigError
 from mss.sip.targets import parse_host_list, parse_hostport
@@ -79,7 +80,7 @@ class SipConfig:
     local_port: int = 5070
     """Port mss binds for SIP (UDP and TCP)."""
     transport: str = "udp"
-    """``udp`` or ``tcp`` towards the PSS."""
+    """``udp``, ``tcp`` or ``tls`` towards the PSS."""
     pss_host: str = "127.0.0.1"
     """The peer SIP server (the VoIP provider): an IP address, a DNS name (RFC 3263: SRV, then
     A/AAAA) or a comma-separated list of ``host[:port]`` tried in order."""
@@ -90,6 +91,15 @@ class SipConfig:
     advertised_host: str | None = None
     """Address written into Via and Contact instead of ``local_host`` (mss behind a 1:1 NAT); None:
     local_host."""
+    tls_cert: str | None = None
+    """PEM certificate (chain) mss shows on TLS connections the PSS opens to it (with ``tls_key``);
+    None: the SIP port accepts no TLS connection."""
+    tls_key: str | None = None
+    """PEM private key of ``tls_cert``."""
+    tls_ca: str | None = None
+    """PEM bundle of the CAs that vouch for the PSS's certificate; None: the system's."""
+    tls_verify: bool = True
+    """True: the PSS's certificate must verify and name the PSS (its name, or its address)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -343,8 +353,8 @@ def _codecs(text: str) -> tuple[str, ...]:
 
 def _transport(text: str) -> str:
     lowered = text.lower()
-    if lowered not in ("udp", "tcp"):
-        raise ValueError(f"{text!r} is not udp or tcp")
+    if lowered not in ("udp", "tcp", "tls"):
+        raise ValueError(f"{text!r} is not udp, tcp or tls")
     return lowered
 
 
@@ -510,6 +520,7 @@ def check_text(text: str, *, base_dir: Path | None = None) -> ConfigCheck:
         pss_port=r.get("sip", "pss_port", _port, d_sip.pss_port),
         outbound_proxy=r.get("sip", "outbound_proxy", _proxy, None),
         advertised_host=r.get("sip", "advertised_host", _ip, None),
+        **_tls_keys(r, base_dir),
     )
 
     external_line: ExternalLineConfig | None = None
@@ -594,6 +605,48 @@ def check_text(text: str, *, base_dir: Path | None = None) -> ConfigCheck:
             operations=operations,
         )
     return result
+
+
+def _tls_keys(r: _Reader, base_dir: Path | None) -> dict[str, Any]:
+    """[sip] tls_*: paths resolved against config.ini's directory (like the journal), and the files
+    loaded with :mod:`ssl` now, so a missing file or a key that does not match its certificate is
+    a config error rather than a failed handshake later."""
+
+    def path(key: str) -> str | None:
+        text = r.get("sip", key, str, None)
+        if text is not None and base_dir is not None and not Path(text).is_absolute():
+            text = str(base_dir / text)
+        return text
+
+    cert, key, ca = path("tls_cert"), path("tls_key"), path("tls_ca")
+    if (cert is None) != (key is None):
+        r.errors.append(ConfigError("sip", "tls_key" if key is None else "tls_cert",
+                                    "tls_cert and tls_key go together"))  # fmt: skip
+    elif cert is not None and key is not None:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            reason = f"cannot load {cert} with {key}: {_ssl_reason(exc)}"
+            r.errors.append(ConfigError("sip", "tls_cert", reason))
+    if ca is not None:
+        try:
+            ssl.create_default_context(cafile=ca)
+        except (OSError, ssl.SSLError) as exc:
+            r.errors.append(ConfigError("sip", "tls_ca", f"cannot load {ca}: {_ssl_reason(exc)}"))
+    return {"tls_cert": cert, "tls_key": key, "tls_ca": ca,
+            "tls_verify": r.get("sip", "tls_verify", _bool, True)}  # fmt: skip
+
+
+def _ssl_reason(exc: OSError | ssl.SSLError) -> str:
+    """What went wrong loading a PEM file, in words (``[SSL: KEY_VALUES_MISMATCH] ...`` -> its text)."""
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or ""
+        words = {"KEY_VALUES_MISMATCH": "the key does not match the certificate",
+                 "NO_CERTIFICATE_OR_CRL_FOUND": "no PEM certificate in it"}  # fmt: skip
+        if not reason and "PEM lib" in str(exc):  # OpenSSL names no reason for unreadable PEM
+            return "not PEM (a certificate, then its key)"
+        return words.get(reason, exc.strerror or str(exc))
+    return exc.strerror or str(exc)
 
 
 def _peer_limits(parser: configparser.ConfigParser, r: _Reader, peers: list[PeerServer]) -> list[PeerServer]:

@@ -112,7 +112,7 @@ def test_check_config_lists_every_error(tmp_path: Path, capsys: pytest.CaptureFi
     path.write_text(text)
     assert main(["check-config", "--config", str(path)]) == 2
     assert capsys.readouterr().err == (
-        f"{path}: error: [sip] transport: 'sctp' is not udp or tcp\n"
+        f"{path}: error: [sip] transport: 'sctp' is not udp, tcp or tls\n"
         f"{path}: error: [external_line] expires: 5 is outside 60..86400\n"
     )
 

@@ -247,7 +247,7 @@ def load_text(text: str) -> Config:
             "[callback] external_line_mode: 'maybe' is not yes or no",
         ),
         ([("callback", "extended_response", "y")], "[callback] extended_response: 'y' is not yes or no"),
-        ([("sip", "transport", "tls")], "[sip] transport: 'tls' is not udp or tcp"),
+        ([("sip", "transport", "sctp")], "[sip] transport: 'sctp' is not udp, tcp or tls"),
         ([("log", "level", "verbose")], "[log] level: 'verbose' is not debug, info, warning or error"),
         # addresses
         (
@@ -354,7 +354,7 @@ def test_every_error_is_reported_and_load_raises_the_first(tmp_path: Path) -> No
     )
     assert errors_of(text) == [
         "[callback] listen_port: 99999 is outside 1..65535",
-        "[sip] transport: 'sctp' is not udp or tcp",
+        "[sip] transport: 'sctp' is not udp, tcp or tls",
         "[peer_servers] as1: 'nowhere' is not an IP address",
     ]
     (tmp_path / "c.ini").write_text(text)

@@ -977,7 +977,7 @@ def test_trunk_mode_never_registers() -> None:
 
 
 def test_settings_validation() -> None:
-    with pytest.raises(ConfigError, match="not udp or tcp"):
+    with pytest.raises(ConfigError, match="not udp, tcp or tls"):
         replace(SETTINGS, transport="sctp")
     with pytest.raises(ConfigError, match="registration needs"):
         replace(SETTINGS, register=True, password=None)

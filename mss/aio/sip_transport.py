@@ -10,6 +10,13 @@ requests that came on a connection, our requests on the reused connection to the
 ``transport = tcp``, over a new connection to that address (reconnecting after a loss; a failed
 connect is reported to the UA as a transport failure); else as a UDP datagram.
 
+TLS (``transport = tls``, :mod:`mss.aio.sip_tls`): the connections to the PSS are TLS connections,
+reused as TCP ones are; with ``tls_cert``/``tls_key`` the stream listener on local_port is a TLS
+one (without them there is none: a plain TCP connection could not carry what a ``transport=tls``
+Contact asks for). A failed handshake is logged once per peer and interval, e.g. ``TLS to
+127.0.0.1:5061: certificate verify failed: ...``, and fails what was to be sent there (a
+REGISTER: the line is not registered, callbacks get code=fail).
+
 Strangers: a TCP connection from an address that is not the PSS's (any of its addresses, or the
 outbound proxy's) is closed before anything is read; a datagram from one is dropped by the UA
 (counted). Every refusal is logged, rate-limited.
@@ -43,11 +50,13 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable
 from typing import cast
 
+from mss.aio import sip_tls
 from mss.aio.dns import Resolver
 from mss.errors import TransportError
 from mss.ratelog import RateLimitedLog
@@ -210,6 +219,8 @@ class SipTransport:
         self._again = False
         self._closed = False
         self._unregistered = asyncio.Event()
+        self._tls: ssl.SSLContext | None = None
+        """Context of the connections to the PSS with ``transport = tls`` (set by :meth:`open`)."""
         self._sweep: asyncio.TimerHandle | None = None
         self.log = RateLimitedLog(log)
         """Every per-message / per-connection log line of SIP goes through this."""
@@ -223,22 +234,34 @@ class SipTransport:
         loop = asyncio.get_running_loop()
         await self._resolve_targets()
         s = self.ua.settings
+        tls = s.transport == "tls"
+        try:
+            listen_tls = sip_tls.server_context(s) if tls else None
+            self._tls = sip_tls.client_context(s) if tls else None
+        except (OSError, ssl.SSLError) as exc:  # config.check loaded them; a file changed since
+            raise TransportError(f"cannot load the SIP TLS files: {exc}") from exc
         try:
             udp, _ = await loop.create_datagram_endpoint(
                 lambda: _Udp(self), local_addr=(s.local_host, s.local_port)
             )
             self._udp = udp
             self._grow_receive_buffer(udp.get_extra_info("socket"))
-            self._server = await loop.create_server(
-                lambda: _Tcp(self), s.local_host, s.local_port, reuse_address=True
-            )
+            if not tls or listen_tls is not None:
+                self._server = await loop.create_server(
+                    lambda: _Tcp(self), s.local_host, s.local_port, reuse_address=True, ssl=listen_tls,
+                    ssl_handshake_timeout=CONNECT_TIMEOUT if listen_tls is not None else None,
+                )  # fmt: skip
         except OSError as exc:
             await self.close(unregister=False)
             reason = exc.strerror or str(exc)
             raise TransportError(f"cannot bind SIP on {s.local_host}:{s.local_port}: {reason}") from exc
         proxy = f", outbound proxy {self.ua.proxy.describe()}" if self.ua.proxy is not None else ""
-        log.info("SIP on %s:%d (udp+tcp), PSS %s over %s%s", s.local_host, s.local_port,
+        streams = "tcp" if not tls else "tls" if listen_tls is not None else "no stream listener"
+        log.info("SIP on %s:%d (udp+%s), PSS %s over %s%s", s.local_host, s.local_port, streams,
                  self.ua.targets.describe(), s.transport, proxy)  # fmt: skip
+        if tls and listen_tls is None:
+            log.warning("SIP over TLS without [sip] tls_cert/tls_key: the PSS cannot open a connection to"
+                        " mss, only answer on mss's own")  # fmt: skip
         self.ua.start(time.monotonic())
         self.flush()
         self._arm_sweep()
@@ -444,22 +467,28 @@ class SipTransport:
     async def _connect(self, dest: Addr) -> None:
         loop = asyncio.get_running_loop()
         s = self.ua.settings
+        name = sip_tls.server_name(dest, (self.ua.proxy, self.ua.targets)) if self._tls is not None else None
         try:
             _transport, proto = await asyncio.wait_for(
                 loop.create_connection(lambda: _Tcp(self, outgoing=dest), dest[0], dest[1],
-                                       local_addr=(s.local_host, 0)),
+                                       local_addr=(s.local_host, 0), ssl=self._tls, server_hostname=name),
                 CONNECT_TIMEOUT,
             )  # fmt: skip
         except (OSError, TimeoutError) as exc:
             self._connecting.pop(dest, None)
-            self.log.warning(("connect", dest), "SIP tcp connect to %s:%d failed: %s", *dest, exc)
+            if self._tls is not None:
+                named = f" ({name})" if name != dest[0] else ""
+                self.log.warning(("tls", dest), "TLS to %s:%d%s: %s", *dest, named,
+                                 sip_tls.describe_failure(exc))  # fmt: skip
+            else:
+                self.log.warning(("connect", dest), "SIP tcp connect to %s:%d failed: %s", *dest, exc)
             self.ua.transport_failed(dest, time.monotonic())
             self.flush()
             return
         queued = self._connecting.pop(dest, [])
         for data in queued:
             proto.write(data)
-        log.debug("SIP tcp connection to %s:%d open", *dest)
+        log.debug("SIP %s connection to %s:%d open", s.transport, *dest)
 
     def _arm(self) -> None:
         if self._closed:

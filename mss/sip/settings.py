@@ -21,7 +21,7 @@ class UASettings:
     local_port: int
     """Port mss binds (UDP and TCP)."""
     transport: str
-    """``udp`` or ``tcp`` towards the PSS."""
+    """``udp``, ``tcp`` or ``tls`` towards the PSS."""
     pss_host: str
     """The PSS: an IP address, a DNS name (RFC 3263: SRV, then A/AAAA) or a comma-separated list
     of ``host[:port]`` tried in order (:mod:`mss.sip.targets`). SIP from any address but its
@@ -74,10 +74,21 @@ class UASettings:
     advertised_host: str | None = None
     """The address the PSS reaches mss at, written in Via and Contact, when mss is behind a 1:1 NAT
     (``[sip] advertised_host``); None: ``local_host``."""
+    tls_cert: str | None = None
+    """With ``transport = tls``: PEM certificate for the TLS connections the PSS opens to mss's
+    port (with ``tls_key``); None: that port accepts no connection."""
+    tls_key: str | None = None
+    """PEM private key of ``tls_cert``."""
+    tls_ca: str | None = None
+    """PEM bundle that verifies the PSS's certificate; None: the system's CAs."""
+    tls_verify: bool = True
+    """True: the PSS's certificate must verify and name the PSS; False: any certificate is taken."""
 
     def __post_init__(self) -> None:
-        if self.transport not in ("udp", "tcp"):
-            raise ConfigError("sip", "transport", f"{self.transport!r} is not udp or tcp")
+        if self.transport not in ("udp", "tcp", "tls"):
+            raise ConfigError("sip", "transport", f"{self.transport!r} is not udp, tcp or tls")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("sip", "tls_key", "tls_cert and tls_key go together")
         for key, text in (("pss_host", self.pss_host), ("outbound_proxy", self.outbound_proxy)):
             try:
                 if key == "pss_host":
@@ -112,8 +123,8 @@ class UASettings:
 
     @property
     def reliable(self) -> bool:
-        """True for TCP."""
-        return self.transport == "tcp"
+        """True for TCP and TLS (a stream: no retransmissions, Content-Length framing)."""
+        return self.transport in ("tcp", "tls")
 
     @property
     def pss(self) -> tuple[str, int]:
@@ -159,6 +170,10 @@ class UASettings:
             max_lingering_transactions=max(256, 8 * calls),
             max_out_of_dialog=max(64, calls // 4),
             outbound_proxy=sip.outbound_proxy,
+            tls_cert=sip.tls_cert,
+            tls_key=sip.tls_key,
+            tls_ca=sip.tls_ca,
+            tls_verify=sip.tls_verify,
         )
 
 

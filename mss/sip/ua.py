@@ -210,7 +210,7 @@ class UserAgent:
             entry = parse_hostport(settings.outbound_proxy)
             proxy_uri = SipUri(host=f"[{entry.host}]" if ":" in entry.host else entry.host, port=entry.port)
             if settings.reliable:
-                proxy_uri = proxy_uri.with_param("transport", "tcp")
+                proxy_uri = proxy_uri.with_param("transport", settings.transport)
             self._route = f"<{proxy_uri.with_param('lr')}>"
         self._bound: dict[Leg | Registration, TargetAddr] = {}  # where an owner's requests go
         self._in_use: Counter[TargetAddr] = Counter()  # the values of _bound, counted
@@ -279,18 +279,19 @@ class UserAgent:
         return f"{self._rng.getrandbits(64):016x}"
 
     def via(self, branch: str) -> str:
-        """Our Via value: ``rport`` asked for over UDP (RFC 3581)."""
+        """Our Via value: ``rport`` asked for over UDP (RFC 3581); ``TLS`` over TLS (RFC 3261 §20.42)."""
         s = self.settings
         if s.reliable:
-            return f"SIP/2.0/TCP {s.contact_host}:{s.local_port};branch={branch}"
+            return f"SIP/2.0/{s.transport.upper()} {s.contact_host}:{s.local_port};branch={branch}"
         return f"SIP/2.0/UDP {s.contact_host}:{s.local_port};branch={branch};rport"
 
     def contact(self, user: str) -> NameAddr:
-        """Our Contact for ``user`` (``transport=tcp`` over TCP)."""
+        """Our Contact for ``user`` (``transport=tcp`` over TCP, ``transport=tls`` over TLS: a sip:
+        URI, not sips:, as most providers expect; RFC 5630 §3.2)."""
         s = self.settings
         uri = SipUri(host=s.contact_host, user=user, port=s.local_port)
         if s.reliable:
-            uri = uri.with_param("transport", "tcp")
+            uri = uri.with_param("transport", s.transport)
         return NameAddr(uri)
 
     def send_request(self, owner: Leg | Registration, request: Request, now: float) -> str | None:
