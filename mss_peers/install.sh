@@ -13,6 +13,21 @@ install_kamailio() {
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q kamailio >/dev/null
     fi
     export PATH="$PATH:/usr/sbin:/sbin"
+    install_kamailio_tls
+}
+
+# Kamailio's tls.so (Debian kamailio-tls-modules) when it is missing: the TLS listener of the
+# end-to-end test of SIP over TLS.
+install_kamailio_tls() {
+    if ! compgen -G "/usr/lib/*/kamailio/modules/tls.so" >/dev/null && [ ! -f /usr/lib/kamailio/modules/tls.so ] \
+        && command -v apt-get >/dev/null 2>&1; then
+        echo "installing kamailio-tls-modules (Kamailio's TLS listener in the end-to-end tests)" >&2
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        { $sudo apt-get update -qq \
+            && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q kamailio-tls-modules >/dev/null; } \
+            || echo "kamailio-tls-modules not installed: the SIP over TLS test fails" >&2
+    fi
 }
 
 install_bpf_toolchain() {

@@ -8,6 +8,11 @@ answers an OPTIONS ping (UDP, and TCP when enabled), and kills the whole group o
         ...  # phones register to pss.host:pss.port
         pss.wait_registered("100", timeout=5)
 
+TLS (optional): ``tls=(cert_pem, key_pem)`` adds a TLS listener on ``tls_port`` (picked free unless
+given) with that certificate, written into a ``tls.cfg`` beside kamailio.cfg (TLS 1.2 or newer; no
+client certificate asked for; as a client, e.g. towards mss's Contact, it verifies nothing). Needs
+Debian's ``kamailio-tls-modules``. Without ``tls`` the config is exactly the plain one.
+
 Modes (both listen on UDP and TCP at ``host:port`` and forward between the two transports):
 
 ``auth``  (mss in external-line mode)
@@ -46,6 +51,8 @@ import os
 import re
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -111,6 +118,8 @@ class Kamailio:
         realm: str | None = None,
         aors: Mapping[str, str] | None = None,
         tcp: bool = True,
+        tls: tuple[Path | str, Path | str] | None = None,
+        tls_port: int | None = None,
         challenge_requests: bool = True,
         log_path: Path | str | None = None,
         workdir: Path | str | None = None,
@@ -125,6 +134,10 @@ class Kamailio:
         self.mss_line = mss_line
         self.realm = realm or host
         self.tcp = tcp
+        self.tls = (Path(tls[0]), Path(tls[1])) if tls is not None else None
+        """(certificate, key) PEM files of the TLS listener; None: no TLS."""
+        self.tls_port = (tls_port or free_port(host)) if tls is not None else None
+        """The TLS listener's port (None without TLS)."""
         self.challenge_requests = challenge_requests
         self.users: dict[str, str] = dict(users or {})
         if mode == "auth":
@@ -140,6 +153,7 @@ class Kamailio:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="pss-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cfg_path = self.workdir / "kamailio.cfg"
+        self.tls_cfg_path = self.workdir / "tls.cfg"
         # A unix socket path must stay under 108 bytes: keep it in a short temp dir of its own.
         self._ctl_dir = Path(tempfile.mkdtemp(prefix="pss-ctl-"))
         self.ctl_socket = self._ctl_dir / "ctl"
@@ -180,6 +194,8 @@ class Kamailio:
             defines.append("#!define WITH_TCP")
         if self.challenge_requests:
             defines.append("#!define CHALLENGE_REQUESTS")
+        if self.tls is not None:
+            defines.append("#!define WITH_TLS")
         users = "\n".join(
             f'\t$sht(users=>{user}) = "{password}";' for user, password in sorted(self.users.items())
         )
@@ -192,6 +208,8 @@ class Kamailio:
             "MSS_HOST": self.mss[0],
             "MSS_PORT": str(self.mss[1]),
             "USERS": users or "\t# no users",
+            "TLS_PORT": str(self.tls_port or 0),
+            "TLS_CFG": str(self.tls_cfg_path),
             "AORS": "\n".join(f'\t$sht(aors=>{aor}) = "{user}";' for aor, user in sorted(self.aors.items())),
         }
         text = TEMPLATE.read_text()
@@ -201,6 +219,24 @@ class Kamailio:
         if left:
             raise KamailioError(f"unfilled placeholders in {TEMPLATE.name}: {sorted(set(left))}")
         return text
+
+    def render_tls_config(self) -> str:
+        """The tls.cfg text (only used with ``tls``)."""
+        if self.tls is None:
+            return ""
+        cert, key = self.tls
+        return (
+            "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n"
+            f"certificate = {cert.resolve()}\nprivate_key = {key.resolve()}\n\n"
+            "[client:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n"
+        )
+
+    @property
+    def tls_address(self) -> tuple[str, int]:
+        """(host, port) of the TLS listener (``KamailioError`` without TLS)."""
+        if self.tls_port is None:
+            raise KamailioError("this Kamailio has no TLS listener")
+        return self.host, self.tls_port
 
     # ---- life cycle ----
 
@@ -227,6 +263,8 @@ class Kamailio:
         binary = find_binary("kamailio")
         for attempt in range(3):
             self.cfg_path.write_text(self.render_config())
+            if self.tls is not None:
+                self.tls_cfg_path.write_text(self.render_tls_config())
             with self.log_path.open("ab") as log:
                 self.process = subprocess.Popen(
                     [
@@ -257,6 +295,8 @@ class Kamailio:
             self._kill()
             if exited and not self._fixed_port and "Address already in use" in self.log_text():
                 self.port = free_port(self.host)
+                if self.tls is not None:
+                    self.tls_port = free_port(self.host)
                 continue
             raise KamailioError(
                 f"Kamailio ({self.mode} mode, {self.host}:{self.port}) did not answer within "
@@ -276,7 +316,21 @@ class Kamailio:
                         return False
         except (OSError, TimeoutError, ValueError):
             return False
-        return True
+        return self.tls_port is None or self._tls_handshakes()
+
+    def _tls_handshakes(self) -> bool:
+        """True when the TLS listener completes a handshake (its certificate is not checked)."""
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        try:
+            with (
+                socket.create_connection((self.host, self.tls_port or 0), timeout=0.5) as raw,
+                context.wrap_socket(raw, server_hostname=self.host),
+            ):
+                return True
+        except OSError:  # ssl.SSLError included
+            return False
 
     def stop(self) -> None:
         """Stop Kamailio: SIGTERM to its process group, SIGKILL after a bound; no strays."""
