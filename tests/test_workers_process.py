@@ -138,3 +138,16 @@ def test_a_worker_number_beyond_workers_is_refused(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 2
     assert "--worker 2: [callback] workers = 2" in done.stderr
+
+
+def test_a_worker_that_cannot_start_stops_mss(tmp_path: Path) -> None:
+    config = _config(tmp_path, free_port())
+    sip = int(re.search(r"local_port = (\d+)", config.read_text()).group(1))  # type: ignore[union-attr]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", sip + 1))  # worker 1's SIP port
+        done = subprocess.run([sys.executable, "-m", "mss", "run", "--config", str(config)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stderr
+    assert re.search(r"worker 1 \(pid \d+\) could not start \(exit status 1\); stopping mss", done.stderr)
+    assert "mss.supervisor: mss stopped" in done.stderr  # worker 0 stopped too, however far it got
+    assert not list(tmp_path.glob("mss.sock*"))

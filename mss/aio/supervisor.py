@@ -18,10 +18,11 @@ supervisor holds no journal, no call and no IIF socket: it
   and passes on ``STOPPING=1``. Under a unit with ``WatchdogSec`` the supervisor sends systemd
   ``WATCHDOG=1`` itself and watches each worker's in turn: a worker whose event loop sent none for
   the whole ``WatchdogSec`` is killed and started again (the others keep their calls);
-* restarts a worker that died (not while stopping), after :class:`mss.workers.Backoff`'s delay,
-  with a log line saying how it died; the new process settles what the dead one left
-  (:meth:`mss.desk.CallbackDesk.recover`: its interrupted callbacks get their RESPONSE, its claims
-  on kept RESPONSEs are released);
+* stops everything and exits 1 when a worker's first start fails (before mss was ready), as a single
+  mss that cannot start does; restarts a worker that died later (not while stopping), after
+  :class:`mss.workers.Backoff`'s delay, with a log line saying how it died; the new process
+  settles what the dead one left (:meth:`mss.desk.CallbackDesk.recover`: its interrupted callbacks
+  get their RESPONSE, its claims on kept RESPONSEs are released);
 * forwards SIGTERM and SIGINT (the drain: each worker drains as a single mss does; a second signal
   releases at once) and SIGHUP (each worker re-reads the config), and exits 0 when every worker
   exited 0, else 1. A worker still running :data:`KILL_AFTER` seconds after the drain's grace is
@@ -210,7 +211,15 @@ class Supervisor:
     async def _watch(self, worker: _Worker, process: asyncio.subprocess.Process) -> None:
         rc = await process.wait()
         died = time.monotonic()
-        worker.ready = False
+        was_ready, worker.ready = worker.ready, False
+        if not self.stopping and rc > 0 and worker.restarts == 0 and not was_ready and not self.all_ready:
+            # Its first start failed (a port taken, the journal unusable...): mss does not start, as a
+            # single mss would not; restarting it in a loop would only hide that.
+            log.error("worker %d (pid %d) could not start (exit status %d); stopping mss", worker.index,
+                      process.pid, rc)
+            self._exits[worker.index] = rc
+            self.request_stop()
+            return
         if self.stopping:
             self._exits[worker.index] = rc
             log.info("worker %d (pid %d) exited with status %d", worker.index, process.pid, rc)
