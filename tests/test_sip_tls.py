@@ -11,7 +11,7 @@ import ssl
 import subprocess
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +242,27 @@ async def test_without_a_certificate_mss_listens_for_no_stream() -> None:
     async with running(s, Events()):
         with pytest.raises(OSError):
             await asyncio.open_connection(HOST, s.local_port)
+
+
+@uv
+async def test_a_certificate_for_another_address_is_refused(
+    pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The certificate names 127.0.0.1; the PSS configured as 127.0.0.2 must not be taken for it."""
+    other = "127.0.0.2"
+    events, pss, port = Events(), TcpPss(), free_port(other)
+    server = await asyncio.start_server(pss.handle, other, port, ssl=server_ssl(pki))
+    caplog.set_level(logging.WARNING, "mss.sip")
+    try:
+        s = replace(settings(port, "tls", tls_ca=str(pki.ca)), pss_host=other, domain=other)
+        async with running(s, events) as sip:
+            sip.ua.invite("L1", "100", SDP, time.monotonic())
+            sip.flush()
+            failed = await events.wait_for(LegFailed)
+            assert isinstance(failed, LegFailed) and failed.status == 503
+    finally:
+        server.close()
+        await server.wait_closed()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("TLS to")]
+    assert lines == [f"TLS to {other}:{port}: certificate verify failed: IP address mismatch, certificate is "
+                     f"not valid for '{other}'."]  # fmt: skip
