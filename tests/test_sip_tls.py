@@ -18,10 +18,12 @@ from typing import Any
 import pytest
 import uvloop
 
+from mss.aio import sip_tls
 from mss.config import check_text
 from mss.sip.events import LegAnswered, LegFailed
 from mss.sip.message import parse_message
 from mss.sip.settings import UASettings
+from mss.sip.targets import DnsAnswer, DnsQuery, Srv, TargetList
 from mss.sip.ua import UserAgent
 from mss_peers.net import free_port
 from tests.test_config import render
@@ -266,3 +268,25 @@ async def test_a_certificate_for_another_address_is_refused(
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("TLS to")]
     assert lines == [f"TLS to {other}:{port}: certificate verify failed: IP address mismatch, certificate is "
                      f"not valid for '{other}'."]  # fmt: skip
+
+
+def test_the_name_to_verify_is_the_configured_entry_not_the_srv_target() -> None:
+    """RFC 5922 §4: an address reached through ``example.net``'s SRV record must show a certificate
+    for ``example.net``; a literal entry is checked as that address; an unknown address as itself."""
+    targets = TargetList.parse("192.0.2.1:5061, example.net, other.example.org:5061", transport="tls")
+    answers = {
+        DnsQuery("_sips._tcp.example.net", "SRV"): DnsAnswer(
+            ttl=60, srv=(Srv(priority=10, weight=1, port=5061, target="a.example.net"),)
+        ),
+        DnsQuery("a.example.net", "A"): DnsAnswer(ttl=60, addresses=("192.0.2.2",)),
+        DnsQuery("other.example.org", "A"): DnsAnswer(ttl=60, addresses=("192.0.2.3",)),
+    }
+    for query in targets.queries(0.0):
+        targets.answer(query, answers[query], 0.0)
+    for query in targets.queries(0.0):  # the SRV target's address, asked once the SRV is known
+        targets.answer(query, answers[query], 0.0)
+    lists = (None, targets)
+    assert sip_tls.server_name(("192.0.2.1", 5061), lists) == "192.0.2.1"
+    assert sip_tls.server_name(("192.0.2.2", 5061), lists) == "example.net"
+    assert sip_tls.server_name(("192.0.2.3", 5061), lists) == "other.example.org"
+    assert sip_tls.server_name(("192.0.2.9", 5061), lists) == "192.0.2.9"
