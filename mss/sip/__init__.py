@@ -22,8 +22,8 @@ Layers, bottom up (each module says which RFC sections it implements):
 =================  ==============================================================================
 
 In: RFC 3261 messages (compact forms, folding, multi-value headers, RFC 4475 torture messages),
-UDP and TCP, transactions with every timer, dialogs, CANCEL, BYE both ways, re-INVITE and UPDATE
-(RFC 3311) from the far end and our own re-INVITE with 491 back-off, OPTIONS; RFC 3262 (PRACK of
+UDP, TCP and TLS (``;transport=tls``), transactions with every timer, dialogs, CANCEL, BYE both ways,
+re-INVITE and UPDATE (RFC 3311) from the far end and our own re-INVITE with 491 back-off, OPTIONS; RFC 3262 (PRACK of
 reliable provisionals; mss never sends them); RFC 4028 session timers (both refresher roles, 422
 retry); RFC 3581 rport; digest on INVITE, REGISTER and in-dialog requests with a no-loop rule;
 REGISTER with 423 handling and back-off.
@@ -34,7 +34,7 @@ state are counted apart (admission counts live legs and transactions only, linge
 their own bound with the oldest dropped, in-dialog requests are always served, out-of-dialog ones
 have their own budget); problems come out as rate-limited notices for the adapter's log.
 
-Not in: TLS/SIPS and WebSocket transports, DNS NAPTR (RFC 3263 §4.1), UDP→TCP
+Not in: SIPS URIs, the WebSocket transport, DNS NAPTR (RFC 3263 §4.1), UDP→TCP
 switch for large requests (§18.1.1), following 3xx redirects (they end the leg),
 merged-request detection (482), incoming calls (always 403), reliable provisionals sent by mss,
 RFC 5626 outbound registrations, RFC 3891 Replaces, REFER, SUBSCRIBE/NOTIFY, INFO (405), S/MIME.
