@@ -23,10 +23,10 @@ Layers, bottom up (each module says which RFC sections it implements):
 
 In: RFC 3261 messages (compact forms, folding, multi-value headers, RFC 4475 torture messages),
 UDP, TCP and TLS (``;transport=tls``), transactions with every timer, dialogs, CANCEL, BYE both ways,
-re-INVITE and UPDATE (RFC 3311) from the far end and our own re-INVITE with 491 back-off, OPTIONS; RFC 3262 (PRACK of
-reliable provisionals; mss never sends them); RFC 4028 session timers (both refresher roles, 422
-retry); RFC 3581 rport; digest on INVITE, REGISTER and in-dialog requests with a no-loop rule;
-REGISTER with 423 handling and back-off.
+re-INVITE and UPDATE (RFC 3311) from the far end and our own re-INVITE with 491 back-off, OPTIONS;
+RFC 3262 (PRACK of reliable provisionals; mss never sends them); RFC 4028 session timers (both
+refresher roles, 422 retry); RFC 3581 rport; digest on INVITE, REGISTER and in-dialog requests with
+a no-loop rule; REGISTER with 423 handling and back-off.
 
 Hardening: every header number is bounded in length before ``int()`` (``_grammar.parse_number``);
 URI user parts are escaped when written (``#`` is ``%23``) and compared unescaped; live and lingering
