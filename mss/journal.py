@@ -660,11 +660,14 @@ class Journal:
         return result
 
     def undelivered(self) -> list[PendingResponse]:
-        """RESPONSEs recorded but not yet written to their AS, oldest first."""
+        """RESPONSEs recorded but not yet written to their AS, oldest first (a worker: those of its own
+        callbacks; the others' are found by :meth:`owed_to` when their AS connects here)."""
+        mine = "" if self.worker is None else f" AND seq IN (SELECT seq FROM callbacks WHERE {self._mine})"
         try:
             rows = self._db.execute(
                 "SELECT seq, id, peer, transport, reply_host, reply_port, line FROM responses"
-                " WHERE delivered_at IS NULL ORDER BY created_at, seq"
+                f" WHERE delivered_at IS NULL{mine} ORDER BY created_at, seq",
+                self._mine_args,
             ).fetchall()
         except sqlite3.Error as exc:
             raise JournalError(f"journal: cannot read undelivered responses: {exc}") from exc
