@@ -229,15 +229,37 @@ class Entry:
     """Their UDP payload bytes."""
 
 
-def entries() -> list[Entry]:
-    """Every entry of every mss relay's kernel path on this machine (a diagnostic: which relay
-    ports the kernel forwards for, and how much)."""
+def _maps_of(pid: int) -> set[int]:
+    """The ids of the BPF maps process ``pid`` holds a descriptor of (its /proc fdinfo)."""
+    ids: set[int] = set()
+    base = Path(f"/proc/{pid}/fdinfo")
+    try:
+        infos = list(base.iterdir())
+    except OSError:
+        return ids  # no such process (any more)
+    for info in infos:
+        try:
+            text = info.read_text()
+        except OSError:
+            continue  # closed meanwhile
+        for line in text.splitlines():
+            if line.startswith("map_id:"):
+                ids.add(int(line.split()[1]))
+    return ids
+
+
+def entries(pid: int | None = None) -> list[Entry]:
+    """Every entry of every mss relay's kernel path on this machine, or of the one in process
+    ``pid`` (a diagnostic: which relay ports the kernel forwards for, and how much)."""
     lib = _libbpf()
+    only = None if pid is None else _maps_of(pid)
     found: list[Entry] = []
     map_id = ctypes.c_uint32(0)
     for _ in range(MAX_MAPS):
         if lib.bpf_map_get_next_id(map_id.value, ctypes.byref(map_id)) < 0:
             break
+        if only is not None and map_id.value not in only:
+            continue
         fd = lib.bpf_map_get_fd_by_id(map_id.value)
         if fd < 0:
             continue

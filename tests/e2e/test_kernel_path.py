@@ -33,8 +33,10 @@ TONE2 = 1000.0
 
 
 def _in_range(server: MssServer) -> list[_kfwd.Entry]:
+    """The entries of this mss process's kernel path (other tests' mss may run meanwhile)."""
+    assert server.process is not None
     low, high = server.rtp_range
-    return [e for e in _kfwd.entries() if low <= e.port <= high]
+    return [e for e in _kfwd.entries(server.process.pid) if low <= e.port <= high]
 
 
 def test_a_bridged_callback_is_forwarded_by_the_kernel(
