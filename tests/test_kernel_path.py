@@ -397,7 +397,7 @@ def test_a_relay_on_a_network_interface_sends_the_packets_out_by_its_route() -> 
         assert line(relay).startswith("READY")
         say(phones, f"{ra} {rb}")
         got = json.loads(line(phones))
-        entries = [e for e in _kfwd.entries() if e.address == "10.77.0.1"]
+        entries = [e for e in _kfwd.entries(relay.pid) if e.address == "10.77.0.1"]
         say(relay, "done")
         stats = json.loads(line(relay))
     finally:
@@ -491,11 +491,11 @@ def test_the_shortest_rtcp_goes_by_the_kernel_too() -> None:
             assert b.recv(rtcp=True)[0] == rtcp_sr()
             assert s.in_kernel()["a rtcp"]
             rr = struct.pack("!BBHI", 0x80, 201, 1, 0x11223344)
-            before = {e.port: e.packets for e in _kfwd.entries() if e.rtcp}.get(s.a_port + 1, 0)
+            before = {e.port: e.packets for e in _kfwd.entries(os.getpid()) if e.rtcp}.get(s.a_port + 1, 0)
             for _ in range(3):
                 a.send_rtcp(s.a_port, rr)
                 assert b.recv(rtcp=True) == (rr, ("127.0.0.1", s.b_port + 1))
-            after = {e.port: e.packets for e in _kfwd.entries() if e.rtcp}[s.a_port + 1]
+            after = {e.port: e.packets for e in _kfwd.entries(os.getpid()) if e.rtcp}[s.a_port + 1]
             assert after - before == 3
             assert s.stats().a.rtcp_packets_in == 4
         finally:
