@@ -571,6 +571,15 @@ class RelaySession:
             rb = self._engine.remote(self._slot, 1, 0)
         return SessionStats(a=_leg_stats(out[0], ra), b=_leg_stats(out[1], rb))
 
+    def counters(self) -> npt.NDArray[np.uint64]:
+        """Both legs' counter rows as they are now (2 x :data:`FIELDS`, a copy): what the kernel fast
+        path counted is merged first, where :attr:`Relay.counters` has it up to a second late."""
+        out = np.empty((2, len(FIELDS)), dtype=np.uint64)
+        with self._relay.lock:
+            self._check()
+            self._engine.snapshot(self._slot, out)
+        return out
+
     def in_kernel(self) -> dict[str, bool]:
         """Which directions the kernel fast path forwards now: ``"a rtp"``, ``"a rtcp"``, ``"b rtp"``
         and ``"b rtcp"``, each what that leg receives (all False without the kernel path)."""

@@ -314,10 +314,14 @@ class CallEngine:
             # The relay's receive times are read when a timer of the call is due, not polled: the
             # inactivity deadline moves to the last packet's time + inactivity_timeout (and is armed
             # again) or has passed. One read per call per inactivity_timeout, no pass over every call.
-            row = self.relay.counters[call.session.slot, :, _LAST_RX]
+            # With the kernel fast path the shared rows are merged once a second: a call's own rows
+            # are read fresh then, or a short inactivity_timeout would see a talking call as silent.
+            rows = (call.session.counters() if self.relay.kernel_forwarding_active
+                    else self.relay.counters[call.session.slot])
+            row = rows[:, _LAST_RX]
             call.flow.media_seen(engine.last_rx(row))
             # and each party's jitter estimate sampled for the CDR (its mean and max over the call)
-            call.record.sample_jitter(self.relay.counters[call.session.slot, :, _JITTER_Q4], row)
+            call.record.sample_jitter(rows[:, _JITTER_Q4], row)
         self._run(call, call.flow.handle_timer(time.monotonic()))
 
     # --- operations: totals, listing and hanging up (the metrics and the control socket) ---------
