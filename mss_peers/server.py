@@ -193,8 +193,17 @@ class MssServer:
 class AsClient:
     """A blocking IIF client over TCP: what an AS does."""
 
-    def __init__(self, address: tuple[str, int], timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection(address, timeout=timeout)
+    def __init__(
+        self, address: tuple[str, int], timeout: float = 5.0, source_port: int | None = None
+    ) -> None:
+        if source_port is None:
+            self.sock = socket.create_connection(address, timeout=timeout)
+        else:  # the same source port again: the kernel's SO_REUSEPORT hash picks the same mss worker
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind(("127.0.0.1", source_port))
+            self.sock.settimeout(timeout)
+            self.sock.connect(address)
         self._buffer = b""
         self.lines: list[str] = []
         """Lines received and not yet taken by a wait."""

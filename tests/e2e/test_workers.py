@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from mss_peers.kamailio import Kamailio
+from mss_peers.net import free_port
 from mss_peers.phone import Phone
 from mss_peers.server import AsClient, MssServer
 
@@ -53,11 +54,15 @@ def _taken_by(server: MssServer, cb_id: str) -> int:
     return int(match.group(1))
 
 
-def _one_per_worker(server: MssServer) -> dict[int, AsClient]:
-    """A proven connection on each worker (a probe REQUEST taken there, its RESPONSE read)."""
+def _one_per_worker(server: MssServer) -> tuple[dict[int, AsClient], dict[int, int]]:
+    """A proven connection on each worker (a probe REQUEST taken there, its RESPONSE read), and the
+    source port of each (connecting from it again lands on that worker: the kernel hashes the
+    addresses and ports)."""
     held: dict[int, AsClient] = {}
+    ports: dict[int, int] = {}
     for n in range(MAX_PROBES):
-        client = server.client()
+        port = free_port()
+        client = AsClient(("127.0.0.1", server.iif_port), source_port=port)
         cb_id = f"probe{n}"
         assert client.request(cb_id, "999", "101", 5) == f"ACK: id={cb_id};code=ok;"
         assert client.response(cb_id, timeout=10)["result"] == "user1_failed"
@@ -65,9 +70,9 @@ def _one_per_worker(server: MssServer) -> dict[int, AsClient]:
         if worker in held:
             client.close()
         else:
-            held[worker] = client
+            held[worker], ports[worker] = client, port
         if len(held) == 2:
-            return held
+            return held, ports
     raise AssertionError(f"{MAX_PROBES} connections all landed on worker {list(held)}")
 
 
@@ -105,7 +110,7 @@ def test_two_workers_take_callbacks_and_hand_kept_responses_to_each_other(
     # Each worker's relay attaches its own kernel fast path where the kernel allows it (auto).
     server, (p1, p2) = _setup(tmp_path, kamailio, phone, add_peer, kernel_forwarding="auto")
     try:
-        held = _one_per_worker(server)
+        held, ports = _one_per_worker(server)
         # A whole callback on each worker, on the connection it came on.
         for worker, client in sorted(held.items()):
             cb_id = f"call{worker}"
@@ -114,11 +119,16 @@ def test_two_workers_take_callbacks_and_hand_kept_responses_to_each_other(
             response = client.response(cb_id, timeout=20)
             assert response["result"] == "answered", response
             assert int(response["real_duration"]) == 1
-        # A RESPONSE worker 0 keeps (its AS connection closed) goes out through worker 1's, once.
+        # A RESPONSE worker 0 keeps (the AS has no connection left) goes out once, through worker 1,
+        # on the AS's next connection: opened from worker 1's source port again, it lands there.
         keeper, other = held[0], held[1]
+        other.close()
         assert keeper.request("kept", "100", "101", 1) == "ACK: id=kept;code=ok;"
         p1.wait_event("confirmed", timeout=10)
         keeper.close()
+        server.wait_log(r"worker=0 mss\.desk: callback kept: peer as1 not connected", timeout=15)
+        other = AsClient(("127.0.0.1", server.iif_port), source_port=ports[1])
+        other.send("CANCEL: id=hello;")  # the AS speaks first on it: a proven connection
         response = other.response("kept", timeout=15)
         assert response["result"] == "answered"
         server.wait_log(r"worker=1 mss\.desk: delivered 1 kept RESPONSE\(s\) to peer as1")
@@ -156,7 +166,7 @@ def test_a_worker_killed_mid_call_is_restarted_and_its_callback_answered_once(
 ) -> None:
     server, (p1, p2) = _setup(tmp_path, kamailio, phone, add_peer)
     try:
-        held = _one_per_worker(server)
+        held, _ports = _one_per_worker(server)
         victim, survivor = held[1], held[0]
         assert victim.request("cut", "100", "101", 60) == "ACK: id=cut;code=ok;"
         assert _taken_by(server, "cut") == 1
