@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import ipaddress
 import logging
 import os
+import socket
 import struct
 import termios
 import time
@@ -55,19 +57,69 @@ CONFIRM_HOLD = 1.0
 SEND_QUEUE_POLL = 0.05
 
 
+def _plain_address(host: str) -> str:
+    """``host`` as [peer_servers] writes it: an IPv4 peer seen through a dual-stack (``::``) socket
+    as ``::ffff:a.b.c.d`` (RFC 4291 §2.5.5.2) is ``a.b.c.d``; an IPv6 address in its compressed
+    form (RFC 5952) without a zone."""
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def _is_ipv6_any(host: str) -> bool:
+    """True for ``::``, the IPv6 (and, dual-stack, IPv4) wildcard."""
+    try:
+        return ipaddress.ip_address(host) == ipaddress.IPv6Address("::")
+    except ValueError:
+        return False
+
+
+def _dual_stack_socket(kind: socket.SocketKind, port: int, reuse_port: bool) -> socket.socket:
+    """A non-blocking socket bound on ``[::]:port`` that also takes IPv4 (``IPV6_V6ONLY`` off)."""
+    sock = socket.socket(socket.AF_INET6, kind)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio does for TCP
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setblocking(False)
+        sock.bind(("::", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _for_socket(addr: tuple[str, int], transport: asyncio.BaseTransport) -> tuple[str, int]:
+    """``addr`` in the UDP socket's family: an IPv4 peer through a dual-stack socket is reached at
+    ``::ffff:a.b.c.d`` (uvloop does not map it by itself)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family == socket.AF_INET6 and "." in addr[0] and ":" not in addr[0]:
+        return ("::ffff:" + addr[0], addr[1])
+    return addr
+
+
 class PeerTable:
-    """Which configured peer an address is (SPEC.md, [peer_servers])."""
+    """Which configured peer an address is (SPEC.md, [peer_servers]); IPv4 peers match whether they
+    reach an IPv4 socket or a dual-stack IPv6 one."""
 
     def __init__(self, peers: Sequence[PeerServer]) -> None:
         # Entries with a port first: they are the more specific match.
         self._peers = sorted(peers, key=lambda p: p.port is None)
+        self._hosts = [_plain_address(p.host) for p in self._peers]
         # (host, transport) -> [when last logged, refusals not logged since]
         self._refusals = RateLimitedLog(log)
 
     def match(self, host: str, port: int, transport: str) -> PeerServer | None:
         """The peer at ``host:port``; on UDP the source port is not checked (replies use the config)."""
-        for peer in self._peers:
-            if peer.host == host and (peer.port is None or transport == "udp" or peer.port == port):
+        host = _plain_address(host)
+        for peer, peer_host in zip(self._peers, self._hosts, strict=True):
+            if peer_host == host and (peer.port is None or transport == "udp" or peer.port == port):
                 return peer
         return None
 
@@ -315,13 +367,24 @@ class IIFServer:
         """
         loop = asyncio.get_running_loop()
         try:
-            self._tcp = await loop.create_server(
-                lambda: _StreamProtocol(self), host, port, reuse_address=True, start_serving=False,
-                reuse_port=reuse_port or None,
-            )
-            _, protocol = await loop.create_datagram_endpoint(
-                lambda: _DatagramProtocol(self), local_addr=(host, port), reuse_port=reuse_port or None
-            )
+            if _is_ipv6_any(host):
+                # asyncio makes an IPv6 listener IPv6-only: bind ``::`` ourselves to take IPv4 too
+                tcp_sock = _dual_stack_socket(socket.SOCK_STREAM, port, reuse_port)
+                self._tcp = await loop.create_server(
+                    lambda: _StreamProtocol(self), sock=tcp_sock, start_serving=False
+                )
+                _, protocol = await loop.create_datagram_endpoint(
+                    lambda: _DatagramProtocol(self),
+                    sock=_dual_stack_socket(socket.SOCK_DGRAM, port, reuse_port),
+                )
+            else:
+                self._tcp = await loop.create_server(
+                    lambda: _StreamProtocol(self), host, port, reuse_address=True, start_serving=False,
+                    reuse_port=reuse_port or None,
+                )
+                _, protocol = await loop.create_datagram_endpoint(
+                    lambda: _DatagramProtocol(self), local_addr=(host, port), reuse_port=reuse_port or None
+                )
         except OSError as exc:
             if self._tcp is not None:
                 self._tcp.close()
@@ -343,7 +406,7 @@ class IIFServer:
     def send_datagram(self, data: bytes, addr: tuple[str, int]) -> bool:
         """Send an IIF datagram (ACK or RESPONSE over UDP); False when the UDP socket is closed."""
         if self._udp is not None and self._udp.transport is not None and not self._udp.transport.is_closing():
-            self._udp.transport.sendto(data, addr)
+            self._udp.transport.sendto(data, _for_socket(addr, self._udp.transport))
             return True
         self.conn_log.error(("udp", "closed"), "IIF udp is closed; %r to %s:%d not sent", data, *addr)
         return False
