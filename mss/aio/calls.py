@@ -9,6 +9,7 @@ loop timer per call; what is pure (event translation, command mapping, the CDR) 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import secrets
 import time
@@ -103,11 +104,10 @@ class CallEngine:
         self.sip = SipTransport(UASettings.from_config(cfg), on_event=self._on_sip_event)
         await self.sip.open()
         if cfg.external_line is not None:
-            log.info("registering the external line %s at %s:%d; REQUESTs get code=fail until it is",
-                     cfg.external_line.username, cfg.sip.pss_host, cfg.sip.pss_port)
+            log.info("registering the external line %s at %s; REQUESTs get code=fail until it is",
+                     cfg.external_line.username, _pss_text(cfg))
         else:
-            log.info("server-to-server mode: calls go to %s:%d from %s", cfg.sip.pss_host, cfg.sip.pss_port,
-                     cfg.caller)
+            log.info("server-to-server mode: calls go to %s from %s", _pss_text(cfg), cfg.caller)
 
     def _quarantine_cut_ports(self, relay: Relay) -> None:
         """Keep the relay ports of callbacks a crash cut out of use for a while (before any call)."""
@@ -375,3 +375,14 @@ class CallEngine:
                 self.cancel(seq)
                 return True
         return False
+
+
+def _pss_text(cfg: Config) -> str:
+    """The PSS for a log line: ``host:port`` for one address; a name or a list as configured (its
+    addresses, and their ports, come from DNS or the entries: mss.sip.targets logs them)."""
+    host = cfg.sip.pss_host
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return f"[{ip}]:{cfg.sip.pss_port}" if ip.version == 6 else f"{ip}:{cfg.sip.pss_port}"
