@@ -39,7 +39,7 @@ USERS = {"100": "pw100", "101": "pw101"}
 PHONE_URIS = ("sip:100@", "sip:101@")
 TONE1 = 440.0
 TONE2 = 1000.0
-# Bound on the dispatcher noticing a dead node: a 2 s probe interval plus its 3 s timeout, twice.
+# Bound on the dispatcher's view changing: a 2 s probe interval plus its 3 s timeout, twice.
 DEAD_NODE_TIMEOUT = 12.0
 
 
@@ -178,7 +178,7 @@ def test_edge_fronts_two_nodes_with_one_trunk_address(
                  nodes=[("127.0.0.1", port) for port in node_ports])
     uris = [f"sip:127.0.0.1:{port}" for port in node_ports]
     # Both nodes answer the dispatcher's probes.
-    wait_until(lambda: front.node_states() == {uri: "AP" for uri in uris}, 10.0, interval=0.5)
+    _wait_states(front, {uri: "AP" for uri in uris}, peer_logs)
 
     # A callback through each node: both legs bridged with audio both ways.
     first = _callback(node1, "via1", p1, p2, far_end_hangs_up=False)
@@ -211,20 +211,38 @@ def test_edge_fronts_two_nodes_with_one_trunk_address(
         refused = sip.request("OPTIONS", f"sip:trunk@{EDGE_PROVIDER_HOST}:{edge_port}", from_user="x")
     assert refused.status == 403, refused.raw
 
-    # Node 1 dies: the dispatcher's probes mark it inactive, and the provider's OPTIONS towards
-    # the trunk is answered by node 2.
+    # Node 1 dies. The provider's OPTIONS towards the trunk, sent at once (before a probe can
+    # notice), are answered by node 2: of two in a row, round robin sends one to node 1, which
+    # fails over to node 2 after the node timeout and marks node 1 inactive.
     node1.kill()
+    assert [_trunk_options(front, f"failover-{i}") for i in range(2)] == [node_ports[1]] * 2
+    assert f"node sip:127.0.0.1:{node_ports[0]} did not answer OPTIONS: marked inactive" in front.log_text()
+    # The probes keep it inactive; new requests go straight to node 2.
+    _wait_states(front, {uris[0]: "IP", uris[1]: "AP"}, peer_logs)
+    assert [_trunk_options(front, f"after-{i}") for i in range(2)] == [node_ports[1]] * 2
+    # Node 1 back: one answered probe makes it active again, and round robin uses it.
+    node1.start()
+    _wait_states(front, {uri: "AP" for uri in uris}, peer_logs)
+    assert {_trunk_options(front, f"back-{i}") for i in range(2)} == set(node_ports)
+
+
+def _trunk_options(front: Edge, call_id: str) -> int:
+    """An OPTIONS from the provider's host to the trunk, answered 200 by a node: that node's port
+    (the edge's log says where the answer came from)."""
+    trunk = f"sip:trunk@{front.host}:{front.port}"
+    # Longer than the edge's node timeout (3 s), after which it fails over to the next node.
+    with RawSipClient(front.host, front.port, local_host=PROVIDER_HOST, timeout=8.0) as sip:
+        answer = sip.request("OPTIONS", trunk, from_user="provider", call_id=call_id)
+    assert answer.status == 200, answer.raw
+    answered = rf"{re.escape(call_id)}\}}.*<- 200 OK for OPTIONS from udp:[\d.]+:(\d+)"
+    found = re.search(answered, front.log_text())
+    assert found, front.log_tail()
+    return int(found.group(1))
+
+
+def _wait_states(front: Edge, states: dict[str, str], peer_logs: Callable[[], str]) -> None:
+    """Wait until the edge's dispatcher shows ``states`` (probes every 2 s time out after 3 s)."""
     try:
-        wait_until(lambda: front.node_states() == {uris[0]: "IP", uris[1]: "AP"}, DEAD_NODE_TIMEOUT,
-                   interval=0.5)
+        wait_until(lambda: front.node_states() == states, DEAD_NODE_TIMEOUT, interval=0.5)
     except WaitTimeout:
-        raise AssertionError(f"node 1 not marked inactive: {front.node_states()}\n{peer_logs()}") from None
-    for attempt in range(3):  # round robin would have picked node 1 at least once in three
-        with RawSipClient(EDGE_PROVIDER_HOST, edge_port, local_host=PROVIDER_HOST) as sip:
-            call_id = f"edge-options-{attempt}"
-            answer = sip.request("OPTIONS", f"sip:trunk@{EDGE_PROVIDER_HOST}:{edge_port}",
-                                 from_user="provider", call_id=call_id)
-        assert answer.status == 200, answer.raw
-        assert re.search(
-            rf"{call_id}\}}.*<- 200 OK for OPTIONS from udp:127\.0\.0\.1:{node_ports[1]}\b", front.log_text()
-        ), front.log_tail()
+        raise AssertionError(f"dispatcher: {front.node_states()}, not {states}\n{peer_logs()}") from None
