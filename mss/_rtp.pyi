@@ -1,6 +1,7 @@
 """Typed surface of the relay's data plane (``mss/_rtp.pyx``); ``mss.relay`` is its only user.
 
-Legs are 0 (a) and 1 (b); kinds are 0 (RTP) and 1 (RTCP). IPv4 addresses are host-order ints.
+Legs are 0 (a) and 1 (b); kinds are 0 (RTP) and 1 (RTCP). Addresses are 16 bytes (IPv6; an IPv4
+address as ``::ffff:a.b.c.d``): every socket is ``AF_INET6``.
 Every method takes the packet loop's mutex with the GIL released.
 """
 
@@ -67,7 +68,7 @@ class Engine:
     def detach(self, slot: int) -> None:
         """End ``slot``'s session; returns once its sockets are closed."""
     def set_remote(
-        self, slot: int, leg: int, kind: int, ip: int, port: int, pinned: bool
+        self, slot: int, leg: int, kind: int, ip: bytes, port: int, pinned: bool
     ) -> None:
         """Signal ``leg``'s remote for ``kind``: where it sends until a packet latches it, and the
         source that latches at once (and takes over a learned latch). No-op if latched there
@@ -101,7 +102,7 @@ class Engine:
         """True while frames are played into ``leg``."""
     def snapshot(self, slot: int, out: npt.NDArray[np.uint64]) -> None:
         """Copy ``slot``'s counters into ``out`` (shape ``(2, len(FIELDS))``) under the mutex."""
-    def remote(self, slot: int, leg: int, kind: int) -> tuple[int, int, bool] | None:
+    def remote(self, slot: int, leg: int, kind: int) -> tuple[bytes, int, bool] | None:
         """``(ip, port, latched)`` where ``leg`` sends ``kind`` now, or None."""
     def kernel_enable(self, map_fd: int) -> None:
         """Hand bridged directions to the kernel fast path whose map is ``map_fd`` (see

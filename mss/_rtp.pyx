@@ -63,7 +63,7 @@ The compiler directives are on this file's first line only.
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memcpy, memset, strerror
+from libc.string cimport memcmp, memcpy, memset, strerror
 from libc.errno cimport errno
 
 # the C declarations: every name cimported here is a system call, type or constant, or part of
@@ -180,11 +180,11 @@ ctypedef struct Endpoint:
     uint8_t connected          # RTP: SK_RTP is connected to dest
     uint8_t has_sig            # a remote was signalled (set_remote)
     uint8_t exact              # latched on the signalled remote itself (nothing takes it over)
-    sockaddr_in dest
-    sockaddr_in sig            # the signalled remote, kept while dest follows the latched source
+    sockaddr_in6 dest
+    sockaddr_in6 sig            # the signalled remote, kept while dest follows the latched source
 
 ctypedef struct Candidate:     # a source learning to be a leg's RTP remote
-    sockaddr_in src
+    sockaddr_in6 src
     uint64_t last_ns           # its last packet
     uint32_t ssrc
     uint16_t seq               # its last sequence number
@@ -213,8 +213,8 @@ ctypedef struct Leg:
     uint64_t kgaps
     uint64_t kmux_packets      # the RTP entry's RTCP multiplexed on the RTP port, likewise
     uint64_t kmux_bytes
-    sockaddr_in ksrc[2]        # per kind: the entry's source and destination as installed
-    sockaddr_in kdst[2]
+    sockaddr_in6 ksrc[2]        # per kind: the entry's source and destination as installed
+    sockaddr_in6 kdst[2]
     Endpoint ep[2]
     uint8_t forward            # forward what this leg receives to the other leg
     uint8_t rtcp_pinned        # the RTCP destination came from signalling
@@ -256,7 +256,7 @@ ctypedef struct Core:
     int stop
     int backend
     int want_backend
-    uint32_t host
+    uint8_t host[16]           # the address the legs bind on; IPv4 as ::ffff:a.b.c.d
     uint32_t capacity
     Session* sessions
     uint64_t* counters
@@ -289,7 +289,7 @@ ctypedef struct Core:
     epoll_event* events
     mmsghdr* rx_msgs
     iovec* rx_iov
-    sockaddr_in* rx_names
+    sockaddr_in6* rx_names
     unsigned char* rx_bufs
     # control commands for the loop (io_uring)
     uint32_t* arm_q
@@ -305,7 +305,7 @@ ctypedef struct Core:
     # queued sends
     mmsghdr* out_mm
     iovec* out_iov
-    sockaddr_in* out_dst
+    sockaddr_in6* out_dst
     int* out_fd
     int32_t* out_fix
     int32_t* out_bid
@@ -326,7 +326,7 @@ ctypedef struct Pkt:
     int rtcp                   # it is RTCP (on the RTCP socket, or multiplexed on the RTP one)
     unsigned char* data
     uint32_t length
-    const sockaddr_in* src
+    const sockaddr_in6* src
     int32_t bid                # io_uring buffer holding it, or -1
     int latched                # it latched its leg: the kernel entries are judged again
 
@@ -440,22 +440,54 @@ cdef void connect_rtp(Core* c, uint32_t slot, Leg* leg) noexcept nogil:
     becomes a plain recv (no source address to copy out), re-armed by the loop."""
     leg.ep[KIND_RTP].connected = connect(leg.sock[SK_RTP].fd,
                                          <const sockaddr*>&leg.ep[KIND_RTP].dest,
-                                         sizeof(sockaddr_in)) == 0
+                                         sizeof(sockaddr_in6)) == 0
     if c.backend == BACKEND_URING and leg.ep[KIND_RTP].connected:
         uring_queue_plain(c, slot, leg)
 
 
 cdef inline uint16_t local_port(int fd) noexcept nogil:
     """The port a socket is bound on (host order), 0 when unknown."""
-    cdef sockaddr_in addr
+    cdef sockaddr_in6 addr
     cdef socklen_t n = sizeof(addr)
     if getsockname(fd, <sockaddr*>&addr, &n) < 0:
         return 0
-    return ntohs(addr.sin_port)
+    return ntohs(addr.sin6_port)
 
 
-cdef inline int same_addr(const sockaddr_in* a, const sockaddr_in* b) noexcept nogil:
-    return a.sin_port == b.sin_port and a.sin_addr.s_addr == b.sin_addr.s_addr
+# Addresses: every socket is AF_INET6 and an IPv4 address is its IPv4-mapped form ::ffff:a.b.c.d
+# (RFC 4291 §2.5.5.2, RFC 3493 §3.7), so that one address type serves both families and a relay
+# bound on :: (dual-stack) carries a call whose legs face different families.
+
+cdef inline int same_host(const sockaddr_in6* a, const sockaddr_in6* b) noexcept nogil:
+    return memcmp(&a.sin6_addr, &b.sin6_addr, 16) == 0
+
+
+cdef inline int same_addr(const sockaddr_in6* a, const sockaddr_in6* b) noexcept nogil:
+    return a.sin6_port == b.sin6_port and same_host(a, b)
+
+
+cdef inline int is_v4mapped(const uint8_t* a) noexcept nogil:
+    """``a`` (16 bytes) is ::ffff:a.b.c.d: an IPv4 address."""
+    cdef int i
+    for i in range(10):
+        if a[i]:
+            return 0
+    return a[10] == 0xFF and a[11] == 0xFF
+
+
+cdef inline void kernel_addr(uint8_t* out, const uint8_t* a) noexcept nogil:
+    """An address as the kernel map holds it (IPv4: the first 4 bytes; ``out`` is zeroed)."""
+    if is_v4mapped(a):
+        memcpy(out, a + 12, 4)
+    else:
+        memcpy(out, a, 16)
+
+
+cdef inline void copy_source(sockaddr_in6* dst, const sockaddr_in6* src) noexcept nogil:
+    """``dst`` becomes ``src`` (a packet's source), flow label dropped."""
+    dst[0] = src[0]
+    dst.sin6_family = AF_INET6
+    dst.sin6_flowinfo = 0
 
 
 cdef inline void restart_learning(Leg* leg) noexcept nogil:
@@ -470,9 +502,7 @@ cdef inline void latch(Pkt* p, Endpoint* ep) noexcept nogil:
     cdef int moved = not same_addr(&ep.dest, p.src)   # p.src may be &ep.dest (a plain recv)
     ep.exact = ep.has_sig and same_addr(&ep.sig, p.src)
     if moved:
-        ep.dest.sin_family = AF_INET
-        ep.dest.sin_port = p.src.sin_port
-        ep.dest.sin_addr.s_addr = p.src.sin_addr.s_addr
+        copy_source(&ep.dest, p.src)
     ep.state = EP_LATCHED
     p.latched = 1
     if p.kind == KIND_RTP and (moved or not ep.connected):
@@ -480,9 +510,8 @@ cdef inline void latch(Pkt* p, Endpoint* ep) noexcept nogil:
     if p.kind == KIND_RTP and not p.leg.rtcp_pinned:
         rtcp = &p.leg.ep[KIND_RTCP]
         if rtcp.state != EP_LATCHED:            # RTCP goes to RTP + 1 until it speaks for itself
-            rtcp.dest.sin_family = AF_INET
-            rtcp.dest.sin_addr.s_addr = p.src.sin_addr.s_addr
-            rtcp.dest.sin_port = htons(<uint16_t>(ntohs(p.src.sin_port) + 1))
+            copy_source(&rtcp.dest, p.src)
+            rtcp.dest.sin6_port = htons(<uint16_t>(ntohs(p.src.sin6_port) + 1))
             rtcp.state = EP_EXPECTED
 
 
@@ -499,7 +528,7 @@ cdef inline int learn(Pkt* p, Endpoint* ep, uint64_t now) noexcept nogil:
     cdef int k = CAND_OTHER
     cdef Candidate* cand
     cdef Candidate* better
-    if ep.has_sig and ep.sig.sin_addr.s_addr == p.src.sin_addr.s_addr:
+    if ep.has_sig and same_host(&ep.sig, p.src):
         k = CAND_ADDR
     cand = &leg.cand[k]
     if (cand.run and same_addr(&cand.src, p.src) and ssrc == cand.ssrc
@@ -507,9 +536,7 @@ cdef inline int learn(Pkt* p, Endpoint* ep, uint64_t now) noexcept nogil:
         if cand.run < 0xFFFF:
             cand.run += 1
     else:                                       # a new candidate, or a break in its sequence
-        cand.src.sin_family = AF_INET
-        cand.src.sin_port = p.src.sin_port
-        cand.src.sin_addr.s_addr = p.src.sin_addr.s_addr
+        copy_source(&cand.src, p.src)
         cand.ssrc = ssrc
         cand.run = 1
     cand.seq = seq
@@ -543,7 +570,7 @@ cdef inline int check_source(Pkt* p, uint64_t now) noexcept nogil:
     if p.rtcp:                                  # no sequence numbers: follow the RTP latch
         rtp = &p.leg.ep[KIND_RTP]
         if (p.kind == KIND_RTCP and rtp.state == EP_LATCHED
-                and rtp.dest.sin_addr.s_addr == p.src.sin_addr.s_addr):
+                and same_host(&rtp.dest, p.src)):
             latch(p, ep)
             return 0
         return DROP_LEARNING
@@ -673,7 +700,7 @@ cdef inline int32_t fixed_index(uint32_t slot, int li, int sk) noexcept nogil:
     return <int32_t>(slot * (2 * N_SOCKS) + li * N_SOCKS + sk)
 
 
-cdef inline void queue_send(Core* c, int fd, int32_t fix, const sockaddr_in* dst,
+cdef inline void queue_send(Core* c, int fd, int32_t fix, const sockaddr_in6* dst,
                             unsigned char* data, uint32_t length, int32_t bid,
                             uint64_t ud) noexcept nogil:
     cdef uint32_t i
@@ -686,7 +713,7 @@ cdef inline void queue_send(Core* c, int fd, int32_t fix, const sockaddr_in* dst
     if dst != NULL:
         c.out_dst[i] = dst[0]
         c.out_mm[i].msg_hdr.msg_name = &c.out_dst[i]
-        c.out_mm[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+        c.out_mm[i].msg_hdr.msg_namelen = sizeof(sockaddr_in6)
     else:                                       # a connected socket
         c.out_mm[i].msg_hdr.msg_name = NULL
         c.out_mm[i].msg_hdr.msg_namelen = 0
@@ -860,17 +887,21 @@ cdef void free_play(Leg* leg) noexcept nogil:
 
 cdef inline void kernel_key(Core* c, Leg* leg, int kind, kf_key* key) noexcept nogil:
     memset(key, 0, sizeof(kf_key))
-    key.family = 4
+    key.family = 4 if is_v4mapped(c.host) else 6
     key.port = htons(<uint16_t>(leg.port + kind))
-    memcpy(key.addr, &c.host, 4)
+    kernel_addr(key.addr, c.host)
 
 
-cdef inline int kernel_want(Session* s, int li, int kind) noexcept nogil:
+cdef inline int kernel_want(Core* c, Session* s, int li, int kind) noexcept nogil:
     cdef Leg* leg = &s.leg[li]
     cdef Leg* peer = &s.leg[1 - li]
     return (s.state == S_ACTIVE and leg.forward and peer.play == NULL
             and leg.ep[kind].state == EP_LATCHED and peer.ep[kind].state != EP_NONE
-            and leg.port != 0 and peer.port != 0)
+            and leg.port != 0 and peer.port != 0
+            # the program rewrites addresses, not IP versions: a direction that changes family
+            # (a dual-stack relay) stays in userspace
+            and is_v4mapped(<const uint8_t*>&leg.ep[kind].dest.sin6_addr) == is_v4mapped(c.host)
+            and is_v4mapped(<const uint8_t*>&peer.ep[kind].dest.sin6_addr) == is_v4mapped(c.host))
 
 
 cdef void kernel_merge(Session* s, int li, int kind, const kf_entry* v) noexcept nogil:
@@ -929,12 +960,12 @@ cdef void kernel_install(Core* c, uint32_t slot, int li, int kind) noexcept nogi
     cdef int i, err
     kernel_key(c, leg, kind, &key)
     memset(&e, 0, sizeof(kf_entry))
-    memcpy(e.src, &leg.ep[kind].dest.sin_addr.s_addr, 4)
-    e.src_port = leg.ep[kind].dest.sin_port
-    memcpy(e.out_src, &c.host, 4)
+    kernel_addr(e.src, <const uint8_t*>&leg.ep[kind].dest.sin6_addr)
+    e.src_port = leg.ep[kind].dest.sin6_port
+    kernel_addr(e.out_src, c.host)
     e.out_sport = htons(<uint16_t>(peer.port + kind))
-    memcpy(e.out_dst, &peer.ep[kind].dest.sin_addr.s_addr, 4)
-    e.out_dport = peer.ep[kind].dest.sin_port
+    kernel_addr(e.out_dst, <const uint8_t*>&peer.ep[kind].dest.sin6_addr)
+    e.out_dport = peer.ep[kind].dest.sin6_port
     e.rtcp = <uint8_t>kind
     e.cookie = (slot << 2) | <uint32_t>(li << 1) | <uint32_t>kind
     if kind == KIND_RTP:
@@ -1013,7 +1044,7 @@ cdef void kernel_refresh(Core* c, uint32_t slot) noexcept nogil:
     for li in range(2):
         leg = &s.leg[li]
         for kind in range(2):
-            want = kernel_want(s, li, kind)
+            want = kernel_want(c, s, li, kind)
             if leg.kin[kind] and (not want or not same_addr(&leg.ksrc[kind], &leg.ep[kind].dest)
                                   or not same_addr(&leg.kdst[kind], &s.leg[1 - li].ep[kind].dest)):
                 kernel_remove(c, slot, li, kind)
@@ -1196,11 +1227,14 @@ cdef class Engine:
             raise ValueError(f"learn_ms must be 0..{MAX_LEARN_MS}")
         if learn_packets < 1 or learn_packets > MAX_LEARN_PACKETS:
             raise ValueError(f"learn_packets must be 1..{MAX_LEARN_PACKETS}")
-        import socket as _socket
+        import ipaddress as _ipaddress
         try:
-            packed = _socket.inet_pton(_socket.AF_INET, host)
-        except OSError:
-            raise ValueError(f"not an IPv4 address: {host!r}") from None
+            address = _ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"not an IP address: {host!r}") from None
+        if address.version == 4:
+            address = _ipaddress.IPv6Address("::ffff:" + str(address))
+        packed = address.packed
         self._counters = counters
         self._view = counters
         if self._view.shape[0] < capacity or self._view.shape[1] != 2 \
@@ -1216,7 +1250,7 @@ cdef class Engine:
         c.ring.fd = -1
         pthread_mutex_init(&c.mu, NULL)
         pthread_cond_init(&c.cv, NULL)
-        memcpy(&c.host, <const char*>packed, 4)
+        memcpy(c.host, <const char*>packed, 16)
         c.capacity = <uint32_t>capacity
         c.counters = &self._view[0, 0, 0]
         c.gather_ns = <uint64_t>gather_us * 1000
@@ -1232,7 +1266,7 @@ cdef class Engine:
         c.heap = <Timer*>calloc(c.heap_cap, sizeof(Timer))
         c.out_mm = <mmsghdr*>calloc(OUT_CAP, sizeof(mmsghdr))
         c.out_iov = <iovec*>calloc(OUT_CAP, sizeof(iovec))
-        c.out_dst = <sockaddr_in*>calloc(OUT_CAP, sizeof(sockaddr_in))
+        c.out_dst = <sockaddr_in6*>calloc(OUT_CAP, sizeof(sockaddr_in6))
         c.out_fd = <int*>calloc(OUT_CAP, sizeof(int))
         c.out_fix = <int32_t*>calloc(OUT_CAP, sizeof(int32_t))
         c.out_bid = <int32_t*>calloc(OUT_CAP, sizeof(int32_t))
@@ -1303,37 +1337,42 @@ cdef class Engine:
     def bind_leg(self, int port):
         cdef Core* c = self._core()
         cdef int fds[3]
-        cdef int k, probe, err = 0, failed = port, one = 1
-        cdef sockaddr_in addr
+        cdef int k, probe, err = 0, failed = port, one = 1, zero = 0
+        cdef sockaddr_in6 addr
         if port < 1 or port > 65534 or port % 2:
             raise ValueError(f"RTP port must be even and below 65535: {port}")
         fds[0] = -1
         fds[1] = -1
         fds[2] = -1
         memset(&addr, 0, sizeof(addr))
-        addr.sin_family = AF_INET
-        addr.sin_addr.s_addr = c.host
+        addr.sin6_family = AF_INET6
+        memcpy(&addr.sin6_addr, c.host, 16)
         with nogil:
             # The two RTP sockets share their port through SO_REUSEPORT, which another socket of
             # the same user could join; so first check, with an exclusive bind, that nobody holds
             # the port (another relay instance on an overlapping range does the same and skips it).
-            addr.sin_port = htons(<uint16_t>port)
-            probe = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)
-            if probe < 0 or bind(probe, <sockaddr*>&addr, sizeof(addr)) < 0:
+            addr.sin6_port = htons(<uint16_t>port)
+            probe = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0)
+            if probe < 0 or setsockopt(probe, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(int)) < 0 \
+                    or bind(probe, <sockaddr*>&addr, sizeof(addr)) < 0:
                 err = errno
             if probe >= 0:
                 close(probe)
             for k in range(N_SOCKS if err == 0 else 0):   # SK_RTP, SK_RTCP, SK_ANY
                 failed = port + (1 if k == SK_RTCP else 0)
-                fds[k] = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
+                fds[k] = socket(AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
                 if fds[k] < 0:
+                    err = errno
+                    break
+                # dual-stack: IPv4-mapped binds need it, and :: then takes both families
+                if setsockopt(fds[k], IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(int)) < 0:
                     err = errno
                     break
                 if k != SK_RTCP and setsockopt(fds[k], SOL_SOCKET, SO_REUSEPORT, &one,
                                                sizeof(int)) < 0:
                     err = errno
                     break
-                addr.sin_port = htons(<uint16_t>failed)
+                addr.sin6_port = htons(<uint16_t>failed)
                 if bind(fds[k], <sockaddr*>&addr, sizeof(addr)) < 0:
                     err = errno
                     break
@@ -1414,23 +1453,27 @@ cdef class Engine:
                     finish_close(c, slot)
             pthread_mutex_unlock(&c.mu)
 
-    def set_remote(self, int slot, int leg, int kind, uint32_t ip, int port, bint pinned):
+    def set_remote(self, int slot, int leg, int kind, bytes ip, int port, bint pinned):
         cdef Core* c = self._core()
         cdef Session* s = self._session(slot)
         cdef Endpoint* ep
         cdef int changed
+        cdef sockaddr_in6 sig
         if leg not in (0, 1) or kind not in (0, 1) or port < 1 or port > 65535:
             raise ValueError("bad leg, kind or port")
+        if len(ip) != 16:
+            raise ValueError("ip must be 16 bytes (IPv4 as ::ffff:a.b.c.d)")
+        memset(&sig, 0, sizeof(sig))
+        sig.sin6_family = AF_INET6
+        sig.sin6_port = htons(<uint16_t>port)
+        memcpy(&sig.sin6_addr, <const char*>ip, 16)
         with nogil:
             pthread_mutex_lock(&c.mu)
             ep = &s.leg[leg].ep[kind]
             if kind == KIND_RTCP:
                 s.leg[leg].rtcp_pinned = pinned
-            changed = not (ep.has_sig and ep.sig.sin_addr.s_addr == htonl(ip)
-                           and ep.sig.sin_port == htons(<uint16_t>port))
-            ep.sig.sin_family = AF_INET
-            ep.sig.sin_addr.s_addr = htonl(ip)
-            ep.sig.sin_port = htons(<uint16_t>port)
+            changed = not (ep.has_sig and same_addr(&ep.sig, &sig))
+            ep.sig = sig
             ep.has_sig = 1
             if ep.state == EP_LATCHED and (not changed or same_addr(&ep.dest, &ep.sig)):
                 # the same remote again (a session refresh): the leg stays, and so do its entries
@@ -1591,7 +1634,8 @@ cdef class Engine:
             pthread_mutex_unlock(&c.mu)
         if ep.state == EP_NONE:
             return None
-        return ntohl(ep.dest.sin_addr.s_addr), ntohs(ep.dest.sin_port), ep.state == EP_LATCHED
+        return ((<char*>&ep.dest.sin6_addr)[:16], ntohs(ep.dest.sin6_port),
+                ep.state == EP_LATCHED)
 
     def kernel_enable(self, int map_fd):
         cdef Core* c = self._core()

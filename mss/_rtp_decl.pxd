@@ -71,9 +71,20 @@ cdef extern from "<netinet/in.h>" nogil:
         unsigned short sin_family
         uint16_t sin_port
         in_addr sin_addr
+    struct in6_addr:
+        uint8_t s6_addr[16]
+    struct sockaddr_in6:
+        unsigned short sin6_family
+        uint16_t sin6_port
+        uint32_t sin6_flowinfo
+        in6_addr sin6_addr
+        uint32_t sin6_scope_id
     enum:
         AF_INET
+        AF_INET6
         AF_UNSPEC
+        IPPROTO_IPV6
+        IPV6_V6ONLY
     uint16_t htons(uint16_t)
     uint16_t ntohs(uint16_t)
     uint32_t htonl(uint32_t)

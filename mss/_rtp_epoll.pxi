@@ -59,7 +59,7 @@ cdef void epoll_read(Core* c, uint64_t ud, uint64_t now) noexcept nogil:
         handle_packet(&p, now)
     epoll_flush(c)
     for i in range(n):                              # recvmmsg writes these back
-        c.rx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+        c.rx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in6)
         c.rx_msgs[i].msg_hdr.msg_flags = 0
 
 
@@ -72,7 +72,7 @@ cdef int epoll_setup(Core* c) noexcept nogil:
     c.events = <epoll_event*>calloc(EPOLL_EVENTS, sizeof(epoll_event))
     c.rx_msgs = <mmsghdr*>calloc(RX_BATCH, sizeof(mmsghdr))
     c.rx_iov = <iovec*>calloc(RX_BATCH, sizeof(iovec))
-    c.rx_names = <sockaddr_in*>calloc(RX_BATCH, sizeof(sockaddr_in))
+    c.rx_names = <sockaddr_in6*>calloc(RX_BATCH, sizeof(sockaddr_in6))
     c.rx_bufs = <unsigned char*>malloc(<size_t>RX_BATCH * RX_BUF)
     if c.events == NULL or c.rx_msgs == NULL or c.rx_iov == NULL or c.rx_names == NULL \
             or c.rx_bufs == NULL:
@@ -81,7 +81,7 @@ cdef int epoll_setup(Core* c) noexcept nogil:
         c.rx_iov[i].iov_base = c.rx_bufs + <size_t>i * RX_BUF
         c.rx_iov[i].iov_len = RX_BUF
         c.rx_msgs[i].msg_hdr.msg_name = &c.rx_names[i]
-        c.rx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+        c.rx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in6)
         c.rx_msgs[i].msg_hdr.msg_iov = &c.rx_iov[i]
         c.rx_msgs[i].msg_hdr.msg_iovlen = 1
     ev.events = EPOLLIN

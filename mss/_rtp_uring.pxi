@@ -220,12 +220,12 @@ cdef void uring_on_recv(Core* c, io_uring_cqe* cqe, uint64_t now) noexcept nogil
         p.length = <uint32_t>cqe.res
     else:
         out = <io_uring_recvmsg_out*>buf
-        if (out.flags & MSG_TRUNC) or out.namelen < sizeof(sockaddr_in) \
-                or out.payloadlen > RX_BUF - sizeof(io_uring_recvmsg_out) - sizeof(sockaddr_in):
+        if (out.flags & MSG_TRUNC) or out.namelen < sizeof(sockaddr_in6) \
+                or out.payloadlen > RX_BUF - sizeof(io_uring_recvmsg_out) - sizeof(sockaddr_in6):
             p.leg.ctr[DROP_MALFORMED] += 1
             mss_uring_buf_give(&c.ring, bid)
             return
-        p.src = <const sockaddr_in*>(buf + sizeof(io_uring_recvmsg_out))
+        p.src = <const sockaddr_in6*>(buf + sizeof(io_uring_recvmsg_out))
         p.data = buf + sizeof(io_uring_recvmsg_out) + c.recv_tmpl.msg_namelen
         p.length = out.payloadlen
     p.core = c
@@ -283,7 +283,7 @@ cdef int uring_setup(Core* c) noexcept nogil:
         mss_uring_exit(&c.ring)
         return err
     memset(&c.recv_tmpl, 0, sizeof(msghdr))
-    c.recv_tmpl.msg_namelen = sizeof(sockaddr_in)
+    c.recv_tmpl.msg_namelen = sizeof(sockaddr_in6)
     # a registered file table saves a file lookup per send; without one (too many files for
     # RLIMIT_NOFILE, an old kernel) sends name their fd
     c.fixed = mss_uring_files_sparse(&c.ring, c.capacity * 2 * N_SOCKS) == 0

@@ -43,8 +43,14 @@ call's ports), among pairs not used recently (:class:`PortAllocator`); :meth:`Re
 keeps given pairs out of use for a while (the ports of calls cut by a crash, whose phones may still
 be sending).
 
-Sockets: IPv4 only. A leg's RTP port has two sockets (``SO_REUSEPORT``, bound only after an
-exclusive bind showed nobody else holds the port): as soon as the leg has a remote (signalled or
+Sockets: IPv4 and IPv6, all of them ``AF_INET6`` with an IPv4 address in its IPv4-mapped form
+(``::ffff:a.b.c.d``, RFC 4291 §2.5.5.2), so the data plane has one address type. A relay on an IPv4
+address reaches IPv4 remotes, one on an IPv6 address IPv6 remotes; one on ``::`` is dual-stack and
+a session's legs may face different families (one leg IPv4, the other IPv6; such a direction stays
+in userspace, the kernel path rewrites addresses, not IP versions).
+
+A leg's RTP port has two sockets (``SO_REUSEPORT``, bound only after an exclusive bind showed
+nobody else holds the port): as soon as the leg has a remote (signalled or
 latched) one is connected to it (the kernel then hands it that source only and sends need no
 address) and the other takes datagrams from everyone else, so they are latched or counted there.
 The RTCP port has one socket.
@@ -150,26 +156,44 @@ def _leg_index(leg: str) -> int:
         raise RelayError(f"leg must be 'a' or 'b', not {leg!r}") from None
 
 
-#: Remote addresses whose parsed form is kept (:func:`_ipv4`): a carrier's media comes from a few
+#: Remote addresses whose parsed form is kept (:func:`_address`): a carrier's media comes from a few
 #: gateways and SBCs, so a small cache answers nearly every call; bounded, as remotes come from SDP.
-IPV4_CACHE = 1024
+ADDRESS_CACHE = 1024
 
 
-@functools.lru_cache(maxsize=IPV4_CACHE)
-def _ipv4(host: str) -> int:
+@functools.lru_cache(maxsize=ADDRESS_CACHE)
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``host`` as an address; an IPv4-mapped IPv6 address is its IPv4 address."""
     try:
-        return int(ipaddress.IPv4Address(host))
+        address = ipaddress.ip_address(host)
     except ValueError:
-        raise RelayError(f"not an IPv4 address: {host!r}") from None
+        raise RelayError(f"not an IP address: {host!r}") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _packed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
+    """The 16 bytes the data plane takes: IPv6, or IPv4 as ``::ffff:a.b.c.d``."""
+    return address.packed if address.version == 6 else b"\0" * 10 + b"\xff\xff" + address.packed
+
+
+def _unpacked(packed: bytes) -> str:
+    """The data plane's 16 bytes as text: an IPv4-mapped address as IPv4."""
+    address = ipaddress.IPv6Address(packed)
+    return str(address.ipv4_mapped or address)
 
 
 #: ``SIOCGIFADDR`` (<linux/sockios.h>): an interface's IPv4 address.
 _SIOCGIFADDR = 0x8915
 
 
-def _interface_of(host: str) -> int | None:
-    """The index of the interface whose (primary) IPv4 address is ``host``, or None."""
-    packed = socket.inet_aton(host)
+def _interface_of(host: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int | None:
+    """The index of the interface whose (primary) IPv4 address, or one of whose IPv6 addresses, is
+    ``host``, or None."""
+    if host.version == 6:
+        return _interface_of_ipv6(host)
+    packed = host.packed
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         for index, name in socket.if_nameindex():
             try:
@@ -178,6 +202,19 @@ def _interface_of(host: str) -> int | None:
                 continue  # no IPv4 address
             if reply[20:24] == packed:
                 return index
+    return None
+
+
+def _interface_of_ipv6(host: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int | None:
+    # /proc/net/if_inet6: address (32 hex digits), interface index (hex), prefix, scope, flags, name
+    try:
+        with open("/proc/net/if_inet6") as table:
+            for line in table:
+                fields = line.split()
+                if len(fields) >= 2 and fields[0] == host.packed.hex():
+                    return int(fields[1], 16)
+    except OSError:
+        return None
     return None
 
 
@@ -395,7 +432,7 @@ def _seconds(ns: int) -> float | None:
     return ns / 1e9 if ns else None
 
 
-def _leg_stats(row: npt.NDArray[np.uint64], remote: tuple[int, int, bool] | None) -> LegStats:
+def _leg_stats(row: npt.NDArray[np.uint64], remote: tuple[bytes, int, bool] | None) -> LegStats:
     v = [int(x) for x in row]
     return LegStats(
         rtp_packets_in=v[_F["rtp_packets_in"]],
@@ -421,7 +458,7 @@ def _leg_stats(row: npt.NDArray[np.uint64], remote: tuple[int, int, bool] | None
         ssrc=v[_F["ssrc"]] if v[_F["rtp_packets_in"]] else None,
         seq_gaps=v[_F["seq_gaps"]],
         jitter_ms=v[_F["jitter_q4"]] / 16 / _CLOCK_RATE * 1000,
-        remote=None if remote is None else (str(ipaddress.IPv4Address(remote[0])), remote[1]),
+        remote=None if remote is None else (_unpacked(remote[0]), remote[1]),
         latched=remote is not None and remote[2],
     )
 
@@ -467,7 +504,12 @@ class RelaySession:
         the media moved: the leg learns again. The same address leaves the leg as it is.
         """
         li = _leg_index(leg)
-        ip = _ipv4(host)
+        address = _address(host)
+        if not self._relay.reaches(address):
+            raise RelayError(
+                f"the relay on {self._relay.host} cannot reach an IPv{address.version} remote ({host})"
+            )
+        ip = _packed(address)
         if not 1 <= port <= 65535 or not (rtcp_port is None or 1 <= rtcp_port <= 65535):
             raise RelayError(f"bad remote port {port}/{rtcp_port}")
         with self._relay.lock:
@@ -615,7 +657,8 @@ class RelaySession:
 class Relay:
     """The media relay: a native packet loop and the sessions it forwards for.
 
-    ``host`` is the IPv4 address every port is bound on; ``port_min..port_max`` the RTP/RTCP port
+    ``host`` is the IPv4 or IPv6 address every port is bound on (``::``: both families, see the
+    module docstring); ``port_min..port_max`` the RTP/RTCP port
     range (a session takes two even ports and the odd ones above them). ``backend`` picks the
     packet loop's I/O: ``"io_uring"``, ``"epoll"``, or ``"auto"`` (io_uring when the kernel allows
     it). ``gather_us`` is how long a busy loop lets work gather before it wakes (latency traded for
@@ -638,7 +681,7 @@ class Relay:
         learn_packets: int = LEARN_PACKETS,
         kernel_forwarding: str = "no",
     ) -> None:
-        _ipv4(host)
+        self._address = _address(host)
         if kernel_forwarding not in KERNEL_FORWARDING:
             raise RelayError(
                 f"kernel_forwarding must be 'no', 'yes' or 'auto', not {kernel_forwarding!r}"
@@ -688,14 +731,19 @@ class Relay:
             lo = socket.if_nametoindex("lo")
         except OSError as exc:
             raise KernelPathUnavailable(f"no loopback interface: {exc}") from None
-        host = ipaddress.IPv4Address(self.host)
+        host = self._address
         if host.is_unspecified:
-            raise KernelPathUnavailable("the kernel path needs the relay's own address, not 0.0.0.0")
-        ifindex = lo if host.is_loopback else _interface_of(self.host)
+            raise KernelPathUnavailable(f"the kernel path needs the relay's own address, not {host}")
+        ifindex = lo if host.is_loopback else _interface_of(host)
         if ifindex is None:
             raise KernelPathUnavailable(f"no interface holds {self.host}")
         self._kernel = _kfwd.load([ifindex, lo], capacity)
         self._live().kernel_enable(self._kernel.map_fd)
+
+    def reaches(self, remote: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """True when this relay's sockets can send to ``remote``: the same family, or any family
+        from ``::``."""
+        return remote.version == self._address.version or self._address == ipaddress.IPv6Address("::")
 
     @property
     def kernel_forwarding_active(self) -> bool:

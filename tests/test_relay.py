@@ -1021,7 +1021,7 @@ def test_closed_session_and_relay_refuse_verbs(relay: Relay) -> None:
 
 def test_bad_constructor_arguments() -> None:
     with pytest.raises(RelayError):
-        Relay("::1", 20000, 20100)
+        Relay("relay.example", 20000, 20100)  # an address, not a name (IPv6 is fine: test_ipv6_relay)
     with pytest.raises(RelayError):
         Relay(HOST, 20000, 20001)
     with pytest.raises(RelayError):
