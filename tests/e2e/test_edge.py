@@ -40,7 +40,7 @@ PHONE_URIS = ("sip:100@", "sip:101@")
 TONE1 = 440.0
 TONE2 = 1000.0
 # Bound on the dispatcher's view changing: a 2 s probe interval plus its 3 s timeout, twice.
-DEAD_NODE_TIMEOUT = 12.0
+STATE_TIMEOUT = 12.0
 
 
 class Edge(Kamailio):
@@ -99,8 +99,9 @@ class Edge(Kamailio):
 
 @pytest.fixture
 def nodes(add_peer: Callable[[Any], None], tmp_path: Path) -> Iterator[Callable[..., MssServer]]:
-    """Factory: ``nodes(workdir_name, provider, edge_nodes_port)`` starts an mss node in
-    server-to-server mode whose every request goes through the edge; stopped at teardown."""
+    """Factory: ``nodes(name, provider, edge_nodes_port, sip_port)`` starts an mss node in
+    server-to-server mode (workdir ``name``) whose every request goes through the edge's nodes
+    side; stopped at teardown."""
     started: list[MssServer] = []
 
     def make(name: str, provider: tuple[str, int], edge_nodes_port: int, sip_port: int) -> MssServer:
@@ -243,6 +244,6 @@ def _trunk_options(front: Edge, call_id: str) -> int:
 def _wait_states(front: Edge, states: dict[str, str], peer_logs: Callable[[], str]) -> None:
     """Wait until the edge's dispatcher shows ``states`` (probes every 2 s time out after 3 s)."""
     try:
-        wait_until(lambda: front.node_states() == states, DEAD_NODE_TIMEOUT, interval=0.5)
+        wait_until(lambda: front.node_states() == states, STATE_TIMEOUT, interval=0.5)
     except WaitTimeout:
         raise AssertionError(f"dispatcher: {front.node_states()}, not {states}\n{peer_logs()}") from None
