@@ -13,6 +13,10 @@ given) with that certificate, written into a ``tls.cfg`` beside kamailio.cfg (TL
 client certificate asked for; as a client, e.g. towards mss's Contact, it verifies nothing). Needs
 Debian's ``kamailio-tls-modules``. Without ``tls`` the config is exactly the plain one.
 
+IPv6 (optional): ``host6="::1"`` listens on ``[host6]:port`` too (UDP, and TCP when enabled); a
+request goes out from the listener of its destination's family, so phones on ``host`` and mss on
+``host6`` reach each other through it. ``mss`` may then be an IPv6 address.
+
 Modes (both listen on UDP and TCP at ``host:port`` and forward between the two transports):
 
 ``auth``  (mss in external-line mode)
@@ -47,6 +51,7 @@ API: ``start()``/``stop()`` (or the context manager), ``registered(user)``,
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import re
 import shutil
@@ -103,6 +108,13 @@ def find_binary(name: str) -> str:
     return path
 
 
+def _check_ipv6_loopback(host: str) -> str:
+    """``host`` if it is the IPv6 loopback address (tests talk to loopback only)."""
+    if ipaddress.IPv6Address(host) != ipaddress.IPv6Address("::1"):
+        raise ValueError(f"{host} is not ::1: tests only talk to loopback")
+    return "::1"
+
+
 class Kamailio:
     """A Kamailio PSS on loopback; see the module docstring."""
 
@@ -111,6 +123,7 @@ class Kamailio:
         mode: Mode = "auth",
         *,
         host: str = "127.0.0.1",
+        host6: str | None = None,
         port: int | None = None,
         users: Mapping[str, str] | None = None,
         mss: tuple[str, int] = ("127.0.0.1", 5070),
@@ -130,7 +143,10 @@ class Kamailio:
         self.host = check_loopback(host)
         self._fixed_port = port is not None
         self.port = port if port is not None else free_port(host)
-        self.mss = (check_loopback(mss[0]), int(mss[1]))
+        self.host6 = _check_ipv6_loopback(host6) if host6 is not None else None
+        """The IPv6 address listened on too (the same port), or None."""
+        mss_host = _check_ipv6_loopback(mss[0]) if ":" in mss[0] else check_loopback(mss[0])
+        self.mss = (mss_host, int(mss[1]))
         self.mss_line = mss_line
         self.realm = realm or host
         self.tcp = tcp
@@ -196,12 +212,15 @@ class Kamailio:
             defines.append("#!define CHALLENGE_REQUESTS")
         if self.tls is not None:
             defines.append("#!define WITH_TLS")
+        if self.host6 is not None:
+            defines.append("#!define WITH_IPV6")
         users = "\n".join(
             f'\t$sht(users=>{user}) = "{password}";' for user, password in sorted(self.users.items())
         )
         values = {
             "DEFINES": "\n".join(defines),
             "HOST": self.host,
+            "HOST6": self.host6 or "",
             "PORT": str(self.port),
             "REALM": self.realm,
             "CTL_SOCKET": str(self.ctl_socket),

@@ -118,8 +118,10 @@ class UASettings:
 
     @property
     def contact_host(self) -> str:
-        """The address written in Via and Contact (and expected in the Via of responses)."""
-        return self.advertised_host or self.local_host
+        """The address written in Via and Contact (and expected in the Via of responses); an IPv6
+        address in brackets, as sent-by and URIs write it (RFC 3261 §25.1, RFC 5118 §4.1)."""
+        host = self.advertised_host or self.local_host
+        return f"[{host}]" if ":" in host else host
 
     @property
     def reliable(self) -> bool:
