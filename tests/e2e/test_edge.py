@@ -35,8 +35,8 @@ PROVIDER_HOST = "127.0.0.1"
 EDGE_PROVIDER_HOST = "127.0.0.2"  # the trunk address the provider sees
 EDGE_NODES_HOST = "127.0.0.1"
 STRANGER_HOST = "127.0.0.3"
-USERS = {"100": "pw100", "101": "pw101"}
-PHONE_URIS = ("sip:100@", "sip:101@")
+USERS = {"100": "pw100", "101": "pw101", "102": "pw102"}
+PHONE_URIS = ("sip:100@", "sip:101@", "sip:102@")
 TONE1 = 440.0
 TONE2 = 1000.0
 # Bound on the dispatcher's view changing: a 2 s probe interval plus its 3 s timeout, twice.
@@ -173,6 +173,7 @@ def test_edge_fronts_two_nodes_with_one_trunk_address(
     pss = kamailio("trunk", users=USERS, mss=(EDGE_PROVIDER_HOST, edge_port))
     p1 = phone("100", pss, tone_hz=TONE1, record=True)
     p2 = phone("101", pss, tone_hz=TONE2, record=True)
+    ringing = phone("102", pss, behaviour="ring")
     node1 = nodes("node1", pss.address, edge_nodes_port, node_ports[0])
     node2 = nodes("node2", pss.address, edge_nodes_port, node_ports[1])
     front = edge(port=edge_port, nodes_port=edge_nodes_port, provider=pss.address,
@@ -200,10 +201,23 @@ def test_edge_fronts_two_nodes_with_one_trunk_address(
     assert re.search(rf"-> BYE to \S*:{node_ports[1]}\b", edge_log), edge_log
     assert not re.search(rf"-> BYE to \S*:{node_ports[0]}\b", edge_log), edge_log
 
+    # A CANCEL crosses the edge too: the AS cancels while user2 rings; the provider's 487 comes back.
+    with node2.client() as as1:
+        assert as1.request("ring", "100", "102", 60) == "ACK: id=ring;code=ok;"
+        p1.wait_event("confirmed", timeout=10)
+        ringing.wait_event("incoming", timeout=10)
+        assert as1.cancel("ring") == "ACK: id=ring;code=ok;"
+        cancelled = as1.response("ring", timeout=10)
+    assert cancelled["result"] == "cancelled", cancelled
+    assert ringing.wait_event("disconnected", timeout=10)["code"] == 487
+    p1.wait_event("disconnected", timeout=10)
+
     # The provider saw the nodes' requests from the trunk address only.
     seen = _requests_seen(pss)
-    to_phones = [r for r in seen if r[0] in ("INVITE", "ACK", "BYE") and r[1].startswith(PHONE_URIS)]
-    assert len([r for r in to_phones if r[0] == "INVITE"]) >= 4, seen  # two legs per callback
+    methods = ("INVITE", "ACK", "BYE", "CANCEL")
+    to_phones = [r for r in seen if r[0] in methods and r[1].startswith(PHONE_URIS)]
+    assert len([r for r in to_phones if r[0] == "INVITE"]) >= 6, seen  # two legs per callback
+    assert [r for r in to_phones if r[0] == "CANCEL"], seen
     assert {(host, int(port)) for _, _, host, port in to_phones} == {(EDGE_PROVIDER_HOST, edge_port)}, seen
     assert not [r for r in seen if int(r[3]) in node_ports], seen
 
