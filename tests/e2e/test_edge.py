@@ -3,8 +3,13 @@ trunk address.
 
 Real parts: the provider is the test PSS in trunk mode trusting only the edge's provider-side
 address; the edge is Kamailio running docs/deploy/kamailio-edge.cfg with its placeholders filled;
-two mss processes in server-to-server mode send through the edge (``[sip] outbound_proxy``); two
-pjsua2 phones registered at the provider answer, play tones and record.
+two mss processes in server-to-server mode send through the edge (``[sip] outbound_proxy``);
+pjsua2 phones registered at the provider answer, play tones and record (a third only rings).
+
+Checked: a callback through each node completes with audio both ways; the far end's BYE reaches
+the node that owns the dialog; a CANCEL and its 487 cross the edge; the provider sees requests
+from the trunk address only; a stranger gets 403; a request dispatched to a node that just died
+fails over to the other, the dead node is marked inactive and its return active again.
 
 Addresses: the provider, the phones and the nodes live on 127.0.0.1; the edge faces the provider
 from 127.0.0.2 and the nodes from 127.0.0.1 on a port of its own, so a request the provider saw
