@@ -1,16 +1,26 @@
-"""IPv6 end to end: mss speaks SIP to Kamailio over ``[::1]`` and takes IIF on a dual-stack ``::``
-listener, while the pjsua2 phones stay on IPv4 (127.0.0.1) and Kamailio bridges the families.
+"""IPv6 end to end.
 
-What this covers: mss registers its external line and sends INVITE/ACK/BYE over IPv6 (Via sent-by
+``test_a_callback_with_mss_on_ipv6``: mss speaks SIP to Kamailio over ``[::1]`` and takes IIF on a
+dual-stack ``::`` listener, while the pjsua2 phones stay on IPv4 (127.0.0.1) and Kamailio bridges
+the families. mss registers its external line and sends INVITE/ACK/BYE over IPv6 (Via sent-by
 ``[::1]:port``, Request-URI and Contact with ``[::1]``, RFC 5118), follows a Record-Route set that
 Kamailio doubles across the families, and the AS, connecting over IPv4 to ``::``, is matched as its
-IPv4 [peer_servers] entry. The media stays IPv4 here (the phones have no IPv6 media); SDP
-``c=IN IP6`` and the relay on IPv6, with a leg on each family, are tested on ``::1`` sockets in
-tests/test_ipv6_relay.py and tests/test_sdp.py.
+IPv4 [peer_servers] entry. The media stays IPv4 there: the pjsua2 build the tests use has no IPv6
+media (its accounts refuse ``ipv6Use``, a media socket on ``::1`` does not resolve).
+
+``test_media_over_ipv6``: mss server-to-server with everything on ``::1``, towards two answering
+phones of this test behind one SIP socket (a UAS written here, independent of mss's SIP stack):
+mss's offers say ``c=IN IP6 ::1``, the phones answer ``c=IN IP6 ::1``, and RTP crosses mss's relay
+on IPv6 byte for byte both ways. A call with one leg on each family is tested at the relay
+(tests/test_ipv6_relay.py): mss has one media address, so its SDP cannot offer both families.
 """
 
 from __future__ import annotations
 
+import re
+import socket
+import struct
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -63,3 +73,127 @@ def test_a_callback_with_mss_on_ipv6(
         assert "IIF connection from as1 (::ffff:127.0.0.1:" in mss_log
     finally:
         server.stop()
+
+
+
+class Ipv6Phones:
+    """Users 100 and 101 behind one SIP socket on ``::1``: every INVITE (and re-INVITE) is answered
+    200 with ``c=IN IP6 ::1`` and the user's own RTP socket; BYE and anything else 200; ACK nothing.
+    Serves from a thread until :meth:`close` (bounded: one minute at most)."""
+
+    USERS = ("100", "101")
+
+    def __init__(self) -> None:
+        self.sip = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        self.sip.bind(("::1", 0))
+        self.sip.settimeout(0.05)
+        self.port = int(self.sip.getsockname()[1])
+        self.rtp: dict[str, socket.socket] = {}
+        for user in self.USERS:
+            self.rtp[user] = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            self.rtp[user].bind(("::1", 0))
+        self.offers: dict[str, str] = {}
+        """The last SDP mss sent each user."""
+        self.byes: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sip.close()
+        for sock in self.rtp.values():
+            sock.close()
+
+    def relay_port(self, user: str) -> int:
+        """The relay port mss's SDP gave ``user``."""
+        match = re.search(r"^m=audio (\d+) ", self.offers[user], re.M)
+        assert match, self.offers[user]
+        return int(match.group(1))
+
+    def _serve(self) -> None:
+        deadline = time.monotonic() + 60
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                data, addr = self.sip.recvfrom(65535)
+            except TimeoutError:
+                continue
+            answer = self._answer(data)
+            if answer is not None:
+                self.sip.sendto(answer, addr)
+
+    def _answer(self, data: bytes) -> bytes | None:
+        head, _, body = data.partition(b"\r\n\r\n")
+        start, *lines = head.decode().split("\r\n")
+        if start.startswith("SIP/2.0"):
+            return None  # a response: this UAS sends no requests
+        method, uri, _ = start.split(" ", 2)
+        match = re.match(r"sip:([^@;]+)@", uri)
+        user = match.group(1) if match else ""
+        if method == "ACK":
+            return None
+        out = ["SIP/2.0 200 OK"]
+        for line in lines:
+            name = line.partition(":")[0].strip().lower()
+            if name == "to" and ";tag=" not in line:
+                line += f";tag=ph{user}"
+            if name in ("via", "from", "to", "call-id", "cseq"):
+                out.append(line)
+        sdp = b""
+        if method == "INVITE" and user in self.rtp:
+            self.offers[user] = body.decode()
+            port = self.rtp[user].getsockname()[1]
+            sdp = (f"v=0\r\no=ph{user} 1 1 IN IP6 ::1\r\ns=-\r\nc=IN IP6 ::1\r\nt=0 0\r\n"
+                   f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n").encode()
+            out += [f"Contact: <sip:{user}@[::1]:{self.port}>", "Content-Type: application/sdp"]
+        if method == "BYE":
+            self.byes.append(user)
+        out.append(f"Content-Length: {len(sdp)}")
+        return ("\r\n".join(out) + "\r\n\r\n").encode() + sdp
+
+
+def _rtp(seq: int, ssrc: int) -> bytes:
+    return struct.pack("!BBHII", 0x80, 0, seq, seq * 160, ssrc) + bytes([seq & 0xFF]) * 160
+
+
+def _heard(sock: socket.socket, packet: bytes, timeout: float = 2.0) -> tuple[str, int]:
+    """Wait for ``packet`` on ``sock`` (ringback and earlier packets are skipped); its source."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            data, source = sock.recvfrom(65535)
+        except TimeoutError:
+            break
+        if data == packet:
+            return source[0], source[1]
+    raise AssertionError(f"{packet[:12].hex()}... not heard")
+
+
+def test_media_over_ipv6(add_peer: Callable[[Any], None], tmp_path: Path) -> None:
+    phones = Ipv6Phones()
+    server = MssServer(tmp_path / "mss", pss=("::1", phones.port), external_line=None,
+                       callback={"listen_host": "::"}, sip={"local_host": "::1"}, rtp={"host": "::1"})
+    add_peer(server)
+    try:
+        server.start()
+        with server.client() as as1:
+            assert as1.request("m6", "100", "101", 3) == "ACK: id=m6;code=ok;"
+            server.wait_log(r"callback m6: bridged")
+            for user in phones.USERS:
+                assert "c=IN IP6 ::1\r\n" in phones.offers[user], phones.offers[user]
+            a_port, b_port = phones.relay_port("100"), phones.relay_port("101")
+            for seq in range(1, 6):
+                packet = _rtp(seq, 0xA1)
+                phones.rtp["100"].sendto(packet, ("::1", a_port))
+                assert _heard(phones.rtp["101"], packet) == ("::1", b_port)
+                packet = _rtp(seq, 0xB2)
+                phones.rtp["101"].sendto(packet, ("::1", b_port))
+                assert _heard(phones.rtp["100"], packet) == ("::1", a_port)
+            response = as1.response("m6", timeout=10)  # the duration ends it: mss sends the BYEs
+        assert response["result"] == "answered", response
+        assert sorted(phones.byes) == ["100", "101"]
+    finally:
+        server.stop()
+        phones.close()
