@@ -7,6 +7,7 @@ come out of the relay.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import struct
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ import pytest
 
 from mss._kfwd import KernelPathUnavailable
 from mss.errors import RelayError
-from mss.relay import Relay
+from mss.relay import Relay, _interface_of
 from tests.test_relay import BACKENDS, KERNEL_MISSING, PATHS, _port_base, rtcp_sr, rtp
 
 pytestmark = pytest.mark.timeout(60)
@@ -249,3 +250,9 @@ def test_packed_length_is_checked() -> None:
         engine = relay._live()  # the data plane's own argument check
         with pytest.raises(ValueError, match="16 bytes"):
             engine.set_remote(s.slot, 0, 0, struct.pack("!I", 0x7F000001), 4000, False)
+
+
+def test_the_interface_of_an_ipv6_address() -> None:
+    # where the kernel path's program goes for a relay on an IPv6 address (/proc/net/if_inet6)
+    assert _interface_of(ipaddress.IPv6Address("::1")) == socket.if_nametoindex("lo")
+    assert _interface_of(ipaddress.IPv6Address("2001:db8::dead")) is None

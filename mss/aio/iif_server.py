@@ -401,7 +401,8 @@ class IIFServer:
         early, self.early_datagrams = self.early_datagrams, []
         for data, addr in early:
             self._udp.datagram_received(data, addr)
-        log.info("IIF listening on %s:%d (tcp and udp)", *self._address)
+        host, port = self._address
+        log.info("IIF listening on %s:%d (tcp and udp)", f"[{host}]" if ":" in host else host, port)
 
     def send_datagram(self, data: bytes, addr: tuple[str, int]) -> bool:
         """Send an IIF datagram (ACK or RESPONSE over UDP); False when the UDP socket is closed."""
