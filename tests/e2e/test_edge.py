@@ -9,7 +9,8 @@ pjsua2 phones registered at the provider answer, play tones and record (a third 
 Checked: a callback through each node completes with audio both ways; the far end's BYE reaches
 the node that owns the dialog; a CANCEL and its 487 cross the edge; the provider sees requests
 from the trunk address only; a stranger gets 403; a request dispatched to a node that just died
-fails over to the other, the dead node is marked inactive and its return active again.
+fails over to the other, the dead node is marked inactive and its return active again; with no
+node alive the provider's keepalive gets 503.
 
 Addresses: the provider, the phones and the nodes live on 127.0.0.1; the edge faces the provider
 from 127.0.0.2 and the nodes from 127.0.0.1 on a port of its own, so a request the provider saw
@@ -244,6 +245,13 @@ def test_edge_fronts_two_nodes_with_one_trunk_address(
     node1.start()
     _wait_states(front, {uri: "AP" for uri in uris}, peer_logs)
     assert {_trunk_options(front, f"back-{i}") for i in range(2)} == set(node_ports)
+    # No node alive: the provider's keepalive gets 503, the trunk is down.
+    node1.kill()
+    node2.kill()
+    _wait_states(front, {uri: "IP" for uri in uris}, peer_logs)
+    with RawSipClient(front.host, front.port, local_host=PROVIDER_HOST) as sip:
+        down = sip.request("OPTIONS", f"sip:{front.host}:{front.port}", from_user="provider")
+    assert (down.status, down.reason) == (503, "No node available"), down.raw
 
 
 def _trunk_options(front: Edge, call_id: str) -> int:
