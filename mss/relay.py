@@ -742,8 +742,10 @@ class Relay:
 
     def reaches(self, remote: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         """True when this relay's sockets can send to ``remote``: the same family, or any family
-        from ``::``."""
-        return remote.version == self._address.version or self._address == ipaddress.IPv6Address("::")
+        from ``::``; an unspecified address (an RFC 2543 hold, ``0.0.0.0``) is taken in either
+        family (nothing reaches it anyway)."""
+        return (remote.version == self._address.version or remote.is_unspecified
+                or self._address == ipaddress.IPv6Address("::"))
 
     @property
     def kernel_forwarding_active(self) -> bool:

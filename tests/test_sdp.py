@@ -677,7 +677,7 @@ def test_answer_when_mss_itself_holds() -> None:
 
 
 def test_answer_inherits_session_level_direction() -> None:
-    answer, n = answer_to("ipv6_session_attributes.sdp")
+    answer, n = answer_to("ipv6_session_attributes.sdp", host="::1")  # an IPv6 offer needs an IPv6 relay
     assert n.remote_direction is Direction.SENDONLY and n.hold
     assert answer.media[0].direction is Direction.RECVONLY
     assert (n.remote_address, n.ptime) == ("2001:db8::2", 30)

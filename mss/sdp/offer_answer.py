@@ -173,6 +173,21 @@ def _remote_address(sd: SessionDescription, media: MediaDescription) -> Connecti
     return conn
 
 
+def _check_family(remote: Connection, local_address: str) -> None:
+    """mss has one media address: a remote address of the other IP version cannot be reached from
+    it (no ANAT, RFC 4091, nor ICE). An RFC 2543 hold (``0.0.0.0``) is a direction, not a place,
+    and passes."""
+    local = _ip_version(local_address)
+    if local is None or _ip_version(remote.address) in (None, local):
+        return
+    if ipaddress.ip_address(remote.address).is_unspecified:
+        return
+    raise SdpError(
+        f"c= address {shown(remote.address)} is {remote.addrtype}; mss's media address "
+        f"{local_address} is IP{local}"
+    )
+
+
 def _effective_remote_direction(
     sd: SessionDescription, media: MediaDescription, conn: Connection
 ) -> Direction:
@@ -305,8 +320,12 @@ def read_answer(offer: SessionDescription, answer: SessionDescription) -> Negoti
     local_te = _telephone_event(offered, codec.clock_rate)
     remote_te = _telephone_event(answered, codec.clock_rate)
     te_pts = None if local_te is None or remote_te is None else (local_te[0], remote_te[0])
+    remote = _remote_stream(answer, index)
+    local_conn = offer.connection_for(ours)
+    if local_conn is not None:
+        _check_family(remote.connection, local_conn.address)
     return _negotiated(
-        _remote_stream(answer, index),
+        remote,
         codec=codec,
         pts=(local_pt, remote_pt),
         te_pts=te_pts,
@@ -505,6 +524,7 @@ def make_answer(
     if te is not None:
         te_answer = te[0], te[1].fmtp or DEFAULT_TELEPHONE_EVENTS
     remote = _remote_stream(offer, index)
+    _check_family(remote.connection, host)
     # RFC 3264 §6.1: "If a stream is offered as sendonly, the corresponding stream MUST be marked
     # as recvonly or inactive in the answer. If a media stream is listed as recvonly in the offer,
     # the answer MUST be marked as sendonly or inactive in the answer. [...] If an offered media

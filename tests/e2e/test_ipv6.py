@@ -197,3 +197,36 @@ def test_media_over_ipv6(add_peer: Callable[[Any], None], tmp_path: Path) -> Non
     finally:
         server.stop()
         phones.close()
+
+
+class _Ipv4Answer(Ipv6Phones):
+    """As :class:`Ipv6Phones`, but user 100 answers with an IPv4 address (a phone without IPv6)."""
+
+    def _answer(self, data: bytes) -> bytes | None:
+        out = super()._answer(data)
+        if out is None or b"o=ph100 " not in out:
+            return out
+        head, _, body = out.partition(b"\r\n\r\n")
+        body = body.replace(b"IN IP6 ::1", b"IN IP4 127.0.0.1")
+        head = re.sub(rb"Content-Length: \d+", b"Content-Length: %d" % len(body), head)
+        return head + b"\r\n\r\n" + body
+
+
+def test_an_answer_mss_cannot_reach_fails_the_leg(add_peer: Callable[[Any], None], tmp_path: Path) -> None:
+    # mss's relay is on ::1 only: user1's IPv4 answer is unusable SDP (488), said once in the log
+    phones = _Ipv4Answer()
+    server = MssServer(tmp_path / "mss", pss=("::1", phones.port), external_line=None,
+                       callback={"listen_host": "::"}, sip={"local_host": "::1"}, rtp={"host": "::1"})
+    add_peer(server)
+    try:
+        server.start()
+        with server.client() as as1:
+            assert as1.request("w6", "100", "101", 3) == "ACK: id=w6;code=ok;"
+            response = as1.response("w6", timeout=10)
+        assert (response["result"], response["code"]) == ("user1_failed", "488"), response
+        assert "c= address '127.0.0.1' is IP4; mss's media address ::1 is IP6" in server.log_text()
+        assert "Traceback" not in server.log_text()
+        assert phones.byes == ["100"]  # the answered leg is hung up
+    finally:
+        server.stop()
+        phones.close()
