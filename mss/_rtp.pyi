@@ -1,7 +1,7 @@
 """Typed surface of the relay's data plane (``mss/_rtp.pyx``); ``mss.relay`` is its only user.
 
 Legs are 0 (a) and 1 (b); kinds are 0 (RTP) and 1 (RTCP). Addresses are 16 bytes (IPv6; an IPv4
-address as ``::ffff:a.b.c.d``): every socket is ``AF_INET6``.
+address as ``::ffff:a.b.c.d``); the sockets are ``AF_INET`` for an IPv4 host, else ``AF_INET6``.
 Every method takes the packet loop's mutex with the GIL released.
 """
 

@@ -220,8 +220,8 @@ cdef void uring_on_recv(Core* c, io_uring_cqe* cqe, uint64_t now) noexcept nogil
         p.length = <uint32_t>cqe.res
     else:
         out = <io_uring_recvmsg_out*>buf
-        if (out.flags & MSG_TRUNC) or out.namelen < sizeof(sockaddr_in6) \
-                or out.payloadlen > RX_BUF - sizeof(io_uring_recvmsg_out) - sizeof(sockaddr_in6):
+        if (out.flags & MSG_TRUNC) or out.namelen < sizeof(sockaddr_in) \
+                or out.payloadlen > RX_BUF - sizeof(io_uring_recvmsg_out) - c.recv_tmpl.msg_namelen:
             p.leg.ctr[DROP_MALFORMED] += 1
             mss_uring_buf_give(&c.ring, bid)
             return
@@ -283,7 +283,7 @@ cdef int uring_setup(Core* c) noexcept nogil:
         mss_uring_exit(&c.ring)
         return err
     memset(&c.recv_tmpl, 0, sizeof(msghdr))
-    c.recv_tmpl.msg_namelen = sizeof(sockaddr_in6)
+    c.recv_tmpl.msg_namelen = c.addrlen   # room for the source: sockaddr_in or sockaddr_in6
     # a registered file table saves a file lookup per send; without one (too many files for
     # RLIMIT_NOFILE, an old kernel) sends name their fd
     c.fixed = mss_uring_files_sparse(&c.ring, c.capacity * 2 * N_SOCKS) == 0

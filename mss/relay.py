@@ -43,11 +43,12 @@ call's ports), among pairs not used recently (:class:`PortAllocator`); :meth:`Re
 keeps given pairs out of use for a while (the ports of calls cut by a crash, whose phones may still
 be sending).
 
-Sockets: IPv4 and IPv6, all of them ``AF_INET6`` with an IPv4 address in its IPv4-mapped form
-(``::ffff:a.b.c.d``, RFC 4291 §2.5.5.2), so the data plane has one address type. A relay on an IPv4
-address reaches IPv4 remotes, one on an IPv6 address IPv6 remotes; one on ``::`` is dual-stack and
+Sockets: IPv4 and IPv6, in the family of ``host``. A relay on an IPv4 address reaches IPv4 remotes
+(``AF_INET`` sockets), one on an IPv6 address IPv6 remotes (``AF_INET6``); one on ``::`` is
+dual-stack, an IPv4 remote being its IPv4-mapped form (``::ffff:a.b.c.d``, RFC 4291 §2.5.5.2), and
 a session's legs may face different families (one leg IPv4, the other IPv6; such a direction stays
-in userspace, the kernel path rewrites addresses, not IP versions).
+in userspace, the kernel path rewrites addresses, not IP versions). The data plane takes and gives
+addresses as 16 bytes, IPv4 mapped.
 
 A leg's RTP port has two sockets (``SO_REUSEPORT``, bound only after an exclusive bind showed
 nobody else holds the port): as soon as the leg has a remote (signalled or

@@ -229,7 +229,7 @@ def test_a_remote_of_a_family_the_relay_cannot_reach_is_refused() -> None:
 
 
 def test_ipv4_relay_sends_from_an_ipv4_address() -> None:
-    # the legs' sockets are AF_INET6 bound on ::ffff:127.0.0.1: IPv4 phones see a plain IPv4 peer
+    # an IPv4 relay (AF_INET sockets) answers IPv4 phones from its IPv4 address and ports
     base = _port_base(30)
     a, b = Phone(V4, V4), Phone(V4, V4)
     try:
