@@ -549,6 +549,9 @@ def check_text(text: str, *, base_dir: Path | None = None) -> ConfigCheck:
             "rtp", "kernel_forwarding", _one_of("auto", "yes", "no"), d_rtp.kernel_forwarding
         ),
     )
+    if rtp.advertised_host is None and ipaddress.ip_address(rtp.host).is_unspecified:
+        # a wildcard (:: is dual-stack) binds, but SDP c= needs an address the phones can reach
+        result.errors.append(ConfigError("rtp", "advertised_host", f"is required when host is {rtp.host}"))
     if rtp.port_min % 2:
         result.errors.append(ConfigError("rtp", "port_min", f"{rtp.port_min} is odd (RTP ports are even)"))
     if rtp.port_max - rtp.port_min < 3:
