@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mss.aio.iif_client import order_callback
 from tests.test_iif_server import LOCAL, STRANGER, ack, lines, live, request, run
 
 pytestmark = pytest.mark.timeout(60)
@@ -112,5 +113,19 @@ def test_ipv4_entry_does_not_admit_ipv6_loopback(tmp_path: Path) -> None:
         async with live(tmp_path, listen_host="::", peers={"as4": LOCAL}) as mss:  # type: ignore[arg-type]
             await _refused(V6, mss.port, V6)
             assert mss.engine.started == []
+
+    run(scenario)
+
+
+@requires_ipv6
+@pytest.mark.parametrize("udp", [False, True])
+def test_mss_callback_orders_over_ipv6(tmp_path: Path, udp: bool) -> None:
+    # what `mss callback --host ::1` runs, against an IPv6 listener and an IPv6 peer entry
+    async def scenario() -> None:
+        async with live(tmp_path, auto=True, listen_host=V6, peers={"as6": V6}) as mss:  # type: ignore[arg-type]
+            status = await order_callback(V6, mss.port, "100", "101", 30, callback_id="cli6", udp=udp,
+                                          timeout=10)
+            assert status == 0
+            assert mss.engine.started == ["cli6"]
 
     run(scenario)
