@@ -38,15 +38,16 @@ pytestmark = pytest.mark.e2e
 USERS = {"100": "pw100", "101": "pw101"}
 
 
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_a_callback_with_mss_on_ipv6(
     kamailio: Callable[..., Kamailio], phone: Callable[..., Phone], free_port: Callable[..., int],
-    add_peer: Callable[[Any], None], tmp_path: Path,
+    add_peer: Callable[[Any], None], tmp_path: Path, transport: str,
 ) -> None:  # fmt: skip
     sip_port = free_port()
     pss = kamailio("auth", users=USERS, host6="::1", mss=("::1", sip_port))
     p1 = phone("100", pss, tone_hz=TONE1, record=True)
     p2 = phone("101", pss, tone_hz=TONE2, record=True)
-    server = MssServer(tmp_path / "mss", pss=("::1", pss.port), sip_port=sip_port,
+    server = MssServer(tmp_path / "mss", pss=("::1", pss.port), sip_port=sip_port, transport=transport,
                        callback={"listen_host": "::"}, sip={"local_host": "::1"},
                        rtp={"kernel_forwarding": "no"})  # fmt: skip
     add_peer(server)
