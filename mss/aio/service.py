@@ -278,6 +278,10 @@ class Service:
         cfg = self.config
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.reload)  # from the start: its default ends the process
+        # SIGTERM and SIGINT too: a stop during start-up (a supervisor stopping its workers because one
+        # could not start) must still close the control socket and the journal, not end the process.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
         try:
             await self._start_control()  # before the journal: a second mss on this config stops here
             journal = Journal(cfg.journal.path, worker=self.worker, workers=cfg.callback.workers)
@@ -286,7 +290,8 @@ class Service:
             finally:
                 journal.close()
         finally:
-            loop.remove_signal_handler(signal.SIGHUP)
+            for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
             await self._stop_operations()
 
     async def _run(self, journal: Journal) -> int:
@@ -326,8 +331,6 @@ class Service:
             self._heartbeat(journal)
             if cfg.journal.keep_days > 0:  # 0: keep forever
                 self._prune_timer = loop.call_later(self._prune_interval(), self._prune, journal)
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.request_stop)
             if self.manage_gc:
                 tune_gc()
                 self._last_full_gc = time.monotonic()
@@ -347,8 +350,6 @@ class Service:
             await self._drain(desk, engine, idle)
         finally:
             self.loop_probe.stop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
             if self._ready_task is not None:
                 self._ready_task.cancel()
             for timer in self._ops_timers.values():
