@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["FakeClock", "chunkings", "feed_three_ways"]
+__all__ = ["FakeClock", "Timed", "chunkings", "feed_three_ways", "run_timers"]
 
 
 @dataclass
@@ -20,6 +21,27 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class Timed(Protocol):
+    """A sans-IO machine with timers: when the next one is due, and run what is due."""
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> object: ...
+
+
+def run_timers(machine: Timed, clock: FakeClock, seconds: float) -> None:
+    """Move ``clock`` on by ``seconds``, running each of ``machine``'s timers at its deadline (a timer
+    that stays due, e.g. a lookup waiting for its answer, is run a bounded number of times)."""
+    end = clock.now + seconds
+    for _ in range(10_000):
+        t = machine.get_timer()
+        if t is None or t > end:
+            break
+        clock.now = max(clock.now, t)
+        machine.handle_timer(clock.now)
+    clock.now = end
 
 
 def chunkings(data: bytes) -> Iterator[tuple[str, list[bytes]]]:

@@ -12,7 +12,7 @@ from mss.sip.registration import RegState
 from mss.sip.settings import UASettings
 from mss.sip.targets import DnsAnswer, DnsFailure, DnsQuery, Srv
 from mss.sip.ua import DOWN_TIME, MAX_TRIES, UserAgent
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, run_timers
 
 A = ("127.0.0.5", 5060)
 B = ("127.0.0.6", 5060)
@@ -67,14 +67,7 @@ class Net:
         return [text for _kind, _ip, text in self.ua.notices()]
 
     def advance(self, seconds: float) -> None:
-        end = self.clock.now + seconds
-        for _ in range(10_000):
-            t = self.ua.get_timer()
-            if t is None or t > end:
-                break
-            self.clock.now = max(self.clock.now, t)
-            self.ua.handle_timer(self.clock.now)
-        self.clock.now = end
+        run_timers(self.ua, self.clock, seconds)
 
 
 def answer(req: Request, status: int, *, extra: list[tuple[str, str]] | None = None) -> Response:

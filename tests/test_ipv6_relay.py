@@ -17,14 +17,12 @@ import pytest
 from mss._kfwd import KernelPathUnavailable
 from mss.errors import RelayError
 from mss.relay import Relay, _interface_of
-from tests.test_relay import BACKENDS, KERNEL_MISSING, PATHS, _port_base, rtcp_sr, rtp
+from tests.test_relay import BACKENDS, KERNEL_MISSING, PATHS, Phone, _port_base, rtcp_sr, rtp
 
 pytestmark = pytest.mark.timeout(60)
 
 V6 = "::1"
 V4 = "127.0.0.1"
-WAIT = 1.0  # seconds a phone waits for a datagram that must come
-QUIET = 0.15  # seconds a phone listens to check that nothing comes
 
 
 def _ipv6_works() -> bool:
@@ -37,44 +35,6 @@ def _ipv6_works() -> bool:
 
 
 pytestmark = [pytestmark, pytest.mark.skipif(not _ipv6_works(), reason="no IPv6 loopback here")]
-
-
-class Phone:
-    """One leg's far end on ``host``, sending to the relay at ``relay_host``: RTP and RTCP sockets."""
-
-    def __init__(self, host: str, relay_host: str) -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.relay_host = relay_host
-        self.rtp = socket.socket(family, socket.SOCK_DGRAM)
-        self.rtp.bind((host, 0))
-        self.rtcp = socket.socket(family, socket.SOCK_DGRAM)
-        self.rtcp.bind((host, 0))
-        self.port = self.rtp.getsockname()[1]
-        self.rtcp_port = self.rtcp.getsockname()[1]
-
-    def close(self) -> None:
-        self.rtp.close()
-        self.rtcp.close()
-
-    def send(self, relay_port: int, data: bytes) -> None:
-        self.rtp.sendto(data, (self.relay_host, relay_port))
-
-    def send_rtcp(self, relay_port: int, data: bytes) -> None:
-        self.rtcp.sendto(data, (self.relay_host, relay_port + 1))
-
-    def recv(self, *, rtcp: bool = False) -> tuple[bytes, tuple[str, int]]:
-        sock = self.rtcp if rtcp else self.rtp
-        sock.settimeout(WAIT)
-        data, addr = sock.recvfrom(65536)
-        return data, (addr[0], addr[1])
-
-    def nothing(self) -> bool:
-        self.rtp.settimeout(QUIET)
-        try:
-            self.rtp.recvfrom(65536)
-        except TimeoutError:
-            return True
-        return False
 
 
 @pytest.fixture(params=BACKENDS)

@@ -111,11 +111,14 @@ def rtcp_sr(ssrc: int = 0x11223344) -> bytes:
 
 
 class Phone:
-    """One leg's far end: an RTP socket and the RTCP socket above it (port + 1 when possible)."""
+    """One leg's far end on ``host`` (IPv4 or IPv6), sending to the relay at ``relay_host``: an RTP
+    socket and the RTCP socket above it (port + 1 when possible)."""
 
-    def __init__(self, host: str = HOST) -> None:
-        self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    def __init__(self, host: str = HOST, relay_host: str = HOST) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.relay_host = relay_host
+        self.rtp = socket.socket(family, socket.SOCK_DGRAM)
+        self.rtcp = socket.socket(family, socket.SOCK_DGRAM)
         for _ in range(50):
             self.rtp.bind((host, 0))
             port = self.rtp.getsockname()[1]
@@ -126,7 +129,7 @@ class Phone:
                 except OSError:
                     pass
             self.rtp.close()
-            self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.rtp = socket.socket(family, socket.SOCK_DGRAM)
         else:
             self.rtcp.bind((host, 0))
         self.port = self.rtp.getsockname()[1]
@@ -137,16 +140,16 @@ class Phone:
         self.rtcp.close()
 
     def send(self, relay_port: int, data: bytes) -> None:
-        self.rtp.sendto(data, (HOST, relay_port))
+        self.rtp.sendto(data, (self.relay_host, relay_port))
 
     def send_rtcp(self, relay_port: int, data: bytes) -> None:
-        self.rtcp.sendto(data, (HOST, relay_port + 1))
+        self.rtcp.sendto(data, (self.relay_host, relay_port + 1))
 
     def recv(self, timeout: float = WAIT, *, rtcp: bool = False) -> tuple[bytes, tuple[str, int]]:
         sock = self.rtcp if rtcp else self.rtp
         sock.settimeout(timeout)
         data, addr = sock.recvfrom(65536)
-        return data, addr
+        return data, (addr[0], addr[1])  # an IPv6 source comes with flow info and scope id
 
     def recv_all(self, timeout: float = QUIET, *, rtcp: bool = False) -> list[bytes]:
         """Everything that arrives until ``timeout`` of silence."""

@@ -27,7 +27,7 @@ from mss.sip.registration import RegState
 from mss.sip.settings import UASettings
 from mss.sip.ua import UserAgent
 from mss.sip.uri import parse_uri
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, run_timers
 
 PSS = ("127.0.0.1", 5060)
 STRANGER = ("127.0.0.9", 5060)
@@ -108,14 +108,7 @@ class Net:
 
     def advance(self, seconds: float) -> None:
         """Run every timer up to now + seconds."""
-        end = self.clock.now + seconds
-        for _ in range(10_000):
-            t = self.ua.get_timer()
-            if t is None or t > end:
-                break
-            self.clock.now = max(self.clock.now, t)
-            self.ua.handle_timer(self.clock.now)
-        self.clock.now = end
+        run_timers(self.ua, self.clock, seconds)
 
 
 def reply(

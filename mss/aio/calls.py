@@ -9,7 +9,6 @@ loop timer per call; what is pure (event translation, command mapping, the CDR) 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import secrets
 import time
@@ -30,6 +29,7 @@ from mss.ratelog import RateLimitedLog
 from mss.relay import FIELDS, Relay, RelaySession
 from mss.sip import events as ua
 from mss.sip.settings import UASettings
+from mss.sip.targets import format_addr, parse_host_list
 
 __all__ = ["CallEngine"]
 
@@ -380,9 +380,7 @@ class CallEngine:
 def _pss_text(cfg: Config) -> str:
     """The PSS for a log line: ``host:port`` for one address; a name or a list as configured (its
     addresses, and their ports, come from DNS or the entries: mss.sip.targets logs them)."""
-    host = cfg.sip.pss_host
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    return f"[{ip}]:{cfg.sip.pss_port}" if ip.version == 6 else f"{ip}:{cfg.sip.pss_port}"
+    entries = parse_host_list(cfg.sip.pss_host)
+    if len(entries) == 1 and entries[0].literal and entries[0].port is None:
+        return format_addr((entries[0].host, cfg.sip.pss_port))
+    return cfg.sip.pss_host

@@ -42,6 +42,7 @@ __all__ = [
     "Srv",
     "TargetList",
     "families_for",
+    "format_addr",
     "order_srv",
     "parse_host_list",
     "parse_hostport",
@@ -411,7 +412,7 @@ class TargetList:
     def describe(self, addrs: Sequence[Addr] | None = None) -> str:
         """``a:5060, b:5060`` for the log (the candidates when ``addrs`` is None)."""
         addrs = self.candidates() if addrs is None else addrs
-        return ", ".join(_format(a) for a in addrs) or "no address"
+        return ", ".join(format_addr(a) for a in addrs) or "no address"
 
 
 def _priority_groups(records: Sequence[Srv]) -> list[list[Srv]]:
@@ -422,6 +423,7 @@ def _priority_groups(records: Sequence[Srv]) -> list[list[Srv]]:
     return list(groups.values())
 
 
-def _format(addr: Addr) -> str:
+def format_addr(addr: Addr) -> str:
+    """``host:port`` for a log line, an IPv6 address in brackets."""
     host, port = addr
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -81,6 +81,7 @@ from mss.sip.targets import (
     DnsQuery,
     TargetList,
     families_for,
+    format_addr,
     parse_hostport,
 )
 from mss.sip.transaction import (
@@ -397,8 +398,8 @@ class UserAgent:
             # is sent where the registration's requests go unless that address is down).
             others = [a for a in self.candidates(now) if a not in self._down]
             if others:
-                self._notice_target("registration_moves", addr[0],
-                                    f"registration moves from {_fmt(addr)} to {_fmt(others[0])}")  # fmt: skip
+                moves = f"registration moves from {format_addr(addr)} to {format_addr(others[0])}"
+                self._notice_target("registration_moves", addr[0], moves)
                 self._bind(self._reg, None)
                 self._reg.on_timer("refresh", now)
 
@@ -418,14 +419,14 @@ class UserAgent:
         failed = attempt.tried[-1]
         owner = attempt.owner
         method = attempt.request.method
-        text = f"PSS {_fmt(failed)} {why} {method}"
+        text = f"PSS {format_addr(failed)} {why} {method}"
         if why == "did not answer":
             text += f" in {now - attempt.sent:.0f} s"
         if attempt.answered or (isinstance(owner, Leg) and owner.hangup_requested):
             return False  # a server has it (a provisional came), or the leg is being given up
         following = [a for a in self.candidates(now) if a not in attempt.tried]
         if len(attempt.tried) >= MAX_TRIES or not following:
-            tried = ", ".join(_fmt(a) for a in attempt.tried)
+            tried = ", ".join(format_addr(a) for a in attempt.tried)
             self._notice_target("failover", failed[0], f"{text}; no other address to try (tried {tried})")
             return False
         nxt = following[0]
@@ -437,7 +438,7 @@ class UserAgent:
         except LocalProtocolError:
             return False
         self._counts["failovers"] += 1
-        self._notice_target("failover", failed[0], f"{text}; trying {_fmt(nxt)}")
+        self._notice_target("failover", failed[0], f"{text}; trying {format_addr(nxt)}")
         self._owners[new_key] = owner
         self._tries[new_key] = replace(attempt, request=request, tried=(*attempt.tried, nxt), sent=now)
         self._first_key[new_key] = attempt.first_key
@@ -884,10 +885,6 @@ class UserAgent:
             return
         self._answer(key, make_response(request, 481, to_tag=to_tag), now)
 
-
-def _fmt(addr: TargetAddr) -> str:
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _with_via(request: Request, via: str) -> Request:
