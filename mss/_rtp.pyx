@@ -679,6 +679,7 @@ cdef inline int forward(Pkt* p) noexcept nogil:
 
 cdef inline int handle_packet(Pkt* p, uint64_t now) noexcept nogil:
     """One datagram through the path; returns 1 when a queued send now owns its buffer."""
+    cdef int kept
     cdef int drop = parse(p)
     p.latched = 0
     if drop == 0:
@@ -687,14 +688,22 @@ cdef inline int handle_packet(Pkt* p, uint64_t now) noexcept nogil:
         p.leg.ctr[drop] += 1
         return 0
     count(p, now)
-    if p.latched and p.core.kfd >= 0:
-        kernel_refresh(p.core, p.slot)          # after count(): the entry starts from this packet
     drop = route(p)
     if drop:
         p.leg.ctr[drop] += 1
-        return 0
-    rewrite(p)
-    return forward(p)
+        kept = 0
+    else:
+        rewrite(p)
+        kept = forward(p)
+    if p.core.kfd >= 0 and (p.latched or p.leg.kin[p.kind]):
+        # The kernel takes this source's packets from the latch on (or has taken them: this one was
+        # read after the handoff): what this loop forwarded leaves now, before the kernel forwards a
+        # newer packet, so a stream is not reordered at the handoff. Only a packet still unread in
+        # the socket when the entry goes in can be overtaken (a phone sends every 20 ms).
+        flush_sends(p.core)
+        if p.latched:
+            kernel_refresh(p.core, p.slot)      # after count(): the entry starts from this packet
+    return kept
 
 # ---------------------------------------------------------------------------------------------
 # Sends: queued during a batch, flushed by the back end
