@@ -30,6 +30,19 @@ install_kamailio_tls() {
     fi
 }
 
+# PostgreSQL's server binaries (Debian postgresql) when they are missing: the tests start their own
+# server in a temp directory (tests/pg.py), so the cluster the package makes is stopped and disabled.
+install_postgresql() {
+    if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && command -v apt-get >/dev/null 2>&1; then
+        echo "installing postgresql (the shared journal's server in the tests)" >&2
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q postgresql >/dev/null
+        { $sudo service postgresql stop && $sudo update-rc.d postgresql disable; } >/dev/null 2>&1 || true
+    fi
+}
+
 install_bpf_toolchain() {
     if ! command -v clang >/dev/null 2>&1 || [ ! -f /usr/include/bpf/bpf_helpers.h ]; then
         if ! command -v apt-get >/dev/null 2>&1; then

@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . mss_peers/install.sh
 install_kamailio
+install_postgresql
 install_venv test
 exec .venv/bin/python -m pytest "$@"
