@@ -24,6 +24,7 @@ from mss.sip.targets import parse_host_list, parse_hostport
 __all__ = [
     "CODECS",
     "CallbackConfig",
+    "ClusterConfig",
     "Config",
     "ConfigCheck",
     "ExternalLineConfig",
@@ -174,6 +175,20 @@ class JournalConfig:
     """sqlite3 file (relative paths are relative to config.ini's directory)."""
     keep_days: float = 30.0
     """Delivered RESPONSEs and CDRs older than this many days are deleted; 0 keeps them forever."""
+    backend: str = "sqlite"
+    """``sqlite`` (the file at :attr:`path`, one node) or ``postgresql`` (:attr:`dsn`, shared by nodes)."""
+    dsn: str | None = None
+    """PostgreSQL connection string (``postgresql://user:pass@host:port/db``); required with postgresql."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterConfig:
+    """[cluster]: this node among the nodes sharing a PostgreSQL journal."""
+
+    node: str | None = None
+    """This node's unique name; required with ``[journal] backend = postgresql``."""
+    lease: float = 5.0
+    """Seconds: a node whose heartbeat is older than this is taken over by a survivor."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,6 +223,8 @@ class Config:
     """[log] level: debug, info, warning or error."""
     operations: OperationsConfig = OperationsConfig()
     """[metrics], [control] and [log] format."""
+    cluster: ClusterConfig = ClusterConfig()
+    """[cluster]"""
 
     @property
     def caller(self) -> str:
@@ -358,6 +375,26 @@ def _transport(text: str) -> str:
     return lowered
 
 
+#: Longest [cluster] node name: it is written into every journal row a node owns.
+NODE_NAME_MAX = 64
+
+
+def _node_name(value: str) -> str:
+    """[cluster] node: letters, digits, ``-`` and ``_`` (workers add ``.i`` to it)."""
+    if len(value) > NODE_NAME_MAX:
+        raise ValueError(f"longer than {NODE_NAME_MAX} characters")
+    if not value.replace("-", "").replace("_", "").isalnum() or not value.isascii():
+        raise ValueError("use letters, digits, '-' and '_' only")
+    return value
+
+
+def _dsn(value: str) -> str:
+    """[journal] dsn: a PostgreSQL URL (asyncpg checks the rest when it connects)."""
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must start with postgresql:// (postgresql://user:pass@host:port/db)")
+    return value
+
+
 def _one_of(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         lowered = text.lower()
@@ -419,6 +456,7 @@ _KNOWN: dict[str, set[str]] = {
     "external_line": set(ExternalLineConfig.__dataclass_fields__),
     "rtp": set(RtpConfig.__dataclass_fields__),
     "journal": set(JournalConfig.__dataclass_fields__),
+    "cluster": set(ClusterConfig.__dataclass_fields__),
     "log": {"level", "format"},
     "metrics": {"listen"},
     "control": {"socket"},
@@ -584,6 +622,15 @@ def check_text(text: str, *, base_dir: Path | None = None) -> ConfigCheck:
     keep_days = r.get("journal", "keep_days", _decimal_in(0, 36500), JournalConfig().keep_days)
     if base_dir is not None and not Path(journal_path).is_absolute():
         journal_path = str(base_dir / journal_path)
+    backend = r.get("journal", "backend", _one_of("sqlite", "postgresql"), JournalConfig().backend)
+    dsn: str | None = r.get("journal", "dsn", _dsn, None)
+    node: str | None = r.get("cluster", "node", _node_name, None)
+    lease = r.get("cluster", "lease", _decimal_in(1, 3600), ClusterConfig().lease)
+    required: tuple[tuple[str, str, str | None], ...] = (("journal", "dsn", dsn), ("cluster", "node", node))
+    for where, key, given in required:
+        said = any(e.section == where and e.key == key for e in result.errors)
+        if backend == "postgresql" and given is None and not said:
+            result.errors.append(ConfigError(where, key, "required with [journal] backend = postgresql"))
     log_level = r.get("log", "level", _log_level, "info")
     control_socket: str | None = DEFAULT_CONTROL_SOCKET
     if parser.has_section("control") and parser.has_option("control", "socket"):
@@ -603,7 +650,8 @@ def check_text(text: str, *, base_dir: Path | None = None) -> ConfigCheck:
             external_line=external_line,
             rtp=rtp,
             peer_servers=tuple(peers),
-            journal=JournalConfig(path=journal_path, keep_days=keep_days),
+            journal=JournalConfig(path=journal_path, keep_days=keep_days, backend=backend, dsn=dsn),
+            cluster=ClusterConfig(node=node, lease=lease),
             log_level=log_level,
             operations=operations,
         )

@@ -74,7 +74,7 @@ from mss.iif import (
     Result,
     serialize,
 )
-from mss.journal import Cdr, Journal, NewCallback, PendingResponse
+from mss.journal import Cdr, InterruptedCallback, JournalStore, NewCallback, PendingResponse
 from mss.load import LoadGauge
 from mss.ratelog import RateLimitedLog
 
@@ -208,6 +208,8 @@ class _Answers:
     taken: list[tuple[int, CallbackRequest, int]]
     """(index in ``answers``, the REQUEST, its journal key) for each REQUEST recorded."""
     received_at: float
+    held: bool = False
+    """Held for a group's commit: its REQUESTs count in the desk's held ids and per-peer counts."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -217,6 +219,18 @@ class _Reply:
     pending: PendingResponse
     outlet: Outlet | None
     """The connection its REQUEST came on."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Later:
+    """The rest of a batch, from a CANCEL of a REQUEST whose group is being committed: handled once
+    that group's answers are written."""
+
+    messages: list[CallbackRequest | Cancel | IIFError]
+    origin: Sender
+
+
+_Held = _Answers | _Reply | _Later
 
 
 @dataclass(slots=True)
@@ -242,7 +256,7 @@ class CallbackDesk:
 
     def __init__(
         self,
-        journal: Journal,
+        journal: JournalStore,
         *,
         max_calls: int,
         extended_response: bool,
@@ -256,12 +270,14 @@ class CallbackDesk:
         self.shared = journal.worker is not None
         """True under a supervisor: kept RESPONSEs are claimed in the journal before they are written."""
         self._claimed: set[int] = set()  # RESPONSEs this worker holds a claim on (shared only)
+        self._schedule = schedule
+        self._flush_asked = False  # a flush is scheduled
+        self._unsettled = 0  # groups given to the journal's commit whose answers are not written yet
         if schedule is not None:
             # Group commit: the first write of a group asks for one flush (the adapter: loop.call_soon).
-            def ask_flush() -> None:
-                schedule(self.flush)
-
-            journal.on_queued = ask_flush
+            journal.on_queued = self._ask_flush
+        journal.on_owed = self.owed_ready
+        journal.on_takeover = self.settle_taken_over
         self.engine: Engine | None = None
         self.load: LoadGauge | None = None
         """Admission on measured load: while it says overloaded, REQUESTs get ``code=fail``."""
@@ -294,8 +310,8 @@ class CallbackDesk:
         self.on_bridged: Callable[[float], None] | None = None
         """Called with the seconds from a callback's REQUEST to its bridge (for the metrics)."""
         self._log = RateLimitedLog(log, clock=clock)
-        self._held: list[_Answers | _Reply] = []  # waiting for the journal's group to be committed
-        self._held_ids: set[str] = set()  # ids of the REQUESTs recorded in the group
+        self._held: list[_Held] = []  # waiting for the journal's group to be committed
+        self._held_ids: set[str] = set()  # ids of the REQUESTs recorded and not yet answered
         self._held_by_peer: Counter[str] = Counter()
         self.on_idle: Callable[[], None] | None = None  # called when the last active callback ends
 
@@ -327,27 +343,69 @@ class CallbackDesk:
 
         Call once at start, before any connection is accepted. Callbacks this process took already (a
         REQUEST that slipped in first) are not mistaken for cut ones, and nothing is queued twice.
+        Raises :class:`JournalError` when the journal cannot record their RESPONSEs (sqlite: at once).
         """
         self.flush()  # REQUESTs taken already are active, not cut
         if self.shared:
             released = self.journal.release_claims()
             if released:
                 log.warning("released %d RESPONSE claim(s) of this worker's previous process", released)
-        for cut in self.journal.interrupted():
-            if cut.seq in self.active:
-                continue
-            response = self._response(cut.id, cut.real_duration, "shutdown", 0)
-            self.journal.record_response(cut.seq, response, self._wall())
-            log.warning(
-                "callback %s was in progress when mss stopped; RESPONSE real_duration=%d owed",
-                cut.id,
-                cut.real_duration,
-            )
-        self.journal.flush()  # committed before any of them is sent
-        queued = {pending.seq for kept in [*self._owed.values(), *self._trial.values()] for pending in kept}
-        for pending in self.journal.undelivered():
-            if pending.seq not in queued:
+        cuts = [cut for cut in self.journal.interrupted() if cut.seq not in self.active]
+        replies = self._record_cuts(cuts, "was in progress when mss stopped")
+
+        def route(error: JournalError | None) -> None:
+            if error is not None:
+                raise error
+            queued = {p.seq for kept in [*self._owed.values(), *self._trial.values()] for p in kept}
+            queued.update(reply.seq for reply in replies)
+            for pending in self.journal.undelivered():  # the older ones first
+                if pending.seq not in queued:
+                    self._route(pending)
+            for pending in replies:
                 self._route(pending)
+
+        self.journal.commit(route)  # committed before any of them is sent
+
+    def settle_taken_over(self, cuts: list[InterruptedCallback]) -> None:
+        """The journal took over a dead node's callbacks in progress (its lease expired): answer them as
+        a restart answers its own (:meth:`recover`), from this node."""
+        replies = self._record_cuts(cuts, "was in progress on a node that stopped (its lease expired)")
+
+        def route(error: JournalError | None) -> None:
+            if error is not None:
+                # They stay this node's callbacks in progress: the next start (or survivor) settles them.
+                self._log.error("takeover", "%d taken-over RESPONSE(s) not recorded: %s", len(replies), error)
+                return
+            for pending in replies:
+                self._route(pending)
+
+        self.journal.commit(route)
+
+    def _record_cuts(self, cuts: list[InterruptedCallback], why: str) -> list[PendingResponse]:
+        """Record each cut callback's RESPONSE (``result=shutdown``, the talk time known up to its
+        process's last heartbeat); returns those to route once committed. With a shared journal they
+        are born claimed by this process (kept ones are released for the others by :meth:`_keep`)."""
+        replies = []
+        for cut in cuts:
+            response = self._response(cut.id, cut.real_duration, "shutdown", 0)
+            routed = cut.peer is not None
+            line = self.journal.record_response(cut.seq, response, self._wall(), claim=self.shared and routed)
+            log.warning("callback %s %s; RESPONSE real_duration=%d owed", cut.id, why, cut.real_duration)
+            if cut.peer is None:
+                continue  # the journal did not say where it goes: found by owed_to like any kept one
+            if self.shared:
+                self._claimed.add(cut.seq)
+            replies.append(PendingResponse(
+                seq=cut.seq, id=cut.id, peer=cut.peer, transport=cut.transport, reply_addr=cut.reply_addr,
+                line=line,
+            ))
+        return replies
+
+    def owed_ready(self, peer_name: str) -> None:
+        """The journal claimed RESPONSEs owed to ``peer_name`` in the background: write them if it is
+        connected here."""
+        self._look_up_owed(peer_name)
+        self._flush(peer_name)
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -448,7 +506,7 @@ class CallbackDesk:
         answers: list[Ack | None] = []  # None: a REQUEST whose ACK waits for the journal
         taken: list[tuple[int, CallbackRequest]] = []
         taken_ids: set[str] = set()
-        for message in messages:
+        for index, message in enumerate(messages):
             if isinstance(message, IIFError):
                 self._refused(origin.peer, "malformed", "refused a message: %s", message.reason)
                 answers.append(Ack(id=message.iif_id, ok=False))
@@ -458,6 +516,10 @@ class CallbackDesk:
                     self._commit(answers, taken, origin)
                     self.flush()
                     answers, taken, taken_ids = [], [], set()
+                    if message.id in self._held_ids:
+                        # The journal commits in the background: the rest of the batch waits for it.
+                        self._hold(_Later(messages=messages[index:], origin=origin))
+                        return
                 answer, seq = self._cancel(message, origin)
                 answers.append(answer)
                 if seq is not None:
@@ -485,33 +547,46 @@ class CallbackDesk:
         A batch's ACKs: ``code=ok`` for its REQUESTs when the group was committed (and the callbacks are
         started), ``code=fail`` for all of them when it was not. RESPONSEs are routed either way (one
         not recorded is logged). The adapter calls this once per event-loop iteration when the journal
-        asks (``schedule``); with nothing held it costs next to nothing.
+        asks (``schedule``); with nothing held it costs next to nothing. sqlite commits at once; a
+        journal on a server commits in the background, and what is held meanwhile waits for the next
+        flush (groups are committed, and their answers written, in order).
         """
-        error: JournalError | None = None
-        try:
-            self.journal.flush()
-        except JournalError as exc:
-            error = exc
-            self._log.error("group", "%s (nothing of that group was kept)", exc)
+        self._flush_asked = False
         held, self._held = self._held, []
-        self._held_ids.clear()
-        self._held_by_peer.clear()
+        self._unsettled += 1
+        self.journal.commit(lambda error: self._settle_held(held, error))
+
+    def _settle_held(self, held: list[_Held], error: JournalError | None) -> None:
+        """A group's commit ended (``error``: lost): write what waited for it, in order."""
+        self._unsettled -= 1
+        if error is not None:
+            self._log.error("group", "%s (nothing of that group was kept)", error)
         for item in held:
             try:
                 if isinstance(item, _Answers):
                     self._settle_answers(item, error)
-                else:
+                elif isinstance(item, _Reply):
                     self._settle_reply(item, error)
-            except Exception as exc:
+                else:
+                    self.handle(item.messages, item.origin)
+            except Exception:
                 # A bug (the engine's, say) must not cost the rest of the group its ACKs and RESPONSEs.
-                self._log.error(("settle", type(exc).__name__), "a journal group's %s failed: %s",
-                                "ACKs" if isinstance(item, _Answers) else "RESPONSE", traceback.format_exc())
+                kind = {_Answers: "ACKs", _Reply: "RESPONSE"}.get(type(item), "messages")
+                self._log.error(("settle", kind), "a journal group's %s failed: %s", kind,
+                                traceback.format_exc())
 
-    def _hold(self, item: _Answers | _Reply) -> bool:
-        """Hold ``item`` for :meth:`flush` when the journal has a group open (or something is held
-        already: answers keep their order); False: settle it now."""
-        if self._held or self.journal.pending:
+    def _ask_flush(self) -> None:
+        """Have :meth:`flush` run once soon (group commit only)."""
+        if self._schedule is not None and not self._flush_asked:
+            self._flush_asked = True
+            self._schedule(self.flush)
+
+    def _hold(self, item: _Held) -> bool:
+        """Hold ``item`` for :meth:`flush` when the journal has a group open or being committed (or
+        something is held already: answers keep their order); False: settle it now."""
+        if self._held or self._unsettled or self.journal.pending:
             self._held.append(item)
+            self._ask_flush()
             return True
         return False
 
@@ -545,6 +620,7 @@ class CallbackDesk:
         if not answers:
             return
         if self._hold(batch):
+            batch.held = True
             self._held_ids.update(req.id for _, req, _ in batch.taken)
             self._held_by_peer[origin.peer] += len(batch.taken)
         else:
@@ -565,6 +641,11 @@ class CallbackDesk:
         the callbacks."""
         origin, answers = batch.origin, batch.answers
         callbacks: list[Callback] = []
+        if batch.held and batch.taken:
+            self._held_ids.difference_update(req.id for _, req, _ in batch.taken)
+            self._held_by_peer[origin.peer] -= len(batch.taken)
+            if self._held_by_peer[origin.peer] <= 0:
+                del self._held_by_peer[origin.peer]
         if error is not None and batch.taken:
             self._refuse_unrecorded(origin.peer, answers, [(i, req) for i, req, _ in batch.taken], error)
         else:

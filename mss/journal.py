@@ -71,6 +71,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from mss.errors import JournalError
 from mss.iif import CallbackResponse, serialize
@@ -86,6 +87,7 @@ __all__ = [
     "Cdr",
     "InterruptedCallback",
     "Journal",
+    "JournalStore",
     "NewCallback",
     "PendingResponse",
     "read_cdrs",
@@ -228,7 +230,7 @@ class NewCallback:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InterruptedCallback:
-    """A callback that was in progress when the process died."""
+    """A callback that was in progress when the process (or, with a shared journal, the node) died."""
 
     seq: int
     """Journal key."""
@@ -236,6 +238,12 @@ class InterruptedCallback:
     """The AS's id."""
     real_duration: int
     """Talk time known up to the last heartbeat before the crash."""
+    peer: str | None = None
+    """[peer_servers] name of its AS (None: not read; the RESPONSE is then found through the journal)."""
+    transport: str = "tcp"
+    """``tcp`` or ``udp``: how its RESPONSE goes."""
+    reply_addr: tuple[str, int] | None = None
+    """UDP only: where its RESPONSE goes."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -330,6 +338,39 @@ def _add_worker_columns(db: sqlite3.Connection) -> None:
         raise
 
 
+class JournalStore(Protocol):
+    """What the desk and the service use of a journal, whichever the backend: :class:`Journal` (sqlite)
+    or :class:`mss.journal_pg.PgJournal` (PostgreSQL, shared by nodes). Every call is synchronous and
+    short; a backend that talks to a server queues its writes and commits them in the background
+    (:meth:`commit`), and answers the rest from what it loaded or claimed ahead."""
+
+    worker: int | None
+    on_queued: Callable[[], None] | None
+    on_owed: Callable[[str], None] | None
+    on_takeover: Callable[[list[InterruptedCallback]], None] | None
+
+    @property
+    def pending(self) -> bool: ...
+    def commit(self, done: Callable[[JournalError | None], None]) -> None: ...
+    def record_requests(self, callbacks: Iterable[NewCallback]) -> list[int]: ...
+    def mark_bridged(self, seq: int, at: float) -> None: ...
+    def heartbeat(self, at: float) -> None: ...
+    def record_response(
+        self, seq: int, response: CallbackResponse, at: float, cdr: Cdr | None = None, *, claim: bool = False
+    ) -> str: ...
+    def mark_delivered(self, seq: int, at: float) -> None: ...
+    def interrupted(self) -> list[InterruptedCallback]: ...
+    def undelivered(self) -> list[PendingResponse]: ...
+    def claim_response(self, seq: int) -> bool: ...
+    def release_response(self, seq: int) -> None: ...
+    def release_claims(self) -> int: ...
+    def owed_to(self, peer: str, limit: int) -> list[PendingResponse]: ...
+    def prune(self, before: float, limit: int = PRUNE_BATCH) -> int: ...
+    def size(self) -> int: ...
+    def record_ports(self, seq: int, ports: Iterable[int]) -> None: ...
+    def quarantined_ports(self, now: float, window: float) -> list[tuple[int, float]]: ...
+
+
 def _heartbeat_key(worker: int) -> str:
     """The meta row of a worker's heartbeat (worker 0's is the single process's, as before workers)."""
     return "heartbeat" if worker == 0 else f"heartbeat.{worker}"
@@ -367,6 +408,10 @@ class Journal:
         self.on_queued: Callable[[], None] | None = None
         """Group commit: called when a write opens a group; :meth:`flush` must follow soon (the service
         calls it once per event-loop iteration). None: every write commits on its own."""
+        self.on_owed: Callable[[str], None] | None = None
+        """Never called here: one file needs no notice of RESPONSEs claimed in the background."""
+        self.on_takeover: Callable[[list[InterruptedCallback]], None] | None = None
+        """Never called here: the processes sharing a file are one node's (a restart settles them)."""
         self.commits = 0
         """Transactions committed so far (a group counts once)."""
         self._group = 0  # writes in the open group; 0: no group open
@@ -510,6 +555,19 @@ class Journal:
         self._group = 0
         self.commits += 1
 
+    def commit(self, done: Callable[[JournalError | None], None]) -> None:
+        """Commit the open group, then call ``done`` with None, or with the error that lost the group.
+
+        The surface the desk uses with either backend: sqlite commits at once, so ``done`` is called
+        before this returns (the PostgreSQL journal calls it when its transaction has ended).
+        """
+        try:
+            self.flush()
+        except JournalError as exc:
+            done(exc)
+            return
+        done(None)
+
     def record_requests(self, callbacks: Iterable[NewCallback]) -> list[int]:
         """Record REQUESTs in one transaction; returns their keys, in order."""
         if self.worker is not None:
@@ -644,19 +702,22 @@ class Journal:
                 self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'heartbeat%'").fetchall()
             )
             rows = self._db.execute(
-                f"SELECT seq, id, bridged_at, duration, worker FROM callbacks WHERE state = 'active'"
-                f" AND {self._mine} ORDER BY seq",
+                "SELECT seq, id, bridged_at, duration, worker, peer, transport, reply_host, reply_port"
+                f" FROM callbacks WHERE state = 'active' AND {self._mine} ORDER BY seq",
                 self._mine_args,
             ).fetchall()
         except sqlite3.Error as exc:
             raise JournalError(f"journal: cannot read interrupted callbacks: {exc}") from exc
         result = []
-        for seq, cb_id, bridged_at, duration, worker in rows:
+        for seq, cb_id, bridged_at, duration, worker, peer, transport, host, port in rows:
             beat = beats.get(_heartbeat_key(worker))
             talk = 0
             if bridged_at is not None and beat is not None:
                 talk = round(max(0.0, min(beat, bridged_at + duration) - bridged_at))
-            result.append(InterruptedCallback(seq=seq, id=cb_id, real_duration=talk))
+            result.append(InterruptedCallback(
+                seq=seq, id=cb_id, real_duration=talk, peer=peer, transport=transport,
+                reply_addr=(host, port) if host is not None else None,
+            ))
         return result
 
     def undelivered(self) -> list[PendingResponse]:

@@ -85,10 +85,10 @@ class Engine:
 class Harness:
     def __init__(
         self, path: Path, *, max_calls: int = 1000, extended: bool = False,
-        peers: tuple[PeerServer, ...] = (), group: bool = False,
+        peers: tuple[PeerServer, ...] = (), group: bool = False, journal: type[Journal] = Journal,
     ) -> None:
         self.clock = FakeClock()
-        self.journal = Journal(path)
+        self.journal = journal(path)
         self.datagrams: list[tuple[bytes, tuple[str, int]]] = []
         self.scheduled: list[Callable[[], None]] = []  # group commit: what the loop would call soon
         self.desk = CallbackDesk(

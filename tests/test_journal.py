@@ -159,10 +159,10 @@ def test_interrupted_callbacks_after_a_crash(path: Path) -> None:
     j = Journal(path)
     try:
         assert j.interrupted() == [
-            InterruptedCallback(seq=never, id="never", real_duration=0),
-            InterruptedCallback(seq=talking, id="talking", real_duration=30),  # 29.6 rounded
-            InterruptedCallback(seq=capped, id="capped", real_duration=10),  # capped at its duration
-            InterruptedCallback(seq=late, id="late", real_duration=0),
+            InterruptedCallback(seq=never, id="never", real_duration=0, peer="as1"),
+            InterruptedCallback(seq=talking, id="talking", real_duration=30, peer="as1"),  # 29.6 rounded
+            InterruptedCallback(seq=capped, id="capped", real_duration=10, peer="as1"),  # at its duration
+            InterruptedCallback(seq=late, id="late", real_duration=0, peer="as1"),
         ]
     finally:
         j.close()
@@ -171,7 +171,7 @@ def test_interrupted_callbacks_after_a_crash(path: Path) -> None:
 def test_interrupted_without_any_heartbeat(journal: Journal) -> None:
     (seq,) = journal.record_requests([new("a")])
     journal.mark_bridged(seq, at=1000.0)
-    assert journal.interrupted() == [InterruptedCallback(seq=seq, id="a", real_duration=0)]
+    assert journal.interrupted() == [InterruptedCallback(seq=seq, id="a", real_duration=0, peer="as1")]
 
 
 def test_commits_survive_a_killed_process(path: Path) -> None:
