@@ -307,6 +307,18 @@ def load_text(text: str) -> Config:
         ([("journal", "keep_days", "nan")], "[journal] keep_days: 'nan' is not a decimal number"),
         ([("journal", "keep_days", "3.")], "[journal] keep_days: '3.' is not a decimal number"),
         ([("journal", "keep_days", "40000")], "[journal] keep_days: 40000 is outside 0..36500"),
+        # shared journal and cluster
+        ([("journal", "backend", "mysql")], "[journal] backend: 'mysql' is not sqlite or postgresql"),
+        ([("journal", "backend", "postgresql"), ("cluster", "node", "n1")],
+         "[journal] dsn: required with [journal] backend = postgresql"),
+        ([("journal", "backend", "postgresql"), ("journal", "dsn", "postgresql://db/mss")],
+         "[cluster] node: required with [journal] backend = postgresql"),
+        ([("journal", "dsn", "db.example.com")],
+         "[journal] dsn: must start with postgresql:// (postgresql://user:pass@host:port/db)"),
+        ([("cluster", "node", "n 1")], "[cluster] node: use letters, digits, '-' and '_' only"),
+        ([("cluster", "node", "n.1")], "[cluster] node: use letters, digits, '-' and '_' only"),
+        ([("cluster", "node", "x" * 65)], "[cluster] node: longer than 64 characters"),
+        ([("cluster", "lease", "0.5")], "[cluster] lease: 0.5 is outside 1..3600"),
         # operations
         ([("metrics", "listen", "9100")], f"[metrics] listen: '9100' is not host:port{_IN_BRACKETS}"),
         ([("metrics", "listen", "::1:9100")], f"[metrics] listen: '::1:9100' is not host:port{_IN_BRACKETS}"),
@@ -335,6 +347,16 @@ def test_error(edits: list[Edit], message: str) -> None:
     result = check_text(render(*edits))
     assert [str(e) for e in result.errors] == [message]
     assert result.config is None
+
+
+def test_a_cluster_node_on_postgresql() -> None:
+    result = check_text(render(("journal", "backend", "postgresql"), ("journal", "dsn", "postgresql://u:p@db:5432/mss"),
+                               ("cluster", "node", "east-1"), ("cluster", "lease", "3.5")))
+    assert result.errors == [] and result.config is not None
+    assert result.config.journal.backend == "postgresql"
+    assert result.config.journal.dsn == "postgresql://u:p@db:5432/mss"
+    assert (result.config.cluster.node, result.config.cluster.lease) == ("east-1", 3.5)
+    assert check_text(render(("cluster", "leas", "5"))).warnings == ["[cluster] leas: unknown key, ignored"]
 
 
 def test_error_fields() -> None:
