@@ -575,6 +575,11 @@ class CallbackDesk:
                 self._log.error(("settle", kind), "a journal group's %s failed: %s", kind,
                                 traceback.format_exc())
 
+    @property
+    def settling(self) -> bool:
+        """Answers wait for a journal commit (held, or given to a commit not ended yet)."""
+        return bool(self._held or self._unsettled)
+
     def _ask_flush(self) -> None:
         """Have :meth:`flush` run once soon (group commit only)."""
         if self._schedule is not None and not self._flush_asked:

@@ -36,6 +36,7 @@ class MssServer:
         callback: dict[str, Any] | None = None,
         rtp: dict[str, Any] | None = None,
         sip: dict[str, Any] | None = None,
+        journal: dict[str, Any] | None = None,
         extra: str = "",
     ) -> None:
         self.workdir = workdir
@@ -93,7 +94,7 @@ class MssServer:
             "[peer_servers]",
             "as1 = 127.0.0.1",
             "[journal]",
-            "path = journal.sqlite3",
+            *(f"{k} = {v}" for k, v in {"path": "journal.sqlite3", **(journal or {})}.items()),
             "[log]",
             "level = debug",
             extra,

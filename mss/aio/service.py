@@ -48,7 +48,7 @@ from mss.config import Config, PeerServer, check
 from mss.control import ControlError, ControlRequest, StatusInfo, encode_answer
 from mss.desk import OWED_POLL_INTERVAL, CallbackDesk, Engine
 from mss.errors import JournalError, MssError
-from mss.journal import PRUNE_BATCH, Journal
+from mss.journal import PRUNE_BATCH, Journal, JournalStore
 from mss.load import LoadGauge
 from mss.workers import worker_config
 
@@ -64,6 +64,10 @@ RELEASE_WAIT = 10.0
 
 #: Seconds the last RESPONSEs get to leave the socket buffers before the connections close.
 FLUSH_WAIT = 2.0
+
+#: Seconds a stop waits for the journal's commits in flight (a database server's answer) before it
+#: goes on without writing the answers that wait for them.
+SETTLE_WAIT = 5.0
 
 #: Seconds between two retention passes at most; shorter for a keep_days of minutes (tests, soaks).
 PRUNE_INTERVAL = 60.0
@@ -284,17 +288,51 @@ class Service:
             loop.add_signal_handler(sig, self.request_stop)
         try:
             await self._start_control()  # before the journal: a second mss on this config stops here
-            journal = Journal(cfg.journal.path, worker=self.worker, workers=cfg.callback.workers)
+            journal = await self._open_journal()
             try:
                 return await self._run(journal)
             finally:
-                journal.close()
+                await self._close_journal(journal)
         finally:
             for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             await self._stop_operations()
 
-    async def _run(self, journal: Journal) -> int:
+    async def _open_journal(self) -> JournalStore:
+        """[journal] backend: the sqlite file, or the PostgreSQL database shared by the nodes (this
+        process being node ``[cluster] node``, or ``node.i`` as worker i)."""
+        cfg = self.config
+        if cfg.journal.backend == "sqlite":
+            return Journal(cfg.journal.path, worker=self.worker, workers=cfg.callback.workers)
+        from mss.journal_pg import PgJournal  # the asyncpg import only where it is used
+
+        assert cfg.journal.dsn is not None and cfg.cluster.node is not None  # the config checked
+        node = cfg.cluster.node if self.worker is None else f"{cfg.cluster.node}.{self.worker}"
+        journal = await PgJournal.open(cfg.journal.dsn, node=node, lease=cfg.cluster.lease,
+                                       worker=self.worker or 0)
+        if journal.taken_over_by is not None:
+            log.warning("node %s was down: node %s settled its %d callback(s) in progress", node,
+                        journal.taken_over_by, journal.settled_while_down)
+        log.info("journal: PostgreSQL, node %s, lease %gs", node, cfg.cluster.lease)
+        return journal
+
+    @staticmethod
+    async def _close_journal(journal: JournalStore) -> None:
+        aclose = getattr(journal, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        elif isinstance(journal, Journal):
+            journal.close()
+
+    async def _settled(self, desk: CallbackDesk) -> None:
+        """Wait (bounded) until every journal group given to the commit has had its answers written."""
+        deadline = time.monotonic() + SETTLE_WAIT
+        while desk.settling and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if desk.settling:
+            log.error("journal: commits still unanswered after %.0fs; their answers are not written", SETTLE_WAIT)
+
+    async def _run(self, journal: JournalStore) -> int:
         cfg = self.config
         loop = asyncio.get_running_loop()
         desk = CallbackDesk(
@@ -327,6 +365,7 @@ class Service:
             if self.worker is not None:
                 log.info("worker %d of %d: SIP port %d, RTP ports %d..%d", self.worker, cfg.callback.workers,
                          cfg.sip.local_port, cfg.rtp.port_min, cfg.rtp.port_max)
+            if desk.shared:
                 self._poll_owed(desk)
             self._heartbeat(journal)
             if cfg.journal.keep_days > 0:  # 0: keep forever
@@ -347,6 +386,7 @@ class Service:
             desk.accepting = False
             self.iif.stop_listening()
             desk.flush()  # REQUESTs taken before the stop are in progress too
+            await self._settled(desk)
             await self._drain(desk, engine, idle)
         finally:
             self.loop_probe.stop()
@@ -361,12 +401,14 @@ class Service:
             if self._gc_timer is not None:
                 self._gc_timer.cancel()
             desk.flush()
+            await self._settled(desk)
             await self._flush()
             await self.iif.close()
             await engine.close()
             if self.ready.is_set():
                 journal.heartbeat(time.time())
             desk.flush()  # what the engine's close ended, and the last heartbeat
+            await self._settled(desk)
         log.info("mss stopped")
         return 0
 
@@ -463,7 +505,8 @@ class Service:
         self._later("watchdog", interval, self._watchdog)
 
     def _poll_owed(self, desk: CallbackDesk) -> None:
-        """Workers: the RESPONSEs other workers kept for the peers connected here, now and then again."""
+        """Workers and nodes sharing a journal: the RESPONSEs the others kept for the peers connected
+        here, now and then again."""
         desk.poll_owed()
         self._later("owed", OWED_POLL_INTERVAL, lambda: self._poll_owed(desk))
 
@@ -539,7 +582,7 @@ class Service:
         keep = self.config.journal.keep_days * 86400.0
         return min(PRUNE_INTERVAL, max(PRUNE_MIN_INTERVAL, keep / 10))
 
-    def _prune(self, journal: Journal) -> None:
+    def _prune(self, journal: JournalStore) -> None:
         """One retention batch ([journal] keep_days); the next one soon when this one was full, else
         after the interval. Runs on a timer, never on the REQUEST path."""
         horizon = time.time() - self.config.journal.keep_days * 86400.0
@@ -565,7 +608,7 @@ class Service:
                       freed, (self._last_full_gc - now) * 1000, len(desk.active))
         self._gc_timer = asyncio.get_running_loop().call_later(GC_FULL_CHECK, self._full_gc, desk)
 
-    def _heartbeat(self, journal: Journal) -> None:
+    def _heartbeat(self, journal: JournalStore) -> None:
         try:
             journal.heartbeat(time.time())
         except Exception as exc:  # the journal logs; the heartbeat must keep going

@@ -138,7 +138,8 @@ class Supervisor:
             if path is not None:
                 self._control = ControlServer(path, self._answer)
                 await self._control.start()
-            Journal(self.config.journal.path, worker=0, workers=len(self.workers)).close()
+            if self.config.journal.backend == "sqlite":  # created or upgraded once, before the workers
+                Journal(self.config.journal.path, worker=0, workers=len(self.workers)).close()
             self._open_notify_socket()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)

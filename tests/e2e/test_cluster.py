@@ -1,0 +1,87 @@
+"""Two mss nodes on one PostgreSQL journal: a node killed mid-call loses no RESPONSE.
+
+Real parts only: a PostgreSQL server (tests/pg.py), Kamailio as the provider, pjsua2 phones that
+answer, and two ``mss run`` processes with ``[journal] backend = postgresql`` and their own
+``[cluster] node``. Node 1 takes the callbacks and is killed with SIGKILL while they are bridged; the
+AS then connects to node 2, which takes node 1 over once its lease expired and writes every owed
+RESPONSE, once; node 1 started again learns what was settled for it and writes nothing twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mss_peers.kamailio import Kamailio
+from mss_peers.phone import Phone
+from mss_peers.server import AsClient, MssServer
+
+pytestmark = pytest.mark.e2e
+
+#: [cluster] lease of both nodes (seconds): short, so the test waits little for the takeover.
+LEASE = 2
+
+#: The issue's bound: every owed RESPONSE within this many seconds of the lease expiring.
+DELIVERY_BOUND = 10.0
+
+
+def _node(tmp_path: Path, name: str, pss: Kamailio, dsn: str) -> MssServer:
+    return MssServer(
+        tmp_path / name, pss=pss.address, callback={"drain_grace": 2},
+        journal={"backend": "postgresql", "dsn": dsn},
+        extra=f"[cluster]\nnode = {name}\nlease = {LEASE}\n",
+    )
+
+
+def _responses(client: AsClient) -> list[str]:
+    return [line for line in client.history if line.startswith("RESPONSE:")]
+
+
+def test_a_node_killed_mid_call_has_its_responses_delivered_by_the_other(
+    tmp_path: Path, kamailio: Callable[..., Kamailio], phone: Callable[..., Phone],
+    add_peer: Callable[[Any], None], pg_dsn: str,
+) -> None:
+    users = ("100", "101", "102", "103")
+    pss = kamailio("auth", users={u: f"pw{u}" for u in users})
+    phones = [phone(u, pss, tone_hz=440 + 100 * i) for i, u in enumerate(users)]
+    one, two = _node(tmp_path, "n1", pss, pg_dsn), _node(tmp_path, "n2", pss, pg_dsn)
+    add_peer(one)
+    add_peer(two)
+    try:
+        one.start(timeout=20)
+        two.start(timeout=20)
+        with one.client() as as1:
+            assert as1.request("a", "100", "101", 60) == "ACK: id=a;code=ok;"
+            assert as1.request("b", "102", "103", 60) == "ACK: id=b;code=ok;"
+            for device in phones:
+                device.wait_event("confirmed", timeout=10)
+            for cb_id in ("a", "b"):
+                one.wait_log(rf"callback {cb_id}: bridged", timeout=10)
+            time.sleep(2.2)  # talk time, heartbeats written every second
+            one.kill()  # SIGKILL: node 1 answers nothing more
+            killed = time.monotonic()
+        with AsClient(("127.0.0.1", two.iif_port)) as as1:
+            got = {cb_id: as1.response(cb_id, timeout=LEASE + DELIVERY_BOUND) for cb_id in ("a", "b")}
+            delivered = time.monotonic() - killed
+            time.sleep(1.0)  # anything doubled would come now
+            said = _responses(as1)
+            assert sorted(line.split(";")[0] for line in said) == ["RESPONSE: id=a", "RESPONSE: id=b"], said
+        assert delivered <= LEASE + DELIVERY_BOUND
+        for response in got.values():
+            assert response["result"] == "shutdown"
+            # the talk time known up to node 1's last heartbeat: about 2 s of it
+            assert 1 <= int(response["real_duration"]) <= 4, response
+        assert "taken over" in two.log_text() or "lease expired" in two.log_text()
+
+        one.start(timeout=20)  # the same name again: it learns what node 2 settled
+        assert "node n2 settled its 2 callback(s)" in one.log_text()
+        with one.client() as as1:
+            time.sleep(1.5)
+            assert _responses(as1) == []  # nothing written twice
+    finally:
+        one.stop()
+        two.stop()
