@@ -560,6 +560,11 @@ def check_text(text: str, *, base_dir: Path | None = None) -> ConfigCheck:
         advertised_host=r.get("sip", "advertised_host", _ip, None),
         **_tls_keys(r, base_dir),
     )
+    if sip.advertised_host is None and ipaddress.ip_address(sip.local_host).is_unspecified:
+        # a wildcard binds every address, but Via and Contact need one the provider can reach
+        result.errors.append(
+            ConfigError("sip", "advertised_host", f"is required when local_host is {sip.local_host}")
+        )
 
     external_line: ExternalLineConfig | None = None
     if callback.external_line_mode:

@@ -315,6 +315,8 @@ def load_text(text: str) -> Config:
          "[cluster] node: required with [journal] backend = postgresql"),
         ([("journal", "dsn", "db.example.com")],
          "[journal] dsn: must start with postgresql:// (postgresql://user:pass@host:port/db)"),
+        ([("sip", "local_host", "::")], "[sip] advertised_host: is required when local_host is ::"),
+        ([("sip", "local_host", "0.0.0.0")], "[sip] advertised_host: is required when local_host is 0.0.0.0"),
         ([("cluster", "node", "n 1")], "[cluster] node: use letters, digits, '-' and '_' only"),
         ([("cluster", "node", "n.1")], "[cluster] node: use letters, digits, '-' and '_' only"),
         ([("cluster", "node", "x" * 65)], "[cluster] node: longer than 64 characters"),
