@@ -9,6 +9,7 @@ one file).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import sqlite3
 import time
@@ -41,17 +42,24 @@ def answered(cb_id: str, talk: int = 0) -> CallbackResponse:
     return CallbackResponse(id=cb_id, real_duration=talk)
 
 
-class Backend:
+class Backend(abc.ABC):
     """One backend's way to open, commit, claim, fetch, prune and peek."""
 
     name: str
 
+    @abc.abstractmethod
     async def open(self, node: str = "a") -> Any: ...
+    @abc.abstractmethod
     async def close(self, journal: Any) -> None: ...
+    @abc.abstractmethod
     async def claim(self, journal: Any, seq: int) -> bool: ...
+    @abc.abstractmethod
     async def owed(self, journal: Any, peer: str, limit: int = 10) -> list[PendingResponse]: ...
+    @abc.abstractmethod
     async def prune(self, journal: Any, before: float, limit: int = 200) -> int: ...
+    @abc.abstractmethod
     async def cdr(self, journal: Any, cb_id: str) -> dict[str, object] | None: ...
+    @abc.abstractmethod
     async def value(self, sql: str) -> object: ...
 
     async def commit(self, journal: Any) -> JournalError | None:

@@ -1,0 +1,288 @@
+"""What only the PostgreSQL journal does, on a real server: write-behind commits that never block,
+the lease and the takeover of a dead node, NOTIFY between nodes, a server that goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from mss.errors import JournalError
+from mss.iif import CallbackResponse
+from mss.journal import SEQ_BLOCK, InterruptedCallback, NewCallback
+from mss.journal_pg import PgJournal, redact
+from tests.pg import PASSWORD, PgServer, start_postgres
+
+#: Seconds a test waits at most for something the background does (a bound, not a timing check).
+PATIENCE = 20.0
+
+
+def new(cb_id: str, *, peer: str = "as1", duration: int = 60) -> NewCallback:
+    return NewCallback(
+        id=cb_id, peer=peer, transport="tcp", reply_addr=None, user1="100", user2="101",
+        duration=duration, received_at=time.time(),
+    )
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), 120))
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait (bounded by :data:`PATIENCE`) until ``condition()`` holds."""
+    deadline = time.monotonic() + PATIENCE
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {PATIENCE} s: {what}")
+        await asyncio.sleep(0.02)
+
+
+async def commit(journal: PgJournal) -> JournalError | None:
+    finished: asyncio.Future[JournalError | None] = asyncio.get_running_loop().create_future()
+    journal.commit(finished.set_result)
+    return await asyncio.wait_for(finished, PATIENCE)
+
+
+@contextlib.asynccontextmanager
+async def beating(*journals: PgJournal) -> AsyncIterator[None]:
+    """Renew the journals' leases every 0.3 s meanwhile, as the service's heartbeat does."""
+
+    async def beat() -> None:
+        while True:
+            for j in journals:
+                j.heartbeat(time.time())
+                j.commit(lambda _error: None)
+            await asyncio.sleep(0.3)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def value(dsn: str, sql: str, *args: object) -> object:
+    db = await asyncpg.connect(dsn, timeout=10)
+    try:
+        return await db.fetchval(sql, *args)
+    finally:
+        await db.close()
+
+
+def test_writes_queue_while_a_commit_is_in_flight_and_dones_come_in_order(pg_dsn: str) -> None:
+    async def go() -> None:
+        j = await PgJournal.open(pg_dsn, node="n1", lease=60)
+        asked: list[str] = []
+        j.on_queued = lambda: asked.append("queued")
+        done: list[tuple[str, JournalError | None]] = []
+        immediate: list[JournalError | None] = []
+        j.commit(immediate.append)
+        assert immediate == [None]  # nothing queued, nothing in flight: at once
+        assert not j.pending
+
+        first = j.record_requests([new(f"a{i}") for i in range(50)])
+        j.record_requests([new("a50")])
+        assert asked == ["queued"]  # the first write after a commit was asked, once
+        j.commit(lambda e: done.append(("first", e)))
+        assert j.pending and done == []  # in flight: nothing waited for the server
+        second = j.record_requests([new("b0")])
+        for seq in first:
+            j.mark_bridged(seq, time.time())
+        assert asked == ["queued", "queued"]
+        j.commit(lambda e: done.append(("second", e)))
+        j.commit(lambda e: done.append(("third", e)))  # nothing new: after the others all the same
+        assert done == []
+        await until(lambda: len(done) == 3, "three commits")
+        assert done == [("first", None), ("second", None), ("third", None)]
+        assert not j.pending
+        assert j.commits == 2  # the third had nothing of its own
+        assert await value(pg_dsn, "SELECT count(*) FROM callbacks WHERE bridged_at IS NOT NULL") == 50
+        assert await value(pg_dsn, "SELECT id FROM callbacks WHERE seq = $1", second[0]) == "b0"
+        with pytest.raises(JournalError, match="use commit"):
+            j.mark_bridged(second[0], time.time())
+            j.flush()
+        await commit(j)
+        j.flush()  # nothing pending: nothing to say
+        await j.aclose()
+
+    run(go)
+
+
+def test_request_keys_come_from_blocks_refilled_in_the_background(pg_dsn: str) -> None:
+    async def go() -> None:
+        a = await PgJournal.open(pg_dsn, node="a", lease=60)
+        b = await PgJournal.open(pg_dsn, node="b", lease=60)
+        keys: list[int] = []
+        for i in range(3 * SEQ_BLOCK // 100):
+            keys += a.record_requests([new(f"a{i}.{k}") for k in range(50)])
+            keys += b.record_requests([new(f"b{i}.{k}") for k in range(50)])
+            await a.drain()  # a refill started at half a block has ended
+            await b.drain()
+        assert len(set(keys)) == len(keys) == 3 * SEQ_BLOCK  # three blocks: a few refills each
+        assert await commit(a) is None and await commit(b) is None
+        assert await value(pg_dsn, "SELECT count(*) FROM callbacks") == len(keys)
+        await a.aclose()
+        await b.aclose()
+
+    run(go)
+
+
+def test_two_nodes_starting_together_on_an_empty_database(pg_dsn: str) -> None:
+    async def go() -> None:
+        a, b = await asyncio.gather(
+            PgJournal.open(pg_dsn, node="a", lease=60), PgJournal.open(pg_dsn, node="b", lease=60)
+        )
+        assert await value(pg_dsn, "SELECT count(*) FROM nodes") == 2
+        await a.aclose()
+        await b.aclose()
+
+    run(go)
+
+
+def test_a_dead_node_is_taken_over_once_and_learns_it_when_it_comes_back(pg_dsn: str) -> None:
+    async def go() -> None:
+        a = await PgJournal.open(pg_dsn, node="a", lease=2)
+        bridged, ringing = a.record_requests([new("talking"), new("ringing")])
+        t0 = time.time()
+        a.mark_bridged(bridged, t0 - 3.0)
+        a.heartbeat(t0)  # its last beat: 3 s of talk known
+        assert await commit(a) is None
+        await a.aclose()  # a is gone, without RESPONSEs
+
+        b = await PgJournal.open(pg_dsn, node="b", lease=2)
+        taken: list[list[InterruptedCallback]] = []
+        b.on_takeover = taken.append
+        async with beating(b):
+            await until(lambda: bool(taken), "b takes a over")
+            assert [(c.seq, c.id, c.real_duration, c.peer, c.transport) for c in taken[0]] == [
+                (bridged, "talking", 3, "as1", "tcp"),
+                (ringing, "ringing", 0, "as1", "tcp"),
+            ]
+            # b settles them, as the desk does
+            for cut in taken[0]:
+                b.record_response(cut.seq, CallbackResponse(id=cut.id, real_duration=cut.real_duration),
+                                  time.time(), claim=True)
+            assert await commit(b) is None
+
+            c = await PgJournal.open(pg_dsn, node="c", lease=2)
+            again: list[list[InterruptedCallback]] = []
+            c.on_takeover = again.append
+            async with beating(c):
+                rounds = b.watch_rounds
+                await until(lambda: c.watch_rounds >= 4 and b.watch_rounds >= rounds + 4, "watch rounds")
+            assert again == [] and len(taken) == 1  # neither takes a again
+            await c.aclose()
+
+        assert await value(pg_dsn, "SELECT taken_by FROM nodes WHERE name = 'a'") == "b"
+        assert await value(pg_dsn, "SELECT count(*) FROM responses WHERE claimed_by = 'b'") == 2
+        assert await value(pg_dsn, "SELECT line FROM responses WHERE seq = $1", bridged) == (
+            "RESPONSE: id=talking;real_duration=3;"
+        )
+        a = await PgJournal.open(pg_dsn, node="a", lease=2)
+        assert (a.taken_over_by, a.settled_while_down) == ("b", 2)
+        assert a.interrupted() == []  # they are b's: nothing to settle twice
+        assert await value(pg_dsn, "SELECT taken_by FROM nodes WHERE name = 'a'") is None
+        await a.aclose()
+        await b.aclose()
+
+    run(go)
+
+
+def test_a_released_response_is_fetched_by_the_node_its_as_is_connected_to(pg_dsn: str) -> None:
+    async def go() -> None:
+        a = await PgJournal.open(pg_dsn, node="a", lease=60)
+        b = await PgJournal.open(pg_dsn, node="b", lease=60)
+        owed: list[str] = []
+        b.on_owed = owed.append
+        (seq,) = a.record_requests([new("kept")])
+        assert await commit(a) is None
+        a.record_response(seq, CallbackResponse(id="kept", real_duration=7), time.time(), claim=True)
+        assert await commit(a) is None
+        assert a.claim_response(seq) is True  # born claimed
+
+        assert b.owed_to("as1", 10) == []  # as1 is connected to b: b asks (a still holds it)
+        await b.drain()
+        assert owed == [] and b.claim_response(seq) is False
+        await b.drain()  # that claim attempt lost too
+
+        a.release_response(seq)  # a has no connection from as1: kept, free for the others
+        assert await commit(a) is None
+        await until(lambda: owed == ["as1"], "b hears the NOTIFY and claims it")
+        assert b.claim_response(seq) is True
+        given = b.owed_to("as1", 10)
+        assert [(p.seq, p.line) for p in given] == [(seq, "RESPONSE: id=kept;real_duration=7;")]
+        assert a.claim_response(seq) is False
+        await a.drain()
+        assert a.owed_to("as1", 10) == []
+        b.mark_delivered(seq, time.time())
+        assert await commit(b) is None
+        assert await value(pg_dsn, "SELECT claimed_by IS NULL AND delivered_at IS NOT NULL FROM responses")
+        await a.aclose()
+        await b.aclose()
+
+    run(go)
+
+
+def test_open_errors_are_clear_and_hide_the_password(postgres: PgServer, pg_dsn: str) -> None:
+    async def go() -> None:
+        with pytest.raises(JournalError, match="InvalidPasswordError") as wrong:
+            await PgJournal.open(pg_dsn.replace(PASSWORD, "nope"), node="n", lease=5)
+        assert "nope" not in str(wrong.value) and "mss:***@127.0.0.1" in str(wrong.value)
+        down = f"postgresql://mss:{PASSWORD}@127.0.0.1:1/x"
+        with pytest.raises(JournalError, match="cannot open the PostgreSQL journal") as refused:
+            await PgJournal.open(down, node="n", lease=5)
+        assert PASSWORD not in str(refused.value)
+        with pytest.raises(JournalError, match="InvalidCatalogNameError"):
+            await PgJournal.open(postgres.dsn("no_such_database"), node="n", lease=5)
+        with pytest.raises(JournalError, match="node name"):
+            await PgJournal.open(pg_dsn, node="", lease=5)
+        assert redact("postgresql://u:secret@h:5/d") == "postgresql://u:***@h:5/d"
+
+    run(go)
+
+
+@pytest.fixture
+def own_server() -> Iterator[PgServer]:
+    """A server of this test alone: the test stops it."""
+    directory = Path(tempfile.mkdtemp(prefix="mss-pg-"))
+    server = start_postgres(directory)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_a_server_gone_mid_run_fails_the_commit_then_the_journal_works_again(own_server: PgServer) -> None:
+    dsn = own_server.create_database()
+
+    async def go() -> None:
+        j = await PgJournal.open(dsn, node="n1", lease=60)
+        (kept,) = j.record_requests([new("before")])
+        assert await commit(j) is None
+        own_server.stop()
+        (lost,) = j.record_requests([new("during")])
+        error = await commit(j)  # an error, not a hang
+        assert isinstance(error, JournalError) and "cannot commit 1 write(s)" in str(error)
+        assert not j.pending
+        j.heartbeat(time.time())
+        assert isinstance(await commit(j), JournalError)  # refused: connection refused, at once
+        own_server.start_again()
+        (after,) = j.record_requests([new("after")])
+        assert await commit(j) is None  # a new connection
+        ids = await value(dsn, "SELECT string_agg(id, ',' ORDER BY seq) FROM callbacks")
+        assert ids == "before,after" and lost not in (kept, after)
+        # the background connection comes back too
+        assert await j.fetch_cdr("before") is None
+        await j.aclose()
+
+    run(go)
