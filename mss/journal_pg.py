@@ -175,7 +175,13 @@ FORGET_NODE_PORTS = (
     "DELETE FROM relay_ports rp WHERE rp.node = $1 AND rp.quarantined_until IS NULL AND NOT EXISTS"
     " (SELECT 1 FROM callbacks c WHERE c.seq = rp.seq AND c.state = 'active' AND c.node = $1)"
 )
-HEARTBEAT = "UPDATE nodes SET beat = $2 WHERE name = $1"
+# The lease renewed; returns who had taken this node over meanwhile (its lease expired while it was
+# alive: a stall longer than the lease), and clears that, so that the node can be taken over again.
+HEARTBEAT = (
+    "UPDATE nodes n SET beat = $2, taken_by = NULL, taken_at = NULL, settled_while_down = 0"
+    " FROM (SELECT name, taken_by FROM nodes WHERE name = $1 FOR UPDATE) AS before"
+    " WHERE n.name = before.name RETURNING before.taken_by"
+)
 
 #: The order a commit runs its writes in, one pipelined ``executemany`` per run of one statement. A
 #: callback's writes come in this order in life (REQUEST, bridge, ports, RESPONSE, delivery), so

@@ -197,6 +197,29 @@ def test_a_dead_node_is_taken_over_once_and_learns_it_when_it_comes_back(pg_dsn:
     run(go)
 
 
+def test_a_node_taken_over_while_running_says_so_at_its_next_beat(
+    pg_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def go() -> None:
+        a = await PgJournal.open(pg_dsn, node="a", lease=2)
+        (seq,) = a.record_requests([new("stalled")])
+        assert await commit(a) is None
+        b = await PgJournal.open(pg_dsn, node="b", lease=2)
+        taken: list[list[InterruptedCallback]] = []
+        b.on_takeover = taken.append
+        async with beating(b):  # a stalls: no beat for longer than the lease
+            await until(lambda: bool(taken), "b takes a over")
+        assert [c.seq for c in taken[0]] == [seq]
+        a.heartbeat(time.time())
+        assert await commit(a) is None
+        assert "node a was taken over by b while it was running" in caplog.text
+        assert await value(pg_dsn, "SELECT taken_by FROM nodes WHERE name = 'a'") is None  # takeable again
+        await a.aclose()
+        await b.aclose()
+
+    run(go)
+
+
 def test_a_released_response_is_fetched_by_the_node_its_as_is_connected_to(pg_dsn: str) -> None:
     async def go() -> None:
         a = await PgJournal.open(pg_dsn, node="a", lease=60)

@@ -355,13 +355,16 @@ class PgJournal:
                 log.exception("journal: a commit's done callback failed")
 
     async def _commit_batch(self, batch: _Batch) -> JournalError | None:
+        taken_by = None
         try:
             if self._writer.is_closed():
                 self._writer = await _connect(self._dsn)
             db = self._writer
             async with db.transaction():
                 for sql, args in batch.groups:
-                    if len(args) == 1:
+                    if sql == HEARTBEAT:
+                        taken_by = await db.fetchval(sql, *args[0])
+                    elif len(args) == 1:
                         await db.execute(sql, *args[0])
                     else:
                         await db.executemany(sql, args)
@@ -371,6 +374,13 @@ class PgJournal:
             kind = type(exc).__name__
             return JournalError(f"journal: cannot commit {batch.writes} write(s): {kind}: {exc}")
         self.commits += 1
+        if taken_by is not None:
+            self._log.error(
+                "taken over", "node %s was taken over by %s while it was running (no lease renewed for"
+                " %.1f s: the event loop or the database stalled): its callbacks in progress then were"
+                " settled there, and their AS may get a second RESPONSE from here", self.node, taken_by,
+                self.lease,
+            )
         return None
 
     def flush(self) -> None:
