@@ -144,22 +144,39 @@ RECORD_PORTS = (
     "INSERT INTO relay_ports (seq, node, ports) VALUES ($1, $2, $3)"
     " ON CONFLICT (seq) DO UPDATE SET node = excluded.node, ports = excluded.ports"
 )
-# A RESPONSE takes its callback's columns inside the INSERT; a callback ended already, or owned by
-# another node (taken over while this one was cut off), gets nothing more.
-INSERT_RESPONSE = (
-    "INSERT INTO responses (seq, id, peer, transport, reply_host, reply_port, line, created_at, claimed_by)"
-    " SELECT seq, id, peer, transport, reply_host, reply_port, $2, $3, $4 FROM callbacks"
-    " WHERE seq = $1 AND state = 'active' AND node = $5"
-)
+# A RESPONSE ends its callback in ONE statement (a round trip, atomic without a transaction of its
+# own): the RESPONSE row (and the CDR row) take the callback's columns, the callback is done, its
+# relay ports are forgotten (unless in quarantine). Data-modifying CTEs all see the callback as it
+# was before the statement, so a callback ended already, or owned by another node (taken over while
+# this one was cut off), gets nothing more. Arguments: seq, line, created_at, claimed_by, node, and
+# with a CDR its values after the callback's own columns (CDR_COLUMNS order).
 _CDR_VALUES = len(CDR_COLUMNS) - 5  # all but seq, id, user1, user2, requested_at (from the callback)
-INSERT_CDR = (
-    f"INSERT INTO cdrs ({', '.join(CDR_COLUMNS)}) SELECT seq, id, user1, user2,"
-    f" {', '.join(f'${i}' for i in range(2, 8))}, received_at,"
-    f" {', '.join(f'${i}' for i in range(8, _CDR_VALUES + 2))}"
-    f" FROM callbacks WHERE seq = $1 AND state = 'active' AND node = ${_CDR_VALUES + 2}"
-)
-END_CALLBACK = "UPDATE callbacks SET state = 'done' WHERE seq = $1 AND state = 'active' AND node = $2"
-FORGET_PORTS = "DELETE FROM relay_ports WHERE seq = $1 AND node = $2 AND quarantined_until IS NULL"
+
+
+def _record_response(cdr: bool) -> str:
+    parts = [
+        "WITH cb AS (SELECT seq, id, peer, transport, reply_host, reply_port, user1, user2, received_at"
+        " FROM callbacks WHERE seq = $1 AND state = 'active' AND node = $5),",
+        " response AS (INSERT INTO responses (seq, id, peer, transport, reply_host, reply_port, line,"
+        " created_at, claimed_by)"
+        " SELECT seq, id, peer, transport, reply_host, reply_port, $2, $3, $4 FROM cb),",
+    ]
+    if cdr:
+        values = [f"${i}" for i in range(6, 6 + _CDR_VALUES)]
+        parts.append(
+            f" cdr AS (INSERT INTO cdrs ({', '.join(CDR_COLUMNS)}) SELECT seq, id, user1, user2,"
+            f" {', '.join(values[:6])}, received_at, {', '.join(values[6:])} FROM cb),"
+        )
+    parts += [
+        " ended AS (UPDATE callbacks SET state = 'done' WHERE seq IN (SELECT seq FROM cb))",
+        " DELETE FROM relay_ports WHERE seq IN (SELECT seq FROM cb) AND node = $5"
+        " AND quarantined_until IS NULL",
+    ]
+    return "".join(parts)
+
+
+RECORD_RESPONSE = _record_response(cdr=False)
+RECORD_RESPONSE_CDR = _record_response(cdr=True)
 RELEASE_RESPONSE = (
     "UPDATE responses SET claimed_by = NULL WHERE seq = $1 AND claimed_by = $2 AND delivered_at IS NULL"
 )
@@ -185,10 +202,11 @@ HEARTBEAT = (
 
 #: The order a commit runs its writes in, one pipelined ``executemany`` per run of one statement. A
 #: callback's writes come in this order in life (REQUEST, bridge, ports, RESPONSE, delivery), so
-#: running the group phase by phase changes nothing and saves a round trip per write.
+#: running the group phase by phase changes nothing and saves a round trip per write. A commit of one
+#: run needs no BEGIN and COMMIT: one statement, or one executemany, is atomic.
 PHASES: tuple[str, ...] = (
-    INSERT_CALLBACK, MARK_BRIDGED, RECORD_PORTS, INSERT_RESPONSE, INSERT_CDR, END_CALLBACK, FORGET_PORTS,
-    RELEASE_RESPONSE, NOTIFY_RESPONSE, MARK_DELIVERED, QUARANTINE, UNQUARANTINE, FORGET_NODE_PORTS, HEARTBEAT,
+    INSERT_CALLBACK, MARK_BRIDGED, RECORD_PORTS, RECORD_RESPONSE_CDR, RECORD_RESPONSE, RELEASE_RESPONSE,
+    NOTIFY_RESPONSE, MARK_DELIVERED, QUARANTINE, UNQUARANTINE, FORGET_NODE_PORTS, HEARTBEAT,
 )
 PHASE = {sql: index for index, sql in enumerate(PHASES)}
 

@@ -65,17 +65,17 @@ class PgServer:
         return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
 
     def create_database(self) -> str:
-        """A new, empty database with a unique name; returns its DSN."""
+        """A new, empty database with a unique name; returns its DSN (outside an event loop)."""
+        return asyncio.run(self.acreate_database())
+
+    async def acreate_database(self) -> str:
+        """:meth:`create_database` inside an event loop."""
         name = f"t_{uuid.uuid4().hex[:16]}"
-
-        async def create() -> None:
-            conn = await asyncpg.connect(self.dsn(), timeout=10)
-            try:
-                await conn.execute(f'CREATE DATABASE "{name}"')
-            finally:
-                await conn.close()
-
-        asyncio.run(create())
+        conn = await asyncpg.connect(self.dsn(), timeout=10)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
         return self.dsn(name)
 
     def running(self) -> bool:

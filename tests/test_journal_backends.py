@@ -131,9 +131,9 @@ class Postgres(Backend):
         return journal.claim_response(seq)
 
     async def owed(self, journal: PgJournal, peer: str, limit: int = 10) -> list[PendingResponse]:
-        journal.owed_to(peer, limit)  # starts the fetch-and-claim
+        ready = journal.owed_to(peer, limit)  # claimed already (a NOTIFY's fetch); starts a fetch-and-claim
         await journal.drain()
-        return journal.owed_to(peer, limit)
+        return ready + journal.owed_to(peer, limit - len(ready))
 
     async def prune(self, journal: PgJournal, before: float, limit: int = 200) -> int:
         journal.prune(before, limit)  # one batch in the background

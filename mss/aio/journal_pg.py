@@ -37,14 +37,10 @@ from mss.journal_pg import (
     ADVISORY_LOCK,
     CHANNEL,
     CLAIM,
-    END_CALLBACK,
     FETCH_OWED,
     FORGET_NODE_PORTS,
-    FORGET_PORTS,
     HEARTBEAT,
     INSERT_CALLBACK,
-    INSERT_CDR,
-    INSERT_RESPONSE,
     MARK_BRIDGED,
     MARK_DELIVERED,
     NOTIFY_RESPONSE,
@@ -52,6 +48,8 @@ from mss.journal_pg import (
     PHASE,
     QUARANTINE,
     RECORD_PORTS,
+    RECORD_RESPONSE,
+    RECORD_RESPONSE_CDR,
     RELEASE_RESPONSE,
     SCHEMA,
     TABLES,
@@ -360,14 +358,12 @@ class PgJournal:
             if self._writer.is_closed():
                 self._writer = await _connect(self._dsn)
             db = self._writer
-            async with db.transaction():
-                for sql, args in batch.groups:
-                    if sql == HEARTBEAT:
-                        taken_by = await db.fetchval(sql, *args[0])
-                    elif len(args) == 1:
-                        await db.execute(sql, *args[0])
-                    else:
-                        await db.executemany(sql, args)
+            if len(batch.groups) == 1:  # atomic as it is: no BEGIN and COMMIT round trips
+                taken_by = await self._run_group(db, *batch.groups[0])
+            else:
+                async with db.transaction():
+                    for sql, args in batch.groups:
+                        taken_by = await self._run_group(db, sql, args) or taken_by
         except (*_DB_ERRORS, JournalError) as exc:
             if not isinstance(exc, asyncpg.PostgresError | JournalError):
                 self._writer.terminate()  # its state is unknown: the next commit opens a new one
@@ -381,6 +377,18 @@ class PgJournal:
                 " settled there, and their AS may get a second RESPONSE from here", self.node, taken_by,
                 self.lease,
             )
+        return None
+
+    @staticmethod
+    async def _run_group(db: Any, sql: str, args: list[tuple[object, ...]]) -> str | None:
+        """One run of one statement; the heartbeat's answer (who took this node over), else None."""
+        if sql == HEARTBEAT:
+            taken_by: str | None = await db.fetchval(sql, *args[0])
+            return taken_by
+        if len(args) == 1:
+            await db.execute(sql, *args[0])
+        else:
+            await db.executemany(sql, args)
         return None
 
     def flush(self) -> None:
@@ -436,18 +444,16 @@ class PgJournal:
         ``claim``: the row is born claimed by this node. A callback ended already, or now owned by
         another node, gets nothing (the statements match no row)."""
         line = serialize(response).decode("ascii").rstrip("\r\n")
-        statements: list[tuple[str, tuple[object, ...]]] = [
-            (INSERT_RESPONSE, (seq, line, at, self.node if claim else None, self.node))
-        ]
+        head: tuple[object, ...] = (seq, line, at, self.node if claim else None, self.node)
+        statement = (RECORD_RESPONSE, head)
         if cdr is not None:
-            statements.append((INSERT_CDR, (
-                seq, cdr.caller, cdr.leg1_call_id, cdr.leg2_call_id, cdr.leg1_code, cdr.leg2_code, cdr.codec,
-                cdr.leg1_answered_at, cdr.leg2_answered_at, cdr.released_at, cdr.released_by, cdr.result,
-                cdr.reason, response.real_duration, *_quality_values(cdr.leg1), *_quality_values(cdr.leg2),
-                self.node,
-            )))
-        statements += [(END_CALLBACK, (seq, self.node)), (FORGET_PORTS, (seq, self.node))]
-        self._queue_write("record a response", statements)
+            statement = (RECORD_RESPONSE_CDR, (
+                *head, cdr.caller, cdr.leg1_call_id, cdr.leg2_call_id, cdr.leg1_code, cdr.leg2_code,
+                cdr.codec, cdr.leg1_answered_at, cdr.leg2_answered_at, cdr.released_at, cdr.released_by,
+                cdr.result, cdr.reason, response.real_duration, *_quality_values(cdr.leg1),
+                *_quality_values(cdr.leg2),
+            ))
+        self._queue_write("record a response", [statement])
         if claim:
             self._claims.add(seq)
         return line
