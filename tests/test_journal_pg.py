@@ -17,7 +17,19 @@ import pytest
 from mss.errors import JournalError
 from mss.iif import CallbackResponse
 from mss.journal import SEQ_BLOCK, InterruptedCallback, NewCallback
-from mss.journal_pg import PgJournal, redact
+from mss.journal_pg import (
+    INSERT_CALLBACK,
+    MARK_BRIDGED,
+    MARK_DELIVERED,
+    NOTIFY_RESPONSE,
+    PHASES,
+    RECORD_RESPONSE,
+    RELEASE_RESPONSE,
+    KeyBlocks,
+    PgJournal,
+    redact,
+    talk_time,
+)
 from tests.pg import PASSWORD, PgServer, start_postgres
 
 #: Seconds a test waits at most for something the background does (a bound, not a timing check).
@@ -309,3 +321,45 @@ def test_a_server_gone_mid_run_fails_the_commit_then_the_journal_works_again(own
         await j.aclose()
 
     run(go)
+
+
+# --- the sans-IO parts (mss.journal_pg), no server ---------------------------------------------
+
+
+def test_talk_time_is_the_sqlite_journals_rule() -> None:
+    assert talk_time(1007.4, 1000.0, 60) == 7  # up to the last beat, rounded
+    assert talk_time(1100.0, 1000.0, 30) == 30  # at most the duration
+    assert talk_time(999.0, 1000.0, 30) == 0  # a beat before the bridge
+    assert talk_time(1007.4, None, 60) == 0  # never bridged
+    assert talk_time(None, 1000.0, 60) == 0  # no beat known
+
+
+def test_key_blocks_hand_out_keys_in_order_and_refuse_when_dry() -> None:
+    keys = KeyBlocks()
+    assert keys.wants_more and keys.left == 0
+    with pytest.raises(JournalError, match="no REQUEST key left"):
+        keys.take(1)
+    keys.add(1)
+    assert keys.take(3) == [1, 2, 3] and keys.left == SEQ_BLOCK - 3
+    assert not keys.wants_more
+    keys.take(SEQ_BLOCK // 2)
+    assert keys.wants_more
+    keys.refilling = True
+    assert not keys.wants_more  # one reservation at a time
+    second = 1 + 5 * SEQ_BLOCK  # another node reserved the blocks between
+    keys.add(second)
+    left = keys.left
+    with pytest.raises(JournalError):
+        keys.take(left + 1)
+    assert keys.left == left  # none taken by a refusal
+    first = 4 + SEQ_BLOCK // 2
+    rest_of_first = list(range(first, SEQ_BLOCK + 1))
+    assert keys.take(SEQ_BLOCK) == [*rest_of_first, *range(second, second + SEQ_BLOCK - len(rest_of_first))]
+
+
+def test_a_commit_runs_its_writes_phase_by_phase() -> None:
+    # a callback's writes in the order of its life, so sorting a group by phase keeps each callback's order
+    assert PHASES.index(INSERT_CALLBACK) < PHASES.index(MARK_BRIDGED) < PHASES.index(RECORD_RESPONSE)
+    assert PHASES.index(RECORD_RESPONSE) < PHASES.index(RELEASE_RESPONSE) < PHASES.index(NOTIFY_RESPONSE)
+    assert PHASES.index(NOTIFY_RESPONSE) < PHASES.index(MARK_DELIVERED)
+    assert len(set(PHASES)) == len(PHASES)
