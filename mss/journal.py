@@ -344,7 +344,8 @@ class JournalStore(Protocol):
     short; a backend that talks to a server queues its writes and commits them in the background
     (:meth:`commit`), and answers the rest from what it loaded or claimed ahead."""
 
-    worker: int | None
+    @property
+    def worker(self) -> int | None: ...  # read-only here: PgJournal's is always an int
     on_queued: Callable[[], None] | None
     on_owed: Callable[[str], None] | None
     on_takeover: Callable[[list[InterruptedCallback]], None] | None
