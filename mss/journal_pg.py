@@ -249,12 +249,16 @@ def redact(dsn: str) -> str:
 class KeyBlocks:
     """REQUEST keys of the blocks reserved from the sequence: taken in order, refilled at half.
 
-    ``callbacks_seq`` counts by :data:`SEQ_BLOCK`; a value ``v`` reserves the keys ``v`` to
-    ``v + SEQ_BLOCK - 1``. Sans-IO: the owner fetches a block when :attr:`wants_more` says so and
-    hands it to :meth:`add`.
+    ``callbacks_seq`` counts by ``size`` (:data:`SEQ_BLOCK` when the schema was made); a value ``v``
+    reserves the keys ``v`` to ``v + size - 1``. Sans-IO: the owner fetches a block when
+    :attr:`wants_more` says so and hands it to :meth:`add`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, size: int = SEQ_BLOCK) -> None:
+        if size < 1:
+            raise JournalError(f"journal: REQUEST keys come in blocks of at least 1, not {size}")
+        self.size = size
+        """Keys per block: what the sequence counts by."""
         self._blocks: deque[range] = deque()
         self.refilling = False
         """A block is being fetched (set and cleared by the owner): ask for one at a time."""
@@ -267,11 +271,11 @@ class KeyBlocks:
     @property
     def wants_more(self) -> bool:
         """Less than half a block left and none being fetched."""
-        return not self.refilling and self.left < SEQ_BLOCK // 2
+        return not self.refilling and self.left < self.size // 2
 
     def add(self, start: int) -> None:
         """A block reserved: the sequence's value ``start``."""
-        self._blocks.append(range(start, start + SEQ_BLOCK))
+        self._blocks.append(range(start, start + self.size))
 
     def take(self, count: int) -> list[int]:
         """``count`` keys, in order; :class:`JournalError` (and none taken) when the blocks ran dry."""

@@ -148,6 +148,25 @@ def test_request_keys_come_from_blocks_refilled_in_the_background(pg_dsn: str) -
     run(go)
 
 
+def test_key_blocks_follow_the_sequence_the_database_has(pg_dsn: str) -> None:
+    async def go() -> None:
+        # made by an mss with another block size: the blocks must not overlap all the same
+        await value(pg_dsn, "CREATE SEQUENCE callbacks_seq INCREMENT BY 10")
+        a = await PgJournal.open(pg_dsn, node="a", lease=60)
+        b = await PgJournal.open(pg_dsn, node="b", lease=60)
+        keys: list[int] = []
+        for _ in range(6):
+            keys += a.record_requests([new("a"), new("a"), new("a")])
+            keys += b.record_requests([new("b"), new("b"), new("b")])
+            await a.drain()
+            await b.drain()
+        assert len(set(keys)) == len(keys) == 36
+        await a.aclose()
+        await b.aclose()
+
+    run(go)
+
+
 def test_two_nodes_starting_together_on_an_empty_database(pg_dsn: str) -> None:
     async def go() -> None:
         a, b = await asyncio.gather(

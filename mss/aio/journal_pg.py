@@ -263,6 +263,11 @@ class PgJournal:
                     " AND r.claimed_by IS NULL ORDER BY r.created_at, r.seq", me
                 )
             ]
+            # the block is what the sequence counts by (made by whichever mss created the schema)
+            self._keys = KeyBlocks(await db.fetchval(
+                "SELECT increment_by FROM pg_sequences WHERE schemaname = current_schema()"
+                " AND sequencename = 'callbacks_seq'"
+            ))
             self._keys.add(await db.fetchval("SELECT nextval('callbacks_seq')"))
         await self._reader.add_listener(CHANNEL, self._notified)
         if self.taken_over_by is not None:
@@ -299,7 +304,7 @@ class PgJournal:
         for conn in (self._reader, self._writer):
             try:
                 await asyncio.wait_for(conn.close(), CONNECT_TIMEOUT)
-            except (*_DB_ERRORS, asyncio.CancelledError):
+            except _DB_ERRORS:
                 conn.terminate()
         if error is not None:
             raise error
