@@ -297,6 +297,10 @@ def test_open_errors_are_clear_and_hide_the_password(postgres: PgServer, pg_dsn:
         assert PASSWORD not in str(refused.value)
         with pytest.raises(JournalError, match="InvalidCatalogNameError"):
             await PgJournal.open(postgres.dsn("no_such_database"), node="n", lease=5)
+        with pytest.raises(JournalError, match="cannot open the PostgreSQL journal"):
+            await PgJournal.open("mysql://mss@127.0.0.1/x", node="n", lease=5)
+        with pytest.raises(JournalError, match="lease must be positive"):
+            await PgJournal.open(pg_dsn, node="n", lease=0)
         with pytest.raises(JournalError, match="node name"):
             await PgJournal.open(pg_dsn, node="", lease=5)
         assert redact("postgresql://u:secret@h:5/d") == "postgresql://u:***@h:5/d"
