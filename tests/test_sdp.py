@@ -1056,6 +1056,6 @@ def test_the_package_is_the_syntax_and_offer_answer_modules() -> None:
     for module in (syntax, offer_answer):
         for name in module.__all__:
             assert getattr(mss.sdp, name) is getattr(module, name)
-    tree = ast.parse(Path(syntax.__file__).read_text(encoding="utf-8"))
+    tree = ast.parse((Path(mss.sdp.__file__).parent / "syntax.py").read_text(encoding="utf-8"))
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert imported == {"__future__", "collections.abc", "dataclasses", "mss.errors"}

@@ -279,7 +279,6 @@ class Service:
 
     async def run(self) -> int:
         """Run until stopped; returns the exit status (0 after a clean drain)."""
-        cfg = self.config
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.reload)  # from the start: its default ends the process
         # SIGTERM and SIGINT too: a stop during start-up (a supervisor stopping its workers because one
@@ -330,7 +329,8 @@ class Service:
         while desk.settling and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         if desk.settling:
-            log.error("journal: commits still unanswered after %.0fs; their answers are not written", SETTLE_WAIT)
+            log.error("journal: commits still unanswered after %.0fs; their answers are not written",
+                      SETTLE_WAIT)
 
     async def _run(self, journal: JournalStore) -> int:
         cfg = self.config
