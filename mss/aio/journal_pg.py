@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -355,7 +356,9 @@ class PgJournal:
             try:
                 batch.done(error)
             except Exception:
-                log.exception("journal: a commit's done callback failed")
+                # a bug of the caller's: logged (rate-limited), the next commits go on
+                self._log.error("done failed", "journal: a commit's done callback failed: %s",
+                                traceback.format_exc())
 
     async def _commit_batch(self, batch: _Batch) -> JournalError | None:
         taken_by = None
@@ -607,7 +610,8 @@ class PgJournal:
             try:
                 await self._watch_round()
             except Exception:
-                log.exception("journal: the lease watch of node %s failed a round", self.node)
+                self._log.error("watch failed", "journal: the lease watch of node %s failed a round: %s",
+                                self.node, traceback.format_exc())
 
     async def _watch_round(self) -> None:
         self.watch_rounds += 1
@@ -761,4 +765,5 @@ class PgJournal:
         try:
             callback(arg)
         except Exception:
-            log.exception("journal: a callback of node %s failed", self.node)
+            self._log.error(("callback failed", getattr(callback, "__name__", "?")),
+                            "journal: a callback of node %s failed: %s", self.node, traceback.format_exc())
