@@ -303,7 +303,7 @@ class Service:
         cfg = self.config
         if cfg.journal.backend == "sqlite":
             return Journal(cfg.journal.path, worker=self.worker, workers=cfg.callback.workers)
-        from mss.journal_pg import PgJournal  # the asyncpg import only where it is used
+        from mss.aio.journal_pg import PgJournal  # the asyncpg import only where it is used
 
         assert cfg.journal.dsn is not None and cfg.cluster.node is not None  # the config checked
         node = cfg.cluster.node if self.worker is None else f"{cfg.cluster.node}.{self.worker}"
