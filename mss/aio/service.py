@@ -308,10 +308,7 @@ class Service:
         assert cfg.journal.dsn is not None and cfg.cluster.node is not None  # the config checked
         node = cfg.cluster.node if self.worker is None else f"{cfg.cluster.node}.{self.worker}"
         journal = await PgJournal.open(cfg.journal.dsn, node=node, lease=cfg.cluster.lease,
-                                       worker=self.worker or 0)
-        if journal.taken_over_by is not None:
-            log.warning("node %s was down: node %s settled its %d callback(s) in progress", node,
-                        journal.taken_over_by, journal.settled_while_down)
+                                       worker=self.worker or 0)  # it logs what was settled while down
         log.info("journal: PostgreSQL, node %s, lease %gs", node, cfg.cluster.lease)
         return journal
 

@@ -78,7 +78,7 @@ def test_a_node_killed_mid_call_has_its_responses_delivered_by_the_other(
         assert "taken over" in two.log_text() or "lease expired" in two.log_text()
 
         one.start(timeout=20)  # the same name again: it learns what node 2 settled
-        assert "node n2 settled its 2 callback(s)" in one.log_text()
+        assert "node n1: n2 settled 2 callback(s) of this node while it was down" in one.log_text()
         with one.client() as as1:
             time.sleep(1.5)
             assert _responses(as1) == []  # nothing written twice
