@@ -85,3 +85,34 @@ def test_a_node_killed_mid_call_has_its_responses_delivered_by_the_other(
     finally:
         one.stop()
         two.stop()
+
+
+def test_a_response_kept_by_one_node_is_written_by_the_node_the_as_is_connected_to(
+    tmp_path: Path, kamailio: Callable[..., Kamailio], phone: Callable[..., Phone],
+    add_peer: Callable[[Any], None], pg_dsn: str,
+) -> None:
+    users = ("100", "101")
+    pss = kamailio("auth", users={u: f"pw{u}" for u in users})
+    phones = [phone(u, pss, tone_hz=440 + 100 * i) for i, u in enumerate(users)]
+    one, two = _node(tmp_path, "n1", pss, pg_dsn), _node(tmp_path, "n2", pss, pg_dsn)
+    add_peer(one)
+    add_peer(two)
+    try:
+        one.start(timeout=20)
+        two.start(timeout=20)
+        with one.client() as as1:  # ordered on node 1, whose connection the AS then closes
+            assert as1.request("kept", "100", "101", 3) == "ACK: id=kept;code=ok;"
+            for device in phones:
+                device.wait_event("confirmed", timeout=10)
+        with AsClient(("127.0.0.1", two.iif_port)) as as1:  # the AS is on node 2 when the call ends
+            response = as1.response("kept", timeout=15)
+            time.sleep(1.0)
+            assert len(_responses(as1)) == 1, _responses(as1)
+        with one.client() as again:  # node 1 has nothing left to write
+            time.sleep(1.5)
+            assert _responses(again) == []
+    finally:
+        one.stop()
+        two.stop()
+    assert response["result"] == "answered" and response["real_duration"] == "3", response
+    assert "RESPONSE kept" in one.log_text()
