@@ -14,8 +14,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from mss.desk import CallbackDesk, Sender
 from mss.errors import JournalError
-from mss.iif import CallbackResponse
+from mss.iif import CallbackResponse, Cancel
 from mss.journal import SEQ_BLOCK, InterruptedCallback, NewCallback
 from mss.journal_pg import (
     INSERT_CALLBACK,
@@ -31,6 +32,7 @@ from mss.journal_pg import (
     talk_time,
 )
 from tests.pg import PASSWORD, PgServer, start_postgres
+from tests.test_desk import Engine, Outlet, ack, req, resp
 
 #: Seconds a test waits at most for something the background does (a bound, not a timing check).
 PATIENCE = 20.0
@@ -286,6 +288,35 @@ def test_a_released_response_is_fetched_by_the_node_its_as_is_connected_to(pg_ds
     run(go)
 
 
+def test_a_fetched_response_nobody_takes_is_released_for_the_other_nodes(pg_dsn: str) -> None:
+    async def go() -> None:
+        a = await PgJournal.open(pg_dsn, node="a", lease=60)
+        b = await PgJournal.open(pg_dsn, node="b", lease=60)
+        owed: list[str] = []
+        b.on_owed = owed.append
+
+        def commit_soon() -> None:  # as the desk does
+            asyncio.get_running_loop().call_soon(b.commit, lambda _error: None)
+
+        b.on_queued = commit_soon
+        (seq,) = a.record_requests([new("kept")])
+        a.record_response(seq, CallbackResponse(id="kept", real_duration=1), time.time())
+        assert await commit(a) is None
+        assert b.owed_to("as1", 10) == []  # b had a connection from as1 ...
+        await until(lambda: owed == ["as1"], "b claims it for as1")
+        assert await value(pg_dsn, "SELECT claimed_by FROM responses WHERE seq = $1", seq) == "b"
+        # ... which went before b's desk took it: after READY_HOLD the claim is let go
+        deadline = time.monotonic() + PATIENCE
+        while await value(pg_dsn, "SELECT claimed_by FROM responses WHERE seq = $1", seq) is not None:
+            assert time.monotonic() < deadline, "b did not let it go"
+            await asyncio.sleep(0.1)
+        assert b.owed_to("as1", 10) == []  # not b's any more
+        await a.aclose()
+        await b.aclose()
+
+    run(go)
+
+
 def test_open_errors_are_clear_and_hide_the_password(postgres: PgServer, pg_dsn: str) -> None:
     async def go() -> None:
         with pytest.raises(JournalError, match="InvalidPasswordError") as wrong:
@@ -386,3 +417,82 @@ def test_a_commit_runs_its_writes_phase_by_phase() -> None:
     assert PHASES.index(RECORD_RESPONSE) < PHASES.index(RELEASE_RESPONSE) < PHASES.index(NOTIFY_RESPONSE)
     assert PHASES.index(NOTIFY_RESPONSE) < PHASES.index(MARK_DELIVERED)
     assert len(set(PHASES)) == len(PHASES)
+
+
+# --- two nodes' desks on one database (the real desk and journal; no sockets) -------------------
+
+
+class Node:
+    """One node's desk on its PostgreSQL journal, scheduled on the running event loop as the service
+    does."""
+
+    def __init__(self, journal: PgJournal) -> None:
+        self.journal = journal
+        self.desk = CallbackDesk(
+            journal, max_calls=100, extended_response=False, udp_send=lambda data, addr: True,
+            wall_clock=time.time, schedule=asyncio.get_running_loop().call_soon,
+        )
+        self.engine = Engine()
+        self.engine.desk = self.desk
+        self.desk.engine = self.engine
+        self.desk.recover()
+
+    async def proven(self) -> Outlet:
+        """A connection from as1 the AS sent a message on (a CANCEL of nothing: ACK code=fail)."""
+        outlet = Outlet("as1")
+        self.desk.open_outlet(outlet)
+        self.desk.handle([Cancel(id="hello")], Sender(peer="as1", transport="tcp", outlet=outlet))
+        await until(lambda: ack("hello", ok=False) in outlet.wire, "the ACK of the CANCEL")
+        return outlet
+
+    async def order(self, outlet: Outlet, cb_id: str) -> None:
+        self.desk.handle([req(cb_id)], Sender(peer="as1", transport="tcp", outlet=outlet))
+        await until(lambda: outlet.wire.endswith(ack(cb_id)), f"ACK of {cb_id} once committed")
+
+
+def test_a_response_kept_on_one_node_goes_out_once_through_the_node_its_as_is_on(pg_dsn: str) -> None:
+    async def go() -> None:
+        a = Node(await PgJournal.open(pg_dsn, node="a", lease=60))
+        b = Node(await PgJournal.open(pg_dsn, node="b", lease=60))
+        there = await b.proven()  # the AS's connection is on b now
+        here = await a.proven()
+        await a.order(here, "x")
+        a.desk.close_outlet(here)  # ... its connection to a went
+        here.open = False
+        a.engine.finish("x", real_duration=7)  # kept on a: released for the others, NOTIFY
+        await until(lambda: resp("x", 7) in there.wire, "b writes the RESPONSE a kept")
+        await until(lambda: not b.journal.pending, "the delivery mark committed")
+        assert await value(pg_dsn, "SELECT count(*) FROM responses WHERE delivered_at IS NOT NULL") == 1
+        late = await a.proven()  # the AS comes back to a, which still has it queued: its claim is lost
+        b.desk.poll_owed()
+        a.desk.poll_owed()
+        await a.journal.drain()
+        await b.journal.drain()
+        assert there.wire.count(resp("x", 7)) == 1 and resp("x", 7) not in here.wire + late.wire
+        assert a.desk.owed == 0 and b.desk.owed == 0
+        await a.journal.aclose()
+        await b.journal.aclose()
+
+    run(go)
+
+
+def test_a_survivors_desk_answers_the_callbacks_of_a_dead_node(pg_dsn: str) -> None:
+    async def go() -> None:
+        a = Node(await PgJournal.open(pg_dsn, node="a", lease=2))
+        here = await a.proven()
+        await a.order(here, "cut1")
+        await a.order(here, "cut2")
+        await a.journal.aclose()  # a dies with two callbacks in progress
+
+        b = Node(await PgJournal.open(pg_dsn, node="b", lease=2))
+        there = await b.proven()  # the AS reconnected to b
+        await until(lambda: resp("cut1") in there.wire and resp("cut2") in there.wire,
+                    "b answers a's callbacks once a's lease expired")
+        assert there.wire.count(resp("cut1")) == 1 and there.wire.count(resp("cut2")) == 1
+        await until(lambda: not b.journal.pending, "the delivery marks committed")
+        assert await value(
+            pg_dsn, "SELECT count(*) FROM responses WHERE delivered_at IS NOT NULL AND claimed_by IS NULL"
+        ) == 2
+        await b.journal.aclose()
+
+    run(go)

@@ -76,8 +76,9 @@ COMMAND_TIMEOUT = 10.0
 NOTIFY_INTEREST = 10.0
 
 #: Seconds a RESPONSE claimed by a fetch waits for :meth:`PgJournal.owed_to` before its claim is
-#: released (the AS went away meanwhile): another node may deliver it.
-READY_HOLD = 30.0
+#: released: a desk with a connection from the AS takes it at once (on_owed), so one left this long
+#: means the AS went away meanwhile, and another node may deliver it.
+READY_HOLD = 3.0
 
 #: Seconds between two refreshes of :meth:`PgJournal.size` (a catalog query; the metric is coarse).
 SIZE_REFRESH = 30.0
@@ -182,6 +183,7 @@ class PgJournal:
         self._claiming: set[int] = set()  # claim attempts in flight
         self._ready: dict[str, list[_Ready]] = {}
         self._fetching: set[str] = set()  # peers with a fetch in flight
+        self._refetch: set[str] = set()  # ... and one more wanted after it
         self._asked: dict[str, tuple[float, int]] = {}  # peer -> (monotonic of its last owed_to, limit)
         self._loaded = _Loaded()
         self._pruning = False
@@ -568,7 +570,11 @@ class PgJournal:
         return [r.pending for r in given]
 
     def _fetch(self, peer: str, limit: int) -> None:
-        if peer in self._fetching or self._closed or len(self._ready.get(peer, ())) >= limit:
+        if self._closed or len(self._ready.get(peer, ())) >= limit:
+            return
+        if peer in self._fetching:
+            # that fetch may have read before what made this one wanted (a NOTIFY): one more after it
+            self._refetch.add(peer)
             return
         self._fetching.add(peer)
         self._spawn(self._fetch_owed(peer, limit))
@@ -582,9 +588,17 @@ class PgJournal:
             self._fetching.discard(peer)
         if rows:
             self._take(rows)
+        if peer in self._refetch:
+            self._refetch.discard(peer)
+            self._fetch(peer, limit)
 
-    def _notified(self, _conn: object, _pid: int, _channel: str, peer: str) -> None:
-        """NOTIFY: ``peer``'s RESPONSEs are free to take; fetch them if its AS was connected here lately."""
+    def _notified(self, _conn: object, pid: int, _channel: str, peer: str) -> None:
+        """NOTIFY: ``peer``'s RESPONSEs are free to take; fetch them if its AS was connected here lately.
+
+        Not this node's own NOTIFY: it released them because it has no connection from that AS now,
+        and taking them back would keep them from the node that has one."""
+        if not self._writer.is_closed() and pid == self._writer.get_server_pid():
+            return
         asked = self._asked.get(peer)
         if asked is not None and time.monotonic() - asked[0] <= NOTIFY_INTEREST:
             self._fetch(peer, asked[1])
