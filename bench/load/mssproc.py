@@ -157,6 +157,7 @@ class MssProcess:
             if cpu is not None:
                 os.sched_setaffinity(0, {cpu})
 
+        offset = len(self.log_text())  # a start again appends to the same log
         with self.log_path.open("ab") as log:
             launcher = ["-m", "mss"] if self.probe_path is None else [str(PROBE_SCRIPT), str(self.probe_path)]
             self.process = subprocess.Popen(
@@ -172,7 +173,7 @@ class MssProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"mss exited with {self.process.returncode}:\n{self.log_tail()}")
-            if self._ready_line in self.log_text():
+            if self._ready_line in self.log_text()[offset:]:
                 return
             time.sleep(POLL_INTERVAL)
         self.stop()
