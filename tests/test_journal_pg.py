@@ -131,6 +131,22 @@ def test_writes_queue_while_a_commit_is_in_flight_and_dones_come_in_order(pg_dsn
     run(go)
 
 
+def test_commits_asked_while_one_waits_join_it(pg_dsn: str) -> None:
+    async def go() -> None:
+        j = await PgJournal.open(pg_dsn, node="n1", lease=60)
+        done: list[tuple[int, JournalError | None]] = []
+        for i in range(5):  # the first in flight, the second waiting, the others join the second
+            j.record_requests([new(f"c{i}")])
+            j.commit(lambda e, i=i: done.append((i, e)))
+        await until(lambda: len(done) == 5, "five commits")
+        assert done == [(i, None) for i in range(5)]
+        assert j.commits == 2
+        assert await value(pg_dsn, "SELECT count(*) FROM callbacks") == 5
+        await j.aclose()
+
+    run(go)
+
+
 def test_request_keys_come_from_blocks_refilled_in_the_background(pg_dsn: str) -> None:
     async def go() -> None:
         a = await PgJournal.open(pg_dsn, node="a", lease=60)

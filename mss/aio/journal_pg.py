@@ -114,12 +114,27 @@ async def _connect(dsn: str) -> Any:
 
 @dataclass(slots=True)
 class _Batch:
-    """One asked commit: the statements grouped by phase, and who waits for it."""
+    """One transaction to run: the writes of the commits asked for it, and who waits, in order."""
 
-    groups: list[tuple[str, list[tuple[object, ...]]]]
+    statements: list[tuple[str, tuple[object, ...]]]
+    beat: float | None  # the newest heartbeat among them
     writes: int
-    done: Callable[[JournalError | None], None]
+    dones: list[Callable[[JournalError | None], None]]
     finished: asyncio.Future[None]
+
+    def groups(self, node: str) -> list[tuple[str, list[tuple[object, ...]]]]:
+        """The statements phase by phase (mss.journal_pg.PHASES), one run per statement; ``node``'s
+        heartbeat last."""
+        queued = sorted(self.statements, key=lambda item: PHASE[item[0]])
+        if self.beat is not None:
+            queued.append((HEARTBEAT, (node, self.beat)))
+        groups: list[tuple[str, list[tuple[object, ...]]]] = []
+        for sql, args in queued:
+            if groups and groups[-1][0] == sql:
+                groups[-1][1].append(args)
+            else:
+                groups.append((sql, [args]))
+        return groups
 
 
 @dataclass(slots=True)
@@ -329,22 +344,24 @@ class PgJournal:
 
     def commit(self, done: Callable[[JournalError | None], None]) -> None:
         """Commit everything queued in ONE transaction, after the commit in flight; then ``done(None)``
-        (or ``done(error)``: none of its writes kept) from the event loop. Nothing queued and nothing
-        in flight: ``done(None)`` at once."""
+        (or ``done(error)``: none of its writes kept) from the event loop. Commits end in the order
+        asked; one asked while another waits behind the one in flight joins the waiting transaction.
+        Nothing queued and nothing in flight: ``done(None)`` at once."""
         if not self._writes and not self._batches:
             done(None)
             return
-        # Phase by phase (mss.journal_pg.PHASES), one executemany per run of one statement.
-        queued = sorted(self._queue, key=lambda item: PHASE[item[0]])
-        if self._beat is not None:
-            queued.append((HEARTBEAT, (self.node, self._beat)))
-        groups: list[tuple[str, list[tuple[object, ...]]]] = []
-        for sql, args in queued:
-            if groups and groups[-1][0] == sql:
-                groups[-1][1].append(args)
-            else:
-                groups.append((sql, [args]))
-        self._batches.append(_Batch(groups, self._writes, done, self._loop.create_future()))
+        if len(self._batches) >= 2:
+            # One transaction in flight and one waiting for it: this commit joins the waiting one (a
+            # server that lags gets bigger groups, never a longer queue); its done comes after theirs.
+            waiting = self._batches[-1]
+            waiting.statements += self._queue
+            waiting.beat = self._beat if self._beat is not None else waiting.beat
+            waiting.writes += self._writes
+            waiting.dones.append(done)
+        else:
+            self._batches.append(
+                _Batch(self._queue, self._beat, self._writes, [done], self._loop.create_future())
+            )
         self._queue, self._beat, self._writes = [], None, 0
         if self._committer is None or self._committer.done():
             self._committer = self._spawn(self._run_commits())
@@ -352,15 +369,16 @@ class PgJournal:
     async def _run_commits(self) -> None:
         while self._batches:
             batch = self._batches[0]
-            error = await self._commit_batch(batch) if batch.groups else None
+            error = await self._commit_batch(batch) if batch.writes else None
             self._batches.popleft()
             batch.finished.set_result(None)
-            try:
-                batch.done(error)
-            except Exception:
-                # a bug of the caller's: logged (rate-limited), the next commits go on
-                self._log.error("done failed", "journal: a commit's done callback failed: %s",
-                                traceback.format_exc())
+            for done in batch.dones:
+                try:
+                    done(error)
+                except Exception:
+                    # a bug of the caller's: logged (rate-limited), the next commits go on
+                    self._log.error("done failed", "journal: a commit's done callback failed: %s",
+                                    traceback.format_exc())
 
     async def _commit_batch(self, batch: _Batch) -> JournalError | None:
         taken_by = None
@@ -368,11 +386,12 @@ class PgJournal:
             if self._writer.is_closed():
                 self._writer = await _connect(self._dsn)
             db = self._writer
-            if len(batch.groups) == 1:  # atomic as it is: no BEGIN and COMMIT round trips
-                taken_by = await self._run_group(db, *batch.groups[0])
+            groups = batch.groups(self.node)
+            if len(groups) == 1:  # atomic as it is: no BEGIN and COMMIT round trips
+                taken_by = await self._run_group(db, *groups[0])
             else:
                 async with db.transaction():
-                    for sql, args in batch.groups:
+                    for sql, args in groups:
                         taken_by = await self._run_group(db, sql, args) or taken_by
         except (*_DB_ERRORS, JournalError) as exc:
             if not isinstance(exc, asyncpg.PostgresError | JournalError):
