@@ -403,7 +403,10 @@ class CallbackDesk:
 
     def owed_ready(self, peer_name: str) -> None:
         """The journal claimed RESPONSEs owed to ``peer_name`` in the background: write them if it is
-        connected here."""
+        connected here (else they stay with the journal, which frees them for the other nodes)."""
+        peer = self._peers.get(peer_name)
+        if peer is None or not (peer.proven or peer.held):
+            return
         self._look_up_owed(peer_name)
         self._flush(peer_name)
 
