@@ -1,21 +1,16 @@
-"""Build script: compiles the Cython relay (mss/_rtp.pyx), the SIP header cutter (mss/sip/_head.pyx),
-the control plane's hot modules from their .py sources (mss/_compiled.py) and, when clang and libbpf's
-headers are found, the kernel fast path's BPF program (mss/bpf/).
+"""Build script: compiles the Cython relay (mss/_rtp.pyx), the SIP header cutter (mss/sip/_head.pyx)
+and, when clang and libbpf's headers are found, the kernel fast path's BPF program (mss/bpf/).
 
 Metadata lives in pyproject.toml.
 
-The Cython compiler directives are on the first line of each .pyx, and only there (the compiled .py
-modules take one, below).
+The Cython compiler directives are on the first line of each .pyx, and only there.
 
 The BPF object (mss/bpf/kfwd.bpf.o) is optional: without it mss installs and relays in userspace
 (``[rtp] kernel_forwarding = auto`` says so in the log). ``MSS_BPF_CLANG`` names another clang.
 """
 
-import hashlib
-import json
 import os
 import platform
-import runpy
 import shutil
 import subprocess
 import sys
@@ -55,40 +50,12 @@ def build_bpf(out: str) -> None:
     _say(f"built {out}")
 
 
-# --- the control plane's hot modules, compiled from their .py (mss/_compiled.py says which and why) --
-# MSS_PURE_PYTHON=1 builds without them (a quicker build; the same behaviour, more CPU per callback).
-COMPILED = [] if os.environ.get("MSS_PURE_PYTHON") == "1" else runpy.run_path("mss/_compiled.py")["COMPILED"]
-COMPILED_MANIFEST = "mss/_compiled.json"
-
-
-def _source_of(module: str) -> str:
-    return module.replace(".", "/") + ".py"
-
-
-def write_manifest(out: str) -> None:
-    """Record each compiled module's source digest: mss runs an extension only while they match."""
-    digests = {}
-    for module in COMPILED:
-        with open(_source_of(module), "rb") as source:
-            digests[module] = hashlib.sha256(source.read()).hexdigest()
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w", encoding="utf-8") as manifest:
-        json.dump(digests, manifest, indent=1, sort_keys=True)
-
-
 class BuildExtWithBpf(build_ext):
-    """build_ext, plus the BPF object and the compiled modules' manifest next to the extensions (in
-    place for editable installs)."""
-
-    def finalize_options(self) -> None:
-        super().finalize_options()
-        if not self.parallel:  # the C compilers of the extensions, one per CPU
-            self.parallel = os.cpu_count() or 1
+    """build_ext, plus the BPF object next to the extensions (in place for editable installs)."""
 
     def run(self) -> None:
         super().run()
         build_bpf(BPF_OBJECT if self.inplace else os.path.join(self.build_lib, BPF_OBJECT))
-        write_manifest(COMPILED_MANIFEST if self.inplace else os.path.join(self.build_lib, COMPILED_MANIFEST))
 
 
 extensions = [
@@ -116,15 +83,4 @@ else:
     _say(f"{G729_HEADER} not found (libbcg729-dev): no G.729 ringback (user1 hears silence)")
 # --- end of G.729 ringback -------------------------------------------------------------------------
 
-# Plain Python compiled as it is: its annotations stay hints (with annotation typing an ``int``
-# parameter would turn True into 1 and reject "5" with a TypeError, which a check of ours must say).
-compiled = cythonize(
-    [Extension(module, [_source_of(module)], extra_compile_args=["-O2"]) for module in COMPILED],
-    compiler_directives={"annotation_typing": False},
-    nthreads=os.cpu_count() or 1,
-)
-
-setup(
-    ext_modules=cythonize(extensions, nthreads=os.cpu_count() or 1) + compiled,
-    cmdclass={"build_ext": BuildExtWithBpf},
-)
+setup(ext_modules=cythonize(extensions), cmdclass={"build_ext": BuildExtWithBpf})
