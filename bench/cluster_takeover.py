@@ -189,7 +189,8 @@ def run(callbacks: int, lease: float, reps: int) -> list[dict[str, Any]]:
     out = []
     try:
         # a directory of its own (mkdtemp's is private to this user; the server may run as postgres)
-        server = start_postgres(Path(tempfile.mkdtemp(prefix="mss-takeover-pg-")))
+        pg_dir = Path(tempfile.mkdtemp(prefix="mss-takeover-pg-"))
+        server = start_postgres(pg_dir)
         try:
             with MediaSink() as sink:
                 far = FarEnd(media=(sink.host, sink.port), workdir=base / "far")
@@ -207,6 +208,7 @@ def run(callbacks: int, lease: float, reps: int) -> list[dict[str, Any]]:
                         print(json.dumps(out[-1]), flush=True)
         finally:
             server.stop()
+            shutil.rmtree(pg_dir, ignore_errors=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return out
