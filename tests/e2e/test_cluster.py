@@ -116,3 +116,26 @@ def test_a_response_kept_by_one_node_is_written_by_the_node_the_as_is_connected_
         two.stop()
     assert response["result"] == "answered" and response["real_duration"] == "3", response
     assert "RESPONSE kept" in one.log_text()
+
+
+def test_workers_on_postgresql_are_nodes_of_their_own(
+    tmp_path: Path, kamailio: Callable[..., Kamailio], phone: Callable[..., Phone],
+    add_peer: Callable[[Any], None], pg_dsn: str,
+) -> None:
+    pss = kamailio("auth", users={"100": "pw100", "101": "pw101"})
+    phone("100", pss, tone_hz=440)
+    phone("101", pss, tone_hz=540)
+    server = MssServer(tmp_path / "box", pss=pss.address, callback={"workers": 2, "drain_grace": 2},
+                       journal={"backend": "postgresql", "dsn": pg_dsn},
+                       extra=f"[cluster]\nnode = box\nlease = {LEASE}\n")
+    add_peer(server)
+    try:
+        server.start(timeout=40)
+        log = server.log_text()
+        assert "journal: PostgreSQL, node box.0" in log and "journal: PostgreSQL, node box.1" in log
+        with server.client() as as1:
+            assert as1.request("w", "100", "101", 2) == "ACK: id=w;code=ok;"
+            response = as1.response("w", timeout=20)
+    finally:
+        assert server.stop() == 0
+    assert response["result"] == "answered" and response["real_duration"] == "2", response
