@@ -194,6 +194,10 @@ def test_media_over_ipv6(add_peer: Callable[[Any], None], tmp_path: Path) -> Non
                 assert _heard(phones.rtp["100"], packet) == ("::1", a_port)
             response = as1.response("m6", timeout=10)  # the duration ends it: mss sends the BYEs
         assert response["result"] == "answered", response
+        # the RESPONSE goes at the release itself, before the BYE transactions: wait for both BYEs
+        deadline = time.monotonic() + 5
+        while len(phones.byes) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert sorted(phones.byes) == ["100", "101"]
     finally:
         server.stop()
