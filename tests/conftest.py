@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -19,17 +16,10 @@ if TYPE_CHECKING:
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PgServer]:
     """A real PostgreSQL server (tests/pg.py) on a free port of 127.0.0.1, stopped after the session."""
-    from tests.pg import start_postgres
+    from tests.pg import postgres_in_a_temp_dir
 
-    # Not pytest's tmp_path: its parents are private to the user running the tests, and the server
-    # runs as the postgres user when that user is root.
-    directory = Path(tempfile.mkdtemp(prefix="mss-pg-"))
-    server = start_postgres(directory)
-    try:
+    with postgres_in_a_temp_dir() as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

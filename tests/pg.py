@@ -15,17 +15,20 @@ import contextlib
 import glob
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 
-__all__ = ["PASSWORD", "USER", "PgServer", "pg_bin", "start_postgres"]
+__all__ = ["PASSWORD", "USER", "PgServer", "pg_bin", "postgres_in_a_temp_dir", "start_postgres"]
 
 USER = "mss"
 PASSWORD = "mss-test-secret"
@@ -214,3 +217,19 @@ def start_postgres(directory: Path) -> PgServer:
         return server
     assert last is not None
     raise last
+
+
+@contextlib.contextmanager
+def postgres_in_a_temp_dir() -> Iterator[PgServer]:
+    """A server in a directory of its own, stopped and removed afterwards. Not pytest's tmp_path:
+    its parents are private to the user running the tests, and the server runs as the postgres user
+    when that user is root."""
+    directory = Path(tempfile.mkdtemp(prefix="mss-pg-"))
+    try:
+        server = start_postgres(directory)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -31,7 +28,7 @@ from mss.journal_pg import (
     redact,
     talk_time,
 )
-from tests.pg import PASSWORD, PgServer, start_postgres
+from tests.pg import PASSWORD, PgServer, postgres_in_a_temp_dir
 from tests.test_desk import Engine, Outlet, ack, req, resp
 
 #: Seconds a test waits at most for something the background does (a bound, not a timing check).
@@ -358,13 +355,8 @@ def test_open_errors_are_clear_and_hide_the_password(postgres: PgServer, pg_dsn:
 @pytest.fixture
 def own_server() -> Iterator[PgServer]:
     """A server of this test alone: the test stops it."""
-    directory = Path(tempfile.mkdtemp(prefix="mss-pg-"))
-    server = start_postgres(directory)
-    try:
+    with postgres_in_a_temp_dir() as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_a_server_gone_mid_run_fails_the_commit_then_the_journal_works_again(own_server: PgServer) -> None:
