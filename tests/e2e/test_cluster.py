@@ -37,6 +37,26 @@ def _node(tmp_path: Path, name: str, pss: Kamailio, dsn: str) -> MssServer:
     )
 
 
+def _two_nodes(
+    tmp_path: Path, kamailio: Callable[..., Kamailio], phone: Callable[..., Phone],
+    add_peer: Callable[[Any], None], dsn: str, users: tuple[str, ...],
+) -> tuple[list[Phone], MssServer, MssServer]:
+    """Kamailio with ``users``' phones registered, and nodes n1 and n2 on one database, started."""
+    pss = kamailio("auth", users={u: f"pw{u}" for u in users})
+    phones = [phone(u, pss, tone_hz=440 + 100 * i) for i, u in enumerate(users)]
+    one, two = _node(tmp_path, "n1", pss, dsn), _node(tmp_path, "n2", pss, dsn)
+    add_peer(one)
+    add_peer(two)
+    try:
+        one.start(timeout=20)
+        two.start(timeout=20)
+    except BaseException:
+        one.stop()
+        two.stop()
+        raise
+    return phones, one, two
+
+
 def _responses(client: AsClient) -> list[str]:
     return [line for line in client.history if line.startswith("RESPONSE:")]
 
@@ -45,15 +65,8 @@ def test_a_node_killed_mid_call_has_its_responses_delivered_by_the_other(
     tmp_path: Path, kamailio: Callable[..., Kamailio], phone: Callable[..., Phone],
     add_peer: Callable[[Any], None], pg_dsn: str,
 ) -> None:
-    users = ("100", "101", "102", "103")
-    pss = kamailio("auth", users={u: f"pw{u}" for u in users})
-    phones = [phone(u, pss, tone_hz=440 + 100 * i) for i, u in enumerate(users)]
-    one, two = _node(tmp_path, "n1", pss, pg_dsn), _node(tmp_path, "n2", pss, pg_dsn)
-    add_peer(one)
-    add_peer(two)
+    phones, one, two = _two_nodes(tmp_path, kamailio, phone, add_peer, pg_dsn, ("100", "101", "102", "103"))
     try:
-        one.start(timeout=20)
-        two.start(timeout=20)
         with one.client() as as1:
             assert as1.request("a", "100", "101", 60) == "ACK: id=a;code=ok;"
             assert as1.request("b", "102", "103", 60) == "ACK: id=b;code=ok;"
@@ -91,15 +104,8 @@ def test_a_response_kept_by_one_node_is_written_by_the_node_the_as_is_connected_
     tmp_path: Path, kamailio: Callable[..., Kamailio], phone: Callable[..., Phone],
     add_peer: Callable[[Any], None], pg_dsn: str,
 ) -> None:
-    users = ("100", "101")
-    pss = kamailio("auth", users={u: f"pw{u}" for u in users})
-    phones = [phone(u, pss, tone_hz=440 + 100 * i) for i, u in enumerate(users)]
-    one, two = _node(tmp_path, "n1", pss, pg_dsn), _node(tmp_path, "n2", pss, pg_dsn)
-    add_peer(one)
-    add_peer(two)
+    phones, one, two = _two_nodes(tmp_path, kamailio, phone, add_peer, pg_dsn, ("100", "101"))
     try:
-        one.start(timeout=20)
-        two.start(timeout=20)
         with one.client() as as1:  # ordered on node 1, whose connection the AS then closes
             assert as1.request("kept", "100", "101", 3) == "ACK: id=kept;code=ok;"
             for device in phones:
