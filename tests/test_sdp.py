@@ -1050,10 +1050,10 @@ def test_the_package_is_the_syntax_and_offer_answer_modules() -> None:
     import ast
 
     import mss.sdp
-    from mss.sdp import offer_answer, syntax
+    from mss.sdp import crypto, offer_answer, syntax
 
-    assert sorted(mss.sdp.__all__) == sorted([*syntax.__all__, *offer_answer.__all__])
-    for module in (syntax, offer_answer):
+    assert sorted(mss.sdp.__all__) == sorted([*syntax.__all__, *offer_answer.__all__, *crypto.__all__])
+    for module in (syntax, offer_answer, crypto):
         for name in module.__all__:
             assert getattr(mss.sdp, name) is getattr(module, name)
     tree = ast.parse((Path(mss.sdp.__file__).parent / "syntax.py").read_text(encoding="utf-8"))

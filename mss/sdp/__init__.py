@@ -8,6 +8,8 @@
                    (:func:`make_answer`), hold (:func:`with_direction`), the relay's payload-type
                    rewrite (:func:`pt_mapping`), one leg's o= line (:class:`LocalSdp`); every
                    agreement is a :class:`Negotiated`
+``crypto``         RFC 4568: SDES a=crypto lines checked as opaque tokens for SRTP passthrough
+                   (:class:`CryptoLine`, :func:`crypto_lines`), mss's placeholder key
 =================  ==============================================================================
 
 Import from here: every name below is the package's surface; the modules' other names are theirs.
@@ -18,6 +20,15 @@ Errors: :class:`~mss.errors.SdpError` (answered 488) for SDP from the network th
 
 from __future__ import annotations
 
+from mss.sdp.crypto import (
+    MAX_CRYPTO_LINES,
+    MAX_CRYPTO_VALUE,
+    PLACEHOLDER_SUITE,
+    CryptoLine,
+    answer_lines,
+    crypto_lines,
+    placeholder_crypto,
+)
 from mss.sdp.offer_answer import (
     DEFAULT_TELEPHONE_EVENT_PT,
     DEFAULT_TELEPHONE_EVENTS,
@@ -50,14 +61,18 @@ from mss.sdp.syntax import (
 __all__ = [
     "DEFAULT_TELEPHONE_EVENTS",
     "DEFAULT_TELEPHONE_EVENT_PT",
+    "MAX_CRYPTO_LINES",
+    "MAX_CRYPTO_VALUE",
     "MAX_SDP_SIZE",
     "MAX_SESSION_VERSION_DIGITS",
     "PASSTHROUGH_CODECS",
+    "PLACEHOLDER_SUITE",
     "STATIC_PAYLOAD_TYPES",
     "TELEPHONE_EVENT",
     "Attribute",
     "Codec",
     "Connection",
+    "CryptoLine",
     "Direction",
     "LocalSdp",
     "MediaDescription",
@@ -65,10 +80,13 @@ __all__ = [
     "Origin",
     "SessionDescription",
     "Timing",
+    "answer_lines",
+    "crypto_lines",
     "make_answer",
     "make_bridge_offer",
     "make_offer",
     "parse_sdp",
+    "placeholder_crypto",
     "pt_mapping",
     "read_answer",
     "with_direction",

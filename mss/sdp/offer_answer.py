@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from mss.errors import LocalProtocolError, SdpError
+from mss.sdp.crypto import CryptoLine, answer_lines, crypto_lines
 from mss.sdp.syntax import (
     DIRECTION_NAMES,
     SESSION_VERSION,
@@ -110,6 +111,9 @@ class Negotiated:
     """The remote's a=ptime in milliseconds, None when it gave none."""
     stream_index: int
     """Index of the audio stream among the m= lines."""
+    crypto: str | None = None
+    """SRTP (RTP/SAVP) only: the remote's a=crypto value, verbatim: the key it sends with (RFC 4568:
+    in an answer, its one line; in an offer, the offered line mss accepted). None on plain RTP."""
 
     def __post_init__(self) -> None:
         for pt in (self.local_pt, self.remote_pt, self.local_te_pt, self.remote_te_pt):
@@ -131,18 +135,32 @@ class Negotiated:
         return self.local_direction.receives and self.remote_direction.sends
 
 
-def _is_usable_audio(media: MediaDescription) -> bool:
-    # Plain RTP only: mss writes ringback into the stream and forwards packets as they are, so it
-    # can neither key SRTP (RTP/SAVP) nor answer feedback (RTP/AVPF).
-    return media.media == "audio" and media.port != 0 and media.proto.upper() == "RTP/AVP"
+#: The RTP profile of a stream by whether it is SRTP (RFC 3711 §12: RTP/SAVP).
+_PROFILE = {False: "RTP/AVP", True: "RTP/SAVP"}
 
 
-def _audio_index(sd: SessionDescription) -> int | None:
+def _is_usable_audio(media: MediaDescription, secure: bool) -> bool:
+    # One profile per call: plain RTP/AVP (mss may write ringback into it and rewrite payload types),
+    # or RTP/SAVP with SRTP passthrough (forwarded untouched, keys carried between the phones). mss
+    # answers no feedback (RTP/AVPF, RTP/SAVPF).
+    return media.media == "audio" and media.port != 0 and media.proto.upper() == _PROFILE[secure]
+
+
+def _audio_index(sd: SessionDescription, secure: bool = False) -> int | None:
     """The first usable audio stream: the one mss uses; every other stream is rejected."""
     for index, media in enumerate(sd.media):
-        if _is_usable_audio(media):
+        if _is_usable_audio(media, secure):
             return index
     return None
+
+
+def _our_audio(sd: SessionDescription) -> tuple[int, bool]:
+    """The audio stream of an SDP of ours and whether it is SRTP."""
+    for secure in (False, True):
+        index = _audio_index(sd, secure)
+        if index is not None:
+            return index, secure
+    raise LocalProtocolError("our SDP has no RTP/AVP or RTP/SAVP audio stream")
 
 
 #: Media addresses whose IP version is kept (:func:`_ip_version`), and local ones whose c= line is:
@@ -254,6 +272,7 @@ def _negotiated(
     pts: tuple[int, int],
     te_pts: tuple[int, int] | None,
     local_direction: Direction,
+    crypto: str | None,
 ) -> Negotiated:
     """The one place a :class:`Negotiated` is built, for an answer read and an answer made alike.
 
@@ -275,6 +294,7 @@ def _negotiated(
         hold=remote.hold,
         ptime=remote.media.ptime,
         stream_index=remote.index,
+        crypto=crypto,
     )
 
 
@@ -285,9 +305,7 @@ def read_answer(offer: SessionDescription, answer: SessionDescription) -> Negoti
     number of "m=" lines as the offer"), accept our audio stream, and choose a codec we offered (by
     encoding; the answer's payload-type number may differ from ours).
     """
-    index = _audio_index(offer)
-    if index is None:
-        raise LocalProtocolError("our offer has no RTP/AVP audio stream")
+    index, secure = _our_audio(offer)
     if len(answer.media) != len(offer.media):
         raise SdpError(f"the answer has {len(answer.media)} m= lines for the {len(offer.media)} of the offer")
     ours, theirs = offer.media[index], answer.media[index]
@@ -330,6 +348,8 @@ def read_answer(offer: SessionDescription, answer: SessionDescription) -> Negoti
         pts=(local_pt, remote_pt),
         te_pts=te_pts,
         local_direction=offer.direction_of(ours),
+        # RFC 4568 §5.1.2: the answer accepts one offered line, with its own key.
+        crypto=answer_lines(crypto_lines(theirs), crypto_lines(ours)).value if secure else None,
     )
 
 
@@ -356,6 +376,7 @@ def _audio_section(
     telephone_event: tuple[int, str] | None,
     ptime: int | None,
     direction: Direction,
+    crypto: Sequence[str] = (),
 ) -> MediaDescription:
     formats = [str(pt) for pt, _ in codecs]
     attributes = []
@@ -377,9 +398,12 @@ def _audio_section(
             raise LocalProtocolError(f"ptime {ptime} is not positive")
         attributes.append(Attribute(name="ptime", value=str(ptime)))
     attributes.append(Attribute(name=direction.value))
+    # SRTP passthrough: the keys are the phones' (or mss's placeholder), each line verbatim.
+    attributes.extend(Attribute(name="crypto", value=CryptoLine.parse(line).value) for line in crypto)
     check_port(port, "local media port")
     return MediaDescription(
-        media="audio", port=port, proto="RTP/AVP", formats=tuple(formats), attributes=tuple(attributes)
+        media="audio", port=port, proto=_PROFILE[bool(crypto)], formats=tuple(formats),
+        attributes=tuple(attributes),
     )
 
 
@@ -421,13 +445,15 @@ def make_offer(
     ptime: int | None = 20,
     direction: Direction = Direction.SENDRECV,
     fmtp: Mapping[str, str] | None = None,
+    crypto: Sequence[str] = (),
 ) -> SessionDescription:
     """The offer to user1: one audio stream at ``host:port`` with ``codecs`` in order of preference.
 
     ``codecs`` are names of :data:`PASSTHROUGH_CODECS` (``[callback] audio_codecs``), offered with
     their static payload types; ``telephone_event_pt`` (None: no telephone-event) is offered at
     8000 Hz with events 0-16; ``fmtp`` maps a codec name to its format parameters, e.g.
-    ``{"G729": "annexb=no"}`` (without it G.729 implies Annex B, RFC 4856 §2.1.9).
+    ``{"G729": "annexb=no"}`` (without it G.729 implies Annex B, RFC 4856 §2.1.9). ``crypto``
+    (a=crypto values, SRTP passthrough) makes the stream RTP/SAVP with those lines.
     """
     if isinstance(codecs, str) or not codecs:
         raise LocalProtocolError(f"codecs must be a non-empty sequence of names, not {codecs!r}")
@@ -441,7 +467,9 @@ def make_offer(
         value = params.get(name.upper())
         chosen.append((pt, codec if value is None else replace(codec, fmtp=value)))
     te = None if telephone_event_pt is None else (telephone_event_pt, DEFAULT_TELEPHONE_EVENTS)
-    audio = _audio_section(port=port, codecs=chosen, telephone_event=te, ptime=ptime, direction=direction)
+    audio = _audio_section(
+        port=port, codecs=chosen, telephone_event=te, ptime=ptime, direction=direction, crypto=crypto
+    )
     return _session(host=host, session_id=session_id, version=version, media=[audio])
 
 
@@ -455,12 +483,14 @@ def make_bridge_offer(
     telephone_event_pt: int | None = None,
     ptime: int | None = 20,
     direction: Direction = Direction.SENDRECV,
+    crypto: Sequence[str] = (),
 ) -> SessionDescription:
     """The offer to user2: only the codec user1 chose, plus telephone-event.
 
     The codec keeps user1's payload type and fmtp, and telephone-event defaults to user1's payload
     type (else :data:`DEFAULT_TELEPHONE_EVENT_PT`), so that in the usual case RTP crosses the relay
     without any rewrite (see :func:`pt_mapping`). ``telephone_event_pt`` overrides the number.
+    ``crypto`` (SRTP passthrough: the other phone's a=crypto lines, verbatim) makes it RTP/SAVP.
     """
     te_pt = telephone_event_pt
     if te_pt is None:
@@ -474,6 +504,7 @@ def make_bridge_offer(
         telephone_event=(te_pt, DEFAULT_TELEPHONE_EVENTS),
         ptime=ptime,
         direction=direction,
+        crypto=crypto,
     )
     return _session(host=host, session_id=session_id, version=version, media=[audio])
 
@@ -489,6 +520,7 @@ def make_answer(
     direction: Direction = Direction.SENDRECV,
     ptime: int | None = None,
     telephone_event: bool = True,
+    crypto: str | None = None,
 ) -> tuple[SessionDescription, Negotiated]:
     """Answer a far-end offer (a re-INVITE or UPDATE): the answer and what it agrees on.
 
@@ -499,14 +531,28 @@ def make_answer(
     SHOULD be used"). ``direction`` is what mss wants for the stream (sendrecv normally); the answer
     mirrors the offer within it (RFC 3264 §6.1): sendonly → recvonly, recvonly → sendonly,
     inactive → inactive. Raises :class:`~mss.errors.SdpError` when nothing is usable (→ 488).
+
+    ``crypto`` (SRTP passthrough: the other phone's a=crypto value, the key mss's answer carries)
+    requires an RTP/SAVP stream offering a line of the same suite; the answer carries ``crypto``
+    under that line's tag (RFC 4568 §5.1.2), and :attr:`Negotiated.crypto` is the accepted line.
+    Without it only RTP/AVP is taken.
     """
     if isinstance(codecs, str) or not codecs:
         raise LocalProtocolError(f"codecs must be a non-empty sequence of names, not {codecs!r}")
     allowed = [_passthrough(name)[1] for name in codecs]
-    index = _audio_index(offer)
+    secure = crypto is not None
+    index = _audio_index(offer, secure)
     if index is None:
-        raise SdpError("the offer has no RTP/AVP audio stream with a port")
+        raise SdpError(f"the offer has no {_PROFILE[secure]} audio stream with a port")
     theirs = offer.media[index]
+    accepted = ours = None
+    if crypto is not None:
+        ours = CryptoLine.parse(crypto)
+        suite = ours.suite.upper()
+        accepted = next((line for line in crypto_lines(theirs) if line.suite.upper() == suite), None)
+        if accepted is None:
+            raise SdpError(f"the offer has no a=crypto line of suite {ours.suite}")
+        ours = ours.with_tag(accepted.tag)
     offered = theirs.codecs
     chosen = next(
         ((pt, codec) for pt, codec in offered.items() if any(codec.same_encoding(mine) for mine in allowed)),
@@ -543,6 +589,7 @@ def make_answer(
                     telephone_event=te_answer,
                     ptime=ptime,
                     direction=local_direction,
+                    crypto=() if ours is None else (ours.value,),
                 )
             )
         else:
@@ -563,6 +610,7 @@ def make_answer(
         pts=(pt, pt),
         te_pts=None if te is None else (te[0], te[0]),
         local_direction=local_direction,
+        crypto=None if accepted is None else accepted.value,
     )
     return answer, negotiated
 
@@ -573,9 +621,7 @@ def with_direction(sd: SessionDescription, direction: Direction) -> SessionDescr
     The media-level direction attribute is replaced in place (or added last); a session-level one is
     dropped so that it cannot contradict. Stamp the result with :meth:`LocalSdp.stamp`.
     """
-    index = _audio_index(sd)
-    if index is None:
-        raise LocalProtocolError("the SDP has no RTP/AVP audio stream")
+    index, _ = _our_audio(sd)
     media = sd.media[index]
     attributes = [a for a in media.attributes if not (a.value is None and a.name in DIRECTION_NAMES)]
     position = next(
