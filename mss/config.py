@@ -147,6 +147,10 @@ class RtpConfig:
     """Address written into SDP ``c=`` instead of ``host`` (the relay behind a NAT); None: host."""
     kernel_forwarding: str = "auto"
     """``auto``, ``yes`` or ``no``: bridged legs forwarded by the kernel (eBPF) when it allows it."""
+    # SRTP passthrough (docs/deploy.md, "SRTP"):
+    srtp: str = "no"
+    """``no`` (plain RTP/AVP only) or ``passthrough``: calls are RTP/SAVP with SDES keys (a=crypto)
+    passed between the phones; mss never decrypts, rewrites or plays into the media."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -591,6 +595,7 @@ def check_text(text: str, *, base_dir: Path | None = None) -> ConfigCheck:
         kernel_forwarding=r.get(
             "rtp", "kernel_forwarding", _one_of("auto", "yes", "no"), d_rtp.kernel_forwarding
         ),
+        srtp=r.get("rtp", "srtp", _one_of("no", "passthrough"), d_rtp.srtp),
     )
     if rtp.advertised_host is None and ipaddress.ip_address(rtp.host).is_unspecified:
         # a wildcard (:: is dual-stack) binds, but SDP c= needs an address the phones can reach

@@ -242,6 +242,7 @@ def call_settings(
         b_port=b_port,
         session_id=session_id,
         progress_events=progress_events,
+        srtp=config.rtp.srtp == "passthrough",
     )
 
 

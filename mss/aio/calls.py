@@ -101,6 +101,9 @@ class CallEngine:
         if "G729" in cfg.callback.audio_codecs and not tones.ringback_frames("G729"):
             log.warning("G.729 ringback is off (%s): user1 hears silence while user2 rings on a G.729 call",
                         tones.g729_unavailable())
+        if cfg.rtp.srtp == "passthrough":  # SRTP passthrough: see docs/deploy.md, "SRTP"
+            log.info("SRTP passthrough: calls are RTP/SAVP with the phones' own keys; user1 hears silence "
+                     "while user2 rings (the relay cannot encrypt a ringback tone)")
         self.sip = SipTransport(UASettings.from_config(cfg), on_event=self._on_sip_event)
         await self.sip.open()
         if cfg.external_line is not None:
@@ -240,6 +243,8 @@ class CallEngine:
         for command in commands:
             if isinstance(command, cf.Invite):
                 log.debug("callback %s: calling %s (%s)", call.callback.id, command.user, command.leg)
+                if command.leg == "user2" and self.config.rtp.srtp == "passthrough":
+                    log.debug("callback %s: no ringback to user1 on SRTP", call.callback.id)
             if isinstance(command, cf.Invite | cf.Hangup | cf.AnswerOffer | cf.Reinvite):
                 engine.carry_out_sip(self.sip.ua, seq, command, now)
             elif isinstance(command, cf.MarkBridged):
