@@ -22,6 +22,12 @@ Rules (SPEC.md "The job" and the decisions below it):
 * A far-end re-INVITE/UPDATE is answered (RFC 3264 §6.1 directions); a new media address makes the
   relay learn the source again; new payload-type numbers update the relay's rewrite; hold and resume
   are reflected to the other leg with a re-INVITE offering only the codec that leg agreed on.
+* SRTP passthrough (``srtp``): every SDP is RTP/SAVP and each a=crypto (SDES, RFC 4568) is the key its
+  phone sends with. user1 is offered a placeholder key; user2 is offered user1's key and user1's
+  payload-type numbers (the relay must not rewrite an authenticated packet); once user2 answers,
+  user1 is re-INVITEd with user2's key, and a failure of that re-INVITE releases the call. A key
+  that changes later (a phone's offer or answer) is passed to the other phone in a re-INVITE. No
+  ringback and no early media: the relay can neither encrypt a tone nor give user1 user2's key early.
 
 Inputs are the leg events (:class:`Progress`, :class:`Answered`, :class:`Failed`, :class:`Ended`,
 :class:`OfferReceived`: what the engine makes of the SIP user agent's ``Leg*`` events, named apart
@@ -129,6 +135,10 @@ _RETRY_REOFFER = frozenset({491, 503})
 
 #: Tries of one re-offer after such statuses, before the leg's media is left as it is.
 MAX_REOFFER_RETRIES = 3
+
+#: Re-INVITEs a call sends to carry a changed SRTP key to the other phone: two phones that made a
+#: new key in every answer would otherwise pass keys back and forth for ever.
+MAX_KEY_CHANGES = 8
 
 
 # --- input events ---------------------------------------------------------------------------------
@@ -331,6 +341,14 @@ class RelayBridge:
     """Payload types rewritten on packets from user1 to user2."""
     b_to_a: dict[int, int]
     """Payload types rewritten on packets from user2 to user1."""
+    srtp: bool = False
+    """SRTP passthrough: the packets are authenticated, so the maps must be empty (no rewrite)."""
+
+    def __post_init__(self) -> None:
+        if self.srtp and (self.a_to_b or self.b_to_a):
+            raise LocalProtocolError(
+                f"SRTP packets cannot be rewritten, yet the bridge maps {self.a_to_b} and {self.b_to_a}"
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -375,6 +393,21 @@ Command = (
 
 # --- the state machine ----------------------------------------------------------------------------
 
+def _same_key(a: str | None, b: str | None) -> bool:
+    """Two a=crypto values carry the same key and parameters (the tag aside: each offer numbers its own)."""
+    if a is None or b is None:
+        return a == b
+    return a.partition(" ")[2] == b.partition(" ")[2]
+
+
+def _answered_key(answer: sdp.SessionDescription) -> str | None:
+    """The a=crypto value of our answer's audio stream (the one line an SRTP answer carries)."""
+    for media in answer.media:
+        if media.port != 0:
+            return media.attribute("crypto")
+    return None
+
+
 class CallState(enum.Enum):
     CALLING_USER1 = "calling user1"
     CALLING_USER2 = "calling user2"
@@ -416,6 +449,8 @@ class CallSettings:
     """o= session id of our SDPs."""
     progress_events: bool = False
     """Say how far the call has come with :class:`Notify` commands (the AS's ``events = yes``)."""
+    srtp: bool = False
+    """``[rtp] srtp = passthrough``: RTP/SAVP legs with the phones' SDES keys passed between them."""
 
 
 @dataclass(slots=True)
@@ -441,13 +476,18 @@ class _LegState:
     """When our re-offer is sent again (after a glare), None when none waits."""
     reoffer_tries: int = 0
     """Re-offers sent again in a row on this leg (bounded by :data:`MAX_REOFFER_RETRIES`)."""
+    given_key: str | None = None
+    """SRTP: the a=crypto value mss last gave this phone (the other phone's key), None before."""
+    keying: bool = False
+    """SRTP: our re-INVITE carrying user2's key to user1 is under way; its failure ends the call."""
 
 
 class CallbackCall:
     """One callback: user1, then user2, bridged, released."""
 
     __slots__ = (
-        "_duration_deadline", "_forward", "_last_media", "_pt_maps", "_release_deadline", "bridged_at",
+        "_duration_deadline", "_forward", "_key_changes", "_last_media", "_pt_maps", "_release_deadline",
+        "bridged_at",
         "duration",
         "legs", "released_at", "result", "settings", "state", "user1", "user2",
     )
@@ -467,6 +507,7 @@ class CallbackCall:
         self._last_media: dict[User, float] = {"user1": 0.0, "user2": 0.0}
         self._pt_maps: tuple[dict[int, int], dict[int, int]] = ({}, {})
         self._forward = (False, False)  # the relay's forwarding (a to b, b to a) while bridged
+        self._key_changes = 0  # SRTP: re-INVITEs sent to carry a changed key (MAX_KEY_CHANGES)
 
     # --- state -----------------------------------------------------------------------------------
 
@@ -488,9 +529,12 @@ class CallbackCall:
         s = self.settings
         # Made with the o= line LocalSdp stamps first (version = the numeric session id, as pjmedia
         # does), so that stamping it copies nothing.
+        crypto = [sdp.placeholder_crypto().value] if s.srtp else []
         offer = sdp.make_offer(
-            host=s.media_host, port=s.a_port, codecs=s.codecs, session_id=s.session_id, version=s.session_id
+            host=s.media_host, port=s.a_port, codecs=s.codecs, session_id=s.session_id, version=s.session_id,
+            crypto=crypto,
         )
+        self.legs["user1"].given_key = crypto[0] if crypto else None
         return self._invite("user1", self.user1, offer, now)
 
     def _invite(self, leg: User, user: str, offer: sdp.SessionDescription, now: float) -> list[Command]:
@@ -535,6 +579,8 @@ class CallbackCall:
         leg.ringing = True
         if event.leg != "user2" or event.sdp is None or self.state is not CallState.CALLING_USER2:
             return commands
+        if self.settings.srtp:
+            return commands  # user1 cannot decrypt user2's early media: it has not user2's key yet
         assert leg.offer is not None
         try:
             early = sdp.read_answer(leg.offer, sdp.parse_sdp(event.sdp))
@@ -585,11 +631,14 @@ class CallbackCall:
         commands: list[Command] = [Notify(state="user1_answered")] if s.progress_events else []
         commands.append(self._remote("user1", n1))
         ptime = n1.ptime if n1.ptime in (10, 20, 30, 40) else 20
-        if n1.codec.name.upper() in ("PCMU", "PCMA", "G729"):  # G.729: silent when built without bcg729
+        # No ringback on SRTP: the relay cannot encrypt a tone (user1 hears silence while user2 rings).
+        if n1.codec.name.upper() in ("PCMU", "PCMA", "G729") and not s.srtp:  # G.729: silent without bcg729
             commands.append(RelayPlay(leg="user1", codec=n1.codec.name.upper(), payload_type=n1.remote_pt,
                                       ptime=ptime))
+        crypto = [] if n1.crypto is None else [n1.crypto]
         offer = sdp.make_bridge_offer(n1, host=s.media_host, port=s.b_port, session_id=s.session_id,
-                                      version=s.session_id)
+                                      version=s.session_id, crypto=crypto)
+        self.legs["user2"].given_key = n1.crypto
         return commands + self._invite("user2", self.user2, offer, now)
 
     def _user2_answered(self, n2: sdp.Negotiated, now: float) -> list[Command]:
@@ -601,6 +650,12 @@ class CallbackCall:
             self.legs["user2"].code = 488
             return self._release(now, result="user2_failed", code=488, by="mss",
                                  reason=f"user2 answered another codec: {exc.reason}")
+        srtp = self.settings.srtp
+        if srtp and (a_to_b or b_to_a):
+            self.legs["user2"].code = 488
+            return self._release(now, result="user2_failed", code=488, by="mss",
+                                 reason=f"user2 answered payload types other than user1's ({b_to_a}); SRTP "
+                                        "packets cannot be rewritten")
         self._set_state(CallState.BRIDGED)
         self.bridged_at = now
         self._last_media = {"user1": now, "user2": now}
@@ -609,12 +664,18 @@ class CallbackCall:
         commands: list[Command] = [
             self._remote("user2", n2),
             RelayStopPlay(leg="user1"),
-            RelayBridge(a_to_b=a_to_b, b_to_a=b_to_a),
+            RelayBridge(a_to_b=a_to_b, b_to_a=b_to_a, srtp=srtp),
             *self._forwarding(),  # a party that answered on hold
             MarkBridged(),
         ]
         if self.settings.progress_events:
             commands.append(Notify(state="bridged"))
+        if srtp:
+            # user1 has only mss's placeholder key for what it receives: give it user2's.
+            self.legs["user1"].keying = True
+            commands.append(Reinvite(leg="user1", sdp=self._reoffer("user1", self.legs["user2"].wants)))
+            if not _same_key(self.legs["user2"].given_key, n1.crypto):  # user1 changed its key meanwhile
+                commands.append(Reinvite(leg="user2", sdp=self._reoffer("user2", self.legs["user1"].wants)))
         return commands
 
     def _failed(self, event: Failed, now: float) -> list[Command]:
@@ -672,11 +733,16 @@ class CallbackCall:
                 session_id=s.session_id, version=1,
                 # What the other party wants is what mss can do on this leg (holds merge).
                 direction=other.wants if bridged else sdp.Direction.SENDRECV,
+                # SRTP: our answer carries the key the other phone sends with (mss's placeholder
+                # while user2 rings: nothing reaches user1 then); an RTP/AVP offer gets 488.
+                crypto=leg.given_key if s.srtp else None,
             )
             pt_maps = self._pt_mapping(event.leg, negotiated) if bridged else None
         except SdpError:
             return [AnswerOffer(leg=event.leg, sdp=None)]
         assert leg.local is not None
+        if s.srtp:
+            leg.given_key = _answered_key(answer)
         commands: list[Command] = [AnswerOffer(leg=event.leg, sdp=bytes(leg.local.stamp(answer)))]
         return commands + self._renegotiated(event.leg, negotiated, pt_maps, negotiated.remote_direction, now)
 
@@ -687,7 +753,10 @@ class CallbackCall:
             return []
         if 200 <= event.status < 300:
             leg.reoffer_tries = 0
-            return [] if event.sdp is None else self._answer_to_us(event.leg, event.sdp, now)
+            keying, leg.keying = leg.keying, False
+            if keying and event.sdp is None:
+                return self._keying_failed(event.leg, event.status, "the 2xx carries no SDP answer", now)
+            return [] if event.sdp is None else self._answer_to_us(event.leg, event.sdp, now, keying=keying)
         if event.status in _RETRY_REOFFER and leg.reoffer_tries < MAX_REOFFER_RETRIES:
             # RFC 3261 §14.1: "If the UAC is the owner of the Call-ID of the dialog ID (meaning it
             # generated the value), T has a randomly chosen value between 2.1 and 4 seconds". mss made
@@ -698,9 +767,18 @@ class CallbackCall:
         # RFC 3261 §14.1: after another non-2xx "the session parameters MUST remain unchanged": the
         # leg keeps its media as it was; the relay's forwarding already follows both parties' wishes.
         leg.reoffer_tries = 0
+        if leg.keying:
+            leg.keying = False
+            return self._keying_failed(event.leg, event.status, "the re-INVITE was refused", now)
         return []
 
-    def _answer_to_us(self, name: User, body: bytes, now: float) -> list[Command]:
+    def _keying_failed(self, name: User, status: int, what: str, now: float) -> list[Command]:
+        """user1 could not be given user2's SRTP key: it would never decrypt user2, so release."""
+        self.legs[name].code = status
+        return self._release(now, result=_LEG_RESULT[name]["failed"], code=status, by="mss",
+                             reason=f"SRTP keys could not be passed to {name}: {status}, {what}")
+
+    def _answer_to_us(self, name: User, body: bytes, now: float, *, keying: bool = False) -> list[Command]:
         """The far end answered our last offer on leg ``name`` (in a 2xx to our re-INVITE, or in the
         ACK of an offerless re-INVITE): move the relay as the answer says."""
         leg = self.legs[name]
@@ -710,7 +788,11 @@ class CallbackCall:
         try:
             negotiated = sdp.read_answer(ours, sdp.parse_sdp(body))
             pt_maps = self._pt_mapping(name, negotiated)
-        except SdpError:
+            if self.settings.srtp and (pt_maps[0] or pt_maps[1]):
+                raise SdpError(f"payload types {pt_maps} would need a rewrite of SRTP packets")
+        except SdpError as exc:
+            if keying:
+                return self._keying_failed(name, 488, f"unusable answer: {exc.reason}", now)
             return []  # an unusable answer changes nothing: the leg keeps its media as it was
         # Where our offer left the party free (a direction we would take), its answer says what it
         # wants; where it did not, its answer says nothing of its own wish.
@@ -761,7 +843,17 @@ class CallbackCall:
         if self._held() != was_held:
             # No RTP was due while on hold: count the inactivity afresh from the change.
             self._last_media = {"user1": now, "user2": now}
-        if wants != was_wants:
+        other_leg = self.legs[_OTHER[name]]
+        rekey = self.settings.srtp and not _same_key(other_leg.given_key, negotiated.crypto)
+        if rekey:
+            # The phone sends with a new key now: the other phone must have it to decrypt.
+            self._key_changes += 1
+            if self._key_changes > MAX_KEY_CHANGES:
+                return commands + self._release(
+                    now, result="answered", code=0, by="mss",
+                    reason=f"the phones changed their SRTP keys more than {MAX_KEY_CHANGES} times",
+                )
+        if wants != was_wants or rekey:
             # Offer the other party the new wish so its media follows (RFC 3264 §8.4).
             other = _OTHER[name]
             self.legs[other].reoffer_at = None  # this offer supersedes one waiting to be sent again
@@ -791,10 +883,15 @@ class CallbackCall:
         assert n is not None and state.local is not None
         ours = replace(n, remote_pt=n.local_pt, remote_te_pt=n.local_te_pt)
         s = self.settings
+        # SRTP: the key the other phone sends with, verbatim, so that this one decrypts it.
+        key = self.legs[_OTHER[name]].negotiated
+        crypto = [key.crypto] if s.srtp and key is not None and key.crypto is not None else []
         offer = sdp.make_bridge_offer(
             ours, host=s.media_host, port=s.a_port if name == "user1" else s.b_port,
-            session_id=s.session_id, version=1, direction=direction,
+            session_id=s.session_id, version=1, direction=direction, crypto=crypto,
         )
+        if crypto:
+            state.given_key = crypto[0]
         return bytes(state.local.stamp(offer))
 
     def _remote(self, leg: User, n: sdp.Negotiated) -> RelayRemote:
