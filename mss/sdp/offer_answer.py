@@ -398,8 +398,13 @@ def _audio_section(
             raise LocalProtocolError(f"ptime {ptime} is not positive")
         attributes.append(Attribute(name="ptime", value=str(ptime)))
     attributes.append(Attribute(name=direction.value))
-    # SRTP passthrough: the keys are the phones' (or mss's placeholder), each line verbatim.
-    attributes.extend(Attribute(name="crypto", value=CryptoLine.parse(line).value) for line in crypto)
+    # SRTP passthrough: the keys are the phones' (or mss's placeholder), each line verbatim; they were
+    # checked when read, so a bad one here is ours.
+    for line in crypto:
+        try:
+            attributes.append(Attribute(name="crypto", value=CryptoLine.parse(line).value))
+        except SdpError as exc:
+            raise LocalProtocolError(f"our SDP's {exc.reason}") from None
     check_port(port, "local media port")
     return MediaDescription(
         media="audio", port=port, proto=_PROFILE[bool(crypto)], formats=tuple(formats),
