@@ -44,6 +44,9 @@ Constructor (keyword arguments after ``password``):
     offered.
 ``prack``
     ``"no"`` (default), ``"optional"`` or ``"mandatory"`` 100rel (RFC 3262).
+``srtp``
+    ``"no"`` (default: plain RTP/AVP) or ``"mandatory"``: SRTP keyed by SDES (a=crypto, RFC 4568)
+    over plain SIP (``srtpSecureSignaling = 0``); an RTP/AVP offer is then refused.
 ``tx_drop_pct``
     Drop about this percentage of the RTP packets the phone sends, at random, after counting them
     as sent (pjsua's ``txDropPct``: real loss on the wire for whoever receives them).
@@ -147,6 +150,7 @@ class Phone:
         record: bool = True,
         codecs: Sequence[str] = ("PCMU", "PCMA"),
         prack: str = "no",
+        srtp: str = "no",
         tx_drop_pct: int = 0,
         auth_user: str | None = None,
         display: str | None = None,
@@ -159,6 +163,8 @@ class Phone:
             raise ValueError(f"transport must be 'udp' or 'tcp', not {transport!r}")
         if prack not in ("no", "optional", "mandatory"):
             raise ValueError(f"prack must be no, optional or mandatory, not {prack!r}")
+        if srtp not in ("no", "mandatory"):
+            raise ValueError(f"srtp must be no or mandatory, not {srtp!r}")
         if not 0 <= tx_drop_pct <= 100:
             raise ValueError(f"tx_drop_pct must be 0..100, not {tx_drop_pct!r}")
         self.user = user
@@ -188,6 +194,7 @@ class Phone:
             "record": record,
             "codecs": list(codecs),
             "prack": prack,
+            "srtp": srtp,
             "tx_drop_pct": tx_drop_pct,
             "display": display,
             "expires": expires,

@@ -410,6 +410,10 @@ class PhoneApp:
             "optional": pj.PJSUA_100REL_OPTIONAL,
             "mandatory": pj.PJSUA_100REL_MANDATORY,
         }[c.get("prack") or "no"]
+        if c.get("srtp") == "mandatory":  # SRTP keyed by SDES only, allowed over plain SIP
+            acc_cfg.mediaConfig.srtpUse = pj.PJMEDIA_SRTP_MANDATORY
+            acc_cfg.mediaConfig.srtpSecureSignaling = 0
+            acc_cfg.mediaConfig.srtpOpt.keyings = pj.IntVector([pj.PJMEDIA_SRTP_KEYING_SDES])
         self.acc = PhoneAccount(self)
         self.acc.create(acc_cfg)
         info = ep.transportGetInfo(self.transport_id)
