@@ -238,6 +238,95 @@ async def test_the_pss_may_open_a_tls_connection_to_mss(pki: Pki) -> None:
             writer.close()
 
 
+def _tls_in_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("TLS from")]
+
+
+async def _listener_failure(pki: Pki, caplog: pytest.LogCaptureFixture,
+                            client: Callable[[int], Coroutine[Any, Any, None]]) -> list[str]:
+    """Run ``client(port)`` against mss's TLS listener; the failure lines logged. The connection
+    never becomes a stream of the UA, and a good client is served afterwards."""
+    caplog.set_level(logging.WARNING, "mss.sip")
+    s = settings(free_port(HOST), "tls", tls_ca=str(pki.ca), tls_cert=str(pki.cert), tls_key=str(pki.key))
+    async with running(s, Events()) as sip:
+        await client(s.local_port)
+        async with asyncio.timeout(5):
+            while sip.counters["tls_failed"] < 1:
+                await asyncio.sleep(0.01)
+        assert not sip.connections
+        trusted = ssl.create_default_context(cafile=str(pki.ca))
+        _reader, good = await asyncio.open_connection(HOST, s.local_port, ssl=trusted, server_hostname=HOST)
+        async with asyncio.timeout(5):
+            while not sip.connections:
+                await asyncio.sleep(0.01)
+        good.close()
+        assert sip.counters["tls_failed"] == 1
+    return _tls_in_lines(caplog)
+
+
+@uv
+async def test_a_pss_refusing_mss_certificate_is_logged_with_its_alert(
+    pki: Pki, other_pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def distrusting(port: int) -> None:  # the openssl CLI sends its alert, as a PSS's TLS does
+        done = await asyncio.create_subprocess_exec(
+            "openssl", "s_client", "-connect", f"{HOST}:{port}", "-CAfile", str(other_pki.ca),
+            "-verify_return_error", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        async with asyncio.timeout(10):
+            assert await done.wait() != 0
+
+    lines = await _listener_failure(pki, caplog, distrusting)
+    assert len(lines) == 1 and lines[0].startswith(f"TLS from {HOST}:"), lines
+    assert lines[0].endswith(": handshake refused by the peer: unknown ca (TLSV1_ALERT_UNKNOWN_CA)"), lines
+
+
+@uv
+async def test_a_client_speaking_no_tls_is_logged(pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    async def plain(port: int) -> None:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        writer.write(b"OPTIONS sip:mss@127.0.0.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+        async with asyncio.timeout(5):
+            await reader.read()  # mss answers with its alert and closes
+        writer.close()
+
+    lines = await _listener_failure(pki, caplog, plain)
+    assert len(lines) == 1 and "handshake failed: " in lines[0], lines
+
+
+@uv
+async def test_a_client_closing_during_the_handshake_is_logged(
+    pki: Pki, other_pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def gone(port: int) -> None:  # Python's client drops the connection without an alert
+        distrust = ssl.create_default_context(cafile=str(other_pki.ca))
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await asyncio.open_connection(HOST, port, ssl=distrust, server_hostname=HOST)
+
+    lines = await _listener_failure(pki, caplog, gone)
+    assert lines == [lines[0]] and lines[0].endswith(": closed during the handshake"), lines
+
+
+@uv
+async def test_a_silent_connection_on_the_listener_is_closed_after_the_handshake_time(
+    pki: Pki, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mss.aio import sip_transport
+
+    monkeypatch.setattr(sip_transport, "CONNECT_TIMEOUT", 0.3)
+    caplog.set_level(logging.WARNING, "mss.sip")
+    s = settings(free_port(HOST), "tls", tls_ca=str(pki.ca), tls_cert=str(pki.cert), tls_key=str(pki.key))
+    async with running(s, Events()) as sip:
+        reader, writer = await asyncio.open_connection(HOST, s.local_port)  # connects, says nothing
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # closed by mss
+        writer.close()
+        assert sip.counters["tls_failed"] == 1 and not sip.connections
+    assert _tls_in_lines(caplog) == [f"TLS from {HOST}:{writer.get_extra_info('sockname')[1]}: "
+                                     "no handshake within 0.3s"]  # fmt: skip
+
+
 @uv
 async def test_without_a_certificate_mss_listens_for_no_stream() -> None:
     s = settings(free_port(HOST), "tls")

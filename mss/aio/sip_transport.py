@@ -127,8 +127,13 @@ class _Udp(asyncio.DatagramProtocol):
 class _Tcp(asyncio.Protocol):
     """One SIP TCP connection (accepted from the PSS, or opened to it); it is the UA's ``stream``."""
 
-    def __init__(self, owner: SipTransport, *, outgoing: Addr | None = None) -> None:
+    def __init__(
+        self, owner: SipTransport, *, outgoing: Addr | None = None, tls: ssl.SSLContext | None = None
+    ) -> None:
         self._owner = owner
+        self._context = tls  # accepted on the TLS listener: TLS runs here, after the checks
+        self._tls: sip_tls.ServerTls | None = None
+        self._handshake_timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
         self.peer: Addr = outgoing or ("", 0)
         self.outgoing = outgoing is not None
@@ -159,18 +164,69 @@ class _Tcp(asyncio.Protocol):
                 return
         self.transport = transport
         self.peer = peer
+        if self._context is not None:
+            # Registered once the handshake is done; one that fails is logged (a stranger was
+            # refused above, before it cost a handshake).
+            self._tls = sip_tls.ServerTls(self._context)
+            self._handshake_timer = asyncio.get_running_loop().call_later(
+                CONNECT_TIMEOUT, self._tls_failed, f"no handshake within {CONNECT_TIMEOUT:g}s"
+            )
+            return
         owner.connections[peer] = self
+
+    def _tls_failed(self, why: str) -> None:
+        owner = self._owner
+        owner.counters["tls_failed"] += 1
+        owner.log.warning(("tls_in", self.peer[0]), "TLS from %s:%d: %s", *self.peer, why)
+        transport, self.transport = self.transport, None
+        if transport is not None:
+            transport.abort()
+
+    def _tls_receive(self, tls: sip_tls.ServerTls, data: bytes) -> bytes | None:
+        """Decrypt ``data`` (None: the connection failed and is closed); the handshake's replies and
+        alerts go out at once."""
+        assert self.transport is not None
+        handshaking = not tls.established
+        try:
+            plain = tls.receive(data)
+        except ssl.SSLError as exc:
+            self.transport.write(tls.pending())  # the alert, so the peer learns why
+            self._tls_failed(sip_tls.describe_failure(exc))
+            return None
+        self.transport.write(tls.pending())
+        if handshaking and tls.established:
+            if self._handshake_timer is not None:
+                self._handshake_timer.cancel()
+            self._owner.connections[self.peer] = self
+        if tls.closed:
+            self.transport.close()
+        return plain
 
     def data_received(self, data: bytes) -> None:
         """Feed, drain, transmit, re-arm."""
         owner = self._owner
         self.last_active = time.monotonic()
+        if self.transport is None:
+            return  # refused, or its TLS failed: closing
+        if self._tls is not None:
+            plain = self._tls_receive(self._tls, data)
+            if not plain:
+                return
+            data = plain
         owner.feed(data, self.peer, self)
         owner.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Forget the connection; the next request to its peer opens a new one."""
         owner = self._owner
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+        if self._tls is not None and not self._tls.established and self.transport is not None:
+            self.transport = None  # closed during its handshake: never a stream of the UA
+            owner.counters["tls_failed"] += 1
+            owner.log.warning(("tls_in", self.peer[0]), "TLS from %s:%d: closed during the handshake",
+                              *self.peer)  # fmt: skip
+            return
         if owner.connections.get(self.peer) is self:
             del owner.connections[self.peer]
         if self.transport is not None:
@@ -183,6 +239,15 @@ class _Tcp(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
+        if self._tls is not None:
+            if not self._tls.established:
+                return
+            try:
+                self._tls.send(data)
+            except ssl.SSLError as exc:
+                self._tls_failed(sip_tls.describe_failure(exc))
+                return
+            data = self._tls.pending()
         transport.write(data)
         self.last_active = time.monotonic()
         if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
@@ -224,8 +289,11 @@ class SipTransport:
         self._sweep: asyncio.TimerHandle | None = None
         self.log = RateLimitedLog(log)
         """Every per-message / per-connection log line of SIP goes through this."""
-        self.counters = dict.fromkeys(("handler_errors", "idle_closed", "refused_connections"), 0)
-        """Inputs dropped because a handler raised; idle TCP connections closed; connections refused."""
+        self.counters = dict.fromkeys(
+            ("handler_errors", "idle_closed", "refused_connections", "tls_failed"), 0
+        )
+        """Inputs dropped because a handler raised; idle TCP connections closed; connections refused;
+        TLS handshakes of accepted connections that failed."""
 
     # -- lifetime -------------------------------------------------------------------------------
 
@@ -248,9 +316,8 @@ class SipTransport:
             self._grow_receive_buffer(udp.get_extra_info("socket"))
             if not tls or listen_tls is not None:
                 self._server = await loop.create_server(
-                    lambda: _Tcp(self), s.local_host, s.local_port, reuse_address=True, ssl=listen_tls,
-                    ssl_handshake_timeout=CONNECT_TIMEOUT if listen_tls is not None else None,
-                )  # fmt: skip
+                    lambda: _Tcp(self, tls=listen_tls), s.local_host, s.local_port, reuse_address=True
+                )
         except OSError as exc:
             await self.close(unregister=False)
             reason = exc.strerror or str(exc)
