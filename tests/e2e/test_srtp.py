@@ -118,14 +118,18 @@ def _srtp_phones(phone: Callable[..., Phone], pss: Kamailio, **user2: Any) -> tu
     return p1, p2
 
 
-def _talk(server: MssServer, p1: Phone, p2: Phone, cb_id: str, seconds: float) -> dict[str, str]:
-    """A callback of 60 s that user2 hangs up after ``seconds`` of talk; its RESPONSE."""
+def _talk(server: MssServer, p1: Phone, p2: Phone, cb_id: str, seconds: float, *,
+          hangup: bool = True) -> dict[str, str]:  # fmt: skip
+    """A callback that user2 hangs up after ``seconds`` of talk (``hangup``), else one whose
+    ``duration`` of ``seconds`` mss ends; its RESPONSE."""
     with server.client() as as1:
-        assert as1.request(cb_id, "100", "101", 60) == f"ACK: id={cb_id};code=ok;"
+        duration = 60 if hangup else int(seconds)
+        assert as1.request(cb_id, "100", "101", duration) == f"ACK: id={cb_id};code=ok;"
         p1.wait_event("confirmed", timeout=10)
         p2.wait_event("confirmed", timeout=10)
-        time.sleep(seconds)
-        p2.hangup()
+        if hangup:
+            time.sleep(seconds)
+            p2.hangup()
         response = as1.response(cb_id, timeout=10)
     p1.wait_event("disconnected", timeout=10)
     p2.wait_event("disconnected", timeout=10)
@@ -193,7 +197,8 @@ def test_srtp_passthrough_with_mss_on_tls(
     add_peer(server)
     with server:
         server.wait_log("external line registered")
-        response = _talk(server, p1, p2, "s2", 2.0)
+        # mss ends the call (duration): its BYEs go on its own connection to Kamailio.
+        response = _talk(server, p1, p2, "s2", 4.0, hangup=False)
         assert response["result"] == "answered", peer_logs()
         _heard_each_other(p1, p2)
 
@@ -215,3 +220,35 @@ def test_a_user2_without_srtp_is_a_clear_failure(
     p1.wait_event("disconnected", timeout=10)  # user1 was hung up: nothing hangs
     assert not p2.events("confirmed")
     assert "user2 488" in server.log_text()
+
+
+def test_hold_and_resume_on_an_srtp_call_keep_the_keys_crossing(
+    kamailio: Callable[..., Kamailio], phone: Callable[..., Phone], mss: Callable[..., MssServer],
+    free_port: Callable[..., int], peer_logs: Callable[[], str],
+) -> None:
+    # user2's re-INVITEs (hold, resume) carry its a=crypto: mss answers with user1's key and passes
+    # user2's line on to user1 in the reflected offer.
+    pss = kamailio("auth", users=USERS, mss=("127.0.0.1", free_port()))
+    p1, p2 = _srtp_phones(phone, pss)
+    server = mss(pss, rtp=SRTP)
+    server.wait_log("external line registered")
+    with server.client() as as1:
+        assert as1.request("s4", "100", "101", 60) == "ACK: id=s4;code=ok;"
+        p1.wait_event("confirmed", timeout=10)
+        p2.wait_event("confirmed", timeout=10)
+        time.sleep(1.0)
+        mark1, mark2 = p1.mark(), p2.mark()
+        p2.hold()
+        p2.wait_event("media", status="local_hold", since=mark2, timeout=10)
+        p1.wait_event("media", status="remote_hold", since=mark1, timeout=10)
+        mark1, mark2 = p1.mark(), p2.mark()
+        p2.unhold()
+        p2.wait_event("media", status="active", since=mark2, timeout=10)
+        p1.wait_event("media", status="active", since=mark1, timeout=10)
+        time.sleep(2.0)
+        p1.hangup()
+        response = as1.response("s4", timeout=10)
+    assert response["result"] == "answered", peer_logs()
+    p1.wait_event("disconnected", timeout=10)
+    p2.wait_event("disconnected", timeout=10)
+    _heard_each_other(p1, p2)
