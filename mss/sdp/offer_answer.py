@@ -12,6 +12,10 @@ telephone-event payload type, the remote media address and the direction:
 - :func:`pt_mapping` gives the relay the payload-type rewrite between the legs, if any.
 - :class:`LocalSdp` stamps the ``o=`` line of one leg's successive SDPs (RFC 3264 §8).
 
+SRTP passthrough: given ``crypto`` lines, offers are RTP/SAVP with them verbatim, answers to them
+must accept one of them (RFC 4568 §5.1.2) and :attr:`Negotiated.crypto` is the remote's key line;
+without, only RTP/AVP is offered and taken (:mod:`mss.sdp.crypto` checks the lines).
+
 A far-end SDP that repeats the previous one (a session refresh) compares equal to it; the caller
 may skip renegotiating then (RFC 3264 §8: "If the version in the origin line does not increment,
 the SDP MUST be identical to the SDP with that version number").
@@ -529,13 +533,13 @@ def make_answer(
 ) -> tuple[SessionDescription, Negotiated]:
     """Answer a far-end offer (a re-INVITE or UPDATE): the answer and what it agrees on.
 
-    The first RTP/AVP audio stream with a port is used; every other stream is rejected with port 0
-    (RFC 3264 §6). The codec is the offer's first one whose name is in ``codecs`` (names of
-    :data:`PASSTHROUGH_CODECS`), under the offer's payload type and fmtp; telephone-event is
-    answered with the offer's payload type and events (RFC 3264 §6.1: "the same payload type number
-    SHOULD be used"). ``direction`` is what mss wants for the stream (sendrecv normally); the answer
-    mirrors the offer within it (RFC 3264 §6.1): sendonly → recvonly, recvonly → sendonly,
-    inactive → inactive. Raises :class:`~mss.errors.SdpError` when nothing is usable (→ 488).
+    The first RTP/AVP (with ``crypto``: RTP/SAVP) audio stream with a port is used; every other stream
+    is rejected with port 0 (RFC 3264 §6). The codec is the offer's first one whose name is in
+    ``codecs`` (names of :data:`PASSTHROUGH_CODECS`), under the offer's payload type and fmtp;
+    telephone-event is answered with the offer's payload type and events (RFC 3264 §6.1: "the same
+    payload type number SHOULD be used"). ``direction`` is what mss wants for the stream (sendrecv
+    normally); the answer mirrors the offer within it (RFC 3264 §6.1): sendonly → recvonly, recvonly →
+    sendonly, inactive → inactive. Raises :class:`~mss.errors.SdpError` when nothing is usable (→ 488).
 
     ``crypto`` (SRTP passthrough: the other phone's a=crypto value, the key mss's answer carries)
     requires an RTP/SAVP stream offering a line of the same suite; the answer carries ``crypto``
