@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mss import sdp
 from mss.callflow import (
@@ -104,6 +106,16 @@ def test_a_crypto_line_is_read_as_tag_suite_and_its_value_verbatim() -> None:
 def test_a_malformed_crypto_line_is_a_clear_sdp_error(value: str, why: str) -> None:
     with pytest.raises(SdpError, match=why):
         sdp.CryptoLine.parse(value)
+
+
+@given(st.text(max_size=600))
+def test_any_crypto_value_is_read_or_refused_with_an_sdp_error(value: str) -> None:
+    try:
+        line = sdp.CryptoLine.parse(value)
+    except SdpError:
+        return
+    assert line.value == value and len(value) <= sdp.MAX_CRYPTO_VALUE
+    assert not any(ch in value for ch in "\r\n\0\t")
 
 
 def test_crypto_lines_are_bounded_and_their_tags_distinct() -> None:
