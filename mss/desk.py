@@ -74,7 +74,7 @@ from mss.iif import (
     Result,
     serialize,
 )
-from mss.journal import Cdr, InterruptedCallback, JournalStore, NewCallback, PendingResponse
+from mss.journal import Cdr, InterruptedCallback, JournalStore, NewCallback, PendingResponse, Takeover
 from mss.load import LoadGauge
 from mss.ratelog import RateLimitedLog
 
@@ -366,12 +366,19 @@ class CallbackDesk:
 
         self.journal.commit(route)  # committed before any of them is sent
 
-    def settle_taken_over(self, cuts: list[InterruptedCallback]) -> None:
-        """The journal took over a dead node's callbacks in progress (its lease expired): answer them as
-        a restart answers its own (:meth:`recover`), from this node."""
-        replies = self._record_cuts(cuts, "was in progress on a node that stopped (its lease expired)")
+    def settle_taken_over(self, takeover: Takeover) -> None:
+        """The journal took over a dead node (its lease expired): answer its callbacks in progress as a
+        restart answers its own (:meth:`recover`), and send the UDP RESPONSEs it had not sent, from
+        this node."""
+        why = "was in progress on a node that stopped (its lease expired)"
+        replies = self._record_cuts(takeover.cut, why)
+        for pending in takeover.owed:  # recorded already, claimed for this node by the takeover
+            if self.shared:
+                self._claimed.add(pending.seq)
 
         def route(error: JournalError | None) -> None:
+            for pending in takeover.owed:
+                self._route(pending)
             if error is not None:
                 # They stay this node's callbacks in progress: the next start (or survivor) settles them.
                 self._log.error("takeover", "%d taken-over RESPONSE(s) not recorded: %s", len(replies), error)

@@ -90,6 +90,7 @@ __all__ = [
     "JournalStore",
     "NewCallback",
     "PendingResponse",
+    "Takeover",
     "read_cdrs",
 ]
 
@@ -265,6 +266,20 @@ class PendingResponse:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Takeover:
+    """What a node took over from a dead one (a shared journal): the callbacks it had in progress,
+    now this node's to answer, and the RESPONSEs it had recorded for UDP but not sent, now claimed by
+    this node to send (its TCP ones are freed for whichever node the AS is connected to)."""
+
+    node: str
+    """The dead node's name."""
+    cut: list[InterruptedCallback]
+    """Its callbacks in progress, with the talk time known up to its last heartbeat."""
+    owed: list[PendingResponse]
+    """Its undelivered UDP RESPONSEs, claimed by this node."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Cdr:
     """Call detail record of one callback (written with its RESPONSE)."""
 
@@ -348,7 +363,7 @@ class JournalStore(Protocol):
     def worker(self) -> int | None: ...  # read-only here: PgJournal's is always an int
     on_queued: Callable[[], None] | None
     on_owed: Callable[[str], None] | None
-    on_takeover: Callable[[list[InterruptedCallback]], None] | None
+    on_takeover: Callable[[Takeover], None] | None
 
     @property
     def pending(self) -> bool: ...
@@ -411,7 +426,7 @@ class Journal:
         calls it once per event-loop iteration). None: every write commits on its own."""
         self.on_owed: Callable[[str], None] | None = None
         """Never called here: one file needs no notice of RESPONSEs claimed in the background."""
-        self.on_takeover: Callable[[list[InterruptedCallback]], None] | None = None
+        self.on_takeover: Callable[[Takeover], None] | None = None
         """Never called here: the processes sharing a file are one node's (a restart settles them)."""
         self.commits = 0
         """Transactions committed so far (a group counts once)."""

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from mss.errors import JournalError
-from mss.iif import Cancel
-from mss.journal import InterruptedCallback, Journal, NewCallback
+from mss.iif import CallbackResponse, Cancel
+from mss.journal import InterruptedCallback, Journal, NewCallback, PendingResponse, Takeover
 from tests.test_desk import Harness, ack, req
 
 
@@ -143,31 +143,39 @@ def test_a_response_waits_for_its_commit(bg: BgHarness) -> None:
     assert out.wire == ack("a") + b"RESPONSE: id=a;real_duration=7;\r\n"
 
 
-def test_callbacks_taken_over_from_a_dead_node_are_answered_here(tmp_path: Path) -> None:
-    # Rows another node left in progress, handed over by the journal (on_takeover).
+def test_what_a_dead_node_left_is_answered_here(tmp_path: Path) -> None:
+    # Rows another node left in progress, and a UDP RESPONSE it recorded and did not send, handed
+    # over by the journal (on_takeover).
     h = BgHarness(tmp_path / "j.sqlite3", extended=True)
     try:
-        tcp, udp = h.journal.record_requests([
+        tcp, udp, sent = h.journal.record_requests([
             NewCallback(id="t", peer="as1", transport="tcp", reply_addr=None, user1="1", user2="2",
                         duration=60, received_at=1.0),
             NewCallback(id="u", peer="as1", transport="udp", reply_addr=("127.0.0.1", 7100), user1="1",
                         user2="2", duration=60, received_at=1.0),
+            NewCallback(id="s", peer="as1", transport="udp", reply_addr=("127.0.0.1", 7100), user1="1",
+                        user2="2", duration=60, received_at=1.0),
         ])
+        line = h.journal.record_response(sent, CallbackResponse(id="s", real_duration=4), 2.0)
         h.iteration()
         journal_of(h).answer()
         out = h.connect()
         h.desk.outlet_held(out)  # the AS reconnected (it has sent nothing yet: on trial)
         assert h.journal.on_takeover is not None
-        h.journal.on_takeover([
-            InterruptedCallback(seq=tcp, id="t", real_duration=12, peer="as1"),
-            InterruptedCallback(seq=udp, id="u", real_duration=0, peer="as1", transport="udp",
-                                reply_addr=("127.0.0.1", 7100)),
-        ])
-        assert out.wire == b"" and h.datagrams == []  # recorded first
+        h.journal.on_takeover(Takeover(
+            node="dead",
+            cut=[InterruptedCallback(seq=tcp, id="t", real_duration=12, peer="as1"),
+                 InterruptedCallback(seq=udp, id="u", real_duration=0, peer="as1", transport="udp",
+                                     reply_addr=("127.0.0.1", 7100))],
+            owed=[PendingResponse(seq=sent, id="s", peer="as1", transport="udp",
+                                  reply_addr=("127.0.0.1", 7100), line=line)],
+        ))
+        assert out.wire == b"" and h.datagrams == []  # the cut ones recorded first
         journal_of(h).answer()
         assert out.wire == b"RESPONSE: id=t;real_duration=12;result=shutdown;code=0;\r\n"
         assert h.datagrams == [
-            (b"RESPONSE: id=u;real_duration=0;result=shutdown;code=0;\r\n", ("127.0.0.1", 7100))
+            (b"RESPONSE: id=s;real_duration=4;\r\n", ("127.0.0.1", 7100)),
+            (b"RESPONSE: id=u;real_duration=0;result=shutdown;code=0;\r\n", ("127.0.0.1", 7100)),
         ]
         h.desk.confirm_trial(out)
         h.iteration()

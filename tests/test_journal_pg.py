@@ -14,7 +14,7 @@ import pytest
 from mss.desk import CallbackDesk, Sender
 from mss.errors import JournalError
 from mss.iif import CallbackResponse, Cancel
-from mss.journal import SEQ_BLOCK, InterruptedCallback, NewCallback
+from mss.journal import SEQ_BLOCK, NewCallback, Takeover
 from mss.journal_pg import (
     INSERT_CALLBACK,
     MARK_BRIDGED,
@@ -35,9 +35,11 @@ from tests.test_desk import Engine, Outlet, ack, req, resp
 PATIENCE = 20.0
 
 
-def new(cb_id: str, *, peer: str = "as1", duration: int = 60) -> NewCallback:
+def new(
+    cb_id: str, *, peer: str = "as1", duration: int = 60, udp: tuple[str, int] | None = None
+) -> NewCallback:
     return NewCallback(
-        id=cb_id, peer=peer, transport="tcp", reply_addr=None, user1="100", user2="101",
+        id=cb_id, peer=peer, transport="udp" if udp else "tcp", reply_addr=udp, user1="100", user2="101",
         duration=duration, received_at=time.time(),
     )
 
@@ -197,30 +199,38 @@ def test_two_nodes_starting_together_on_an_empty_database(pg_dsn: str) -> None:
 def test_a_dead_node_is_taken_over_once_and_learns_it_when_it_comes_back(pg_dsn: str) -> None:
     async def go() -> None:
         a = await PgJournal.open(pg_dsn, node="a", lease=2)
-        bridged, ringing = a.record_requests([new("talking"), new("ringing")])
+        bridged, ringing, udp = a.record_requests([new("talking"), new("ringing"),
+                                                   new("udp", udp=("127.0.0.1", 7100))])
         t0 = time.time()
         a.mark_bridged(bridged, t0 - 3.0)
+        a.record_response(udp, CallbackResponse(id="udp", real_duration=1), t0, claim=True)
         a.heartbeat(t0)  # its last beat: 3 s of talk known
         assert await commit(a) is None
-        await a.aclose()  # a is gone, without RESPONSEs
+        await a.aclose()  # a is gone: two callbacks in progress, a UDP RESPONSE recorded and not sent
 
         b = await PgJournal.open(pg_dsn, node="b", lease=2)
-        taken: list[list[InterruptedCallback]] = []
+        taken: list[Takeover] = []
         b.on_takeover = taken.append
         async with beating(b):
             await until(lambda: bool(taken), "b takes a over")
-            assert [(c.seq, c.id, c.real_duration, c.peer, c.transport) for c in taken[0]] == [
+            assert taken[0].node == "a"
+            assert [(c.seq, c.id, c.real_duration, c.peer, c.transport) for c in taken[0].cut] == [
                 (bridged, "talking", 3, "as1", "tcp"),
                 (ringing, "ringing", 0, "as1", "tcp"),
             ]
+            # the UDP RESPONSE a had not sent is b's to send, claimed by b
+            assert [(p.seq, p.line, p.reply_addr) for p in taken[0].owed] == [
+                (udp, "RESPONSE: id=udp;real_duration=1;", ("127.0.0.1", 7100))
+            ]
+            assert b.claim_response(udp)
             # b settles them, as the desk does
-            for cut in taken[0]:
+            for cut in taken[0].cut:
                 b.record_response(cut.seq, CallbackResponse(id=cut.id, real_duration=cut.real_duration),
                                   time.time(), claim=True)
             assert await commit(b) is None
 
             c = await PgJournal.open(pg_dsn, node="c", lease=2)
-            again: list[list[InterruptedCallback]] = []
+            again: list[Takeover] = []
             c.on_takeover = again.append
             async with beating(c):
                 rounds = b.watch_rounds
@@ -229,7 +239,7 @@ def test_a_dead_node_is_taken_over_once_and_learns_it_when_it_comes_back(pg_dsn:
             await c.aclose()
 
         assert await value(pg_dsn, "SELECT taken_by FROM nodes WHERE name = 'a'") == "b"
-        assert await value(pg_dsn, "SELECT count(*) FROM responses WHERE claimed_by = 'b'") == 2
+        assert await value(pg_dsn, "SELECT count(*) FROM responses WHERE claimed_by = 'b'") == 3
         assert await value(pg_dsn, "SELECT line FROM responses WHERE seq = $1", bridged) == (
             "RESPONSE: id=talking;real_duration=3;"
         )
@@ -251,11 +261,11 @@ def test_a_node_taken_over_while_running_says_so_at_its_next_beat(
         (seq,) = a.record_requests([new("stalled")])
         assert await commit(a) is None
         b = await PgJournal.open(pg_dsn, node="b", lease=2)
-        taken: list[list[InterruptedCallback]] = []
+        taken: list[Takeover] = []
         b.on_takeover = taken.append
         async with beating(b):  # a stalls: no beat for longer than the lease
             await until(lambda: bool(taken), "b takes a over")
-        assert [c.seq for c in taken[0]] == [seq]
+        assert [c.seq for c in taken[0].cut] == [seq]
         a.heartbeat(time.time())
         assert await commit(a) is None
         assert "node a was taken over by b while it was running" in caplog.text

@@ -33,7 +33,15 @@ import asyncpg
 
 from mss.errors import JournalError
 from mss.iif import CallbackResponse, serialize
-from mss.journal import PRUNE_BATCH, Cdr, InterruptedCallback, NewCallback, PendingResponse, _quality_values
+from mss.journal import (
+    PRUNE_BATCH,
+    Cdr,
+    InterruptedCallback,
+    NewCallback,
+    PendingResponse,
+    Takeover,
+    _quality_values,
+)
 from mss.journal_pg import (
     ADVISORY_LOCK,
     CHANNEL,
@@ -173,8 +181,9 @@ class PgJournal:
         """Called by the first write after a commit was asked: :meth:`commit` should follow soon."""
         self.on_owed: Callable[[str], None] | None = None
         """Called with a peer's name when RESPONSEs claimed for it are ready in :meth:`owed_to`."""
-        self.on_takeover: Callable[[list[InterruptedCallback]], None] | None = None
-        """Called with the callbacks of a dead node this node took over (record their RESPONSEs)."""
+        self.on_takeover: Callable[[Takeover], None] | None = None
+        """Called with what this node took over from a dead one (record the RESPONSEs of its callbacks,
+        send its UDP RESPONSEs)."""
         self.commits = 0
         """Transactions committed by :meth:`commit`."""
         self.taken_over_by: str | None = None
@@ -652,21 +661,23 @@ class PgJournal:
             taken = await self._on_reader("take over a dead node", self._take_over)
             if taken is None:
                 break
-            dead, cut = taken
             log.warning("node %s: took over node %s (lease of %.1f s expired): %d callback(s) in"
-                        " progress settled here", self.node, dead, self.lease, len(cut))
-            if cut:
+                        " progress settled here, %d UDP RESPONSE(s) it had not sent sent from here",
+                        self.node, taken.node, self.lease, len(taken.cut), len(taken.owed))  # fmt: skip
+            self._claims.update(p.seq for p in taken.owed)
+            if taken.cut or taken.owed:
                 if self.on_takeover is None:
-                    log.error("node %s: nothing settles the %d callback(s) taken over (no on_takeover);"
-                              " they are settled at this node's next start", self.node, len(cut))
+                    log.error("node %s: nothing settles what was taken over (no on_takeover); it is"
+                              " settled at this node's next start", self.node)  # fmt: skip
                 else:
-                    self._call(self.on_takeover, cut)
+                    self._call(self.on_takeover, taken)
         self._release_stale()
 
-    async def _take_over(self, db: Any) -> tuple[str, list[InterruptedCallback]] | None:
+    async def _take_over(self, db: Any) -> Takeover | None:
         """One dead node, in ONE transaction: its row locked (two survivors never take the same node),
-        its active callbacks made this node's (keeping its last beat), its claims released, its
-        peers' nodes told. None when no node is dead."""
+        its active callbacks made this node's (keeping its last beat), its undelivered UDP RESPONSEs
+        claimed by this node (it sends them), its other claims released, its peers' nodes told. None
+        when no node is dead."""
         now = time.time()
         async with db.transaction():
             dead = await db.fetchrow(
@@ -687,6 +698,13 @@ class PgJournal:
                 " WHERE name = $1",
                 dead["name"], self.node, now, len(rows),
             )
+            udp = await db.fetch(
+                "UPDATE responses SET claimed_by = $1 WHERE delivered_at IS NULL AND transport = 'udp'"
+                " AND (claimed_by IS NULL OR claimed_by = $2)"
+                " AND seq IN (SELECT seq FROM callbacks WHERE node = $2)"
+                f" RETURNING {PENDING_COLUMNS}",
+                self.node, dead["name"],
+            )
             await db.execute(
                 "UPDATE responses SET claimed_by = NULL WHERE claimed_by = $1 AND delivered_at IS NULL",
                 dead["name"],
@@ -695,7 +713,11 @@ class PgJournal:
                 f"SELECT pg_notify('{CHANNEL}', peer) FROM (SELECT DISTINCT peer FROM responses"
                 " WHERE delivered_at IS NULL AND claimed_by IS NULL) AS owed"
             )
-        return dead["name"], [self._cut(r, dead["beat"]) for r in sorted(rows, key=lambda r: r["seq"])]
+        return Takeover(
+            node=dead["name"],
+            cut=[self._cut(r, dead["beat"]) for r in sorted(rows, key=lambda r: r["seq"])],
+            owed=[_pending(r) for r in sorted(udp, key=lambda r: r["seq"])],
+        )
 
     # --- retention, size, CDRs ------------------------------------------------------------------------
 
