@@ -3,7 +3,8 @@
 One row per callback that got its RESPONSE, oldest first, with the columns of
 :data:`mss.journal.CDR_COLUMNS` (docs/cdr.md says what each holds). Times are ISO 8601 in UTC with
 milliseconds (``2026-12-06T09:35:51.123+00:00``); a missing value is an empty CSV field or a JSON
-``null``. The journal is read, never written (:func:`mss.journal.read_cdrs`), so an export runs
+``null``. The journal is read, never written (:func:`mss.journal.read_cdrs`, or
+:func:`mss.aio.journal_pg.read_cdrs` for ``[journal] backend = postgresql``), so an export runs
 beside a running mss as well as after it stopped.
 """
 
@@ -68,7 +69,14 @@ def export(config: Config, since: datetime | None, fmt: str, out: TextIO) -> int
     """
     if fmt not in FORMATS:
         raise MssError(f"unknown CDR format {fmt!r}: use {' or '.join(FORMATS)}")
-    rows = read_cdrs(config.journal.path, since=None if since is None else _epoch(since))
+    after = None if since is None else _epoch(since)
+    if config.journal.backend == "postgresql":
+        from mss.aio.journal_pg import read_cdrs as read_pg_cdrs  # asyncpg only where it is used
+
+        assert config.journal.dsn is not None  # the config checked
+        rows = read_pg_cdrs(config.journal.dsn, since=after)
+    else:
+        rows = read_cdrs(config.journal.path, since=after)
     first = next(rows, None)  # opens and checks the journal before anything is written
     every: Iterator[dict[str, object]] = rows if first is None else chain([first], rows)
     count = 0

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -14,7 +18,7 @@ import pytest
 from mss.desk import CallbackDesk, Sender
 from mss.errors import JournalError
 from mss.iif import CallbackResponse, Cancel
-from mss.journal import SEQ_BLOCK, NewCallback, Takeover
+from mss.journal import CDR_COLUMNS, SEQ_BLOCK, Cdr, NewCallback, Takeover
 from mss.journal_pg import (
     INSERT_CALLBACK,
     MARK_BRIDGED,
@@ -29,6 +33,7 @@ from mss.journal_pg import (
     talk_time,
 )
 from tests.pg import PASSWORD, PgServer, postgres_in_a_temp_dir
+from tests.test_config import render
 from tests.test_desk import Engine, Outlet, ack, req, resp
 
 #: Seconds a test waits at most for something the background does (a bound, not a timing check).
@@ -514,3 +519,46 @@ def test_a_survivors_desk_answers_the_callbacks_of_a_dead_node(pg_dsn: str) -> N
         await b.journal.aclose()
 
     run(go)
+
+
+def test_mss_cdr_exports_from_postgresql(pg_dsn: str, tmp_path: Path) -> None:
+    """`mss cdr` with backend = postgresql reads the CDRs there, oldest first; --since filters them."""
+
+    async def write() -> None:
+        journal = await PgJournal.open(pg_dsn, node="a", lease=5)
+        old, recent = journal.record_requests([new("old"), new("recent")])
+        for seq, cb_id, talk in ((old, "old", 3), (recent, "recent", 5)):
+            cdr = Cdr(caller="5550100", released_at=time.time(), released_by="user1", result="answered",
+                      reason="user1 hung up")
+            journal.record_response(seq, CallbackResponse(id=cb_id, real_duration=talk), time.time(), cdr)
+        assert await commit(journal) is None
+        await journal.aclose()
+
+    run(write)
+    config = tmp_path / "config.ini"
+    config.write_text(render(("journal", "backend", "postgresql"), ("journal", "dsn", pg_dsn),
+                             ("cluster", "node", "a")))
+    done = subprocess.run([sys.executable, "-m", "mss", "cdr", "--config", str(config), "--format", "jsonl"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(r["id"], r["real_duration"], r["result"], r["caller"]) for r in rows] == [
+        ("old", 3, "answered", "5550100"), ("recent", 5, "answered", "5550100"),
+    ]
+    future = subprocess.run(
+        [sys.executable, "-m", "mss", "cdr", "--config", str(config), "--since", "2999-01-01"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert future.returncode == 0 and future.stdout.splitlines() == [",".join(CDR_COLUMNS)], future.stderr
+
+
+def test_mss_cdr_says_clearly_when_the_database_holds_no_journal(postgres: PgServer, tmp_path: Path) -> None:
+    config = tmp_path / "config.ini"
+    dsn = postgres.create_database()  # empty: no mss ever ran on it
+    config.write_text(render(("journal", "backend", "postgresql"), ("journal", "dsn", dsn),
+                             ("cluster", "node", "a")))
+    done = subprocess.run([sys.executable, "-m", "mss", "cdr", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert "holds no CDR table: not an mss journal" in done.stderr, done.stderr
+    assert PASSWORD not in done.stderr

@@ -25,7 +25,7 @@ import logging
 import time
 import traceback
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -34,6 +34,8 @@ import asyncpg
 from mss.errors import JournalError
 from mss.iif import CallbackResponse, serialize
 from mss.journal import (
+    CDR_COLUMNS,
+    CDR_READ_BATCH,
     PRUNE_BATCH,
     Cdr,
     InterruptedCallback,
@@ -69,7 +71,7 @@ from mss.journal_pg import (
 )
 from mss.ratelog import RateLimitedLog
 
-__all__ = ["COMMAND_TIMEOUT", "CONNECT_TIMEOUT", "NOTIFY_INTEREST", "READY_HOLD", "PgJournal"]
+__all__ = ["COMMAND_TIMEOUT", "CONNECT_TIMEOUT", "NOTIFY_INTEREST", "READY_HOLD", "PgJournal", "read_cdrs"]
 
 log = logging.getLogger(__name__)
 
@@ -822,3 +824,39 @@ class PgJournal:
         except Exception:
             self._log.error(("callback failed", getattr(callback, "__name__", "?")),
                             "journal: a callback of node %s failed: %s", self.node, traceback.format_exc())
+
+
+def read_cdrs(
+    dsn: str, *, since: float | None = None, batch: int = CDR_READ_BATCH
+) -> Iterator[dict[str, object]]:
+    """The CDRs of the PostgreSQL journal at ``dsn``, oldest first, as :data:`CDR_COLUMNS` → value
+    mappings (what :func:`mss.journal.read_cdrs` gives for a sqlite file; ``mss cdr``). ``since``: only
+    callbacks received at or after this wall-clock time (epoch seconds). Reads ``batch`` rows per
+    query on a connection of its own, writing nothing, beside running nodes or not. For a caller
+    without an event loop running (the command line). Raises :class:`JournalError` when the server
+    cannot be reached or holds no mss journal."""
+    if batch < 1:
+        raise JournalError(f"journal: a CDR batch must hold at least one row, not {batch}")
+    sql = f"SELECT {', '.join(CDR_COLUMNS)} FROM cdrs WHERE seq > $1"
+    if since is not None:
+        sql += " AND requested_at >= $3"
+    sql += " ORDER BY seq LIMIT $2"
+    with asyncio.Runner() as runner:
+        db = runner.run(_connect(dsn))
+        try:
+            last = 0
+            while True:
+                args: tuple[object, ...] = (last, batch) if since is None else (last, batch, since)
+                try:
+                    rows = runner.run(db.fetch(sql, *args))
+                except asyncpg.UndefinedTableError as exc:
+                    raise JournalError(f"{redact(dsn)} holds no CDR table: not an mss journal") from exc
+                except _DB_ERRORS as exc:
+                    raise JournalError(f"cannot read the CDRs of the journal {redact(dsn)}: {exc}") from exc
+                for row in rows:
+                    yield {name: row[name] for name in CDR_COLUMNS}
+                if len(rows) < batch:
+                    return
+                last = rows[-1]["seq"]
+        finally:
+            runner.run(db.close())
