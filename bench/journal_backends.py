@@ -1,4 +1,4 @@
-"""The journal's cost per callback: PostgreSQL (:class:`mss.journal_pg.PgJournal`) against sqlite.
+"""The journal's cost per callback: PostgreSQL (:class:`mss.aio.journal_pg.PgJournal`) against sqlite.
 
 A callback's journal work is four writes: its REQUEST (:meth:`record_requests`), the bridge
 (:meth:`mark_bridged`), its RESPONSE (:meth:`record_response`, with a CDR) and the delivery
@@ -34,10 +34,10 @@ from typing import Any
 import asyncpg
 import uvloop
 
+from mss.aio.journal_pg import PgJournal
 from mss.errors import JournalError
 from mss.iif import CallbackResponse
 from mss.journal import Cdr, Journal, NewCallback
-from mss.journal_pg import PgJournal
 from tests.pg import PgServer, start_postgres
 
 GROUPS = (1, 16, 64)

@@ -355,7 +355,7 @@ def _add_worker_columns(db: sqlite3.Connection) -> None:
 
 class JournalStore(Protocol):
     """What the desk and the service use of a journal, whichever the backend: :class:`Journal` (sqlite)
-    or :class:`mss.journal_pg.PgJournal` (PostgreSQL, shared by nodes). Every call is synchronous and
+    or :class:`mss.aio.journal_pg.PgJournal` (PostgreSQL, shared by nodes). Every call is synchronous and
     short; a backend that talks to a server queues its writes and commits them in the background
     (:meth:`commit`), and answers the rest from what it loaded or claimed ahead."""
 

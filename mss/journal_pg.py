@@ -20,7 +20,7 @@ shared database adds:
   so a node numbers its REQUESTs without asking the server each time.
 
 The I/O (asyncpg connections, the write-behind commits, the background claims and the lease watch)
-is :class:`mss.aio.journal_pg.PgJournal`, importable from here as ``mss.journal_pg.PgJournal``. This
+is :class:`mss.aio.journal_pg.PgJournal`. This
 module holds what needs no server: the schema, the statements, the order a commit runs its writes in
 (:data:`PHASES`), the key blocks (:class:`KeyBlocks`) and the talk-time rule.
 """
@@ -28,14 +28,10 @@ module holds what needs no server: the schema, the statements, the order a commi
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from mss.errors import JournalError
 from mss.journal import _QUALITY_COLUMNS, CDR_COLUMNS, SEQ_BLOCK
-
-if TYPE_CHECKING:
-    from mss.aio.journal_pg import PgJournal
 
 __all__ = [
     "ADVISORY_LOCK",
@@ -43,7 +39,6 @@ __all__ = [
     "PHASES",
     "SCHEMA",
     "KeyBlocks",
-    "PgJournal",
     "redact",
     "talk_time",
 ]
@@ -294,12 +289,3 @@ class KeyBlocks:
             else:
                 self._blocks[0] = block[n:]
         return keys
-
-
-def __getattr__(name: str) -> object:
-    # PgJournal does I/O, so it lives among the adapters; it is imported on first use from here.
-    if name == "PgJournal":
-        from mss.aio.journal_pg import PgJournal
-
-        return PgJournal
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

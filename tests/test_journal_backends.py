@@ -1,5 +1,5 @@
 """The same journal behaviours on both backends: sqlite (:class:`mss.journal.Journal`) and PostgreSQL
-(:class:`mss.journal_pg.PgJournal` on a real server).
+(:class:`mss.aio.journal_pg.PgJournal` on a real server).
 
 A tiny adapter (:class:`Backend`) hides what differs by design: PostgreSQL commits in the background
 (``commit(done)``) and claims, fetches and prunes in background tasks whose results are picked up
@@ -20,10 +20,10 @@ from typing import Any
 import asyncpg
 import pytest
 
+from mss.aio.journal_pg import PgJournal
 from mss.errors import JournalError
 from mss.iif import CallbackResponse
 from mss.journal import Cdr, Journal, NewCallback, PendingResponse
-from mss.journal_pg import PgJournal
 from mss.quality import LegQuality
 
 WORKER = {"a": 0, "b": 1}  # sqlite: the node names of the tests as worker numbers
@@ -65,14 +65,7 @@ class Backend(abc.ABC):
     async def commit(self, journal: Any) -> JournalError | None:
         """Commit what ``journal`` queued; the error of a failed commit (nothing kept), else None."""
         finished: asyncio.Future[JournalError | None] = asyncio.get_running_loop().create_future()
-        if hasattr(journal, "commit"):
-            journal.commit(finished.set_result)
-        else:  # the sqlite journal before commit(done)
-            try:
-                journal.flush()
-            except JournalError as exc:
-                return exc
-            return None
+        journal.commit(finished.set_result)
         return await asyncio.wait_for(finished, 30)
 
 

@@ -431,11 +431,6 @@ class PgJournal:
             await db.executemany(sql, args)
         return None
 
-    def flush(self) -> None:
-        """Not for this journal: :class:`JournalError` when something is pending (use :meth:`commit`)."""
-        if self.pending:
-            raise JournalError("flush() is synchronous; use commit()")
-
     def record_requests(self, callbacks: Iterable[NewCallback]) -> list[int]:
         """Queue REQUESTs; their keys come from the reserved block (:class:`JournalError` only when it
         ran dry because the server did not answer the reservation of the next one)."""
@@ -469,12 +464,8 @@ class PgJournal:
 
     def heartbeat(self, at: float) -> None:
         """This node is alive at wall time ``at``: renews its lease (its row's beat) at the next commit."""
-        if self._closed:
-            raise JournalError("journal: cannot write the heartbeat: the journal is closed")
+        self._queue_write("write the heartbeat", ())  # one write however many beats: the newest counts
         self._beat = at
-        self._writes += 1
-        if self._writes == 1 and self.on_queued is not None:
-            self.on_queued()
 
     def record_response(
         self, seq: int, response: CallbackResponse, at: float, cdr: Cdr | None = None, *, claim: bool = False

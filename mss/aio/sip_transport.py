@@ -222,10 +222,7 @@ class _Tcp(asyncio.Protocol):
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
         if self._tls is not None and not self._tls.established and self.transport is not None:
-            self.transport = None  # closed during its handshake: never a stream of the UA
-            owner.counters["tls_failed"] += 1
-            owner.log.warning(("tls_in", self.peer[0]), "TLS from %s:%d: closed during the handshake",
-                              *self.peer)  # fmt: skip
+            self._tls_failed("closed during the handshake")  # never a stream of the UA
             return
         if owner.connections.get(self.peer) is self:
             del owner.connections[self.peer]
