@@ -555,10 +555,17 @@ class SipTransport:
         log.debug("SIP %s connection to %s:%d open", s.transport, *dest)
 
     def _arm(self) -> None:
+        """Arm the loop timer for the UA's next deadline.
+
+        A timer armed for an earlier deadline is kept (it fires, finds nothing due, and is armed
+        again): most messages move the deadline later or not at all, and a re-arm is a cancel and
+        a new loop timer each time.
+        """
         if self._closed:
             return
         deadline = self.ua.get_timer()
-        if deadline == self._armed:
+        armed = self._armed if self._timer is not None else None
+        if armed is not None and (deadline is None or armed <= deadline):
             return
         if self._timer is not None:
             self._timer.cancel()
