@@ -55,6 +55,8 @@ from mss.sdp.syntax import (
     SessionDescription,
     check_port,
     shown,
+    trusted,
+    trusted_copy,
 )
 
 __all__ = [
@@ -120,6 +122,8 @@ class Negotiated:
     in an answer, its one line; in an offer, the offered line mss accepted). None on plain RTP."""
 
     def __post_init__(self) -> None:
+        # A Negotiated that mss reads from SDP is built without these checks (_negotiated): its
+        # numbers come from a checked description. Values made anywhere else go through them.
         for pt in (self.local_pt, self.remote_pt, self.local_te_pt, self.remote_te_pt):
             if pt is not None and not 0 <= pt <= 127:
                 raise LocalProtocolError(f"payload type {pt} is not in 0-127")
@@ -257,10 +261,17 @@ class _RemoteStream:
     """It puts the stream on hold (:func:`_is_hold`)."""
 
 
+_trusted_remote_stream = trusted(_RemoteStream)
+_trusted_negotiated = trusted(Negotiated)
+_trusted_origin = trusted(Origin)
+_trusted_media = trusted(MediaDescription)
+_trusted_session = trusted(SessionDescription)
+
+
 def _remote_stream(sd: SessionDescription, index: int) -> _RemoteStream:
     media = sd.media[index]
     conn = _remote_address(sd, media)
-    return _RemoteStream(
+    return _trusted_remote_stream(
         index=index,
         media=media,
         connection=conn,
@@ -281,9 +292,12 @@ def _negotiated(
     """The one place a :class:`Negotiated` is built, for an answer read and an answer made alike.
 
     ``pts`` and ``te_pts`` are the (ours, theirs) payload types of the codec and of telephone-event.
+    Built without Negotiated's checks, which cannot fail here: payload types are keys of a
+    description's codecs (0-127), telephone-event is given on both sides or neither, the ports are a
+    checked m= port and a=rtcp's (0-65535) or the m= port + 1 (at most 65535).
     """
     rtcp_address, rtcp_port = _remote_rtcp(remote.media, remote.connection)
-    return Negotiated(
+    return _trusted_negotiated(
         codec=codec,
         local_pt=pts[0],
         remote_pt=pts[1],
@@ -373,15 +387,21 @@ def _local_connection(host: str) -> Connection:
     return Connection(addrtype="IP4" if ip.version == 4 else "IP6", address=ip.compressed)
 
 
-def _audio_section(
-    *,
-    port: int,
-    codecs: Sequence[tuple[int, Codec]],
+#: Audio sections kept as templates (:func:`_audio_template`): one per ``audio_codecs`` list and one per
+#: codec (with its fmtp) that user1's phones choose, a handful in all; bounded, as the codecs of
+#: bridge offers and answers come from SDP.
+AUDIO_TEMPLATES = 64
+
+
+@functools.lru_cache(maxsize=AUDIO_TEMPLATES)
+def _audio_template(
+    codecs: tuple[tuple[int, Codec], ...],
     telephone_event: tuple[int, str] | None,
     ptime: int | None,
     direction: Direction,
-    crypto: Sequence[str] = (),
 ) -> MediaDescription:
+    """Our audio section but for its port (0 here) and SRTP keys: made and checked once, then every
+    offer or answer with these codecs is a copy with its own port (:func:`_audio_section`)."""
     formats = [str(pt) for pt, _ in codecs]
     attributes = []
     for pt, codec in codecs:
@@ -402,17 +422,35 @@ def _audio_section(
             raise LocalProtocolError(f"ptime {ptime} is not positive")
         attributes.append(Attribute(name="ptime", value=str(ptime)))
     attributes.append(Attribute(name=direction.value))
+    return MediaDescription(media="audio", port=0, formats=tuple(formats), attributes=tuple(attributes))
+
+
+def _audio_section(
+    *,
+    port: int,
+    codecs: Sequence[tuple[int, Codec]],
+    telephone_event: tuple[int, str] | None,
+    ptime: int | None,
+    direction: Direction,
+    crypto: Sequence[str] = (),
+) -> MediaDescription:
+    template = _audio_template(tuple(codecs), telephone_event, ptime, direction)
+    attributes = template.attributes
     # SRTP passthrough: the keys are the phones' (or mss's placeholder), each line verbatim; they were
     # checked when read, so a bad one here is ours.
-    for line in crypto:
-        try:
-            attributes.append(Attribute(name="crypto", value=CryptoLine.parse(line).value))
-        except SdpError as exc:
-            raise LocalProtocolError(f"our SDP's {exc.reason}") from None
+    if crypto:
+        keys = []
+        for line in crypto:
+            try:
+                keys.append(Attribute(name="crypto", value=CryptoLine.parse(line).value))
+            except SdpError as exc:
+                raise LocalProtocolError(f"our SDP's {exc.reason}") from None
+        attributes += tuple(keys)
     check_port(port, "local media port")
-    return MediaDescription(
-        media="audio", port=port, proto=_PROFILE[bool(crypto)], formats=tuple(formats),
-        attributes=tuple(attributes),
+    # The template's fields were checked, the keys and the port just now; the keys change no codec.
+    return _trusted_media(
+        port=port, proto=_PROFILE[bool(crypto)], formats=template.formats, attributes=attributes,
+        _codecs=template.codecs,
     )
 
 
@@ -420,14 +458,12 @@ def _session(
     *, host: str, session_id: int | str, version: int, media: Sequence[MediaDescription]
 ) -> SessionDescription:
     conn = _local_connection(host)
-    return SessionDescription(
-        origin=Origin(
-            session_id=str(session_id), version=version, addrtype=conn.addrtype, address=conn.address
-        ),
-        session_name="mss",
-        connection=conn,
-        media=tuple(media),
+    # A numeric session id and a version >= 0 are nothing Origin would refuse; the session's
+    # other fields are ours. A session id given as text is checked.
+    origin = (_trusted_origin if isinstance(session_id, int) and version >= 0 else Origin)(
+        session_id=str(session_id), version=version, addrtype=conn.addrtype, address=conn.address
     )
+    return _trusted_session(origin=origin, session_name="mss", connection=conn, media=tuple(media))
 
 
 def _passthrough(name: str) -> tuple[int, Codec]:
@@ -467,7 +503,25 @@ def make_offer(
     if isinstance(codecs, str) or not codecs:
         raise LocalProtocolError(f"codecs must be a non-empty sequence of names, not {codecs!r}")
     _check_te_pt(telephone_event_pt)
-    params = {name.upper(): value for name, value in (fmtp or {}).items()}
+    chosen = _offered_codecs(tuple(codecs), tuple(fmtp.items()) if fmtp else ())
+    te = None if telephone_event_pt is None else (telephone_event_pt, DEFAULT_TELEPHONE_EVENTS)
+    audio = _audio_section(
+        port=port, codecs=chosen, telephone_event=te, ptime=ptime, direction=direction, crypto=crypto
+    )
+    return _session(host=host, session_id=session_id, version=version, media=[audio])
+
+
+#: Codec lists of :func:`make_offer` kept (:func:`_offered_codecs`): the configured ``audio_codecs``,
+#: one or two in a running mss.
+OFFERED_CODEC_LISTS = 16
+
+
+@functools.lru_cache(maxsize=OFFERED_CODEC_LISTS)
+def _offered_codecs(
+    codecs: tuple[str, ...], fmtp: tuple[tuple[str, str], ...]
+) -> tuple[tuple[int, Codec], ...]:
+    """The (payload type, codec) pairs :func:`make_offer` offers for ``codecs`` with ``fmtp``."""
+    params = {name.upper(): value for name, value in fmtp}
     chosen: list[tuple[int, Codec]] = []
     for name in codecs:
         pt, codec = _passthrough(name)
@@ -475,11 +529,7 @@ def make_offer(
             raise LocalProtocolError(f"codec {name!r} is listed twice")
         value = params.get(name.upper())
         chosen.append((pt, codec if value is None else replace(codec, fmtp=value)))
-    te = None if telephone_event_pt is None else (telephone_event_pt, DEFAULT_TELEPHONE_EVENTS)
-    audio = _audio_section(
-        port=port, codecs=chosen, telephone_event=te, ptime=ptime, direction=direction, crypto=crypto
-    )
-    return _session(host=host, session_id=session_id, version=version, media=[audio])
+    return tuple(chosen)
 
 
 def make_bridge_offer(
@@ -709,8 +759,10 @@ class LocalSdp:
                 origin = replace(origin, session_id=self.session_id, version=self.first_version)
                 stamped = replace(sd, origin=origin)
         else:
-            stamped = replace(sd, origin=self.last.origin)
+            # Copies without the checks: the origin is a checked one, its version one more.
+            stamped = trusted_copy(sd, origin=self.last.origin)
             if stamped != self.last:
-                stamped = replace(sd, origin=replace(self.last.origin, version=self.last.origin.version + 1))
+                last = self.last.origin
+                stamped = trusted_copy(sd, origin=trusted_copy(last, version=last.version + 1))
         self.last = stamped
         return stamped

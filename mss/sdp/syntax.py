@@ -18,9 +18,11 @@ Errors: :class:`~mss.errors.SdpError` (answered 488) for SDP from the network th
 from __future__ import annotations
 
 import enum
+import functools
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields
 
 from mss.errors import LocalProtocolError, SdpError
 
@@ -312,14 +314,25 @@ def shown(text: str) -> str:
 DIRECTION_NAMES = frozenset(d.value for d in Direction)
 
 
+#: a=rtpmap values whose reading is kept (:func:`_parse_rtpmap`): phones write a handful (PCMU, PCMA,
+#: G729, telephone-event under a few numbers), the same in every SDP; bounded, as they come from SDP.
+_RTPMAP_CACHE = 256
+
+
+@functools.lru_cache(maxsize=_RTPMAP_CACHE)
 def _parse_rtpmap(value: str) -> tuple[int, Codec]:
+    # Cached (the result is immutable): a bad value raises every time, as exceptions are not kept.
     m = _RTPMAP.fullmatch(value)
     if m is None or int(m[1]) > 127 or int(m[3]) == 0 or m[4] == "0":
         raise SdpError(
             f"bad a=rtpmap value {shown(value)}: expected <payload type 0-127> <encoding>/<clock rate>"
             "[/<channels>]"
         )
-    return int(m[1]), Codec(name=m[2], clock_rate=int(m[3]), channels=int(m[4] or 1))
+    channels = int(m[4] or 1)
+    if channels == 0:  # written "00": Codec's own check refuses it, with its message
+        return int(m[1]), Codec(name=m[2], clock_rate=int(m[3]), channels=channels)
+    # The regex proved the rest: a name without blanks or a slash, a positive clock rate.
+    return int(m[1]), _trusted_codec(name=m[2], clock_rate=int(m[3]), channels=channels)
 
 
 def _parse_rtcp(value: str) -> tuple[int, str | None]:
@@ -441,24 +454,21 @@ class MediaDescription:
         return out
 
 
-def _codecs_of(media: MediaDescription, rtpmaps: dict[int, Codec] | None) -> dict[int, Codec]:
-    """:attr:`MediaDescription.codecs` of ``media``; ``rtpmaps``: its a=rtpmap lines already read
-    (the first of each payload type), else they are read here."""
+def _codecs_of(
+    media: MediaDescription, read: tuple[dict[int, Codec], dict[str, str]] | None
+) -> dict[int, Codec]:
+    """:attr:`MediaDescription.codecs` of ``media``; ``read``: its a=rtpmap and a=fmtp lines already
+    read by the parser (the first of each payload type), else they are read here."""
     if not media.is_rtp:
         return {}
-    fmtps: dict[str, str] = {}
-    read = rtpmaps is None
-    if read:
-        rtpmaps = {}
-    assert rtpmaps is not None
-    for attr in media.attributes:
-        if attr.name == "rtpmap" and attr.value is not None:
-            if read:
-                mapped_pt, mapped = _parse_rtpmap(attr.value)
-                rtpmaps.setdefault(mapped_pt, mapped)
-        elif attr.name == "fmtp" and attr.value is not None:
-            fmt, _, text = attr.value.partition(" ")
-            fmtps.setdefault(fmt, text.strip())
+    if read is None:
+        rtpmaps: dict[int, Codec] = {}
+        fmtps: dict[str, str] = {}
+        for attr in media.attributes:
+            if attr.value is not None:
+                _read_codec_attribute(attr.name, attr.value, rtpmaps, fmtps)
+    else:
+        rtpmaps, fmtps = read
     result: dict[int, Codec] = {}
     for fmt in media.formats:
         pt = int(fmt)
@@ -466,8 +476,21 @@ def _codecs_of(media: MediaDescription, rtpmaps: dict[int, Codec] | None) -> dic
         if codec is None or pt in result:
             continue
         params = fmtps.get(fmt)
-        result[pt] = codec if params is None else replace(codec, fmtp=params)
+        # The parameters are an attribute value's (no CR, LF or NUL): nothing to check again.
+        result[pt] = codec if params is None else _trusted_codec(
+            name=codec.name, clock_rate=codec.clock_rate, channels=codec.channels, fmtp=params
+        )
     return result
+
+
+def _read_codec_attribute(name: str, value: str, rtpmaps: dict[int, Codec], fmtps: dict[str, str]) -> None:
+    """Note an a=rtpmap's codec or an a=fmtp's parameters (the first of each payload type)."""
+    if name == "rtpmap":
+        pt, codec = _parse_rtpmap(value)
+        rtpmaps.setdefault(pt, codec)
+    elif name == "fmtp":
+        fmt, _, text = value.partition(" ")
+        fmtps.setdefault(fmt, text.strip())
 
 
 def _direction(attributes: Sequence[Attribute]) -> Direction | None:
@@ -571,6 +594,79 @@ class SessionDescription:
     def __bytes__(self) -> bytes:
         return self.to_bytes()
 
+# --------------------------------------------------------------------------------------------------
+# Values known valid
+# --------------------------------------------------------------------------------------------------
+
+# A frozen dataclass's __init__ sets each field through object.__setattr__, then __post_init__ checks
+# them all again. Values whose every field is already known valid (a token cut by str.split(), a
+# number matched by a bounded regex, a text from a body without a stray CR or NUL, our own constants)
+# are built by setting the slots directly instead: the same objects, several times cheaper. Values
+# from anywhere else go through __init__ and its checks.
+
+_T = typing.TypeVar("_T")
+_new = object.__new__
+
+
+def trusted(cls: type[_T]) -> Callable[..., _T]:
+    """A constructor of the frozen dataclass ``cls`` that takes the same keywords as ``cls`` (and its
+    non-``__init__`` fields too) and sets them, the defaults for the others, without any check: only
+    for fields known valid.
+
+    The function is generated, as ``dataclasses`` generates ``__init__``: one direct slot store per
+    field, where a generic loop over the fields would cost twice as much as the checks it skips.
+    """
+    namespace: dict[str, object] = {"_new": _new, "_cls": cls}
+    params, stores = [], []
+    for f in fields(cls):  # type: ignore[arg-type]  # a dataclass, by the contract above
+        namespace[f"_set_{f.name}"] = getattr(cls, f.name).__set__  # the slot's own descriptor
+        if f.default is MISSING:
+            params.append(f.name)
+        else:
+            namespace[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        stores.append(f"    _set_{f.name}(obj, {f.name})\n")
+    source = f"def make(*, {', '.join(params)}):\n    obj = _new(_cls)\n{''.join(stores)}    return obj\n"
+    exec(source, namespace)
+    make = typing.cast(Callable[..., _T], namespace["make"])
+    make.__doc__ = f"A {cls.__name__} of fields known valid, built without their checks."
+    return make
+
+
+def trusted_copy(obj: _T, **changes: object) -> _T:
+    """:func:`dataclasses.replace` without the checks, for changes known valid (our own numbers, or
+    fields of another checked value). Like ``replace``, fields that are not ``__init__`` arguments
+    (the cached codecs of a :class:`MediaDescription`) start again from their defaults."""
+    values = {f.name: getattr(obj, f.name) for f in fields(obj) if f.init}  # type: ignore[arg-type]
+    return _TRUSTED_BY_CLASS[type(obj)](**(values | changes))  # type: ignore[return-value]
+
+
+_trusted_codec = trusted(Codec)
+_trusted_attribute = trusted(Attribute)
+_trusted_origin = trusted(Origin)
+_trusted_connection = trusted(Connection)
+_trusted_timing = trusted(Timing)
+_trusted_media = trusted(MediaDescription)
+_trusted_session = trusted(SessionDescription)
+_TRUSTED_BY_CLASS: dict[type, Callable[..., object]] = {
+    Codec: _trusted_codec, Attribute: _trusted_attribute, Origin: _trusted_origin,
+    Connection: _trusted_connection, Timing: _trusted_timing, MediaDescription: _trusted_media,
+    SessionDescription: _trusted_session,
+}
+
+
+class _Builders(typing.NamedTuple):
+    """The constructors the parser builds a body's texts with: checking, or trusting (see parse_sdp)."""
+
+    attribute: Callable[..., Attribute]
+    timing: Callable[..., Timing]
+    media: Callable[..., MediaDescription]
+    session: Callable[..., SessionDescription]
+
+
+_CHECKING = _Builders(Attribute, Timing, MediaDescription, SessionDescription)
+_TRUSTING = _Builders(_trusted_attribute, _trusted_timing, _trusted_media, _trusted_session)
+
 
 # --------------------------------------------------------------------------------------------------
 # Parsing
@@ -581,18 +677,31 @@ _SESSION_TYPES = frozenset("vosiuepcbtrzka")
 _MEDIA_TYPES = frozenset("icbka")
 
 
-class _MediaBuilder:
+class _Level:
+    """The a= lines of one level (the session, or one m= section) while they are read."""
+
+    __slots__ = ("attributes", "direction", "fmtps", "rtpmaps")
+
+    def __init__(self) -> None:
+        self.attributes: list[Attribute] = []
+        self.direction: str | None = None  # the level's direction attribute, once read
+        self.rtpmaps: dict[int, Codec] = {}  # the first a=rtpmap of each payload type, as read
+        self.fmtps: dict[str, str] = {}  # the first a=fmtp of each format, as read
+
+
+class _MediaBuilder(_Level):
     """The lines of one m= section while it is being read."""
 
+    __slots__ = ("bandwidths", "connection", "information", "key", "lineno", "m_value")
+
     def __init__(self, lineno: int, m_value: str) -> None:
+        super().__init__()
         self.lineno = lineno
         self.m_value = m_value
         self.information: str | None = None
         self.connection: Connection | None = None
         self.bandwidths: list[str] = []
         self.key: str | None = None
-        self.attributes: list[Attribute] = []
-        self.rtpmaps: dict[int, Codec] = {}  # the first a=rtpmap of each payload type, as read
 
 
 def parse_sdp(data: bytes) -> SessionDescription:
@@ -605,22 +714,28 @@ def parse_sdp(data: bytes) -> SessionDescription:
         raise SdpError(f"SDP body of {len(data)} bytes is over the limit of {MAX_SDP_SIZE}")
     # Text fields may be in another charset (a=charset); surrogateescape keeps their bytes intact.
     text = data.decode("utf-8", "surrogateescape")
+    # In a body whose only CRs end lines and that has no NUL, no text cut from a line holds a CR, LF
+    # or NUL, all that the dataclasses refuse in a text; every token is cut by str.split() or
+    # checked for blanks here, every number by a bounded regex. Its values are built without the
+    # dataclasses' checks, which could only pass (the usual case). Any other body is built through
+    # the checks, which refuse its odd texts with their own messages.
+    trusting = "\0" not in text and text.count("\r") == text.count("\r\n")
     numbered = [
-        (n, line.removesuffix("\r"))
-        for n, line in enumerate(text.split("\n"), start=1)
-        if line.removesuffix("\r")
+        (n, line)
+        for n, raw in enumerate(text.split("\n"), start=1)
+        if (line := raw.removesuffix("\r"))
     ]
     if not numbered:
         raise SdpError("empty SDP body")
     if numbered[0][1] != "v=0":
         raise SdpError(f"line {numbered[0][0]}: an SDP body begins with v=0, not {shown(numbered[0][1])}")
     try:
-        return _parse_lines(numbered[1:])
+        return _parse_lines(numbered[1:], _TRUSTING if trusting else _CHECKING)
     except LocalProtocolError as exc:  # a value the dataclasses refuse, e.g. a CR inside a line
         raise SdpError(str(exc)) from None
 
 
-def _parse_lines(numbered: list[tuple[int, str]]) -> SessionDescription:
+def _parse_lines(numbered: list[tuple[int, str]], make: _Builders) -> SessionDescription:
     origin: Origin | None = None
     session_name: str | None = None
     single: dict[str, str] = {}  # i, u, z, k at session level
@@ -631,20 +746,25 @@ def _parse_lines(numbered: list[tuple[int, str]]) -> SessionDescription:
     # t= values with their r= values: a Timing is built once at the end, since rebuilding it for
     # every r= line costs quadratic time (a 16 kB body of r= lines took most of a second).
     times: list[tuple[str, list[str]]] = []
-    attributes: list[Attribute] = []
+    session = _Level()
     media: list[_MediaBuilder] = []
+    level: _Level = session  # where a= lines go: the session, then the last m= section
 
     for n, line in numbered:
         kind = line[0]
         if line[1:2] != "=" or kind not in _TYPE_LETTERS:  # <type>=<value>, type one letter a-z
             raise SdpError(f"line {n}: {shown(line)} is not a <type>=<value> line")
         value = line[2:]
+        if kind == "a":  # most lines: allowed at both levels
+            level.attributes.append(_parse_attribute(n, value, level, make))
+            continue
         # RFC 8866 §5: "An SDP parser MUST completely ignore or reject any session description
         # that contains a type letter that it does not understand."
         if kind not in _SESSION_TYPES and kind != "m":
             raise SdpError(f"line {n}: unknown SDP line type {kind!r}")
         if kind == "m":
-            media.append(_MediaBuilder(n, value))
+            level = _MediaBuilder(n, value)
+            media.append(level)
             continue
         if media:
             current = media[-1]
@@ -656,8 +776,6 @@ def _parse_lines(numbered: list[tuple[int, str]]) -> SessionDescription:
                 current.connection = _parse_connection(n, value)
             elif kind == "b":
                 current.bandwidths.append(value)
-            elif kind == "a":
-                current.attributes.append(_parse_attribute(n, value, current.attributes, current.rtpmaps))
             elif kind == "i":
                 current.information = value
             else:
@@ -689,8 +807,6 @@ def _parse_lines(numbered: list[tuple[int, str]]) -> SessionDescription:
             emails.append(value)
         elif kind == "p":
             phones.append(value)
-        elif kind == "a":
-            attributes.append(_parse_attribute(n, value, attributes))
         else:  # i, u, z, k
             if kind in single:
                 raise SdpError(f"line {n}: a second session-level {kind}= line")
@@ -698,8 +814,8 @@ def _parse_lines(numbered: list[tuple[int, str]]) -> SessionDescription:
 
     if origin is None:
         raise SdpError("the SDP body has no o= line")
-    descriptions = tuple(_build_media(builder, connection) for builder in media)
-    return SessionDescription(
+    descriptions = tuple(_build_media(builder, connection, make) for builder in media)
+    return make.session(
         origin=origin,
         session_name="-" if session_name is None else session_name,
         information=single.get("i"),
@@ -708,12 +824,16 @@ def _parse_lines(numbered: list[tuple[int, str]]) -> SessionDescription:
         phones=tuple(phones),
         connection=connection,
         bandwidths=tuple(bandwidths),
-        times=tuple(Timing(value=t, repeats=tuple(r)) for t, r in times) or (Timing(),),
+        times=tuple(make.timing(value=t, repeats=tuple(r)) for t, r in times) or _DEFAULT_TIMES,
         timezone=single.get("z"),
         key=single.get("k"),
-        attributes=tuple(attributes),
+        attributes=tuple(session.attributes),
         media=descriptions,
     )
+
+
+#: The times of a body without t= lines.
+_DEFAULT_TIMES = (Timing(),)
 
 
 def _parse_origin(n: int, value: str) -> Origin:
@@ -733,7 +853,8 @@ def _parse_origin(n: int, value: str) -> Origin:
         raise SdpError(
             f"line {n}: bad o= line {shown(line)}: session version {shown(parts[2])} is not a number"
         )
-    return Origin(
+    # Tokens cut by str.split() (no blanks), a version of digits: nothing Origin would refuse.
+    return _trusted_origin(
         username=parts[0],
         session_id=parts[1],
         version=int(parts[2]),
@@ -754,21 +875,19 @@ def _parse_connection(n: int, value: str) -> Connection:
         raise SdpError(
             f"line {n}: bad c= line {shown(line)}: address type {shown(parts[1])} is not IP4 or IP6"
         )
-    return Connection(addrtype=parts[1], address=parts[2])
+    # Checked above, and an address cut by str.split(): nothing Connection would refuse.
+    return _trusted_connection(addrtype=parts[1], address=parts[2])
 
 
-def _parse_attribute(
-    n: int, value: str, earlier: Sequence[Attribute], rtpmaps: dict[int, Codec] | None = None
-) -> Attribute:
+def _parse_attribute(n: int, value: str, level: _Level, make: _Builders) -> Attribute:
     name, colon, rest = value.partition(":")
-    if not name or any(ch in name for ch in " \t"):
+    if not name or " " in name or "\t" in name:
         raise SdpError(f"line {n}: bad a= line {shown('a=' + value)}: expected <name>[:<value>]")
-    attr = Attribute(name=name, value=rest if colon else None)
+    attr = make.attribute(name=name, value=rest if colon else None)
     try:
-        if name == "rtpmap":
-            pt, codec = _parse_rtpmap(rest)
-            if rtpmaps is not None:
-                rtpmaps.setdefault(pt, codec)
+        if name == "rtpmap" or name == "fmtp":
+            if name == "rtpmap" or colon:
+                _read_codec_attribute(name, rest, level.rtpmaps, level.fmtps)
         elif name == "rtcp":
             _parse_rtcp(rest)
         elif name in ("ptime", "maxptime"):
@@ -777,15 +896,17 @@ def _parse_attribute(
             if colon:
                 raise SdpError(f"a={name} takes no value")
             # RFC 8866 §6.7: one direction per level; two of them leave the direction unknown.
-            previous = _direction(earlier)
-            if previous is not None:
-                raise SdpError(f"a={name} after a={previous}: two direction attributes")
+            if level.direction is not None:
+                raise SdpError(f"a={name} after a={level.direction}: two direction attributes")
+            level.direction = name
     except SdpError as exc:
         raise SdpError(f"line {n}: {exc.reason}") from None
     return attr
 
 
-def _build_media(builder: _MediaBuilder, session_connection: Connection | None) -> MediaDescription:
+def _build_media(
+    builder: _MediaBuilder, session_connection: Connection | None, make: _Builders
+) -> MediaDescription:
     n, value = builder.lineno, builder.m_value
     line = f"m={value}"
     parts = value.split()
@@ -811,7 +932,7 @@ def _build_media(builder: _MediaBuilder, session_connection: Connection | None) 
     # stream (port 0) carries no media, so its missing address harms nobody.
     if port != 0 and builder.connection is None and session_connection is None:
         raise SdpError(f"line {n}: no c= line for the m={media_type} stream, nor at session level")
-    description = MediaDescription(
+    description = make.media(
         media=media_type,
         port=port,
         port_count=count,
@@ -823,5 +944,5 @@ def _build_media(builder: _MediaBuilder, session_connection: Connection | None) 
         key=builder.key,
         attributes=tuple(builder.attributes),
     )
-    object.__setattr__(description, "_codecs", _codecs_of(description, builder.rtpmaps))
+    object.__setattr__(description, "_codecs", _codecs_of(description, (builder.rtpmaps, builder.fmtps)))
     return description
