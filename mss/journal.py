@@ -27,6 +27,13 @@ what depends on it (an ``ACK code=ok``, a RESPONSE). A group is all or nothing: 
 a failed commit) rolls the whole group back, later writes fail until :meth:`Journal.flush`, which
 raises the error. Without :attr:`Journal.on_queued` every write is a transaction of its own.
 
+Lazy writes: nothing waits for a bridge, a relay-port record or a delivery mark, and their only reader
+is a restart after a crash, so they open no group of their own (a transaction each cost more than
+their statements): each joins the open group, or waits for the next group another write opens (a
+REQUEST's, a RESPONSE's, at the latest the heartbeat's a second later), which runs it first, in
+order. Any :meth:`Journal.flush` commits them too, and reads see them. What a crash can cost is said
+at each (:meth:`Journal.mark_bridged`, :meth:`Journal.record_ports`, :meth:`Journal.mark_delivered`).
+
 CDRs: :meth:`Journal.record_response` writes a callback's CDR (:class:`Cdr`) with its RESPONSE, each
 answered leg's media quality included (:class:`mss.quality.LegQuality`, the ``leg1_*`` and ``leg2_*``
 columns of :data:`CDR_COLUMNS`). A journal made before those columns existed gets them when it is
@@ -191,9 +198,39 @@ CDR_COLUMNS: tuple[str, ...] = (
 #: slow reader never holds back the WAL checkpoints of a running mss.
 CDR_READ_BATCH = 500
 
-_INSERT_CDR = (
-    f"INSERT INTO cdrs ({', '.join(CDR_COLUMNS)}) VALUES ({', '.join('?' * len(CDR_COLUMNS))})"
+# The statements of a callback's life, written once here (sqlite3 prepares each once per connection).
+_INSERT_REQUEST = (
+    "INSERT INTO callbacks (id, peer, transport, reply_host, reply_port, user1, user2, duration, received_at,"
+    " state, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)"
 )
+_INSERT_REQUEST_KEYED = (  # workers: the key comes from the block reserved
+    "INSERT INTO callbacks (seq, id, peer, transport, reply_host, reply_port, user1, user2, duration,"
+    " received_at, state, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)"
+)
+_MARK_BRIDGED = "UPDATE callbacks SET bridged_at = ? WHERE seq = ?"
+_MARK_DELIVERED = "UPDATE responses SET delivered_at = ? WHERE seq = ?"
+# (line, created_at, claimed_by, seq): the rest copied from the callback, still active
+_INSERT_RESPONSE = (
+    "INSERT INTO responses (seq, id, peer, transport, reply_host, reply_port, line, created_at, claimed_by)"
+    " SELECT seq, id, peer, transport, reply_host, reply_port, ?, ?, ? FROM callbacks"
+    " WHERE seq = ? AND state = 'active'"
+)
+# CDR_COLUMNS in order: the callback's own columns where it has them (seq, id, user1, user2,
+# received_at as requested_at), a parameter for every other one, then the seq
+_INSERT_CDR_FROM_CALLBACK = (
+    f"INSERT INTO cdrs ({', '.join(CDR_COLUMNS)})"
+    " SELECT seq, id, user1, user2, ?, ?, ?, ?, ?, ?, received_at,"
+    f" {', '.join('?' * (len(CDR_COLUMNS) - 11))}"
+    " FROM callbacks WHERE seq = ? AND state = 'active'"
+)
+_END_CALLBACK = "UPDATE callbacks SET state = 'done' WHERE seq = ?"
+_FORGET_PORTS = "DELETE FROM relay_ports WHERE seq = ? AND quarantined_until IS NULL"
+
+
+def _key(cursor: sqlite3.Cursor) -> int:
+    """The key of the row an INSERT made."""
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
 
 # The relay's ports of each callback, so that after a crash a restarted process keeps the ports of
 # the calls it cut out of use for a while (their phones may still be sending to them).
@@ -387,6 +424,9 @@ class JournalStore(Protocol):
     def quarantined_ports(self, now: float, window: float) -> list[tuple[int, float]]: ...
 
 
+_Statements = list[tuple[str, tuple[object, ...]]]  # (SQL, parameters), run in order
+
+
 def _heartbeat_key(worker: int) -> str:
     """The meta row of a worker's heartbeat (worker 0's is the single process's, as before workers)."""
     return "heartbeat" if worker == 0 else f"heartbeat.{worker}"
@@ -433,6 +473,7 @@ class Journal:
         self._group = 0  # writes in the open group; 0: no group open
         self._lost: JournalError | None = None  # why the group was rolled back, until flush() says so
         self._queued: list[tuple[str, tuple[object, ...]]] = []  # a deferred group's statements
+        self._lazy: list[tuple[str, _Statements]] = []  # (what, statements): waiting for the next group
         self._next_seq = 0  # workers: the next REQUEST key of the block reserved ...
         self._seq_end = 0  # ... and the first one past it
 
@@ -456,14 +497,8 @@ class Journal:
             self._join_group(what)
             try:
                 yield self._db
-            except JournalError:
-                raise  # a check of ours, made before anything was written
             except BaseException as exc:
-                # Part of this write may be in the group: the group goes, all of it.
-                error = JournalError(f"journal: cannot {what}: {exc}")
-                self._roll_back(error)
-                if isinstance(exc, sqlite3.Error):
-                    raise error from exc
+                self._fail_in_group(what, exc)
                 raise
             return
         try:
@@ -480,6 +515,17 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"journal: cannot {what}: {exc}") from exc
 
+    def _fail_in_group(self, what: str, exc: BaseException) -> None:
+        """A write in the group raised ``exc``: a check of ours (a :class:`JournalError`, made before
+        anything was written) keeps the group; anything else may have left part of the write in it, so
+        the group goes, all of it (an sqlite error is raised as a :class:`JournalError`)."""
+        if isinstance(exc, JournalError):
+            return
+        error = JournalError(f"journal: cannot {what}: {exc}")
+        self._roll_back(error)
+        if isinstance(exc, sqlite3.Error):
+            raise error from exc
+
     def _join_group(self, what: str) -> None:
         """Count a write into the open group; open one (and call :attr:`on_queued`) when there is none."""
         if self._group:
@@ -487,28 +533,67 @@ class Journal:
             return
         if self._lost is not None:
             raise JournalError(f"journal: cannot {what}: the group was rolled back ({self._lost})")
+        self._begin_group(what, notify=True)
+
+    def _begin_group(self, what: str, *, notify: bool) -> None:
+        """BEGIN a group (``notify``: and call :attr:`on_queued`), then run the lazy writes that waited
+        for it, oldest first (so every write runs in the order it was made)."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise JournalError(f"journal: cannot {what}: {exc}") from exc
         self._group = 1
-        assert self.on_queued is not None
-        self.on_queued()
+        if notify:
+            assert self.on_queued is not None
+            self.on_queued()
+        lazy, self._lazy = self._lazy, []
+        for lazy_what, statements in lazy:
+            try:
+                for sql, params in statements:
+                    self._db.execute(sql, params)
+            except sqlite3.Error as exc:
+                error = JournalError(f"journal: cannot {lazy_what}: {exc}")
+                self._roll_back(error)
+                raise error from exc
+            self._group += 1
 
-    def _write(self, what: str, statements: list[tuple[str, tuple[object, ...]]]) -> None:
-        """Writes that answer nothing: queued in a worker's deferred group, else as :meth:`_transaction`."""
-        if not self._defers:
+    def _see_lazy(self) -> None:
+        """Before a read: run the lazy writes in a group, so that the read sees every write made."""
+        if self._lazy and not self._group and self._lost is None:
+            self._join_group("run the writes waiting for a commit")
+
+    def _write(self, what: str, statements: _Statements, *, lazy: bool = False) -> None:
+        """Writes that answer nothing: in the group (a worker's: queued), else a transaction of their own.
+
+        ``lazy``: nothing waits for this write, so it opens no group of its own: it joins the open group,
+        or the next one any other write opens (the heartbeat's at the latest, within a second). For the
+        writes whose only reader is a restart after a crash, and whose loss there costs nothing the
+        next committed write would not lose too (see :meth:`mark_bridged`).
+        """
+        if self.on_queued is None:
             with self._transaction(what) as db:
                 for sql, params in statements:
                     db.execute(sql, params)
             return
         if self._lost is not None:
             raise JournalError(f"journal: cannot {what}: the group was rolled back ({self._lost})")
-        self._queued.extend(statements)
-        self._group += 1
-        if self._group == 1:
-            assert self.on_queued is not None
-            self.on_queued()
+        if self._defers:
+            self._queued.extend(statements)  # in order: lazy ones just ask for no flush
+            if not lazy:
+                self._group += 1
+                if self._group == 1:
+                    self.on_queued()
+            return
+        if lazy and not self._group:
+            self._lazy.append((what, statements))
+            return
+        self._join_group(what)
+        try:
+            for sql, params in statements:
+                self._db.execute(sql, params)
+        except BaseException as exc:
+            self._fail_in_group(what, exc)
+            raise
 
     def _commit_queued(self) -> None:
         """Run a deferred group's statements in one transaction; a failure keeps nothing and is raised
@@ -550,18 +635,24 @@ class Journal:
                 self._db.execute("ROLLBACK")
 
     def flush(self) -> None:
-        """Commit the open group (nothing to do when none is open).
+        """Commit the open group and the lazy writes (nothing to do when there are none).
 
         Raises :class:`JournalError` when the group is lost (a write in it or the commit failed): none of
         its writes are kept. The next write opens a new group either way.
         """
-        if self._defers and self._group:
+        if self._defers and self._queued:
             self._commit_queued()
         lost, self._lost = self._lost, None
         if lost is not None:
             raise lost
         if not self._group:
-            return
+            if not self._lazy:
+                return
+            try:
+                self._begin_group("write what waited for a commit", notify=False)
+            except JournalError:
+                self._lost = None  # raised here, once
+                raise
         writes = self._group
         try:
             self._db.execute("COMMIT")
@@ -572,7 +663,8 @@ class Journal:
         self.commits += 1
 
     def commit(self, done: Callable[[JournalError | None], None]) -> None:
-        """Commit the open group, then call ``done`` with None, or with the error that lost the group.
+        """Commit the open group and the lazy writes, then call ``done`` with None, or with the error
+        that lost the group.
 
         The surface the desk uses with either backend: sqlite commits at once, so ``done`` is called
         before this returns (the PostgreSQL journal calls it when its transaction has ended).
@@ -588,19 +680,20 @@ class Journal:
         """Record REQUESTs in one transaction; returns their keys, in order."""
         if self.worker is not None:
             return self._worker_requests(list(callbacks))
-        seqs: list[int] = []
-        with self._transaction("record a request") as db:
-            for cb in callbacks:
-                host, port = cb.reply_addr if cb.reply_addr else (None, None)
-                cur = db.execute(
-                    "INSERT INTO callbacks (id, peer, transport, reply_host, reply_port, user1, user2,"
-                    " duration, received_at, state, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)",
-                    (cb.id, cb.peer, cb.transport, host, port, cb.user1, cb.user2, cb.duration,
-                     cb.received_at, self._me),
-                )
-                assert cur.lastrowid is not None
-                seqs.append(cur.lastrowid)
-        return seqs
+        rows = [
+            (cb.id, cb.peer, cb.transport, *(cb.reply_addr or (None, None)), cb.user1, cb.user2, cb.duration,
+             cb.received_at, self._me)
+            for cb in callbacks
+        ]
+        if self.on_queued is None:
+            with self._transaction("record a request") as db:
+                return [_key(db.execute(_INSERT_REQUEST, row)) for row in rows]
+        self._join_group("record a request")
+        try:
+            return [_key(self._db.execute(_INSERT_REQUEST, row)) for row in rows]
+        except BaseException as exc:
+            self._fail_in_group("record a request", exc)
+            raise
 
     def _worker_requests(self, callbacks: list[NewCallback]) -> list[int]:
         """Workers: REQUESTs with keys of this process's reserved block (queued in a deferred group)."""
@@ -611,8 +704,7 @@ class Journal:
         seqs = list(range(self._next_seq, self._next_seq + len(callbacks)))
         self._next_seq += len(callbacks)
         self._write("record a request", [
-            ("INSERT INTO callbacks (seq, id, peer, transport, reply_host, reply_port, user1, user2,"
-             " duration, received_at, state, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)",
+            (_INSERT_REQUEST_KEYED,
              (seq, cb.id, cb.peer, cb.transport, *(cb.reply_addr or (None, None)), cb.user1, cb.user2,
               cb.duration, cb.received_at, self._me))
             for seq, cb in zip(seqs, callbacks, strict=True)
@@ -620,11 +712,20 @@ class Journal:
         return seqs
 
     def mark_bridged(self, seq: int, at: float) -> None:
-        """The legs of callback ``seq`` were bridged at wall time ``at``."""
-        self._write("record a bridge", [("UPDATE callbacks SET bridged_at = ? WHERE seq = ?", (at, seq))])
+        """The legs of callback ``seq`` were bridged at wall time ``at``.
+
+        A lazy write (committed with the next group): its only reader is :meth:`interrupted`, whose
+        talk time runs from the bridge to the last heartbeat committed. A heartbeat committed after
+        the bridge commits the bridge with it (or before it), so a bridge lost in a crash is one no
+        committed heartbeat followed, whose talk time is 0 either way.
+        """
+        self._write("record a bridge", [(_MARK_BRIDGED, (at, seq))], lazy=True)
 
     def heartbeat(self, at: float) -> None:
-        """The process is alive at wall time ``at`` (bounds the talk time of calls cut by a crash)."""
+        """The process is alive at wall time ``at`` (bounds the talk time of calls cut by a crash).
+
+        Commits the lazy writes made before it (a group of its own when nothing else opened one).
+        """
         self._write("write the heartbeat", [
             ("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_heartbeat_key(self._me), at))
         ])
@@ -637,75 +738,46 @@ class Journal:
         ``claim`` (workers): the row is born claimed by this worker, so no other worker takes it while
         this one writes it (release it with :meth:`release_response` when it is kept instead).
         Returns the line to write (CRLF excluded), exactly as it is kept for redelivery.
+
+        The RESPONSE and CDR rows copy their callback's columns inside their INSERTs (no read first); a
+        worker's are queued, a callback ended already then getting nothing more, while the single
+        process finds a callback missing or ended by the RESPONSE's INSERT writing no row, and raises.
         """
         line = serialize(response).decode("ascii").rstrip("\r\n")
-        if self._defers:
-            self._defer_response(seq, line, response, at, cdr, claim)
-            return line
-        with self._transaction("record a response") as db:
-            row = db.execute(
-                "SELECT id, peer, transport, reply_host, reply_port, user1, user2, received_at, bridged_at,"
-                " state FROM callbacks WHERE seq = ?",
-                (seq,),
-            ).fetchone()
-            if row is None:
-                raise JournalError(f"journal: no callback {seq}")
-            cb_id, peer, transport, host, port, user1, user2, received_at, _bridged, state = row
-            if state != "active":
-                raise JournalError(f"journal: callback {cb_id} (#{seq}) already has its RESPONSE")
-            db.execute(
-                "INSERT INTO responses (seq, id, peer, transport, reply_host, reply_port, line, created_at,"
-                " claimed_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (seq, cb_id, peer, transport, host, port, line, at, self._me if claim else None),
-            )
-            db.execute("UPDATE callbacks SET state = 'done' WHERE seq = ?", (seq,))
-            # its relay ports are no longer needed after a crash (unless in quarantine)
-            db.execute("DELETE FROM relay_ports WHERE seq = ? AND quarantined_until IS NULL", (seq,))
-            if cdr is not None:
-                values = (
-                    seq, cb_id, user1, user2, cdr.caller, cdr.leg1_call_id, cdr.leg2_call_id,
-                    cdr.leg1_code, cdr.leg2_code, cdr.codec, received_at, cdr.leg1_answered_at,
-                    cdr.leg2_answered_at, cdr.released_at, cdr.released_by, cdr.result, cdr.reason,
-                    response.real_duration, *_quality_values(cdr.leg1), *_quality_values(cdr.leg2),
-                )
-                db.execute(_INSERT_CDR, values)
-        return line
-
-    def _defer_response(
-        self, seq: int, line: str, response: CallbackResponse, at: float, cdr: Cdr | None, claim: bool
-    ) -> None:
-        """Workers: :meth:`record_response` queued; the RESPONSE and CDR rows take their callback's
-        columns inside the INSERT (a callback ended already gets nothing more)."""
-        statements: list[tuple[str, tuple[object, ...]]] = [(
-            "INSERT INTO responses (seq, id, peer, transport, reply_host, reply_port, line, created_at,"
-            " claimed_by) SELECT seq, id, peer, transport, reply_host, reply_port, ?, ?, ? FROM callbacks"
-            " WHERE seq = ? AND state = 'active'",
-            (line, at, self._me if claim else None, seq),
-        )]
+        statements: _Statements = [(_INSERT_RESPONSE, (line, at, self._me if claim else None, seq))]
         if cdr is not None:
-            cdr_values = (
+            statements.append((_INSERT_CDR_FROM_CALLBACK, (
                 cdr.caller, cdr.leg1_call_id, cdr.leg2_call_id, cdr.leg1_code, cdr.leg2_code, cdr.codec,
                 cdr.leg1_answered_at, cdr.leg2_answered_at, cdr.released_at, cdr.released_by, cdr.result,
                 cdr.reason, response.real_duration, *_quality_values(cdr.leg1), *_quality_values(cdr.leg2),
-            )
-            # the CDR_COLUMNS in order: the callback's own columns where it has them, else a value
-            rest = ", ".join("?" * (len(cdr_values) - 6))
-            picks = f"seq, id, user1, user2, ?, ?, ?, ?, ?, ?, received_at, {rest}"
-            statements.append((
-                f"INSERT INTO cdrs ({', '.join(CDR_COLUMNS)}) SELECT {picks} FROM callbacks"
-                " WHERE seq = ? AND state = 'active'",
-                (*cdr_values, seq),
-            ))
-        statements += [
-            ("UPDATE callbacks SET state = 'done' WHERE seq = ?", (seq,)),
-            ("DELETE FROM relay_ports WHERE seq = ? AND quarantined_until IS NULL", (seq,)),
-        ]
-        self._write("record a response", statements)
+                seq,
+            )))
+        # ended; its relay ports are no longer needed after a crash (unless in quarantine)
+        statements += [(_END_CALLBACK, (seq,)), (_FORGET_PORTS, (seq,))]
+        if self._defers:
+            self._write("record a response", statements)
+            return line
+        with self._transaction("record a response") as db:
+            if db.execute(*statements[0]).rowcount != 1:
+                raise self._no_response(seq)  # nothing written: the group stays
+            for sql, params in statements[1:]:
+                db.execute(sql, params)
+        return line
+
+    def _no_response(self, seq: int) -> JournalError:
+        """Why callback ``seq`` cannot take a RESPONSE: there is none, or it has one."""
+        row = self._db.execute("SELECT id FROM callbacks WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            return JournalError(f"journal: no callback {seq}")
+        return JournalError(f"journal: callback {row[0]} (#{seq}) already has its RESPONSE")
 
     def mark_delivered(self, seq: int, at: float) -> None:
-        """The RESPONSE of callback ``seq`` was written to the AS at wall time ``at``."""
-        self._write("mark a response delivered",
-                    [("UPDATE responses SET delivered_at = ? WHERE seq = ?", (at, seq))])
+        """The RESPONSE of callback ``seq`` was written to the AS at wall time ``at``.
+
+        A lazy write (committed with the next group, the heartbeat's at the latest): lost in a crash,
+        the RESPONSE is written again after the restart (at least once across a crash).
+        """
+        self._write("mark a response delivered", [(_MARK_DELIVERED, (at, seq))], lazy=True)
 
     def interrupted(self) -> list[InterruptedCallback]:
         """Callbacks left active by a previous process, with the talk time known up to its last heartbeat.
@@ -713,6 +785,7 @@ class Journal:
         Call once at start, before taking new REQUESTs. A worker sees only its own (and worker 0 those of
         workers beyond ``workers``): the others' are in progress in live processes.
         """
+        self._see_lazy()
         try:
             beats = dict(
                 self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'heartbeat%'").fetchall()
@@ -740,6 +813,7 @@ class Journal:
         """RESPONSEs recorded but not yet written to their AS, oldest first (a worker: those of its own
         callbacks; the others' are found by :meth:`owed_to` when their AS connects here)."""
         mine = "" if self.worker is None else f" AND seq IN (SELECT seq FROM callbacks WHERE {self._mine})"
+        self._see_lazy()
         try:
             rows = self._db.execute(
                 "SELECT seq, id, peer, transport, reply_host, reply_port, line FROM responses"
@@ -812,6 +886,7 @@ class Journal:
     def owed_to(self, peer: str, limit: int) -> list[PendingResponse]:
         """Up to ``limit`` TCP RESPONSEs owed to ``peer`` that no worker holds, oldest first (workers: a
         worker with a connection from ``peer`` looks for those another worker kept)."""
+        self._see_lazy()
         try:
             rows = self._db.execute(
                 "SELECT seq, id, peer, transport, reply_host, reply_port, line FROM responses"
@@ -857,6 +932,7 @@ class Journal:
 
     def cdr(self, cb_id: str) -> dict[str, object] | None:
         """The latest CDR of callback ``cb_id`` as a column → value mapping (for operators and tests)."""
+        self._see_lazy()
         try:
             cur = self._db.execute("SELECT * FROM cdrs WHERE id = ? ORDER BY seq DESC LIMIT 1", (cb_id,))
             row = cur.fetchone()
@@ -876,10 +952,14 @@ class Journal:
         start) every row no longer needed. Each is one indexed statement, whatever the number of
         calls in progress (a sweep here used to scan every call in progress when nothing was left to
         forget).
+
+        A lazy write (:meth:`_write`): committed with the next group, the heartbeat's at the latest, a
+        second after the callback started, while its first INVITE is out (the phones that could send
+        to these ports after a crash are those of calls that got further).
         """
         text = " ".join(str(int(port)) for port in ports)
-        self._write("record relay ports",
-                    [("INSERT OR REPLACE INTO relay_ports (seq, ports) VALUES (?, ?)", (seq, text))])
+        self._write("record relay ports", [("INSERT OR REPLACE INTO relay_ports (seq, ports) VALUES (?, ?)",
+                                            (seq, text))], lazy=True)
 
     def quarantined_ports(self, now: float, window: float) -> list[tuple[int, float]]:
         """RTP ports to keep out of use at start, each with the wall time it may be used again.
@@ -914,15 +994,15 @@ class Journal:
         return [(int(port), until) for ports, until in rows for port in ports.split() if port.isdigit()]
 
     def close(self) -> None:
-        """Commit the open group, then close the database (idempotent).
+        """Commit the open group and the lazy writes, then close the database (idempotent).
 
         Raises :class:`JournalError` when the group cannot be committed (it is closed all the same).
         """
         try:
-            if self._group:
+            if self._group or self._lazy or self._queued:
                 self.flush()
         finally:
-            self._group, self._lost = 0, None
+            self._group, self._lost, self._lazy = 0, None, []
             try:
                 self._db.close()
             except sqlite3.Error as exc:

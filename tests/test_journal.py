@@ -557,10 +557,16 @@ def test_a_group_commits_every_write_at_once(path: Path, journal: Journal) -> No
         assert other.execute("SELECT bridged_at FROM callbacks WHERE seq = ?", (a,)).fetchone() == (1001.0,)
     journal.flush()  # nothing open: nothing to do
     assert journal.commits == 2
-    journal.mark_delivered(done, 1004.0)  # the next write opens the next group
+    journal.mark_delivered(done, 1004.0)  # lazy: asks for no flush, joins the next group
+    assert opened == [1] and not journal.pending
+    journal.heartbeat(1005.0)  # the next write opens the next group, the delivery mark first in it
     assert opened == [1, 1] and journal.undelivered() == []
     journal.flush()
     assert journal.commits == 3 and (b, c) == (a + 1, a + 2)
+    journal.mark_bridged(b, 1006.0)
+    assert opened == [1, 1] and not journal.pending
+    journal.flush()  # a flush commits the lazy writes too
+    assert journal.commits == 4
 
 
 def test_a_failed_commit_loses_the_whole_group(path: Path, journal: Journal) -> None:
