@@ -214,10 +214,8 @@ def _check_family(remote: Connection, local_address: str) -> None:
     )
 
 
-def _effective_remote_direction(
-    sd: SessionDescription, media: MediaDescription, conn: Connection
-) -> Direction:
-    direction = sd.direction_of(media)
+def _effective_remote_direction(direction: Direction, conn: Connection) -> Direction:
+    """The remote's ``direction`` as it can be: a null address does not receive."""
     if conn.is_null:
         # RFC 3264 §8.4: "the offerer ... sets the connection address to 0.0.0.0" was RFC 2543's
         # hold; media cannot be sent to that address, so the remote does not receive.
@@ -271,12 +269,13 @@ _trusted_session = trusted(SessionDescription)
 def _remote_stream(sd: SessionDescription, index: int) -> _RemoteStream:
     media = sd.media[index]
     conn = _remote_address(sd, media)
+    direction = sd.direction_of(media)
     return _trusted_remote_stream(
         index=index,
         media=media,
         connection=conn,
-        direction=_effective_remote_direction(sd, media, conn),
-        hold=_is_hold(sd.direction_of(media), conn),
+        direction=_effective_remote_direction(direction, conn),
+        hold=_is_hold(direction, conn),
     )
 
 

@@ -447,11 +447,18 @@ class MediaDescription:
             out.append(f"i={self.information}")
         if self.connection is not None:
             out.append(f"c={self.connection}")
-        out.extend(f"b={bandwidth}" for bandwidth in self.bandwidths)
+        if self.bandwidths:
+            out += [f"b={bandwidth}" for bandwidth in self.bandwidths]
         if self.key is not None:
             out.append(f"k={self.key}")
-        out.extend(f"a={attr}" for attr in self.attributes)
+        out += _attribute_lines(self.attributes)
         return out
+
+
+def _attribute_lines(attributes: Sequence[Attribute]) -> list[str]:
+    """The ``a=`` lines of ``attributes`` (:meth:`Attribute.__str__` written out here: a call per
+    attribute would cost as much as the line)."""
+    return [f"a={a.name}" if a.value is None else f"a={a.name}:{a.value}" for a in attributes]
 
 
 def _codecs_of(
@@ -570,26 +577,32 @@ class SessionDescription:
             out.append(f"i={self.information}")
         if self.uri is not None:
             out.append(f"u={self.uri}")
-        out.extend(f"e={email}" for email in self.emails)
-        out.extend(f"p={phone}" for phone in self.phones)
+        if self.emails:
+            out += [f"e={email}" for email in self.emails]
+        if self.phones:
+            out += [f"p={phone}" for phone in self.phones]
         if self.connection is not None:
             out.append(f"c={self.connection}")
-        out.extend(f"b={bandwidth}" for bandwidth in self.bandwidths)
+        if self.bandwidths:
+            out += [f"b={bandwidth}" for bandwidth in self.bandwidths]
         for timing in self.times:
             out.append(f"t={timing.value}")
-            out.extend(f"r={repeat}" for repeat in timing.repeats)
+            if timing.repeats:
+                out += [f"r={repeat}" for repeat in timing.repeats]
         if self.timezone is not None:
             out.append(f"z={self.timezone}")
         if self.key is not None:
             out.append(f"k={self.key}")
-        out.extend(f"a={attr}" for attr in self.attributes)
+        out += _attribute_lines(self.attributes)
         for media in self.media:
-            out.extend(media.lines())
+            out += media.lines()
         return out
 
     def to_bytes(self) -> bytes:
         """The body as it goes on the wire: every line ended by CRLF (RFC 8866 §5)."""
-        return "".join(f"{line}\r\n" for line in self.lines()).encode("utf-8", "surrogateescape")
+        lines = self.lines()
+        lines.append("")  # the last line's CRLF
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape")
 
     def __bytes__(self) -> bytes:
         return self.to_bytes()
@@ -655,17 +668,41 @@ _TRUSTED_BY_CLASS: dict[type, Callable[..., object]] = {
 }
 
 
+#: Attribute lines kept (:func:`_trusted_attribute_line`): a phone writes most of its a= lines
+#: (rtpmap, fmtp, the direction, ptime) the same in every SDP; its ssrc and rtcp lines differ every
+#: time and pass through. Bounded, as they come from SDP.
+_ATTRIBUTE_CACHE = 512
+
+
+def _checked_attribute_line(value: str) -> Attribute | None:
+    """The attribute of an a= line's ``value`` (checked), None when it has no valid name."""
+    name, colon, rest = value.partition(":")
+    if not name or " " in name or "\t" in name:
+        return None
+    return Attribute(name=name, value=rest if colon else None)
+
+
+@functools.lru_cache(maxsize=_ATTRIBUTE_CACHE)
+def _trusted_attribute_line(value: str) -> Attribute | None:
+    """:func:`_checked_attribute_line` for a trusted body, made once per value (Attribute is
+    immutable): only the name needs a check there."""
+    name, colon, rest = value.partition(":")
+    if not name or " " in name or "\t" in name:
+        return None
+    return _trusted_attribute(name=name, value=rest if colon else None)
+
+
 class _Builders(typing.NamedTuple):
     """The constructors the parser builds a body's texts with: checking, or trusting (see parse_sdp)."""
 
-    attribute: Callable[..., Attribute]
+    attribute_line: Callable[[str], Attribute | None]
     timing: Callable[..., Timing]
     media: Callable[..., MediaDescription]
     session: Callable[..., SessionDescription]
 
 
-_CHECKING = _Builders(Attribute, Timing, MediaDescription, SessionDescription)
-_TRUSTING = _Builders(_trusted_attribute, _trusted_timing, _trusted_media, _trusted_session)
+_CHECKING = _Builders(_checked_attribute_line, Timing, MediaDescription, SessionDescription)
+_TRUSTING = _Builders(_trusted_attribute_line, _trusted_timing, _trusted_media, _trusted_session)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -719,23 +756,25 @@ def parse_sdp(data: bytes) -> SessionDescription:
     # checked for blanks here, every number by a bounded regex. Its values are built without the
     # dataclasses' checks, which could only pass (the usual case). Any other body is built through
     # the checks, which refuse its odd texts with their own messages.
-    trusting = "\0" not in text and text.count("\r") == text.count("\r\n")
-    numbered = [
-        (n, line)
-        for n, raw in enumerate(text.split("\n"), start=1)
-        if (line := raw.removesuffix("\r"))
-    ]
-    if not numbered:
+    crlf = text.count("\r\n")
+    trusting = "\0" not in text and text.count("\r") == crlf
+    if trusting and text.count("\n") == crlf:  # every line ends with CRLF (the usual): split there
+        lines = text.split("\r\n")
+    else:
+        lines = [line.removesuffix("\r") for line in text.split("\n")]
+    first = next((n for n, line in enumerate(lines) if line), None)  # blank lines are skipped
+    if first is None:
         raise SdpError("empty SDP body")
-    if numbered[0][1] != "v=0":
-        raise SdpError(f"line {numbered[0][0]}: an SDP body begins with v=0, not {shown(numbered[0][1])}")
+    if lines[first] != "v=0":
+        raise SdpError(f"line {first + 1}: an SDP body begins with v=0, not {shown(lines[first])}")
     try:
-        return _parse_lines(numbered[1:], _TRUSTING if trusting else _CHECKING)
+        return _parse_lines(lines, first + 1, _TRUSTING if trusting else _CHECKING)
     except LocalProtocolError as exc:  # a value the dataclasses refuse, e.g. a CR inside a line
         raise SdpError(str(exc)) from None
 
 
-def _parse_lines(numbered: list[tuple[int, str]], make: _Builders) -> SessionDescription:
+def _parse_lines(lines: list[str], start: int, make: _Builders) -> SessionDescription:
+    """The body from ``lines[start]`` on, the line after v=0 (line numbers count from 1)."""
     origin: Origin | None = None
     session_name: str | None = None
     single: dict[str, str] = {}  # i, u, z, k at session level
@@ -750,7 +789,9 @@ def _parse_lines(numbered: list[tuple[int, str]], make: _Builders) -> SessionDes
     media: list[_MediaBuilder] = []
     level: _Level = session  # where a= lines go: the session, then the last m= section
 
-    for n, line in numbered:
+    for n, line in enumerate(lines[start:], start + 1):
+        if not line:
+            continue
         kind = line[0]
         if line[1:2] != "=" or kind not in _TYPE_LETTERS:  # <type>=<value>, type one letter a-z
             raise SdpError(f"line {n}: {shown(line)} is not a <type>=<value> line")
@@ -880,20 +921,22 @@ def _parse_connection(n: int, value: str) -> Connection:
 
 
 def _parse_attribute(n: int, value: str, level: _Level, make: _Builders) -> Attribute:
-    name, colon, rest = value.partition(":")
-    if not name or " " in name or "\t" in name:
+    attr = make.attribute_line(value)
+    if attr is None:
         raise SdpError(f"line {n}: bad a= line {shown('a=' + value)}: expected <name>[:<value>]")
-    attr = make.attribute(name=name, value=rest if colon else None)
+    name, rest = attr.name, attr.value
     try:
-        if name == "rtpmap" or name == "fmtp":
-            if name == "rtpmap" or colon:
+        if name == "rtpmap":
+            _read_codec_attribute(name, rest or "", level.rtpmaps, level.fmtps)
+        elif name == "fmtp":
+            if rest is not None:
                 _read_codec_attribute(name, rest, level.rtpmaps, level.fmtps)
         elif name == "rtcp":
-            _parse_rtcp(rest)
+            _parse_rtcp(rest or "")
         elif name in ("ptime", "maxptime"):
-            _parse_ptime(name, rest)
+            _parse_ptime(name, rest or "")
         elif name in DIRECTION_NAMES:
-            if colon:
+            if rest is not None:
                 raise SdpError(f"a={name} takes no value")
             # RFC 8866 §6.7: one direction per level; two of them leave the direction unknown.
             if level.direction is not None:
