@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from mss.errors import SipError
-from mss.sip.message import Headers, Message, Request, Response
-from mss.sip.uri import NameAddr, SipUri, Uri
+from mss.sip.message import CSeq, Message, Request, Response, canonical_name
+from mss.sip.uri import NameAddr, SipUri, Uri, match_via
 
 __all__ = ["Dialog", "DialogKey"]
 
@@ -24,6 +24,15 @@ DialogKey = tuple[str, str, str]
 
 # URI parameters that may not appear in a Request-URI taken from a Route (RFC 3261 §19.1.1 table).
 _NOT_IN_RURI = ("method", "ttl")
+
+_Item = tuple[str, str, str]
+_MAX_FORWARDS: _Item = ("max-forwards", "Max-Forwards", "70")
+
+#: What every request of a dialog writes alike, made once (see Dialog.create_request): what it was
+#: made from, then the From and To values with their tags and the From, To and Call-ID fields.
+_Fixed = tuple[tuple[NameAddr, str, NameAddr, str, str], NameAddr, NameAddr, tuple[_Item, _Item, _Item]]
+#: The route set and remote target it was made from, the Request-URI and the Route fields.
+_Target = tuple[tuple[NameAddr, ...], Uri, Uri, list[_Item]]
 
 
 @dataclass(slots=True)
@@ -54,6 +63,8 @@ class Dialog:
     """True for sips."""
     remote_allow: frozenset[str] = field(default_factory=frozenset)
     """Methods the far end said it allows (Allow of its responses/requests)."""
+    _fixed: _Fixed | None = field(default=None, init=False, repr=False, compare=False)
+    _target: _Target | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def key(self) -> DialogKey:
@@ -182,18 +193,29 @@ class Dialog:
         body: bytes = b"",
     ) -> Request:
         """An in-dialog request (§12.2.1.1); ``cseq`` defaults to the next local number."""
-        ruri, routes = self.request_target()
-        h = Headers()
-        h.add("Via", via)
-        h.add("Max-Forwards", "70")
-        h.add("From", str(self.local_uri.with_tag(self.local_tag)))
-        h.add("To", str(self.remote_uri.with_tag(self.remote_tag)))
-        h.add("Call-ID", self.call_id)
-        h.add("CSeq", f"{cseq if cseq is not None else self.next_seq()} {method}")
-        for route in routes:
-            h.add("Route", str(route))
+        # From, To, Call-ID, the Request-URI and Route are the same in every request of the dialog
+        # (ACK, BYE, PRACK, refreshes): their values and text are made once and the request is
+        # built from them with its fields set, so nothing is written or parsed twice.
+        source = (self.local_uri, self.local_tag, self.remote_uri, self.remote_tag, self.call_id)
+        fixed = self._fixed
+        if fixed is None or fixed[0] != source:
+            from_ = self.local_uri.with_tag(self.local_tag)
+            to = self.remote_uri.with_tag(self.remote_tag)
+            call_id = ("call-id", "Call-ID", self.call_id)
+            lines = (("from", "From", str(from_)), ("to", "To", str(to)), call_id)
+            fixed = self._fixed = (source, from_, to, lines)
+        target = self._target
+        if target is None or target[0] is not self.route_set or target[1] is not self.remote_target:
+            ruri, routes = self.request_target()
+            target = (self.route_set, self.remote_target, ruri, [("route", "Route", str(r)) for r in routes])
+            self._target = target
+        seq = cseq if cseq is not None else self.next_seq()
+        items = [("via", "Via", via), _MAX_FORWARDS, *fixed[3], ("cseq", "CSeq", f"{seq} {method}")]
+        items += target[3]
         if contact is not None:
-            h.add("Contact", str(contact))
+            items.append(("contact", "Contact", str(contact)))
         for name, value in headers:
-            h.add(name, value)
-        return Request(method, ruri, h, body)
+            key, spelling = canonical_name(name)
+            items.append((key, spelling, value))
+        return Request._local(method, target[2], items, body, via=match_via(via), from_=fixed[1], to=fixed[2],
+                              call_id=self.call_id, cseq=CSeq(seq, method))  # fmt: skip

@@ -539,6 +539,38 @@ class Request(Message):
         req._uri_text = uri_text
         return req
 
+    @classmethod
+    def _local(
+        cls,
+        method: str,
+        uri: Uri,
+        items: list[tuple[str, str, str]],
+        body: bytes,
+        *,
+        via: Match[str] | None,
+        from_: NameAddr,
+        to: NameAddr,
+        call_id: str,
+        cseq: CSeq,
+    ) -> Request:
+        """A request mss builds from values it made: ``items`` are the header fields ``(key,
+        spelling, value)``, each value the text of the value passed for it (the Via's match, From, To,
+        Call-ID, CSeq), so those fields are kept as they are instead of parsed back from our own
+        text. The other fields are parsed from ``items`` when first read, as for any built message."""
+        req = cls.__new__(cls)
+        req.headers = Headers._raw(items)
+        req.body = body
+        req.method = method
+        req._uri = uri
+        req._uri_text = ""
+        req._via = [via] if via is not None else None
+        req._from = from_
+        req._to = to
+        req._call_id = call_id
+        req._cseq = cseq
+        req._contact = req._route = req._record_route = None
+        return req
+
     @property
     def uri(self) -> Uri:
         """The Request-URI."""
@@ -887,22 +919,39 @@ def make_response(
 
     ``to_tag`` is added to To unless it already has one (never for 100 Trying, §8.2.6.1).
     """
-    h = request.headers
-    out = Headers()
-    for value in h.get_all("Via"):
-        out.add("Via", value)
-    out.add("From", _required(h, "From"))
-    to_value = _required(h, "To")
+    # The copied lines are taken as they are, in one pass over the request's fields (the keys are
+    # the canonical ones already): a response is built for every request answered.
+    vias: list[tuple[str, str, str]] = []
+    found: dict[str, tuple[str, str, str]] = {}
+    for item in request.headers._items:
+        key = item[0]
+        if key == "via":
+            vias.append(item)
+        elif key in _COPIED and key not in found:
+            found[key] = item
+    for key in ("from", "to"):
+        if key not in found:
+            raise SipError(f"no {canonical_name(key)[1]} header")
+    items = vias
+    items.append(found["from"])
+    to_item = found["to"]
     if to_tag is not None and status != 100 and request.to.tag is None:
-        to_value = f"{to_value};tag={to_tag}"
-    out.add("To", to_value)
-    out.add("Call-ID", request.call_id)
-    out.add("CSeq", str(request.cseq))
-    if status == 100 and "Timestamp" in h:  # RFC 3261 §8.2.6.1
-        out.add("Timestamp", h.get("Timestamp") or "")
+        to_item = ("to", "To", f"{to_item[2]};tag={to_tag}")
+    items.append(to_item)
+    items.append(("call-id", "Call-ID", request.call_id))
+    items.append(("cseq", "CSeq", str(request.cseq)))
+    if status == 100 and "timestamp" in found:  # RFC 3261 §8.2.6.1
+        items.append(found["timestamp"])
     for name, value in headers:
-        out.add(name, value)
-    return Response(status, reason if reason is not None else REASONS.get(status, ""), out, body)
+        key, spelling = canonical_name(name)
+        items.append((key, spelling, value))
+    text = reason if reason is not None else REASONS.get(status, "")
+    return Response(status, text, Headers._raw(items), body)
+
+
+#: The header fields make_response copies from the request besides Via (and Call-ID and CSeq, which
+#: it writes from their values).
+_COPIED = frozenset({"from", "to", "timestamp"})
 
 
 def error_response(data: bytes, status: int, reason: str) -> bytes | None:

@@ -69,7 +69,7 @@ from mss.sip.events import (
 )
 from mss.sip.framing import KeepAlive, StreamFramer
 from mss.sip.leg import Leg
-from mss.sip.message import Headers, Request, Response, error_response, make_response, parse_message
+from mss.sip.message import CSeq, Request, Response, error_response, make_response, parse_message
 from mss.sip.registration import Registration, RegState
 from mss.sip.settings import UASettings
 from mss.sip.targets import (
@@ -95,7 +95,7 @@ from mss.sip.transaction import (
     TransportFailed,
     TxEvent,
 )
-from mss.sip.uri import NameAddr, SipUri
+from mss.sip.uri import NameAddr, SipUri, match_via
 from mss.sipkind import message_kind
 
 __all__ = [
@@ -221,6 +221,7 @@ class UserAgent:
         self._tries: dict[str, _Try] = {}  # live transaction key -> its out-of-dialog try
         self._first_key: dict[str, str] = {}  # a failover's transaction key -> the owner's key
         self._live_key: dict[str, str] = {}  # the owner's key -> the live try's key
+        self._invite_fixed: _InviteFixed | None = None  # what every new leg's INVITE writes alike
 
     def _target_list(self, text: str) -> TargetList:
         s = self.settings
@@ -680,23 +681,24 @@ class UserAgent:
 
     def _build_invite(self, user: str, sdp: bytes, call_id: str, tag: str) -> Request:
         s = self.settings
+        fixed = self._invite_fixed
+        if fixed is None or fixed[0] is not s:
+            fixed = self._invite_fixed = _invite_fixed(s, self.contact(s.caller))
+        _settings, local, from_text, tail = fixed
         target = SipUri(host=s.domain, user=user)
-        h = Headers()
-        h.add("Via", self.via(self.new_branch()))
-        h.add("Max-Forwards", "70")
-        h.add("From", f"{NameAddr(SipUri(host=s.domain, user=s.caller))};tag={tag}")
-        h.add("To", str(NameAddr(target)))
-        h.add("Call-ID", call_id)
-        h.add("CSeq", "1 INVITE")
-        h.add("Contact", str(self.contact(s.caller)))
-        h.add("Allow", ", ".join(ALLOWED_METHODS))
-        h.add("Supported", ", ".join(SUPPORTED))
-        if s.session_expires:
-            h.add("Session-Expires", str(s.session_expires))
-            h.add("Min-SE", str(s.min_se))
-        h.add("User-Agent", s.user_agent)
-        h.add("Content-Type", "application/sdp")
-        return Request("INVITE", target, h, sdp)
+        to = NameAddr(target)
+        via = self.via(self.new_branch())
+        items = [
+            ("via", "Via", via),
+            ("max-forwards", "Max-Forwards", "70"),
+            ("from", "From", f"{from_text};tag={tag}"),
+            ("to", "To", str(to)),
+            ("call-id", "Call-ID", call_id),
+            ("cseq", "CSeq", "1 INVITE"),
+            *tail,
+        ]
+        return Request._local("INVITE", target, items, sdp, via=match_via(via), from_=local.with_tag(tag),
+                              to=to, call_id=call_id, cseq=_FIRST_INVITE)  # fmt: skip
 
     def hangup(self, leg_id: LegId, now: float) -> None:
         """CANCEL an unanswered leg, BYE an answered one; nothing when it is over or ending."""
@@ -885,6 +887,30 @@ class UserAgent:
             return
         self._answer(key, make_response(request, 481, to_tag=to_tag), now)
 
+
+
+_FIRST_INVITE = CSeq(1, "INVITE")
+
+
+def _invite_fixed(s: UASettings, contact: NameAddr) -> _InviteFixed:
+    """What every INVITE that starts a leg writes alike (see UserAgent._build_invite): made once."""
+    local = NameAddr(SipUri(host=s.domain, user=s.caller))
+    tail: list[tuple[str, str, str]] = [
+        ("contact", "Contact", str(contact)),
+        ("allow", "Allow", ", ".join(ALLOWED_METHODS)),
+        ("supported", "Supported", ", ".join(SUPPORTED)),
+    ]
+    if s.session_expires:
+        tail.append(("session-expires", "Session-Expires", str(s.session_expires)))
+        tail.append(("min-se", "Min-SE", str(s.min_se)))
+    tail.append(("user-agent", "User-Agent", s.user_agent))
+    tail.append(("content-type", "Content-Type", "application/sdp"))
+    return s, local, str(local), tuple(tail)
+
+
+#: The settings it was made from, our From address (no tag) and its text, and the header fields
+#: after CSeq.
+_InviteFixed = tuple[UASettings, NameAddr, str, tuple[tuple[str, str, str], ...]]
 
 
 def _with_via(request: Request, via: str) -> Request:
