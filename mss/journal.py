@@ -77,6 +77,8 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
+from operator import attrgetter, is_, is_not
 from pathlib import Path
 from typing import Protocol
 
@@ -198,30 +200,77 @@ CDR_COLUMNS: tuple[str, ...] = (
 #: slow reader never holds back the WAL checkpoints of a running mss.
 CDR_READ_BATCH = 500
 
+# SQL texts one statement keeps, one per pattern of NULL parameters (:class:`_NullsInline`): a
+# handful occur (a leg answered or not, a call ID or codec missing); past this, NULLs are bound as usual.
+_MAX_NULL_PATTERNS = 64
+
+
+_is_not_none = partial(is_not, None)
+
+
+class _NullsInline:
+    """A statement whose None parameters are written as NULL in its SQL instead of being bound.
+
+    sqlite3 binds a None through its adaptation lookup, about 0.4 us each: more than an INSERT's own
+    work per column, and a CDR of an unanswered call has twenty of them. ``template`` holds ``{}`` for
+    each parameter that may be None and ``?`` for the others (given after them).
+    """
+
+    def __init__(self, template: str, optional: int) -> None:
+        self._template = template
+        self.plain = template.format(*("?" * optional))
+        """The SQL with every parameter bound."""
+        self._nones = (None,) * optional
+        self._by_nulls: dict[tuple[bool, ...], str] = {}
+
+    def __call__(
+        self, values: tuple[object, ...], rest: tuple[object, ...] = ()
+    ) -> tuple[str, tuple[object, ...]]:
+        """The SQL and parameters for ``values`` (the optional parameters) followed by ``rest``."""
+        if None not in values:
+            return self.plain, values + rest
+        nulls = tuple(map(is_, values, self._nones))  # True where a value is None
+        sql = self._by_nulls.get(nulls)
+        if sql is None:
+            if len(self._by_nulls) >= _MAX_NULL_PATTERNS:
+                return self.plain, values + rest
+            sql = self._template.format(*("NULL" if null else "?" for null in nulls))
+            self._by_nulls[nulls] = sql
+        return sql, (*filter(_is_not_none, values), *rest)
+
+
 # The statements of a callback's life, written once here (sqlite3 prepares each once per connection).
-_INSERT_REQUEST = (
-    "INSERT INTO callbacks (id, peer, transport, reply_host, reply_port, user1, user2, duration, received_at,"
-    " state, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)"
+_INSERT_REQUEST = (  # (reply_host, reply_port: UDP only), the rest
+    "INSERT INTO callbacks (reply_host, reply_port, id, peer, transport, user1, user2, duration, received_at,"
+    " state, worker) VALUES ({}, ?, ?, ?, ?, ?, ?, ?, 'active', ?)"
 )
+_INSERT_REQUEST_UDP = _INSERT_REQUEST.format("?, ?")
+_INSERT_REQUEST_TCP = _INSERT_REQUEST.format("NULL, NULL")  # None binds slowly (see _NullsInline)
 _INSERT_REQUEST_KEYED = (  # workers: the key comes from the block reserved
-    "INSERT INTO callbacks (seq, id, peer, transport, reply_host, reply_port, user1, user2, duration,"
-    " received_at, state, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)"
+    "INSERT INTO callbacks (reply_host, reply_port, seq, id, peer, transport, user1, user2, duration,"
+    " received_at, state, worker) VALUES ({}, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)"
 )
+_INSERT_REQUEST_KEYED_UDP = _INSERT_REQUEST_KEYED.format("?, ?")
+_INSERT_REQUEST_KEYED_TCP = _INSERT_REQUEST_KEYED.format("NULL, NULL")
+_NO_ADDR = ()  # a TCP REQUEST's reply address, in the parameters of the statements above
 _MARK_BRIDGED = "UPDATE callbacks SET bridged_at = ? WHERE seq = ?"
 _MARK_DELIVERED = "UPDATE responses SET delivered_at = ? WHERE seq = ?"
-# (line, created_at, claimed_by, seq): the rest copied from the callback, still active
+# (claimed_by: claimed only), line, created_at, seq: the rest copied from the callback, still active
 _INSERT_RESPONSE = (
-    "INSERT INTO responses (seq, id, peer, transport, reply_host, reply_port, line, created_at, claimed_by)"
-    " SELECT seq, id, peer, transport, reply_host, reply_port, ?, ?, ? FROM callbacks"
+    "INSERT INTO responses (claimed_by, seq, id, peer, transport, reply_host, reply_port, line, created_at)"
+    " SELECT {}, seq, id, peer, transport, reply_host, reply_port, ?, ? FROM callbacks"
     " WHERE seq = ? AND state = 'active'"
 )
+_INSERT_RESPONSE_CLAIMED = _INSERT_RESPONSE.format("?")
+_INSERT_RESPONSE_FREE = _INSERT_RESPONSE.format("NULL")
 # CDR_COLUMNS in order: the callback's own columns where it has them (seq, id, user1, user2,
-# received_at as requested_at), a parameter for every other one, then the seq
-_INSERT_CDR_FROM_CALLBACK = (
+# received_at as requested_at), a parameter for every other one (any may be NULL), then the seq
+_INSERT_CDR_FROM_CALLBACK = _NullsInline(
     f"INSERT INTO cdrs ({', '.join(CDR_COLUMNS)})"
-    " SELECT seq, id, user1, user2, ?, ?, ?, ?, ?, ?, received_at,"
-    f" {', '.join('?' * (len(CDR_COLUMNS) - 11))}"
-    " FROM callbacks WHERE seq = ? AND state = 'active'"
+    " SELECT seq, id, user1, user2, {}, {}, {}, {}, {}, {}, received_at,"
+    f" {', '.join(['{}'] * (len(CDR_COLUMNS) - 11))}"
+    " FROM callbacks WHERE seq = ? AND state = 'active'",
+    len(CDR_COLUMNS) - 5,
 )
 _END_CALLBACK = "UPDATE callbacks SET state = 'done' WHERE seq = ?"
 _FORGET_PORTS = "DELETE FROM relay_ports WHERE seq = ? AND quarantined_until IS NULL"
@@ -350,11 +399,15 @@ class Cdr:
     """Media quality of user2's leg (relay leg ``b``); None when it was not answered."""
 
 
+_NO_QUALITY: tuple[None, ...] = (None,) * len(_QUALITY_FIELDS)
+_quality_of = attrgetter(*(name for name, _kind in _QUALITY_FIELDS))  # a LegQuality's fields, as a tuple
+
+
 def _quality_values(leg: LegQuality | None) -> tuple[int | float | None, ...]:
     """A leg's quality columns, in :data:`_QUALITY_FIELDS` order (NULLs when there is none)."""
     if leg is None:
-        return (None,) * len(_QUALITY_FIELDS)
-    values: tuple[int | float | None, ...] = tuple(getattr(leg, name) for name, _kind in _QUALITY_FIELDS)
+        return _NO_QUALITY
+    values: tuple[int | float | None, ...] = _quality_of(leg)
     return values
 
 
@@ -473,7 +526,8 @@ class Journal:
         self._group = 0  # writes in the open group; 0: no group open
         self._lost: JournalError | None = None  # why the group was rolled back, until flush() says so
         self._queued: list[tuple[str, tuple[object, ...]]] = []  # a deferred group's statements
-        self._lazy: list[tuple[str, _Statements]] = []  # (what, statements): waiting for the next group
+        # lazy writes waiting for the next group: SQL -> (what, the parameters of each, in order)
+        self._lazy: dict[str, tuple[str, list[tuple[object, ...]]]] = {}
         self._next_seq = 0  # workers: the next REQUEST key of the block reserved ...
         self._seq_end = 0  # ... and the first one past it
 
@@ -537,7 +591,8 @@ class Journal:
 
     def _begin_group(self, what: str, *, notify: bool) -> None:
         """BEGIN a group (``notify``: and call :attr:`on_queued`), then run the lazy writes that waited
-        for it, oldest first (so every write runs in the order it was made)."""
+        for it, first: each statement's rows in one ``executemany``, in the order they were made (the
+        statements of different lazy writes touch different rows, so only that order matters)."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -546,16 +601,15 @@ class Journal:
         if notify:
             assert self.on_queued is not None
             self.on_queued()
-        lazy, self._lazy = self._lazy, []
-        for lazy_what, statements in lazy:
+        lazy, self._lazy = self._lazy, {}
+        for sql, (lazy_what, rows) in lazy.items():
             try:
-                for sql, params in statements:
-                    self._db.execute(sql, params)
+                self._db.executemany(sql, rows)
             except sqlite3.Error as exc:
                 error = JournalError(f"journal: cannot {lazy_what}: {exc}")
                 self._roll_back(error)
                 raise error from exc
-            self._group += 1
+            self._group += len(rows)
 
     def _see_lazy(self) -> None:
         """Before a read: run the lazy writes in a group, so that the read sees every write made."""
@@ -566,9 +620,8 @@ class Journal:
         """Writes that answer nothing: in the group (a worker's: queued), else a transaction of their own.
 
         ``lazy``: nothing waits for this write, so it opens no group of its own: it joins the open group,
-        or the next one any other write opens (the heartbeat's at the latest, within a second). For the
-        writes whose only reader is a restart after a crash, and whose loss there costs nothing the
-        next committed write would not lose too (see :meth:`mark_bridged`).
+        or the next one any other write opens (the heartbeat's at the latest, within a second). For
+        writes whose only reader is a restart after a crash (each says what a crash can cost).
         """
         if self.on_queued is None:
             with self._transaction(what) as db:
@@ -585,7 +638,12 @@ class Journal:
                     self.on_queued()
             return
         if lazy and not self._group:
-            self._lazy.append((what, statements))
+            for sql, params in statements:
+                waiting = self._lazy.get(sql)
+                if waiting is None:
+                    self._lazy[sql] = (what, [params])
+                else:
+                    waiting[1].append(params)
             return
         self._join_group(what)
         try:
@@ -681,16 +739,17 @@ class Journal:
         if self.worker is not None:
             return self._worker_requests(list(callbacks))
         rows = [
-            (cb.id, cb.peer, cb.transport, *(cb.reply_addr or (None, None)), cb.user1, cb.user2, cb.duration,
-             cb.received_at, self._me)
+            (_INSERT_REQUEST_TCP if cb.reply_addr is None else _INSERT_REQUEST_UDP,
+             (*(cb.reply_addr or _NO_ADDR), cb.id, cb.peer, cb.transport, cb.user1, cb.user2, cb.duration,
+              cb.received_at, self._me))
             for cb in callbacks
         ]
         if self.on_queued is None:
             with self._transaction("record a request") as db:
-                return [_key(db.execute(_INSERT_REQUEST, row)) for row in rows]
+                return [_key(db.execute(*row)) for row in rows]
         self._join_group("record a request")
         try:
-            return [_key(self._db.execute(_INSERT_REQUEST, row)) for row in rows]
+            return [_key(self._db.execute(*row)) for row in rows]
         except BaseException as exc:
             self._fail_in_group("record a request", exc)
             raise
@@ -704,8 +763,8 @@ class Journal:
         seqs = list(range(self._next_seq, self._next_seq + len(callbacks)))
         self._next_seq += len(callbacks)
         self._write("record a request", [
-            (_INSERT_REQUEST_KEYED,
-             (seq, cb.id, cb.peer, cb.transport, *(cb.reply_addr or (None, None)), cb.user1, cb.user2,
+            (_INSERT_REQUEST_KEYED_TCP if cb.reply_addr is None else _INSERT_REQUEST_KEYED_UDP,
+             (*(cb.reply_addr or _NO_ADDR), seq, cb.id, cb.peer, cb.transport, cb.user1, cb.user2,
               cb.duration, cb.received_at, self._me))
             for seq, cb in zip(seqs, callbacks, strict=True)
         ])
@@ -744,25 +803,39 @@ class Journal:
         process finds a callback missing or ended by the RESPONSE's INSERT writing no row, and raises.
         """
         line = serialize(response).decode("ascii").rstrip("\r\n")
-        statements: _Statements = [(_INSERT_RESPONSE, (line, at, self._me if claim else None, seq))]
+        statements: _Statements = [
+            (_INSERT_RESPONSE_CLAIMED, (self._me, line, at, seq)) if claim
+            else (_INSERT_RESPONSE_FREE, (line, at, seq))
+        ]
         if cdr is not None:
-            statements.append((_INSERT_CDR_FROM_CALLBACK, (
+            statements.append(_INSERT_CDR_FROM_CALLBACK((
                 cdr.caller, cdr.leg1_call_id, cdr.leg2_call_id, cdr.leg1_code, cdr.leg2_code, cdr.codec,
                 cdr.leg1_answered_at, cdr.leg2_answered_at, cdr.released_at, cdr.released_by, cdr.result,
                 cdr.reason, response.real_duration, *_quality_values(cdr.leg1), *_quality_values(cdr.leg2),
-                seq,
-            )))
+            ), (seq,)))
         # ended; its relay ports are no longer needed after a crash (unless in quarantine)
         statements += [(_END_CALLBACK, (seq,)), (_FORGET_PORTS, (seq,))]
         if self._defers:
-            self._write("record a response", statements)
-            return line
-        with self._transaction("record a response") as db:
-            if db.execute(*statements[0]).rowcount != 1:
-                raise self._no_response(seq)  # nothing written: the group stays
-            for sql, params in statements[1:]:
-                db.execute(sql, params)
+            self._write("record a response", statements)  # queued: nothing to check
+        elif self.on_queued is None:
+            with self._transaction("record a response") as db:
+                self._run_response(db, seq, statements)
+        else:
+            self._join_group("record a response")
+            try:
+                self._run_response(self._db, seq, statements)
+            except BaseException as exc:
+                self._fail_in_group("record a response", exc)
+                raise
         return line
+
+    def _run_response(self, db: sqlite3.Connection, seq: int, statements: _Statements) -> None:
+        """Run :meth:`record_response`'s statements; raises (nothing written) when the callback is
+        missing or has its RESPONSE already."""
+        if db.execute(*statements[0]).rowcount != 1:
+            raise self._no_response(seq)
+        for sql, params in statements[1:]:
+            db.execute(sql, params)
 
     def _no_response(self, seq: int) -> JournalError:
         """Why callback ``seq`` cannot take a RESPONSE: there is none, or it has one."""
@@ -1002,7 +1075,7 @@ class Journal:
             if self._group or self._lazy or self._queued:
                 self.flush()
         finally:
-            self._group, self._lost, self._lazy = 0, None, []
+            self._group, self._lost, self._lazy = 0, None, {}
             try:
                 self._db.close()
             except sqlite3.Error as exc:
