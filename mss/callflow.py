@@ -390,6 +390,12 @@ Command = (
     | RelayBridge | MarkBridged | Notify | SendResponse | Finished
 )
 
+# The commands that every call gives alike, made once (they are immutable).
+_STOP_RINGBACK = RelayStopPlay(leg="user1")
+_FORWARD_NONE = RelayForward(a_to_b=False, b_to_a=False)
+_MARK_BRIDGED = MarkBridged()
+_FINISHED = Finished()
+
 
 # --- the state machine ----------------------------------------------------------------------------
 
@@ -409,6 +415,10 @@ def _answered_key(answer: sdp.SessionDescription) -> str | None:
 
 
 class CallState(enum.Enum):
+    # Members are singletons, so they hash by identity (Enum's own __hash__, of the name, is a
+    # Python-level call on every look-up in _TRANSITIONS).
+    __hash__ = object.__hash__
+
     CALLING_USER1 = "calling user1"
     CALLING_USER2 = "calling user2"
     BRIDGED = "bridged"
@@ -539,7 +549,9 @@ class CallbackCall:
 
     def _invite(self, leg: User, user: str, offer: sdp.SessionDescription, now: float) -> list[Command]:
         state = self.legs[leg]
-        state.local = sdp.LocalSdp(session_id=self.settings.session_id)
+        # The first version is the numeric session id (LocalSdp's default, given here: no need to
+        # find out whether the id is numeric).
+        state.local = sdp.LocalSdp(session_id=self.settings.session_id, version=self.settings.session_id)
         state.offer = state.local.stamp(offer)
         state.invited_at = now
         state.ended = False
@@ -590,7 +602,7 @@ class CallbackCall:
         if not leg.early_media:
             leg.early_media = True
             # user2's early media replaces our ringback (SPEC.md "The job", 3).
-            commands += [RelayStopPlay(leg="user1"), RelayForward(a_to_b=False, b_to_a=True)]
+            commands += [_STOP_RINGBACK, RelayForward(a_to_b=False, b_to_a=True)]
         return commands
 
     def _answered(self, event: Answered, now: float) -> list[Command]:
@@ -663,10 +675,10 @@ class CallbackCall:
         self._forward = (True, True)
         commands: list[Command] = [
             self._remote("user2", n2),
-            RelayStopPlay(leg="user1"),
+            _STOP_RINGBACK,
             RelayBridge(a_to_b=a_to_b, b_to_a=b_to_a, srtp=srtp),
             *self._forwarding(),  # a party that answered on hold
-            MarkBridged(),
+            _MARK_BRIDGED,
         ]
         if self.settings.progress_events:
             commands.append(Notify(state="bridged"))
@@ -1006,10 +1018,10 @@ class CallbackCall:
             if not leg.ended and not leg.hung_up:
                 leg.hung_up = True
                 commands.append(Hangup(leg=name))
-        commands += [RelayForward(a_to_b=False, b_to_a=False), RelayStopPlay(leg="user1"), self.result]
+        commands += [_FORWARD_NONE, _STOP_RINGBACK, self.result]
         if all(leg.ended for leg in self.legs.values()):
             self._set_state(CallState.DONE)
-            commands.append(Finished())
+            commands.append(_FINISHED)
         else:
             self._set_state(CallState.RELEASING)
             self._release_deadline = now + RELEASE_GUARD
@@ -1018,5 +1030,5 @@ class CallbackCall:
     def _maybe_done(self) -> list[Command]:
         if self.state is CallState.RELEASING and all(leg.ended for leg in self.legs.values()):
             self._set_state(CallState.DONE)
-            return [Finished()]
+            return [_FINISHED]
         return []

@@ -335,6 +335,12 @@ def _parse_rtpmap(value: str) -> tuple[int, Codec]:
     return int(m[1]), _trusted_codec(name=m[2], clock_rate=int(m[3]), channels=channels)
 
 
+#: a=rtcp values whose reading is kept (:func:`_parse_rtcp`): each is read twice, checked when the
+#: SDP is parsed and used when the answer is read, moments apart; bounded, as they come from SDP.
+_RTCP_CACHE = 64
+
+
+@functools.lru_cache(maxsize=_RTCP_CACHE)
 def _parse_rtcp(value: str) -> tuple[int, str | None]:
     m = _RTCP.fullmatch(value)
     if m is None or int(m[1]) > 65535:
@@ -500,10 +506,16 @@ def _read_codec_attribute(name: str, value: str, rtpmaps: dict[int, Codec], fmtp
         fmtps.setdefault(fmt, text.strip())
 
 
+#: Each direction by its attribute's name (a dict lookup: ``Direction(name)`` is a Python-level call).
+_DIRECTION_BY_NAME: Mapping[str, Direction] = {d.value: d for d in Direction}
+
+
 def _direction(attributes: Sequence[Attribute]) -> Direction | None:
     for attr in attributes:
-        if attr.value is None and attr.name in DIRECTION_NAMES:
-            return Direction(attr.name)
+        if attr.value is None:
+            direction = _DIRECTION_BY_NAME.get(attr.name)
+            if direction is not None:
+                return direction
     return None
 
 
@@ -792,10 +804,9 @@ def _parse_lines(lines: list[str], start: int, make: _Builders) -> SessionDescri
     for n, line in enumerate(lines[start:], start + 1):
         if not line:
             continue
-        kind = line[0]
-        if line[1:2] != "=" or kind not in _TYPE_LETTERS:  # <type>=<value>, type one letter a-z
+        kind, equals, value = line.partition("=")
+        if kind not in _TYPE_LETTERS or not equals:  # <type>=<value>, type one letter a-z
             raise SdpError(f"line {n}: {shown(line)} is not a <type>=<value> line")
-        value = line[2:]
         if kind == "a":  # most lines: allowed at both levels
             level.attributes.append(_parse_attribute(n, value, level, make))
             continue
@@ -855,7 +866,7 @@ def _parse_lines(lines: list[str], start: int, make: _Builders) -> SessionDescri
 
     if origin is None:
         raise SdpError("the SDP body has no o= line")
-    descriptions = tuple(_build_media(builder, connection, make) for builder in media)
+    descriptions = tuple([_build_media(builder, connection, make) for builder in media])
     return make.session(
         origin=origin,
         session_name="-" if session_name is None else session_name,
@@ -865,7 +876,7 @@ def _parse_lines(lines: list[str], start: int, make: _Builders) -> SessionDescri
         phones=tuple(phones),
         connection=connection,
         bandwidths=tuple(bandwidths),
-        times=tuple(make.timing(value=t, repeats=tuple(r)) for t, r in times) or _DEFAULT_TIMES,
+        times=tuple([make.timing(value=t, repeats=tuple(r)) for t, r in times]) or _DEFAULT_TIMES,
         timezone=single.get("z"),
         key=single.get("k"),
         attributes=tuple(session.attributes),
