@@ -741,10 +741,13 @@ class LocalSdp:
         """``session_id`` identifies the session; ``version`` is the first SDP's (default: the id,
         as pjmedia does, when the id is numeric, else 1)."""
         self.session_id = str(session_id)
+        numeric = SESSION_VERSION.fullmatch(self.session_id) is not None
         if version is None:
-            numeric = SESSION_VERSION.fullmatch(self.session_id) is not None
             version = int(self.session_id) if numeric else 1
         self.first_version = version
+        # A numeric id and a version >= 0 make an o= line Origin would not refuse: stamps copy it
+        # without the checks. Any other is checked when the first SDP is stamped.
+        self._known_valid = numeric and version >= 0
         self.last: SessionDescription | None = None
         """The last SDP stamped, None before the first."""
 
@@ -755,8 +758,9 @@ class LocalSdp:
             if origin.session_id == self.session_id and origin.version == self.first_version:
                 stamped = sd  # made with this leg's o= line already (the usual first offer)
             else:
-                origin = replace(origin, session_id=self.session_id, version=self.first_version)
-                stamped = replace(sd, origin=origin)
+                copy = trusted_copy if self._known_valid else replace
+                origin = copy(origin, session_id=self.session_id, version=self.first_version)
+                stamped = trusted_copy(sd, origin=origin)  # the rest of sd is as it was
         else:
             # Copies without the checks: the origin is a checked one, its version one more.
             stamped = trusted_copy(sd, origin=self.last.origin)

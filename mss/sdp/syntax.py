@@ -662,8 +662,10 @@ def trusted_copy(obj: _T, **changes: object) -> _T:
     """:func:`dataclasses.replace` without the checks, for changes known valid (our own numbers, or
     fields of another checked value). Like ``replace``, fields that are not ``__init__`` arguments
     (the cached codecs of a :class:`MediaDescription`) start again from their defaults."""
-    values = {f.name: getattr(obj, f.name) for f in fields(obj) if f.init}  # type: ignore[arg-type]
-    return _TRUSTED_BY_CLASS[type(obj)](**(values | changes))  # type: ignore[return-value]
+    make, names = _TRUSTED_BY_CLASS[type(obj)]
+    values = {name: getattr(obj, name) for name in names}
+    values.update(changes)
+    return make(**values)  # type: ignore[return-value]
 
 
 _trusted_codec = trusted(Codec)
@@ -673,10 +675,14 @@ _trusted_connection = trusted(Connection)
 _trusted_timing = trusted(Timing)
 _trusted_media = trusted(MediaDescription)
 _trusted_session = trusted(SessionDescription)
-_TRUSTED_BY_CLASS: dict[type, Callable[..., object]] = {
-    Codec: _trusted_codec, Attribute: _trusted_attribute, Origin: _trusted_origin,
-    Connection: _trusted_connection, Timing: _trusted_timing, MediaDescription: _trusted_media,
-    SessionDescription: _trusted_session,
+#: Each class's trusted constructor and ``__init__`` fields, for :func:`trusted_copy`.
+_TRUSTED_BY_CLASS: dict[type, tuple[Callable[..., object], tuple[str, ...]]] = {
+    cls: (make, tuple(f.name for f in fields(cls) if f.init))
+    for cls, make in (
+        (Codec, _trusted_codec), (Attribute, _trusted_attribute), (Origin, _trusted_origin),
+        (Connection, _trusted_connection), (Timing, _trusted_timing), (MediaDescription, _trusted_media),
+        (SessionDescription, _trusted_session),
+    )
 }
 
 
