@@ -69,14 +69,18 @@ class TimerQueue:
         self._heap = [entry for entry in self._heap if self._is_live(entry[0], entry[2], entry[3])]
         heapq.heapify(self._heap)
 
-    def clear(self, owner: Hashable, name: str) -> None:
-        """Disarm timer ``name`` of ``owner`` (no error when it is not armed)."""
+    def clear(self, owner: Hashable, *names: str) -> None:
+        """Disarm timers ``names`` of ``owner`` (no error for one that is not armed)."""
         slot = self._live.get(owner)
-        if slot is not None and slot.names.pop(name, None) is not None:
-            self._armed -= 1
-            if not slot.names:
-                del self._live[owner]
-                slot.owner = None
+        if slot is None:
+            return
+        armed = slot.names
+        for name in names:
+            if armed.pop(name, None) is not None:
+                self._armed -= 1
+        if not armed:
+            del self._live[owner]
+            slot.owner = None
 
     def clear_owner(self, owner: Hashable) -> None:
         """Disarm every timer of ``owner``."""

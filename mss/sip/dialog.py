@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from mss.errors import SipError
 from mss.sip.message import CSeq, Message, Request, Response, canonical_name
-from mss.sip.uri import NameAddr, SipUri, Uri, match_via
+from mss.sip.uri import NameAddr, SipUri, Uri, fast_via
 
 __all__ = ["Dialog", "DialogKey"]
 
@@ -217,5 +217,5 @@ class Dialog:
         for name, value in headers:
             key, spelling = canonical_name(name)
             items.append((key, spelling, value))
-        return Request._local(method, target[2], items, body, via=match_via(via), from_=fixed[1], to=fixed[2],
+        return Request._local(method, target[2], items, body, via=fast_via(via), from_=fixed[1], to=fixed[2],
                               call_id=self.call_id, cseq=CSeq(seq, method))  # fmt: skip

@@ -78,6 +78,10 @@ __all__ = ["Core", "Leg", "LegState", "LegTimerName", "parse_session_expires"]
 class LegState(enum.Enum):
     """Where a leg is (see the module docstring for the moves)."""
 
+    # Hashed by identity (members are singletons, compared by identity): Enum's own __hash__ is a
+    # Python function, and the state tables are read on every message.
+    __hash__ = object.__hash__
+
     CALLING = "calling"
     EARLY = "early"
     CONFIRMED = "confirmed"
@@ -148,8 +152,8 @@ class Core(Protocol):
         """Arm a leg timer."""
         ...
 
-    def clear_timer(self, owner: Leg, name: str) -> None:
-        """Disarm a leg timer."""
+    def clear_timer(self, owner: Leg, *names: str) -> None:
+        """Disarm leg timers."""
         ...
 
     def emit(self, event: UAEvent) -> None:
@@ -260,8 +264,7 @@ class Leg:
 
     def clear(self, *names: str) -> None:
         """Disarm leg timers."""
-        for name in names:
-            self.core.clear_timer(self, name)
+        self.core.clear_timer(self, *names)
 
     # -- terminal events ----------------------------------------------------------------------
 

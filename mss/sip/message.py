@@ -53,7 +53,7 @@ from mss.sip.uri import (
     Uri,
     Via,
     fast_name_addr,
-    match_via,
+    fast_via,
     name_addr_from_match,
     parse_name_addr,
     parse_uri,
@@ -285,10 +285,21 @@ _DATE_RE = re.compile(
 )
 
 
+_SET_SEQ, _SET_METHOD = CSeq.__dict__["seq"].__set__, CSeq.__dict__["method"].__set__
+
+
+def _cseq_from_match(m: Match[str]) -> CSeq:
+    """The CSeq a fast-shape match stands for, its slots set directly (the match validated them)."""
+    cseq: CSeq = object.__new__(CSeq)
+    _SET_SEQ(cseq, int(m.group(1)))
+    _SET_METHOD(cseq, m.group(2))
+    return cseq
+
+
 def _parse_cseq(value: str) -> CSeq:
     m = _cseq_fast(value)
     if m is not None and len(m.group(1)) < MAX_NUMBER_DIGITS:  # 9 digits: below 2**31
-        return CSeq(seq=int(m.group(1)), method=m.group(2))
+        return _cseq_from_match(m)
     return _parse_cseq_general(value)
 
 
@@ -457,10 +468,7 @@ class Message:
         raw = self._cseq
         if isinstance(raw, CSeq):
             return raw
-        if raw is None:
-            value = _parse_cseq(_required(self.headers, "CSeq"))
-        else:
-            value = CSeq(seq=int(raw.group(1)), method=raw.group(2))
+        value = _parse_cseq(_required(self.headers, "CSeq")) if raw is None else _cseq_from_match(raw)
         self._cseq = value
         return value
 
@@ -547,7 +555,7 @@ class Request(Message):
         items: list[tuple[str, str, str]],
         body: bytes,
         *,
-        via: Match[str] | None,
+        via: Via | Match[str] | None,
         from_: NameAddr,
         to: NameAddr,
         call_id: str,
@@ -791,7 +799,7 @@ def _validate(msg: Message, items: list[tuple[str, str, str]], index: dict[str, 
     values = _elements(index.get("via")) if unique else _values(items, "via")
     if not values:
         raise SipError("no Via header")
-    msg._via = [match_via(v) or parse_via(v) for v in values]
+    msg._via = [fast_via(v) or parse_via(v) for v in values]
     value = index.get("from")
     if value is None:
         raise SipError("no From header")

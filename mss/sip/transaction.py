@@ -110,6 +110,10 @@ class TimerValues:
 class TxState(enum.Enum):
     """States of all four transaction machines (each uses a subset)."""
 
+    # Hashed by identity (members are singletons, compared by identity): Enum's own __hash__ is a
+    # Python function, and the state tables are read on every message.
+    __hash__ = object.__hash__
+
     CALLING = "calling"
     TRYING = "trying"
     PROCEEDING = "proceeding"
@@ -331,8 +335,7 @@ class _Transaction:
         self.layer._timers.set(self, name, now + delay)
 
     def _clear(self, *names: str) -> None:
-        for name in names:
-            self.layer._timers.clear(self, name)
+        self.layer._timers.clear(self, *names)
 
     def _send(self, data: bytes) -> None:
         self.layer._out.append((data, self.dest))

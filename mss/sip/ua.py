@@ -95,7 +95,7 @@ from mss.sip.transaction import (
     TransportFailed,
     TxEvent,
 )
-from mss.sip.uri import NameAddr, SipUri, match_via
+from mss.sip.uri import NameAddr, SipUri, fast_via
 from mss.sipkind import message_kind
 
 __all__ = [
@@ -138,11 +138,12 @@ DOWN_TIME = 60.0
 MAX_DOWN_TIME = 600.0
 
 _OUT_OF_DIALOG = frozenset({"INVITE", "REGISTER", "OPTIONS"})
+_BLANK = (b"", b"\r", b"\n", b" ", b"\t")
 _LEADING_NUMBER = re.compile(r"[0-9]{1,9}")  # Retry-After: delta-seconds [comment] *(;params)
 _TAG_PARAM = re.compile(r";\s*tag\s*=", re.IGNORECASE)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class _Try:
     """An out-of-dialog request of ours in flight, and the addresses it was sent to."""
 
@@ -221,7 +222,7 @@ class UserAgent:
         self._tries: dict[str, _Try] = {}  # live transaction key -> its out-of-dialog try
         self._first_key: dict[str, str] = {}  # a failover's transaction key -> the owner's key
         self._live_key: dict[str, str] = {}  # the owner's key -> the live try's key
-        self._invite_fixed: _InviteFixed | None = None  # what every new leg's INVITE writes alike
+        self._own: _Own | None = None  # what our messages write alike, made from the settings once
 
     def _target_list(self, text: str) -> TargetList:
         s = self.settings
@@ -272,9 +273,16 @@ class UserAgent:
         """A fresh tag."""
         return f"{self._rng.getrandbits(48):012x}"
 
+    def _mine(self) -> _Own:
+        """What our messages write alike (remade if :attr:`settings` is replaced)."""
+        own = self._own
+        if own is None or own.settings is not self.settings:
+            own = self._own = _Own(self.settings, self.contact(self.settings.caller))
+        return own
+
     def new_call_id(self) -> str:
         """A fresh Call-ID."""
-        return f"{self._rng.getrandbits(96):024x}@{self.settings.contact_host}"
+        return f"{self._rng.getrandbits(96):024x}@{self._mine().contact_host}"
 
     def make_cnonce(self) -> str:
         """A fresh digest client nonce."""
@@ -282,10 +290,8 @@ class UserAgent:
 
     def via(self, branch: str) -> str:
         """Our Via value: ``rport`` asked for over UDP (RFC 3581); ``TLS`` over TLS (RFC 3261 §20.42)."""
-        s = self.settings
-        if s.reliable:
-            return f"SIP/2.0/{s.transport.upper()} {s.contact_host}:{s.local_port};branch={branch}"
-        return f"SIP/2.0/UDP {s.contact_host}:{s.local_port};branch={branch};rport"
+        own = self._mine()
+        return f"{own.via_head}{branch}{own.via_tail}"
 
     def contact(self, user: str) -> NameAddr:
         """Our Contact for ``user`` (``transport=tcp`` over TCP, ``transport=tls`` over TLS: a sip:
@@ -512,9 +518,9 @@ class UserAgent:
         """Arm a leg or registration timer."""
         self._timers.set(owner, name, deadline)
 
-    def clear_timer(self, owner: Leg | Registration, name: str) -> None:
-        """Disarm a leg or registration timer."""
-        self._timers.clear(owner, name)
+    def clear_timer(self, owner: Leg | Registration, *names: str) -> None:
+        """Disarm leg or registration timers."""
+        self._timers.clear(owner, *names)
 
     def emit(self, event: UAEvent) -> None:
         """Queue an event for :meth:`next_event`."""
@@ -557,7 +563,7 @@ class UserAgent:
                 self._broken.append(stream)
             return
         if stream is None:
-            if data.strip(b"\r\n \t"):
+            if data[:1] not in _BLANK or data.strip(b"\r\n \t"):  # a blank datagram is a keep-alive
                 self._receive_message(data, source, False, now)
         else:
             framer = self._framers.get(stream)
@@ -606,8 +612,8 @@ class UserAgent:
             return
         if isinstance(msg, Response):
             via = msg.top_via
-            s = self.settings
-            if via.host != s.contact_host or (via.port or 5060) != s.local_port:
+            own = self._mine()
+            if via.host != own.contact_host or (via.port or 5060) != own.settings.local_port:
                 self._counts["misrouted"] += 1
                 self._notice("misrouted", source, f"response with a Via for {via.host}:{via.port} dropped")
                 return
@@ -680,24 +686,21 @@ class UserAgent:
         self._pump(now)
 
     def _build_invite(self, user: str, sdp: bytes, call_id: str, tag: str) -> Request:
-        s = self.settings
-        fixed = self._invite_fixed
-        if fixed is None or fixed[0] is not s:
-            fixed = self._invite_fixed = _invite_fixed(s, self.contact(s.caller))
-        _settings, local, from_text, tail = fixed
-        target = SipUri(host=s.domain, user=user)
+        own = self._mine()
+        local = own.local
+        target = SipUri(host=own.settings.domain, user=user)
         to = NameAddr(target)
         via = self.via(self.new_branch())
         items = [
             ("via", "Via", via),
             ("max-forwards", "Max-Forwards", "70"),
-            ("from", "From", f"{from_text};tag={tag}"),
+            ("from", "From", f"{own.local_text};tag={tag}"),
             ("to", "To", str(to)),
             ("call-id", "Call-ID", call_id),
             ("cseq", "CSeq", "1 INVITE"),
-            *tail,
+            *own.invite_tail,
         ]
-        return Request._local("INVITE", target, items, sdp, via=match_via(via), from_=local.with_tag(tag),
+        return Request._local("INVITE", target, items, sdp, via=fast_via(via), from_=local.with_tag(tag),
                               to=to, call_id=call_id, cseq=_FIRST_INVITE)  # fmt: skip
 
     def hangup(self, leg_id: LegId, now: float) -> None:
@@ -835,7 +838,7 @@ class UserAgent:
             if status >= 200:
                 del self._tries[key]
             elif not attempt.answered:
-                self._tries[key] = replace(attempt, answered=True)  # kept for a CANCEL's Via
+                attempt.answered = True  # kept for a CANCEL's Via
             return True
         if isinstance(event, TimedOut) and not event.client:
             return True
@@ -892,25 +895,32 @@ class UserAgent:
 _FIRST_INVITE = CSeq(1, "INVITE")
 
 
-def _invite_fixed(s: UASettings, contact: NameAddr) -> _InviteFixed:
-    """What every INVITE that starts a leg writes alike (see UserAgent._build_invite): made once."""
-    local = NameAddr(SipUri(host=s.domain, user=s.caller))
-    tail: list[tuple[str, str, str]] = [
-        ("contact", "Contact", str(contact)),
-        ("allow", "Allow", ", ".join(ALLOWED_METHODS)),
-        ("supported", "Supported", ", ".join(SUPPORTED)),
-    ]
-    if s.session_expires:
-        tail.append(("session-expires", "Session-Expires", str(s.session_expires)))
-        tail.append(("min-se", "Min-SE", str(s.min_se)))
-    tail.append(("user-agent", "User-Agent", s.user_agent))
-    tail.append(("content-type", "Content-Type", "application/sdp"))
-    return s, local, str(local), tuple(tail)
+class _Own:
+    """What mss's messages write alike, made once from the settings: the Via around its branch, the
+    host it is expected at, and a new leg's INVITE (From without its tag, the fields after CSeq)."""
 
+    __slots__ = ("contact_host", "invite_tail", "local", "local_text", "settings", "via_head", "via_tail")
 
-#: The settings it was made from, our From address (no tag) and its text, and the header fields
-#: after CSeq.
-_InviteFixed = tuple[UASettings, NameAddr, str, tuple[tuple[str, str, str], ...]]
+    def __init__(self, s: UASettings, contact: NameAddr) -> None:
+        self.settings = s
+        self.contact_host = host = s.contact_host
+        # RFC 3581 rport asked for over UDP; TLS named as such (RFC 3261 §20.42).
+        transport = s.transport.upper() if s.reliable else "UDP"
+        self.via_head = f"SIP/2.0/{transport} {host}:{s.local_port};branch="
+        self.via_tail = "" if s.reliable else ";rport"
+        self.local = NameAddr(SipUri(host=s.domain, user=s.caller))
+        self.local_text = str(self.local)
+        tail: list[tuple[str, str, str]] = [
+            ("contact", "Contact", str(contact)),
+            ("allow", "Allow", ", ".join(ALLOWED_METHODS)),
+            ("supported", "Supported", ", ".join(SUPPORTED)),
+        ]
+        if s.session_expires:
+            tail.append(("session-expires", "Session-Expires", str(s.session_expires)))
+            tail.append(("min-se", "Min-SE", str(s.min_se)))
+        tail.append(("user-agent", "User-Agent", s.user_agent))
+        tail.append(("content-type", "Content-Type", "application/sdp"))
+        self.invite_tail = tuple(tail)
 
 
 def _with_via(request: Request, via: str) -> Request:

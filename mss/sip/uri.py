@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from re import Match
+from typing import TypeVar
 from urllib.parse import unquote_to_bytes
 
 from mss.errors import SipError
@@ -51,6 +52,7 @@ __all__ = [
     "Via",
     "escape_user",
     "fast_name_addr",
+    "fast_via",
     "get_param",
     "has_param",
     "match_name_addr",
@@ -65,6 +67,8 @@ __all__ = [
     "unescape",
     "via_from_match",
 ]
+
+_V = TypeVar("_V")
 
 #: Parameters in the order written: ``(name, value)``; ``value`` is None for ``;lr``. A quoted value
 #: keeps its quotes, so it is written back exactly.
@@ -563,6 +567,9 @@ def match_name_addr(value: str) -> Match[str] | None:
 
 def name_addr_from_match(m: Match[str]) -> NameAddr:
     """The value a :func:`match_name_addr` match stands for."""
+    known = _known_addrs.get(m.string)
+    if isinstance(known, NameAddr):  # built already from an earlier match of the same text
+        return known
     qdisplay, tdisplay, scheme, user, password, host, port, uparams, uheaders, hparams = m.groups()
     headers: tuple[tuple[str, str], ...] = ()
     if uheaders:
@@ -571,25 +578,38 @@ def name_addr_from_match(m: Match[str]) -> NameAddr:
         host, user, password, int(port) if port is not None else None, _split_params(uparams), headers, scheme
     )
     addr = _name_addr(uri, qdisplay if qdisplay is not None else tdisplay, _split_params(hparams))
-    if len(_known_addrs) >= NAME_ADDR_CACHE:
-        _known_addrs.clear()
-    _known_addrs[m.string] = addr
+    _remember(_known_addrs, m.string, addr)
     return addr
 
 
-#: Fast-shape name-addr values kept by their text (:func:`fast_name_addr`): within a dialog the same
-#: From, To and Contact text comes back in every message (and a far end's Contact in every call), so
-#: most are built once. Bounded: emptied when full, so a peer sending ever new texts only churns it.
+#: Fast-shape name-addr and Via values kept by their text (:func:`fast_name_addr`,
+#: :func:`fast_via`): within a dialog the same From, To and Contact text comes back in every message
+#: (and a far end's Contact in every call), and a transaction's Via in each of its messages, so most
+#: are matched and built once. Each is kept as the match until a field is read, then as the value.
+#: Bounded: emptied when full, so a peer sending ever new texts only churns it.
 NAME_ADDR_CACHE = 1024
 
-_known_addrs: dict[str, NameAddr] = {}
+_known_addrs: dict[str, NameAddr | Match[str]] = {}
+_known_vias: dict[str, Via | Match[str]] = {}
+
+
+def _remember(cache: dict[str, _V], text: str, value: _V) -> None:
+    if len(cache) >= NAME_ADDR_CACHE and text not in cache:
+        cache.clear()
+    cache[text] = value
 
 
 def fast_name_addr(value: str) -> NameAddr | Match[str] | None:
     """``value``'s parsed name-addr when this text was built from a fast-shape match before (the
     values are frozen, so one object serves every message), else :func:`match_name_addr`'s match
-    (:func:`name_addr_from_match` builds it), else None (:func:`parse_name_addr` decides)."""
-    return _known_addrs.get(value) or match_name_addr(value)
+    (:func:`name_addr_from_match` builds it; kept too), else None (:func:`parse_name_addr` decides)."""
+    found = _known_addrs.get(value)
+    if found is not None:
+        return found
+    m = match_name_addr(value)
+    if m is not None:
+        _remember(_known_addrs, value, m)
+    return m
 
 
 _name_addr_fast = NAME_ADDR_FAST_RE.fullmatch
@@ -742,9 +762,26 @@ def _via(transport: str, host: str, port: int | None, params: Params, protocol: 
 
 def via_from_match(m: Match[str]) -> Via:
     """The value a :func:`match_via` match stands for."""
+    known = _known_vias.get(m.string)
+    if isinstance(known, Via):  # built already from an earlier match of the same text
+        return known
     transport, host, port, params = m.groups()
-    return _via(transport.upper(), host, int(port) if port is not None else None,
-                _split_params(params), "SIP/2.0")
+    via = _via(transport.upper(), host, int(port) if port is not None else None,
+               _split_params(params), "SIP/2.0")
+    _remember(_known_vias, m.string, via)
+    return via
+
+
+def fast_via(value: str) -> Via | Match[str] | None:
+    """``value``'s parsed Via when this text was matched before (kept as for :func:`fast_name_addr`),
+    else :func:`match_via`'s match (kept too), else None (:func:`parse_via` decides)."""
+    found = _known_vias.get(value)
+    if found is not None:
+        return found
+    m = match_via(value)
+    if m is not None:
+        _remember(_known_vias, value, m)
+    return m
 
 
 _via_fast = VIA_FAST_RE.fullmatch
