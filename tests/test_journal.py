@@ -622,3 +622,107 @@ def test_close_commits_the_open_group(path: Path) -> None:
     journal.record_requests([new("a")])
     journal.close()
     assert _committed_ids(path) == ["a"]
+
+
+# --- lazy writes: bridges, relay ports and delivery marks ask for no commit of their own -------------
+
+def _committed(path: Path, sql: str) -> list[tuple[object, ...]]:
+    with contextlib.closing(sqlite3.connect(path)) as other:
+        return other.execute(sql).fetchall()
+
+
+def test_lazy_writes_wait_for_the_next_group_and_run_first_in_it(path: Path, journal: Journal) -> None:
+    opened = _grouped(journal)
+    (a,) = journal.record_requests([new("a")])
+    journal.flush()
+    journal.mark_bridged(a, 1001.0)
+    journal.record_ports(a, (30000, 30002))
+    assert opened == [1] and not journal.pending  # no group, no flush asked for
+    assert _committed(path, "SELECT bridged_at FROM callbacks") == [(None,)]
+    (b,) = journal.record_requests([new("b")])  # the next group takes them
+    assert opened == [1, 1] and journal.pending
+    journal.flush()
+    assert _committed(path, "SELECT bridged_at FROM callbacks ORDER BY seq") == [(1001.0,), (None,)]
+    assert _committed(path, "SELECT seq, ports FROM relay_ports") == [(a, "30000 30002")]
+    # Ended in the same group as its ports record: the record goes first, then the RESPONSE forgets it.
+    journal.record_ports(b, (30004, 30006))
+    journal.record_response(b, CallbackResponse(id="b", real_duration=0), 1002.0)
+    journal.flush()
+    assert _committed(path, "SELECT seq FROM relay_ports") == [(a,)]
+
+
+def test_lazy_writes_are_read_committed_by_any_flush_and_by_close(path: Path) -> None:
+    journal = Journal(path)
+    opened = _grouped(journal)
+    (a,) = journal.record_requests([new("a")])
+    journal.record_response(a, CallbackResponse(id="a", real_duration=0), 1001.0)
+    journal.flush()
+    journal.mark_delivered(a, 1002.0)
+    assert journal.undelivered() == []  # a read sees it (it opens the group it needs)
+    assert opened == [1, 1]
+    journal.flush()
+    assert _committed(path, "SELECT delivered_at FROM responses") == [(1002.0,)]
+    journal.mark_bridged(a, 1003.0)
+    journal.flush()  # lazy writes alone: a flush commits them
+    assert _committed(path, "SELECT bridged_at FROM callbacks") == [(1003.0,)]
+    journal.heartbeat(1004.0)
+    journal.flush()
+    journal.record_ports(a, (30000, 30002))
+    journal.close()
+    assert _committed(path, "SELECT ports FROM relay_ports") == [("30000 30002",)]
+
+
+def test_a_lost_group_loses_the_lazy_writes_it_ran_and_keeps_those_made_after(
+    path: Path, journal: Journal
+) -> None:
+    _grouped(journal)
+    (a,) = journal.record_requests([new("a")])
+    journal.flush()
+    journal.mark_bridged(a, 1001.0)
+    journal.record_requests([new("b")])  # runs the bridge in its group, which is lost
+    journal._db = _FailingCommit(journal._db)  # type: ignore[assignment]
+    with pytest.raises(JournalError, match="cannot commit 2 write"):
+        journal.flush()
+    assert _committed(path, "SELECT id, bridged_at FROM callbacks") == [("a", None)]
+    journal.mark_bridged(a, 1002.0)  # after the loss: kept for the next group
+    journal.heartbeat(1003.0)
+    journal.flush()
+    assert _committed(path, "SELECT id, bridged_at FROM callbacks") == [("a", 1002.0)]
+
+
+def test_a_crash_before_a_lazy_bridge_is_committed_costs_no_talk_time(path: Path) -> None:
+    """The talk time after a crash runs from the bridge to the last committed heartbeat: a heartbeat
+    committed after the bridge commits the bridge too, so a bridge lost in a crash is one no committed
+    heartbeat followed."""
+    journal = Journal(path)
+    _grouped(journal)
+    talking, lost = journal.record_requests([new("talking"), new("lost")])
+    journal.flush()
+    journal.mark_bridged(talking, 1000.0)
+    journal.heartbeat(1030.0)  # commits the bridge before it
+    journal.flush()
+    journal.mark_bridged(lost, 1031.0)  # the process dies before any later commit
+    journal._db.close()  # killed: nothing more is committed
+    after = Journal(path)
+    try:
+        assert [(c.id, c.real_duration) for c in after.interrupted()] == [("talking", 30), ("lost", 0)]
+    finally:
+        after.close()
+
+
+def test_a_worker_queues_lazy_writes_without_asking_for_a_flush(path: Path) -> None:
+    journal = Journal(path, worker=1, workers=2)
+    opened = _grouped(journal)
+    try:
+        (a,) = journal.record_requests([new("a")])
+        journal.flush()
+        journal.mark_bridged(a, 1001.0)
+        journal.record_ports(a, (30000, 30002))
+        assert opened == [1] and not journal.pending
+        journal.heartbeat(1002.0)  # the next group runs them first
+        assert opened == [1, 1]
+        journal.flush()
+        assert _committed(path, "SELECT bridged_at FROM callbacks") == [(1001.0,)]
+        assert _committed(path, "SELECT ports FROM relay_ports") == [("30000 30002",)]
+    finally:
+        journal.close()
