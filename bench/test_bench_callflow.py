@@ -7,13 +7,16 @@ Run: .venv/bin/pytest bench/test_bench_callflow.py --benchmark-only --benchmark-
 - Call flow: the step that costs most (user1 answers: its answer is read, the ringback starts, user2
   is invited) and a whole callback's events from the REQUEST to the last leg ending, with the
   commands the engine would carry out (no SIP, no relay: the call flow alone).
+- Engine: the same callback through :mod:`mss.engine` as the adapter drives it: the user agent's
+  events turned into call-flow events, the commands carried out on a user agent and a relay session
+  that do nothing, the call's timer read after every step, the outcome with its CDR.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from mss import sdp
+from mss import engine, sdp
 from mss.callflow import (
     Answered,
     CallbackCall,
@@ -25,6 +28,7 @@ from mss.callflow import (
     Progress,
     SendResponse,
 )
+from mss.sip import events as ua
 
 SESSION = 1_700_000_000
 SETTINGS = CallSettings(codecs=("PCMU", "PCMA", "G729"), ring_timeout=45.0, inactivity_timeout=60.0,
@@ -144,3 +148,85 @@ def test_callflow_whole_callback(benchmark: Any) -> None:
     response = next(c for c in commands if isinstance(c, SendResponse))
     assert (response.result, response.real_duration) == ("answered", 60)
     assert isinstance(commands[-1], Finished)
+
+
+class _Agent:
+    """A user agent that does nothing (the SIP side is measured in test_bench_sipcall.py)."""
+
+    def invite(self, leg_id: object, user: str, sdp: bytes, now: float) -> None:
+        pass
+
+    def hangup(self, leg_id: object, now: float) -> None:
+        pass
+
+
+class _Session:
+    """A relay session that does nothing (the relay is measured in test_bench_relay.py)."""
+
+    closed = False
+
+    def set_remote(self, leg: str, host: str, port: int, rtcp_port: int | None = None) -> None:
+        pass
+
+    def relatch(self, leg: str) -> None:
+        pass
+
+    def play(self, leg: str, frames: bytes, *, frame_bytes: int, payload_type: int, ptime_ms: int,
+             samples_per_frame: int) -> None:
+        pass
+
+    def stop_play(self, leg: str) -> None:
+        pass
+
+    def set_forwarding(self, *, a_to_b: bool, b_to_a: bool) -> None:
+        pass
+
+    def set_pt_rewrite(self, from_leg: str, mapping: dict[int, int]) -> None:
+        pass
+
+    def bridge(self) -> None:
+        pass
+
+
+SEQ = 7
+USER1, USER2 = engine.LegRef(seq=SEQ, leg="user1"), engine.LegRef(seq=SEQ, leg="user2")
+#: The user agent's events of one callback, with their times.
+UA_EVENTS: list[tuple[ua.UAEvent, float]] = [
+    (ua.LegTrying(leg_id=USER1), 1000.1),
+    (ua.LegRinging(leg_id=USER1, status=180, reason="Ringing"), 1001.0),
+    (ua.LegAnswered(leg_id=USER1, sdp=ANSWER_USER1, call_id="c1"), 1005.0),
+    (ua.LegTrying(leg_id=USER2), 1005.1),
+    (ua.LegRinging(leg_id=USER2, status=180, reason="Ringing"), 1006.0),
+    (ua.LegAnswered(leg_id=USER2, sdp=ANSWER_USER2, call_id="c2"), 1010.0),
+    (ua.LegEnded(leg_id=USER1, by_remote=True, reason="BYE", answered=True), 1070.0),
+    (ua.LegEnded(leg_id=USER2, by_remote=False, reason="hangup", answered=True), 1070.1),
+]
+
+
+def engine_callback() -> list[object]:
+    record = engine.CallRecord(flow=CallbackCall(user1="100", user2="101", duration=60, settings=SETTINGS),
+                               caller="200")
+    agent, session = _Agent(), _Session()
+    outcomes: list[object] = []
+
+    def carry_out(commands: list[Command], now: float) -> None:
+        for command in commands:
+            if isinstance(command, engine.SipCommand):
+                engine.carry_out_sip(agent, SEQ, command, now)  # type: ignore[arg-type]
+            elif isinstance(command, engine.RelayCommand):
+                engine.carry_out_relay(session, command)
+            elif isinstance(command, SendResponse):
+                outcomes.append(record.outcome(command, 1_700_000_000.0 + now))
+        record.flow.get_timer()  # the adapter re-arms the call's timer after every step
+
+    carry_out(record.flow.start(1000.0), 1000.0)
+    for event, now in UA_EVENTS:
+        found = engine.flow_event(event)
+        if found is not None:
+            carry_out(record.handle(found[1], now, 1_700_000_000.0 + now), now)
+    return outcomes
+
+
+def test_engine_whole_callback(benchmark: Any) -> None:
+    outcomes = benchmark(engine_callback)
+    assert [getattr(o, "result", None) for o in outcomes] == ["answered"]

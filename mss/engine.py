@@ -209,9 +209,8 @@ def carry_out_relay(session: RelayVerbs, command: RelayCommand) -> None:
         session.set_remote(leg, command.host, command.port, command.rtcp_port)
         session.relatch(leg)
     elif isinstance(command, cf.RelayPlay):
-        frames = tones.ringback_frames(command.codec, ptime_ms=command.ptime)
+        frames, size = tones.ringback_play(command.codec, command.ptime)
         if frames:
-            size = tones.frame_bytes(command.codec, command.ptime)
             samples = command.ptime * tones.SAMPLE_RATE // 1000  # the RTP clock: 8 kHz, G.711 and G.729
             session.play(RELAY_LEG[command.leg], frames, frame_bytes=size, payload_type=command.payload_type,
                          ptime_ms=command.ptime, samples_per_frame=samples)

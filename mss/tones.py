@@ -64,6 +64,7 @@ __all__ = [
     "frame_bytes",
     "g729_unavailable",
     "ringback_frames",
+    "ringback_play",
     "tone_pcm",
 ]
 
@@ -301,6 +302,19 @@ def ringback_frames(codec: str, *, ptime_ms: int = 20, tone: RingTone = DEFAULT_
     frames = _ringback(name, tone, loop_ms)
     assert len(frames) % size == 0
     return frames
+
+
+#: (codec, packet time) pairs whose default ringback is kept ready (:func:`ringback_play`): three
+#: codecs at the packet times mss plays (10, 20, 30, 40 ms).
+_RINGBACK_PLAYS = 16
+
+
+@functools.lru_cache(maxsize=_RINGBACK_PLAYS)
+def ringback_play(codec: str, ptime_ms: int) -> tuple[bytes, int]:
+    """The default ringback in ``codec`` as :func:`ringback_frames` gives it, with the
+    :func:`frame_bytes` of one frame: what the engine hands the relay for every ringing call, made
+    once per codec and packet time (errors are raised every time, as they are not kept)."""
+    return ringback_frames(codec, ptime_ms=ptime_ms), frame_bytes(codec, ptime_ms)
 
 
 @functools.lru_cache(maxsize=16)

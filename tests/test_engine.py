@@ -275,3 +275,13 @@ def test_last_rx_of_a_real_session_names_the_party_that_sent() -> None:
                 break
         assert seen["user1"] is None
         assert seen["user2"] is not None and abs(seen["user2"] - time.monotonic()) < 5
+
+
+def test_the_ringback_handed_to_the_relay_is_made_once_per_codec_and_packet_time() -> None:
+    for codec, ptime in (("PCMU", 20), ("PCMA", 30), ("G729", 20)):
+        frames, size = tones.ringback_play(codec, ptime)
+        assert frames == tones.ringback_frames(codec, ptime_ms=ptime)
+        assert size == tones.frame_bytes(codec, ptime)
+        assert tones.ringback_play(codec, ptime)[0] is frames
+    with pytest.raises(LocalProtocolError, match=r"ptime 25 ms is not a multiple of G\.729's 10 ms frame"):
+        tones.ringback_play("G729", 25)

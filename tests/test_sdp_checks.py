@@ -44,3 +44,32 @@ def test_the_answers_address_is_checked_every_time() -> None:
     for _ in range(2):
         with pytest.raises(LocalProtocolError, match=r"^local media host 'mss.example' is not an IP addr"):
             make_offer(host="mss.example", port=30000, codecs=["PCMU"], session_id=1, version=1)
+
+
+_PHONE = (
+    "v=0\r\no=- 3921305012 3921305012 IN IP4 127.0.0.1\r\ns=pjmedia\r\nb=AS:84\r\nt=0 0\r\na=X-nat:0\r\n"
+    "m=audio 4002 RTP/AVP 0 101\r\nc=IN IP4 127.0.0.1\r\nb=TIAS:64000\r\na=rtcp:4003 IN IP4 127.0.0.1\r\n"
+    "a=sendrecv\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n"
+)
+
+
+def test_line_ends_and_the_checking_path_make_the_same_description() -> None:
+    # CRLF lines are split at once, LF or mixed ones line by line; a body with a NUL (here in the
+    # o= username, which SDP allows) is built through the dataclasses' checks: the same values.
+    crlf = parse_sdp(_PHONE.encode())
+    for body in (_PHONE.replace("\r\n", "\n"), _PHONE.replace("\r\n", "\n", 3), "\r\n" + _PHONE + "\n\n"):
+        assert parse_sdp(body.encode()) == crlf
+    checked = parse_sdp(_PHONE.replace("o=- ", "o=a\0b ").encode())
+    assert checked.origin.username == "a\0b"
+    assert checked.media == crlf.media and checked.media[0].codecs == crlf.media[0].codecs
+
+
+@pytest.mark.parametrize("bad", ["a=tool:x\ry", "a=tool:x\0y", "i=x\ry", "b=AS:1\0"])
+def test_a_cr_or_nul_inside_a_line_is_refused_however_often_it_comes(bad: str) -> None:
+    body = _PHONE.replace("a=X-nat:0", bad).encode()
+    messages = set()
+    for _ in range(2):  # the second time with the line's neighbours already known
+        with pytest.raises(SdpError, match=r"contains a CR, LF or NUL$") as info:
+            parse_sdp(body)
+        messages.add(info.value.reason)
+    assert len(messages) == 1

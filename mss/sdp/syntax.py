@@ -61,12 +61,12 @@ class Direction(enum.StrEnum):
     @property
     def sends(self) -> bool:
         """The author of the SDP sends media."""
-        return self in (Direction.SENDRECV, Direction.SENDONLY)
+        return self in _SENDING
 
     @property
     def receives(self) -> bool:
         """The author of the SDP receives media."""
-        return self in (Direction.SENDRECV, Direction.RECVONLY)
+        return self in _RECEIVING
 
     @classmethod
     def from_flags(cls, *, send: bool, receive: bool) -> Direction:
@@ -78,6 +78,10 @@ class Direction(enum.StrEnum):
     def reverse(self) -> Direction:
         """The same stream seen from the other end: sendonly ↔ recvonly, the others unchanged."""
         return Direction.from_flags(send=self.receives, receive=self.sends)
+
+
+_SENDING = frozenset({Direction.SENDRECV, Direction.SENDONLY})
+_RECEIVING = frozenset({Direction.SENDRECV, Direction.RECVONLY})
 
 
 def _check_token(value: str, what: str) -> None:
