@@ -453,7 +453,7 @@ class Leg:
 
     @staticmethod
     def _credentials(request: Request) -> tuple[tuple[str, str], ...]:
-        return tuple((n, v) for n, v in request.headers if n in ("Authorization", "Proxy-Authorization"))
+        return tuple(request.headers.named("Authorization", "Proxy-Authorization"))
 
     def _ack_and_bye_fork(self, response: Response, now: float) -> None:
         tag = response.to.tag or ""

@@ -226,6 +226,11 @@ class Headers:
         key = canonical_name(name)[0]
         return [v for k, _n, v in self._items if k == key]
 
+    def named(self, *names: str) -> list[tuple[str, str]]:
+        """The ``(name, value)`` lines of any of ``names``, in order."""
+        keys = [canonical_name(name)[0] for name in names]
+        return [(n, v) for k, n, v in self._items if k in keys]
+
     def get_list(self, name: str) -> list[str]:
         """Every element of a list header, across lines, split at commas; empty elements dropped."""
         out: list[str] = []
@@ -781,6 +786,13 @@ def _elements(value: str | None) -> list[str]:
     return [v for v in split_commas(value) if v]
 
 
+def _addresses(values: list[str], name: str) -> list[_Addr]:
+    """The validated elements of a name-addr list header (``*`` alone in Contact: none)."""
+    if name == "Contact" and values == ["*"]:
+        return []
+    return [fast_name_addr(v) or parse_name_addr(v, name) for v in values]
+
+
 def _validate(msg: Message, items: list[tuple[str, str, str]], index: dict[str, str], unique: bool) -> None:
     """Check the fields mss relies on (raises SipError), in one pass; keeps what it found on ``msg``.
 
@@ -825,14 +837,17 @@ def _validate(msg: Message, items: list[tuple[str, str, str]], index: dict[str, 
         method = cseq.method
     if isinstance(msg, Request) and method != msg.method:
         raise SipError(f"CSeq method {method} does not match the request method {msg.method}")
-    addrs: list[list[_Addr]] = []
-    for key, name in (("contact", "Contact"), ("route", "Route"), ("record-route", "Record-Route")):
-        values = _elements(index.get(key)) if unique else _values(items, key)
-        if key == "contact" and values == ["*"]:
-            addrs.append([])
-        else:
-            addrs.append([fast_name_addr(v) or parse_name_addr(v, name) for v in values])
-    msg._contact, msg._route, msg._record_route = addrs
+    if unique:  # most messages carry one Contact line and no Route or Record-Route
+        value = index.get("contact")
+        msg._contact = [] if value is None else _addresses(_elements(value), "Contact")
+        value = index.get("route")
+        msg._route = [] if value is None else _addresses(_elements(value), "Route")
+        value = index.get("record-route")
+        msg._record_route = [] if value is None else _addresses(_elements(value), "Record-Route")
+    else:
+        msg._contact = _addresses(_values(items, "contact"), "Contact")
+        msg._route = _addresses(_values(items, "route"), "Route")
+        msg._record_route = _addresses(_values(items, "record-route"), "Record-Route")
     if isinstance(msg, Response):
         # Max-Forwards, Expires and Date decide nothing in a response mss acts on (a REGISTER's
         # granted lifetime reads Expires itself and falls back when it is unreadable): a bad one must

@@ -139,6 +139,10 @@ MAX_DOWN_TIME = 600.0
 
 _OUT_OF_DIALOG = frozenset({"INVITE", "REGISTER", "OPTIONS"})
 _BLANK = (b"", b"\r", b"\n", b" ", b"\t")
+# Type tuples for isinstance (a ``X | Y`` written in a function is a new union object at each call).
+_OWNERS = (Leg, Registration)
+_CLIENT_OUTCOMES = (ResponseReceived, TimedOut, TransportFailed)
+_FAILURES = (TimedOut, TransportFailed)
 _LEADING_NUMBER = re.compile(r"[0-9]{1,9}")  # Retry-After: delta-seconds [comment] *(;params)
 _TAG_PARAM = re.compile(r";\s*tag\s*=", re.IGNORECASE)
 
@@ -647,7 +651,7 @@ class UserAgent:
         self._tx.handle_timer(now)
         self._pump(now)
         for owner, name in self._timers.pop_due(now):
-            if isinstance(owner, Leg | Registration):
+            if isinstance(owner, _OWNERS):
                 owner.on_timer(name, now)
             self._pump(now)
 
@@ -781,7 +785,7 @@ class UserAgent:
             self._ended_tx.clear()
 
     def _dispatch(self, event: TxEvent, now: float) -> None:
-        if isinstance(event, ResponseReceived | TimedOut | TransportFailed):
+        if isinstance(event, _CLIENT_OUTCOMES):
             if event.key in self._tries and not self._on_try_event(event, now):
                 return
             first = self._first_key.get(event.key)
@@ -798,7 +802,7 @@ class UserAgent:
                     owner.on_response(event.key, event.response, now)
             elif owner is not None:
                 owner.on_response(event.key, event.response, now)
-        elif isinstance(event, TimedOut | TransportFailed):
+        elif isinstance(event, _FAILURES):
             transport = isinstance(event, TransportFailed)
             if isinstance(event, TimedOut) and not event.client:
                 return  # Timer H: no ACK for a non-2xx answer; nothing to undo

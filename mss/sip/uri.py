@@ -496,7 +496,10 @@ class NameAddr:
     @property
     def tag(self) -> str | None:
         """The ``tag`` parameter (From/To), None when absent."""
-        return get_param(self.params, "tag") or None
+        for key, value in self.params:  # read for every message: get_param, with its spelling first
+            if key == "tag" or key.lower() == "tag":
+                return value or None
+        return None
 
     def param(self, name: str) -> str | None:
         """Header parameter ``name``: its value, ``""`` when valueless, None when absent."""
@@ -509,6 +512,10 @@ class NameAddr:
     def with_tag(self, tag: str) -> NameAddr:
         """A copy with ``;tag=`` set."""
         return self.with_param("tag", tag)
+
+    def without_params(self) -> NameAddr:
+        """A copy without header parameters (the address and display name alone)."""
+        return _name_addr(self.uri, self.display, ()) if self.params else self
 
 
 # Values built from a fast-shape match skip the dataclasses' __init__ (and SipUri.__post_init__,
@@ -694,7 +701,10 @@ class Via:
     @property
     def branch(self) -> str | None:
         """The ``branch`` parameter, None when absent."""
-        return get_param(self.params, "branch") or None
+        for key, value in self.params:  # read for every message: get_param, with its spelling first
+            if key == "branch" or key.lower() == "branch":
+                return value or None
+        return None
 
     @property
     def received(self) -> str | None:
