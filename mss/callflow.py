@@ -939,27 +939,32 @@ class CallbackCall:
         return min(deadlines) if deadlines else None
 
     def _deadlines(self) -> dict[Timer, float | None]:
-        if self.state is CallState.DONE:
+        # Read after every step (the adapter re-arms the call's timer): plain loops and locals.
+        state = self.state
+        if state is CallState.DONE:
             return {}
-        if self.state is CallState.RELEASING:
+        if state is CallState.RELEASING:
             return {Timer.RELEASE: self._release_deadline}
         d: dict[Timer, float | None] = {Timer.DURATION: self._duration_deadline}
+        bridged = state is CallState.BRIDGED
+        ring_timeout = self.settings.ring_timeout
         for name, leg in self.legs.items():
             if leg.invited_at is not None and leg.answered_at is None and not leg.ended:
-                d[_RING_TIMER[name]] = leg.invited_at + self.settings.ring_timeout
-            if leg.reoffer_at is not None and self.state is CallState.BRIDGED:
+                d[_RING_TIMER[name]] = leg.invited_at + ring_timeout
+            if bridged and leg.reoffer_at is not None:
                 d[_REOFFER_TIMER[name]] = leg.reoffer_at
-        if self.state is CallState.BRIDGED and self.settings.inactivity_timeout > 0 and not self._held():
+        if bridged and self.settings.inactivity_timeout > 0 and not self._held():
             d[Timer.MEDIA] = min(self._last_media.values()) + self.settings.inactivity_timeout
         return d
 
     def _held(self) -> bool:
         # A held leg may legitimately send nothing; so may the leg facing it, and any party that said
         # it does not send (recvonly, inactive).
-        return any(
-            (n := state.negotiated) is not None and (n.hold or not n.remote_direction.sends)
-            for state in self.legs.values()
-        )
+        for state in self.legs.values():
+            n = state.negotiated
+            if n is not None and (n.hold or not n.remote_direction.sends):
+                return True
+        return False
 
     def handle_timer(self, now: float) -> list[Command]:
         """Run whatever timer is due.
