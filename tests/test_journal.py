@@ -15,6 +15,7 @@ from mss.errors import JournalError
 from mss.iif import CallbackResponse
 from mss.journal import (
     CDR_COLUMNS,
+    PAGE_SIZE,
     WAL_SIZE_LIMIT,
     Cdr,
     InterruptedCallback,
@@ -355,6 +356,7 @@ def test_an_old_journal_gets_the_quality_columns_and_keeps_its_cdrs(path: Path) 
     try:
         table = [row[1] for row in journal._db.execute("PRAGMA table_info(cdrs)")]
         assert table == list(CDR_COLUMNS)
+        assert journal._db.execute("PRAGMA page_size").fetchone()[0] == 4096  # an older file keeps its pages
         assert journal.cdr("old") == before
         (seq,) = journal.record_requests([new("new")])
         quality = LegQuality(packets_in=50, bytes_in=8600, packets_out=50, bytes_out=8600, lost=0,
@@ -487,6 +489,7 @@ def test_steady_traffic_with_retention_keeps_the_file_bounded(path: Path) -> Non
     handed back), measured on disk; the WAL stays near its limit."""
     journal = Journal(path)
     assert journal._db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # INCREMENTAL, a new file
+    assert journal._db.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
     keep = 5 * 60.0  # seconds kept
     per_cycle = 200  # callbacks a cycle (one "minute")
     now = 1000.0
