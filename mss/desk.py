@@ -296,6 +296,8 @@ class CallbackDesk:
         self.set_peer_limits(peers)
         self.events_sent = 0
         """EVENT lines written (best effort: a closed connection's are not counted)."""
+        # Callbacks in progress (and REQUESTs held for a commit, below) per peer. A peer's entry stays
+        # at 0 when it has none: the peers are the configured ones, and a Counter deletes in Python.
         self._active_by_peer: Counter[str] = Counter()
         self._peers: dict[str, _Peer] = {}
         self._owed: dict[str, list[PendingResponse]] = {}  # TCP responses waiting for a connection
@@ -659,8 +661,6 @@ class CallbackDesk:
         if batch.held and batch.taken:
             self._held_ids.difference_update(req.id for _, req, _ in batch.taken)
             self._held_by_peer[origin.peer] -= len(batch.taken)
-            if self._held_by_peer[origin.peer] <= 0:
-                del self._held_by_peer[origin.peer]
         if error is not None and batch.taken:
             self._refuse_unrecorded(origin.peer, answers, [(i, req) for i, req, _ in batch.taken], error)
         else:
@@ -796,8 +796,6 @@ class CallbackDesk:
         del self._by_id[callback.id]
         self.results[outcome.result] += 1
         self._active_by_peer[callback.origin.peer] -= 1
-        if self._active_by_peer[callback.origin.peer] <= 0:
-            del self._active_by_peer[callback.origin.peer]
         response = self._response(callback.id, outcome.real_duration, outcome.result, outcome.code)
         try:
             line = self.journal.record_response(seq, response, self._wall(), outcome.cdr, claim=self.shared)
