@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from mss.errors import SipError
 from mss.sip.message import CSeq, Message, Request, Response, canonical_name
-from mss.sip.uri import NameAddr, SipUri, Uri, fast_via
+from mss.sip.uri import NameAddr, SipUri, Uri, fast_via, wrote_name_addr
 
 __all__ = ["Dialog", "DialogKey"]
 
@@ -203,6 +203,8 @@ class Dialog:
             to = self.remote_uri.with_tag(self.remote_tag)
             call_id = ("call-id", "Call-ID", self.call_id)
             lines = (("from", "From", str(from_)), ("to", "To", str(to)), call_id)
+            wrote_name_addr(lines[0][2], from_)  # the answers copy them
+            wrote_name_addr(lines[1][2], to)
             fixed = self._fixed = (source, from_, to, lines)
         target = self._target
         if target is None or target[0] is not self.route_set or target[1] is not self.remote_target:

@@ -95,7 +95,7 @@ from mss.sip.transaction import (
     TransportFailed,
     TxEvent,
 )
-from mss.sip.uri import NameAddr, SipUri, fast_via
+from mss.sip.uri import NameAddr, SipUri, fast_via, sent_via, wrote_name_addr
 from mss.sipkind import message_kind
 
 __all__ = [
@@ -295,7 +295,8 @@ class UserAgent:
     def via(self, branch: str) -> str:
         """Our Via value: ``rport`` asked for over UDP (RFC 3581); ``TLS`` over TLS (RFC 3261 §20.42)."""
         own = self._mine()
-        return f"{own.via_head}{branch}{own.via_tail}"
+        return sent_via(own.transport, own.contact_host, own.settings.local_port, branch,
+                        rport=not own.settings.reliable)[0]  # fmt: skip
 
     def contact(self, user: str) -> NameAddr:
         """Our Contact for ``user`` (``transport=tcp`` over TCP, ``transport=tls`` over TLS: a sip:
@@ -694,18 +695,23 @@ class UserAgent:
         local = own.local
         target = SipUri(host=own.settings.domain, user=user)
         to = NameAddr(target)
+        to_text = str(to)
+        from_ = local.with_tag(tag)
+        from_text = f"{own.local_text};tag={tag}"
+        for text, addr in ((from_text, from_), (to_text, to)):
+            wrote_name_addr(text, addr)  # the answers copy them
         via = self.via(self.new_branch())
         items = [
             ("via", "Via", via),
             ("max-forwards", "Max-Forwards", "70"),
-            ("from", "From", f"{own.local_text};tag={tag}"),
-            ("to", "To", str(to)),
+            ("from", "From", from_text),
+            ("to", "To", to_text),
             ("call-id", "Call-ID", call_id),
             ("cseq", "CSeq", "1 INVITE"),
             *own.invite_tail,
         ]
-        return Request._local("INVITE", target, items, sdp, via=fast_via(via), from_=local.with_tag(tag),
-                              to=to, call_id=call_id, cseq=_FIRST_INVITE)  # fmt: skip
+        return Request._local("INVITE", target, items, sdp, via=fast_via(via), from_=from_, to=to,
+                              call_id=call_id, cseq=_FIRST_INVITE)  # fmt: skip
 
     def hangup(self, leg_id: LegId, now: float) -> None:
         """CANCEL an unanswered leg, BYE an answered one; nothing when it is over or ending."""
@@ -900,18 +906,17 @@ _FIRST_INVITE = CSeq(1, "INVITE")
 
 
 class _Own:
-    """What mss's messages write alike, made once from the settings: the Via around its branch, the
-    host it is expected at, and a new leg's INVITE (From without its tag, the fields after CSeq)."""
+    """What mss's messages write alike, made once from the settings: the Via's transport and host
+    (where responses are expected), and a new leg's INVITE (From without its tag, the fields after
+    CSeq)."""
 
-    __slots__ = ("contact_host", "invite_tail", "local", "local_text", "settings", "via_head", "via_tail")
+    __slots__ = ("contact_host", "invite_tail", "local", "local_text", "settings", "transport")
 
     def __init__(self, s: UASettings, contact: NameAddr) -> None:
         self.settings = s
-        self.contact_host = host = s.contact_host
+        self.contact_host = s.contact_host
         # RFC 3581 rport asked for over UDP; TLS named as such (RFC 3261 §20.42).
-        transport = s.transport.upper() if s.reliable else "UDP"
-        self.via_head = f"SIP/2.0/{transport} {host}:{s.local_port};branch="
-        self.via_tail = "" if s.reliable else ";rport"
+        self.transport = s.transport.upper() if s.reliable else "UDP"
         self.local = NameAddr(SipUri(host=s.domain, user=s.caller))
         self.local_text = str(self.local)
         tail: list[tuple[str, str, str]] = [

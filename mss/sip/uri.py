@@ -63,9 +63,11 @@ __all__ = [
     "parse_uri",
     "parse_via",
     "quote",
+    "sent_via",
     "split_commas",
     "unescape",
     "via_from_match",
+    "wrote_name_addr",
 ]
 
 _V = TypeVar("_V")
@@ -511,6 +513,8 @@ class NameAddr:
 
     def with_tag(self, tag: str) -> NameAddr:
         """A copy with ``;tag=`` set."""
+        if not self.params:  # the usual case: an address without parameters gets its tag
+            return _name_addr(self.uri, self.display, (("tag", tag),))
         return self.with_param("tag", tag)
 
     def without_params(self) -> NameAddr:
@@ -604,6 +608,12 @@ def _remember(cache: dict[str, _V], text: str, value: _V) -> None:
     if len(cache) >= NAME_ADDR_CACHE and text not in cache:
         cache.clear()
     cache[text] = value
+
+
+def wrote_name_addr(text: str, addr: NameAddr) -> None:
+    """mss wrote ``addr`` as ``text`` (``str(addr)``): the messages carrying it (ours, and the
+    answers that copy it) take the value instead of matching the text again."""
+    _remember(_known_addrs, text, addr)
 
 
 def fast_name_addr(value: str) -> NameAddr | Match[str] | None:
@@ -780,6 +790,17 @@ def via_from_match(m: Match[str]) -> Via:
                _split_params(params), "SIP/2.0")
     _remember(_known_vias, m.string, via)
     return via
+
+
+def sent_via(transport: str, host: str, port: int, branch: str, *, rport: bool) -> tuple[str, Via]:
+    """mss's own Via (``rport`` asked for, RFC 3581) and its text, built directly from values mss
+    made; kept like :func:`fast_via`'s, so the messages carrying it are not matched again."""
+    params: Params = (("branch", branch), ("rport", None)) if rport else (("branch", branch),)
+    via = _via(transport, host, port, params, "SIP/2.0")
+    text = f"SIP/2.0/{transport} {host}:{port};branch={branch};rport" if rport else \
+        f"SIP/2.0/{transport} {host}:{port};branch={branch}"
+    _remember(_known_vias, text, via)
+    return text, via
 
 
 def fast_via(value: str) -> Via | Match[str] | None:
