@@ -82,10 +82,16 @@ def _worker_pid(server: MssServer, worker: int) -> int:
 
 
 def _delivered_at(server: MssServer, cb_id: str) -> float | None:
-    with sqlite3.connect(server.workdir / "journal.sqlite3") as db:
-        row = db.execute("SELECT delivered_at FROM responses WHERE id = ?", (cb_id,)).fetchone()
-    assert row is not None, f"no RESPONSE of {cb_id} in the journal"
-    return row[0] if row[0] is None else float(row[0])
+    """When the RESPONSE of ``cb_id`` was recorded delivered, once committed: a delivery mark goes
+    with the journal's next commit, within a second (the heartbeat's at the latest)."""
+    deadline = time.monotonic() + 3.0
+    while True:
+        with sqlite3.connect(server.workdir / "journal.sqlite3") as db:
+            row = db.execute("SELECT delivered_at FROM responses WHERE id = ?", (cb_id,)).fetchone()
+        assert row is not None, f"no RESPONSE of {cb_id} in the journal"
+        if row[0] is not None or time.monotonic() > deadline:
+            return row[0] if row[0] is None else float(row[0])
+        time.sleep(0.05)
 
 
 def _mss_json(server: MssServer, command: str) -> Any:
