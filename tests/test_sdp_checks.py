@@ -73,3 +73,12 @@ def test_a_cr_or_nul_inside_a_line_is_refused_however_often_it_comes(bad: str) -
             parse_sdp(body)
         messages.add(info.value.reason)
     assert len(messages) == 1
+
+
+def test_long_lines_are_read_as_short_ones_are() -> None:
+    # Short a= values are kept once read; long ones are read every time: the same descriptions.
+    long_value = "x" * 300
+    body = _PHONE.replace("a=X-nat:0", f"a=tool:{long_value}").replace("0-16", "0-15," + "1" * 200)
+    first, second = parse_sdp(body.encode()), parse_sdp(body.encode())
+    assert first == second and first.attributes[0].value == long_value
+    assert first.media[0].codecs[101].fmtp == "0-15," + "1" * 200

@@ -390,6 +390,8 @@ def _local_connection(host: str) -> Connection:
 #: codec (with its fmtp) that user1's phones choose, a handful in all; bounded, as the codecs of
 #: bridge offers and answers come from SDP.
 AUDIO_TEMPLATES = 64
+#: Longest fmtp or telephone-event list a kept template holds (phones write a few characters).
+_MAX_KEPT_TEXT = 128
 
 
 @functools.lru_cache(maxsize=AUDIO_TEMPLATES)
@@ -433,7 +435,15 @@ def _audio_section(
     direction: Direction,
     crypto: Sequence[str] = (),
 ) -> MediaDescription:
-    template = _audio_template(tuple(codecs), telephone_event, ptime, direction)
+    # A template is kept only when its texts from SDP (a phone's fmtp, its events) are short: the
+    # templates then hold a few kilobytes at most, however long such lines come.
+    texts = [codec.fmtp or "" for _, codec in codecs]
+    if telephone_event is not None:
+        texts.append(telephone_event[1])
+    keep = max(map(len, texts), default=0) <= _MAX_KEPT_TEXT
+    template = (_audio_template if keep else _audio_template.__wrapped__)(
+        tuple(codecs), telephone_event, ptime, direction
+    )
     attributes = template.attributes
     # SRTP passthrough: the keys are the phones' (or mss's placeholder), each line verbatim; they were
     # checked when read, so a bad one here is ours.

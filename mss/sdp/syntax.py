@@ -318,14 +318,37 @@ def shown(text: str) -> str:
 DIRECTION_NAMES = frozenset(d.value for d in Direction)
 
 
+#: Longest value the parser's caches keep: a phone's usual lines are far shorter; a longer one is
+#: read every time, so that a cache holds at most its size times this many characters.
+_MAX_KEPT_VALUE = 128
+
+_V = typing.TypeVar("_V")
+
+
+def _kept_per_value(maxsize: int) -> Callable[[Callable[[str], _V]], Callable[[str], _V]]:
+    """Keep up to ``maxsize`` results of a function of a value (the least recently used go first) for
+    values of up to :data:`_MAX_KEPT_VALUE` characters; exceptions are not kept, so a bad value
+    raises every time. Only for results that are immutable."""
+
+    def decorate(read: Callable[[str], _V]) -> Callable[[str], _V]:
+        kept = functools.lru_cache(maxsize=maxsize)(read)
+
+        @functools.wraps(read)
+        def lookup(value: str) -> _V:
+            return kept(value) if len(value) <= _MAX_KEPT_VALUE else read(value)
+
+        return lookup
+
+    return decorate
+
+
 #: a=rtpmap values whose reading is kept (:func:`_parse_rtpmap`): phones write a handful (PCMU, PCMA,
 #: G729, telephone-event under a few numbers), the same in every SDP; bounded, as they come from SDP.
 _RTPMAP_CACHE = 256
 
 
-@functools.lru_cache(maxsize=_RTPMAP_CACHE)
+@_kept_per_value(_RTPMAP_CACHE)
 def _parse_rtpmap(value: str) -> tuple[int, Codec]:
-    # Cached (the result is immutable): a bad value raises every time, as exceptions are not kept.
     m = _RTPMAP.fullmatch(value)
     if m is None or int(m[1]) > 127 or int(m[3]) == 0 or m[4] == "0":
         raise SdpError(
@@ -339,12 +362,6 @@ def _parse_rtpmap(value: str) -> tuple[int, Codec]:
     return int(m[1]), _trusted_codec(name=m[2], clock_rate=int(m[3]), channels=channels)
 
 
-#: a=rtcp values whose reading is kept (:func:`_parse_rtcp`): each is read twice, checked when the
-#: SDP is parsed and used when the answer is read, moments apart; bounded, as they come from SDP.
-_RTCP_CACHE = 64
-
-
-@functools.lru_cache(maxsize=_RTCP_CACHE)
 def _parse_rtcp(value: str) -> tuple[int, str | None]:
     m = _RTCP.fullmatch(value)
     if m is None or int(m[1]) > 65535:
@@ -704,7 +721,7 @@ def _checked_attribute_line(value: str) -> Attribute | None:
     return Attribute(name=name, value=rest if colon else None)
 
 
-@functools.lru_cache(maxsize=_ATTRIBUTE_CACHE)
+@_kept_per_value(_ATTRIBUTE_CACHE)
 def _trusted_attribute_line(value: str) -> Attribute | None:
     """:func:`_checked_attribute_line` for a trusted body, made once per value (Attribute is
     immutable): only the name needs a check there."""
