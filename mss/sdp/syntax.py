@@ -958,14 +958,21 @@ def _parse_connection(n: int, value: str) -> Connection:
     return _trusted_connection(addrtype=parts[1], address=parts[2])
 
 
+#: The attributes the parser reads (and so checks) besides keeping them.
+_READ_ATTRIBUTES = frozenset({"rtpmap", "fmtp", "rtcp", "ptime", "maxptime", *DIRECTION_NAMES})
+
+
 def _parse_attribute(n: int, value: str, level: _Level, make: _Builders) -> Attribute:
     attr = make.attribute_line(value)
     if attr is None:
         raise SdpError(f"line {n}: bad a= line {shown('a=' + value)}: expected <name>[:<value>]")
     name, rest = attr.name, attr.value
+    if name not in _READ_ATTRIBUTES:  # most lines: kept as written
+        return attr
     try:
         if name == "rtpmap":
-            _read_codec_attribute(name, rest or "", level.rtpmaps, level.fmtps)
+            pt, codec = _parse_rtpmap(rest or "")
+            level.rtpmaps.setdefault(pt, codec)
         elif name == "fmtp":
             if rest is not None:
                 _read_codec_attribute(name, rest, level.rtpmaps, level.fmtps)
