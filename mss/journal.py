@@ -666,7 +666,7 @@ class Journal:
         """Run a deferred group's statements in one transaction; a failure keeps nothing and is raised
         by the next :meth:`flush` (later writes of the group are refused until then)."""
         queued, self._queued = self._queued, []
-        writes, self._group = self._group, 0
+        writes, self._group = self._group or len(queued), 0  # lazy writes alone: count their statements
         try:
             self._db.execute("BEGIN IMMEDIATE")
             for sql, params in queued:
