@@ -104,7 +104,7 @@ class TimerQueue:
         heap = self._heap
         while heap:
             deadline, _seq, slot, name = heap[0]
-            if self._is_live(deadline, slot, name):
+            if slot.owner is not None and slot.names.get(name) == deadline:  # _is_live, inlined
                 return deadline
             heapq.heappop(heap)
         return None

@@ -351,7 +351,7 @@ class _Transaction:
 class ClientTransaction(_Transaction):
     """A client INVITE or non-INVITE transaction (RFC 3261 §17.1.1, §17.1.2; RFC 6026 §7.2)."""
 
-    __slots__ = ("_interval", "_wire")
+    __slots__ = ("_give_up", "_interval", "_wire")
 
     def __init__(
         self, layer: TransactionLayer, key: str, request: Request, dest: Addr, reliable: bool
@@ -369,22 +369,29 @@ class ClientTransaction(_Transaction):
         self._wire: bytes | None = request.encode()
         """The request as sent, kept for retransmissions until a response ends them (None after)."""
         self._interval = layer.timer_values.t1
+        self._give_up = 0.0
+        """When Timer B (INVITE) or F (non-INVITE) fires."""
 
     def start(self, now: float) -> None:
         """Send the request and arm A/B (INVITE) or E/F (non-INVITE)."""
         t = self.layer.timer_values
         assert self._wire is not None
         self._send(self._wire)
+        self._give_up = now + 64 * t.t1
         if self.reliable:
             self._wire = None  # nothing is retransmitted over a stream
-        if self.invite:
-            if not self.reliable:
-                self._timer("A", t.t1, now)
-            self._timer("B", 64 * t.t1, now)
+            self.layer._timers.set(self, "B" if self.invite else "F", self._give_up)
         else:
-            if not self.reliable:
-                self._timer("E", t.t1, now)
-            self._timer("F", 64 * t.t1, now)
+            self._next_retransmission(t.t1, now)
+
+    def _next_retransmission(self, delay: float, now: float) -> None:
+        """Arm Timer A/E ``delay`` from ``now``, or B/F when that comes first. One timer is armed
+        at a time, not two: the retransmissions end at B/F anyway (or at the response that clears
+        both), so B/F need only be armed once no retransmission comes before it."""
+        if now + delay < self._give_up:
+            self._timer("A" if self.invite else "E", delay, now)
+        else:
+            self.layer._timers.set(self, "B" if self.invite else "F", self._give_up)
 
     def on_response(self, response: Response, now: float) -> None:
         """A response matched this transaction."""
@@ -431,11 +438,11 @@ class ClientTransaction(_Transaction):
         if name == "A" and st is S.CALLING and self._wire is not None:
             self._send(self._wire)
             self._interval *= 2
-            self._timer("A", self._interval, now)
+            self._next_retransmission(self._interval, now)
         elif name == "E" and st in (S.TRYING, S.PROCEEDING) and self._wire is not None:
             self._send(self._wire)
             self._interval = t.t2 if st is S.PROCEEDING else min(2 * self._interval, t.t2)
-            self._timer("E", self._interval, now)
+            self._next_retransmission(self._interval, now)
         elif (name == "B" and st is S.CALLING) or (name == "F" and st in (S.TRYING, S.PROCEEDING)):
             self._clear("A", "E")
             self._set_state(S.TERMINATED)

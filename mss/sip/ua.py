@@ -486,8 +486,12 @@ class UserAgent:
         self._dns_dirty = True  # an answer may call for more lookups (the targets of SRV records)
 
     def _dns_timer(self) -> float | None:
-        times = [t for t in (lst.get_timer() for lst in self._lists()) if t is not None]
-        return min(times) if times else None
+        soonest = self.targets.get_timer()
+        if self.proxy is not None:
+            t = self.proxy.get_timer()
+            if t is not None and (soonest is None or t < soonest):
+                soonest = t
+        return soonest
 
     @property
     def registrar(self) -> TargetAddr | None:
@@ -643,9 +647,11 @@ class UserAgent:
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` must next run (a DNS answer's expiry included: the adapter
         then finds the lookup in :meth:`dns_queries`), None when nothing is pending."""
-        times = [t for t in (self._tx.get_timer(), self._timers.next_deadline(), self._dns_timer())
-                 if t is not None]  # fmt: skip
-        return min(times) if times else None
+        soonest = self._tx.get_timer()  # read after every message: no lists built
+        for t in (self._timers.next_deadline(), self._dns_timer()):
+            if t is not None and (soonest is None or t < soonest):
+                soonest = t
+        return soonest
 
     def handle_timer(self, now: float) -> None:
         """Run every timer due at ``now``."""
