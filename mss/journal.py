@@ -621,9 +621,15 @@ class Journal:
             self._group += len(rows)
 
     def _see_lazy(self) -> None:
-        """Before a read: run the lazy writes in a group, so that the read sees every write made."""
-        if self._lazy and not self._group and self._lost is None:
+        """Before a read: run the lazy writes waiting for a group, so that the read sees them (a
+        worker's: commit them, when they are all its deferred group holds; the rest of a deferred
+        group is seen once :meth:`flush` has committed it)."""
+        if self._group or self._lost is not None:
+            return
+        if self._lazy:
             self._join_group("run the writes waiting for a commit")
+        elif self._defers and self._queued:
+            self._commit_queued()
 
     def _write(self, what: str, statements: _Statements, *, lazy: bool = False) -> None:
         """Writes that answer nothing: in the group (a worker's: queued), else a transaction of their own.
