@@ -45,7 +45,7 @@ from __future__ import annotations
 import contextlib
 import random
 import re
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, replace
 
 from mss.errors import LocalProtocolError, SipError
@@ -198,7 +198,8 @@ class UserAgent:
         self._ended_tx: list[str] = []
         self._legs: dict[LegId, Leg] = {}
         self._dialogs: dict[tuple[str, str], Leg] = {}  # live and lingering, by (Call-ID, our tag)
-        self._lingering: dict[Leg, None] = {}  # finished legs still in _dialogs, oldest first
+        # Finished legs still in _dialogs, oldest first (an OrderedDict: the oldest found in O(1)).
+        self._lingering: OrderedDict[Leg, None] = OrderedDict()
         self._framers: dict[object, StreamFramer] = {}
         self._broken: list[object] = []
         self._counts = dict.fromkeys(_COUNTERS, 0)
