@@ -729,3 +729,17 @@ def test_a_worker_queues_lazy_writes_without_asking_for_a_flush(path: Path) -> N
         assert _committed(path, "SELECT ports FROM relay_ports") == [("30000 30002",)]
     finally:
         journal.close()
+
+
+def test_a_worker_reads_its_lazy_writes(path: Path) -> None:
+    journal = Journal(path, worker=0, workers=2)
+    _grouped(journal)
+    try:
+        (a,) = journal.record_requests([new("a")])
+        journal.record_response(a, CallbackResponse(id="a", real_duration=0), 1001.0)
+        journal.flush()
+        journal.mark_delivered(a, 1002.0)
+        assert journal.undelivered() == []  # committed for the read
+        assert _committed(path, "SELECT delivered_at FROM responses") == [(1002.0,)]
+    finally:
+        journal.close()
