@@ -318,36 +318,6 @@ def shown(text: str) -> str:
 DIRECTION_NAMES = frozenset(d.value for d in Direction)
 
 
-#: Longest value the parser's caches keep: a phone's usual lines are far shorter; a longer one is
-#: read every time, so that a cache holds at most its size times this many characters.
-_MAX_KEPT_VALUE = 128
-
-_V = typing.TypeVar("_V")
-
-
-def _kept_per_value(maxsize: int) -> Callable[[Callable[[str], _V]], Callable[[str], _V]]:
-    """Keep up to ``maxsize`` results of a function of a value (the least recently used go first) for
-    values of up to :data:`_MAX_KEPT_VALUE` characters; exceptions are not kept, so a bad value
-    raises every time. Only for results that are immutable."""
-
-    def decorate(read: Callable[[str], _V]) -> Callable[[str], _V]:
-        kept = functools.lru_cache(maxsize=maxsize)(read)
-
-        @functools.wraps(read)
-        def lookup(value: str) -> _V:
-            return kept(value) if len(value) <= _MAX_KEPT_VALUE else read(value)
-
-        return lookup
-
-    return decorate
-
-
-#: a=rtpmap values whose reading is kept (:func:`_parse_rtpmap`): phones write a handful (PCMU, PCMA,
-#: G729, telephone-event under a few numbers), the same in every SDP; bounded, as they come from SDP.
-_RTPMAP_CACHE = 256
-
-
-@_kept_per_value(_RTPMAP_CACHE)
 def _parse_rtpmap(value: str) -> tuple[int, Codec]:
     m = _RTPMAP.fullmatch(value)
     if m is None or int(m[1]) > 127 or int(m[3]) == 0 or m[4] == "0":
@@ -707,10 +677,6 @@ _TRUSTED_BY_CLASS: dict[type, tuple[Callable[..., object], tuple[str, ...]]] = {
 }
 
 
-#: Attribute lines kept (:func:`_trusted_attribute_line`): a phone writes most of its a= lines
-#: (rtpmap, fmtp, the direction, ptime) the same in every SDP; its ssrc and rtcp lines differ every
-#: time and pass through. Bounded, as they come from SDP.
-_ATTRIBUTE_CACHE = 512
 
 
 def _checked_attribute_line(value: str) -> Attribute | None:
@@ -721,27 +687,47 @@ def _checked_attribute_line(value: str) -> Attribute | None:
     return Attribute(name=name, value=rest if colon else None)
 
 
-@_kept_per_value(_ATTRIBUTE_CACHE)
 def _trusted_attribute_line(value: str) -> Attribute | None:
-    """:func:`_checked_attribute_line` for a trusted body, made once per value (Attribute is
-    immutable): only the name needs a check there."""
+    """:func:`_checked_attribute_line` for a trusted body: only the name needs a check there."""
     name, colon, rest = value.partition(":")
     if not name or " " in name or "\t" in name:
         return None
     return _trusted_attribute(name=name, value=rest if colon else None)
 
 
+# A phone writes most of its a= lines (rtpmap, fmtp, the direction, ptime) the same in every SDP: their
+# readings are kept, made once per value (Attribute and Codec are immutable; exceptions are not kept,
+# so a bad value raises every time). Its ssrc and rtcp lines differ every time and pass through.
+
+#: Attribute lines kept, and a=rtpmap values: bounded, as they come from SDP.
+_ATTRIBUTE_CACHE = 512
+_RTPMAP_CACHE = 256
+#: Longest line of a body whose values are kept: a phone's lines are far shorter; a body with a
+#: longer one is read without the caches, so that they hold at most their sizes times this.
+_MAX_KEPT_LINE = 128
+
+_kept_attribute_line = functools.lru_cache(maxsize=_ATTRIBUTE_CACHE)(_trusted_attribute_line)
+_kept_rtpmap = functools.lru_cache(maxsize=_RTPMAP_CACHE)(_parse_rtpmap)
+
+
 class _Builders(typing.NamedTuple):
-    """The constructors the parser builds a body's texts with: checking, or trusting (see parse_sdp)."""
+    """What the parser builds a body's values with (see parse_sdp): checking constructors, trusting
+    ones, or trusting ones that keep what they read."""
 
     attribute_line: Callable[[str], Attribute | None]
+    rtpmap: Callable[[str], tuple[int, Codec]]
     timing: Callable[..., Timing]
     media: Callable[..., MediaDescription]
     session: Callable[..., SessionDescription]
 
 
-_CHECKING = _Builders(_checked_attribute_line, Timing, MediaDescription, SessionDescription)
-_TRUSTING = _Builders(_trusted_attribute_line, _trusted_timing, _trusted_media, _trusted_session)
+_CHECKING = _Builders(
+    _checked_attribute_line, _parse_rtpmap, Timing, MediaDescription, SessionDescription
+)
+_TRUSTING = _Builders(
+    _trusted_attribute_line, _parse_rtpmap, _trusted_timing, _trusted_media, _trusted_session
+)
+_KEEPING = _TRUSTING._replace(attribute_line=_kept_attribute_line, rtpmap=_kept_rtpmap)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -806,8 +792,14 @@ def parse_sdp(data: bytes) -> SessionDescription:
         raise SdpError("empty SDP body")
     if lines[first] != "v=0":
         raise SdpError(f"line {first + 1}: an SDP body begins with v=0, not {shown(lines[first])}")
+    if not trusting:
+        make = _CHECKING
+    elif max(map(len, lines)) <= _MAX_KEPT_LINE:  # the usual: short lines, their values kept
+        make = _KEEPING
+    else:
+        make = _TRUSTING
     try:
-        return _parse_lines(lines, first + 1, _TRUSTING if trusting else _CHECKING)
+        return _parse_lines(lines, first + 1, make)
     except LocalProtocolError as exc:  # a value the dataclasses refuse, e.g. a CR inside a line
         raise SdpError(str(exc)) from None
 
@@ -971,7 +963,7 @@ def _parse_attribute(n: int, value: str, level: _Level, make: _Builders) -> Attr
         return attr
     try:
         if name == "rtpmap":
-            pt, codec = _parse_rtpmap(rest or "")
+            pt, codec = make.rtpmap(rest or "")
             level.rtpmaps.setdefault(pt, codec)
         elif name == "fmtp":
             if rest is not None:
