@@ -339,6 +339,15 @@ def _parse_rtcp(value: str) -> tuple[int, str | None]:
     return int(m[1]), m[3]
 
 
+class _Readings(typing.NamedTuple):
+    """What the parser read of an m= section's a= lines besides its codecs (each line checked there):
+    the first a=rtcp and a=ptime, and the direction attribute."""
+
+    rtcp: tuple[int, str | None] | None
+    ptime: int | None
+    direction: Direction | None
+
+
 def _parse_ptime(name: str, value: str) -> int:
     if _PTIME.fullmatch(value) is None or float(value) == 0:
         raise SdpError(f"bad a={name} value {shown(value)}: expected milliseconds")
@@ -370,6 +379,8 @@ class MediaDescription:
     attributes: tuple[Attribute, ...] = ()
     """All ``a=`` lines in their order."""
     _codecs: dict[int, Codec] | None = field(default=None, init=False, repr=False, compare=False)
+    _readings: _Readings | None = field(default=None, init=False, repr=False, compare=False)
+    # :attr:`rtcp`, :attr:`ptime` and :attr:`direction` as the parser read them; else read on use
     # :attr:`codecs`, made once (by the parser, which has read the rtpmaps already, or on first use)
 
     def __post_init__(self) -> None:
@@ -403,7 +414,8 @@ class MediaDescription:
     @property
     def direction(self) -> Direction | None:
         """The media-level direction attribute, None when there is none."""
-        return _direction(self.attributes)
+        readings = self._readings
+        return _direction(self.attributes) if readings is None else readings.direction
 
     @property
     def codecs(self) -> dict[int, Codec]:
@@ -421,12 +433,16 @@ class MediaDescription:
     @property
     def rtcp(self) -> tuple[int, str | None] | None:
         """``a=rtcp`` (RFC 3605): the RTCP port and its address when given, None without the line."""
+        if self._readings is not None:
+            return self._readings.rtcp
         value = self.attribute("rtcp")
         return None if value is None else _parse_rtcp(value)
 
     @property
     def ptime(self) -> int | None:
         """``a=ptime`` in whole milliseconds, None without the line."""
+        if self._readings is not None:
+            return self._readings.ptime
         value = self.attribute("ptime")
         return None if value is None else _parse_ptime("ptime", value)
 
@@ -742,13 +758,15 @@ _MEDIA_TYPES = frozenset("icbka")
 class _Level:
     """The a= lines of one level (the session, or one m= section) while they are read."""
 
-    __slots__ = ("attributes", "direction", "fmtps", "rtpmaps")
+    __slots__ = ("attributes", "direction", "fmtps", "ptime", "rtcp", "rtpmaps")
 
     def __init__(self) -> None:
         self.attributes: list[Attribute] = []
-        self.direction: str | None = None  # the level's direction attribute, once read
+        self.direction: Direction | None = None  # the level's direction attribute, once read
         self.rtpmaps: dict[int, Codec] = {}  # the first a=rtpmap of each payload type, as read
         self.fmtps: dict[str, str] = {}  # the first a=fmtp of each format, as read
+        self.rtcp: tuple[int, str | None] | None = None  # the first a=rtcp, as read
+        self.ptime: int | None = None  # the first a=ptime, as read
 
 
 class _MediaBuilder(_Level):
@@ -969,16 +987,20 @@ def _parse_attribute(n: int, value: str, level: _Level, make: _Builders) -> Attr
             if rest is not None:
                 _read_codec_attribute(name, rest, level.rtpmaps, level.fmtps)
         elif name == "rtcp":
-            _parse_rtcp(rest or "")
+            rtcp = _parse_rtcp(rest or "")
+            if level.rtcp is None:
+                level.rtcp = rtcp
         elif name in ("ptime", "maxptime"):
-            _parse_ptime(name, rest or "")
+            ptime = _parse_ptime(name, rest or "")
+            if name == "ptime" and level.ptime is None:
+                level.ptime = ptime
         elif name in DIRECTION_NAMES:
             if rest is not None:
                 raise SdpError(f"a={name} takes no value")
             # RFC 8866 §6.7: one direction per level; two of them leave the direction unknown.
             if level.direction is not None:
                 raise SdpError(f"a={name} after a={level.direction}: two direction attributes")
-            level.direction = name
+            level.direction = _DIRECTION_BY_NAME[name]
     except SdpError as exc:
         raise SdpError(f"line {n}: {exc.reason}") from None
     return attr
@@ -1024,5 +1046,7 @@ def _build_media(
         key=builder.key,
         attributes=tuple(builder.attributes),
     )
+    # What the parser read already, kept so that nobody reads it again.
     object.__setattr__(description, "_codecs", _codecs_of(description, (builder.rtpmaps, builder.fmtps)))
+    object.__setattr__(description, "_readings", _Readings(builder.rtcp, builder.ptime, builder.direction))
     return description
