@@ -371,7 +371,7 @@ class Leg:
                 self._early[tag] = early
             else:
                 early.dialog.refresh_target(response)
-            if "100rel" in response.headers.tokens("Require"):
+            if "Require" in response.headers and "100rel" in response.headers.tokens("Require"):
                 try:  # RFC 3262 §7.1: RSeq is 1 .. 2**31-1
                     rseq = parse_number(response.headers.get("RSeq") or "", "RSeq", 2**31 - 1)
                 except SipError:
@@ -418,9 +418,9 @@ class Leg:
             dialog.confirm(self.invite, response)
         else:
             dialog = Dialog.from_response(self.invite, response)
-        dialog.local_seq = max(
-            dialog.local_seq, max((e.dialog.local_seq for e in self._early.values()), default=0)
-        )
+        if self._early and (early is None or len(self._early) > 1):
+            # Other early dialogs may have sent requests (PRACK) of their own: CSeq goes on from them.
+            dialog.local_seq = max(dialog.local_seq, *(e.dialog.local_seq for e in self._early.values()))
         self.dialog = dialog
         self._early.clear()
         self.invite_seq = self.invite.cseq.seq

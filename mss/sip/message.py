@@ -757,6 +757,23 @@ def _check_version(version: str) -> None:
 
 
 def _parse_status_line(line: str) -> tuple[int, str]:
+    known = _status_lines.get(line)
+    if known is not None:
+        return known
+    found = _parse_status_line_text(line)
+    if len(_status_lines) >= _STATUS_LINES:  # bounded: reason phrases come off the wire
+        _status_lines.clear()
+    _status_lines[line] = found
+    return found
+
+
+#: Status lines read before, and what they say: a handful of texts ("SIP/2.0 200 OK") make up
+#: nearly every response. At most this many are kept (emptied when full).
+_STATUS_LINES = 256
+_status_lines: dict[str, tuple[int, str]] = {}
+
+
+def _parse_status_line_text(line: str) -> tuple[int, str]:
     version, _, rest = line.partition(" ")
     _check_version(version)
     code, _, reason = rest.partition(" ")
@@ -942,39 +959,33 @@ def make_response(
 
     ``to_tag`` is added to To unless it already has one (never for 100 Trying, §8.2.6.1).
     """
-    # The copied lines are taken as they are, in one pass over the request's fields (the keys are
-    # the canonical ones already): a response is built for every request answered.
-    vias: list[tuple[str, str, str]] = []
-    found: dict[str, tuple[str, str, str]] = {}
-    for item in request.headers._items:
-        key = item[0]
-        if key == "via":
-            vias.append(item)
-        elif key in _COPIED and key not in found:
-            found[key] = item
-    for key in ("from", "to"):
-        if key not in found:
-            raise SipError(f"no {canonical_name(key)[1]} header")
-    items = vias
-    items.append(found["from"])
-    to_item = found["to"]
+    # The copied lines are taken as they are (their keys and spellings are the canonical ones): a
+    # response is built for every request answered. A parsed request has each field's first value
+    # at hand in its index.
+    h = request.headers
+    index = h._index
+    if index is not None:
+        from_value, to_value, stamp = index.get("from"), index.get("to"), index.get("timestamp")
+    else:
+        from_value, to_value, stamp = h.get("From"), h.get("To"), h.get("Timestamp")
+    if from_value is None:
+        raise SipError("no From header")
+    if to_value is None:
+        raise SipError("no To header")
+    items = [item for item in h._items if item[0] == "via"]
+    items.append(("from", "From", from_value))
     if to_tag is not None and status != 100 and request.to.tag is None:
-        to_item = ("to", "To", f"{to_item[2]};tag={to_tag}")
-    items.append(to_item)
+        to_value = f"{to_value};tag={to_tag}"
+    items.append(("to", "To", to_value))
     items.append(("call-id", "Call-ID", request.call_id))
     items.append(("cseq", "CSeq", str(request.cseq)))
-    if status == 100 and "timestamp" in found:  # RFC 3261 §8.2.6.1
-        items.append(found["timestamp"])
+    if status == 100 and stamp is not None:  # RFC 3261 §8.2.6.1
+        items.append(("timestamp", "Timestamp", stamp))
     for name, value in headers:
         key, spelling = canonical_name(name)
         items.append((key, spelling, value))
     text = reason if reason is not None else REASONS.get(status, "")
     return Response(status, text, Headers._raw(items), body)
-
-
-#: The header fields make_response copies from the request besides Via (and Call-ID and CSeq, which
-#: it writes from their values).
-_COPIED = frozenset({"from", "to", "timestamp"})
 
 
 def error_response(data: bytes, status: int, reason: str) -> bytes | None:
