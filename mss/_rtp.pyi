@@ -50,38 +50,44 @@ class Engine:
         """Unexpected system-call failures in the loop (0 in a healthy relay)."""
     def bind_leg(self, port: int) -> tuple[int, int, int]:
         """Bind one leg's sockets: RTP on ``host:port`` (two, ``SO_REUSEPORT``: the one that is
-        connected once the leg latches, and the one for every other source) and RTCP on
-        ``host:port+1``. Returns ``(rtp, rtcp, rtp_any)``; raises ``OSError`` (with the errno of the
-        failing bind) and leaves nothing open.
+        connected once the leg latches, bound first without it so that the bind fails when anybody
+        holds the port, and the one for every other source) and RTCP on ``host:port+1``. Returns
+        ``(rtp, rtcp, rtp_any)``; raises ``OSError`` (with the errno of the failing bind) and leaves
+        nothing open.
         """
     def close_fd(self, fd: int) -> None:
         """Close an fd from :meth:`bind_leg` that was not attached."""
     def attach(
         self,
         slot: int,
+        a_port: int,
         a_fds: tuple[int, int, int],
+        b_port: int,
         b_fds: tuple[int, int, int],
         a_to_b: bool,
         b_to_a: bool,
     ) -> None:
-        """Make ``slot`` a session over these legs' fds (the engine owns them from now on)."""
+        """Make ``slot`` a session over these legs' fds, bound on these RTP ports (the engine owns
+        the fds from now on). The loop arms their receives within ``COMMAND_MS`` (10 ms); it is
+        woken for it only when it would sleep longer."""
     def detach(self, slot: int) -> None:
         """End ``slot``'s session; returns once its sockets are closed."""
     def set_remote(
-        self, slot: int, leg: int, kind: int, ip: bytes, port: int, pinned: bool
+        self, slot: int, leg: int, ip: bytes, port: int, rtcp_port: int, rtcp_pinned: bool
     ) -> None:
-        """Signal ``leg``'s remote for ``kind``: where it sends until a packet latches it, and the
-        source that latches at once (and takes over a learned latch). No-op if latched there
-        already; another address restarts learning.
+        """Signal ``leg``'s remote, RTP on ``port`` and RTCP on ``rtcp_port``: where it sends until a
+        packet latches it, and the source that latches at once (and takes over a learned latch).
+        No-op for a kind latched there already; another address restarts learning.
 
-        ``pinned`` (RTCP only) keeps the RTCP remote from being derived from the RTP source.
+        ``rtcp_pinned`` keeps the RTCP remote from being derived from the RTP source.
         """
     def relatch(self, slot: int, leg: int) -> None:
         """Unlatch ``leg``'s RTP and RTCP and restart endpoint learning."""
     def set_forwarding(self, slot: int, a_to_b: bool, b_to_a: bool) -> None:
         """Forward leg a's packets to leg b, and leg b's to leg a."""
     def set_pt_map(self, slot: int, leg: int, table: bytes) -> None:
-        """Payload-type map (128 bytes) for RTP received on ``leg`` and forwarded."""
+        """Payload-type map (128 bytes) for RTP received on ``leg`` and forwarded (the map it has
+        already changes nothing)."""
     def play(
         self,
         slot: int,
@@ -95,13 +101,26 @@ class Engine:
         seq: int,
         timestamp: int,
     ) -> None:
-        """Loop ``frames`` into ``leg`` as RTP every ``ptime_ms`` until :meth:`stop_play`."""
+        """Loop ``frames`` into ``leg`` as RTP every ``ptime_ms`` until :meth:`stop_play`. The first
+        frame leaves when the loop comes by within ``COMMAND_MS`` (at once if it sleeps longer: it
+        is woken). The same ``frames`` object handed over again (a codec's ringback) is kept once
+        and played from where it is (16 such objects, 256 KiB each at most); others are copied."""
     def stop_play(self, slot: int, leg: int) -> None:
         """Stop playing into ``leg``."""
     def playing(self, slot: int, leg: int) -> bool:
         """True while frames are played into ``leg``."""
     def snapshot(self, slot: int, out: npt.NDArray[np.uint64]) -> None:
         """Copy ``slot``'s counters into ``out`` (shape ``(2, len(FIELDS))``) under the mutex."""
+    def stats(
+        self, slot: int
+    ) -> tuple[
+        tuple[int, ...],
+        tuple[int, ...],
+        tuple[bytes, int, bool] | None,
+        tuple[bytes, int, bool] | None,
+    ]:
+        """``(a, b, a_remote, b_remote)``: each leg's counters (in :data:`FIELDS` order, what the
+        kernel fast path counted merged first) and :meth:`remote` of its RTP, read together."""
     def remote(self, slot: int, leg: int, kind: int) -> tuple[bytes, int, bool] | None:
         """``(ip, port, latched)`` where ``leg`` sends ``kind`` now, or None."""
     def kernel_enable(self, map_fd: int) -> None:

@@ -96,6 +96,13 @@ cdef enum:
     KSYNC_MS = 1000          # kernel path: its counters reach the counters array at most this late
                              # (inactivity is judged in seconds; stats() reads a session at once)
     KSYNC_BATCH = 256        # kernel path: entries read per bpf() call of a sync (64 KiB of buffer)
+    COMMAND_MS = 10          # a verb's work for the loop (arm a session's receives, start playing) is
+                             # done within this: the loop, while sessions are open, sleeps no longer,
+                             # so such a verb wakes it (a system call and a context switch) only when
+                             # its current wait ends later (an idle relay); never past a ptime
+    PLAY_SHARED = 16         # frame buffers (ringback: one per codec and ptime) kept for every play
+                             # that hands over the same bytes object; others are copied per play
+    PLAY_SHARED_BYTES = 1 << 18  # the largest kept (32 s of G.711; a ringback cadence is 6 s)
 
 # Counter fields: the last axis of the counters array, named in FIELDS below.
 cdef enum:
@@ -191,7 +198,8 @@ ctypedef struct Candidate:     # a source learning to be a leg's RTP remote
     uint16_t run               # packets in a row: one SSRC, consecutive sequence numbers (0: none)
 
 ctypedef struct Play:
-    unsigned char* frames
+    unsigned char* frames      # owned (freed with the Play), or a buffer the Engine keeps (PLAY_SHARED)
+    uint8_t owned
     uint32_t frame_bytes
     uint32_t nframes
     uint32_t index
@@ -271,6 +279,9 @@ ctypedef struct Core:
     uint64_t rearms            # io_uring: multishot receives that ended and were armed again
     uint64_t loop_errors
     uint32_t n_closing         # sessions in S_CLOSING
+    uint32_t n_sessions        # sessions not S_FREE: while there are any, the loop waits COMMAND_MS at most
+    uint64_t wait_until        # the loop's current wait ends by this CLOCK_MONOTONIC ns (set before it
+                               # releases the mutex to wait; UINT64_MAX: no bound)
     # the kernel fast path (kfd < 0: off)
     int kfd                    # the BPF map of mss/bpf/kfwd.h
     uint32_t kentries          # entries in it now
@@ -390,6 +401,13 @@ cdef inline void wake_loop(Core* c) noexcept nogil:
     cdef uint64_t one = 1
     write(c.efd, &one, 8)
 
+
+cdef inline int loop_comes_by(Core* c, uint64_t now) noexcept nogil:
+    """The loop will carry out queued work within COMMAND_MS without a wake-up: its current wait
+    ends by then (a busy loop gathering, a play timer, or the tick it keeps while sessions are open).
+    Called with the mutex held, so the loop is waiting, or about to, or about to take the mutex."""
+    return c.wait_until <= now + <uint64_t>COMMAND_MS * 1000000
+
 # 8 kHz static audio payload types (RFC 3551 table 4): jitter is computed for these only, since
 # telephone-event and other dynamic types hold one timestamp over several packets.
 cdef const char* THREAD_NAME = "mss-relay"
@@ -445,15 +463,6 @@ cdef void connect_rtp(Core* c, uint32_t slot, Leg* leg) noexcept nogil:
                                          c.addrlen) == 0
     if c.backend == BACKEND_URING and leg.ep[KIND_RTP].connected:
         uring_queue_plain(c, slot, leg)
-
-
-cdef inline uint16_t local_port(int fd) noexcept nogil:
-    """The port a socket is bound on (host order), 0 when unknown."""
-    cdef sockaddr_in6 addr
-    cdef socklen_t n = sizeof(addr)
-    if getsockname(fd, <sockaddr*>&addr, &n) < 0:
-        return 0
-    return ntohs(addr.sin6_port)
 
 
 # Addresses: every one is held in a sockaddr_in6's room, in the family of the engine's sockets. An
@@ -893,12 +902,20 @@ cdef inline long long next_timeout_ns(Core* c, uint64_t now) noexcept nogil:
         k = 0 if c.ksync_due <= now else <long long>(c.ksync_due - now)
         if t < 0 or k < t:
             t = k
+    if c.n_sessions and (t < 0 or t > <long long>COMMAND_MS * 1000000):
+        t = <long long>COMMAND_MS * 1000000     # the tick that lets verbs leave the loop asleep
     return t
+
+
+cdef inline uint64_t wait_end(uint64_t now, long long timeout) noexcept nogil:
+    """When a wait of ``timeout`` ns from ``now`` ends (< 0: never)."""
+    return 0xFFFFFFFFFFFFFFFFULL if timeout < 0 else now + <uint64_t>timeout
 
 
 cdef void free_play(Leg* leg) noexcept nogil:
     if leg.play != NULL:
-        free(leg.play.frames)
+        if leg.play.owned:
+            free(leg.play.frames)
         free(leg.play)
         leg.play = NULL
 
@@ -1122,6 +1139,33 @@ cdef void kernel_sync(Core* c) noexcept nogil:
             return
 
 # ---------------------------------------------------------------------------------------------
+# Verbs' work on a session (mutex held)
+# ---------------------------------------------------------------------------------------------
+
+cdef void signal_remote(Core* c, uint32_t slot, Leg* leg, int kind,
+                        const sockaddr_in6* sig) noexcept nogil:
+    """The leg's remote of ``kind`` from signalling: where it sends until a packet latches it, and
+    the source that latches at once (see the module docstring)."""
+    cdef Endpoint* ep = &leg.ep[kind]
+    cdef int changed = not (ep.has_sig and same_addr(&ep.sig, sig))
+    ep.sig = sig[0]
+    ep.has_sig = 1
+    if ep.state == EP_LATCHED and (not changed or same_addr(&ep.dest, &ep.sig)):
+        # the same remote again (a session refresh): the leg stays, and so do its entries
+        ep.exact = same_addr(&ep.dest, &ep.sig)
+        return
+    if not (ep.state == EP_EXPECTED and same_addr(&ep.dest, &ep.sig)):
+        kernel_unload_kind(c, slot, kind)       # it moves: its entries go first
+    if kind == KIND_RTP and changed:
+        restart_learning(leg)                   # candidates were judged against another remote
+    ep.dest = ep.sig
+    ep.state = EP_EXPECTED
+    ep.exact = 0
+    if kind == KIND_RTP:                        # SK_RTP follows the remote; others reach SK_ANY
+        connect_rtp(c, slot, leg)
+    kernel_refresh(c, slot)
+
+# ---------------------------------------------------------------------------------------------
 # Session teardown (shared)
 # ---------------------------------------------------------------------------------------------
 
@@ -1132,6 +1176,8 @@ cdef void finish_close(Core* c, uint32_t slot) noexcept nogil:
     kernel_unload(c, slot)                      # the entries never outlive their session
     if s.state == S_CLOSING:
         c.n_closing -= 1
+    if s.state != S_FREE:
+        c.n_sessions -= 1
     if c.backend == BACKEND_URING and c.fixed and c.thread_running and not c.stopped:
         uring_register_files(c, slot, 1)        # the table holds references: drop them first
     for li in range(2):
@@ -1233,12 +1279,23 @@ def _os_error(int err, str what):
     return OSError(err, f"{what}: {strerror(err).decode()}")
 
 
+cdef object endpoint_remote(const Endpoint* ep):
+    """``(ip, port, latched)`` of where an endpoint sends (16 bytes, IPv4 mapped), or None."""
+    if ep.state == EP_NONE:
+        return None
+    if ep.dest.sin6_family == AF_INET:
+        return (b"\0" * 10 + b"\xff\xff" + (<char*>&(<sockaddr_in*>&ep.dest).sin_addr.s_addr)[:4],
+                ntohs(ep.dest.sin6_port), ep.state == EP_LATCHED)
+    return ((<char*>&ep.dest.sin6_addr)[:16], ntohs(ep.dest.sin6_port), ep.state == EP_LATCHED)
+
+
 cdef class Engine:
     """The packet loop and its sessions; see ``_rtp.pyi`` for the documented surface."""
 
     cdef Core* c
     cdef object _counters
     cdef uint64_t[:, :, ::1] _view
+    cdef dict _shared                  # frames played from where they are (PLAY_SHARED at most)
 
     def __cinit__(self, str host, int capacity, str backend, int gather_us, object counters,
                   int learn_ms, int learn_packets):
@@ -1267,6 +1324,7 @@ cdef class Engine:
         packed = address.packed
         self._counters = counters
         self._view = counters
+        self._shared = {}
         if self._view.shape[0] < capacity or self._view.shape[1] != 2 \
                 or self._view.shape[2] != N_FIELDS:
             raise ValueError("counters must be uint64 of shape (capacity, 2, N_FIELDS)")
@@ -1369,7 +1427,7 @@ cdef class Engine:
     def bind_leg(self, int port):
         cdef Core* c = self._core()
         cdef int fds[3]
-        cdef int k, probe, err = 0, failed = port, one = 1, zero = 0
+        cdef int k, err = 0, failed = port, one = 1, zero = 0
         cdef sockaddr_in6 addr
         if port < 1 or port > 65534 or port % 2:
             raise ValueError(f"RTP port must be even and below 65535: {port}")
@@ -1385,17 +1443,10 @@ cdef class Engine:
             memcpy(&addr.sin6_addr, c.host, 16)
         with nogil:
             # The two RTP sockets share their port through SO_REUSEPORT, which another socket of
-            # the same user could join; so first check, with an exclusive bind, that nobody holds
-            # the port (another relay instance on an overlapping range does the same and skips it).
-            addr.sin6_port = htons(<uint16_t>port)
-            probe = socket(c.family, SOCK_DGRAM | SOCK_CLOEXEC, 0)
-            if probe < 0 or (c.family == AF_INET6 and setsockopt(
-                    probe, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(int)) < 0) \
-                    or bind(probe, <sockaddr*>&addr, c.addrlen) < 0:
-                err = errno
-            if probe >= 0:
-                close(probe)
-            for k in range(N_SOCKS if err == 0 else 0):   # SK_RTP, SK_RTCP, SK_ANY
+            # the same user could join; so SK_RTP binds first without it, an exclusive bind that
+            # fails when anybody holds the port (another relay instance on an overlapping range
+            # does the same and skips it), and takes SO_REUSEPORT only then, for SK_ANY to join.
+            for k in range(N_SOCKS):                # SK_RTP, SK_RTCP, SK_ANY
                 failed = port + (1 if k == SK_RTCP else 0)
                 fds[k] = socket(c.family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
                 if fds[k] < 0:
@@ -1406,12 +1457,16 @@ cdef class Engine:
                                                        sizeof(int)) < 0:
                     err = errno
                     break
-                if k != SK_RTCP and setsockopt(fds[k], SOL_SOCKET, SO_REUSEPORT, &one,
-                                               sizeof(int)) < 0:
+                if k == SK_ANY and setsockopt(fds[k], SOL_SOCKET, SO_REUSEPORT, &one,
+                                              sizeof(int)) < 0:
                     err = errno
                     break
                 addr.sin6_port = htons(<uint16_t>failed)
                 if bind(fds[k], <sockaddr*>&addr, c.addrlen) < 0:
+                    err = errno
+                    break
+                if k == SK_RTP and setsockopt(fds[k], SOL_SOCKET, SO_REUSEPORT, &one,
+                                              sizeof(int)) < 0:
                     err = errno
                     break
             if err:
@@ -1427,15 +1482,21 @@ cdef class Engine:
             with nogil:
                 close(fd)
 
-    def attach(self, int slot, tuple a_fds, tuple b_fds, bint a_to_b, bint b_to_a):
+    def attach(self, int slot, int a_port, tuple a_fds, int b_port, tuple b_fds, bint a_to_b,
+               bint b_to_a):
         cdef Core* c = self._core()
         cdef Session* s
         cdef int fds[6]
-        cdef int li, k, i, err = 0
+        cdef uint16_t ports[2]
+        cdef int li, k, i, err = 0, wake = 0
         if slot < 0 or <uint32_t>slot >= c.capacity:
             raise ValueError(f"no such slot: {slot}")
         if len(a_fds) != N_SOCKS or len(b_fds) != N_SOCKS:
             raise ValueError("a leg is three sockets, as bind_leg() returns them")
+        if not (0 < a_port < 65535 and 0 < b_port < 65535):
+            raise ValueError("bad RTP port")
+        ports[0] = <uint16_t>a_port
+        ports[1] = <uint16_t>b_port
         for k in range(N_SOCKS):
             fds[k] = a_fds[k]
             fds[N_SOCKS + k] = b_fds[k]
@@ -1456,15 +1517,17 @@ cdef class Engine:
                         s.leg[li].pt_map[i] = <uint8_t>i
                     for k in range(N_SOCKS):
                         s.leg[li].sock[k].fd = fds[li * N_SOCKS + k]
-                    s.leg[li].port = local_port(fds[li * N_SOCKS + SK_RTP])
+                    s.leg[li].port = ports[li]
                 s.leg[0].forward = a_to_b
                 s.leg[1].forward = b_to_a
+                c.n_sessions += 1
                 if c.backend == BACKEND_URING:
-                    uring_attach(c, <uint32_t>slot)
+                    uring_attach(c, <uint32_t>slot)     # the loop arms the receives
+                    wake = not loop_comes_by(c, mono_ns())
                 else:
                     err = epoll_attach(c, <uint32_t>slot)
             pthread_mutex_unlock(&c.mu)
-            if err == 0 and c.backend == BACKEND_URING:
+            if wake:
                 wake_loop(c)
         if err == -1:
             raise ValueError(f"slot {slot} is in use")
@@ -1491,47 +1554,30 @@ cdef class Engine:
                     finish_close(c, slot)
             pthread_mutex_unlock(&c.mu)
 
-    def set_remote(self, int slot, int leg, int kind, bytes ip, int port, bint pinned):
+    def set_remote(self, int slot, int leg, bytes ip, int port, int rtcp_port, bint rtcp_pinned):
         cdef Core* c = self._core()
         cdef Session* s = self._session(slot)
-        cdef Endpoint* ep
-        cdef int changed
-        cdef sockaddr_in6 sig
-        if leg not in (0, 1) or kind not in (0, 1) or port < 1 or port > 65535:
-            raise ValueError("bad leg, kind or port")
+        cdef sockaddr_in6 sig[2]
+        cdef int kind
+        if leg not in (0, 1) or port < 1 or port > 65535 or rtcp_port < 1 or rtcp_port > 65535:
+            raise ValueError("bad leg or port")
         if len(ip) != 16:
             raise ValueError("ip must be 16 bytes (IPv4 as ::ffff:a.b.c.d)")
-        memset(&sig, 0, sizeof(sig))
-        sig.sin6_port = htons(<uint16_t>port)
-        if c.family == AF_INET:                 # an IPv4 relay: ::ffff:a.b.c.d, or :: (a hold)
-            sig.sin6_family = AF_INET
-            if is_v4mapped(<const uint8_t*><const char*>ip):
-                memcpy(&(<sockaddr_in*>&sig).sin_addr.s_addr, (<const char*>ip) + 12, 4)
-        else:
-            sig.sin6_family = AF_INET6
-            memcpy(&sig.sin6_addr, <const char*>ip, 16)
+        for kind in range(2):
+            memset(&sig[kind], 0, sizeof(sockaddr_in6))
+            sig[kind].sin6_port = htons(<uint16_t>(rtcp_port if kind == KIND_RTCP else port))
+            if c.family == AF_INET:             # an IPv4 relay: ::ffff:a.b.c.d, or :: (a hold)
+                sig[kind].sin6_family = AF_INET
+                if is_v4mapped(<const uint8_t*><const char*>ip):
+                    memcpy(&(<sockaddr_in*>&sig[kind]).sin_addr.s_addr, (<const char*>ip) + 12, 4)
+            else:
+                sig[kind].sin6_family = AF_INET6
+                memcpy(&sig[kind].sin6_addr, <const char*>ip, 16)
         with nogil:
             pthread_mutex_lock(&c.mu)
-            ep = &s.leg[leg].ep[kind]
-            if kind == KIND_RTCP:
-                s.leg[leg].rtcp_pinned = pinned
-            changed = not (ep.has_sig and same_addr(&ep.sig, &sig))
-            ep.sig = sig
-            ep.has_sig = 1
-            if ep.state == EP_LATCHED and (not changed or same_addr(&ep.dest, &ep.sig)):
-                # the same remote again (a session refresh): the leg stays, and so do its entries
-                ep.exact = same_addr(&ep.dest, &ep.sig)
-            else:
-                if not (ep.state == EP_EXPECTED and same_addr(&ep.dest, &ep.sig)):
-                    kernel_unload_kind(c, <uint32_t>slot, kind)   # it moves: its entries go first
-                if kind == KIND_RTP and changed:
-                    restart_learning(&s.leg[leg])   # candidates were judged against another remote
-                ep.dest = ep.sig
-                ep.state = EP_EXPECTED
-                ep.exact = 0
-                if kind == KIND_RTP:            # SK_RTP follows the remote; others reach SK_ANY
-                    connect_rtp(c, <uint32_t>slot, &s.leg[leg])
-                kernel_refresh(c, <uint32_t>slot)
+            s.leg[leg].rtcp_pinned = rtcp_pinned
+            for kind in range(2):
+                signal_remote(c, <uint32_t>slot, &s.leg[leg], kind, &sig[kind])
             pthread_mutex_unlock(&c.mu)
         # No wake-up: the re-arm as a plain recv (io_uring) only saves copying out the source
         # address; until the loop's next turn (the leg's first packet wakes it) the recvmsg
@@ -1571,14 +1617,17 @@ cdef class Engine:
         cdef Session* s = self._session(slot)
         cdef const unsigned char* t = table
         cdef int i
-        if leg not in (0, 1) or len(table) != 128 or max(table) > 127:
+        if leg not in (0, 1) or len(table) != 128:
             raise ValueError("a payload-type map is 128 bytes of values 0..127")
+        for i in range(128):
+            if t[i] > 127:
+                raise ValueError("a payload-type map is 128 bytes of values 0..127")
         with nogil:
             pthread_mutex_lock(&c.mu)
-            kernel_unload(c, <uint32_t>slot)
-            for i in range(128):
-                s.leg[leg].pt_map[i] = t[i]
-            kernel_refresh(c, <uint32_t>slot)
+            if memcmp(s.leg[leg].pt_map, t, 128) != 0:   # the same map again changes nothing
+                kernel_unload(c, <uint32_t>slot)
+                memcpy(s.leg[leg].pt_map, t, 128)
+                kernel_refresh(c, <uint32_t>slot)
             pthread_mutex_unlock(&c.mu)
 
     def play(self, int slot, int leg, bytes frames, int frame_bytes, int payload_type,
@@ -1587,7 +1636,9 @@ cdef class Engine:
         cdef Session* s = self._session(slot)
         cdef Play* pl
         cdef Py_ssize_t n = len(frames)
-        cdef int err = 0
+        cdef int err = 0, wake = 0
+        cdef uint64_t now
+        cdef bytes kept
         if leg not in (0, 1):
             raise ValueError("bad leg")
         if frame_bytes < 1 or frame_bytes > MAX_FRAME:
@@ -1603,11 +1654,22 @@ cdef class Engine:
         pl = <Play*>calloc(1, sizeof(Play))
         if pl == NULL:
             raise MemoryError()
-        pl.frames = <unsigned char*>malloc(n)
-        if pl.frames == NULL:
-            free(pl)
-            raise MemoryError()
-        memcpy(pl.frames, <const char*>frames, n)
+        # The same frames object comes with every call (a codec's ringback, cached by mss.tones):
+        # kept once and played from where it is (bytes are immutable, and a kept object stays
+        # referenced until the engine is freed, so its id names it alone); others are copied for
+        # the play alone.
+        kept = self._shared.get(id(frames))
+        if kept is None and len(self._shared) < PLAY_SHARED and n <= PLAY_SHARED_BYTES:
+            self._shared[id(frames)] = kept = frames
+        if kept is not None:
+            pl.frames = <unsigned char*><const char*>kept
+        else:
+            pl.frames = <unsigned char*>malloc(n)
+            if pl.frames == NULL:
+                free(pl)
+                raise MemoryError()
+            memcpy(pl.frames, <const char*>frames, n)
+            pl.owned = 1
         pl.frame_bytes = <uint32_t>frame_bytes
         pl.nframes = <uint32_t>(n // frame_bytes)
         pl.pt = <uint8_t>payload_type
@@ -1623,15 +1685,23 @@ cdef class Engine:
             free_play(&s.leg[leg])
             s.leg[leg].play_serial += 1
             pl.serial = s.leg[leg].play_serial
-            if heap_push(c, mono_ns(), <uint32_t>slot, s.gen, leg, pl.serial) < 0:
+            now = mono_ns()
+            if loop_comes_by(c, now):
+                # the first frame is due when the loop comes by anyway (within COMMAND_MS)
+                now = c.wait_until if c.wait_until > now else now
+            else:
+                wake = 1
+            if heap_push(c, now, <uint32_t>slot, s.gen, leg, pl.serial) < 0:
                 err = 1
-                free(pl.frames)
+                if pl.owned:
+                    free(pl.frames)
                 free(pl)
             else:
                 s.leg[leg].play = pl
             kernel_refresh(c, <uint32_t>slot)
             pthread_mutex_unlock(&c.mu)
-            wake_loop(c)
+            if wake:
+                wake_loop(c)
         if err:
             raise MemoryError()
 
@@ -1666,6 +1736,25 @@ cdef class Engine:
             memcpy(d, &c.counters[<size_t>slot * 2 * N_FIELDS], sizeof(uint64_t) * 2 * N_FIELDS)
             pthread_mutex_unlock(&c.mu)
 
+    def stats(self, int slot):
+        """``(a, b, a_remote, b_remote)``: each leg's counters (a tuple in FIELDS order) and
+        :meth:`remote` of its RTP, read together under the mutex."""
+        cdef Core* c = self._core()
+        cdef Session* s = self._session(slot)
+        cdef uint64_t v[2 * N_FIELDS]
+        cdef Endpoint ep[2]
+        cdef int i
+        with nogil:
+            pthread_mutex_lock(&c.mu)
+            kernel_sync_session(c, <uint32_t>slot)
+            memcpy(v, &c.counters[<size_t>slot * 2 * N_FIELDS], sizeof(uint64_t) * 2 * N_FIELDS)
+            ep[0] = s.leg[0].ep[KIND_RTP]
+            ep[1] = s.leg[1].ep[KIND_RTP]
+            pthread_mutex_unlock(&c.mu)
+        return (tuple([v[i] for i in range(N_FIELDS)]),
+                tuple([v[N_FIELDS + i] for i in range(N_FIELDS)]),
+                endpoint_remote(&ep[0]), endpoint_remote(&ep[1]))
+
     def remote(self, int slot, int leg, int kind):
         """``(ip, port, latched)`` of where the leg's socket of ``kind`` sends, or None."""
         cdef Core* c = self._core()
@@ -1675,13 +1764,7 @@ cdef class Engine:
             pthread_mutex_lock(&c.mu)
             ep = s.leg[leg & 1].ep[kind & 1]
             pthread_mutex_unlock(&c.mu)
-        if ep.state == EP_NONE:
-            return None
-        if ep.dest.sin6_family == AF_INET:
-            return (b"\0" * 10 + b"\xff\xff" + (<char*>&(<sockaddr_in*>&ep.dest).sin_addr.s_addr)[:4],
-                    ntohs(ep.dest.sin6_port), ep.state == EP_LATCHED)
-        return ((<char*>&ep.dest.sin6_addr)[:16], ntohs(ep.dest.sin6_port),
-                ep.state == EP_LATCHED)
+        return endpoint_remote(&ep)
 
     def kernel_enable(self, int map_fd):
         cdef Core* c = self._core()
@@ -1736,3 +1819,4 @@ cdef class Engine:
             with nogil:
                 core_free(self.c)
             self.c = NULL
+            self._shared.clear()                # nothing plays from them any more

@@ -135,6 +135,7 @@ cdef void gather(Core* c, uint64_t started) noexcept nogil:
     pfd.fd = c.efd
     pfd.events = POLLIN
     pfd.revents = 0
+    c.wait_until = until
     pthread_mutex_unlock(&c.mu)
     ppoll(&pfd, 1, &ts, NULL)                   # the wake-up fd is read by the next wait, not here
     pthread_mutex_lock(&c.mu)
@@ -146,9 +147,11 @@ cdef void epoll_loop(Core* c) noexcept nogil:
     cdef uint64_t now, ud, junk
     pthread_mutex_lock(&c.mu)
     while True:
-        timeout = next_timeout_ns(c, mono_ns())
-        pthread_mutex_unlock(&c.mu)
+        now = mono_ns()
+        timeout = next_timeout_ns(c, now)
         ms = -1 if timeout < 0 else <int>((timeout + 999999) // 1000000)
+        c.wait_until = wait_end(now, -1 if ms < 0 else <long long>ms * 1000000)
+        pthread_mutex_unlock(&c.mu)
         n = epoll_wait(c.epfd, c.events, EPOLL_EVENTS, ms)
         now = mono_ns()
         c.wakeups += 1

@@ -371,6 +371,9 @@ cdef void uring_loop(Core* c) noexcept nogil:
             until = started + c.gather_ns
             if got >= URING_DRAIN or until < now:
                 until = now
+        c.wait_until = wait_end(now, timeout)
+        if until and until < c.wait_until:
+            c.wait_until = until
         pthread_mutex_unlock(&c.mu)
         uring_wait(c, timeout, until)
         now = mono_ns()

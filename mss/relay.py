@@ -83,17 +83,19 @@ verb that needs it (open, close) within ``gather_us``.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import functools
 import heapq
 import ipaddress
 import logging
-import secrets
+import os
 import socket
 import struct
 import threading
 import time
+import typing
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -179,10 +181,53 @@ def _packed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
     return address.packed if address.version == 6 else b"\0" * 10 + b"\xff\xff" + address.packed
 
 
+@functools.lru_cache(maxsize=ADDRESS_CACHE)
+def _remote(host: str) -> tuple[bytes, int, bool]:
+    """``host`` as :meth:`RelaySession.set_remote` hands it over: the data plane's 16 bytes, the IP
+    version, and whether it is unspecified (a hold); a remote is read once per call."""
+    address = _address(host)
+    return _packed(address), address.version, address.is_unspecified
+
+
+@functools.lru_cache(maxsize=ADDRESS_CACHE)
 def _unpacked(packed: bytes) -> str:
-    """The data plane's 16 bytes as text: an IPv4-mapped address as IPv4."""
+    """The data plane's 16 bytes as text: an IPv4-mapped address as IPv4 (cached as
+    :func:`_address`: the stats of every call name one of a few remotes)."""
     address = ipaddress.IPv6Address(packed)
     return str(address.ipv4_mapped or address)
+
+
+#: Bytes of system randomness read at once by :class:`_Random`: one getrandom() call serves about
+#: a thousand port choices, where ``secrets`` makes one call per number.
+RANDOM_BLOCK = 4096
+
+
+class _Random:
+    """Unpredictable numbers (port choices, a played stream's SSRC) from ``os.urandom``, read in
+    blocks of :data:`RANDOM_BLOCK` bytes; each byte is used once."""
+
+    __slots__ = ("_at", "_block")
+
+    def __init__(self) -> None:
+        self._block = b""
+        self._at = 0
+
+    def bytes(self, n: int) -> bytes:
+        """``n`` random bytes (``n`` <= :data:`RANDOM_BLOCK`)."""
+        at = self._at
+        if at + n > len(self._block):
+            self._block, at = os.urandom(RANDOM_BLOCK), 0
+        self._at = at + n
+        return self._block[at : at + n]
+
+    def below(self, n: int) -> int:
+        """A uniform integer in ``[0, n)``, ``0 < n <= 2**32`` (32-bit draws, rejection sampling as
+        ``secrets.randbelow`` does with bits)."""
+        limit = (1 << 32) - (1 << 32) % n  # the largest multiple of n that 32 bits hold
+        while True:
+            x = int.from_bytes(self.bytes(4), "big")
+            if x < limit:
+                return x % n
 
 
 #: ``SIOCGIFADDR`` (<linux/sockios.h>): an interface's IPv4 address.
@@ -230,11 +275,14 @@ COOLING_SHARE = 0.5
 # with one read of the system's random source.
 _PLAY_START = struct.Struct("!IHI")
 
+# The payload-type map that rewrites nothing.
+_PT_IDENTITY = bytes(range(128))
+
 
 class PortAllocator:
     """Even RTP ports in ``[port_min, port_max]`` (RTCP = RTP + 1), chosen at random.
 
-    :meth:`take` picks uniformly (``secrets``) among the *ready* pairs (never used, or freed long
+    :meth:`take` picks uniformly (system randomness) among the *ready* pairs (never used, or freed long
     ago), so the next call's ports cannot be guessed. A freed pair *cools*: it waits in a queue and
     becomes ready again only once the queue holds more than :data:`COOLING_SHARE` of the range, or
     when no ready pair is left (then the pair freed longest ago goes first), so a port is reused
@@ -255,6 +303,7 @@ class PortAllocator:
         self._held: dict[int, float] = {}  # quarantined port -> until
         self._expiry: list[tuple[float, int]] = []  # heap of (until, port), stale entries skipped
         self._clock = clock
+        self._random = _Random()
         if len(self._ready) < 2:
             raise RelayError(f"RTP port range {port_min}..{port_max} holds no two port pairs")
         self.pairs = len(self._ready)
@@ -265,7 +314,7 @@ class PortAllocator:
         """A free even port, at random; raises :class:`PortsExhausted` when none is left."""
         self._expire()
         if self._ready:
-            port = self._pop_ready(secrets.randbelow(len(self._ready)))
+            port = self._pop_ready(self._random.below(len(self._ready)))
         elif self._cooling:
             port = self._cooling.popleft()
         else:
@@ -433,34 +482,65 @@ def _seconds(ns: int) -> float | None:
     return ns / 1e9 if ns else None
 
 
-def _leg_stats(row: npt.NDArray[np.uint64], remote: tuple[bytes, int, bool] | None) -> LegStats:
-    v = [int(x) for x in row]
-    return LegStats(
-        rtp_packets_in=v[_F["rtp_packets_in"]],
-        rtp_bytes_in=v[_F["rtp_bytes_in"]],
-        rtp_packets_out=v[_F["rtp_packets_out"]],
-        rtp_bytes_out=v[_F["rtp_bytes_out"]],
-        rtcp_packets_in=v[_F["rtcp_packets_in"]],
-        rtcp_bytes_in=v[_F["rtcp_bytes_in"]],
-        rtcp_packets_out=v[_F["rtcp_packets_out"]],
-        rtcp_bytes_out=v[_F["rtcp_bytes_out"]],
-        played_packets=v[_F["played_packets"]],
-        drops=Drops(
-            short=v[_F["drop_short"]],
-            malformed=v[_F["drop_malformed"]],
-            source=v[_F["drop_source"]],
-            learning=v[_F["drop_learning"]],
-            no_remote=v[_F["drop_no_remote"]],
-            disabled=v[_F["drop_disabled"]],
-            send=v[_F["drop_send"]],
-        ),
-        last_rx=_seconds(v[_F["last_rx_ns"]]),
-        last_rtcp_rx=_seconds(v[_F["last_rtcp_rx_ns"]]),
-        ssrc=v[_F["ssrc"]] if v[_F["rtp_packets_in"]] else None,
-        seq_gaps=v[_F["seq_gaps"]],
-        jitter_ms=v[_F["jitter_q4"]] / 16 / _CLOCK_RATE * 1000,
-        remote=None if remote is None else (_unpacked(remote[0]), remote[1]),
-        latched=remote is not None and remote[2],
+_T = typing.TypeVar("_T")
+
+
+def _builder(cls: type[_T]) -> Callable[..., _T]:
+    """A positional constructor of the frozen, slotted dataclass ``cls`` (its fields in order) that
+    stores each slot directly, for values made here from the data plane's counters.
+
+    A frozen dataclass's ``__init__`` goes through ``object.__setattr__`` for every field (these have
+    no checks to skip): generated as ``dataclasses`` generates ``__init__``, one slot store per field,
+    it costs less than half. The objects are the same.
+    """
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]  # a dataclass
+    namespace: dict[str, object] = {"_new": object.__new__, "_cls": cls}
+    namespace |= {f"_set_{name}": getattr(cls, name).__set__ for name in names}
+    stores = "".join(f"    _set_{name}(obj, {name})\n" for name in names)
+    exec(f"def build({', '.join(names)}):\n    obj = _new(_cls)\n{stores}    return obj\n", namespace)
+    return typing.cast(Callable[..., _T], namespace["build"])
+
+
+_new_drops = _builder(Drops)
+_new_leg_stats = _builder(LegStats)
+_new_session_stats = _builder(SessionStats)
+
+# The counters row as _leg_stats unpacks it: FIELDS of the data plane, in its order.
+_ROW = (
+    "rtp_packets_in", "rtp_bytes_in", "rtp_packets_out", "rtp_bytes_out",
+    "rtcp_packets_in", "rtcp_bytes_in", "rtcp_packets_out", "rtcp_bytes_out",
+    "played_packets", "drop_short", "drop_malformed", "drop_source", "drop_no_remote",
+    "drop_disabled", "drop_send", "drop_learning", "last_rx_ns", "last_rtcp_rx_ns", "ssrc",
+    "seq_gaps", "jitter_q4",
+)
+if FIELDS != _ROW:
+    raise ImportError("mss._rtp counts other fields than mss.relay reads: rebuild the extension")
+
+# RFC 3550 jitter is kept as J * 16 in RTP timestamp units: the factor to milliseconds.
+_JITTER_Q4_TO_MS = 1000 / 16 / _CLOCK_RATE
+
+
+def _leg_stats(row: tuple[int, ...], remote: tuple[bytes, int, bool] | None) -> LegStats:
+    """A leg's :class:`LegStats` from its counters (a tuple in :data:`FIELDS` order) and remote."""
+    (rtp_packets_in, rtp_bytes_in, rtp_packets_out, rtp_bytes_out,
+     rtcp_packets_in, rtcp_bytes_in, rtcp_packets_out, rtcp_bytes_out,
+     played_packets, drop_short, drop_malformed, drop_source, drop_no_remote,
+     drop_disabled, drop_send, drop_learning, last_rx_ns, last_rtcp_rx_ns, ssrc,
+     seq_gaps, jitter_q4) = row
+    # positional, in the classes' field order
+    drops = _new_drops(drop_short, drop_malformed, drop_source, drop_learning, drop_no_remote,
+                       drop_disabled, drop_send)
+    return _new_leg_stats(
+        rtp_packets_in, rtp_bytes_in, rtp_packets_out, rtp_bytes_out,
+        rtcp_packets_in, rtcp_bytes_in, rtcp_packets_out, rtcp_bytes_out,
+        played_packets, drops,
+        last_rx_ns / 1e9 if last_rx_ns else None,
+        last_rtcp_rx_ns / 1e9 if last_rtcp_rx_ns else None,
+        ssrc if rtp_packets_in else None,
+        seq_gaps,
+        jitter_q4 * _JITTER_Q4_TO_MS,
+        None if remote is None else (_unpacked(remote[0]), remote[1]),
+        remote is not None and remote[2],
     )
 
 
@@ -505,19 +585,17 @@ class RelaySession:
         the media moved: the leg learns again. The same address leaves the leg as it is.
         """
         li = _leg_index(leg)
-        address = _address(host)
-        if not self._relay.reaches(address):
+        ip, version, unspecified = _remote(host)
+        if not self._relay._reaches(version, unspecified):
             raise RelayError(
-                f"the relay on {self._relay.host} cannot reach an IPv{address.version} remote ({host})"
+                f"the relay on {self._relay.host} cannot reach an IPv{version} remote ({host})"
             )
-        ip = _packed(address)
         if not 1 <= port <= 65535 or not (rtcp_port is None or 1 <= rtcp_port <= 65535):
             raise RelayError(f"bad remote port {port}/{rtcp_port}")
         with self._relay.lock:
             self._check()
-            self._engine.set_remote(self._slot, li, 0, ip, port, False)
             rtcp = rtcp_port if rtcp_port is not None else min(port + 1, 65535)
-            self._engine.set_remote(self._slot, li, 1, ip, rtcp, rtcp_port is not None)
+            self._engine.set_remote(self._slot, li, ip, port, rtcp, rtcp_port is not None)
 
     def relatch(self, leg: LegName) -> None:
         """Learn ``leg``'s source again: endpoint learning restarts (the signalled remote latches
@@ -547,14 +625,17 @@ class RelaySession:
         ``mapping`` replaces the previous one; types not in it pass unchanged; ``{}`` clears it.
         """
         li = _leg_index(from_leg)
-        table = bytearray(range(128))
-        for src, dst in mapping.items():
-            if not (0 <= src <= 127 and 0 <= dst <= 127):
-                raise RelayError(f"payload types are 0..127: {src} -> {dst}")
-            table[src] = dst
+        table = _PT_IDENTITY  # no rewrite: what nearly every call asks
+        if mapping:
+            rewrite = bytearray(_PT_IDENTITY)
+            for src, dst in mapping.items():
+                if not (0 <= src <= 127 and 0 <= dst <= 127):
+                    raise RelayError(f"payload types are 0..127: {src} -> {dst}")
+                rewrite[src] = dst
+            table = bytes(rewrite)
         with self._relay.lock:
             self._check()
-            self._engine.set_pt_map(self._slot, li, bytes(table))
+            self._engine.set_pt_map(self._slot, li, table)
 
     def play(
         self,
@@ -585,7 +666,7 @@ class RelaySession:
                     payload_type,
                     ptime_ms,
                     samples_per_frame,
-                    *_PLAY_START.unpack(secrets.token_bytes(_PLAY_START.size)),
+                    *_PLAY_START.unpack(self._relay._random.bytes(_PLAY_START.size)),
                 )
         except ValueError as exc:
             raise RelayError(str(exc)) from exc
@@ -606,13 +687,10 @@ class RelaySession:
 
     def stats(self) -> SessionStats:
         """A consistent snapshot of both legs' counters (a copy under the loop's lock)."""
-        out = np.empty((2, len(FIELDS)), dtype=np.uint64)
         with self._relay.lock:
             self._check()
-            self._engine.snapshot(self._slot, out)
-            ra = self._engine.remote(self._slot, 0, 0)
-            rb = self._engine.remote(self._slot, 1, 0)
-        return SessionStats(a=_leg_stats(out[0], ra), b=_leg_stats(out[1], rb))
+            a, b, a_remote, b_remote = self._engine.stats(self._slot)
+        return _new_session_stats(_leg_stats(a, a_remote), _leg_stats(b, b_remote))
 
     def counters(self) -> npt.NDArray[np.uint64]:
         """Both legs' counter rows as they are now (2 x :data:`FIELDS`, a copy): what the kernel fast
@@ -683,6 +761,8 @@ class Relay:
         kernel_forwarding: str = "no",
     ) -> None:
         self._address = _address(host)
+        self._dual_stack = self._address == ipaddress.IPv6Address("::")
+        self._random = _Random()
         if kernel_forwarding not in KERNEL_FORWARDING:
             raise RelayError(
                 f"kernel_forwarding must be 'no', 'yes' or 'auto', not {kernel_forwarding!r}"
@@ -745,8 +825,10 @@ class Relay:
         """True when this relay's sockets can send to ``remote``: the same family, or any family
         from ``::``; an unspecified address (an RFC 2543 hold, ``0.0.0.0``) is taken in either
         family (nothing reaches it anyway)."""
-        return (remote.version == self._address.version or remote.is_unspecified
-                or self._address == ipaddress.IPv6Address("::"))
+        return self._reaches(remote.version, remote.is_unspecified)
+
+    def _reaches(self, version: int, unspecified: bool) -> bool:
+        return version == self._address.version or unspecified or self._dual_stack
 
     @property
     def kernel_forwarding_active(self) -> bool:
@@ -855,7 +937,7 @@ class Relay:
                 raise
             slot = self._free_slots.pop()
             try:
-                engine.attach(slot, a_fds, b_fds, bridged, bridged)
+                engine.attach(slot, a_port, a_fds, b_port, b_fds, bridged, bridged)
             except (OSError, ValueError) as exc:
                 self._free_slots.append(slot)
                 self._ports.give(a_port)

@@ -209,7 +209,7 @@ def test_packed_length_is_checked() -> None:
     with Relay(V6, base, base + 99) as relay, relay.open_session() as s:
         engine = relay._live()  # the data plane's own argument check
         with pytest.raises(ValueError, match="16 bytes"):
-            engine.set_remote(s.slot, 0, 0, struct.pack("!I", 0x7F000001), 4000, False)
+            engine.set_remote(s.slot, 0, struct.pack("!I", 0x7F000001), 4000, 4001, False)
 
 
 def test_the_interface_of_an_ipv6_address() -> None:
