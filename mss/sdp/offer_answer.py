@@ -437,10 +437,10 @@ def _audio_section(
 ) -> MediaDescription:
     # A template is kept only when its texts from SDP (a phone's fmtp, its events) are short: the
     # templates then hold a few kilobytes at most, however long such lines come.
-    texts = [codec.fmtp or "" for _, codec in codecs]
-    if telephone_event is not None:
-        texts.append(telephone_event[1])
-    keep = max(map(len, texts), default=0) <= _MAX_KEPT_TEXT
+    keep = telephone_event is None or len(telephone_event[1]) <= _MAX_KEPT_TEXT
+    for _, codec in codecs:
+        if codec.fmtp is not None and len(codec.fmtp) > _MAX_KEPT_TEXT:
+            keep = False
     template = (_audio_template if keep else _audio_template.__wrapped__)(
         tuple(codecs), telephone_event, ptime, direction
     )
