@@ -6,6 +6,10 @@ Sans-IO and in memory, as the load benchmark's far end answers (Kamailio statele
 with SDP): both legs of one callback invited, answered and ACKed, then hung up by mss (BYE, 200),
 with every event read. The bytes are parsed and built exactly as on the wire; no sockets, no call
 flow, no relay: what the SIP stack alone costs a callback.
+
+The step benchmarks time one step of one leg each, the far end's work done in their setup: the
+INVITE built and sent (``invite``), a 180 and a 200 received (``receive_180``, ``receive_200``; the
+200's includes building and sending the ACK), the BYE built and sent (``hangup``).
 """
 
 from __future__ import annotations
@@ -73,3 +77,101 @@ def test_sip_stack_per_callback(benchmark: Any) -> None:
         return one_callback(ua, next(count), now)
 
     assert benchmark(run) >= 4  # each leg answered and ended (checked in one_callback)
+
+
+# --- one step of one leg --------------------------------------------------------------------------
+
+STEP_ROUNDS = 2000
+#: Room for every leg a step benchmark leaves up (no leg is refused for the dialog limit).
+STEP_SETTINGS = UASettings(local_host="127.0.0.1", local_port=5070, transport="udp", pss_host="127.0.0.1",
+                           pss_port=5060, caller="mss", domain="127.0.0.1", register=False,
+                           max_dialogs=50_000, max_transactions=100_000)  # fmt: skip
+
+
+class _Steps:
+    """A UA and its legs, each brought to the step before the one timed."""
+
+    def __init__(self) -> None:
+        self.ua = UserAgent(STEP_SETTINGS, rng=random.Random(1))
+        self.n = 0
+
+    def invited(self) -> tuple[str, bytes, bytes]:
+        """A new leg invited: its id, and the far end's 180 and 200 to its INVITE."""
+        self.n += 1
+        leg = f"s{self.n}"
+        self.ua.invite(leg, "100", OFFER, 1000.0)
+        (data, _dest), = self.ua.data_to_send()
+        msg = parse_message(data)
+        assert isinstance(msg, Request)
+        ringing = make_response(msg, 180, to_tag="far1", headers=[CONTACT]).encode()
+        ok = make_response(msg, 200, to_tag="far1", body=ANSWER,
+                           headers=[CONTACT, ("Content-Type", "application/sdp")]).encode()  # fmt: skip
+        return leg, ringing, ok
+
+    def drain(self) -> None:
+        self.ua.data_to_send()
+        while self.ua.next_event() is not None:
+            pass
+
+
+def test_step_invite(benchmark: Any) -> None:
+    steps = _Steps()
+
+    def setup() -> tuple[tuple[str], dict[str, Any]]:
+        steps.drain()
+        steps.n += 1
+        return (f"i{steps.n}",), {}
+
+    def run(leg: str) -> None:
+        steps.ua.invite(leg, "100", OFFER, 1000.0)
+        steps.ua.data_to_send()
+
+    benchmark.pedantic(run, setup=setup, rounds=STEP_ROUNDS)
+
+
+def test_step_receive_180(benchmark: Any) -> None:
+    steps = _Steps()
+
+    def setup() -> tuple[tuple[bytes], dict[str, Any]]:
+        steps.drain()
+        _leg, ringing, _ok = steps.invited()
+        return (ringing,), {}
+
+    def run(ringing: bytes) -> None:
+        steps.ua.receive_data(ringing, PSS, 1000.0)
+
+    benchmark.pedantic(run, setup=setup, rounds=STEP_ROUNDS)
+
+
+def test_step_receive_200(benchmark: Any) -> None:
+    steps = _Steps()
+
+    def setup() -> tuple[tuple[bytes], dict[str, Any]]:
+        steps.drain()
+        _leg, ringing, ok = steps.invited()
+        steps.ua.receive_data(ringing, PSS, 1000.0)
+        return (ok,), {}
+
+    def run(ok: bytes) -> None:
+        steps.ua.receive_data(ok, PSS, 1000.0)
+        steps.ua.data_to_send()  # the ACK
+
+    benchmark.pedantic(run, setup=setup, rounds=STEP_ROUNDS)
+
+
+def test_step_hangup(benchmark: Any) -> None:
+    steps = _Steps()
+
+    def setup() -> tuple[tuple[str], dict[str, Any]]:
+        steps.drain()
+        leg, ringing, ok = steps.invited()
+        steps.ua.receive_data(ringing, PSS, 1000.0)
+        steps.ua.receive_data(ok, PSS, 1000.0)
+        steps.drain()
+        return (leg,), {}
+
+    def run(leg: str) -> None:
+        steps.ua.hangup(leg, 1000.0)
+        steps.ua.data_to_send()  # the BYE
+
+    benchmark.pedantic(run, setup=setup, rounds=STEP_ROUNDS)

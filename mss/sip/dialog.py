@@ -31,8 +31,8 @@ _MAX_FORWARDS: _Item = ("max-forwards", "Max-Forwards", "70")
 #: What every request of a dialog writes alike, made once (see Dialog.create_request): what it was
 #: made from, then the From and To values with their tags and the From, To and Call-ID fields.
 _Fixed = tuple[tuple[NameAddr, str, NameAddr, str, str], NameAddr, NameAddr, tuple[_Item, _Item, _Item]]
-#: The route set and remote target it was made from, the Request-URI and the Route fields.
-_Target = tuple[tuple[NameAddr, ...], Uri, Uri, list[_Item]]
+#: The route set and remote target it was made from, the Request-URI and its text, the Route fields.
+_Target = tuple[tuple[NameAddr, ...], Uri, Uri, str, list[_Item]]
 
 
 @dataclass(slots=True)
@@ -209,15 +209,16 @@ class Dialog:
         target = self._target
         if target is None or target[0] is not self.route_set or target[1] is not self.remote_target:
             ruri, routes = self.request_target()
-            target = (self.route_set, self.remote_target, ruri, [("route", "Route", str(r)) for r in routes])
+            routes_items = [("route", "Route", str(r)) for r in routes]
+            target = (self.route_set, self.remote_target, ruri, str(ruri), routes_items)
             self._target = target
         seq = cseq if cseq is not None else self.next_seq()
         items = [("via", "Via", via), _MAX_FORWARDS, *fixed[3], ("cseq", "CSeq", f"{seq} {method}")]
-        items += target[3]
+        items += target[4]
         if contact is not None:
             items.append(("contact", "Contact", str(contact)))
         for name, value in headers:
             key, spelling = canonical_name(name)
             items.append((key, spelling, value))
         return Request._local(method, target[2], items, body, via=fast_via(via), from_=fixed[1], to=fixed[2],
-                              call_id=self.call_id, cseq=CSeq(seq, method))  # fmt: skip
+                              call_id=self.call_id, cseq=CSeq(seq, method), uri_text=target[3])  # fmt: skip

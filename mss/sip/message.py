@@ -541,7 +541,7 @@ class Request(Message):
         self.method = method
         """The method (``INVITE``, ...)."""
         self._uri: Uri | None = uri
-        self._uri_text = ""  # a parsed Request-URI not built yet: its text, as str() writes it
+        self._uri_text = ""  # the Request-URI's text as str() writes it, when known ("": not yet)
 
     @classmethod
     def _parsed(cls, method: str, uri: Uri | None, uri_text: str, headers: Headers) -> Request:
@@ -565,17 +565,19 @@ class Request(Message):
         to: NameAddr,
         call_id: str,
         cseq: CSeq,
+        uri_text: str = "",
     ) -> Request:
         """A request mss builds from values it made: ``items`` are the header fields ``(key,
         spelling, value)``, each value the text of the value passed for it (the Via's match, From, To,
         Call-ID, CSeq), so those fields are kept as they are instead of parsed back from our own
-        text. The other fields are parsed from ``items`` when first read, as for any built message."""
+        text; ``uri_text``, when given, is ``str(uri)``. The other fields are parsed from ``items``
+        when first read, as for any built message."""
         req = cls.__new__(cls)
         req.headers = Headers._raw(items)
         req.body = body
         req.method = method
         req._uri = uri
-        req._uri_text = ""
+        req._uri_text = uri_text
         req._via = [via] if via is not None else None
         req._from = from_
         req._to = to
@@ -594,7 +596,7 @@ class Request(Message):
 
     def _start_line(self) -> str:
         uri = self._uri
-        return f"{self.method} {self._uri_text if uri is None else uri} SIP/2.0"
+        return f"{self.method} {self._uri_text or uri} SIP/2.0"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Request):

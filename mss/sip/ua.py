@@ -701,8 +701,9 @@ class UserAgent:
         own = self._mine()
         local = own.local
         target = SipUri(host=own.settings.domain, user=user)
+        target_text = str(target)
         to = NameAddr(target)
-        to_text = str(to)
+        to_text = f"<{target_text}>"  # str(to)
         from_ = local.with_tag(tag)
         from_text = f"{own.local_text};tag={tag}"
         for text, addr in ((from_text, from_), (to_text, to)):
@@ -718,7 +719,7 @@ class UserAgent:
             *own.invite_tail,
         ]
         return Request._local("INVITE", target, items, sdp, via=fast_via(via), from_=from_, to=to,
-                              call_id=call_id, cseq=_FIRST_INVITE)  # fmt: skip
+                              call_id=call_id, cseq=_FIRST_INVITE, uri_text=target_text)  # fmt: skip
 
     def hangup(self, leg_id: LegId, now: float) -> None:
         """CANCEL an unanswered leg, BYE an answered one; nothing when it is over or ending."""
