@@ -9,10 +9,12 @@ in: the REQUESTs (one per TCP connection) are recorded and ACKed, the engine rec
 ports on start (as the call engine does), the legs are bridged, the callbacks end (RESPONSE and CDR),
 and the delivery marks follow. ``per-write`` is the desk without ``schedule``: every write commits on
 its own, as before group commit (five transactions a callback). ``group`` is the desk as the service
-runs it: one transaction per iteration, so ``k`` callbacks an iteration share five transactions.
-A round's median divided by ``k`` is the journal's cost per callback; ``k`` is how many callbacks'
-writes meet in one iteration (at 500 callbacks/s with iterations about a millisecond apart, 1 or 2;
-in a burst, many more).
+runs it: one transaction per iteration that has a write something waits for (a REQUEST's, a
+RESPONSE's); the relay ports, the bridge and the delivery marks are lazy writes that join the next
+one, so ``k`` callbacks an iteration share two transactions (``transactions_per_callback`` in the
+extra info). A round's median divided by ``k`` is the journal's cost per callback; ``k`` is how many
+callbacks' writes meet in one iteration (at 500 callbacks/s with iterations about a millisecond apart,
+1 or 2; in a burst, many more).
 """
 
 from __future__ import annotations

@@ -1045,7 +1045,7 @@ class Journal:
         second after the callback started, while its first INVITE is out (the phones that could send
         to these ports after a crash are those of calls that got further).
         """
-        text = " ".join(str(int(port)) for port in ports)
+        text = " ".join(map(str, map(int, ports)))
         self._write("record relay ports", [("INSERT OR REPLACE INTO relay_ports (seq, ports) VALUES (?, ?)",
                                             (seq, text))], lazy=True)
 
