@@ -28,6 +28,7 @@ import pytest
 from mss.desk import Callback, CallbackDesk, Outcome, Sender
 from mss.iif import CallbackRequest
 from mss.journal import Cdr, Journal
+from mss.quality import LegQuality
 
 #: Callbacks whose writes meet in one event-loop iteration.
 PER_ITERATION = (1, 4, 16, 64)
@@ -92,8 +93,8 @@ class _Bench:
         for function in scheduled:
             function()
 
-    def callbacks(self, k: int) -> None:
-        """``k`` callbacks from REQUEST to delivered RESPONSE."""
+    def callbacks(self, k: int, quality: LegQuality | None = None) -> None:
+        """``k`` callbacks from REQUEST to delivered RESPONSE (``quality``: each leg's, in the CDR)."""
         first = len(self.engine.started)
         for outlet in self.outlets[:k]:
             self.serial += 1
@@ -110,7 +111,8 @@ class _Bench:
         for callback in started:
             cdr = Cdr(caller="5551000", leg1_call_id="a@mss", leg2_call_id="b@mss", leg1_code=200,
                       leg2_code=200, codec="PCMU", leg1_answered_at=self.now, leg2_answered_at=self.now,
-                      released_at=self.now, released_by="user1", result="answered", reason="user1 hung up")
+                      released_at=self.now, released_by="user1", result="answered", reason="user1 hung up",
+                      leg1=quality, leg2=quality)
             self.desk.finish(callback.seq, Outcome(real_duration=60, result="answered", code=200, cdr=cdr))
         self.iteration()  # RESPONSEs committed, then written (delivered)
         self.iteration()  # the delivery marks committed
@@ -135,3 +137,23 @@ def test_journal_per_callback(benchmark: Any, bench: _Bench, k: int) -> None:
     if counting:
         per_callback = (bench.journal.commits - commits) / len(bench.engine.started)
         benchmark.extra_info["transactions_per_callback"] = round(per_callback, 3)
+
+
+#: A leg's media quality as the relay reports it for an answered call (every CDR column set).
+QUALITY = LegQuality(packets_in=3000, bytes_in=516000, packets_out=3010, bytes_out=517720, lost=2,
+                     jitter_mean_ms=0.4, jitter_max_ms=2.5, mos=4.38)
+
+
+@pytest.mark.parametrize("k", (1, 16))
+def test_journal_per_callback_with_quality(benchmark: Any, tmp_path: Path, k: int) -> None:
+    """The group round with every callback's CDR carrying both legs' media quality, as an answered
+    call's does (the round above writes CDRs without it)."""
+    benchmark.group = f"journal with media quality in the CDR: {k} callback(s) per loop iteration"
+    bench = _Bench(tmp_path / "journal.sqlite3", group=True)
+    try:
+        benchmark(bench.callbacks, k, QUALITY)
+        assert bench.journal.undelivered() == [] and bench.desk.active == {}
+        row = bench.journal.cdr(f"b{bench.serial}")
+        assert row is not None and row["leg2_mos"] == QUALITY.mos
+    finally:
+        bench.journal.close()
