@@ -620,7 +620,7 @@ class TransactionLayer:
     @property
     def live(self) -> int:
         """Transactions waiting for a final response or for the TU's answer."""
-        return len(self) - len(self._lingering) - len(self._lingering_ood)
+        return len(self._client) + len(self._server) - len(self._lingering) - len(self._lingering_ood)
 
     @property
     def lingering(self) -> int:
