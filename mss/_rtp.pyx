@@ -280,6 +280,7 @@ ctypedef struct Core:
     uint64_t loop_errors
     uint32_t n_closing         # sessions in S_CLOSING
     uint32_t n_sessions        # sessions not S_FREE: while there are any, the loop waits COMMAND_MS at most
+    int notify                 # a session was freed: wake the detach() waiting (unlock_notify)
     uint64_t wait_until        # the loop's current wait ends by this CLOCK_MONOTONIC ns (set before it
                                # releases the mutex to wait; UINT64_MAX: no bound)
     # the kernel fast path (kfd < 0: off)
@@ -1170,7 +1171,8 @@ cdef void signal_remote(Core* c, uint32_t slot, Leg* leg, int kind,
 # ---------------------------------------------------------------------------------------------
 
 cdef void finish_close(Core* c, uint32_t slot) noexcept nogil:
-    """Close the six sockets and free the slot; wakes a detach() waiting for it."""
+    """Close the six sockets and free the slot; a detach() waiting for it is woken once the mutex is
+    released (unlock_notify)."""
     cdef Session* s = &c.sessions[slot]
     cdef int li, k
     kernel_unload(c, slot)                      # the entries never outlive their session
@@ -1190,7 +1192,19 @@ cdef void finish_close(Core* c, uint32_t slot) noexcept nogil:
         s.leg[li].ep[KIND_RTP].connected = 0
     s.state = S_FREE
     s.gen += 1
-    pthread_cond_broadcast(&c.cv)
+    c.notify = 1                                # a detach() waiting for it: see unlock_notify()
+
+
+cdef inline void unlock_notify(Core* c) noexcept nogil:
+    """Release the mutex, then wake the verbs waiting for a session to close (finish_close): woken
+    after the release, they find the mutex free, where woken under it they would wait for it once
+    more (a second sleep and wake-up per close). Safe: the state they wait for changed under the
+    mutex, and they test it under the mutex before they wait."""
+    cdef int notify = c.notify
+    c.notify = 0
+    pthread_mutex_unlock(&c.mu)
+    if notify:
+        pthread_cond_broadcast(&c.cv)
 
 # ---------------------------------------------------------------------------------------------
 # The back ends
@@ -1247,6 +1261,7 @@ cdef void core_free(Core* c) noexcept nogil:
         for slot in range(c.capacity):
             if c.sessions[slot].state != S_FREE:
                 finish_close(c, slot)
+    pthread_cond_broadcast(&c.cv)
     if c.backend == BACKEND_URING:
         mss_uring_exit(&c.ring)             # ends every request still in flight
     epoll_free(c)

@@ -136,7 +136,7 @@ cdef void gather(Core* c, uint64_t started) noexcept nogil:
     pfd.events = POLLIN
     pfd.revents = 0
     c.wait_until = until
-    pthread_mutex_unlock(&c.mu)
+    unlock_notify(c)
     ppoll(&pfd, 1, &ts, NULL)                   # the wake-up fd is read by the next wait, not here
     pthread_mutex_lock(&c.mu)
 
@@ -151,7 +151,7 @@ cdef void epoll_loop(Core* c) noexcept nogil:
         timeout = next_timeout_ns(c, now)
         ms = -1 if timeout < 0 else <int>((timeout + 999999) // 1000000)
         c.wait_until = wait_end(now, -1 if ms < 0 else <long long>ms * 1000000)
-        pthread_mutex_unlock(&c.mu)
+        unlock_notify(c)
         n = epoll_wait(c.epfd, c.events, EPOLL_EVENTS, ms)
         now = mono_ns()
         c.wakeups += 1
@@ -168,4 +168,4 @@ cdef void epoll_loop(Core* c) noexcept nogil:
         run_timers(c, now)
         epoll_flush(c)
         gather(c, now)
-    pthread_mutex_unlock(&c.mu)
+    unlock_notify(c)

@@ -374,7 +374,7 @@ cdef void uring_loop(Core* c) noexcept nogil:
         c.wait_until = wait_end(now, timeout)
         if until and until < c.wait_until:
             c.wait_until = until
-        pthread_mutex_unlock(&c.mu)
+        unlock_notify(c)
         uring_wait(c, timeout, until)
         now = mono_ns()
         started = now
@@ -387,4 +387,4 @@ cdef void uring_loop(Core* c) noexcept nogil:
         run_timers(c, now)
         mss_uring_buf_publish(&c.ring)
     uring_shutdown(c)
-    pthread_mutex_unlock(&c.mu)
+    unlock_notify(c)
