@@ -424,7 +424,8 @@ class Leg:
         self.dialog = dialog
         self._early.clear()
         self.invite_seq = self.invite.cseq.seq
-        self.invite_auth = self._credentials(self.invite)
+        # Only an INVITE sent again for a challenge carries credentials (its authenticator made them).
+        self.invite_auth = self._credentials(self.invite) if self._auth is not None else ()
         self.invite = None  # the dialog holds what is needed from here on
         self._ack = self._make_ack(dialog, self.invite_seq, self.invite_auth)
         self.core.send_ack(self._ack)

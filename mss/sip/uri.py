@@ -110,7 +110,7 @@ def _split_params(text: str) -> Params:
 
 
 def _params_str(params: Params) -> str:
-    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
+    return "".join([f";{k}" if v is None else f";{k}={v}" for k, v in params])
 
 
 def unescape(text: str) -> str:
@@ -186,20 +186,20 @@ class SipUri:
         return None if self.user is None else unescape(self.user)
 
     def __str__(self) -> str:
-        out = [self.scheme, ":"]
-        if self.user is not None:
-            out.append(self.user)
-            if self.password is not None:
-                out += [":", self.password]
-            out.append("@")
-        out.append(self.host)
+        user = self.user
+        if user is None:
+            text = f"{self.scheme}:{self.host}"
+        elif self.password is None:
+            text = f"{self.scheme}:{user}@{self.host}"
+        else:
+            text = f"{self.scheme}:{user}:{self.password}@{self.host}"
         if self.port is not None:
-            out += [":", str(self.port)]
+            text = f"{text}:{self.port}"
         if self.params:
-            out.append(_params_str(self.params))
+            text += _params_str(self.params)
         if self.headers:
-            out += ["?", "&".join(f"{k}={v}" for k, v in self.headers)]
-        return "".join(out)
+            text += "?" + "&".join([f"{k}={v}" for k, v in self.headers])
+        return text
 
     def param(self, name: str) -> str | None:
         """URI parameter ``name``: its value, ``""`` when valueless, None when absent."""
