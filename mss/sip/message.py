@@ -827,10 +827,14 @@ def _validate(msg: Message, items: list[tuple[str, str, str]], index: dict[str, 
         for key in _SINGLE:
             if counts.get(key, 0) > 1:
                 raise SipError(f"{canonical_name(key)[1]} appears {counts[key]} times")
-    values = _elements(index.get("via")) if unique else _values(items, "via")
-    if not values:
-        raise SipError("no Via header")
-    msg._via = [fast_via(v) or parse_via(v) for v in values]
+    value = index.get("via") if unique else None
+    if value and "," not in value:  # one Via line with one value: the usual message
+        msg._via = [fast_via(value) or parse_via(value)]
+    else:
+        values = _elements(value) if unique else _values(items, "via")
+        if not values:
+            raise SipError("no Via header")
+        msg._via = [fast_via(v) or parse_via(v) for v in values]
     value = index.get("from")
     if value is None:
         raise SipError("no From header")
@@ -980,7 +984,12 @@ def make_response(
         to_value = f"{to_value};tag={to_tag}"
     items.append(("to", "To", to_value))
     items.append(("call-id", "Call-ID", request.call_id))
-    items.append(("cseq", "CSeq", str(request.cseq)))
+    raw = request._cseq
+    if isinstance(raw, Match) and (raw.group(1)[0] != "0" or raw.group(1) == "0"):
+        cseq_text = raw.string  # a fast-shape match, "<seq> <method>": as str(CSeq) writes it
+    else:
+        cseq_text = str(request.cseq)
+    items.append(("cseq", "CSeq", cseq_text))
     if status == 100 and stamp is not None:  # RFC 3261 §8.2.6.1
         items.append(("timestamp", "Timestamp", stamp))
     for name, value in headers:
