@@ -224,6 +224,8 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """The values of every ``name`` line, as written."""
         key = canonical_name(name)[0]
+        if self._index is not None and key not in self._index:
+            return []  # absent (known from the parser's index without a scan)
         return [v for k, _n, v in self._items if k == key]
 
     def named(self, *names: str) -> list[tuple[str, str]]:
