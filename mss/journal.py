@@ -14,7 +14,8 @@ Every REQUEST acknowledged ``ok`` gets exactly one RESPONSE, even across a crash
 
 sqlite3 in WAL mode with ``synchronous=NORMAL``: a commit survives the process being killed (the
 promise is to the AS about mss crashes, not power loss of the host). Calls are synchronous and short
-(tens of microseconds).
+(tens of microseconds). A new file has :data:`PAGE_SIZE` pages (a commit appends each page it changed
+to the WAL).
 
 Group commit: a transaction (BEGIN, COMMIT, the WAL pages it appends) costs more than the one or two
 statements of a write, so the service commits many writes at once. With :attr:`Journal.on_queued`
@@ -27,11 +28,11 @@ what depends on it (an ``ACK code=ok``, a RESPONSE). A group is all or nothing: 
 a failed commit) rolls the whole group back, later writes fail until :meth:`Journal.flush`, which
 raises the error. Without :attr:`Journal.on_queued` every write is a transaction of its own.
 
-Lazy writes: nothing waits for a bridge, a relay-port record or a delivery mark, and their only reader
-is a restart after a crash, so they open no group of their own (a transaction each cost more than
-their statements): each joins the open group, or waits for the next group another write opens (a
-REQUEST's, a RESPONSE's, at the latest the heartbeat's a second later), which runs it first, in
-order. Any :meth:`Journal.flush` commits them too, and reads see them. What a crash can cost is said
+Lazy writes: nothing waits for a bridge, a relay-port record or a delivery mark (what reads them is a
+restart after a crash, or the retention), so they open no group of their own (a transaction each cost
+more than their statements): each joins the open group, or waits for the next group another write
+opens (a REQUEST's, a RESPONSE's, at the latest the heartbeat's a second later), which runs it first,
+in order. Any :meth:`Journal.flush` commits them too, and reads see them. What a crash can cost is said
 at each (:meth:`Journal.mark_bridged`, :meth:`Journal.record_ports`, :meth:`Journal.mark_delivered`).
 
 CDRs: :meth:`Journal.record_response` writes a callback's CDR (:class:`Cdr`) with its RESPONSE, each
