@@ -1043,8 +1043,8 @@ class Journal:
         forget).
 
         A lazy write (:meth:`_write`): committed with the next group, the heartbeat's at the latest, a
-        second after the callback started, while its first INVITE is out (the phones that could send
-        to these ports after a crash are those of calls that got further).
+        second after the callback started. What a crash in that second costs: the ports of a call
+        still calling its first leg are not kept out of use after the restart.
         """
         text = " ".join(map(str, map(int, ports)))
         self._write("record relay ports", [("INSERT OR REPLACE INTO relay_ports (seq, ports) VALUES (?, ?)",
