@@ -215,7 +215,7 @@ class _Random:
         self._block = b""
         self._at = 0
 
-    def bytes(self, n: int) -> bytes:
+    def take(self, n: int) -> bytes:
         """``n`` random bytes (``n`` <= :data:`RANDOM_BLOCK`)."""
         at = self._at
         if at + n > len(self._block):
@@ -228,7 +228,7 @@ class _Random:
         ``secrets.randbelow`` does with bits)."""
         limit = (1 << 32) - (1 << 32) % n  # the largest multiple of n that 32 bits hold
         while True:
-            x = int.from_bytes(self.bytes(4), "big")
+            x = int.from_bytes(self.take(4), "big")
             if x < limit:
                 return x % n
 
@@ -669,7 +669,7 @@ class RelaySession:
                     payload_type,
                     ptime_ms,
                     samples_per_frame,
-                    *_PLAY_START.unpack(self._relay._random.bytes(_PLAY_START.size)),
+                    *_PLAY_START.unpack(self._relay._random.take(_PLAY_START.size)),
                 )
         except ValueError as exc:
             raise RelayError(str(exc)) from exc
