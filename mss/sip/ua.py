@@ -373,6 +373,8 @@ class UserAgent:
     def candidates(self, now: float) -> list[TargetAddr]:
         """Where a new request may go, in order: addresses marked down last."""
         ordered = self._route_list().candidates()
+        if not self._down:
+            return ordered  # nothing is marked down (the usual case): the order as it is
         for addr, until in list(self._down.items()):
             if until <= now or addr not in ordered:
                 del self._down[addr]  # bounded by the candidates
