@@ -536,6 +536,11 @@ cdef inline void latch(Pkt* p, Endpoint* ep) noexcept nogil:
     """Make the packet's source the endpoint's remote: from now on only it is accepted."""
     cdef Endpoint* rtcp
     cdef int moved = not same_addr(&ep.dest, p.src)   # p.src may be &ep.dest (a plain recv)
+    if moved and p.core.kfd >= 0:
+        # Entries naming the old remote (the source that latched before, as the signalled phone
+        # takes over) go now, before this packet is forwarded: else the kernel would still pass
+        # the old source's packets until the refresh after the send. The refresh installs anew.
+        kernel_unload(p.core, p.slot)
     ep.exact = ep.has_sig and same_addr(&ep.sig, p.src)
     if moved:
         copy_source(&ep.dest, p.src)
