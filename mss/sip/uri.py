@@ -18,6 +18,7 @@ wrong, so a refused message says why.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from re import Match
 from typing import TypeVar
@@ -610,6 +611,18 @@ def _remember(cache: dict[str, _V], text: str, value: _V) -> None:
     cache[text] = value
 
 
+def _known_or_matched(cache: dict[str, _V | Match[str]], match: Callable[[str], Match[str] | None],
+                      text: str) -> _V | Match[str] | None:
+    """The value kept for ``text``, else ``match(text)`` (kept too when it matched), else None."""
+    found = cache.get(text)
+    if found is not None:
+        return found
+    m = match(text)
+    if m is not None:
+        _remember(cache, text, m)
+    return m
+
+
 def wrote_name_addr(text: str, addr: NameAddr) -> None:
     """mss wrote ``addr`` as ``text`` (``str(addr)``): the messages carrying it (ours, and the
     answers that copy it) take the value instead of matching the text again."""
@@ -620,13 +633,7 @@ def fast_name_addr(value: str) -> NameAddr | Match[str] | None:
     """``value``'s parsed name-addr when this text was built from a fast-shape match before (the
     values are frozen, so one object serves every message), else :func:`match_name_addr`'s match
     (:func:`name_addr_from_match` builds it; kept too), else None (:func:`parse_name_addr` decides)."""
-    found = _known_addrs.get(value)
-    if found is not None:
-        return found
-    m = match_name_addr(value)
-    if m is not None:
-        _remember(_known_addrs, value, m)
-    return m
+    return _known_or_matched(_known_addrs, match_name_addr, value)
 
 
 _name_addr_fast = NAME_ADDR_FAST_RE.fullmatch
@@ -806,13 +813,7 @@ def sent_via(transport: str, host: str, port: int, branch: str, *, rport: bool) 
 def fast_via(value: str) -> Via | Match[str] | None:
     """``value``'s parsed Via when this text was matched before (kept as for :func:`fast_name_addr`),
     else :func:`match_via`'s match (kept too), else None (:func:`parse_via` decides)."""
-    found = _known_vias.get(value)
-    if found is not None:
-        return found
-    m = match_via(value)
-    if m is not None:
-        _remember(_known_vias, value, m)
-    return m
+    return _known_or_matched(_known_vias, match_via, value)
 
 
 _via_fast = VIA_FAST_RE.fullmatch
