@@ -121,6 +121,7 @@ def soak(args: argparse.Namespace) -> int:
         mss_cpu=args.cpu,
         far_cpu=args.far_cpu,
         mss_tree=args.mss_tree,
+        probe=not args.no_probe,
     )
     result = run_load(spec)
     verdict = soak_verdict(result, args.minutes)
@@ -198,6 +199,7 @@ def sweep(args: argparse.Namespace) -> int:
             mss_cpu=args.cpu,
             far_cpu=args.far_cpu,
             mss_tree=args.mss_tree,
+            probe=not args.no_probe,
         )
         print(f"rate {rate:g}/s ...", file=sys.stderr, flush=True)
         results.append(run_load(spec))
@@ -331,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                        help="a config.ini key beyond the defaults, e.g. callback.max_calls=2")
         p.add_argument("--tag", default="", help="suffix of the result files")
+        p.add_argument("--no-probe", action="store_true",
+                       help="run mss bare: no loop-lag or collection probe inside it")
 
     p_soak = sub.add_parser("soak", help="minutes of paced + sequential callbacks against one mss")
     p_soak.add_argument("--minutes", type=float, default=3.0, help="length of the traffic (3)")
