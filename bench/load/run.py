@@ -88,6 +88,10 @@ class LoadSpec:
             raise ValueError("no traffic: give a positive rate, or sequential")
         if not self.durations or min(self.durations) < 1:
             raise ValueError("durations must be whole seconds >= 1")
+        level = str(self.overrides.get("log", {}).get("level", "info")).lower()
+        if level not in ("debug", "info"):
+            # the harness knows mss is ready from its INFO line, and tallies failures from its log
+            raise ValueError(f"[log] level must be debug or info for the load benchmark, not {level}")
 
 
 def _sample(mss: MssProcess, driver: Driver, t0: float) -> dict[str, Any]:
