@@ -549,9 +549,7 @@ class CallbackCall:
 
     def _invite(self, leg: User, user: str, offer: sdp.SessionDescription, now: float) -> list[Command]:
         state = self.legs[leg]
-        # The first version is the numeric session id (LocalSdp's default, given here: no need to
-        # find out whether the id is numeric).
-        state.local = sdp.LocalSdp(session_id=self.settings.session_id, version=self.settings.session_id)
+        state.local = sdp.LocalSdp(session_id=self.settings.session_id)
         state.offer = state.local.stamp(offer)
         state.invited_at = now
         state.ended = False

@@ -824,13 +824,10 @@ class Relay:
         self._kernel = _kfwd.load([ifindex, lo], capacity)
         self._live().kernel_enable(self._kernel.map_fd)
 
-    def reaches(self, remote: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        """True when this relay's sockets can send to ``remote``: the same family, or any family
-        from ``::``; an unspecified address (an RFC 2543 hold, ``0.0.0.0``) is taken in either
-        family (nothing reaches it anyway)."""
-        return self._reaches(remote.version, remote.is_unspecified)
-
     def _reaches(self, version: int, unspecified: bool) -> bool:
+        """True when this relay's sockets can send to a remote of IP ``version``: the same family,
+        or any family from ``::``; an unspecified address (an RFC 2543 hold, ``0.0.0.0``) is taken
+        in either family (nothing reaches it anyway)."""
         return version == self._address.version or unspecified or self._dual_stack
 
     @property

@@ -693,22 +693,18 @@ _TRUSTED_BY_CLASS: dict[type, tuple[Callable[..., object], tuple[str, ...]]] = {
 }
 
 
-
-
-def _checked_attribute_line(value: str) -> Attribute | None:
-    """The attribute of an a= line's ``value`` (checked), None when it has no valid name."""
+def _attribute_line(make: Callable[..., Attribute], value: str) -> Attribute | None:
+    """The attribute of an a= line's ``value`` built by ``make`` (:class:`Attribute`, checking; or
+    its trusted constructor for a trusted body, where only the name needs this check), None when it
+    has no valid name."""
     name, colon, rest = value.partition(":")
     if not name or " " in name or "\t" in name:
         return None
-    return Attribute(name=name, value=rest if colon else None)
+    return make(name=name, value=rest if colon else None)
 
 
-def _trusted_attribute_line(value: str) -> Attribute | None:
-    """:func:`_checked_attribute_line` for a trusted body: only the name needs a check there."""
-    name, colon, rest = value.partition(":")
-    if not name or " " in name or "\t" in name:
-        return None
-    return _trusted_attribute(name=name, value=rest if colon else None)
+_checked_attribute_line = functools.partial(_attribute_line, Attribute)
+_trusted_attribute_line = functools.partial(_attribute_line, _trusted_attribute)
 
 
 # A phone writes most of its a= lines (rtpmap, fmtp, the direction, ptime) the same in every SDP: their

@@ -371,7 +371,7 @@ class Leg:
                 self._early[tag] = early
             else:
                 early.dialog.refresh_target(response)
-            if "Require" in response.headers and "100rel" in response.headers.tokens("Require"):
+            if "100rel" in response.headers.tokens("Require"):
                 try:  # RFC 3262 §7.1: RSeq is 1 .. 2**31-1
                     rseq = parse_number(response.headers.get("RSeq") or "", "RSeq", 2**31 - 1)
                 except SipError:

@@ -967,19 +967,9 @@ def make_response(
 
     ``to_tag`` is added to To unless it already has one (never for 100 Trying, §8.2.6.1).
     """
-    # The copied lines are taken as they are (their keys and spellings are the canonical ones): a
-    # response is built for every request answered. A parsed request has each field's first value
-    # at hand in its index.
+    # The copied lines are taken as they are (their keys and spellings are the canonical ones).
     h = request.headers
-    index = h._index
-    if index is not None:
-        from_value, to_value, stamp = index.get("from"), index.get("to"), index.get("timestamp")
-    else:
-        from_value, to_value, stamp = h.get("From"), h.get("To"), h.get("Timestamp")
-    if from_value is None:
-        raise SipError("no From header")
-    if to_value is None:
-        raise SipError("no To header")
+    from_value, to_value, stamp = _required(h, "From"), _required(h, "To"), h.get("Timestamp")
     items = [item for item in h._items if item[0] == "via"]
     items.append(("from", "From", from_value))
     if to_tag is not None and status != 100 and request.to.tag is None:

@@ -381,7 +381,7 @@ class ClientTransaction(_Transaction):
         self._give_up = now + 64 * t.t1
         if self.reliable:
             self._wire = None  # nothing is retransmitted over a stream
-            self.layer._timers.set(self, "B" if self.invite else "F", self._give_up)
+            self._arm_give_up()
         else:
             self._next_retransmission(t.t1, now)
 
@@ -392,7 +392,11 @@ class ClientTransaction(_Transaction):
         if now + delay < self._give_up:
             self._timer("A" if self.invite else "E", delay, now)
         else:
-            self.layer._timers.set(self, "B" if self.invite else "F", self._give_up)
+            self._arm_give_up()
+
+    def _arm_give_up(self) -> None:
+        """Arm Timer B (INVITE) or F (non-INVITE) for the transaction's give-up time."""
+        self.layer._timers.set(self, "B" if self.invite else "F", self._give_up)
 
     def on_response(self, response: Response, now: float) -> None:
         """A response matched this transaction."""

@@ -297,7 +297,7 @@ class UserAgent:
         """Our Via value: ``rport`` asked for over UDP (RFC 3581); ``TLS`` over TLS (RFC 3261 §20.42)."""
         own = self._mine()
         return sent_via(own.transport, own.contact_host, own.settings.local_port, branch,
-                        rport=not own.settings.reliable)[0]  # fmt: skip
+                        rport=not own.settings.reliable)  # fmt: skip
 
     def contact(self, user: str) -> NameAddr:
         """Our Contact for ``user`` (``transport=tcp`` over TCP, ``transport=tls`` over TLS: a sip:

@@ -799,15 +799,16 @@ def via_from_match(m: Match[str]) -> Via:
     return via
 
 
-def sent_via(transport: str, host: str, port: int, branch: str, *, rport: bool) -> tuple[str, Via]:
-    """mss's own Via (``rport`` asked for, RFC 3581) and its text, built directly from values mss
-    made; kept like :func:`fast_via`'s, so the messages carrying it are not matched again."""
+def sent_via(transport: str, host: str, port: int, branch: str, *, rport: bool) -> str:
+    """The text of mss's own Via (``rport`` asked for, RFC 3581); its value, built directly from
+    values mss made, is kept like :func:`fast_via`'s, so the messages carrying it are not matched
+    again."""
     params: Params = (("branch", branch), ("rport", None)) if rport else (("branch", branch),)
     via = _via(transport, host, port, params, "SIP/2.0")
     text = f"SIP/2.0/{transport} {host}:{port};branch={branch};rport" if rport else \
         f"SIP/2.0/{transport} {host}:{port};branch={branch}"
     _remember(_known_vias, text, via)
-    return text, via
+    return text
 
 
 def fast_via(value: str) -> Via | Match[str] | None:
