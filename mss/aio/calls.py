@@ -340,7 +340,9 @@ class CallEngine:
         was_open = not session.closed
         session.close()
         if was_open and self.relay is not None:
-            self.closed_counters += self.relay.counters[session.slot].sum(axis=0, dtype=np.uint64)
+            legs = self.relay.counters[session.slot]
+            self.closed_counters += legs[0]  # in place, leg by leg: no temporary array
+            self.closed_counters += legs[1]
 
     def relay_totals(self) -> npt.NDArray[np.uint64]:
         """Every relay counter since start, both legs of every session summed (closed and live): one

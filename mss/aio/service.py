@@ -39,6 +39,7 @@ import uvloop
 from mss import __version__
 from mss.aio import iif_server, sip_transport
 from mss.aio.calls import CallEngine
+from mss.aio.commit_pacer import CommitPacer
 from mss.aio.control import ControlServer
 from mss.aio.iif_server import IIFServer
 from mss.aio.loop_probe import LoopProbe
@@ -332,6 +333,7 @@ class Service:
     async def _run(self, journal: JournalStore) -> int:
         cfg = self.config
         loop = asyncio.get_running_loop()
+        pacer = CommitPacer(loop)
         desk = CallbackDesk(
             journal,
             max_calls=effective_max_calls(cfg),
@@ -339,7 +341,7 @@ class Service:
             udp_send=lambda data, addr: self.iif.send_datagram(data, addr) if self.iif else False,
             wall_clock=time.time,
             peers=cfg.peer_servers,
-            schedule=loop.call_soon,  # group commit: the journal's writes of one loop iteration, together
+            schedule=pacer,  # group commit: the journal's writes of one loop iteration or a few ms, together
         )
         self.desk = desk
         desk.load = self.load
@@ -406,6 +408,7 @@ class Service:
                 journal.heartbeat(time.time())
             desk.flush()  # what the engine's close ended, and the last heartbeat
             await self._settled(desk)
+            pacer.cancel()
         log.info("mss stopped")
         return 0
 
