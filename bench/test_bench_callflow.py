@@ -230,3 +230,140 @@ def engine_callback() -> list[object]:
 def test_engine_whole_callback(benchmark: Any) -> None:
     outcomes = benchmark(engine_callback)
     assert [getattr(o, "result", None) for o in outcomes] == ["answered"]
+
+
+# --- the desk -------------------------------------------------------------------------------------
+
+
+class _NullJournal:
+    """A journal that keeps nothing (its own cost is measured in test_bench_journal.py): group commit
+    as the sqlite journal does it, so that the desk takes the path the service takes."""
+
+    worker = None
+    on_owed = None
+    on_takeover = None
+
+    def __init__(self) -> None:
+        self.on_queued: Any = None
+        self._group = 0
+        self._seq = 0
+
+    @property
+    def pending(self) -> bool:
+        return self._group > 0
+
+    def _join(self) -> None:
+        self._group += 1
+        if self._group == 1 and self.on_queued is not None:
+            self.on_queued()
+
+    def commit(self, done: Any) -> None:
+        self._group = 0
+        done(None)
+
+    def record_requests(self, callbacks: Any) -> list[int]:
+        self._join()
+        first = self._seq
+        self._seq += len(callbacks)
+        return list(range(first, self._seq))
+
+    def record_response(self, seq: int, response: Any, at: float, cdr: Any = None, *,
+                        claim: bool = False) -> str:
+        self._join()
+        return "RESPONSE"
+
+    def mark_bridged(self, seq: int, at: float) -> None:
+        pass
+
+    def mark_delivered(self, seq: int, at: float) -> None:
+        pass
+
+    def record_ports(self, seq: int, ports: Any) -> None:
+        pass
+
+
+class _DeskOutlet:
+    """A TCP connection to the AS that takes every write."""
+
+    peer = "as1"
+
+    def write(self, data: bytes) -> bool:
+        return True
+
+    def trial_started(self) -> None:
+        pass
+
+
+class _DeskEngine:
+    """Starts nothing: the callbacks' ends are fed to the desk by the benchmark."""
+
+    def __init__(self) -> None:
+        self.started: list[Any] = []
+
+    def refusal(self, pending: int) -> str | None:
+        return None
+
+    def start(self, callback: Any) -> None:
+        self.started.append(callback)
+
+    def cancel(self, seq: int) -> None:
+        pass
+
+    def release_all(self) -> None:
+        pass
+
+
+#: Callbacks whose writes meet in one event-loop iteration in the desk benchmark (as in
+#: test_bench_journal.py's middle case).
+DESK_PER_ITERATION = 16
+
+
+def test_desk_callbacks(benchmark: Any) -> None:
+    """The desk's own work for ``DESK_PER_ITERATION`` callbacks (a round's median divided by it is a
+    callback's), with a journal that keeps nothing: each REQUEST taken on its own TCP connection and
+    ACKed at the iteration's flush, the callbacks started, bridged, ended with a CDR, and their
+    RESPONSEs delivered at the next flush. test_bench_journal.py measures the same with sqlite."""
+    from mss.desk import CallbackDesk, Outcome, Sender
+    from mss.iif import CallbackRequest
+    from mss.journal import Cdr
+
+    journal = _NullJournal()
+    scheduled: list[Any] = []
+    desk = CallbackDesk(journal, max_calls=100_000, extended_response=True,  # type: ignore[arg-type]
+                        udp_send=lambda data, addr: True, wall_clock=lambda: 1_700_000_000.0,
+                        schedule=scheduled.append)
+    engine_ = _DeskEngine()
+    desk.engine = engine_
+    outlets = [_DeskOutlet() for _ in range(DESK_PER_ITERATION)]
+    for outlet in outlets:
+        desk.open_outlet(outlet)
+    serial = [0]
+    # The engine's outcome of every callback (made once: the engine's cost, not the desk's).
+    cdr = Cdr(caller="5551000", leg1_call_id="a@mss", leg2_call_id="b@mss", leg1_code=200, leg2_code=200,
+              codec="PCMU", leg1_answered_at=1.0, leg2_answered_at=1.0, released_at=2.0,
+              released_by="user1", result="answered", reason="user1 hung up")
+    outcome = Outcome(real_duration=60, result="answered", code=200, cdr=cdr)
+
+    def iteration() -> None:
+        run, scheduled[:] = list(scheduled), []
+        for function in run:
+            function()
+
+    def callbacks() -> None:
+        first = len(engine_.started)
+        for outlet in outlets:
+            serial[0] += 1
+            request = CallbackRequest(id=f"b{serial[0]}", user1="+4930123456", user2="+4930654321",
+                                      duration=60)
+            desk.handle([request], Sender(peer="as1", transport="tcp", outlet=outlet))
+        iteration()
+        started = engine_.started[first:]
+        for callback in started:
+            desk.bridged(callback.seq)
+        for callback in started:
+            desk.finish(callback.seq, outcome)
+        iteration()
+
+    benchmark(callbacks)
+    assert desk.active == {} and len(engine_.started) == serial[0]
+    benchmark.extra_info["callbacks_per_round"] = DESK_PER_ITERATION
