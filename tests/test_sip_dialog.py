@@ -145,3 +145,20 @@ def test_target_refresh() -> None:
     refresh = make_response(req, 200, to_tag="remote1", headers=[("Contact", "<sip:100@b:5080>")])
     d.refresh_target(refresh)
     assert str(d.remote_target) == "sip:100@b:5080"
+
+
+@pytest.mark.parametrize(
+    "record_route",
+    [[], ["<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"], ["<sip:strict.example.com>"]],
+)
+@pytest.mark.parametrize(
+    "auth",
+    [(), (("Proxy-Authorization", 'Digest username="mss", nonce="n"'),), (("Content-Length", "5"),)],
+)
+def test_an_ack_written_directly_is_the_request_encoded(
+    record_route: list[str], auth: tuple[tuple[str, str], ...]
+) -> None:
+    d = answer(record_route=record_route, contact="<sip:100@10.0.0.5:5062>")
+    expected = d.create_request("ACK", via=VIA, cseq=7, headers=auth).encode()
+    assert d.encode_ack(via=VIA, cseq=7, headers=auth) == expected
+    assert d.local_seq == 7  # an ACK takes no CSeq number of its own

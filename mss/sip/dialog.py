@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from mss.errors import SipError
-from mss.sip.message import CSeq, Message, Request, Response, canonical_name
+from mss.errors import LocalProtocolError, SipError
+from mss.sip.message import MAX_MESSAGE_SIZE, CSeq, Message, Request, Response, canonical_name
 from mss.sip.uri import NameAddr, SipUri, Uri, fast_via, wrote_name_addr
 
 __all__ = ["Dialog", "DialogKey"]
@@ -29,8 +29,9 @@ _Item = tuple[str, str, str]
 _MAX_FORWARDS: _Item = ("max-forwards", "Max-Forwards", "70")
 
 #: What every request of a dialog writes alike, made once (see Dialog.create_request): what it was
-#: made from, then the From and To values with their tags and the From, To and Call-ID fields.
-_Fixed = tuple[tuple[NameAddr, str, NameAddr, str, str], NameAddr, NameAddr, tuple[_Item, _Item, _Item]]
+#: made from, then the From and To values with their tags and the From, To and Call-ID fields, and
+#: those fields' lines as written.
+_Fixed = tuple[tuple[NameAddr, str, NameAddr, str, str], NameAddr, NameAddr, tuple[_Item, _Item, _Item], str]
 #: The route set and remote target it was made from, the Request-URI and its text, the Route fields.
 _Target = tuple[tuple[NameAddr, ...], Uri, Uri, str, list[_Item]]
 
@@ -182,6 +183,30 @@ class Dialog:
             )
         return ruri, (*self.route_set[1:], NameAddr(self.remote_target))
 
+    def _fixed_and_target(self) -> tuple[_Fixed, _Target]:
+        """What every request of the dialog writes alike, made again only when its source changed."""
+        # From, To, Call-ID, the Request-URI and Route are the same in every request of the dialog
+        # (ACK, BYE, PRACK, refreshes): their values and text are made once and the requests are
+        # built from them with their fields set, so nothing is written or parsed twice.
+        source = (self.local_uri, self.local_tag, self.remote_uri, self.remote_tag, self.call_id)
+        fixed = self._fixed
+        if fixed is None or fixed[0] != source:
+            from_ = self.local_uri.with_tag(self.local_tag)
+            to = self.remote_uri.with_tag(self.remote_tag)
+            call_id = ("call-id", "Call-ID", self.call_id)
+            lines = (("from", "From", str(from_)), ("to", "To", str(to)), call_id)
+            wrote_name_addr(lines[0][2], from_)  # the answers copy them
+            wrote_name_addr(lines[1][2], to)
+            text = "\r\n".join(f"{name}: {value}" for _key, name, value in lines)
+            fixed = self._fixed = (source, from_, to, lines, text)
+        target = self._target
+        if target is None or target[0] is not self.route_set or target[1] is not self.remote_target:
+            ruri, routes = self.request_target()
+            routes_items = [("route", "Route", str(r)) for r in routes]
+            target = (self.route_set, self.remote_target, ruri, str(ruri), routes_items)
+            self._target = target
+        return fixed, target
+
     def create_request(
         self,
         method: str,
@@ -193,25 +218,7 @@ class Dialog:
         body: bytes = b"",
     ) -> Request:
         """An in-dialog request (§12.2.1.1); ``cseq`` defaults to the next local number."""
-        # From, To, Call-ID, the Request-URI and Route are the same in every request of the dialog
-        # (ACK, BYE, PRACK, refreshes): their values and text are made once and the request is
-        # built from them with its fields set, so nothing is written or parsed twice.
-        source = (self.local_uri, self.local_tag, self.remote_uri, self.remote_tag, self.call_id)
-        fixed = self._fixed
-        if fixed is None or fixed[0] != source:
-            from_ = self.local_uri.with_tag(self.local_tag)
-            to = self.remote_uri.with_tag(self.remote_tag)
-            call_id = ("call-id", "Call-ID", self.call_id)
-            lines = (("from", "From", str(from_)), ("to", "To", str(to)), call_id)
-            wrote_name_addr(lines[0][2], from_)  # the answers copy them
-            wrote_name_addr(lines[1][2], to)
-            fixed = self._fixed = (source, from_, to, lines)
-        target = self._target
-        if target is None or target[0] is not self.route_set or target[1] is not self.remote_target:
-            ruri, routes = self.request_target()
-            routes_items = [("route", "Route", str(r)) for r in routes]
-            target = (self.route_set, self.remote_target, ruri, str(ruri), routes_items)
-            self._target = target
+        fixed, target = self._fixed_and_target()
         seq = cseq if cseq is not None else self.next_seq()
         items = [("via", "Via", via), _MAX_FORWARDS, *fixed[3], ("cseq", "CSeq", f"{seq} {method}")]
         items += target[4]
@@ -221,4 +228,35 @@ class Dialog:
             key, spelling = canonical_name(name)
             items.append((key, spelling, value))
         return Request._local(method, target[2], items, body, via=fast_via(via), from_=fixed[1], to=fixed[2],
-                              call_id=self.call_id, cseq=CSeq(seq, method), uri_text=target[3])  # fmt: skip
+                              call_id=self.call_id, cseq=_cseq(seq, method), uri_text=target[3])  # fmt: skip
+
+    def encode_ack(self, *, via: str, cseq: int, headers: Iterable[tuple[str, str]] = ()) -> bytes:
+        """The ACK of a 2xx in this dialog (§13.2.2.4), on the wire: the bytes
+        ``create_request("ACK", via=via, cseq=cseq, headers=headers).encode()`` gives, written
+        directly (an ACK is sent and kept as bytes, never read back as a request)."""
+        fixed, target = self._fixed_and_target()
+        lines = [f"ACK {target[3]} SIP/2.0", f"Via: {via}", "Max-Forwards: 70", fixed[4], f"CSeq: {cseq} ACK"]
+        lines += [f"Route: {value}" for _key, _name, value in target[4]]
+        if headers:
+            items = [(*canonical_name(name), value) for name, value in headers]
+            if any(key == "content-length" for key, _n, _v in items):  # Message.encode rewrites it
+                named = [(name, value) for _key, name, value in items]
+                return self.create_request("ACK", via=via, cseq=cseq, headers=named).encode()
+            lines += [f"{name}: {value}" for _key, name, value in items]
+        lines.append("Content-Length: 0\r\n\r\n")
+        data = "\r\n".join(lines).encode("utf-8", "surrogateescape")
+        if len(data) > MAX_MESSAGE_SIZE:
+            raise LocalProtocolError(f"SIP message of {len(data)} bytes exceeds {MAX_MESSAGE_SIZE}")
+        return data
+
+
+_SET_SEQ, _SET_METHOD = CSeq.__dict__["seq"].__set__, CSeq.__dict__["method"].__set__
+
+
+def _cseq(seq: int, method: str) -> CSeq:
+    """The CSeq of a request mss writes (a number it counted, a method it names), its slots set
+    directly: CSeq's generated ``__init__`` sets a frozen dataclass's fields one by one."""
+    cseq: CSeq = object.__new__(CSeq)
+    _SET_SEQ(cseq, seq)
+    _SET_METHOD(cseq, method)
+    return cseq

@@ -18,7 +18,7 @@ reading it. These are the SIP layer's events; the call flow has its own, named a
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -232,6 +232,61 @@ class LegReinviteResult:
     def __post_init__(self) -> None:
         _check_leg(self.leg_id)
         _check(200 <= self.status <= 699, f"LegReinviteResult.status {self.status} is not final")
+
+
+# --- events built from values known valid ---------------------------------------------------------
+#
+# The leg's most frequent events skip the generated ``__init__``, which sets a frozen dataclass's
+# fields one by one through ``object.__setattr__`` and then runs ``__post_init__``: these set the
+# slots directly and make the same checks inline. The events are the same objects.
+
+_new = object.__new__
+
+
+def _setters(cls: type, *names: str) -> tuple[Callable[[object, object], None], ...]:
+    return tuple(getattr(cls, name).__set__ for name in names)
+
+
+_RINGING = _setters(LegRinging, "leg_id", "status", "reason", "sdp")
+_ANSWERED = _setters(LegAnswered, "leg_id", "sdp", "call_id")
+_ENDED = _setters(LegEnded, "leg_id", "by_remote", "reason", "answered")
+
+
+def leg_ringing(leg_id: LegId, status: int, reason: str, sdp: bytes | None) -> LegRinging:
+    """``LegRinging`` for a provisional response of 101..199."""
+    _check_leg(leg_id)
+    if not 101 <= status <= 199:
+        raise LocalProtocolError(f"LegRinging.status {status} is not 101..199")
+    event: LegRinging = _new(LegRinging)
+    set_leg, set_status, set_reason, set_sdp = _RINGING
+    set_leg(event, leg_id)
+    set_status(event, status)
+    set_reason(event, reason)
+    set_sdp(event, sdp)
+    return event
+
+
+def leg_answered(leg_id: LegId, sdp: bytes, call_id: str) -> LegAnswered:
+    """``LegAnswered``, built as :func:`leg_ringing` builds its event."""
+    _check_leg(leg_id)
+    event: LegAnswered = _new(LegAnswered)
+    set_leg, set_sdp, set_call_id = _ANSWERED
+    set_leg(event, leg_id)
+    set_sdp(event, sdp)
+    set_call_id(event, call_id)
+    return event
+
+
+def leg_ended(leg_id: LegId, by_remote: bool, reason: str, answered: bool) -> LegEnded:
+    """``LegEnded``, built as :func:`leg_ringing` builds its event."""
+    _check_leg(leg_id)
+    event: LegEnded = _new(LegEnded)
+    set_leg, set_by_remote, set_reason, set_answered = _ENDED
+    set_leg(event, leg_id)
+    set_by_remote(event, by_remote)
+    set_reason(event, reason)
+    set_answered(event, answered)
+    return event
 
 
 #: Everything :meth:`~mss.sip.ua.UserAgent.next_event` returns.

@@ -50,14 +50,14 @@ from mss.sip._grammar import parse_number
 from mss.sip.auth import Authenticator
 from mss.sip.dialog import Dialog
 from mss.sip.events import (
-    LegAnswered,
-    LegEnded,
     LegFailed,
     LegId,
     LegReinviteResult,
-    LegRinging,
     LegTrying,
     UAEvent,
+    leg_answered,
+    leg_ended,
+    leg_ringing,
 )
 from mss.sip.message import Headers, Request, Response, make_response
 from mss.sip.offers import OFFER_TIMERS, FarEndOffers, OfferTimerName
@@ -122,6 +122,10 @@ class Core(Protocol):
 
     def via(self, branch: str) -> str:
         """Our Via value with ``branch``."""
+        ...
+
+    def ack_via(self) -> str:
+        """Our Via value with a fresh branch, for an ACK of a 2xx (its text alone)."""
         ...
 
     def contact(self, user: str) -> NameAddr:
@@ -284,7 +288,7 @@ class Leg:
         if not self.finished:
             self.finished = True
             self.core.emit(
-                LegEnded(leg_id=self.leg_id, by_remote=by_remote, reason=reason, answered=self.answered)
+                leg_ended(self.leg_id, by_remote, reason, self.answered)
             )
             self.core.leg_finished(self)
         self._terminate(now)
@@ -392,10 +396,7 @@ class Leg:
             return
         if self.state is L.CALLING:
             self._set_state(L.EARLY)
-        self.core.emit(
-            LegRinging(leg_id=self.leg_id, status=response.status, reason=response.reason,
-                       sdp=response.body or None)
-        )  # fmt: skip
+        self.core.emit(leg_ringing(self.leg_id, response.status, response.reason, response.body or None))
 
     def _on_invite_2xx(self, response: Response, now: float) -> None:
         tag = response.to.tag
@@ -440,17 +441,12 @@ class Leg:
         if response.body:
             self.remote_sdp = response.body
         self._session_from(response, now)
-        self.core.emit(LegAnswered(leg_id=self.leg_id, sdp=self.remote_sdp or b"", call_id=self.call_id))
+        self.core.emit(leg_answered(self.leg_id, self.remote_sdp or b"", self.call_id))
 
     def _make_ack(self, dialog: Dialog, seq: int, auth: Iterable[tuple[str, str]]) -> bytes:
         """The ACK, encoded, of a 2xx in ``dialog`` to the INVITE with CSeq ``seq`` that carried the
         credentials ``auth``."""
-        return dialog.create_request(
-            "ACK",
-            via=self.core.via(self.core.new_branch()),
-            cseq=seq,
-            headers=auth,
-        ).encode()
+        return dialog.encode_ack(via=self.core.ack_via(), cseq=seq, headers=auth)
 
     @staticmethod
     def _credentials(request: Request) -> tuple[tuple[str, str], ...]:

@@ -864,7 +864,11 @@ def _validate(msg: Message, items: list[tuple[str, str, str]], index: dict[str, 
         raise SipError(f"CSeq method {method} does not match the request method {msg.method}")
     if unique:  # most messages carry one Contact line and no Route or Record-Route
         value = index.get("contact")
-        msg._contact = [] if value is None else _addresses(_elements(value), "Contact")
+        if value is None:
+            msg._contact = []
+        else:  # one name-addr of the common shape (or known) is the usual Contact: no list built first
+            found = fast_name_addr(value) if "," not in value else None
+            msg._contact = [found] if found is not None else _addresses(_elements(value), "Contact")
         value = index.get("route")
         msg._route = [] if value is None else _addresses(_elements(value), "Route")
         value = index.get("record-route")

@@ -226,6 +226,18 @@ class StrayAck:
     """Where it came from."""
 
 
+_SET_KEY, _SET_RESPONSE = (ResponseReceived.__dict__[name].__set__ for name in ("key", "response"))
+
+
+def _response_received(key: str, response: Response) -> ResponseReceived:
+    """``ResponseReceived`` with its slots set directly: the event of every response, and a frozen
+    dataclass's generated ``__init__`` sets its fields one by one through ``object.__setattr__``."""
+    event: ResponseReceived = object.__new__(ResponseReceived)
+    _SET_KEY(event, key)
+    _SET_RESPONSE(event, response)
+    return event
+
+
 #: Everything the layer reports to its user.
 TxEvent = ResponseReceived | RequestReceived | TimedOut | TransportFailed | StrayResponse | StrayAck
 
@@ -419,11 +431,11 @@ class ClientTransaction(_Transaction):
                     self._set_state(S.COMPLETED)
                     self._send(ack_for_non2xx(self._req(), response).encode())
                     self._timer("D", 0.0 if self.reliable else 32.0, now)
-                self._emit(ResponseReceived(key=self.key, response=response))
+                self._emit(_response_received(self.key, response))
             elif st is S.COMPLETED and response.status >= 300:
                 self._send(ack_for_non2xx(self._req(), response).encode())
             elif st is S.ACCEPTED and 200 <= response.status < 300:
-                self._emit(ResponseReceived(key=self.key, response=response))
+                self._emit(_response_received(self.key, response))
             return
         if st in (S.TRYING, S.PROCEEDING):
             if provisional:
@@ -434,7 +446,7 @@ class ClientTransaction(_Transaction):
                 self._clear("E", "F")
                 self._set_state(S.COMPLETED)
                 self._timer("K", 0.0 if self.reliable else t.t4, now)
-            self._emit(ResponseReceived(key=self.key, response=response))
+            self._emit(_response_received(self.key, response))
 
     def on_timer(self, name: str, now: float) -> None:
         """Timer ``name`` fired: retransmit, give up, or end."""

@@ -299,6 +299,12 @@ class UserAgent:
         return sent_via(own.transport, own.contact_host, own.settings.local_port, branch,
                         rport=not own.settings.reliable)  # fmt: skip
 
+    def ack_via(self) -> str:
+        """Our Via value with a fresh branch, for an ACK of a 2xx: the text :meth:`via` writes, its value
+        not kept (an ACK is sent as bytes and nothing of ours reads it back)."""
+        own = self._mine()
+        return f"{own.via_head}{self.new_branch()}{own.via_tail}"
+
     def contact(self, user: str) -> NameAddr:
         """Our Contact for ``user`` (``transport=tcp`` over TCP, ``transport=tls`` over TLS: a sip:
         URI, not sips:, as most providers expect; RFC 5630 §3.2)."""
@@ -920,13 +926,17 @@ class _Own:
     (where responses are expected), and a new leg's INVITE (From without its tag, the fields after
     CSeq)."""
 
-    __slots__ = ("contact_host", "invite_tail", "local", "local_text", "settings", "transport")
+    __slots__ = ("contact_host", "invite_tail", "local", "local_text", "settings", "transport", "via_head",
+                 "via_tail")
 
     def __init__(self, s: UASettings, contact: NameAddr) -> None:
         self.settings = s
         self.contact_host = s.contact_host
         # RFC 3581 rport asked for over UDP; TLS named as such (RFC 3261 §20.42).
         self.transport = s.transport.upper() if s.reliable else "UDP"
+        # Our Via's text around its branch, as sent_via writes it.
+        self.via_head = f"SIP/2.0/{self.transport} {self.contact_host}:{s.local_port};branch="
+        self.via_tail = "" if s.reliable else ";rport"
         self.local = NameAddr(SipUri(host=s.domain, user=s.caller))
         self.local_text = str(self.local)
         tail: list[tuple[str, str, str]] = [
