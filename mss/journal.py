@@ -727,6 +727,7 @@ class Journal:
             except JournalError:
                 self._lost = None  # raised here, once
                 raise
+            self._group -= 1  # BEGIN counts the write that opens a group: this one has only lazy ones
         writes = self._group
         try:
             self._db.execute("COMMIT")
