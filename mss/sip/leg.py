@@ -107,6 +107,8 @@ GLARE_RETRY = (2.1, 4.0)
 #: timer and of far-end offers.
 LegTimerName = Literal["linger", "cancel_guard", "glare"] | SessionTimerName | OfferTimerName
 _OFFER_TIMERS: dict[str, OfferTimerName] = {name: name for name in OFFER_TIMERS}
+#: The timers an ended leg disarms: all but its linger.
+_ENDED_TIMERS = ("cancel_guard", "session_refresh", "session_expiry", *OFFER_TIMERS, "glare")
 
 
 class Core(Protocol):
@@ -295,7 +297,7 @@ class Leg:
 
     def _terminate(self, now: float) -> None:
         self._set_state(L.TERMINATED)
-        self.clear("cancel_guard", "session_refresh", "session_expiry", *OFFER_TIMERS, "glare")
+        self.clear(*_ENDED_TIMERS)
         self.offers.abandon(self, now)
         self.timer("linger", now + 64 * self.t1)
 

@@ -735,11 +735,16 @@ def _parse_request_line(line: str) -> tuple[str, Uri | None, str]:
             raise SipError("white space inside the Request-URI")
         raise SipError(f"malformed request line {line[:60]!r}")
     method, uri_text, version = parts
-    if not TOKEN_RE.fullmatch(method):
+    if method not in _METHODS and not TOKEN_RE.fullmatch(method):
         raise SipError(f"bad method {method[:30]!r}")
     _check_version(version)
+    if uri_text in _fast_ruris:
+        return method, None, uri_text  # the same text passed the check below before
     m = _sip_uri_fast(uri_text)
     if m is not None and m.group(7) is None and (m.group(5) is None or int(m.group(5)) <= 65535):
+        if len(_fast_ruris) >= _FAST_RURIS:  # bounded: the texts come off the wire
+            _fast_ruris.clear()
+        _fast_ruris[uri_text] = None
         return method, None, uri_text  # valid, no headers, written back as is: built when read
     if uri_text.startswith("<"):
         raise SipError("the Request-URI must not be enclosed in <>")
@@ -750,6 +755,14 @@ def _parse_request_line(line: str) -> tuple[str, Uri | None, str]:
 
 
 _sip_uri_fast = SIP_URI_FAST_RE.fullmatch
+
+#: Methods known to be tokens (any other is checked against the token rule).
+_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO",
+                      "NOTIFY", "SUBSCRIBE", "REFER", "MESSAGE"})  # fmt: skip
+#: Request-URI texts that passed the fast-shape check (the requests of a dialog repeat one: the
+#: Contact mss sent); at most this many are kept (emptied when full).
+_FAST_RURIS = 256
+_fast_ruris: dict[str, None] = {}
 
 
 def _check_version(version: str) -> None:

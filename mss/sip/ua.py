@@ -145,6 +145,7 @@ _CLIENT_OUTCOMES = (ResponseReceived, TimedOut, TransportFailed)
 _FAILURES = (TimedOut, TransportFailed)
 _LEADING_NUMBER = re.compile(r"[0-9]{1,9}")  # Retry-After: delta-seconds [comment] *(;params)
 _TAG_PARAM = re.compile(r";\s*tag\s*=", re.IGNORECASE)
+_BAD_USER_CHAR = re.compile(r"[ \t\r\n<>@;?]").search  # in a user an INVITE's URI is made from
 
 
 @dataclass(slots=True, kw_only=True)
@@ -691,7 +692,7 @@ class UserAgent:
         """Call ``sip:user@domain`` through the PSS with ``sdp`` as the offer (From: caller)."""
         if leg_id in self._legs:
             raise LocalProtocolError(f"leg {leg_id!r} already exists")
-        if not user or any(c in user for c in " \t\r\n<>@;?"):
+        if not user or _BAD_USER_CHAR(user):
             raise LocalProtocolError(f"bad user {user!r}")
         s = self.settings
         if len(self._legs) >= s.max_dialogs or self._tx.full:  # live state only: lingering is apart
