@@ -709,10 +709,15 @@ class UserAgent:
     def _build_invite(self, user: str, sdp: bytes, call_id: str, tag: str) -> Request:
         own = self._mine()
         local = own.local
-        target = SipUri(host=own.settings.domain, user=user)
-        target_text = str(target)
-        to = NameAddr(target)
-        to_text = f"<{target_text}>"  # str(to)
+        called = own.called.get(user)
+        if called is None:
+            target = SipUri(host=own.settings.domain, user=user)
+            target_text = str(target)
+            called = (target, target_text, NameAddr(target), f"<{target_text}>")  # the last: str(to)
+            if len(own.called) >= _CALLED:
+                own.called.clear()
+            own.called[user] = called
+        target, target_text, to, to_text = called
         from_ = local.with_tag(tag)
         from_text = f"{own.local_text};tag={tag}"
         for text, addr in ((from_text, from_), (to_text, to)):
@@ -921,14 +926,18 @@ class UserAgent:
 
 _FIRST_INVITE = CSeq(1, "INVITE")
 
+#: Users called lately whose Request-URI and To are kept (values are frozen: one serves every INVITE
+#: to that user); at most this many (emptied when full).
+_CALLED = 256
+
 
 class _Own:
     """What mss's messages write alike, made once from the settings: the Via's transport and host
     (where responses are expected), and a new leg's INVITE (From without its tag, the fields after
     CSeq)."""
 
-    __slots__ = ("contact_host", "invite_tail", "local", "local_text", "settings", "transport", "via_head",
-                 "via_tail")
+    __slots__ = ("called", "contact_host", "invite_tail", "local", "local_text", "settings", "transport",
+                 "via_head", "via_tail")
 
     def __init__(self, s: UASettings, contact: NameAddr) -> None:
         self.settings = s
@@ -940,6 +949,8 @@ class _Own:
         self.via_tail = "" if s.reliable else ";rport"
         self.local = NameAddr(SipUri(host=s.domain, user=s.caller))
         self.local_text = str(self.local)
+        self.called: dict[str, tuple[SipUri, str, NameAddr, str]] = {}
+        """By user: the Request-URI of an INVITE to that user, its text, the To value and its text."""
         tail: list[tuple[str, str, str]] = [
             ("contact", "Contact", str(contact)),
             ("allow", "Allow", ", ".join(ALLOWED_METHODS)),
