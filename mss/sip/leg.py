@@ -432,7 +432,8 @@ class Leg:
         self.invite = None  # the dialog holds what is needed from here on
         self._ack = self._make_ack(dialog, self.invite_seq, self.invite_auth)
         self.core.send_ack(self._ack)
-        self.clear("cancel_guard")
+        if self._cancel_sent:  # the guard is armed with the CANCEL only
+            self.clear("cancel_guard")
         if self.hangup_requested:
             # The 2xx crossed our CANCEL: the call is up, and we end it (RFC 3261 §9.1).
             self._set_state(L.TERMINATING)

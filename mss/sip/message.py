@@ -479,6 +479,12 @@ class Message:
         self._cseq = value
         return value
 
+    @property
+    def cseq_method(self) -> str:
+        """The CSeq's method (what a response is matched by), read without building the CSeq."""
+        raw = self._cseq
+        return raw.group(2) if isinstance(raw, Match) else self.cseq.method
+
     def _addr_list(self, raw: list[_Addr] | None, name: str) -> list[NameAddr]:
         if raw is not None:
             return [_built_addr(v) for v in raw]

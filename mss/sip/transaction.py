@@ -418,16 +418,15 @@ class ClientTransaction(_Transaction):
         if self.invite:
             if st in (S.CALLING, S.PROCEEDING):
                 self._wire = None  # Timer A stops at the first response
+                if st is S.CALLING:  # A and B run in Calling only: the first response stops both
+                    self._clear("A", "B")
                 if provisional:
                     if st is S.CALLING:
-                        self._clear("A", "B")
                         self._set_state(S.PROCEEDING)
                 elif response.status < 300:
-                    self._clear("A", "B")
                     self._set_state(S.ACCEPTED)
                     self._timer("M", 64 * t.t1, now)
                 else:
-                    self._clear("A", "B")
                     self._set_state(S.COMPLETED)
                     self._send(ack_for_non2xx(self._req(), response).encode())
                     self._timer("D", 0.0 if self.reliable else 32.0, now)
@@ -790,7 +789,8 @@ class TransactionLayer:
         """
         if isinstance(message, Response):
             branch = message.top_via.branch or ""
-            ctx = self._client.get(_client_key(branch, message.cseq.method))
+            method = message.cseq_method
+            ctx = self._client.get(f"c|{branch}|{'INVITE' if method == 'ACK' else method}")  # _client_key
             if ctx is None:
                 self._events.append(StrayResponse(response=message, source=source))
             else:

@@ -633,7 +633,8 @@ def fast_name_addr(value: str) -> NameAddr | Match[str] | None:
     """``value``'s parsed name-addr when this text was built from a fast-shape match before (the
     values are frozen, so one object serves every message), else :func:`match_name_addr`'s match
     (:func:`name_addr_from_match` builds it; kept too), else None (:func:`parse_name_addr` decides)."""
-    return _known_or_matched(_known_addrs, match_name_addr, value)
+    found = _known_addrs.get(value)  # _known_or_matched, inlined: read for every From, To and Contact
+    return found if found is not None else _known_or_matched(_known_addrs, match_name_addr, value)
 
 
 _name_addr_fast = NAME_ADDR_FAST_RE.fullmatch
@@ -814,7 +815,8 @@ def sent_via(transport: str, host: str, port: int, branch: str, *, rport: bool) 
 def fast_via(value: str) -> Via | Match[str] | None:
     """``value``'s parsed Via when this text was matched before (kept as for :func:`fast_name_addr`),
     else :func:`match_via`'s match (kept too), else None (:func:`parse_via` decides)."""
-    return _known_or_matched(_known_vias, match_via, value)
+    found = _known_vias.get(value)  # as in fast_name_addr
+    return found if found is not None else _known_or_matched(_known_vias, match_via, value)
 
 
 _via_fast = VIA_FAST_RE.fullmatch
