@@ -69,9 +69,18 @@ class Engine:
     ) -> None:
         """Make ``slot`` a session over these legs' fds, bound on these RTP ports (the engine owns
         the fds from now on). The loop arms their receives within ``COMMAND_MS`` (10 ms); it is
-        woken for it only when it would sleep longer."""
+        woken for it only when it would sleep longer. A slot still closing (:meth:`detach`) is
+        waited for."""
     def detach(self, slot: int) -> None:
-        """End ``slot``'s session; returns once its sockets are closed."""
+        """End ``slot``'s session: from the return on nothing is forwarded or counted for it (its
+        counters row is final) and nothing is in the kernel for it. Its sockets are closed by the
+        loop on its next turn (io_uring; within ``COMMAND_MS``, woken only when it would sleep
+        longer) or here (epoll); until then the slot is not free and the ports stay bound."""
+    def wait_closed(self) -> None:
+        """Return once every detached session's sockets are closed (the loop is woken for it)."""
+    @property
+    def closing(self) -> int:
+        """Sessions detached whose sockets the loop has not closed yet."""
     def set_remote(
         self, slot: int, leg: int, ip: bytes, port: int, rtcp_port: int, rtcp_pinned: bool
     ) -> None:

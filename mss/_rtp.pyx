@@ -48,10 +48,17 @@ Back ends, each in its own file included below (``include`` is textual: still on
 A back end receives datagrams into a ``Pkt``, runs ``handle_packet`` on it and flushes the sends it
 queued; the packet path, the send queue, played frames and teardown are shared.
 
-Waking the loop: a verb that leaves it work (arm a session's receives, a play's first frame) writes
-its eventfd only when the loop's current wait ends more than COMMAND_MS from now (``loop_comes_by``):
-while sessions are open the loop waits COMMAND_MS at most, and a busy one comes by every gather_us,
-so at 100 calls/s the verbs of a call cost no wake-up but the close's (which waits for the loop).
+Waking the loop: a verb that leaves it work (arm a session's receives, a play's first frame, close a
+session's sockets) writes its eventfd only when the loop's current wait ends more than COMMAND_MS
+from now (``loop_comes_by``): while sessions are open the loop waits COMMAND_MS at most, and a busy
+one comes by every gather_us, so at 100 calls/s the verbs of a call cost no wake-up at all.
+
+Closing (``detach``) does not wait for the loop: the session is S_CLOSING from then on (nothing is
+forwarded or counted for it, its kernel entries are out, its counters row is final) and the loop
+ends its receives and closes its sockets on its next turn, with the other sessions closing then
+(io_uring; epoll closes them in ``detach`` itself). Until then its ports stay bound (a new bind of
+them fails and the caller takes other ports) and its slot is not free: ``attach`` on a closing slot
+waits for it (waking the loop), and ``wait_closed`` waits for every close.
 
 Kernel fast path (``kernel_enable``): a latched, forwarding direction is handed to the BPF program
 of ``mss/bpf/`` as an entry of its map (through the bpf() system call, ``_rtp_kfwd.h``); the
@@ -167,7 +174,8 @@ cdef enum:
     S_FREE = 0
     S_OPENING = 1      # attached, receive not armed yet (io_uring)
     S_ACTIVE = 2
-    S_CLOSING = 3      # detach asked, waiting for the receives to end (io_uring)
+    S_CLOSING = 3      # detached (io_uring): nothing forwarded or counted; the loop ends the
+                       # receives and closes the sockets (finish_close), then the slot is free
 
     OP_RECV = 1
     OP_SEND = 2
@@ -285,7 +293,7 @@ ctypedef struct Core:
     uint64_t loop_errors
     uint32_t n_closing         # sessions in S_CLOSING
     uint32_t n_sessions        # sessions not S_FREE: while there are any, the loop waits COMMAND_MS at most
-    int notify                 # a session was freed: wake the detach() waiting (unlock_notify)
+    int notify                 # a session was freed: wake the verbs waiting for it (unlock_notify)
     uint64_t wait_until        # the loop's current wait ends by this CLOCK_MONOTONIC ns (set before it
                                # releases the mutex to wait; UINT64_MAX: no bound)
     # the kernel fast path (kfd < 0: off)
@@ -733,8 +741,8 @@ cdef void send_failed(Core* c, uint64_t ud) noexcept nogil:
     """A send that did not leave (full socket buffer, unreachable): count it as a send drop."""
     cdef Session* s = session_of(c, ud)
     cdef uint64_t* ctr
-    if s == NULL:
-        return
+    if s == NULL or s.state != S_ACTIVE:
+        return                                  # a closing session's counters are final
     ctr = s.leg[ud_leg(ud)].ctr
     if ud_rtcp(ud):
         ctr[RTCP_PACKETS_OUT] -= 1
@@ -1181,8 +1189,8 @@ cdef void signal_remote(Core* c, uint32_t slot, Leg* leg, int kind,
 # ---------------------------------------------------------------------------------------------
 
 cdef void finish_close(Core* c, uint32_t slot) noexcept nogil:
-    """Close the six sockets and free the slot; a detach() waiting for it is woken once the mutex is
-    released (unlock_notify)."""
+    """Close the six sockets and free the slot; a verb waiting for it (wait_closing) is woken once
+    the mutex is released (unlock_notify)."""
     cdef Session* s = &c.sessions[slot]
     cdef int li, k
     kernel_unload(c, slot)                      # the entries never outlive their session
@@ -1202,7 +1210,19 @@ cdef void finish_close(Core* c, uint32_t slot) noexcept nogil:
         s.leg[li].ep[KIND_RTP].connected = 0
     s.state = S_FREE
     s.gen += 1
-    c.notify = 1                                # a detach() waiting for it: see unlock_notify()
+    c.notify = 1                                # a verb waiting for it: see unlock_notify()
+
+
+cdef void wait_closing(Core* c, int slot) noexcept nogil:
+    """Wait (mutex held) until ``slot``'s session is closed, or every closing session when ``slot``
+    is -1. The loop is woken for it: a caller waits, so it must not wait for the loop's tick. A loop
+    that has stopped leaves what it did not close to core_free(); ``slot`` is closed here then."""
+    wake_loop(c)
+    while not c.stopped and (c.n_closing > 0 if slot < 0
+                             else c.sessions[slot].state == S_CLOSING):
+        pthread_cond_wait(&c.cv, &c.mu)
+    if slot >= 0 and c.sessions[slot].state == S_CLOSING:
+        finish_close(c, <uint32_t>slot)
 
 
 cdef inline void unlock_notify(Core* c) noexcept nogil:
@@ -1255,6 +1275,7 @@ cdef void* loop_main(void* arg) noexcept nogil:
     pthread_mutex_lock(&c.mu)
     c.stopped = 1
     pthread_mutex_unlock(&c.mu)
+    pthread_cond_broadcast(&c.cv)                   # a verb waiting for a close (wait_closing)
     return NULL
 
 
@@ -1528,6 +1549,8 @@ cdef class Engine:
         with nogil:
             pthread_mutex_lock(&c.mu)
             s = &c.sessions[slot]
+            if s.state == S_CLOSING:
+                wait_closing(c, slot)               # its sockets are closed on the loop's turn
             if s.state != S_FREE:
                 err = -1
                 for i in range(2 * N_SOCKS):
@@ -1563,21 +1586,36 @@ cdef class Engine:
     def detach(self, int slot):
         cdef Core* c = self._core()
         cdef Session* s
+        cdef int wake = 0
         if slot < 0 or <uint32_t>slot >= c.capacity:
             raise ValueError(f"no such slot: {slot}")
         with nogil:
             pthread_mutex_lock(&c.mu)
             s = &c.sessions[slot]
-            if s.state != S_FREE:
+            if s.state != S_FREE and s.state != S_CLOSING:
                 kernel_unload(c, <uint32_t>slot)    # first: nothing forwarded while it closes
                 if c.backend == BACKEND_URING and c.thread_running and not c.stop:
+                    # S_CLOSING from here on: the loop neither forwards nor counts for the session
+                    # (its counters row is final), and closes its sockets on its next turn
                     uring_queue_close(c, <uint32_t>slot)
-                    wake_loop(c)
-                    while s.state != S_FREE:
-                        pthread_cond_wait(&c.cv, &c.mu)
+                    wake = not loop_comes_by(c, mono_ns())
                 else:
                     finish_close(c, slot)
             pthread_mutex_unlock(&c.mu)
+            if wake:
+                wake_loop(c)
+
+    def wait_closed(self):
+        cdef Core* c = self._core()
+        with nogil:
+            pthread_mutex_lock(&c.mu)
+            if c.n_closing:
+                wait_closing(c, -1)
+            pthread_mutex_unlock(&c.mu)
+
+    @property
+    def closing(self):
+        return self._core().n_closing
 
     def set_remote(self, int slot, int leg, bytes ip, int port, int rtcp_port, bint rtcp_pinned):
         cdef Core* c = self._core()

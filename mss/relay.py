@@ -80,8 +80,11 @@ own mutex on the C side); the packet loop never takes the GIL. The loop takes th
 batch, so a verb waits at most one batch. Work a verb leaves to the loop (arming an opened session's
 receives with io_uring, a play's first frame) is done within 10 ms without waking it: while sessions
 are open the loop sleeps no longer, and a busy one comes by every ``gather_us``; only an idle loop
-is woken (a system call and a context switch). :meth:`RelaySession.close` waits for the loop to end
-the session's receives, so the ports are free when it returns.
+is woken (a system call and a context switch). :meth:`RelaySession.close` is such a verb: the
+session stops being forwarded, played and counted at once, and the loop closes its sockets on its
+next turn (the ports stay bound until then: a new session binds others, and its slot is taken again
+last); :meth:`Relay.wait_closed` (or ``close(wait=True)``) waits for that, :meth:`Relay.close` for
+everything.
 """
 
 from __future__ import annotations
@@ -720,9 +723,15 @@ class RelaySession:
             ns = int(row.max())
         return _seconds(ns)
 
-    def close(self) -> None:
-        """Stop forwarding and playing, close the sockets and free the ports. Idempotent."""
-        self._relay._close_session(self)
+    def close(self, *, wait: bool = False) -> None:
+        """Stop forwarding and playing, close the sockets and free the ports. Idempotent.
+
+        Forwarding, playing and counting stop at once (the counters row is final when this
+        returns); the packet loop closes the sockets on its next turn, within 10 ms, without the
+        caller waiting for it. ``wait`` waits for that (the ports are then free for anybody to
+        bind), as :meth:`Relay.wait_closed` does; a new session of this relay never needs it.
+        """
+        self._relay._close_session(self, wait)
 
     def __enter__(self) -> RelaySession:
         return self
@@ -777,7 +786,9 @@ class Relay:
         """Held by every verb; the packet loop never takes it."""
         self._ports = PortAllocator(port_min, port_max)
         capacity = self._ports.pairs // 2
-        self._free_slots: list[int] = list(range(capacity - 1, -1, -1))
+        # oldest first: a slot freed by a close is taken again last, when the loop has long closed
+        # its sockets (an attach that meets a slot still closing waits for it)
+        self._free_slots: deque[int] = deque(range(capacity))
         self._sessions: dict[int, RelaySession] = {}
         self._counters: npt.NDArray[np.uint64] = np.zeros(
             (capacity, 2, len(FIELDS)), dtype=np.uint64
@@ -921,21 +932,22 @@ class Relay:
 
         ``bridged`` forwards both ways from the start; otherwise nothing is forwarded until
         :meth:`RelaySession.set_forwarding`. Raises :class:`PortsExhausted` when the range has no
-        two free pairs left.
+        two free pairs left (pairs of sessions still closing are waited for first).
         """
         with self.lock:
             engine = self._live()
             if not self._free_slots:
                 raise PortsExhausted(f"all {self.capacity} relay sessions are in use")
-            a_port, a_fds = self._bind_free_pair(engine)
+            closing = engine.closing  # only a close adds to it, under the lock held here
             try:
-                b_port, b_fds = self._bind_free_pair(engine)
-            except BaseException:
-                for fd in a_fds:
-                    engine.close_fd(fd)
-                self._ports.give(a_port)
-                raise
-            slot = self._free_slots.pop()
+                a_port, a_fds, b_port, b_fds = self._bind_two_pairs(engine)
+            except PortsExhausted:
+                if not closing:
+                    raise
+                # the free ports were those of sessions the loop had not closed yet (a small range)
+                engine.wait_closed()
+                a_port, a_fds, b_port, b_fds = self._bind_two_pairs(engine)
+            slot = self._free_slots.popleft()
             try:
                 engine.attach(slot, a_port, a_fds, b_port, b_fds, bridged, bridged)
             except (OSError, ValueError) as exc:
@@ -947,17 +959,42 @@ class Relay:
             self._sessions[slot] = session
             return session
 
-    def _close_session(self, session: RelaySession) -> None:
+    def _bind_two_pairs(
+        self, engine: _rtp.Engine
+    ) -> tuple[int, tuple[int, int, int], int, tuple[int, int, int]]:
+        """Two pairs bound (:meth:`_bind_free_pair`): ``(a_port, a_fds, b_port, b_fds)``."""
+        a_port, a_fds = self._bind_free_pair(engine)
+        try:
+            b_port, b_fds = self._bind_free_pair(engine)
+        except BaseException:
+            for fd in a_fds:
+                engine.close_fd(fd)
+            self._ports.give(a_port)
+            raise
+        return a_port, a_fds, b_port, b_fds
+
+    def _close_session(self, session: RelaySession, wait: bool) -> None:
         with self.lock:
-            if session.closed:
-                return
-            session.closed = True
+            if not session.closed:
+                session.closed = True
+                if self._engine is not None:
+                    # The loop closes the sockets on its next turn: the ports go back now (a bind
+                    # of one still bound fails, and another is taken), the slot to the end of the
+                    # queue.
+                    self._engine.detach(session.slot)
+                    self._free_slots.append(session.slot)
+                    self._ports.give(session.a_port)
+                    self._ports.give(session.b_port)
+                del self._sessions[session.slot]
+            if wait and self._engine is not None:
+                self._engine.wait_closed()
+
+    def wait_closed(self) -> None:
+        """Return once the sockets of every session closed so far are closed (their ports free for
+        anybody to bind): :meth:`RelaySession.close` leaves that to the packet loop's next turn."""
+        with self.lock:
             if self._engine is not None:
-                self._engine.detach(session.slot)
-                self._free_slots.append(session.slot)
-                self._ports.give(session.a_port)
-                self._ports.give(session.b_port)
-            del self._sessions[session.slot]
+                self._engine.wait_closed()
 
     def close(self) -> None:
         """Stop the packet loop and close every session's sockets. Idempotent."""

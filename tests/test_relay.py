@@ -1002,7 +1002,7 @@ def test_closed_session_and_relay_refuse_verbs(relay: Relay) -> None:
     s = relay.open_session()
     port = s.a_port
     s.close()
-    s.close()  # idempotent
+    s.close(wait=True)  # idempotent; waits for the packet loop to close the sockets
     with pytest.raises(RelayError):
         s.bridge()
     with pytest.raises(RelayError):
@@ -1041,6 +1041,7 @@ def test_open_close_cycles_leak_no_descriptors(backend: str) -> None:
         for _ in range(100_000):
             relay.open_session().close()
         assert relay.session_count == 0
+        relay.wait_closed()  # the packet loop closes the last sessions' sockets on its next turn
         assert open_fds() == during
         s = relay.open_session()  # still working afterwards
         a, b = Phone(), Phone()
