@@ -992,7 +992,11 @@ def make_response(
     """
     # The copied lines are taken as they are (their keys and spellings are the canonical ones).
     h = request.headers
-    from_value, to_value, stamp = _required(h, "From"), _required(h, "To"), h.get("Timestamp")
+    index = h._index
+    if index is not None and "from" in index and "to" in index:  # parsed: each key's first value
+        from_value, to_value, stamp = index["from"], index["to"], index.get("timestamp")
+    else:
+        from_value, to_value, stamp = _required(h, "From"), _required(h, "To"), h.get("Timestamp")
     items = [item for item in h._items if item[0] == "via"]
     items.append(("from", "From", from_value))
     if to_tag is not None and status != 100 and request.to.tag is None:

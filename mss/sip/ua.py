@@ -297,8 +297,7 @@ class UserAgent:
     def via(self, branch: str) -> str:
         """Our Via value: ``rport`` asked for over UDP (RFC 3581); ``TLS`` over TLS (RFC 3261 §20.42)."""
         own = self._mine()
-        return sent_via(own.transport, own.contact_host, own.settings.local_port, branch,
-                        rport=not own.settings.reliable)  # fmt: skip
+        return sent_via(own.transport, own.contact_host, own.local_port, branch, rport=own.rport)
 
     def ack_via(self) -> str:
         """Our Via value with a fresh branch, for an ACK of a 2xx: the text :meth:`via` writes, its value
@@ -936,8 +935,8 @@ class _Own:
     (where responses are expected), and a new leg's INVITE (From without its tag, the fields after
     CSeq)."""
 
-    __slots__ = ("called", "contact_host", "invite_tail", "local", "local_text", "settings", "transport",
-                 "via_head", "via_tail")
+    __slots__ = ("called", "contact_host", "invite_tail", "local", "local_port", "local_text", "rport",
+                 "settings", "transport", "via_head", "via_tail")
 
     def __init__(self, s: UASettings, contact: NameAddr) -> None:
         self.settings = s
@@ -947,6 +946,8 @@ class _Own:
         # Our Via's text around its branch, as sent_via writes it.
         self.via_head = f"SIP/2.0/{self.transport} {self.contact_host}:{s.local_port};branch="
         self.via_tail = "" if s.reliable else ";rport"
+        self.local_port = s.local_port
+        self.rport = not s.reliable
         self.local = NameAddr(SipUri(host=s.domain, user=s.caller))
         self.local_text = str(self.local)
         self.called: dict[str, tuple[SipUri, str, NameAddr, str]] = {}
