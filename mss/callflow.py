@@ -46,6 +46,7 @@ from typing import Literal
 from mss import sdp
 from mss.errors import LocalProtocolError, SdpError
 from mss.iif import CallbackState, Result
+from mss.sdp.syntax import trusted  # the frozen-dataclass builder without checks (see _invite below)
 
 __all__ = [
     "USERS",
@@ -392,9 +393,26 @@ Command = (
 
 # The commands that every call gives alike, made once (they are immutable).
 _STOP_RINGBACK = RelayStopPlay(leg="user1")
-_FORWARD_NONE = RelayForward(a_to_b=False, b_to_a=False)
+_FORWARD: dict[tuple[bool, bool], RelayForward] = {
+    (a_to_b, b_to_a): RelayForward(a_to_b=a_to_b, b_to_a=b_to_a)
+    for a_to_b in (False, True)
+    for b_to_a in (False, True)
+}
+_FORWARD_NONE = _FORWARD[False, False]
+_HANGUP: dict[User, Hangup] = {user: Hangup(leg=user) for user in USERS}
+_NOTIFY: dict[CallbackState, Notify] = {
+    state: Notify(state=state) for state in ("user1_ringing", "user1_answered", "user2_ringing", "bridged")
+}
 _MARK_BRIDGED = MarkBridged()
 _FINISHED = Finished()
+
+# The commands whose fields the call flow knows valid (its own legs, a checked SDP's address and
+# ports, bytes it made) are built without the generated __init__, which sets a frozen dataclass's
+# fields one by one through object.__setattr__: the same objects, a few times cheaper.
+_invite = trusted(Invite)
+_relay_remote = trusted(RelayRemote)
+_relay_play = trusted(RelayPlay)
+_send_response = trusted(SendResponse)
 
 
 # --- the state machine ----------------------------------------------------------------------------
@@ -553,7 +571,7 @@ class CallbackCall:
         state.offer = state.local.stamp(offer)
         state.invited_at = now
         state.ended = False
-        return [Invite(leg=leg, user=user, sdp=bytes(state.offer))]
+        return [_invite(leg=leg, user=user, sdp=bytes(state.offer))]
 
     # --- events ----------------------------------------------------------------------------------
 
@@ -585,7 +603,7 @@ class CallbackCall:
             return []
         commands: list[Command] = []
         if not leg.ringing and self.settings.progress_events:
-            commands.append(Notify(state="user1_ringing" if event.leg == "user1" else "user2_ringing"))
+            commands.append(_NOTIFY["user1_ringing" if event.leg == "user1" else "user2_ringing"])
         leg.ringing = True
         if event.leg != "user2" or event.sdp is None or self.state is not CallState.CALLING_USER2:
             return commands
@@ -600,7 +618,7 @@ class CallbackCall:
         if not leg.early_media:
             leg.early_media = True
             # user2's early media replaces our ringback (SPEC.md "The job", 3).
-            commands += [_STOP_RINGBACK, RelayForward(a_to_b=False, b_to_a=True)]
+            commands += [_STOP_RINGBACK, _FORWARD[False, True]]
         return commands
 
     def _answered(self, event: Answered, now: float) -> list[Command]:
@@ -616,7 +634,7 @@ class CallbackCall:
         if self.state in (CallState.RELEASING, CallState.DONE) or leg.hung_up:
             # Answered after we gave up on it (the 2xx crossed our CANCEL): hang it up.
             leg.hung_up = True
-            return [Hangup(leg=event.leg)]
+            return [_HANGUP[event.leg]]
         assert leg.offer is not None
         try:
             if event.sdp is None:
@@ -638,12 +656,12 @@ class CallbackCall:
         self._set_state(CallState.CALLING_USER2)
         self._duration_deadline = now + self.duration
         s = self.settings
-        commands: list[Command] = [Notify(state="user1_answered")] if s.progress_events else []
+        commands: list[Command] = [_NOTIFY["user1_answered"]] if s.progress_events else []
         commands.append(self._remote("user1", n1))
         ptime = n1.ptime if n1.ptime in (10, 20, 30, 40) else 20
         # No ringback on SRTP: the relay cannot encrypt a tone (user1 hears silence while user2 rings).
         if n1.codec.name.upper() in ("PCMU", "PCMA", "G729") and not s.srtp:  # G.729: silent without bcg729
-            commands.append(RelayPlay(leg="user1", codec=n1.codec.name.upper(), payload_type=n1.remote_pt,
+            commands.append(_relay_play(leg="user1", codec=n1.codec.name.upper(), payload_type=n1.remote_pt,
                                       ptime=ptime))
         crypto = [] if n1.crypto is None else [n1.crypto]
         offer = sdp.make_bridge_offer(n1, host=s.media_host, port=s.b_port, session_id=s.session_id,
@@ -679,7 +697,7 @@ class CallbackCall:
             _MARK_BRIDGED,
         ]
         if self.settings.progress_events:
-            commands.append(Notify(state="bridged"))
+            commands.append(_NOTIFY["bridged"])
         if srtp:
             # user1 has only mss's placeholder key for what it receives: give it user2's.
             self.legs["user1"].keying = True
@@ -879,7 +897,7 @@ class CallbackCall:
         if forward == self._forward:
             return []
         self._forward = forward
-        return [RelayForward(a_to_b=forward[0], b_to_a=forward[1])]
+        return [_FORWARD[forward]]
 
     def _reoffer(self, name: User, direction: sdp.Direction) -> bytes:
         """Our new offer on established leg ``name``: only the codec and telephone-event it agreed on,
@@ -905,7 +923,7 @@ class CallbackCall:
         return bytes(state.local.stamp(offer))
 
     def _remote(self, leg: User, n: sdp.Negotiated) -> RelayRemote:
-        return RelayRemote(leg=leg, host=n.remote_address, port=n.remote_port,
+        return _relay_remote(leg=leg, host=n.remote_address, port=n.remote_port,
                            rtcp_port=n.remote_rtcp_port)
 
     # --- the AS, shutdown and media ------------------------------------------------------------
@@ -933,8 +951,27 @@ class CallbackCall:
 
     def get_timer(self) -> float | None:
         """The next time :meth:`handle_timer` must run, or None."""
-        deadlines = [d for d in self._deadlines().values() if d is not None]
-        return min(deadlines) if deadlines else None
+        # Read after every step (the adapter re-arms the call's timer): the earliest of _deadlines(),
+        # without the dict (tests/test_callflow.py checks that the two agree).
+        state = self.state
+        if state is CallState.DONE:
+            return None
+        if state is CallState.RELEASING:
+            return self._release_deadline
+        earliest = self._duration_deadline
+        bridged = state is CallState.BRIDGED
+        for leg in self.legs.values():
+            if leg.invited_at is not None and leg.answered_at is None and not leg.ended:
+                at = leg.invited_at + self.settings.ring_timeout
+                if earliest is None or at < earliest:
+                    earliest = at
+            if bridged and leg.reoffer_at is not None and (earliest is None or leg.reoffer_at < earliest):
+                earliest = leg.reoffer_at
+        if bridged and self.settings.inactivity_timeout > 0 and not self._held():
+            at = min(self._last_media.values()) + self.settings.inactivity_timeout
+            if earliest is None or at < earliest:
+                earliest = at
+        return earliest
 
     def _deadlines(self) -> dict[Timer, float | None]:
         # Read after every step (the adapter re-arms the call's timer): plain loops and locals.
@@ -1013,14 +1050,14 @@ class CallbackCall:
         if self.bridged_at is not None:
             end = now if talk_end is None else min(now, talk_end)
             talk = max(0, int(end - self.bridged_at + 0.5))
-        self.result = SendResponse(real_duration=talk, result=result, code=code, released_by=by,
+        self.result = _send_response(real_duration=talk, result=result, code=code, released_by=by,
                                    reason=reason)
         commands: list[Command] = []
         for name in ("user2", "user1"):
             leg = self.legs[name]
             if not leg.ended and not leg.hung_up:
                 leg.hung_up = True
-                commands.append(Hangup(leg=name))
+                commands.append(_HANGUP[name])
         commands += [_FORWARD_NONE, _STOP_RINGBACK, self.result]
         if all(leg.ended for leg in self.legs.values()):
             self._set_state(CallState.DONE)

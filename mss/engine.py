@@ -17,9 +17,9 @@ together. :mod:`mss.aio.calls` keeps the sockets, the timers and the relay handl
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, SupportsInt
+from typing import TYPE_CHECKING, Any, Protocol, SupportsInt
 
 from mss import callflow as cf
 from mss import quality, tones
@@ -28,6 +28,7 @@ from mss.desk import Outcome
 from mss.errors import LocalProtocolError
 from mss.journal import Cdr
 from mss.ratelog import RateLimitedLog
+from mss.sdp.syntax import trusted
 from mss.sip import events as ua
 
 if TYPE_CHECKING:
@@ -88,38 +89,93 @@ class LegRef:
 # --- SIP side -------------------------------------------------------------------------------------
 
 
+# The call-flow events made from the user agent's: their fields are the user agent's, checked when
+# its events were built (a leg of a LegRef, a 1xx other than 100, a final status of 200-699), so
+# they are built without the generated __init__ (one object.__setattr__ per field).
+_progress = trusted(cf.Progress)
+_answered = trusted(cf.Answered)
+_failed = trusted(cf.Failed)
+_ended = trusted(cf.Ended)
+_offer = trusted(cf.OfferReceived)
+_reinvite_result = trusted(cf.ReinviteResult)
+_remote_answer = trusted(cf.RemoteAnswer)
+
+
+def _from_progress(leg: User, event: ua.LegProgress) -> cf.LegEvent | None:
+    if event.status == 100:
+        return None  # the PSS took the INVITE; nothing for the call flow
+    return _progress(leg=leg, status=event.status, sdp=event.sdp)
+
+
+def _from_answered(leg: User, event: ua.LegAnswered) -> cf.LegEvent:
+    return _answered(leg=leg, sdp=event.sdp or None, call_id=event.call_id)
+
+
+def _from_failed(leg: User, event: ua.LegFailed) -> cf.LegEvent:
+    return _failed(leg=leg, status=event.status, reason=event.reason, call_id=event.call_id)
+
+
+def _from_ended(leg: User, event: ua.LegEnded) -> cf.LegEvent:
+    return _ended(leg=leg, by_remote=event.by_remote)
+
+
+def _from_offer(leg: User, event: ua.LegOffer) -> cf.LegEvent:
+    return _offer(leg=leg, sdp=event.sdp)
+
+
+def _from_reinvite_result(leg: User, event: ua.LegReinviteResult) -> cf.LegEvent:
+    return _reinvite_result(leg=leg, status=event.status, sdp=event.sdp)
+
+
+def _from_remote_answer(leg: User, event: ua.LegRemoteAnswer) -> cf.LegEvent:
+    return _remote_answer(leg=leg, sdp=event.sdp)
+
+
+#: The call-flow event of each user-agent event of a leg (one look-up per event, not a chain of
+#: isinstance tests).
+_TO_FLOW: dict[type, Callable[[User, Any], cf.LegEvent | None]] = {
+    ua.LegProgress: _from_progress,
+    ua.LegAnswered: _from_answered,
+    ua.LegFailed: _from_failed,
+    ua.LegEnded: _from_ended,
+    ua.LegOffer: _from_offer,
+    ua.LegReinviteResult: _from_reinvite_result,
+    ua.LegRemoteAnswer: _from_remote_answer,
+}
+
+
+def _to_flow(kind: type) -> Callable[[User, Any], cf.LegEvent | None] | None:
+    """The entry of :data:`_TO_FLOW` for ``kind`` or the class it derives from (LegRinging is a
+    LegProgress); None for an event that means nothing to a call."""
+    for base in kind.__mro__:
+        found = _TO_FLOW.get(base)
+        if found is not None:
+            _TO_FLOW[kind] = found  # a subclass: found at once next time (a handful of classes)
+            return found
+    return None
+
+
 def flow_event(event: ua.UAEvent) -> tuple[LegRef, cf.LegEvent] | None:
     """The call-flow event a user-agent event means, with the leg it is for; None when it means
     nothing to a call (registration events, 100 Trying, a leg the engine did not name)."""
-    ref = getattr(event, "leg_id", None)
+    to_flow = _TO_FLOW.get(type(event)) or _to_flow(type(event))
+    if to_flow is None:
+        return None
+    ref = event.leg_id  # type: ignore[union-attr]  # every event of _TO_FLOW has one
     if not isinstance(ref, LegRef):
         return None
-    leg = ref.leg
-    flow: cf.LegEvent
-    if isinstance(event, ua.LegProgress):
-        if event.status == 100:
-            return None  # the PSS took the INVITE; nothing for the call flow
-        flow = cf.Progress(leg=leg, status=event.status, sdp=event.sdp)
-    elif isinstance(event, ua.LegAnswered):
-        flow = cf.Answered(leg=leg, sdp=event.sdp or None, call_id=event.call_id)
-    elif isinstance(event, ua.LegFailed):
-        flow = cf.Failed(leg=leg, status=event.status, reason=event.reason, call_id=event.call_id)
-    elif isinstance(event, ua.LegEnded):
-        flow = cf.Ended(leg=leg, by_remote=event.by_remote)
-    elif isinstance(event, ua.LegOffer):
-        flow = cf.OfferReceived(leg=leg, sdp=event.sdp)
-    elif isinstance(event, ua.LegReinviteResult):
-        flow = cf.ReinviteResult(leg=leg, status=event.status, sdp=event.sdp)
-    elif isinstance(event, ua.LegRemoteAnswer):
-        flow = cf.RemoteAnswer(leg=leg, sdp=event.sdp)
-    else:
-        return None
-    return ref, flow
+    flow = to_flow(ref.leg, event)
+    return None if flow is None else (ref, flow)
+
+
+_leg_ref = trusted(LegRef)
 
 
 def carry_out_sip(agent: UserAgent, seq: int, command: SipCommand, now: float) -> None:
     """Carry out a SIP command of callback ``seq``'s call flow on the user agent."""
-    ref = LegRef(seq=seq, leg=command.leg)
+    if seq < 0:  # LegRef's own check; the leg is a command's (a User), so that check cannot fail
+        raise LocalProtocolError(f"LegRef.seq must not be negative, not {seq}")
+    ref = _leg_ref(seq=seq, leg=command.leg)
     if isinstance(command, cf.Invite):
         agent.invite(ref, command.user, command.sdp, now)
     elif isinstance(command, cf.Hangup):

@@ -167,6 +167,10 @@ class Harness:
         for command in commands:
             if isinstance(command, Invite):
                 self.offers[command.leg] = command.sdp
+        # get_timer() works the earliest deadline out on its own (it runs after every step): it must
+        # be the earliest of the timers handle_timer() runs.
+        deadlines = [d for d in self.call._deadlines().values() if d is not None]
+        assert self.call.get_timer() == (min(deadlines) if deadlines else None)
         return commands
 
     @property

@@ -43,6 +43,7 @@ from mss.errors import LocalProtocolError, SdpError
 from mss.sdp.crypto import CryptoLine, answer_lines, crypto_lines
 from mss.sdp.syntax import (
     DIRECTION_NAMES,
+    MAX_SESSION_VERSION_DIGITS,
     SESSION_VERSION,
     STATIC_PAYLOAD_TYPES,
     TELEPHONE_EVENT,
@@ -54,6 +55,8 @@ from mss.sdp.syntax import (
     Origin,
     SessionDescription,
     check_port,
+    codec_table,
+    read_once,
     shown,
     trusted,
     trusted_copy,
@@ -333,8 +336,8 @@ def read_answer(offer: SessionDescription, answer: SessionDescription) -> Negoti
             f"the answer's stream {index + 1} is m={theirs.media} {theirs.proto}, "
             f"not m={ours.media} {ours.proto}"
         )
-    offered = ours.codecs
-    answered = theirs.codecs
+    offered = codec_table(ours)
+    answered = codec_table(theirs)
     chosen: tuple[int, int, Codec] | None = None
     for remote_pt, codec in answered.items():
         if codec.is_telephone_event:
@@ -423,7 +426,9 @@ def _audio_template(
             raise LocalProtocolError(f"ptime {ptime} is not positive")
         attributes.append(Attribute(name="ptime", value=str(ptime)))
     attributes.append(Attribute(name=direction.value))
-    return MediaDescription(media="audio", port=0, formats=tuple(formats), attributes=tuple(attributes))
+    return read_once(
+        MediaDescription(media="audio", port=0, formats=tuple(formats), attributes=tuple(attributes))
+    )
 
 
 def _audio_section(
@@ -456,10 +461,11 @@ def _audio_section(
                 raise LocalProtocolError(f"our SDP's {exc.reason}") from None
         attributes += tuple(keys)
     check_port(port, "local media port")
-    # The template's fields were checked, the keys and the port just now; the keys change no codec.
+    # The template's fields were checked, the keys and the port just now; the keys change no codec
+    # and nothing else the template read (read_once): the copy keeps its readings (shared: immutable).
     return _trusted_media(
         port=port, proto=_PROFILE[bool(crypto)], formats=template.formats, attributes=attributes,
-        _codecs=template.codecs,
+        _codecs=template._codecs, _readings=template._readings,
     )
 
 
@@ -621,7 +627,7 @@ def make_answer(
         if accepted is None:
             raise SdpError(f"the offer has no a=crypto line of suite {ours.suite}")
         ours = ours.with_tag(accepted.tag)
-    offered = theirs.codecs
+    offered = codec_table(theirs)
     chosen = next(
         ((pt, codec) for pt, codec in offered.items() if any(codec.same_encoding(mine) for mine in allowed)),
         None,
@@ -737,6 +743,10 @@ def _one_way(source: Negotiated, destination: Negotiated) -> dict[int, int]:
     return {pt: to for pt, to in mapping.items() if pt != to}
 
 
+#: The numeric session ids that SESSION_VERSION takes (its digits, at most).
+_MAX_SESSION_ID = 10**MAX_SESSION_VERSION_DIGITS
+
+
 class LocalSdp:
     """The SDPs mss sends on one leg, stamped with one o= line across the dialog (RFC 3264 §8).
 
@@ -751,9 +761,14 @@ class LocalSdp:
         """``session_id`` identifies the session; ``version`` is the first SDP's (default: the id,
         as pjmedia does, when the id is numeric, else 1)."""
         self.session_id = str(session_id)
-        numeric = SESSION_VERSION.fullmatch(self.session_id) is not None
-        if version is None:
-            version = int(self.session_id) if numeric else 1
+        if type(session_id) is int and 0 <= session_id < _MAX_SESSION_ID:  # the usual: mss's own number
+            numeric = True
+            if version is None:
+                version = session_id
+        else:
+            numeric = SESSION_VERSION.fullmatch(self.session_id) is not None
+            if version is None:
+                version = int(self.session_id) if numeric else 1
         self.first_version = version
         # A numeric id and a version >= 0 make an o= line Origin would not refuse: stamps copy it
         # without the checks. Any other is checked when the first SDP is stamped.

@@ -301,7 +301,11 @@ _RTCP = re.compile(rf"([0-9]{{1,{_PORT_DIGITS}}})(?: IN (IP4|IP6) (\S+))?")
 _PTIME = re.compile(rf"[0-9]{{1,{_PTIME_DIGITS}}}(?:\.[0-9]{{1,{_PTIME_DECIMALS}}})?")
 # m=<media> <port>[/<number of ports>] <proto> <fmt> ...                          (RFC 8866 §5.14)
 _PORT = re.compile(rf"([0-9]{{1,{_PORT_DIGITS}}})(?:/([0-9]{{1,{_PORT_DIGITS}}}))?")
-_PT = re.compile(rf"[0-9]{{1,{_PT_DIGITS}}}")
+#: An m= line's payload type: every text of 1 to _PT_DIGITS ASCII digits worth 0-127 (leading zeros
+#: and all), with its value (one look-up instead of a regex and an int() per format).
+_PT_VALUES: Mapping[str, int] = {
+    f"{pt:0{width}d}": pt for width in range(1, _PT_DIGITS + 1) for pt in range(min(128, 10**width))
+}
 #: o=<username> <sess-id> <sess-version> ...: sess-version = 1*DIGIT               (RFC 8866 §9)
 SESSION_VERSION = re.compile(rf"[0-9]{{1,{MAX_SESSION_VERSION_DIGITS}}}")
 
@@ -346,6 +350,11 @@ class _Readings(typing.NamedTuple):
     rtcp: tuple[int, str | None] | None
     ptime: int | None
     direction: Direction | None
+
+
+#: A :class:`_Readings` from a tuple of its three values (NamedTuple's own ``__new__`` is a Python
+#: function taking keywords: three times as slow).
+_new_readings = functools.partial(tuple.__new__, _Readings)
 
 
 def _parse_ptime(name: str, value: str) -> int:
@@ -424,11 +433,7 @@ class MediaDescription:
         A payload type is mapped by its ``a=rtpmap`` or else by RFC 3551's static table; a dynamic
         one without ``a=rtpmap`` is left out. ``a=fmtp`` parameters are attached.
         """
-        codecs = self._codecs
-        if codecs is None:
-            codecs = _codecs_of(self, None)
-            object.__setattr__(self, "_codecs", codecs)
-        return dict(codecs)  # a copy: the description stays as it was whatever the caller does
+        return dict(codec_table(self))  # a copy: the description stays as it was whatever the caller does
 
     @property
     def rtcp(self) -> tuple[int, str | None] | None:
@@ -474,24 +479,44 @@ def _attribute_lines(attributes: Sequence[Attribute]) -> list[str]:
     return [f"a={a.name}" if a.value is None else f"a={a.name}:{a.value}" for a in attributes]
 
 
-def _codecs_of(
-    media: MediaDescription, read: tuple[dict[int, Codec], dict[str, str]] | None
-) -> dict[int, Codec]:
-    """:attr:`MediaDescription.codecs` of ``media``; ``read``: its a=rtpmap and a=fmtp lines already
-    read by the parser (the first of each payload type), else they are read here."""
+def codec_table(media: MediaDescription) -> Mapping[int, Codec]:
+    """:attr:`MediaDescription.codecs` without the copy, for readers that do not change it (the
+    offer/answer reads every description's codecs once or twice)."""
+    codecs = media._codecs
+    if codecs is None:
+        codecs = _codecs_of(media)
+        object.__setattr__(media, "_codecs", codecs)
+    return codecs
+
+
+def read_once(media: MediaDescription) -> MediaDescription:
+    """``media`` with its codecs, a=rtcp, a=ptime and direction read now and kept, as the parser keeps
+    them: for a description that is copied many times (the offer/answer's templates)."""
+    codec_table(media)
+    if media._readings is None:
+        object.__setattr__(media, "_readings", _new_readings((media.rtcp, media.ptime, media.direction)))
+    return media
+
+
+def _codecs_of(media: MediaDescription) -> dict[int, Codec]:
+    """:attr:`MediaDescription.codecs` of a description the parser did not read (built by hand)."""
     if not media.is_rtp:
         return {}
-    if read is None:
-        rtpmaps: dict[int, Codec] = {}
-        fmtps: dict[str, str] = {}
-        for attr in media.attributes:
-            if attr.value is not None:
-                _read_codec_attribute(attr.name, attr.value, rtpmaps, fmtps)
-    else:
-        rtpmaps, fmtps = read
+    rtpmaps: dict[int, Codec] = {}
+    fmtps: dict[str, str] = {}
+    for attr in media.attributes:
+        if attr.value is not None:
+            _read_codec_attribute(attr.name, attr.value, rtpmaps, fmtps)
+    return _codec_map(media.formats, [int(fmt) for fmt in media.formats], rtpmaps, fmtps)
+
+
+def _codec_map(
+    formats: Sequence[str], pts: Sequence[int], rtpmaps: dict[int, Codec], fmtps: dict[str, str]
+) -> dict[int, Codec]:
+    """The codecs of an RTP stream's ``formats`` (``pts``: their numbers) from its a=rtpmap and
+    a=fmtp lines (the first of each payload type), else RFC 3551's static table."""
     result: dict[int, Codec] = {}
-    for fmt in media.formats:
-        pt = int(fmt)
+    for fmt, pt in zip(formats, pts, strict=True):
         codec = rtpmaps.get(pt) or STATIC_PAYLOAD_TYPES.get(pt)
         if codec is None or pt in result:
             continue
@@ -733,8 +758,19 @@ class _Builders(typing.NamedTuple):
     session: Callable[..., SessionDescription]
 
 
+def _checked_media(
+    *, _codecs: dict[int, Codec], _readings: _Readings, **fields: typing.Any
+) -> MediaDescription:
+    """A :class:`MediaDescription` through its checks, with what the parser read of it kept (as the
+    trusted constructor takes them)."""
+    media = MediaDescription(**fields)
+    object.__setattr__(media, "_codecs", _codecs)
+    object.__setattr__(media, "_readings", _readings)
+    return media
+
+
 _CHECKING = _Builders(
-    _checked_attribute_line, _parse_rtpmap, Timing, MediaDescription, SessionDescription
+    _checked_attribute_line, _parse_rtpmap, Timing, _checked_media, SessionDescription
 )
 _TRUSTING = _Builders(
     _trusted_attribute_line, _parse_rtpmap, _trusted_timing, _trusted_media, _trusted_session
@@ -801,7 +837,8 @@ def parse_sdp(data: bytes) -> SessionDescription:
         lines = text.split("\r\n")
     else:
         lines = [line.removesuffix("\r") for line in text.split("\n")]
-    first = next((n for n, line in enumerate(lines) if line), None)  # blank lines are skipped
+    # Blank lines are skipped (the usual body has none before v=0).
+    first = 0 if lines[0] else next((n for n, line in enumerate(lines) if line), None)
     if first is None:
         raise SdpError("empty SDP body")
     if lines[first] != "v=0":
@@ -833,6 +870,7 @@ def _parse_lines(lines: list[str], start: int, make: _Builders) -> SessionDescri
     session = _Level()
     media: list[_MediaBuilder] = []
     level: _Level = session  # where a= lines go: the session, then the last m= section
+    attribute_line = make.attribute_line
 
     for n, line in enumerate(lines[start:], start + 1):
         if not line:
@@ -841,7 +879,12 @@ def _parse_lines(lines: list[str], start: int, make: _Builders) -> SessionDescri
         if kind not in _TYPE_LETTERS or not equals:  # <type>=<value>, type one letter a-z
             raise SdpError(f"line {n}: {shown(line)} is not a <type>=<value> line")
         if kind == "a":  # most lines: allowed at both levels
-            level.attributes.append(_parse_attribute(n, value, level, make))
+            attr = attribute_line(value)
+            if attr is None:
+                raise SdpError(f"line {n}: bad a= line {shown('a=' + value)}: expected <name>[:<value>]")
+            if attr.name in _READ_ATTRIBUTES:  # else (most lines) kept as written
+                _read_attribute(n, attr, level, make)
+            level.attributes.append(attr)
             continue
         # RFC 8866 §5: "An SDP parser MUST completely ignore or reject any session description
         # that contains a type letter that it does not understand."
@@ -909,7 +952,7 @@ def _parse_lines(lines: list[str], start: int, make: _Builders) -> SessionDescri
         phones=tuple(phones),
         connection=connection,
         bandwidths=tuple(bandwidths),
-        times=tuple([make.timing(value=t, repeats=tuple(r)) for t, r in times]) or _DEFAULT_TIMES,
+        times=_times(times, make),
         timezone=single.get("z"),
         key=single.get("k"),
         attributes=tuple(session.attributes),
@@ -917,26 +960,32 @@ def _parse_lines(lines: list[str], start: int, make: _Builders) -> SessionDescri
     )
 
 
-#: The times of a body without t= lines.
+#: The times of a body without t= lines, and of one with the usual ``t=0 0`` alone (made once).
 _DEFAULT_TIMES = (Timing(),)
 
 
+def _times(times: list[tuple[str, list[str]]], make: _Builders) -> tuple[Timing, ...]:
+    """The body's t= values with their r= values as :class:`Timing` values."""
+    if not times or (len(times) == 1 and times[0][0] == "0 0" and not times[0][1]):
+        return _DEFAULT_TIMES
+    return tuple([make.timing(value=t, repeats=tuple(r)) for t, r in times])
+
+
 def _parse_origin(n: int, value: str) -> Origin:
-    line = f"o={value}"
     parts = value.split()
     if len(parts) != 6:
         raise SdpError(
-            f"line {n}: bad o= line {shown(line)}: expected <username> <sess-id> <sess-version> "
+            f"line {n}: bad o= line {shown('o=' + value)}: expected <username> <sess-id> <sess-version> "
             "<nettype> <addrtype> <address>"
         )
     if SESSION_VERSION.fullmatch(parts[2]) is None:
         if parts[2].isascii() and parts[2].isdigit():
             raise SdpError(
-                f"line {n}: bad o= line {shown(line)}: session version of {len(parts[2])} digits is "
+                f"line {n}: bad o= line {shown('o=' + value)}: session version of {len(parts[2])} digits is "
                 f"longer than {MAX_SESSION_VERSION_DIGITS} (RFC 3264 §5: a 64-bit integer)"
             )
         raise SdpError(
-            f"line {n}: bad o= line {shown(line)}: session version {shown(parts[2])} is not a number"
+            f"line {n}: bad o= line {shown('o=' + value)}: session version {shown(parts[2])} is not a number"
         )
     # Tokens cut by str.split() (no blanks), a version of digits: nothing Origin would refuse.
     return _trusted_origin(
@@ -950,15 +999,16 @@ def _parse_origin(n: int, value: str) -> Origin:
 
 
 def _parse_connection(n: int, value: str) -> Connection:
-    line = f"c={value}"
     parts = value.split()
     if len(parts) != 3:
-        raise SdpError(f"line {n}: bad c= line {shown(line)}: expected IN <IP4|IP6> <address>")
+        raise SdpError(f"line {n}: bad c= line {shown('c=' + value)}: expected IN <IP4|IP6> <address>")
     if parts[0] != "IN":
-        raise SdpError(f"line {n}: bad c= line {shown(line)}: network type {shown(parts[0])} is not IN")
+        raise SdpError(
+            f"line {n}: bad c= line {shown('c=' + value)}: network type {shown(parts[0])} is not IN"
+        )
     if parts[1] not in ("IP4", "IP6"):
         raise SdpError(
-            f"line {n}: bad c= line {shown(line)}: address type {shown(parts[1])} is not IP4 or IP6"
+            f"line {n}: bad c= line {shown('c=' + value)}: address type {shown(parts[1])} is not IP4 or IP6"
         )
     # Checked above, and an address cut by str.split(): nothing Connection would refuse.
     return _trusted_connection(addrtype=parts[1], address=parts[2])
@@ -968,13 +1018,9 @@ def _parse_connection(n: int, value: str) -> Connection:
 _READ_ATTRIBUTES = frozenset({"rtpmap", "fmtp", "rtcp", "ptime", "maxptime", *DIRECTION_NAMES})
 
 
-def _parse_attribute(n: int, value: str, level: _Level, make: _Builders) -> Attribute:
-    attr = make.attribute_line(value)
-    if attr is None:
-        raise SdpError(f"line {n}: bad a= line {shown('a=' + value)}: expected <name>[:<value>]")
+def _read_attribute(n: int, attr: Attribute, level: _Level, make: _Builders) -> None:
+    """Read (and so check) an a= line of :data:`_READ_ATTRIBUTES` into ``level``."""
     name, rest = attr.name, attr.value
-    if name not in _READ_ATTRIBUTES:  # most lines: kept as written
-        return attr
     try:
         if name == "rtpmap":
             pt, codec = make.rtpmap(rest or "")
@@ -999,38 +1045,38 @@ def _parse_attribute(n: int, value: str, level: _Level, make: _Builders) -> Attr
             level.direction = _DIRECTION_BY_NAME[name]
     except SdpError as exc:
         raise SdpError(f"line {n}: {exc.reason}") from None
-    return attr
 
 
 def _build_media(
     builder: _MediaBuilder, session_connection: Connection | None, make: _Builders
 ) -> MediaDescription:
     n, value = builder.lineno, builder.m_value
-    line = f"m={value}"
     parts = value.split()
     if len(parts) < 4:
-        raise SdpError(f"line {n}: bad m= line {shown(line)}: expected <media> <port> <proto> <format> ...")
+        raise _bad_m_line(n, value, "expected <media> <port> <proto> <format> ...")
     media_type, port_text, proto, formats = parts[0], parts[1], parts[2], tuple(parts[3:])
     port_match = _PORT.fullmatch(port_text)
     if port_match is None:
-        raise SdpError(f"line {n}: bad m= line {shown(line)}: port {shown(port_text)} is not a number")
+        raise _bad_m_line(n, value, f"port {shown(port_text)} is not a number")
     port = int(port_match[1])
     if port > 65535:
-        raise SdpError(f"line {n}: bad m= line {shown(line)}: port {port} is out of range")
+        raise _bad_m_line(n, value, f"port {port} is out of range")
     count = None if port_match[2] is None else int(port_match[2])
     if count == 0:
-        raise SdpError(f"line {n}: bad m= line {shown(line)}: number of ports is 0")
-    if proto.upper().startswith("RTP/"):
+        raise _bad_m_line(n, value, "number of ports is 0")
+    rtp = proto.upper().startswith("RTP/")
+    pts: list[int] = []
+    if rtp:
         for fmt in formats:
-            if _PT.fullmatch(fmt) is None or int(fmt) > 127:
-                raise SdpError(
-                    f"line {n}: bad m= line {shown(line)}: payload type {shown(fmt)} is not a number 0-127"
-                )
+            pt = _PT_VALUES.get(fmt)
+            if pt is None:
+                raise _bad_m_line(n, value, f"payload type {shown(fmt)} is not a number 0-127")
+            pts.append(pt)
     # RFC 8866 §5.7: a c= line is required in every media section or at session level. A rejected
     # stream (port 0) carries no media, so its missing address harms nobody.
     if port != 0 and builder.connection is None and session_connection is None:
         raise SdpError(f"line {n}: no c= line for the m={media_type} stream, nor at session level")
-    description = make.media(
+    return make.media(
         media=media_type,
         port=port,
         port_count=count,
@@ -1041,8 +1087,11 @@ def _build_media(
         bandwidths=tuple(builder.bandwidths),
         key=builder.key,
         attributes=tuple(builder.attributes),
+        # What the parser read already, kept so that nobody reads it again.
+        _codecs=_codec_map(formats, pts, builder.rtpmaps, builder.fmtps) if rtp else {},
+        _readings=_new_readings((builder.rtcp, builder.ptime, builder.direction)),
     )
-    # What the parser read already, kept so that nobody reads it again.
-    object.__setattr__(description, "_codecs", _codecs_of(description, (builder.rtpmaps, builder.fmtps)))
-    object.__setattr__(description, "_readings", _Readings(builder.rtcp, builder.ptime, builder.direction))
-    return description
+
+
+def _bad_m_line(n: int, value: str, why: str) -> SdpError:
+    return SdpError(f"line {n}: bad m= line {shown('m=' + value)}: {why}")
