@@ -487,7 +487,7 @@ class Message:
 
     def _addr_list(self, raw: list[_Addr] | None, name: str) -> list[NameAddr]:
         if raw is not None:
-            return [_built_addr(v) for v in raw]
+            return [_built_addr(v) for v in raw] if raw else []  # none: the usual Route, Record-Route
         elems = self.headers.get_list(name)
         if name == "Contact" and elems == ["*"]:
             return []

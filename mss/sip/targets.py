@@ -341,6 +341,8 @@ class TargetList:
 
     def get_timer(self) -> float | None:
         """When the next lookup falls due (an answer expires or a failure is retried)."""
+        if not self._cache:  # the PSS named by IP address: nothing is looked up (read after every message)
+            return None
         times = [c.expires for c in self._cache.values() if not c.in_flight]
         return min(times) if times else None
 
