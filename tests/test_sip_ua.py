@@ -1100,3 +1100,20 @@ def test_behind_a_nat_via_and_contact_carry_the_advertised_address() -> None:
     stray = reply(inv2, 180).encode().replace(b"198.51.100.7:5070", b"127.0.0.1:5070")
     net.deliver(stray)
     assert net.ua.counters["misrouted"] == 1
+
+
+def test_the_legs_light_event_builders_make_the_same_events_with_the_same_checks() -> None:
+    from mss.sip.events import LegAnswered, LegEnded, LegRinging, leg_answered, leg_ended, leg_ringing
+
+    assert leg_ringing("a", 183, "Session Progress", b"v=0") == LegRinging(
+        leg_id="a", status=183, reason="Session Progress", sdp=b"v=0"
+    )
+    assert leg_answered("a", b"", "cid") == LegAnswered(leg_id="a", sdp=b"", call_id="cid")
+    ended = LegEnded(leg_id="a", by_remote=True, reason="BYE", answered=True)
+    assert leg_ended("a", True, "BYE", True) == ended
+    for build in (lambda: leg_ringing("", 180, "Ringing", None), lambda: leg_answered(None, b"", "c"),
+                  lambda: leg_ended("", False, "hangup", False)):  # fmt: skip
+        with pytest.raises(LocalProtocolError, match="leg_id must not be empty"):
+            build()
+    with pytest.raises(LocalProtocolError, match=r"LegRinging.status 100 is not 101..199"):
+        leg_ringing("a", 100, "Trying", None)
