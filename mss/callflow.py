@@ -45,8 +45,8 @@ from typing import Literal
 
 from mss import sdp
 from mss.errors import LocalProtocolError, SdpError
+from mss.frozen import trusted
 from mss.iif import CallbackState, Result
-from mss.sdp.syntax import trusted  # the frozen-dataclass builder without checks (see _invite below)
 
 __all__ = [
     "USERS",

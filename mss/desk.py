@@ -64,6 +64,7 @@ from typing import Protocol
 
 from mss.config import PeerServer
 from mss.errors import IIFError, JournalError
+from mss.frozen import trusted
 from mss.iif import (
     Ack,
     CallbackRequest,
@@ -161,6 +162,14 @@ class Outcome:
     """The deciding SIP status, 0 when none."""
     cdr: Cdr | None = None
     """The call detail record, when there was a call."""
+
+
+# What the desk builds for every callback from fields known valid (a REQUEST's, checked when it was
+# parsed; the desk's own keys and clock; a line the journal made) skips the generated __init__ of
+# these frozen dataclasses (an object.__setattr__ per field, a check of the id): the same values.
+_new_callback = trusted(NewCallback)
+_pending_response = trusted(PendingResponse)
+_ack = trusted(Ack)
 
 
 class Engine(Protocol):
@@ -622,7 +631,7 @@ class CallbackDesk:
         if taken:
             batch.received_at = self._wall()
             records = [
-                NewCallback(
+                _new_callback(
                     id=req.id, peer=origin.peer, transport=origin.transport, reply_addr=origin.reply_addr,
                     user1=req.user1, user2=req.user2, duration=req.duration, received_at=batch.received_at,
                 )
@@ -665,7 +674,7 @@ class CallbackDesk:
             self._refuse_unrecorded(origin.peer, answers, [(i, req) for i, req, _ in batch.taken], error)
         else:
             for index, req, seq in batch.taken:
-                answers[index] = Ack(id=req.id, ok=True)
+                answers[index] = _ack(id=req.id, ok=True)
                 callback = Callback(
                     seq=seq, id=req.id, user1=req.user1, user2=req.user2, duration=req.duration,
                     origin=origin, received_at=batch.received_at,
@@ -708,8 +717,8 @@ class CallbackDesk:
             return "max_calls", f"no capacity left (max_calls = {self.max_calls})"
         limits = self._peer_limits.get(peer)
         peer_calls = limits.max_calls if limits is not None else None
-        peer_taken = self._active_by_peer[peer] + self._held_by_peer[peer] + pending
-        if peer_calls is not None and peer_taken >= peer_calls:
+        if (peer_calls is not None  # (the counts are looked up only for a peer with a limit)
+                and self._active_by_peer[peer] + self._held_by_peer[peer] + pending >= peer_calls):
             return "peer_max_calls", f"peer {peer} holds its max_calls = {peer_calls}"
         if self.load is not None:
             overloaded = self.load.refusal()
@@ -812,7 +821,7 @@ class CallbackDesk:
                      outcome.cdr.released_by, outcome.cdr.reason)
         else:
             log.info("callback %s ended: %s (%s)", callback.id, line, outcome.result)
-        pending = PendingResponse(
+        pending = _pending_response(
             seq=seq, id=callback.id, peer=callback.origin.peer, transport=callback.origin.transport,
             reply_addr=callback.origin.reply_addr, line=line,
         )

@@ -26,9 +26,9 @@ from mss import quality, tones
 from mss.callflow import USERS, User
 from mss.desk import Outcome
 from mss.errors import LocalProtocolError
+from mss.frozen import trusted
 from mss.journal import Cdr
 from mss.ratelog import RateLimitedLog
-from mss.sdp.syntax import trusted
 from mss.sip import events as ua
 
 if TYPE_CHECKING:

@@ -1058,4 +1058,4 @@ def test_the_package_is_the_syntax_and_offer_answer_modules() -> None:
             assert getattr(mss.sdp, name) is getattr(module, name)
     tree = ast.parse((Path(mss.sdp.__file__).parent / "syntax.py").read_text(encoding="utf-8"))
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported == {"__future__", "collections.abc", "dataclasses", "mss.errors"}
+    assert imported == {"__future__", "collections.abc", "dataclasses", "mss.errors", "mss.frozen"}

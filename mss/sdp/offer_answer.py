@@ -40,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from mss.errors import LocalProtocolError, SdpError
+from mss.frozen import trusted
 from mss.sdp.crypto import CryptoLine, answer_lines, crypto_lines
 from mss.sdp.syntax import (
     DIRECTION_NAMES,
@@ -58,7 +59,6 @@ from mss.sdp.syntax import (
     codec_table,
     read_once,
     shown,
-    trusted,
     trusted_copy,
 )
 
@@ -449,6 +449,11 @@ def _audio_section(
     template = (_audio_template if keep else _audio_template.__wrapped__)(
         tuple(codecs), telephone_event, ptime, direction
     )
+    return _from_template(template, port=port, crypto=crypto)
+
+
+def _from_template(template: MediaDescription, *, port: int, crypto: Sequence[str]) -> MediaDescription:
+    """Our audio section: ``template`` with its own ``port`` and SRTP keys ``crypto``."""
     attributes = template.attributes
     # SRTP passthrough: the keys are the phones' (or mss's placeholder), each line verbatim; they were
     # checked when read, so a bad one here is ours.
@@ -518,12 +523,11 @@ def make_offer(
     if isinstance(codecs, str) or not codecs:
         raise LocalProtocolError(f"codecs must be a non-empty sequence of names, not {codecs!r}")
     _check_te_pt(telephone_event_pt)
-    chosen = _offered_codecs(tuple(codecs), tuple(fmtp.items()) if fmtp else ())
     te = None if telephone_event_pt is None else (telephone_event_pt, DEFAULT_TELEPHONE_EVENTS)
-    audio = _audio_section(
-        port=port, codecs=chosen, telephone_event=te, ptime=ptime, direction=direction, crypto=crypto
-    )
+    template = _offer_template(tuple(codecs), tuple(fmtp.items()) if fmtp else (), te, ptime, direction)
+    audio = _from_template(template, port=port, crypto=crypto)
     return _session(host=host, session_id=session_id, version=version, media=[audio])
+
 
 
 #: Codec lists of :func:`make_offer` kept (:func:`_offered_codecs`): the configured ``audio_codecs``,
@@ -545,6 +549,20 @@ def _offered_codecs(
         value = params.get(name.upper())
         chosen.append((pt, codec if value is None else replace(codec, fmtp=value)))
     return tuple(chosen)
+
+
+@functools.lru_cache(maxsize=OFFERED_CODEC_LISTS)
+def _offer_template(
+    codecs: tuple[str, ...],
+    fmtp: tuple[tuple[str, str], ...],
+    telephone_event: tuple[int, str] | None,
+    ptime: int | None,
+    direction: Direction,
+) -> MediaDescription:
+    """:func:`make_offer`'s audio template, found by the names of its codecs (hashing the codecs
+    themselves, as :func:`_audio_template` does, is a Python-level call per codec). Every argument
+    is from mss's configuration, so the templates are few."""
+    return _audio_template(_offered_codecs(codecs, fmtp), telephone_event, ptime, direction)
 
 
 def make_bridge_offer(

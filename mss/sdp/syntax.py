@@ -22,9 +22,10 @@ import functools
 import re
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 from mss.errors import LocalProtocolError, SdpError
+from mss.frozen import trusted
 
 __all__ = [
     "MAX_SDP_SIZE",
@@ -52,6 +53,10 @@ TELEPHONE_EVENT = "telephone-event"
 
 class Direction(enum.StrEnum):
     """A stream's direction attribute (RFC 8866 §6.7), from the point of view of the SDP's author."""
+
+    # Hashed as the string it equals (Enum's own __hash__, of the member's name, is a Python-level
+    # call on every set or cache look-up, and disagrees with its equality to the string).
+    __hash__ = str.__hash__
 
     SENDRECV = "sendrecv"
     SENDONLY = "sendonly"
@@ -658,36 +663,10 @@ class SessionDescription:
 # A frozen dataclass's __init__ sets each field through object.__setattr__, then __post_init__ checks
 # them all again. Values whose every field is already known valid (a token cut by str.split(), a
 # number matched by a bounded regex, a text from a body without a stray CR or NUL, our own constants)
-# are built by setting the slots directly instead: the same objects, several times cheaper. Values
-# from anywhere else go through __init__ and its checks.
+# are built by setting the slots directly instead (mss.frozen.trusted): the same objects, several
+# times cheaper. Values from anywhere else go through __init__ and its checks.
 
 _T = typing.TypeVar("_T")
-_new = object.__new__
-
-
-def trusted(cls: type[_T]) -> Callable[..., _T]:
-    """A constructor of the frozen dataclass ``cls`` that takes the same keywords as ``cls`` (and its
-    non-``__init__`` fields too) and sets them, the defaults for the others, without any check: only
-    for fields known valid.
-
-    The function is generated, as ``dataclasses`` generates ``__init__``: one direct slot store per
-    field, where a generic loop over the fields would cost twice as much as the checks it skips.
-    """
-    namespace: dict[str, object] = {"_new": _new, "_cls": cls}
-    params, stores = [], []
-    for f in fields(cls):  # type: ignore[arg-type]  # a dataclass, by the contract above
-        namespace[f"_set_{f.name}"] = getattr(cls, f.name).__set__  # the slot's own descriptor
-        if f.default is MISSING:
-            params.append(f.name)
-        else:
-            namespace[f"_default_{f.name}"] = f.default
-            params.append(f"{f.name}=_default_{f.name}")
-        stores.append(f"    _set_{f.name}(obj, {f.name})\n")
-    source = f"def make(*, {', '.join(params)}):\n    obj = _new(_cls)\n{''.join(stores)}    return obj\n"
-    exec(source, namespace)
-    make = typing.cast(Callable[..., _T], namespace["make"])
-    make.__doc__ = f"A {cls.__name__} of fields known valid, built without their checks."
-    return make
 
 
 def trusted_copy(obj: _T, **changes: object) -> _T:
