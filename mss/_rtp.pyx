@@ -725,12 +725,18 @@ cdef inline int handle_packet(Pkt* p, uint64_t now) noexcept nogil:
         kept = forward(p)
     if p.core.kfd >= 0 and (p.latched or p.leg.kin[p.kind]):
         # The kernel takes this source's packets from the latch on (or has taken them: this one was
-        # read after the handoff): what this loop forwarded leaves now, before the kernel forwards a
-        # newer packet, so a stream is not reordered at the handoff. Only a packet still unread in
-        # the socket when the entry goes in can be overtaken (a phone sends every 20 ms).
-        flush_sends(p.core)
+        # read after the handoff). The entry goes in before the latching packet leaves, so a peer
+        # that answers that packet reaches the kernel; what this loop forwarded leaves at once, so
+        # a stream is reordered at the handoff only by a packet arriving within those microseconds
+        # or one still unread in the socket when the entry went in (a phone sends every 20 ms).
+        # Such an unread packet moved this leg's sequence state on, not the entry's: the entry is
+        # put in again from here (its counts merged first), or the kernel would count it a gap.
         if p.latched:
             kernel_refresh(p.core, p.slot)      # after count(): the entry starts from this packet
+        elif not p.rtcp:
+            kernel_remove(p.core, p.slot, p.li, p.kind)
+            kernel_refresh(p.core, p.slot)
+        flush_sends(p.core)
     return kept
 
 # ---------------------------------------------------------------------------------------------
