@@ -289,9 +289,7 @@ class Leg:
         """Report LegEnded once, then linger."""
         if not self.finished:
             self.finished = True
-            self.core.emit(
-                leg_ended(self.leg_id, by_remote, reason, self.answered)
-            )
+            self.core.emit(leg_ended(self.leg_id, by_remote, reason, self.answered))
             self.core.leg_finished(self)
         self._terminate(now)
 
