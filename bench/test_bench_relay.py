@@ -11,6 +11,10 @@ loop thread too, which is right, since a verb that wakes the loop costs the proc
   re-latch), stop the ringback, the payload-type rewrites both ways, bridge, the statistics for the
   CDR, close.
 - ``relay_open_close``, ``relay_stats``, ``relay_play_stop``, ``relay_remote``: the parts of it.
+
+A close returns at once: the packet loop closes the session's sockets on its next turn (within
+10 ms), many sessions' at a time here, so that work lands in a few rounds: the median leaves it
+out, the mean has it.
 """
 
 from __future__ import annotations
