@@ -283,12 +283,16 @@ def carry_out_relay(session: RelayVerbs, command: RelayCommand) -> None:
 # --- a call ---------------------------------------------------------------------------------------
 
 
+_call_settings = trusted(cf.CallSettings)
+
+
 def call_settings(
     config: Config, *, a_port: int, b_port: int, session_id: int, progress_events: bool = False
 ) -> cf.CallSettings:
     """A call's settings: ``[callback]`` and ``[rtp]`` of ``config``, its relay ports, and whether its
     AS takes EVENT lines."""
-    return cf.CallSettings(
+    # Values of a checked config and of the relay (CallSettings checks nothing in __init__).
+    return _call_settings(
         codecs=config.callback.audio_codecs,
         ring_timeout=config.callback.ring_timeout,
         inactivity_timeout=config.rtp.inactivity_timeout,
@@ -299,6 +303,12 @@ def call_settings(
         progress_events=progress_events,
         srtp=config.rtp.srtp == "passthrough",
     )
+
+
+# A callback's outcome and CDR, of fields the call flow and the engine made (neither class checks
+# anything in __init__): built without the frozen __init__'s object.__setattr__ per field.
+_cdr = trusted(Cdr)
+_outcome = trusted(Outcome)
 
 
 @dataclass(slots=True)
@@ -374,7 +384,7 @@ class CallRecord:
                                type(exc).__name__, exc)
             leg1 = leg2 = None
         legs = self.flow.legs
-        cdr = Cdr(
+        cdr = _cdr(
             caller=self.caller,
             leg1_call_id=legs["user1"].call_id or None,
             leg2_call_id=legs["user2"].call_id or None,
@@ -390,5 +400,5 @@ class CallRecord:
             leg1=leg1,
             leg2=leg2,
         )
-        return Outcome(real_duration=command.real_duration, result=command.result, code=command.code,
-                       cdr=cdr)
+        return _outcome(real_duration=command.real_duration, result=command.result, code=command.code,
+                        cdr=cdr)

@@ -338,26 +338,33 @@ def read_answer(offer: SessionDescription, answer: SessionDescription) -> Negoti
         )
     offered = codec_table(ours)
     answered = codec_table(theirs)
+    # Each encoding we offered with its first payload type, and telephone-event by clock rate: the
+    # answer's codecs are then matched by one look-up each (Codec.same_encoding, is_telephone_event).
+    ours_by_encoding: dict[tuple[str, int, int], int] = {}
+    ours_te: dict[int, int] = {}  # RFC 4733 §2.1: telephone-event at the clock rate of its audio
+    for pt, mine in offered.items():
+        encoding = mine.name.casefold(), mine.clock_rate, mine.channels
+        ours_by_encoding.setdefault(encoding, pt)
+        if encoding[0] == TELEPHONE_EVENT:
+            ours_te.setdefault(mine.clock_rate, pt)
     chosen: tuple[int, int, Codec] | None = None
+    theirs_te: dict[int, int] = {}
     for remote_pt, codec in answered.items():
-        if codec.is_telephone_event:
-            continue
-        local_pt = next(
-            (pt for pt, mine in offered.items() if mine.same_encoding(codec)),
-            None,
-        )
-        if local_pt is not None:
-            chosen = local_pt, remote_pt, codec
-            break
+        encoding = codec.name.casefold(), codec.clock_rate, codec.channels
+        if encoding[0] == TELEPHONE_EVENT:
+            theirs_te.setdefault(codec.clock_rate, remote_pt)
+        elif chosen is None:
+            local_pt = ours_by_encoding.get(encoding)
+            if local_pt is not None:
+                chosen = local_pt, remote_pt, codec
     if chosen is None:
         audio = {pt: c for pt, c in offered.items() if not c.is_telephone_event}
         raise SdpError(
             f"the answer chose no codec of the offer (offered {_names(audio)}; answered {_names(answered)})"
         )
     local_pt, remote_pt, codec = chosen
-    local_te = _telephone_event(offered, codec.clock_rate)
-    remote_te = _telephone_event(answered, codec.clock_rate)
-    te_pts = None if local_te is None or remote_te is None else (local_te[0], remote_te[0])
+    local_te, remote_te = ours_te.get(codec.clock_rate), theirs_te.get(codec.clock_rate)
+    te_pts = None if local_te is None or remote_te is None else (local_te, remote_te)
     remote = _remote_stream(answer, index)
     local_conn = offer.connection_for(ours)
     if local_conn is not None:

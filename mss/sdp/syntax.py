@@ -852,12 +852,8 @@ def _parse_lines(lines: list[str], start: int, make: _Builders) -> SessionDescri
     attribute_line = make.attribute_line
 
     for n, line in enumerate(lines[start:], start + 1):
-        if not line:
-            continue
         kind, equals, value = line.partition("=")
-        if kind not in _TYPE_LETTERS or not equals:  # <type>=<value>, type one letter a-z
-            raise SdpError(f"line {n}: {shown(line)} is not a <type>=<value> line")
-        if kind == "a":  # most lines: allowed at both levels
+        if kind == "a" and equals:  # most lines (first, so they pass the fewest tests): at both levels
             attr = attribute_line(value)
             if attr is None:
                 raise SdpError(f"line {n}: bad a= line {shown('a=' + value)}: expected <name>[:<value>]")
@@ -865,6 +861,10 @@ def _parse_lines(lines: list[str], start: int, make: _Builders) -> SessionDescri
                 _read_attribute(n, attr, level, make)
             level.attributes.append(attr)
             continue
+        if not line:
+            continue
+        if kind not in _TYPE_LETTERS or not equals:  # <type>=<value>, type one letter a-z
+            raise SdpError(f"line {n}: {shown(line)} is not a <type>=<value> line")
         # RFC 8866 §5: "An SDP parser MUST completely ignore or reject any session description
         # that contains a type letter that it does not understand."
         if kind not in _SESSION_TYPES and kind != "m":
