@@ -461,10 +461,11 @@ def _audio_section(
 
 def _from_template(template: MediaDescription, *, port: int, crypto: Sequence[str]) -> MediaDescription:
     """Our audio section: ``template`` with its own ``port`` and SRTP keys ``crypto``."""
-    attributes = template.attributes
+    attributes, text = template.attributes, template._attribute_text
     # SRTP passthrough: the keys are the phones' (or mss's placeholder), each line verbatim; they were
     # checked when read, so a bad one here is ours.
     if crypto:
+        text = None  # (its a= lines are written out when it is)
         keys = []
         for line in crypto:
             try:
@@ -477,7 +478,7 @@ def _from_template(template: MediaDescription, *, port: int, crypto: Sequence[st
     # and nothing else the template read (read_once): the copy keeps its readings (shared: immutable).
     return _trusted_media(
         port=port, proto=_PROFILE[bool(crypto)], formats=template.formats, attributes=attributes,
-        _codecs=template._codecs, _readings=template._readings,
+        _codecs=template._codecs, _readings=template._readings, _attribute_text=text,
     )
 
 

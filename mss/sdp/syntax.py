@@ -394,6 +394,9 @@ class MediaDescription:
     """All ``a=`` lines in their order."""
     _codecs: dict[int, Codec] | None = field(default=None, init=False, repr=False, compare=False)
     _readings: _Readings | None = field(default=None, init=False, repr=False, compare=False)
+    _attribute_text: tuple[str, ...] | None = field(default=None, init=False, repr=False, compare=False)
+    # the a= lines of :attr:`attributes` as :meth:`lines` writes them, when made once already (our
+    # audio templates and their copies: see read_once)
     # :attr:`rtcp`, :attr:`ptime` and :attr:`direction` as the parser read them; else read on use
     # :attr:`codecs`, made once (by the parser, which has read the rtpmaps already, or on first use)
 
@@ -474,7 +477,8 @@ class MediaDescription:
             out += [f"b={bandwidth}" for bandwidth in self.bandwidths]
         if self.key is not None:
             out.append(f"k={self.key}")
-        out += _attribute_lines(self.attributes)
+        text = self._attribute_text
+        out += _attribute_lines(self.attributes) if text is None else text
         return out
 
 
@@ -496,10 +500,13 @@ def codec_table(media: MediaDescription) -> Mapping[int, Codec]:
 
 def read_once(media: MediaDescription) -> MediaDescription:
     """``media`` with its codecs, a=rtcp, a=ptime and direction read now and kept, as the parser keeps
-    them: for a description that is copied many times (the offer/answer's templates)."""
+    them, and its a= lines written once: for a description that is copied many times (the
+    offer/answer's templates)."""
     codec_table(media)
     if media._readings is None:
         object.__setattr__(media, "_readings", _new_readings((media.rtcp, media.ptime, media.direction)))
+    if media._attribute_text is None:
+        object.__setattr__(media, "_attribute_text", tuple(_attribute_lines(media.attributes)))
     return media
 
 
@@ -786,7 +793,7 @@ class _MediaBuilder(_Level):
     __slots__ = ("bandwidths", "connection", "information", "key", "lineno", "m_value")
 
     def __init__(self, lineno: int, m_value: str) -> None:
-        super().__init__()
+        _Level.__init__(self)  # (a zero-argument super() costs as much as the rest of this)
         self.lineno = lineno
         self.m_value = m_value
         self.information: str | None = None
