@@ -108,6 +108,10 @@ cdef enum:
     KSYNC_MS = 1000          # kernel path: its counters reach the counters array at most this late
                              # (inactivity is judged in seconds; stats() reads a session at once)
     KSYNC_BATCH = 256        # kernel path: entries read per bpf() call of a sync (64 KiB of buffer)
+    HANDOFF_US = 2000        # kernel path: a packet still unread in its socket when the entry went
+                             # in reaches the loop within this (its next turn: gather_us); a phone
+                             # sends every 10-20 ms, so a stream the kernel passes up for good does
+                             # not put the entry in again for each packet
     COMMAND_MS = 10          # a verb's work for the loop (arm a session's receives, start playing) is
                              # done within this: the loop, while sessions are open, sleeps no longer,
                              # so such a verb wakes it (a system call and a context switch) only when
@@ -231,6 +235,7 @@ ctypedef struct Leg:
     uint8_t kin[2]             # per kind: what this leg receives is forwarded by the kernel
     uint64_t kpackets[2]       # per kind: what of the kernel entry's counts is merged already
     uint64_t kbytes[2]
+    uint64_t kin_ns[2]         # per kind: when the entry went in (CLOCK_MONOTONIC)
     uint64_t kgaps
     uint64_t kmux_packets      # the RTP entry's RTCP multiplexed on the RTP port, likewise
     uint64_t kmux_bytes
@@ -730,10 +735,12 @@ cdef inline int handle_packet(Pkt* p, uint64_t now) noexcept nogil:
         # a stream is reordered at the handoff only by a packet arriving within those microseconds
         # or one still unread in the socket when the entry went in (a phone sends every 20 ms).
         # Such an unread packet moved this leg's sequence state on, not the entry's: the entry is
-        # put in again from here (its counts merged first), or the kernel would count it a gap.
+        # put in again from here (its counts merged first), or the kernel would count it a gap;
+        # only within HANDOFF_US of the entry going in, so the packets the program always passes
+        # up (IP options, fragments) cost no system calls.
         if p.latched:
             kernel_refresh(p.core, p.slot)      # after count(): the entry starts from this packet
-        elif not p.rtcp:
+        elif not p.rtcp and now < p.leg.kin_ns[p.kind] + <uint64_t>HANDOFF_US * 1000:
             kernel_remove(p.core, p.slot, p.li, p.kind)
             kernel_refresh(p.core, p.slot)
         flush_sends(p.core)
@@ -1058,6 +1065,7 @@ cdef void kernel_install(Core* c, uint32_t slot, int li, int kind) noexcept nogi
         c.kerrors += 1                          # the map is full: this direction stays here
         return
     leg.kin[kind] = 1
+    leg.kin_ns[kind] = t0
     leg.kpackets[kind] = 0
     leg.kbytes[kind] = 0
     if kind == KIND_RTP:

@@ -503,6 +503,35 @@ def test_the_shortest_rtcp_goes_by_the_kernel_too() -> None:
             b.close()
 
 
+@needs_kernel_path
+def test_packets_unread_at_the_handoff_count_no_sequence_gaps() -> None:
+    """A burst: its first packet latches the leg and hands the direction to the kernel, the rest
+    are mostly still in the socket then and reach the loop after the handoff. They move the leg's
+    sequence state on, so the entry is put in again from it: the packets the kernel forwards next
+    are not counted as gaps (they were, when the entry kept the state of the latching packet)."""
+    base = _base(47)
+    with Relay("127.0.0.1", base, base + 99, kernel_forwarding="yes") as relay:
+        for _ in range(5):
+            a, b = Phone(), Phone()
+            try:
+                s = relay.open_session()
+                s.set_remote("b", "127.0.0.1", b.port)
+                s.set_remote("a", "127.0.0.1", a.port)
+                for seq in range(1, 9):
+                    a.send(s.a_port, rtp(seq, ssrc=7))
+                assert [b.recv()[0] for _ in range(8)] == [rtp(seq, ssrc=7) for seq in range(1, 9)]
+                for seq in range(9, 13):  # by the kernel
+                    a.send(s.a_port, rtp(seq, ssrc=7))
+                    assert b.recv()[0] == rtp(seq, ssrc=7)
+                assert s.in_kernel()["a rtp"]
+                st = s.stats().a
+                assert (st.rtp_packets_in, st.seq_gaps) == (12, 0)
+                s.close()
+            finally:
+                a.close()
+                b.close()
+
+
 def test_a_missing_program_is_reported_as_such(tmp_path: Path) -> None:
     """A build without clang has no BPF object: loading says so (and `auto` then runs userspace)."""
     with pytest.raises(KernelPathUnavailable, match="the BPF program was not built"):
