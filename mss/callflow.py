@@ -413,6 +413,7 @@ _invite = trusted(Invite)
 _relay_remote = trusted(RelayRemote)
 _relay_play = trusted(RelayPlay)
 _send_response = trusted(SendResponse)
+_relay_bridge = trusted(RelayBridge)
 
 
 # --- the state machine ----------------------------------------------------------------------------
@@ -692,7 +693,7 @@ class CallbackCall:
         commands: list[Command] = [
             self._remote("user2", n2),
             _STOP_RINGBACK,
-            RelayBridge(a_to_b=a_to_b, b_to_a=b_to_a, srtp=srtp),
+            _relay_bridge(a_to_b=a_to_b, b_to_a=b_to_a, srtp=srtp),  # maps checked just above
             *self._forwarding(),  # a party that answered on hold
             _MARK_BRIDGED,
         ]
@@ -1059,7 +1060,7 @@ class CallbackCall:
                 leg.hung_up = True
                 commands.append(_HANGUP[name])
         commands += [_FORWARD_NONE, _STOP_RINGBACK, self.result]
-        if all(leg.ended for leg in self.legs.values()):
+        if self._all_ended():
             self._set_state(CallState.DONE)
             commands.append(_FINISHED)
         else:
@@ -1067,8 +1068,12 @@ class CallbackCall:
             self._release_deadline = now + RELEASE_GUARD
         return commands
 
+    def _all_ended(self) -> bool:
+        legs = self.legs  # the two legs, named (a generator over them costs more than the test)
+        return legs["user1"].ended and legs["user2"].ended
+
     def _maybe_done(self) -> list[Command]:
-        if self.state is CallState.RELEASING and all(leg.ended for leg in self.legs.values()):
+        if self.state is CallState.RELEASING and self._all_ended():
             self._set_state(CallState.DONE)
             return [_FINISHED]
         return []
