@@ -1041,13 +1041,17 @@ def _build_media(
     if len(parts) < 4:
         raise _bad_m_line(n, value, "expected <media> <port> <proto> <format> ...")
     media_type, port_text, proto, formats = parts[0], parts[1], parts[2], tuple(parts[3:])
-    port_match = _PORT.fullmatch(port_text)
-    if port_match is None:
-        raise _bad_m_line(n, value, f"port {shown(port_text)} is not a number")
-    port = int(port_match[1])
+    count = None
+    if port_text.isascii() and port_text.isdigit() and len(port_text) <= _PORT_DIGITS:
+        port = int(port_text)  # the usual: a port alone (what _PORT matches without a "/<count>")
+    else:
+        port_match = _PORT.fullmatch(port_text)
+        if port_match is None:
+            raise _bad_m_line(n, value, f"port {shown(port_text)} is not a number")
+        port = int(port_match[1])
+        count = None if port_match[2] is None else int(port_match[2])
     if port > 65535:
         raise _bad_m_line(n, value, f"port {port} is out of range")
-    count = None if port_match[2] is None else int(port_match[2])
     if count == 0:
         raise _bad_m_line(n, value, "number of ports is 0")
     rtp = proto.upper().startswith("RTP/")
