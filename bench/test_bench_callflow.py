@@ -10,6 +10,8 @@ Run: .venv/bin/pytest bench/test_bench_callflow.py --benchmark-only --benchmark-
 - Engine: the same callback through :mod:`mss.engine` as the adapter drives it: the user agent's
   events turned into call-flow events, the commands carried out on a user agent and a relay session
   that do nothing, the call's timer read after every step, the outcome with its CDR.
+- Desk: the callback desk's own work for a loop iteration's callbacks, from REQUEST to delivered
+  RESPONSE, with a journal that keeps nothing (``test_bench_journal.py`` has the same with sqlite).
 """
 
 from __future__ import annotations
