@@ -29,8 +29,9 @@ before the confirmation gets it again.
 Group commit: given a ``schedule`` function, the desk makes the journal group its writes
 (:mod:`mss.journal`) and holds back what depends on them: the ACKs of a batch that took a REQUEST
 (and every later answer, so that they stay in order) and each RESPONSE. The adapter calls
-:meth:`CallbackDesk.flush` once per event-loop iteration (``schedule`` is ``loop.call_soon``), which
-commits the group and then, in the order they were made, writes the ACKs (``code=ok`` for the
+:meth:`CallbackDesk.flush` once per event-loop iteration, or every few milliseconds while the journal
+is busy (``schedule`` is :class:`mss.aio.commit_pacer.CommitPacer`), which commits the group and
+then, in the order they were made, writes the ACKs (``code=ok`` for the
 REQUESTs committed; ``code=fail`` for every REQUEST of the group when the commit failed) and starts
 their callbacks, and routes the RESPONSEs (sent even when the commit failed: the AS must not wait
 forever). Delivery marks join the next group: after a crash a RESPONSE may be sent again (at least
@@ -283,7 +284,7 @@ class CallbackDesk:
         self._flush_asked = False  # a flush is scheduled
         self._unsettled = 0  # groups given to the journal's commit whose answers are not written yet
         if schedule is not None:
-            # Group commit: the first write of a group asks for one flush (the adapter: loop.call_soon).
+            # Group commit: the first write of a group asks for one flush (the adapter: CommitPacer).
             journal.on_queued = self._ask_flush
         journal.on_owed = self.owed_ready
         journal.on_takeover = self.settle_taken_over
