@@ -175,13 +175,15 @@ def test_srtp_passthrough_between_two_sdes_phones(
 
     if capture.available:
         assert len(capture.packets) > 100, len(capture.packets)
-        # A plain G.711 packet of either tone would decode to 440 or 1000 Hz; these are noise.
+        # A plain G.711 packet of either tone would decode to 440 or 1000 Hz, every one of them; these
+        # are noise, whose strongest frequency falls within 30 Hz of a tone by chance in about 3 % of
+        # packets: 5 % failed now and then; a quarter still tells noise from a leak.
         audible = 0
         for packet in capture.packets:
             assert len(packet) == SRTP_G711_PACKET and packet[1] & 0x7F == 0, packet[:12].hex()
             hz = tones.dominant_frequency(tones.decode_ulaw(packet[12:172]))
             audible += abs(hz - TONE1) < 30 or abs(hz - TONE2) < 30
-        assert audible < len(capture.packets) * 0.05, (audible, len(capture.packets))
+        assert audible < len(capture.packets) * 0.25, (audible, len(capture.packets))
 
 
 def test_srtp_passthrough_with_mss_on_tls(
