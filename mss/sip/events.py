@@ -18,11 +18,12 @@ reading it. These are the SIP layer's events; the call flow has its own, named a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Literal
 
 from mss.errors import LocalProtocolError
+from mss.frozen import trusted
 
 __all__ = [
     "LegAnswered",
@@ -237,19 +238,12 @@ class LegReinviteResult:
 # --- events built from values known valid ---------------------------------------------------------
 #
 # The leg's most frequent events skip the generated ``__init__``, which sets a frozen dataclass's
-# fields one by one through ``object.__setattr__`` and then runs ``__post_init__``: these set the
-# slots directly and make the same checks inline. The events are the same objects.
+# fields one by one through ``object.__setattr__`` and then runs ``__post_init__``: these make the
+# same checks inline and set the slots directly (:func:`mss.frozen.trusted`). The same objects.
 
-_new = object.__new__
-
-
-def _setters(cls: type, *names: str) -> tuple[Callable[[object, object], None], ...]:
-    return tuple(getattr(cls, name).__set__ for name in names)
-
-
-_RINGING = _setters(LegRinging, "leg_id", "status", "reason", "sdp")
-_ANSWERED = _setters(LegAnswered, "leg_id", "sdp", "call_id")
-_ENDED = _setters(LegEnded, "leg_id", "by_remote", "reason", "answered")
+_make_ringing = trusted(LegRinging)
+_make_answered = trusted(LegAnswered)
+_make_ended = trusted(LegEnded)
 
 
 def leg_ringing(leg_id: LegId, status: int, reason: str, sdp: bytes | None) -> LegRinging:
@@ -257,36 +251,19 @@ def leg_ringing(leg_id: LegId, status: int, reason: str, sdp: bytes | None) -> L
     _check_leg(leg_id)
     if not 101 <= status <= 199:
         raise LocalProtocolError(f"LegRinging.status {status} is not 101..199")
-    event: LegRinging = _new(LegRinging)
-    set_leg, set_status, set_reason, set_sdp = _RINGING
-    set_leg(event, leg_id)
-    set_status(event, status)
-    set_reason(event, reason)
-    set_sdp(event, sdp)
-    return event
+    return _make_ringing(leg_id=leg_id, status=status, reason=reason, sdp=sdp)
 
 
 def leg_answered(leg_id: LegId, sdp: bytes, call_id: str) -> LegAnswered:
     """``LegAnswered``, built as :func:`leg_ringing` builds its event."""
     _check_leg(leg_id)
-    event: LegAnswered = _new(LegAnswered)
-    set_leg, set_sdp, set_call_id = _ANSWERED
-    set_leg(event, leg_id)
-    set_sdp(event, sdp)
-    set_call_id(event, call_id)
-    return event
+    return _make_answered(leg_id=leg_id, sdp=sdp, call_id=call_id)
 
 
 def leg_ended(leg_id: LegId, by_remote: bool, reason: str, answered: bool) -> LegEnded:
     """``LegEnded``, built as :func:`leg_ringing` builds its event."""
     _check_leg(leg_id)
-    event: LegEnded = _new(LegEnded)
-    set_leg, set_by_remote, set_reason, set_answered = _ENDED
-    set_leg(event, leg_id)
-    set_by_remote(event, by_remote)
-    set_reason(event, reason)
-    set_answered(event, answered)
-    return event
+    return _make_ended(leg_id=leg_id, by_remote=by_remote, reason=reason, answered=answered)
 
 
 #: Everything :meth:`~mss.sip.ua.UserAgent.next_event` returns.
