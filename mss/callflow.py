@@ -975,7 +975,7 @@ class CallbackCall:
         return earliest
 
     def _deadlines(self) -> dict[Timer, float | None]:
-        # Read after every step (the adapter re-arms the call's timer): plain loops and locals.
+        # Read by handle_timer (get_timer finds the earliest alone): plain loops and locals.
         state = self.state
         if state is CallState.DONE:
             return {}

@@ -30,6 +30,8 @@ def trusted(cls: type[_T]) -> Callable[..., _T]:
     namespace: dict[str, object] = {"_new": _new, "_cls": cls}
     params, stores = [], []
     for f in fields(cls):  # type: ignore[arg-type]  # a dataclass, by the contract above
+        if f.default_factory is not MISSING:
+            raise TypeError(f"trusted({cls.__name__}): {f.name} has a default_factory (not supported)")
         namespace[f"_set_{f.name}"] = getattr(cls, f.name).__set__  # the slot's own descriptor
         if f.default is MISSING:
             params.append(f.name)

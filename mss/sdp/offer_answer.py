@@ -537,7 +537,6 @@ def make_offer(
     return _session(host=host, session_id=session_id, version=version, media=[audio])
 
 
-
 #: Codec lists of :func:`make_offer` kept (:func:`_offered_codecs`): the configured ``audio_codecs``,
 #: one or two in a running mss.
 OFFERED_CODEC_LISTS = 16

@@ -54,10 +54,6 @@ TELEPHONE_EVENT = "telephone-event"
 class Direction(enum.StrEnum):
     """A stream's direction attribute (RFC 8866 §6.7), from the point of view of the SDP's author."""
 
-    # Hashed as the string it equals (Enum's own __hash__, of the member's name, is a Python-level
-    # call on every set or cache look-up, and disagrees with its equality to the string).
-    __hash__ = str.__hash__
-
     SENDRECV = "sendrecv"
     SENDONLY = "sendonly"
     RECVONLY = "recvonly"

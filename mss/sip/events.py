@@ -40,6 +40,9 @@ __all__ = [
     "RegistrationFailed",
     "UAEvent",
     "Unregistered",
+    "leg_answered",
+    "leg_ended",
+    "leg_ringing",
 ]
 
 
