@@ -713,6 +713,7 @@ cdef inline int forward(Pkt* p) noexcept nogil:
 cdef inline int handle_packet(Pkt* p, uint64_t now) noexcept nogil:
     """One datagram through the path; returns 1 when a queued send now owns its buffer."""
     cdef int kept
+    cdef uint64_t handoff
     cdef int drop = parse(p)
     p.latched = 0
     if drop == 0:
@@ -741,8 +742,13 @@ cdef inline int handle_packet(Pkt* p, uint64_t now) noexcept nogil:
         if p.latched:
             kernel_refresh(p.core, p.slot)      # after count(): the entry starts from this packet
         elif not p.rtcp and now < p.leg.kin_ns[p.kind] + <uint64_t>HANDOFF_US * 1000:
+            handoff = p.leg.kin_ns[p.kind]
             kernel_remove(p.core, p.slot, p.li, p.kind)
             kernel_refresh(p.core, p.slot)
+            if p.leg.kin[p.kind]:
+                # the window runs from the handoff, not from this re-install: a stream the program
+                # always passes up would otherwise be put in again for every packet
+                p.leg.kin_ns[p.kind] = handoff
         flush_sends(p.core)
     return kept
 
