@@ -568,10 +568,11 @@ class CallbackDesk:
 
         A batch's ACKs: ``code=ok`` for its REQUESTs when the group was committed (and the callbacks are
         started), ``code=fail`` for all of them when it was not. RESPONSEs are routed either way (one
-        not recorded is logged). The adapter calls this once per event-loop iteration when the journal
-        asks (``schedule``); with nothing held it costs next to nothing. sqlite commits at once; a
-        journal on a server commits in the background, and what is held meanwhile waits for the next
-        flush (groups are committed, and their answers written, in order).
+        not recorded is logged). The adapter calls this once per event-loop iteration (a few ms later
+        while the journal is busy) when the journal asks (``schedule``); with nothing held it costs
+        next to nothing. sqlite commits at once; a journal on a server commits in the background, and
+        what is held meanwhile waits for the next flush (groups are committed, and their answers
+        written, in order).
         """
         self._flush_asked = False
         held, self._held = self._held, []

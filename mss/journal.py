@@ -22,9 +22,10 @@ statements of a write, so the service commits many writes at once. With :attr:`J
 set, the first write after a commit opens a *group* (one transaction) and calls it; every later write
 joins the group (REQUESTs, RESPONSEs, bridges, deliveries, heartbeats, relay ports, from any
 connection or callback) until :meth:`Journal.flush` commits it, which the service does once per
-event-loop iteration. Writes return at once (a REQUEST's key, a RESPONSE's line) and reads see the
-group's writes, but nothing is durable before :meth:`Journal.flush` returns: the caller holds back
-what depends on it (an ``ACK code=ok``, a RESPONSE). A group is all or nothing: a write that fails (or
+event-loop iteration, or every few milliseconds while the journal is busy. Writes return at once (a
+REQUEST's key, a RESPONSE's line) and reads see the group's writes, but nothing is durable before
+:meth:`Journal.flush` returns: the caller holds back what depends on it (an ``ACK code=ok``, a
+RESPONSE). A group is all or nothing: a write that fails (or
 a failed commit) rolls the whole group back, later writes fail until :meth:`Journal.flush`, which
 raises the error. Without :attr:`Journal.on_queued` every write is a transaction of its own.
 
@@ -54,7 +55,7 @@ process (``worker`` None) no claim is ever made and the queries are those of bef
 
 A worker's group is *deferred*: its writes are queued in memory and :meth:`Journal.flush` runs them
 in one short transaction. The single process holds its group's transaction (and with it sqlite's one
-write lock) from the group's first write to the flush, a whole event-loop iteration; with workers the
+write lock) from the group's first write to the flush, an event-loop iteration or a few ms; with workers the
 other processes' writes would wait that long, their own loops stopped in sqlite's busy wait (measured:
 350 ms loop lag at 350 callbacks/s on two workers). Deferred, the lock is held for the flush alone.
 A worker's REQUEST keys come from a block of :data:`SEQ_BLOCK` it reserves at once, its RESPONSE
@@ -526,7 +527,8 @@ class Journal:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
         self.on_queued: Callable[[], None] | None = None
         """Group commit: called when a write opens a group; :meth:`flush` must follow soon (the service
-        calls it once per event-loop iteration). None: every write commits on its own."""
+        calls it once per event-loop iteration, or a few ms later while the journal is busy). None:
+        every write commits on its own."""
         self.on_owed: Callable[[str], None] | None = None
         """Never called here: one file needs no notice of RESPONSEs claimed in the background."""
         self.on_takeover: Callable[[Takeover], None] | None = None

@@ -724,12 +724,13 @@ class RelaySession:
         return _seconds(ns)
 
     def close(self, *, wait: bool = False) -> None:
-        """Stop forwarding and playing, close the sockets and free the ports. Idempotent.
+        """Stop forwarding and playing, and have the sockets closed and the ports freed. Idempotent.
 
         Forwarding, playing and counting stop at once (the counters row is final when this
         returns); the packet loop closes the sockets on its next turn, within 10 ms, without the
-        caller waiting for it. ``wait`` waits for that (the ports are then free for anybody to
-        bind), as :meth:`Relay.wait_closed` does; a new session of this relay never needs it.
+        caller waiting for it. ``wait`` waits for that, for every session closed so far (the ports
+        are then free for anybody to bind), as :meth:`Relay.wait_closed` does; a new session of this
+        relay never needs it.
         """
         self._relay._close_session(self, wait)
 

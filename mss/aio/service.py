@@ -250,6 +250,7 @@ class Service:
         self._signals = 0
         self.iif: IIFServer | None = None
         self.desk: CallbackDesk | None = None
+        self._pacer: CommitPacer | None = None  # the desk's commit schedule
         self.engine: ServiceEngine | None = None
         self.ready = asyncio.Event()
         self._heartbeat_timer: asyncio.TimerHandle | None = None
@@ -292,6 +293,8 @@ class Service:
             try:
                 return await self._run(journal)
             finally:
+                if self._pacer is not None:
+                    self._pacer.cancel()  # no flush once the journal is closed (a stop flushed the desk)
                 await self._close_journal(journal)
         finally:
             for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
@@ -333,7 +336,7 @@ class Service:
     async def _run(self, journal: JournalStore) -> int:
         cfg = self.config
         loop = asyncio.get_running_loop()
-        pacer = CommitPacer(loop)
+        pacer = self._pacer = CommitPacer(loop)
         desk = CallbackDesk(
             journal,
             max_calls=effective_max_calls(cfg),
@@ -408,7 +411,6 @@ class Service:
                 journal.heartbeat(time.time())
             desk.flush()  # what the engine's close ended, and the last heartbeat
             await self._settled(desk)
-            pacer.cancel()
         log.info("mss stopped")
         return 0
 
