@@ -532,3 +532,22 @@ async def test_the_udp_socket_gets_a_large_receive_buffer() -> None:
             rmem_max = int(f.read())
         expected = UDP_RECEIVE_BUFFER if os.geteuid() == 0 else min(UDP_RECEIVE_BUFFER, rmem_max)
         assert granted >= expected
+
+
+@uv
+async def test_a_wake_up_reads_every_queued_datagram_not_libuvs_32() -> None:
+    # libuv reads at most 32 datagrams of a socket per loop iteration: with iterations heavy with
+    # other work the SIP queue overflowed under load. mss drains the socket at each wake-up.
+    from mss.aio.sip_transport import UDP_DRAIN_BATCH
+
+    n = 200
+    assert n < UDP_DRAIN_BATCH
+    async with udp_pss() as (_pss, port), running(settings(port), Events()) as sip:
+        local = (HOST, sip.ua.settings.local_port)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+            stranger.bind(("127.0.0.2", 0))
+            for _ in range(n):  # all queued before the loop runs again
+                stranger.sendto(b"OPTIONS sip:x SIP/2.0\r\n\r\n", local)
+            for _ in range(3):  # three loop iterations: 96 datagrams at most, read 32 at a time
+                await asyncio.sleep(0)
+            assert sip.ua.counters["dropped_strangers"] == n

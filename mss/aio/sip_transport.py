@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import ssl
 import sys
@@ -107,17 +108,54 @@ IDLE_SWEEP_MAX = 10.0
 Addr = tuple[str, int]
 
 
+#: Datagrams read from the SIP UDP socket at one wake-up besides the one uvloop hands over. libuv
+#: reads at most 32 datagrams of a socket per loop iteration: when iterations are heavy with other
+#: work (a core saturated), that fell behind the far end's answers until the receive queue overflowed
+#: and callbacks failed after their ACK code=ok.
+UDP_DRAIN_BATCH = 256
+
+#: Largest UDP payload.
+_MAX_DATAGRAM = 65535
+
+
 class _Udp(asyncio.DatagramProtocol):
     def __init__(self, owner: SipTransport) -> None:
         self._owner = owner
+        self._drain: socket.socket | None = None
+        """The socket's own descriptor, duplicated: read until it is empty at each wake-up."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self._drain = socket.socket(fileno=os.dup(sock.fileno()))
+            self._drain.setblocking(False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._drain is not None:
+            self._drain.close()
+            self._drain = None
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        """Feed, drain, transmit, re-arm."""
+        """Feed this datagram and those queued behind it (bounded), then drain, transmit, re-arm."""
+        owner = self._owner
+        self._take(data, addr)
+        drain = self._drain
+        if drain is not None:
+            for _ in range(UDP_DRAIN_BATCH):
+                try:
+                    data, addr = drain.recvfrom(_MAX_DATAGRAM)
+                except BlockingIOError:
+                    break
+                except OSError:  # an ICMP error for an earlier datagram: the timers handle the loss
+                    continue
+                self._take(data, addr)
+        owner.flush()
+
+    def _take(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         owner = self._owner
         source = (str(addr[0]), int(addr[1]))
         owner.feed(data, source, None)
         owner.note_stranger(source, "udp")
-        owner.flush()
 
     def error_received(self, exc: Exception) -> None:
         """An ICMP error for an earlier datagram: the retransmission timers handle the loss."""
