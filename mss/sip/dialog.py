@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from mss.errors import LocalProtocolError, SipError
-from mss.sip.message import MAX_MESSAGE_SIZE, CSeq, Message, Request, Response, canonical_name
+from mss.sip.message import MAX_MESSAGE_SIZE, Message, Request, Response, canonical_name, trusted_cseq
 from mss.sip.uri import NameAddr, SipUri, Uri, fast_via, wrote_name_addr
 
 __all__ = ["Dialog", "DialogKey"]
@@ -27,6 +27,7 @@ _NOT_IN_RURI = ("method", "ttl")
 
 _Item = tuple[str, str, str]
 _MAX_FORWARDS: _Item = ("max-forwards", "Max-Forwards", "70")
+_MAX_FORWARDS_LINE = f"{_MAX_FORWARDS[1]}: {_MAX_FORWARDS[2]}"
 
 #: What every request of a dialog writes alike, made once (see Dialog.create_request): what it was
 #: made from, then the From and To values with their tags and the From, To and Call-ID fields, and
@@ -227,15 +228,16 @@ class Dialog:
         for name, value in headers:
             key, spelling = canonical_name(name)
             items.append((key, spelling, value))
+        cseq_value = trusted_cseq(seq, method)
         return Request._local(method, target[2], items, body, via=fast_via(via), from_=fixed[1], to=fixed[2],
-                              call_id=self.call_id, cseq=_cseq(seq, method), uri_text=target[3])  # fmt: skip
+                              call_id=self.call_id, cseq=cseq_value, uri_text=target[3])  # fmt: skip
 
     def encode_ack(self, *, via: str, cseq: int, headers: Iterable[tuple[str, str]] = ()) -> bytes:
         """The ACK of a 2xx in this dialog (§13.2.2.4), on the wire: the bytes
         ``create_request("ACK", via=via, cseq=cseq, headers=headers).encode()`` gives, written
         directly (an ACK is sent and kept as bytes, never read back as a request)."""
         fixed, target = self._fixed_and_target()
-        lines = [f"ACK {target[3]} SIP/2.0", f"Via: {via}", "Max-Forwards: 70", fixed[4], f"CSeq: {cseq} ACK"]
+        lines = [f"ACK {target[3]} SIP/2.0", f"Via: {via}", _MAX_FORWARDS_LINE, fixed[4], f"CSeq: {cseq} ACK"]
         lines += [f"Route: {value}" for _key, _name, value in target[4]]
         if headers:
             items = [(*canonical_name(name), value) for name, value in headers]
@@ -249,14 +251,3 @@ class Dialog:
             raise LocalProtocolError(f"SIP message of {len(data)} bytes exceeds {MAX_MESSAGE_SIZE}")
         return data
 
-
-_SET_SEQ, _SET_METHOD = CSeq.__dict__["seq"].__set__, CSeq.__dict__["method"].__set__
-
-
-def _cseq(seq: int, method: str) -> CSeq:
-    """The CSeq of a request mss writes (a number it counted, a method it names), its slots set
-    directly: CSeq's generated ``__init__`` sets a frozen dataclass's fields one by one."""
-    cseq: CSeq = object.__new__(CSeq)
-    _SET_SEQ(cseq, seq)
-    _SET_METHOD(cseq, method)
-    return cseq

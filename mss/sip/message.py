@@ -77,6 +77,7 @@ __all__ = [
     "make_response",
     "parse_message",
     "split_message",
+    "trusted_cseq",
 ]
 
 #: Largest SIP message mss reads or writes: the largest UDP payload. An INVITE with SDP is 1-3 kB;
@@ -295,12 +296,18 @@ _DATE_RE = re.compile(
 _SET_SEQ, _SET_METHOD = CSeq.__dict__["seq"].__set__, CSeq.__dict__["method"].__set__
 
 
-def _cseq_from_match(m: Match[str]) -> CSeq:
-    """The CSeq a fast-shape match stands for, its slots set directly (the match validated them)."""
+def trusted_cseq(seq: int, method: str) -> CSeq:
+    """A CSeq of values known valid (a fast-shape match, a number mss counted), its slots set
+    directly: CSeq's generated ``__init__`` sets a frozen dataclass's fields one by one."""
     cseq: CSeq = object.__new__(CSeq)
-    _SET_SEQ(cseq, int(m.group(1)))
-    _SET_METHOD(cseq, m.group(2))
+    _SET_SEQ(cseq, seq)
+    _SET_METHOD(cseq, method)
     return cseq
+
+
+def _cseq_from_match(m: Match[str]) -> CSeq:
+    """The CSeq a fast-shape match stands for (the match validated it)."""
+    return trusted_cseq(int(m.group(1)), m.group(2))
 
 
 def _parse_cseq(value: str) -> CSeq:
